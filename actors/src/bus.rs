@@ -1,0 +1,899 @@
+//! The Message Bus: every message inside a runtime goes through it.
+//!
+//! Two faces:
+//!
+//! * [`Bus`], a cheap cloneable handle every component holds. [`Bus::post`] sends a
+//!   request and returns a future of its final response, [`Bus::send`] sends without
+//!   waiting, [`Bus::inject`] is how protocol stubs hand in messages from the wire.
+//!   Routing happens on the caller's thread, straight into the recipient's mailbox:
+//!   one hop, no central router (design.md §6).
+//! * [`MessageBus`], the actor that owns the listener table and the interceptor
+//!   chain. It is the only writer of both; it also accepts [`Post`] and [`SendMessage`]
+//!   for callers that prefer plain actor messages.
+//!
+//! Routing order for each recipient (rethink-wire.md §10, issue "Actor core" §4):
+//!
+//! 1. the interceptor pipeline (PEPs), in order; a rejection answers the sender
+//!    (403 "Blocked by policy" for policy denials) and nothing is delivered;
+//! 2. a pending request waiting for this response (`(to, id)`); responses with a code
+//!    below 200 keep the request open;
+//! 3. local listeners on exactly `to`;
+//! 4. the protocol stub the [`StubTable`] resolves for `to` (never for addresses
+//!    under the runtime's own URL, never back to the stub a message came from);
+//! 5. otherwise a 404 response to requests; notifications and responses are dropped
+//!    and counted.
+//!
+//! A full mailbox answers 429 to the sender, a stopped recipient 500; a request
+//! without a final response within [`BusConfig::request_timeout`] resolves to
+//! [`BusError::Timeout`] (408).
+//!
+//! ```
+//! # use hyperty_actors::prelude::*;
+//! # use actix::prelude::*;
+//! struct Echo(Bus);
+//! impl Actor for Echo { type Context = Context<Self>; }
+//! impl Handler<Deliver> for Echo {
+//!     type Result = ();
+//!     fn handle(&mut self, Deliver(msg): Deliver, _: &mut Context<Self>) {
+//!         let reply = msg.reply_value(ResponseCode::Ok, msg.body.value.clone().unwrap_or_default());
+//!         self.0.send(reply);
+//!     }
+//! }
+//!
+//! # #[actix::main] async fn main() {
+//! let rt: RuntimeUrl = "hyperty-runtime://example.com/rt".parse().unwrap();
+//! let bus = MessageBus::start(rt, BusConfig::default(), Default::default());
+//! let echo: Address = "hyperty://example.com/echo".parse().unwrap();
+//! bus.add_listener(echo.clone(), Echo(bus.clone()).start().recipient(), None).await.unwrap();
+//!
+//! let req = Message::new(MessageType::Execute, "hyperty://example.com/me".parse().unwrap(), echo)
+//!     .with_value(serde_json::json!("hi"));
+//! let resp = bus.post(req).await.unwrap();
+//! assert_eq!(resp.code(), Some(ResponseCode::Ok));
+//! assert_eq!(resp.body.value, Some(serde_json::json!("hi")));
+//! # }
+//! ```
+
+use std::fmt;
+use std::future::Future;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering::Relaxed};
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use actix::prelude::*;
+use dashmap::DashMap;
+use tokio::sync::{mpsc, oneshot};
+use tracing::{debug, trace, warn};
+
+use crate::address::{Address, RuntimeUrl};
+use crate::error::{error_response, BusError, Rejection};
+use crate::message::{Message, MessageId, MessageType, ResponseCode, To};
+use crate::routes::{Delivery, ListenerId, ListenerTable, Refusal, StubDelivery, StubTable};
+
+/// Default time a request waits for its final response (runtime-core uses 15 s).
+pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(15);
+/// Default bound of the listener table.
+pub const DEFAULT_MAX_LISTENERS: usize = 100_000;
+/// Default bound of requests awaiting a response.
+pub const DEFAULT_MAX_PENDING: usize = 100_000;
+/// Default bound of the interceptor chain.
+pub const DEFAULT_MAX_INTERCEPTORS: usize = 64;
+/// Mailbox capacity of the bus actor.
+pub const BUS_MAILBOX_CAPACITY: usize = 1024;
+/// Provisional responses buffered per [`Bus::post_with_progress`] call.
+pub const PROGRESS_BUFFER: usize = 16;
+
+/// Limits and timing of a bus. Every table is bounded.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BusConfig {
+    /// How long a request waits for a final response before a 408.
+    pub request_timeout: Duration,
+    /// Most listener registrations.
+    pub max_listeners: usize,
+    /// Most requests awaiting responses (local posts and remote requests in flight).
+    pub max_pending: usize,
+    /// Most interceptors.
+    pub max_interceptors: usize,
+}
+
+impl Default for BusConfig {
+    fn default() -> Self {
+        BusConfig {
+            request_timeout: DEFAULT_REQUEST_TIMEOUT,
+            max_listeners: DEFAULT_MAX_LISTENERS,
+            max_pending: DEFAULT_MAX_PENDING,
+            max_interceptors: DEFAULT_MAX_INTERCEPTORS,
+        }
+    }
+}
+
+/// A message delivered to a listener (a hyperty, a stub, a runtime component).
+#[derive(Debug, Clone, actix::Message)]
+#[rtype(result = "()")]
+pub struct Deliver(pub Message);
+
+/// Where a message enters the bus from, relative to the runtime.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Direction {
+    /// A local sender to a local recipient.
+    Local,
+    /// A local sender to a recipient reached through a protocol stub.
+    Outgoing,
+    /// A message that arrived through a protocol stub.
+    Incoming,
+}
+
+/// One step of the bus pipeline, e.g. a policy enforcement point.
+///
+/// Interceptors run synchronously, in registration order, on the sender's thread,
+/// so they keep per-sender message order. They may rewrite the message (add
+/// `body.identity`, set `body.auth`) or reject it. State they consult (compiled
+/// policies, cached assertions) is owned by an actor and shared with them.
+pub trait Interceptor: Send + Sync + 'static {
+    /// A unique name, used to remove the interceptor.
+    fn name(&self) -> &str;
+    /// Inspects (and possibly rewrites) a message, or rejects it.
+    fn intercept(&self, msg: &mut Message, direction: Direction) -> Result<(), Rejection>;
+}
+
+impl fmt::Debug for dyn Interceptor {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Interceptor({})", self.name())
+    }
+}
+
+/// Counters of a bus (monotonic).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct BusStats {
+    /// Messages handed to a listener or stub.
+    pub delivered: u64,
+    /// Responses that completed a local request.
+    pub responses: u64,
+    /// Messages with no route.
+    pub not_found: u64,
+    /// Messages rejected by an interceptor.
+    pub rejected: u64,
+    /// Messages refused by a full mailbox or table (429).
+    pub busy: u64,
+    /// Messages to a stopped recipient (500).
+    pub unavailable: u64,
+    /// Requests that timed out (408).
+    pub timeouts: u64,
+    /// Notifications and responses dropped for lack of a route.
+    pub dropped: u64,
+}
+
+#[derive(Default)]
+struct Counters {
+    delivered: AtomicU64,
+    responses: AtomicU64,
+    not_found: AtomicU64,
+    rejected: AtomicU64,
+    busy: AtomicU64,
+    unavailable: AtomicU64,
+    timeouts: AtomicU64,
+    dropped: AtomicU64,
+}
+
+type PendingKey = (Arc<str>, MessageId);
+
+struct Pending {
+    tx: oneshot::Sender<Result<Message, BusError>>,
+    progress: Option<mpsc::Sender<Message>>,
+    target: Arc<str>,
+}
+
+/// Where a message came from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Origin {
+    Local,
+    Stub(Address),
+}
+
+struct Shared {
+    runtime_url: RuntimeUrl,
+    config: BusConfig,
+    next_id: AtomicU64,
+    listeners: ListenerTable,
+    stubs: Arc<StubTable>,
+    pending: DashMap<PendingKey, Pending>,
+    /// Remote requests delivered to a local listener and not yet answered:
+    /// (requester, id) → the local recipient.
+    inflight: DashMap<PendingKey, Arc<str>>,
+    tracked: AtomicUsize,
+    interceptors: RwLock<Arc<[Arc<dyn Interceptor>]>>,
+    counters: Counters,
+    shut: AtomicBool,
+}
+
+/// Handle to a runtime's message bus. Cheap to clone.
+#[derive(Clone)]
+pub struct Bus {
+    shared: Arc<Shared>,
+    actor: Addr<MessageBus>,
+}
+
+impl fmt::Debug for Bus {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Bus")
+            .field("runtime", &self.shared.runtime_url)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Removes a pending entry when the waiting future is dropped or finishes.
+struct PendingGuard {
+    shared: Arc<Shared>,
+    key: PendingKey,
+}
+
+impl Drop for PendingGuard {
+    fn drop(&mut self) {
+        if self.shared.pending.remove(&self.key).is_some() {
+            self.shared.tracked.fetch_sub(1, Relaxed);
+        }
+    }
+}
+
+impl Bus {
+    /// The runtime this bus belongs to.
+    pub fn runtime_url(&self) -> &RuntimeUrl {
+        &self.shared.runtime_url
+    }
+
+    /// The bus configuration.
+    pub fn config(&self) -> &BusConfig {
+        &self.shared.config
+    }
+
+    /// The address of the bus actor.
+    pub fn actor(&self) -> &Addr<MessageBus> {
+        &self.actor
+    }
+
+    /// A fresh message id, unique on this bus.
+    pub fn next_id(&self) -> MessageId {
+        self.shared.next_id()
+    }
+
+    /// Sends a request and waits for its final (≥ 200) response.
+    ///
+    /// Assigns an id if `msg.id` is 0. Provisional responses keep the request open
+    /// but are not shown; see [`Bus::post_with_progress`]. Errors detected by this bus
+    /// (no route, rejection, full mailbox, crash, timeout) come back as [`BusError`];
+    /// a remote error response is an `Ok` response with its code.
+    pub fn post(
+        &self,
+        mut msg: Message,
+    ) -> impl Future<Output = Result<Message, BusError>> + 'static {
+        let shared = self.shared.clone();
+        if msg.id == 0 {
+            msg.id = shared.next_id();
+        }
+        let (tx, rx) = oneshot::channel();
+        let registered = shared.register(&msg, tx, None);
+        let timeout = shared.config.request_timeout;
+        if registered.is_ok() {
+            shared.route(msg, &Origin::Local);
+        }
+        let guard = registered.map(|key| PendingGuard {
+            shared: shared.clone(),
+            key,
+        });
+        async move {
+            let _guard = guard?;
+            match tokio::time::timeout(timeout, rx).await {
+                Ok(Ok(result)) => result,
+                Ok(Err(_)) => Err(BusError::Shutdown),
+                Err(_) => {
+                    shared.counters.timeouts.fetch_add(1, Relaxed);
+                    Err(BusError::Timeout)
+                }
+            }
+        }
+    }
+
+    /// Like [`Bus::post`], but calls `on_progress` with each provisional (1xx)
+    /// response; each one restarts the timeout.
+    pub fn post_with_progress<F>(
+        &self,
+        mut msg: Message,
+        mut on_progress: F,
+    ) -> impl Future<Output = Result<Message, BusError>> + 'static
+    where
+        F: FnMut(Message) + 'static,
+    {
+        let shared = self.shared.clone();
+        if msg.id == 0 {
+            msg.id = shared.next_id();
+        }
+        let (tx, mut rx) = oneshot::channel();
+        let (ptx, mut prx) = mpsc::channel(PROGRESS_BUFFER);
+        let registered = shared.register(&msg, tx, Some(ptx));
+        if registered.is_ok() {
+            shared.route(msg, &Origin::Local);
+        }
+        let guard = registered.map(|key| PendingGuard {
+            shared: shared.clone(),
+            key,
+        });
+        let timeout = shared.config.request_timeout;
+        async move {
+            let _guard = guard?;
+            let mut deadline = tokio::time::Instant::now() + timeout;
+            loop {
+                tokio::select! {
+                    r = &mut rx => return r.unwrap_or(Err(BusError::Shutdown)),
+                    Some(p) = prx.recv() => {
+                        on_progress(p);
+                        deadline = tokio::time::Instant::now() + timeout;
+                    }
+                    _ = tokio::time::sleep_until(deadline) => {
+                        shared.counters.timeouts.fetch_add(1, Relaxed);
+                        return Err(BusError::Timeout);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Sends without waiting. Assigns an id if `msg.id` is 0 and returns it. If a
+    /// request cannot be delivered, the bus answers the sender's listener with an
+    /// error response.
+    pub fn send(&self, mut msg: Message) -> MessageId {
+        if msg.id == 0 {
+            msg.id = self.shared.next_id();
+        }
+        let id = msg.id;
+        self.shared.route(msg, &Origin::Local);
+        id
+    }
+
+    /// Hands in a message that arrived through the protocol stub `stub`: it goes
+    /// through the incoming pipeline and is never routed back to that stub.
+    pub fn inject(&self, msg: Message, stub: &Address) {
+        self.shared.route(msg, &Origin::Stub(stub.clone()));
+    }
+
+    /// Adds a listener on exactly `address`. `owner` (a hyperty URL) lets all of a
+    /// hyperty's listeners be removed at once when it stops.
+    pub fn add_listener(
+        &self,
+        address: Address,
+        recipient: Recipient<Deliver>,
+        owner: Option<Address>,
+    ) -> impl Future<Output = Result<ListenerId, BusError>> + 'static {
+        let req = self.actor.send(AddListener {
+            address,
+            recipient,
+            owner,
+        });
+        async move { req.await.map_err(|_| BusError::Shutdown)? }
+    }
+
+    /// Removes one listener registration.
+    pub fn remove_listener(
+        &self,
+        address: Address,
+        id: ListenerId,
+    ) -> impl Future<Output = bool> + 'static {
+        let req = self.actor.send(RemoveListener { address, id });
+        async move { req.await.unwrap_or(false) }
+    }
+
+    /// Adds an interceptor at the end of the pipeline.
+    pub fn add_interceptor(
+        &self,
+        interceptor: Arc<dyn Interceptor>,
+    ) -> impl Future<Output = Result<(), BusError>> + 'static {
+        let req = self.actor.send(AddInterceptor(interceptor));
+        async move { req.await.map_err(|_| BusError::Shutdown)? }
+    }
+
+    /// Removes the interceptor named `name`.
+    pub fn remove_interceptor(&self, name: &str) -> impl Future<Output = bool> + 'static {
+        let req = self.actor.send(RemoveInterceptor(name.to_owned()));
+        async move { req.await.unwrap_or(false) }
+    }
+
+    /// True if a listener is registered on exactly `address`.
+    pub fn has_listener(&self, address: &str) -> bool {
+        self.shared.listeners.contains(address)
+    }
+
+    /// Counters.
+    pub fn stats(&self) -> BusStats {
+        self.shared.stats()
+    }
+
+    /// Fails every request awaiting an answer from `recipient` with
+    /// [`BusError::Unavailable`] (500): local posts directly, remote requesters with
+    /// a 500 response. Used when a hyperty crashes. Returns how many were failed.
+    pub fn fail_requests_to(&self, recipient: &Address) -> usize {
+        self.shared.fail_requests_to(recipient)
+    }
+
+    /// Fails every pending request with [`BusError::Shutdown`] and refuses new ones.
+    pub fn shutdown(&self) {
+        self.shared.shut.store(true, Relaxed);
+        let keys: Vec<PendingKey> = self
+            .shared
+            .pending
+            .iter()
+            .map(|e| e.key().clone())
+            .collect();
+        for k in keys {
+            if let Some((_, p)) = self.shared.pending.remove(&k) {
+                self.shared.tracked.fetch_sub(1, Relaxed);
+                let _ = p.tx.send(Err(BusError::Shutdown));
+            }
+        }
+    }
+}
+
+impl Shared {
+    fn next_id(&self) -> MessageId {
+        self.next_id.fetch_add(1, Relaxed) + 1
+    }
+
+    fn stats(&self) -> BusStats {
+        let c = &self.counters;
+        BusStats {
+            delivered: c.delivered.load(Relaxed),
+            responses: c.responses.load(Relaxed),
+            not_found: c.not_found.load(Relaxed),
+            rejected: c.rejected.load(Relaxed),
+            busy: c.busy.load(Relaxed),
+            unavailable: c.unavailable.load(Relaxed),
+            timeouts: c.timeouts.load(Relaxed),
+            dropped: c.dropped.load(Relaxed),
+        }
+    }
+
+    fn register(
+        &self,
+        msg: &Message,
+        tx: oneshot::Sender<Result<Message, BusError>>,
+        progress: Option<mpsc::Sender<Message>>,
+    ) -> Result<PendingKey, BusError> {
+        if self.shut.load(Relaxed) {
+            return Err(BusError::Shutdown);
+        }
+        if self.tracked.fetch_add(1, Relaxed) >= self.config.max_pending {
+            self.tracked.fetch_sub(1, Relaxed);
+            self.counters.busy.fetch_add(1, Relaxed);
+            return Err(BusError::Busy("the bus (pending requests)".to_owned()));
+        }
+        let key = (msg.from.shared().clone(), msg.id);
+        let pending = Pending {
+            tx,
+            progress,
+            target: msg.to.first().shared().clone(),
+        };
+        if self.pending.insert(key.clone(), pending).is_some() {
+            // the same sender reused an id: the older request loses its correlation
+            self.tracked.fetch_sub(1, Relaxed);
+        }
+        Ok(key)
+    }
+
+    fn is_local(&self, addr: &Address) -> bool {
+        self.listeners.contains(addr.as_str()) || addr.is_under(self.runtime_url.as_str())
+    }
+
+    fn direction(&self, msg: &Message, origin: &Origin) -> Direction {
+        match origin {
+            Origin::Stub(_) => Direction::Incoming,
+            Origin::Local if msg.to.iter().all(|a| self.is_local(a)) => Direction::Local,
+            Origin::Local => Direction::Outgoing,
+        }
+    }
+
+    fn route(&self, mut msg: Message, origin: &Origin) {
+        let span = tracing::trace_span!(
+            "bus.route",
+            id = msg.id,
+            kind = %msg.kind,
+            from = %msg.from,
+            to = %msg.to.first()
+        );
+        let _enter = span.enter();
+        let chain = self
+            .interceptors
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        if !chain.is_empty() {
+            let direction = self.direction(&msg, origin);
+            for i in chain.iter() {
+                if let Err(rejection) = i.intercept(&mut msg, direction) {
+                    debug!(interceptor = i.name(), reason = %rejection, "message rejected");
+                    self.counters.rejected.fetch_add(1, Relaxed);
+                    self.fail(msg, BusError::Rejected(rejection));
+                    return;
+                }
+            }
+        }
+        match &msg.to {
+            To::One(target) => {
+                let target = target.clone();
+                self.route_to(msg, &target, origin);
+            }
+            To::Many(targets) => {
+                let targets = targets.clone();
+                let last = targets.len() - 1;
+                let mut msg = Some(msg);
+                for (i, t) in targets.iter().enumerate() {
+                    let m = if i == last { msg.take() } else { msg.clone() };
+                    if let Some(m) = m {
+                        self.route_to(m, t, origin);
+                    }
+                }
+            }
+        }
+    }
+
+    fn route_to(&self, msg: Message, target: &Address, origin: &Origin) {
+        if msg.kind == MessageType::Response {
+            let key = (target.shared().clone(), msg.id);
+            let provisional = msg.body.code.is_some_and(ResponseCode::is_provisional);
+            if provisional {
+                if let Some(p) = self.pending.get(&key) {
+                    if let Some(progress) = &p.progress {
+                        let _ = progress.try_send(msg);
+                    }
+                    return;
+                }
+            } else if let Some((_, p)) = self.pending.remove(&key) {
+                self.tracked.fetch_sub(1, Relaxed);
+                self.counters.responses.fetch_add(1, Relaxed);
+                let _ = p.tx.send(Ok(msg));
+                return;
+            }
+            if *origin == Origin::Local && !provisional && self.inflight.remove(&key).is_some() {
+                self.tracked.fetch_sub(1, Relaxed);
+            }
+        }
+        let track = matches!(origin, Origin::Stub(_)) && msg.kind.expects_response();
+        let requester = track.then(|| (msg.from.shared().clone(), msg.id));
+        match self.listeners.deliver(target.as_str(), Deliver(msg)) {
+            Delivery::Delivered(_) => {
+                self.counters.delivered.fetch_add(1, Relaxed);
+                if let Some(key) = requester {
+                    self.track_inflight(key, target);
+                }
+                trace!(%target, "delivered to local listener");
+                return;
+            }
+            Delivery::Refused(Deliver(m), why) => return self.refused(m, target, why),
+            Delivery::NoListener(d) => {
+                if !target.is_under(self.runtime_url.as_str()) {
+                    let came_from = match origin {
+                        Origin::Stub(s) => Some(s.as_str()),
+                        Origin::Local => None,
+                    };
+                    match self.stubs.deliver(target, d, came_from) {
+                        StubDelivery::Sent(stub) => {
+                            self.counters.delivered.fetch_add(1, Relaxed);
+                            trace!(%target, %stub, "handed to protocol stub");
+                        }
+                        StubDelivery::Refused(Deliver(m), why) => self.refused(m, target, why),
+                        StubDelivery::NoStub(Deliver(m)) => self.no_route(m, target),
+                    }
+                } else {
+                    self.no_route(d.0, target);
+                }
+            }
+        }
+    }
+
+    fn track_inflight(&self, key: PendingKey, target: &Address) {
+        if self.tracked.fetch_add(1, Relaxed) >= self.config.max_pending {
+            self.tracked.fetch_sub(1, Relaxed);
+            return;
+        }
+        if self.inflight.insert(key, target.shared().clone()).is_some() {
+            self.tracked.fetch_sub(1, Relaxed);
+        }
+    }
+
+    fn refused(&self, msg: Message, target: &Address, why: Refusal) {
+        match why {
+            Refusal::Full => {
+                self.counters.busy.fetch_add(1, Relaxed);
+                self.fail(msg, BusError::Busy(target.to_string()));
+            }
+            Refusal::Closed => {
+                self.counters.unavailable.fetch_add(1, Relaxed);
+                self.fail(msg, BusError::Unavailable(target.to_string()));
+            }
+        }
+    }
+
+    fn no_route(&self, msg: Message, target: &Address) {
+        self.counters.not_found.fetch_add(1, Relaxed);
+        self.fail(msg, BusError::NoRoute(target.to_string()));
+    }
+
+    /// Reports a failure to the sender: to its waiting `post` if it has one, with an
+    /// error response if the message was a request, otherwise a counted drop.
+    fn fail(&self, msg: Message, err: BusError) {
+        if msg.kind == MessageType::Response {
+            self.counters.dropped.fetch_add(1, Relaxed);
+            debug!(id = msg.id, to = %msg.to.first(), error = %err, "response dropped");
+            return;
+        }
+        let key = (msg.from.shared().clone(), msg.id);
+        if let Some((_, p)) = self.pending.remove(&key) {
+            self.tracked.fetch_sub(1, Relaxed);
+            let _ = p.tx.send(Err(err));
+            return;
+        }
+        if msg.kind.expects_response() {
+            let resp = error_response(&msg, &err);
+            let target = msg.from.clone();
+            self.route_to(resp, &target, &Origin::Local);
+        } else {
+            self.counters.dropped.fetch_add(1, Relaxed);
+            debug!(id = msg.id, kind = %msg.kind, to = %msg.to.first(), error = %err, "notification dropped");
+        }
+    }
+
+    fn fail_requests_to(&self, recipient: &Address) -> usize {
+        let target = recipient.as_str();
+        let local: Vec<PendingKey> = self
+            .pending
+            .iter()
+            .filter(|e| &*e.value().target == target)
+            .map(|e| e.key().clone())
+            .collect();
+        let mut n = 0;
+        for k in local {
+            if let Some((_, p)) = self.pending.remove(&k) {
+                self.tracked.fetch_sub(1, Relaxed);
+                let _ = p.tx.send(Err(BusError::Unavailable(target.to_owned())));
+                n += 1;
+            }
+        }
+        let remote: Vec<PendingKey> = self
+            .inflight
+            .iter()
+            .filter(|e| &**e.value() == target)
+            .map(|e| e.key().clone())
+            .collect();
+        for k in remote {
+            if self.inflight.remove(&k).is_none() {
+                continue;
+            }
+            self.tracked.fetch_sub(1, Relaxed);
+            let Ok(requester) = Address::parse(&k.0) else {
+                continue;
+            };
+            let resp = Message {
+                id: k.1,
+                kind: MessageType::Response,
+                from: recipient.clone(),
+                to: To::One(requester.clone()),
+                body: crate::message::Body::with_code(ResponseCode::InternalError),
+            };
+            let mut resp = resp;
+            resp.body.description = Some(BusError::Unavailable(target.to_owned()).to_string());
+            self.route_to(resp, &requester, &Origin::Local);
+            n += 1;
+        }
+        n
+    }
+}
+
+/// The bus actor: sole writer of the listener table and the interceptor chain.
+pub struct MessageBus {
+    shared: Arc<Shared>,
+}
+
+impl fmt::Debug for MessageBus {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("MessageBus")
+            .field("runtime", &self.shared.runtime_url)
+            .finish_non_exhaustive()
+    }
+}
+
+impl MessageBus {
+    /// Starts the bus actor on the current arbiter and returns a handle.
+    /// `stubs` is the stub table the runtime registry writes.
+    pub fn start(runtime_url: RuntimeUrl, config: BusConfig, stubs: Arc<StubTable>) -> Bus {
+        let shared = Arc::new(Shared {
+            runtime_url,
+            config,
+            next_id: AtomicU64::new(0),
+            listeners: ListenerTable::default(),
+            stubs,
+            pending: DashMap::new(),
+            inflight: DashMap::new(),
+            tracked: AtomicUsize::new(0),
+            interceptors: RwLock::new(Arc::from(Vec::new())),
+            counters: Counters::default(),
+            shut: AtomicBool::new(false),
+        });
+        let actor = MessageBus::create({
+            let shared = shared.clone();
+            |ctx| {
+                ctx.set_mailbox_capacity(BUS_MAILBOX_CAPACITY);
+                MessageBus { shared }
+            }
+        });
+        Bus { shared, actor }
+    }
+}
+
+impl Actor for MessageBus {
+    type Context = Context<Self>;
+}
+
+/// Registers a listener on an exact address.
+#[derive(Debug, actix::Message)]
+#[rtype(result = "Result<ListenerId, BusError>")]
+pub struct AddListener {
+    /// The address listened on.
+    pub address: Address,
+    /// Who gets the messages.
+    pub recipient: Recipient<Deliver>,
+    /// The hyperty owning the listener, if any.
+    pub owner: Option<Address>,
+}
+
+/// Removes one listener registration.
+#[derive(Debug, actix::Message)]
+#[rtype(result = "bool")]
+pub struct RemoveListener {
+    /// The address.
+    pub address: Address,
+    /// The registration.
+    pub id: ListenerId,
+}
+
+/// Removes every listener owned by a hyperty.
+#[derive(Debug, actix::Message)]
+#[rtype(result = "usize")]
+pub struct RemoveListenersOf(pub Address);
+
+/// Removes every listener on an address.
+#[derive(Debug, actix::Message)]
+#[rtype(result = "usize")]
+pub struct RemoveAllListeners(pub Address);
+
+/// Appends an interceptor to the pipeline.
+#[derive(actix::Message)]
+#[rtype(result = "Result<(), BusError>")]
+pub struct AddInterceptor(pub Arc<dyn Interceptor>);
+
+impl fmt::Debug for AddInterceptor {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "AddInterceptor({})", self.0.name())
+    }
+}
+
+/// Removes an interceptor by name.
+#[derive(Debug, actix::Message)]
+#[rtype(result = "bool")]
+pub struct RemoveInterceptor(pub String);
+
+/// Posts a request through the actor; resolves to the final response.
+#[derive(Debug, actix::Message)]
+#[rtype(result = "Result<Message, BusError>")]
+pub struct Post(pub Message);
+
+/// Sends a message through the actor without waiting for a response.
+#[derive(Debug, actix::Message)]
+#[rtype(result = "MessageId")]
+pub struct SendMessage(pub Message);
+
+/// Reads the counters.
+#[derive(Debug, actix::Message)]
+#[rtype(result = "BusStats")]
+pub struct GetStats;
+
+impl Handler<AddListener> for MessageBus {
+    type Result = Result<ListenerId, BusError>;
+    fn handle(&mut self, m: AddListener, _: &mut Context<Self>) -> Self::Result {
+        if self.shared.listeners.len() >= self.shared.config.max_listeners {
+            warn!(address = %m.address, "listener table full");
+            return Err(BusError::Busy("the bus (listener table)".to_owned()));
+        }
+        debug!(address = %m.address, owner = ?m.owner, "listener added");
+        Ok(self
+            .shared
+            .listeners
+            .add(&m.address, m.recipient, m.owner.as_ref()))
+    }
+}
+
+impl Handler<RemoveListener> for MessageBus {
+    type Result = bool;
+    fn handle(&mut self, m: RemoveListener, _: &mut Context<Self>) -> bool {
+        self.shared.listeners.remove(m.address.as_str(), m.id)
+    }
+}
+
+impl Handler<RemoveListenersOf> for MessageBus {
+    type Result = usize;
+    fn handle(&mut self, m: RemoveListenersOf, _: &mut Context<Self>) -> usize {
+        self.shared.listeners.remove_owned_by(m.0.as_str())
+    }
+}
+
+impl Handler<RemoveAllListeners> for MessageBus {
+    type Result = usize;
+    fn handle(&mut self, m: RemoveAllListeners, _: &mut Context<Self>) -> usize {
+        self.shared.listeners.remove_all(m.0.as_str())
+    }
+}
+
+impl Handler<AddInterceptor> for MessageBus {
+    type Result = Result<(), BusError>;
+    fn handle(&mut self, m: AddInterceptor, _: &mut Context<Self>) -> Self::Result {
+        let mut chain = self
+            .shared
+            .interceptors
+            .write()
+            .unwrap_or_else(|e| e.into_inner());
+        if chain.len() >= self.shared.config.max_interceptors {
+            return Err(BusError::Busy("the bus (interceptor chain)".to_owned()));
+        }
+        if chain.iter().any(|i| i.name() == m.0.name()) {
+            return Err(BusError::Invalid(format!(
+                "an interceptor named {} is already installed",
+                m.0.name()
+            )));
+        }
+        let mut v: Vec<_> = chain.iter().cloned().collect();
+        v.push(m.0);
+        *chain = Arc::from(v);
+        Ok(())
+    }
+}
+
+impl Handler<RemoveInterceptor> for MessageBus {
+    type Result = bool;
+    fn handle(&mut self, m: RemoveInterceptor, _: &mut Context<Self>) -> bool {
+        let mut chain = self
+            .shared
+            .interceptors
+            .write()
+            .unwrap_or_else(|e| e.into_inner());
+        let v: Vec<_> = chain.iter().filter(|i| i.name() != m.0).cloned().collect();
+        let removed = v.len() < chain.len();
+        *chain = Arc::from(v);
+        removed
+    }
+}
+
+impl Handler<Post> for MessageBus {
+    type Result = ResponseFuture<Result<Message, BusError>>;
+    fn handle(&mut self, m: Post, ctx: &mut Context<Self>) -> Self::Result {
+        let bus = Bus {
+            shared: self.shared.clone(),
+            actor: ctx.address(),
+        };
+        Box::pin(bus.post(m.0))
+    }
+}
+
+impl Handler<SendMessage> for MessageBus {
+    type Result = MessageId;
+    fn handle(&mut self, mut m: SendMessage, _: &mut Context<Self>) -> MessageId {
+        if m.0.id == 0 {
+            m.0.id = self.shared.next_id();
+        }
+        let id = m.0.id;
+        self.shared.route(m.0, &Origin::Local);
+        id
+    }
+}
+
+impl Handler<GetStats> for MessageBus {
+    type Result = MessageResult<GetStats>;
+    fn handle(&mut self, _: GetStats, _: &mut Context<Self>) -> Self::Result {
+        MessageResult(self.shared.stats())
+    }
+}

@@ -1,0 +1,67 @@
+//! The actor components of a hyperty runtime.
+//!
+//! Every component here speaks only in typed actix messages: no sockets, no HTTP.
+//! The `hyperty` crate hosts and connects them (configuration, the messaging node,
+//! the WebSocket bridge).
+//!
+//! | module | component |
+//! |---|---|
+//! | [`address`] | address newtypes: `hyperty://`, `hyperty-runtime://`, `domain://`, `user://`, data objects… |
+//! | [`message`] | the reTHINK message model and its one parser |
+//! | [`error`] | typed errors per layer and their mapping to response codes |
+//! | [`routes`] | the routing tables the bus reads on every message |
+//! | [`bus`] | the Message Bus actor and its handle: post/send, listeners, interceptors |
+//! | [`registry`] | the Runtime Registry actor: hyperties, stubs, PEPs, sandboxes, resolve |
+//! | [`sandbox`] | one sandbox (thread) per service provider, crash isolation and restarts |
+//! | [`hyperty`] | the hyperty API |
+//! | [`protostub`] | the protocol-stub API |
+//!
+//! # Supervision tree
+//!
+//! ```text
+//! RuntimeRegistry (runtime arbiter)
+//!  ├── owns StubTable ─────────── read by every Bus handle
+//!  └── Sandbox per provider (own arbiter/thread, stopped with the registry)
+//!       └── hyperty tasks (catch_unwind; restarted per RestartPolicy)
+//! MessageBus (runtime arbiter) ── owns ListenerTable + interceptor chain
+//! protocol stubs (runtime arbiter) ── registered in the StubTable
+//! ```
+//!
+//! A hyperty's crash ends only its own task; its sandbox restarts it. Stopping the
+//! registry stops every sandbox thread.
+
+#![deny(
+    missing_docs,
+    missing_debug_implementations,
+    rust_2018_idioms,
+    unreachable_pub
+)]
+#![forbid(unsafe_code)]
+
+pub mod address;
+pub mod bus;
+pub mod error;
+pub mod hyperty;
+pub mod message;
+pub mod protostub;
+pub mod registry;
+pub mod routes;
+pub mod sandbox;
+#[cfg(any(test, feature = "testkit"))]
+pub mod testkit;
+
+/// The names most code needs.
+pub mod prelude {
+    pub use crate::address::{
+        Address, AddressKind, DataObjectUrl, DomainUrl, HypertyUrl, RuntimeUrl, UserUrl,
+    };
+    pub use crate::bus::{Bus, BusConfig, Deliver, Direction, Interceptor, MessageBus};
+    pub use crate::error::{BusError, Rejection, ToResponseCode};
+    pub use crate::hyperty::{Hyperty, HypertyContext, HypertySpec};
+    pub use crate::message::{Body, Message, MessageType, ResponseCode, To};
+    pub use crate::protostub::{
+        Connect, Disconnect, ProtoStub, StubContext, StubError, StubStatus,
+    };
+    pub use crate::registry::{Route, RuntimeRegistry};
+    pub use crate::sandbox::{RestartPolicy, SandboxConfig};
+}
