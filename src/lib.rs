@@ -1,1 +1,22 @@
+#![doc = include_str!("../README.md")]
+#![deny(
+    missing_docs,
+    missing_debug_implementations,
+    rust_2018_idioms,
+    unreachable_pub
+)]
+#![forbid(unsafe_code)]
 
+pub use hyperty_actors as actors;
+
+pub mod error;
+pub mod runtime;
+
+pub use error::RuntimeError;
+pub use runtime::{Runtime, RuntimeConfig, RuntimeHandle, StubHandle};
+
+/// The names most applications need.
+pub mod prelude {
+    pub use crate::runtime::{Runtime, RuntimeConfig, RuntimeHandle};
+    pub use hyperty_actors::prelude::*;
+}

@@ -29,7 +29,6 @@
 //!
 //! ```
 //! # use hyperty_actors::prelude::*;
-//! # use actix::prelude::*;
 //! struct Echo(Bus);
 //! impl Actor for Echo { type Context = Context<Self>; }
 //! impl Handler<Deliver> for Echo {
@@ -323,10 +322,17 @@ impl Bus {
             let mut deadline = tokio::time::Instant::now() + timeout;
             loop {
                 tokio::select! {
-                    r = &mut rx => return r.unwrap_or(Err(BusError::Shutdown)),
+                    biased;
                     Some(p) = prx.recv() => {
                         on_progress(p);
                         deadline = tokio::time::Instant::now() + timeout;
+                    }
+                    r = &mut rx => {
+                        // provisional responses sent before the final one come first
+                        while let Ok(p) = prx.try_recv() {
+                            on_progress(p);
+                        }
+                        return r.unwrap_or(Err(BusError::Shutdown));
                     }
                     _ = tokio::time::sleep_until(deadline) => {
                         shared.counters.timeouts.fetch_add(1, Relaxed);
@@ -563,9 +569,8 @@ impl Shared {
                     self.track_inflight(key, target);
                 }
                 trace!(%target, "delivered to local listener");
-                return;
             }
-            Delivery::Refused(Deliver(m), why) => return self.refused(m, target, why),
+            Delivery::Refused(Deliver(m), why) => self.refused(m, target, why),
             Delivery::NoListener(d) => {
                 if !target.is_under(self.runtime_url.as_str()) {
                     let came_from = match origin {

@@ -10,7 +10,6 @@
 //! reaches by address through the bus, where interceptors (PEPs) see it.
 //!
 //! ```
-//! use actix::prelude::*;
 //! use hyperty_actors::prelude::*;
 //!
 //! /// Answers every request with 200 and the request's value.

@@ -50,7 +50,9 @@ pub mod sandbox;
 #[cfg(any(test, feature = "testkit"))]
 pub mod testkit;
 
-/// The names most code needs.
+/// The names most code needs, including the actix names a hyperty or stub uses
+/// (import this instead of `actix::prelude::*`, whose `Message` trait would clash
+/// with [`message::Message`]).
 pub mod prelude {
     pub use crate::address::{
         Address, AddressKind, DataObjectUrl, DomainUrl, HypertyUrl, RuntimeUrl, UserUrl,
@@ -64,4 +66,9 @@ pub mod prelude {
     };
     pub use crate::registry::{Route, RuntimeRegistry};
     pub use crate::sandbox::{RestartPolicy, SandboxConfig};
+    pub use actix::{
+        fut, Actor, ActorContext, ActorFutureExt, Addr, Arbiter, AsyncContext, Context, Handler,
+        Recipient, ResponseActFuture, ResponseFuture, Running, StreamHandler, Supervised, System,
+        WrapFuture,
+    };
 }

@@ -10,7 +10,6 @@
 //! `<stubURL>/status` ([`StubContext::report`]).
 //!
 //! ```
-//! use actix::prelude::*;
 //! use hyperty_actors::prelude::*;
 //!
 //! /// A stub that answers everything with 404, as if the far side knew nobody.

@@ -616,15 +616,15 @@ impl Handler<RegisterPep> for RuntimeRegistry {
             Err(e) => return Box::pin(fut::ready(Err(e.into()))),
         };
         let add = self.bus.add_interceptor(m.0);
-        Box::pin(
-            async move { add.await }
-                .into_actor(self)
-                .map(move |r, act, _| {
-                    r.map_err(|e| RegistryError::Allocation(e.to_string()))?;
-                    act.peps.insert(name, url.clone());
-                    Ok(url)
-                }),
-        )
+        Box::pin(add.into_actor(self).map(move |r, act, _| {
+            r.map_err(|e| match e {
+                crate::error::BusError::Busy(_) => RegistryError::Full("interceptors"),
+                crate::error::BusError::Invalid(_) => RegistryError::Exists(name.clone()),
+                _ => RegistryError::Unavailable("bus"),
+            })?;
+            act.peps.insert(name, url.clone());
+            Ok(url)
+        }))
     }
 }
 

@@ -1,0 +1,42 @@
+//! Top-level errors of the `hyperty` crate.
+
+use hyperty_actors::address::AddressError;
+use hyperty_actors::error::{BusError, RegistryError, SandboxError, ToResponseCode};
+use hyperty_actors::message::ResponseCode;
+use hyperty_actors::protostub::StubError;
+
+/// Errors of the runtime wiring.
+#[derive(Debug, thiserror::Error)]
+pub enum RuntimeError {
+    /// The configuration names an invalid address or domain.
+    #[error("invalid address: {0}")]
+    Address(#[from] AddressError),
+    /// The registry refused.
+    #[error(transparent)]
+    Registry(#[from] RegistryError),
+    /// The sandbox refused.
+    #[error(transparent)]
+    Sandbox(#[from] SandboxError),
+    /// A protocol stub failed.
+    #[error(transparent)]
+    Stub(#[from] StubError),
+    /// The bus refused.
+    #[error(transparent)]
+    Bus(#[from] BusError),
+    /// A runtime component stopped.
+    #[error("runtime component {0} is not running")]
+    Unavailable(&'static str),
+}
+
+impl ToResponseCode for RuntimeError {
+    fn response_code(&self) -> ResponseCode {
+        match self {
+            RuntimeError::Address(_) => ResponseCode::BadRequest,
+            RuntimeError::Registry(e) => e.response_code(),
+            RuntimeError::Sandbox(e) => e.response_code(),
+            RuntimeError::Bus(e) => e.response_code(),
+            RuntimeError::Stub(_) => ResponseCode::GatewayTimeout,
+            RuntimeError::Unavailable(_) => ResponseCode::InternalError,
+        }
+    }
+}

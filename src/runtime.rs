@@ -1,0 +1,299 @@
+//! The Hyperty Runtime: the core components wired together.
+//!
+//! [`Runtime::start`] creates, in the current actix system:
+//!
+//! ```text
+//! RuntimeHandle
+//!  ├── MessageBus  (actor on the calling arbiter; Bus handles route on the sender's thread)
+//!  └── RuntimeRegistry (actor on the calling arbiter)
+//!       └── one Sandbox per service provider, each on its own arbiter (thread)
+//!            └── hyperties (restarted per their RestartPolicy)
+//! protocol stubs added with RuntimeHandle::add_stub run on the calling arbiter.
+//! ```
+//!
+//! Nothing is global: several runtimes can live in one process and never see each
+//! other's listeners. [`RuntimeHandle::shutdown`] stops the registry (and with it
+//! every sandbox thread) and fails pending requests.
+//!
+//! ```
+//! use hyperty::prelude::*;
+//!
+//! struct Greeter { ctx: HypertyContext }
+//! impl Actor for Greeter { type Context = Context<Self>; }
+//! impl Handler<Deliver> for Greeter {
+//!     type Result = ();
+//!     fn handle(&mut self, Deliver(m): Deliver, _: &mut Context<Self>) {
+//!         self.ctx.reply(&m, ResponseCode::Ok, serde_json::json!("hello"));
+//!     }
+//! }
+//!
+//! # #[actix::main] async fn main() {
+//! let rt = Runtime::start(RuntimeConfig::new("example.com")).unwrap();
+//! let greeter = rt
+//!     .spawn_hyperty(HypertySpec::new("greeter", "example.com", |ctx| Greeter { ctx }))
+//!     .await
+//!     .unwrap();
+//! let me: Address = rt.url().component("app");
+//! let resp = rt.bus()
+//!     .post(Message::new(MessageType::Read, me, greeter.into_address()))
+//!     .await
+//!     .unwrap();
+//! assert_eq!(resp.body.value, Some(serde_json::json!("hello")));
+//! rt.shutdown().await;
+//! # }
+//! ```
+
+use std::fmt;
+use std::sync::Arc;
+
+use actix::prelude::*;
+use hyperty_actors::address::{Address, HypertyUrl, RuntimeUrl};
+use hyperty_actors::bus::{Bus, BusConfig, MessageBus};
+use hyperty_actors::hyperty::HypertySpec;
+use hyperty_actors::protostub::{Connect, Disconnect, ProtoStub, StubContext, StubStatus};
+use hyperty_actors::registry::{
+    HypertyInfo, ListHyperties, ListStubs, NextStubUrl, RegisterHyperty, RegisterStub, Resolve,
+    Route, RuntimeRegistry, StubInfo, UnregisterHyperty, UnregisterStub,
+};
+use hyperty_actors::routes::StubTable;
+use hyperty_actors::sandbox::{SandboxConfig, StartHyperty};
+
+pub use hyperty_actors::registry::RegistryConfig;
+
+use crate::error::RuntimeError;
+
+/// Configuration of one runtime.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RuntimeConfig {
+    /// The service-provider domain the runtime belongs to.
+    pub domain: String,
+    /// The runtime's id; a UUID is generated when `None`.
+    pub runtime_id: Option<String>,
+    /// Bus limits and timeout.
+    pub bus: BusConfig,
+    /// Sandbox limits.
+    pub sandbox: SandboxConfig,
+    /// Registry limits.
+    pub registry: RegistryConfig,
+}
+
+impl RuntimeConfig {
+    /// Defaults for a runtime of `domain`.
+    pub fn new(domain: impl Into<String>) -> Self {
+        RuntimeConfig {
+            domain: domain.into(),
+            runtime_id: None,
+            bus: BusConfig::default(),
+            sandbox: SandboxConfig::default(),
+            registry: RegistryConfig::default(),
+        }
+    }
+}
+
+/// Starts runtimes.
+#[derive(Debug, Clone, Copy)]
+pub struct Runtime;
+
+impl Runtime {
+    /// Starts a runtime in the current actix system (call it inside
+    /// `#[actix::main]`, `#[actix::test]` or a `System`).
+    pub fn start(config: RuntimeConfig) -> Result<RuntimeHandle, RuntimeError> {
+        let url: RuntimeUrl = match &config.runtime_id {
+            Some(id) => format!("hyperty-runtime://{}/{id}", config.domain).parse()?,
+            None => RuntimeUrl::generate(&config.domain)?,
+        };
+        let stubs = Arc::new(StubTable::default());
+        let bus = MessageBus::start(url.clone(), config.bus, stubs.clone());
+        let registry =
+            RuntimeRegistry::new(bus.clone(), stubs, config.registry, config.sandbox).start();
+        tracing::info!(runtime = %url, "runtime started");
+        Ok(RuntimeHandle { url, bus, registry })
+    }
+}
+
+/// Handle to a running runtime. Cheap to clone.
+#[derive(Clone)]
+pub struct RuntimeHandle {
+    url: RuntimeUrl,
+    bus: Bus,
+    registry: Addr<RuntimeRegistry>,
+}
+
+impl fmt::Debug for RuntimeHandle {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RuntimeHandle")
+            .field("url", &self.url)
+            .finish()
+    }
+}
+
+/// A protocol stub added to a runtime.
+#[derive(Debug)]
+pub struct StubHandle<S: ProtoStub> {
+    /// The stub's URL.
+    pub url: Address,
+    /// The stub actor.
+    pub addr: Addr<S>,
+}
+
+impl<S: ProtoStub> Clone for StubHandle<S> {
+    fn clone(&self) -> Self {
+        StubHandle {
+            url: self.url.clone(),
+            addr: self.addr.clone(),
+        }
+    }
+}
+
+impl<S: ProtoStub> StubHandle<S> {
+    /// Asks the stub to connect.
+    pub async fn connect(&self) -> Result<(), RuntimeError> {
+        self.addr
+            .send(Connect)
+            .await
+            .map_err(|_| RuntimeError::Unavailable("protocol stub"))??;
+        Ok(())
+    }
+
+    /// Asks the stub to disconnect.
+    pub async fn disconnect(&self) -> Result<(), RuntimeError> {
+        self.addr
+            .send(Disconnect)
+            .await
+            .map_err(|_| RuntimeError::Unavailable("protocol stub"))
+    }
+}
+
+impl RuntimeHandle {
+    /// The runtime's URL.
+    pub fn url(&self) -> &RuntimeUrl {
+        &self.url
+    }
+
+    /// The message bus.
+    pub fn bus(&self) -> &Bus {
+        &self.bus
+    }
+
+    /// The registry actor.
+    pub fn registry(&self) -> &Addr<RuntimeRegistry> {
+        &self.registry
+    }
+
+    /// Registers a hyperty, starts it in its provider's sandbox and returns its
+    /// address once it listens.
+    pub async fn spawn_hyperty(&self, spec: HypertySpec) -> Result<HypertyUrl, RuntimeError> {
+        let reg = self
+            .registry
+            .send(RegisterHyperty {
+                name: spec.name().to_owned(),
+                provider: spec.provider().to_owned(),
+                user: spec.user().cloned(),
+            })
+            .await
+            .map_err(|_| RuntimeError::Unavailable("registry"))??;
+        let started = match reg
+            .sandbox
+            .send(StartHyperty {
+                url: reg.url.clone(),
+                spec,
+            })
+            .await
+        {
+            Ok(Ok(())) => return Ok(reg.url),
+            Ok(Err(e)) => RuntimeError::from(e),
+            Err(_) => RuntimeError::Unavailable("sandbox"),
+        };
+        let _ = self.registry.send(UnregisterHyperty(reg.url)).await;
+        Err(started)
+    }
+
+    /// Stops and unregisters a hyperty.
+    pub async fn stop_hyperty(&self, url: &HypertyUrl) -> Result<(), RuntimeError> {
+        self.registry
+            .send(UnregisterHyperty(url.clone()))
+            .await
+            .map_err(|_| RuntimeError::Unavailable("registry"))??;
+        Ok(())
+    }
+
+    /// The registered hyperties.
+    pub async fn hyperties(&self) -> Vec<HypertyInfo> {
+        self.registry.send(ListHyperties).await.unwrap_or_default()
+    }
+
+    /// The registered protocol stubs.
+    pub async fn stubs(&self) -> Vec<StubInfo> {
+        self.registry.send(ListStubs).await.unwrap_or_default()
+    }
+
+    /// Where `address` leads.
+    pub async fn resolve(&self, address: Address) -> Route {
+        self.registry
+            .send(Resolve(address))
+            .await
+            .unwrap_or(Route::Unknown)
+    }
+
+    /// Adds a protocol stub for `domain` (`None`: the default route, normally the
+    /// bridge to the runtime's messaging node), built by `factory` on the calling
+    /// arbiter. It reports `created`; call [`StubHandle::connect`] to connect it.
+    pub async fn add_stub<S, F>(
+        &self,
+        domain: Option<&str>,
+        factory: F,
+    ) -> Result<StubHandle<S>, RuntimeError>
+    where
+        S: ProtoStub,
+        F: FnOnce(StubContext) -> S,
+    {
+        let url = self
+            .registry
+            .send(NextStubUrl)
+            .await
+            .map_err(|_| RuntimeError::Unavailable("registry"))??;
+        let sctx = StubContext::new(url.clone(), domain.map(str::to_owned), self.bus.clone());
+        let report = sctx.clone();
+        let addr = S::create(move |_| factory(sctx));
+        self.registry
+            .send(RegisterStub {
+                domain: domain.map(str::to_owned),
+                url: url.clone(),
+                recipient: addr.clone().recipient(),
+            })
+            .await
+            .map_err(|_| RuntimeError::Unavailable("registry"))??;
+        report.report(StubStatus::Created, None);
+        Ok(StubHandle { url, addr })
+    }
+
+    /// Removes the stub of `domain`.
+    pub async fn remove_stub(&self, domain: Option<&str>) -> Result<Address, RuntimeError> {
+        Ok(self
+            .registry
+            .send(UnregisterStub {
+                domain: domain.map(str::to_owned),
+            })
+            .await
+            .map_err(|_| RuntimeError::Unavailable("registry"))??)
+    }
+
+    /// Stops the runtime: every sandbox thread ends and pending requests fail.
+    pub async fn shutdown(&self) {
+        self.bus.shutdown();
+        // Stopping the registry stops every sandbox arbiter (see its `stopped`).
+        let _ = self.registry.send(StopRuntime).await;
+    }
+}
+
+/// Stops the registry actor (internal).
+#[derive(Debug, actix::Message)]
+#[rtype(result = "()")]
+struct StopRuntime;
+
+impl Handler<StopRuntime> for RuntimeRegistry {
+    type Result = ();
+    fn handle(&mut self, _: StopRuntime, ctx: &mut Context<Self>) {
+        ctx.stop();
+    }
+}

@@ -1,0 +1,182 @@
+//! Shared test helpers: a scriptable hyperty, an in-process stub pair, deadlines.
+#![allow(dead_code, unused_imports, unreachable_pub)]
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use hyperty::prelude::*;
+use serde_json::{json, Value};
+use tokio::sync::oneshot;
+
+pub use hyperty_actors::testkit::{Probe, ProbeRx, TIMEOUT};
+
+/// A hyperty whose behaviour is chosen by the request's `value.action`:
+/// `"crash"` panics, `"silent"` never answers, `"progress"` answers 100 then 200,
+/// `"stop"` stops the actor, anything else echoes `{body, restarts}` with 200.
+pub struct Worker {
+    pub ctx: HypertyContext,
+    pub gate: Option<oneshot::Receiver<()>>,
+}
+
+impl Actor for Worker {
+    type Context = Context<Self>;
+    fn started(&mut self, ctx: &mut Context<Self>) {
+        if let Some(gate) = self.gate.take() {
+            // hold the mailbox closed until the gate opens
+            ctx.wait(
+                async move {
+                    let _ = gate.await;
+                }
+                .into_actor(self),
+            );
+        }
+    }
+}
+
+impl Handler<Deliver> for Worker {
+    type Result = ();
+    fn handle(&mut self, Deliver(m): Deliver, ctx: &mut Context<Self>) {
+        if !m.kind.expects_response() {
+            return;
+        }
+        let action = m
+            .body
+            .value
+            .as_ref()
+            .and_then(|v| v.get("action"))
+            .and_then(Value::as_str)
+            .unwrap_or("echo");
+        match action {
+            "crash" => panic!("asked to crash"),
+            "silent" => {}
+            "stop" => ctx.stop(),
+            "progress" => {
+                self.ctx.reply(&m, ResponseCode::Provisional, Value::Null);
+                self.ctx.reply(&m, ResponseCode::Ok, json!("done"));
+            }
+            _ => {
+                let body = serde_json::to_value(&m.body).unwrap_or_default();
+                self.ctx.reply(
+                    &m,
+                    ResponseCode::Ok,
+                    json!({"body": body, "restarts": self.ctx.restarts()}),
+                );
+            }
+        }
+    }
+}
+
+pub fn worker(provider: &str) -> HypertySpec {
+    HypertySpec::new("worker", provider, |ctx| Worker { ctx, gate: None })
+}
+
+/// A worker whose mailbox stays closed until the returned sender fires (or drops).
+pub fn gated_worker(provider: &str) -> (HypertySpec, oneshot::Sender<()>) {
+    let (tx, rx) = oneshot::channel();
+    let slot = Arc::new(Mutex::new(Some(rx)));
+    let spec = HypertySpec::new("gated", provider, move |ctx| Worker {
+        ctx,
+        gate: slot.lock().unwrap().take(),
+    });
+    (spec, tx)
+}
+
+pub fn action(a: &str) -> Value {
+    json!({ "action": a })
+}
+
+pub fn addr(s: &str) -> Address {
+    s.parse().unwrap()
+}
+
+pub fn request(from: &Address, to: &Address, value: Value) -> Message {
+    Message::new(MessageType::Execute, from.clone(), to.clone()).with_value(value)
+}
+
+/// One end of an in-process stub pair: what it is delivered, it injects into the
+/// peer runtime as if it had crossed a wire.
+pub struct LoopStub {
+    pub ctx: StubContext,
+    pub peer: Arc<Mutex<Option<StubContext>>>,
+}
+
+impl Actor for LoopStub {
+    type Context = Context<Self>;
+}
+
+impl Handler<Deliver> for LoopStub {
+    type Result = ();
+    fn handle(&mut self, Deliver(m): Deliver, _: &mut Context<Self>) {
+        // serialise and parse, as a wire would
+        let wire = m.to_json();
+        let back = Message::parse(&wire).expect("round trip");
+        if let Some(peer) = self.peer.lock().unwrap().as_ref() {
+            peer.inject(back);
+        }
+    }
+}
+
+impl Handler<Connect> for LoopStub {
+    type Result = Result<(), StubError>;
+    fn handle(&mut self, _: Connect, _: &mut Context<Self>) -> Self::Result {
+        self.ctx.report(StubStatus::InProgress, None);
+        self.ctx.report(StubStatus::Live, None);
+        Ok(())
+    }
+}
+
+impl Handler<Disconnect> for LoopStub {
+    type Result = ();
+    fn handle(&mut self, _: Disconnect, _: &mut Context<Self>) {
+        self.ctx.report(StubStatus::Disconnected, Some("requested"));
+    }
+}
+
+/// Connects `a` to `b` (stub in `a` for `b_domain`) and `b` to `a` (stub in `b` for
+/// `a_domain`). Returns the two stub URLs.
+pub async fn link(
+    a: &RuntimeHandle,
+    a_domain: Option<&str>,
+    b: &RuntimeHandle,
+    b_domain: Option<&str>,
+) -> (Address, Address) {
+    let a_slot = Arc::new(Mutex::new(None));
+    let b_slot = Arc::new(Mutex::new(None));
+    let (ab, ba) = (b_slot.clone(), a_slot.clone());
+    let sa = a
+        .add_stub(b_domain, move |ctx| {
+            *ba.lock().unwrap() = Some(ctx.clone());
+            LoopStub { ctx, peer: ab }
+        })
+        .await
+        .unwrap();
+    let (ba2, ab2) = (a_slot.clone(), b_slot.clone());
+    let sb = b
+        .add_stub(a_domain, move |ctx| {
+            *ab2.lock().unwrap() = Some(ctx.clone());
+            LoopStub { ctx, peer: ba2 }
+        })
+        .await
+        .unwrap();
+    sa.connect().await.unwrap();
+    sb.connect().await.unwrap();
+    (sa.url, sb.url)
+}
+
+/// Polls `cond` until it holds or the deadline passes.
+pub async fn eventually<F, Fut>(within: Duration, mut cond: F) -> bool
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = tokio::time::Instant::now() + within;
+    loop {
+        if cond().await {
+            return true;
+        }
+        if tokio::time::Instant::now() > deadline {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
