@@ -361,3 +361,39 @@ async fn the_bus_actor_accepts_plain_actor_messages() {
     assert!(id > 0);
     assert!(rt.bus().actor().send(GetStats).await.unwrap().delivered >= 2);
 }
+
+#[actix::test]
+async fn a_recipient_list_crosses_a_stub_once() {
+    let a = Runtime::start(config("a.org")).unwrap();
+    let b = Runtime::start(config("b.org")).unwrap();
+    link(&a, Some("a.org"), &b, Some("b.org")).await;
+    let (r1, mut p1) = Probe::start();
+    let (r2, mut p2) = Probe::start();
+    let (r3, mut p3) = Probe::start();
+    let (b1, b2, a3) = (
+        addr("hyperty://b.org/1"),
+        addr("hyperty://b.org/2"),
+        addr("hyperty://a.org/3"),
+    );
+    b.bus().add_listener(b1.clone(), r1, None).await.unwrap();
+    b.bus().add_listener(b2.clone(), r2, None).await.unwrap();
+    a.bus().add_listener(a3.clone(), r3, None).await.unwrap();
+    let before = a.bus().stats().delivered;
+    let to = To::many(vec![b1.clone(), a3.clone(), b2.clone()]).unwrap();
+    a.bus().send(Message::new(
+        MessageType::Update,
+        addr("hyperty://a.org/src"),
+        to,
+    ));
+    // the stub carried one message, narrowed to the recipients it serves
+    let m1 = p1.recv(TIMEOUT).await.unwrap();
+    assert_eq!(m1.to, To::many(vec![b1.clone(), b2.clone()]).unwrap());
+    assert_eq!(p2.recv(TIMEOUT).await.unwrap().to, m1.to);
+    assert!(p3.recv(TIMEOUT).await.is_some());
+    assert_eq!(
+        a.bus().stats().delivered - before,
+        2,
+        "one local delivery + one stub hand-off"
+    );
+    assert!(p1.recv(Duration::from_millis(30)).await.is_none());
+}

@@ -23,6 +23,11 @@
 //! 5. otherwise a 404 response to requests; notifications and responses are dropped
 //!    and counted.
 //!
+//! A `to` list reaches each local recipient; remote recipients are grouped per stub
+//! and each stub carries the message once, with `to` narrowed to its recipients. A
+//! list that arrived through a stub is delivered to local recipients only (the far
+//! side fanned it out).
+//!
 //! A full mailbox answers 429 to the sender, a stopped recipient 500; a request
 //! without a final response within [`BusConfig::request_timeout`] resolves to
 //! [`BusError::Timeout`] (408).
@@ -527,15 +532,48 @@ impl Shared {
             }
             To::Many(targets) => {
                 let targets = targets.clone();
-                let last = targets.len() - 1;
-                let mut msg = Some(msg);
-                for (i, t) in targets.iter().enumerate() {
-                    let m = if i == last { msg.take() } else { msg.clone() };
-                    if let Some(m) = m {
-                        self.route_to(m, t, origin);
+                self.route_many(msg, &targets, origin);
+            }
+        }
+    }
+
+    /// A recipient list: each local recipient gets the message; remote recipients
+    /// are grouped per protocol stub and each stub carries the message once, with
+    /// `to` narrowed to the recipients it serves (the far side fans out). A list
+    /// that arrived through a stub is delivered to local recipients only.
+    fn route_many(&self, msg: Message, targets: &[Address], origin: &Origin) {
+        let mut groups: Vec<(Address, Vec<Address>)> = Vec::new();
+        let mut local = Vec::new();
+        for t in targets {
+            if self.is_local(t) || msg.kind == MessageType::Response {
+                local.push(t);
+            } else if matches!(origin, Origin::Stub(_)) {
+                trace!(target = %t, "list recipient served elsewhere");
+            } else {
+                match self.stubs.resolve_url(t) {
+                    Some(stub) => match groups.iter_mut().find(|(s, _)| *s == stub) {
+                        Some((_, g)) => g.push(t.clone()),
+                        None => groups.push((stub, vec![t.clone()])),
+                    },
+                    None => {
+                        let mut m = msg.clone();
+                        m.to = To::One(t.clone());
+                        self.no_route(m, t);
                     }
                 }
             }
+        }
+        for t in local {
+            self.route_to(msg.clone(), t, origin);
+        }
+        for (_, group) in groups {
+            let mut m = msg.clone();
+            let first = group[0].clone();
+            m.to = match group.len() {
+                1 => To::One(first.clone()),
+                _ => To::Many(group),
+            };
+            self.route_to(m, &first, origin);
         }
     }
 
