@@ -9,8 +9,11 @@
 
 pub use hyperty_actors as actors;
 
+pub mod config;
 pub mod error;
+pub mod node;
 pub mod runtime;
+pub mod server;
 
 pub use error::RuntimeError;
 pub use runtime::{Runtime, RuntimeConfig, RuntimeHandle, StubHandle};

@@ -1,1 +1,126 @@
-fn main() {}
+//! The `hyperty` binary: a messaging node with everything embedded.
+//!
+//! `hyperty` (no arguments) serves domain `localhost` on `127.0.0.1:9090`. On start it
+//! prints exactly one line to stdout, `listening on ws://HOST:PORT/ws`; logs go to
+//! stderr. SIGINT/SIGTERM stop it gracefully.
+
+use std::io::Write;
+use std::net::{SocketAddr, TcpListener};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use hyperty::config::{NodeConfig, DEFAULT_TOML};
+
+#[derive(Debug, Parser)]
+#[command(name = "hyperty", version, about = "Messaging node for hyperties (reTHINK wire over WebSocket)")]
+struct Cli {
+    /// TOML configuration file (defaults: `hyperty --print-config`).
+    #[arg(long, env = "HYPERTY_CONFIG", global = true)]
+    config: Option<PathBuf>,
+    /// Listen address, e.g. 127.0.0.1:9090 (port 0 picks a free port).
+    #[arg(long, env = "HYPERTY_LISTEN", global = true)]
+    listen: Option<SocketAddr>,
+    /// The domain this node serves.
+    #[arg(long, env = "HYPERTY_DOMAIN", global = true)]
+    domain: Option<String>,
+    /// Print the configuration and exit.
+    #[arg(long)]
+    print_config: bool,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Serve a messaging node (the default).
+    Serve,
+}
+
+fn load(cli: &Cli) -> Result<NodeConfig, String> {
+    let mut cfg = match &cli.config {
+        Some(path) => NodeConfig::from_file(path).map_err(|e| e.to_string())?,
+        None => NodeConfig::default(),
+    };
+    if let Some(l) = cli.listen {
+        cfg.node.listen = l;
+    }
+    if let Some(d) = &cli.domain {
+        cfg.node.domain = d.clone();
+    }
+    cfg.validate().map_err(|e| e.to_string())?;
+    Ok(cfg)
+}
+
+fn serve(cfg: NodeConfig) -> Result<(), String> {
+    let listener = TcpListener::bind(cfg.node.listen)
+        .map_err(|e| format!("cannot listen on {}: {e}", cfg.node.listen))?;
+    let addr = listener.local_addr().map_err(|e| e.to_string())?;
+    actix_rt::System::new().block_on(async move {
+        let node = hyperty::node::start(listener, cfg).map_err(|e| e.to_string())?;
+        let mut out = std::io::stdout().lock();
+        writeln!(out, "listening on ws://{addr}/ws").map_err(|e| e.to_string())?;
+        out.flush().map_err(|e| e.to_string())?;
+        drop(out);
+        shutdown_signal().await;
+        tracing::info!("signal received, shutting down");
+        node.stop().await;
+        Ok(())
+    })
+}
+
+async fn shutdown_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = tokio::signal::ctrl_c() => {}
+                    _ = term.recv() => {}
+                }
+            }
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .init();
+    let cfg = match load(&cli) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("hyperty: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    if cli.print_config {
+        let untouched = cli.config.is_none() && cli.listen.is_none() && cli.domain.is_none();
+        print!("{}", if untouched { DEFAULT_TOML.to_owned() } else { cfg.to_toml() });
+        return ExitCode::SUCCESS;
+    }
+    let result = match cli.command.unwrap_or(Command::Serve) {
+        Command::Serve => serve(cfg),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("hyperty: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -186,6 +186,49 @@ fn check_chars(s: &str) -> Result<(), AddressError> {
     }
 }
 
+/// Validates `s`: its kind and the byte range of its domain.
+fn analyse(s: &str) -> Result<(AddressKind, (u16, u16)), AddressError> {
+    if s.is_empty() {
+        return Err(AddressError::Empty);
+    }
+    if s.len() > MAX_ADDRESS_LEN {
+        return Err(AddressError::TooLong);
+    }
+    check_chars(s)?;
+    if let Some(path) = s.strip_prefix("mn:/") {
+        if path.is_empty() {
+            return Err(AddressError::MissingPath);
+        }
+        return Ok((AddressKind::Session, (0, 0)));
+    }
+    let (scheme, rest) = s.split_once("://").ok_or(AddressError::MissingScheme)?;
+    if !valid_scheme(scheme) {
+        return Err(AddressError::UnknownScheme(scheme.to_owned()));
+    }
+    let kind = match reserved_kind(scheme) {
+        Some(k) => k,
+        None if is_data_scheme(scheme) => AddressKind::DataObject,
+        None => return Err(AddressError::UnknownScheme(scheme.to_owned())),
+    };
+    let domain_len = rest.find('/').unwrap_or(rest.len());
+    if domain_len == 0 {
+        return Err(AddressError::MissingDomain);
+    }
+    if let Some(c) = rest[..domain_len]
+        .chars()
+        .find(|c| matches!(c, '?' | '#' | '[' | ']' | '\\' | '"' | '<' | '>'))
+    {
+        return Err(AddressError::InvalidChar(c));
+    }
+    let path = &rest[domain_len..];
+    let needs_path = matches!(kind, AddressKind::Hyperty | AddressKind::DataObject);
+    if needs_path && path.trim_start_matches('/').is_empty() {
+        return Err(AddressError::MissingPath);
+    }
+    let start = scheme.len() + 3;
+    Ok((kind, (start as u16, (start + domain_len) as u16)))
+}
+
 /// A validated address. Clones share one allocation.
 #[derive(Clone)]
 pub struct Address {
@@ -202,54 +245,18 @@ impl Address {
     }
 
     fn parse_shared(s: &str, shared: Option<Arc<str>>) -> Result<Self, AddressError> {
-        if s.is_empty() {
-            return Err(AddressError::Empty);
-        }
-        if s.len() > MAX_ADDRESS_LEN {
-            return Err(AddressError::TooLong);
-        }
-        check_chars(s)?;
-        let text = || shared.clone().unwrap_or_else(|| Arc::from(s));
-        if let Some(path) = s.strip_prefix("mn:/") {
-            if path.is_empty() {
-                return Err(AddressError::MissingPath);
-            }
-            return Ok(Address {
-                text: text(),
-                kind: AddressKind::Session,
-                domain: (0, 0),
-            });
-        }
-        let (scheme, rest) = s.split_once("://").ok_or(AddressError::MissingScheme)?;
-        if !valid_scheme(scheme) {
-            return Err(AddressError::UnknownScheme(scheme.to_owned()));
-        }
-        let kind = match reserved_kind(scheme) {
-            Some(k) => k,
-            None if is_data_scheme(scheme) => AddressKind::DataObject,
-            None => return Err(AddressError::UnknownScheme(scheme.to_owned())),
-        };
-        let domain_len = rest.find('/').unwrap_or(rest.len());
-        if domain_len == 0 {
-            return Err(AddressError::MissingDomain);
-        }
-        if let Some(c) = rest[..domain_len]
-            .chars()
-            .find(|c| matches!(c, '?' | '#' | '[' | ']' | '\\' | '"' | '<' | '>'))
-        {
-            return Err(AddressError::InvalidChar(c));
-        }
-        let path = &rest[domain_len..];
-        let needs_path = matches!(kind, AddressKind::Hyperty | AddressKind::DataObject);
-        if needs_path && path.trim_start_matches('/').is_empty() {
-            return Err(AddressError::MissingPath);
-        }
-        let start = scheme.len() + 3;
+        let (kind, domain) = analyse(s)?;
         Ok(Address {
-            text: text(),
+            text: shared.unwrap_or_else(|| Arc::from(s)),
             kind,
-            domain: (start as u16, (start + domain_len) as u16),
+            domain,
         })
+    }
+
+    /// Validates `s` without allocating and returns its kind (for hot paths that
+    /// route by `&str`).
+    pub fn check(s: &str) -> Result<AddressKind, AddressError> {
+        analyse(s).map(|(kind, _)| kind)
     }
 
     /// The address text.

@@ -1,0 +1,265 @@
+//! Configuration of the messaging node: one serde tree of per-component sections.
+//!
+//! The commented defaults live in `src/default.toml` (embedded; `hyperty
+//! --print-config` prints them). A file given with `--config` overrides them; flags
+//! and environment variables override the file.
+//!
+//! ```
+//! let cfg = hyperty::config::NodeConfig::from_toml("[node]\ndomain = \"example.com\"").unwrap();
+//! assert_eq!(cfg.node.domain, "example.com");
+//! assert_eq!(cfg.allocation.default_number, 1);
+//! ```
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+/// The embedded, commented default configuration.
+pub const DEFAULT_TOML: &str = include_str!("default.toml");
+
+/// Why a configuration was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("cannot read {path}: {source}")]
+    Read {
+        /// The file.
+        path: String,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// Not valid TOML for this tree.
+    #[error("invalid configuration: {0}")]
+    Parse(#[from] toml::de::Error),
+    /// A value is out of range.
+    #[error("invalid configuration value {field}: {reason}")]
+    Invalid {
+        /// Dotted path of the field.
+        field: &'static str,
+        /// Why.
+        reason: String,
+    },
+}
+
+/// `[node]`
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct NodeSection {
+    /// The domain served.
+    pub domain: String,
+    /// Listen address.
+    pub listen: SocketAddr,
+    /// HTTP worker threads (0: one per core).
+    pub workers: usize,
+}
+
+/// `[session]`
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SessionSection {
+    /// Server ping interval (ms).
+    pub heartbeat_interval_ms: u64,
+    /// Silence after which a client is dropped (ms).
+    pub client_timeout_ms: u64,
+    /// Largest message (bytes).
+    pub max_frame_size: usize,
+    /// Outbound frames queued per client before it is cut off.
+    pub outbound_queue: usize,
+    /// How long a dropped session keeps its addresses (ms).
+    pub grace_period_ms: u64,
+    /// Frames buffered for a dropped session.
+    pub grace_buffer: usize,
+    /// Most concurrent sessions.
+    pub max_sessions: usize,
+}
+
+/// `[allocation]`
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AllocationSection {
+    /// Addresses per request when unspecified.
+    pub default_number: usize,
+    /// Most addresses per request.
+    pub max_per_request: usize,
+    /// Most addresses per session.
+    pub max_per_session: usize,
+}
+
+/// `[subscriptions]`
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SubscriptionsSection {
+    /// Most subscribed resources per session.
+    pub max_per_session: usize,
+}
+
+/// The whole node configuration.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct NodeConfig {
+    /// `[node]`
+    pub node: NodeSection,
+    /// `[session]`
+    pub session: SessionSection,
+    /// `[allocation]`
+    pub allocation: AllocationSection,
+    /// `[subscriptions]`
+    pub subscriptions: SubscriptionsSection,
+}
+
+impl Default for NodeSection {
+    fn default() -> Self {
+        NodeSection {
+            domain: "localhost".to_owned(),
+            listen: SocketAddr::from(([127, 0, 0, 1], 9090)),
+            workers: 0,
+        }
+    }
+}
+
+impl Default for SessionSection {
+    fn default() -> Self {
+        SessionSection {
+            heartbeat_interval_ms: 10_000,
+            client_timeout_ms: 30_000,
+            max_frame_size: 1 << 20,
+            outbound_queue: 4096,
+            grace_period_ms: 30_000,
+            grace_buffer: 1024,
+            max_sessions: 100_000,
+        }
+    }
+}
+
+impl Default for AllocationSection {
+    fn default() -> Self {
+        AllocationSection {
+            default_number: 1,
+            max_per_request: 100,
+            max_per_session: 10_000,
+        }
+    }
+}
+
+impl Default for SubscriptionsSection {
+    fn default() -> Self {
+        SubscriptionsSection {
+            max_per_session: 10_000,
+        }
+    }
+}
+
+impl SessionSection {
+    /// Server ping interval.
+    pub fn heartbeat_interval(&self) -> Duration {
+        Duration::from_millis(self.heartbeat_interval_ms)
+    }
+    /// Client silence limit.
+    pub fn client_timeout(&self) -> Duration {
+        Duration::from_millis(self.client_timeout_ms)
+    }
+    /// Grace period of dropped sessions.
+    pub fn grace_period(&self) -> Duration {
+        Duration::from_millis(self.grace_period_ms)
+    }
+}
+
+impl NodeConfig {
+    /// Parses TOML (missing sections and fields take their defaults) and validates.
+    pub fn from_toml(text: &str) -> Result<NodeConfig, ConfigError> {
+        let cfg: NodeConfig = toml::from_str(text)?;
+        cfg.validate()?;
+        Ok(cfg)
+    }
+
+    /// Reads and validates a TOML file.
+    pub fn from_file(path: &Path) -> Result<NodeConfig, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.display().to_string(),
+            source,
+        })?;
+        NodeConfig::from_toml(&text)
+    }
+
+    /// Checks ranges and the domain.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let bad = |field, reason: &str| {
+            Err(ConfigError::Invalid {
+                field,
+                reason: reason.to_owned(),
+            })
+        };
+        let d = &self.node.domain;
+        if d.is_empty()
+            || !d
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | ':'))
+        {
+            return bad("node.domain", "must be a host name (letters, digits, '.', '-', ':')");
+        }
+        let s = &self.session;
+        if s.heartbeat_interval_ms == 0 || s.client_timeout_ms <= s.heartbeat_interval_ms {
+            return bad(
+                "session.client_timeout_ms",
+                "must be greater than heartbeat_interval_ms, which must be positive",
+            );
+        }
+        if s.max_frame_size < 1024 {
+            return bad("session.max_frame_size", "must be at least 1024");
+        }
+        if s.outbound_queue == 0 || s.max_sessions == 0 {
+            return bad("session", "outbound_queue and max_sessions must be positive");
+        }
+        let a = &self.allocation;
+        if a.default_number == 0 || a.default_number > a.max_per_request || a.max_per_session == 0
+        {
+            return bad(
+                "allocation",
+                "need 0 < default_number <= max_per_request and max_per_session > 0",
+            );
+        }
+        if self.subscriptions.max_per_session == 0 {
+            return bad("subscriptions.max_per_session", "must be positive");
+        }
+        Ok(())
+    }
+
+    /// The configuration as TOML.
+    pub fn to_toml(&self) -> String {
+        toml::to_string_pretty(self).unwrap_or_default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn embedded_defaults_equal_the_code_defaults() {
+        assert_eq!(NodeConfig::from_toml(DEFAULT_TOML).unwrap(), NodeConfig::default());
+    }
+
+    #[test]
+    fn bad_values_are_typed_errors() {
+        assert!(matches!(
+            NodeConfig::from_toml("[node]\ndomain = \"a b\""),
+            Err(ConfigError::Invalid { field: "node.domain", .. })
+        ));
+        assert!(matches!(
+            NodeConfig::from_toml("[session]\nclient_timeout_ms = 1"),
+            Err(ConfigError::Invalid { .. })
+        ));
+        assert!(matches!(NodeConfig::from_toml("[nodes]"), Err(ConfigError::Parse(_))));
+        assert!(matches!(NodeConfig::from_toml("[node]\nlisten = \"x\""), Err(ConfigError::Parse(_))));
+        assert!(NodeConfig::from_file(Path::new("/nonexistent/x.toml")).is_err());
+    }
+
+    #[test]
+    fn round_trips_through_toml() {
+        let mut c = NodeConfig::default();
+        c.node.domain = "example.com".into();
+        assert_eq!(NodeConfig::from_toml(&c.to_toml()).unwrap(), c);
+    }
+}

@@ -1,0 +1,208 @@
+//! The messaging node: sessions, address allocation, subscriptions, routing.
+//!
+//! # Supervision tree
+//!
+//! ```text
+//! NodeState::start (on the calling arbiter)
+//!  ├── AddressAllocation  — owns Router.owners
+//!  ├── SubscriptionManager — owns Router.subscribers (claims through AddressAllocation)
+//!  └── SessionManager     — owns Router.slots / Router.runtimes; drops sessions in both above
+//! HttpServer workers (one arbiter per core)
+//!  └── WsSession per connection (server::ws) — routes through the shared Router
+//! ```
+//!
+//! A session's actor dies with its socket; its session (addresses, subscriptions,
+//! buffered frames) lives on in the tables until `close` or the end of the grace
+//! period. Stopping the server stops every session.
+//!
+//! Embedding: build a [`NodeState`] and mount it into any actix-web `App` with
+//! [`NodeState::configure`]; or let [`start`]/[`run`] serve it on a bound listener.
+
+pub mod allocation;
+pub mod frame;
+pub mod router;
+pub mod sessions;
+pub mod subscriptions;
+
+use std::future::Future;
+use std::net::{SocketAddr, TcpListener};
+use std::sync::Arc;
+
+use actix::prelude::*;
+use actix_web::dev::ServerHandle;
+use actix_web::{web, App, HttpResponse, HttpServer};
+use hyperty_actors::message::Message;
+
+use crate::config::{ConfigError, NodeConfig};
+use allocation::AddressAllocation;
+use router::Router;
+use sessions::SessionManager;
+use subscriptions::SubscriptionManager;
+
+/// A request for the domain registry (`domain://registry.<D>`).
+#[derive(Debug, Clone, actix::Message)]
+#[rtype(result = "Message")]
+pub struct RegistryCall(pub Message);
+
+/// Errors of starting or running a node.
+#[derive(Debug, thiserror::Error)]
+pub enum NodeError {
+    /// Bad configuration.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// Socket trouble.
+    #[error("i/o error: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// Everything a node's HTTP handlers need; cheap to clone.
+#[derive(Clone, Debug)]
+pub struct NodeState {
+    pub(crate) router: Arc<Router>,
+    pub(crate) sessions: Addr<SessionManager>,
+    pub(crate) allocation: Addr<AddressAllocation>,
+    pub(crate) subscriptions: Addr<SubscriptionManager>,
+    pub(crate) registry: Option<Recipient<RegistryCall>>,
+    pub(crate) config: Arc<NodeConfig>,
+}
+
+impl NodeState {
+    /// Validates `config` and starts the node's actors on the current arbiter
+    /// (inside an actix system).
+    pub fn start(config: NodeConfig) -> Result<NodeState, NodeError> {
+        config.validate()?;
+        let router = Arc::new(Router::new(&config.node.domain, config.session.grace_buffer));
+        let allocation = AddressAllocation::new(router.clone(), config.allocation.clone()).start();
+        let subscriptions =
+            SubscriptionManager::new(router.clone(), allocation.clone(), config.subscriptions.clone())
+                .start();
+        let sessions = SessionManager::new(
+            router.clone(),
+            allocation.clone(),
+            subscriptions.clone(),
+            config.session.grace_period(),
+            None,
+        )
+        .start();
+        tracing::info!(domain = %config.node.domain, "messaging node started");
+        Ok(NodeState {
+            router,
+            sessions,
+            allocation,
+            subscriptions,
+            registry: None,
+            config: Arc::new(config),
+        })
+    }
+
+    /// The routing tables and counters.
+    pub fn router(&self) -> &Arc<Router> {
+        &self.router
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &NodeConfig {
+        &self.config
+    }
+
+    /// The allocation actor.
+    pub fn allocation(&self) -> &Addr<AddressAllocation> {
+        &self.allocation
+    }
+
+    /// Mounts the node's routes (`/ws`, `/health`) into an actix-web app:
+    /// `App::new().configure(state.configure())`.
+    pub fn configure(&self) -> impl Fn(&mut web::ServiceConfig) + Clone + Send + 'static {
+        let state = self.clone();
+        move |cfg: &mut web::ServiceConfig| {
+            cfg.app_data(web::Data::new(state.clone()))
+                .route("/ws", web::get().to(crate::server::ws::upgrade))
+                .route("/health", web::get().to(health));
+        }
+    }
+}
+
+async fn health(node: web::Data<NodeState>) -> HttpResponse {
+    let r = &node.router;
+    HttpResponse::Ok().json(serde_json::json!({
+        "status": "up",
+        "domain": r.domain(),
+        "sessions": r.session_count(),
+        "live": r.live_count(),
+        "stats": r.snapshot(),
+    }))
+}
+
+/// A running node.
+#[derive(Debug)]
+pub struct NodeHandle {
+    addr: SocketAddr,
+    server: ServerHandle,
+    state: NodeState,
+}
+
+impl NodeHandle {
+    /// The bound address.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// `ws://HOST:PORT/ws`.
+    pub fn ws_url(&self) -> String {
+        format!("ws://{}/ws", self.addr)
+    }
+
+    /// `http://HOST:PORT`.
+    pub fn http_url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// The node's state.
+    pub fn state(&self) -> &NodeState {
+        &self.state
+    }
+
+    /// Stops accepting, closes every session and waits for the workers.
+    pub async fn stop(&self) {
+        self.server.stop(true).await;
+    }
+}
+
+/// Serves a node on an already-bound `listener`, in the current actix system, and
+/// returns at once.
+pub fn start(listener: TcpListener, config: NodeConfig) -> Result<NodeHandle, NodeError> {
+    let addr = listener.local_addr()?;
+    let workers = match config.node.workers {
+        0 => std::thread::available_parallelism().map_or(2, |n| n.get()),
+        n => n,
+    };
+    let state = NodeState::start(config)?;
+    let mount = state.configure();
+    let server = HttpServer::new(move || App::new().configure(mount.clone()))
+        .workers(workers)
+        .tcp_nodelay(true)
+        .disable_signals()
+        .shutdown_timeout(5)
+        .listen(listener)?
+        .run();
+    let handle = server.handle();
+    actix_rt::spawn(server);
+    Ok(NodeHandle {
+        addr,
+        server: handle,
+        state,
+    })
+}
+
+/// Serves a node on `listener` until `shutdown` resolves, then stops gracefully.
+pub async fn run(
+    listener: TcpListener,
+    config: NodeConfig,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), NodeError> {
+    let node = start(listener, config)?;
+    shutdown.await;
+    tracing::info!("shutting down");
+    node.stop().await;
+    Ok(())
+}

@@ -1,0 +1,502 @@
+//! The node's routing tables and its hot path.
+//!
+//! A frame from session A for an address owned by session B goes from A's actor
+//! straight into B's mailbox: the [`Router`] is shared data, not an actor, so every
+//! session routes on its own worker thread (design.md §6). Its tables are written by
+//! exactly one actor each:
+//!
+//! | table | written by |
+//! |---|---|
+//! | `slots` (session key → connection), `runtimes` (runtime URL → key) | [`SessionManager`](super::sessions::SessionManager) |
+//! | `owners` (address → key) | [`AddressAllocation`](super::allocation::AddressAllocation) |
+//! | `subscribers` (resource → keys) | [`SubscriptionManager`](super::subscriptions::SubscriptionManager) |
+//!
+//! Delivery order for each `to` (rethink-wire.md §3b, issue §5): node service →
+//! the session that owns the address (its allocations, claims, or its runtime URL
+//! and everything under it) → every session subscribed to exactly that address
+//! (including the sender) → nothing (404 for requests, counted drop otherwise).
+//!
+//! A frame is forwarded as the very text that arrived (a shared `ByteString`, one
+//! allocation for any fan-out). A recipient whose queue is full is cut off as a
+//! slow consumer; its frames go to its grace buffer.
+
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use actix::dev::SendError;
+use actix::Recipient;
+use bytestring::ByteString;
+use dashmap::DashMap;
+use hyperty_actors::message::Message;
+use serde::Serialize;
+
+/// A session's stable key: its runtime token (it survives reconnection).
+pub type SessionKey = Arc<str>;
+
+/// A frame for a session's client.
+#[derive(Debug, Clone, actix::Message)]
+#[rtype(result = "()")]
+pub struct Outbound(pub ByteString);
+
+/// Tells a session to close its socket.
+#[derive(Debug, Clone, actix::Message)]
+#[rtype(result = "()")]
+pub struct Kick {
+    /// Sent to the client in the close frame.
+    pub reason: String,
+}
+
+/// The connection state of a session key.
+#[derive(Debug)]
+pub struct Slot {
+    pub(crate) conn: Option<Recipient<Outbound>>,
+    pub(crate) kicker: Option<Recipient<Kick>>,
+    pub(crate) runtime: Option<Arc<str>>,
+    pub(crate) lost_since: Option<Instant>,
+    pub(crate) kicked: AtomicBool,
+    pub(crate) buffer: Mutex<VecDeque<ByteString>>,
+}
+
+impl Slot {
+    pub(crate) fn live(conn: Recipient<Outbound>, kicker: Recipient<Kick>) -> Slot {
+        Slot {
+            conn: Some(conn),
+            kicker: Some(kicker),
+            runtime: None,
+            lost_since: None,
+            kicked: AtomicBool::new(false),
+            buffer: Mutex::new(VecDeque::new()),
+        }
+    }
+}
+
+/// Node counters (monotonic except `sessions`).
+#[derive(Debug, Default)]
+pub struct NodeStats {
+    /// Frames received from clients.
+    pub frames_in: AtomicU64,
+    /// Frames handed to a session (each fan-out copy counts).
+    pub delivered: AtomicU64,
+    /// Frames kept for a dropped session.
+    pub buffered: AtomicU64,
+    /// Frames dropped (grace buffer full, no route for a notification).
+    pub dropped: AtomicU64,
+    /// Requests answered 404.
+    pub not_found: AtomicU64,
+    /// Frames refused with 403.
+    pub forbidden: AtomicU64,
+    /// Frames refused with 400.
+    pub bad_requests: AtomicU64,
+    /// Sessions cut off for not reading.
+    pub slow_consumers: AtomicU64,
+    /// Sessions opened.
+    pub opened: AtomicU64,
+}
+
+/// A snapshot of [`NodeStats`], as served on `/health`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct StatsSnapshot {
+    /// Frames received from clients.
+    pub frames_in: u64,
+    /// Frames handed to a session.
+    pub delivered: u64,
+    /// Frames kept for a dropped session.
+    pub buffered: u64,
+    /// Frames dropped.
+    pub dropped: u64,
+    /// Requests answered 404.
+    pub not_found: u64,
+    /// Frames refused with 403.
+    pub forbidden: u64,
+    /// Frames refused with 400.
+    pub bad_requests: u64,
+    /// Sessions cut off as slow consumers.
+    pub slow_consumers: u64,
+    /// Sessions opened.
+    pub opened: u64,
+}
+
+/// Which node component an address names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Service {
+    /// `mn:/session`
+    Session,
+    /// `domain://msg-node.D/address-allocation` and its legacy aliases.
+    Allocation,
+    /// `domain://msg-node.D/sm`
+    Subscriptions,
+    /// `domain://registry.D`
+    Registry,
+}
+
+/// Outcome of delivering one frame to one session.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Delivered {
+    /// In the session's queue.
+    Queued,
+    /// In a dropped session's grace buffer.
+    Buffered,
+    /// Lost: the grace buffer is full.
+    Dropped,
+}
+
+/// Outcome of routing a client frame.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Routed {
+    /// Handed to `n` sessions (`buffered` of them dropped sessions, `dropped` lost).
+    Delivered {
+        /// Live deliveries.
+        queued: usize,
+        /// Grace-buffered deliveries.
+        buffered: usize,
+        /// Lost (grace buffer full).
+        dropped: usize,
+    },
+    /// For a node component.
+    Service(Service),
+    /// Nobody owns or subscribes to this address.
+    NoRoute(String),
+}
+
+/// The shared routing state of one node.
+#[derive(Debug)]
+pub struct Router {
+    domain: String,
+    allocation: String,
+    object_allocation: String,
+    hyperty_allocation: String,
+    sm: String,
+    registry: String,
+    node_prefix: String,
+    events: String,
+    grace_buffer: usize,
+    next_id: AtomicU64,
+    pub(crate) slots: DashMap<SessionKey, Slot>,
+    pub(crate) runtimes: DashMap<Arc<str>, SessionKey>,
+    pub(crate) owners: DashMap<Arc<str>, SessionKey>,
+    pub(crate) subscribers: DashMap<Arc<str>, Vec<SessionKey>>,
+    /// Counters.
+    pub stats: NodeStats,
+}
+
+impl Router {
+    /// Tables for a node of `domain`.
+    pub fn new(domain: &str, grace_buffer: usize) -> Router {
+        Router {
+            domain: domain.to_owned(),
+            allocation: format!("domain://msg-node.{domain}/address-allocation"),
+            object_allocation: format!("domain://msg-node.{domain}/object-address-allocation"),
+            hyperty_allocation: format!("domain://msg-node.{domain}/hyperty-address-allocation"),
+            sm: format!("domain://msg-node.{domain}/sm"),
+            registry: format!("domain://registry.{domain}"),
+            node_prefix: format!("domain://msg-node.{domain}"),
+            events: format!("domain://msg-node.{domain}/session-events"),
+            grace_buffer,
+            next_id: AtomicU64::new(0),
+            slots: DashMap::new(),
+            runtimes: DashMap::new(),
+            owners: DashMap::new(),
+            subscribers: DashMap::new(),
+            stats: NodeStats::default(),
+        }
+    }
+
+    /// The domain served.
+    pub fn domain(&self) -> &str {
+        &self.domain
+    }
+
+    /// `domain://msg-node.<D>/session-events`: where session lifecycle is published.
+    pub fn events_address(&self) -> &str {
+        &self.events
+    }
+
+    /// `domain://registry.<D>`.
+    pub fn registry_address(&self) -> &str {
+        &self.registry
+    }
+
+    /// `domain://msg-node.<D>/address-allocation`.
+    pub fn allocation_address(&self) -> &str {
+        &self.allocation
+    }
+
+    /// `domain://msg-node.<D>/sm`.
+    pub fn sm_address(&self) -> &str {
+        &self.sm
+    }
+
+    /// A fresh id for node-originated messages.
+    pub fn next_id(&self) -> u64 {
+        self.next_id.fetch_add(1, Relaxed) + 1
+    }
+
+    /// A snapshot of the counters.
+    pub fn snapshot(&self) -> StatsSnapshot {
+        let s = &self.stats;
+        StatsSnapshot {
+            frames_in: s.frames_in.load(Relaxed),
+            delivered: s.delivered.load(Relaxed),
+            buffered: s.buffered.load(Relaxed),
+            dropped: s.dropped.load(Relaxed),
+            not_found: s.not_found.load(Relaxed),
+            forbidden: s.forbidden.load(Relaxed),
+            bad_requests: s.bad_requests.load(Relaxed),
+            slow_consumers: s.slow_consumers.load(Relaxed),
+            opened: s.opened.load(Relaxed),
+        }
+    }
+
+    /// Sessions (live and in their grace period).
+    pub fn session_count(&self) -> usize {
+        self.slots.len()
+    }
+
+    /// Live sessions.
+    pub fn live_count(&self) -> usize {
+        self.slots.iter().filter(|s| s.conn.is_some()).count()
+    }
+
+    /// The node component `to` names, if any.
+    pub fn service(&self, to: &str) -> Option<Service> {
+        if to == "mn:/session" {
+            Some(Service::Session)
+        } else if to == self.allocation || to == self.object_allocation || to == self.hyperty_allocation {
+            Some(Service::Allocation)
+        } else if to == self.sm {
+            Some(Service::Subscriptions)
+        } else if to.strip_suffix('/').unwrap_or(to) == self.registry {
+            Some(Service::Registry)
+        } else {
+            None
+        }
+    }
+
+    /// True for addresses reserved to the node (`domain://msg-node.<D>/…`, `mn:/…`)
+    /// that are not a service: clients may neither send from nor to them.
+    pub fn is_reserved(&self, addr: &str) -> bool {
+        (addr.starts_with(&self.node_prefix)
+            && matches!(addr.as_bytes().get(self.node_prefix.len()), None | Some(b'/')))
+            || addr.starts_with("mn:/")
+            || addr.strip_suffix('/').unwrap_or(addr) == self.registry
+    }
+
+    /// The runtime URL of a session key.
+    pub fn runtime_of(&self, key: &str) -> Option<Arc<str>> {
+        self.slots.get(key).and_then(|s| s.runtime.clone())
+    }
+
+    /// True if session `key` may send from `from`: its runtime URL and everything
+    /// under it, and addresses allocated to or claimed by it.
+    pub fn owns(&self, key: &str, runtime: Option<&str>, from: &str) -> bool {
+        if let Some(rt) = runtime {
+            if from == rt || (from.starts_with(rt) && from.as_bytes().get(rt.len()) == Some(&b'/')) {
+                return true;
+            }
+        }
+        self.owners.get(from).is_some_and(|k| &**k == key)
+    }
+
+    /// The session that owns `to`: an allocated/claimed address, or a runtime URL
+    /// (or anything under one).
+    pub fn owner_of(&self, to: &str) -> Option<SessionKey> {
+        if let Some(k) = self.owners.get(to) {
+            return Some(k.clone());
+        }
+        if !(to.starts_with("runtime://") || to.starts_with("hyperty-runtime://")) {
+            return None;
+        }
+        let path_start = to
+            .find("://")
+            .and_then(|i| to[i + 3..].find('/').map(|j| i + 3 + j))?;
+        let mut end = to.len();
+        loop {
+            if let Some(k) = self.runtimes.get(&to[..end]) {
+                return Some(k.clone());
+            }
+            match to[..end].rfind('/') {
+                Some(i) if i > path_start => end = i,
+                _ => return None,
+            }
+        }
+    }
+
+    /// Routes a client frame to the sessions behind the recipients `to` (one copy per
+    /// session, however many of its addresses are listed).
+    pub fn route<'a>(&self, to: impl Iterator<Item = &'a str>, frame: &ByteString) -> Routed {
+        let mut targets: Vec<SessionKey> = Vec::new();
+        let mut missing = None;
+        for t in to {
+            if let Some(s) = self.service(t) {
+                return Routed::Service(s);
+            }
+            if let Some(k) = self.owner_of(t) {
+                if !targets.contains(&k) {
+                    targets.push(k);
+                }
+                continue;
+            }
+            match self.subscribers.get(t) {
+                Some(subs) if !subs.is_empty() => {
+                    for k in subs.iter() {
+                        if !targets.contains(k) {
+                            targets.push(k.clone());
+                        }
+                    }
+                }
+                _ => {
+                    missing.get_or_insert_with(|| t.to_owned());
+                }
+            }
+        }
+        if targets.is_empty() {
+            return Routed::NoRoute(missing.unwrap_or_default());
+        }
+        let (mut queued, mut buffered, mut dropped) = (0, 0, 0);
+        for k in &targets {
+            match self.deliver(k, frame) {
+                Delivered::Queued => queued += 1,
+                Delivered::Buffered => buffered += 1,
+                Delivered::Dropped => dropped += 1,
+            }
+        }
+        Routed::Delivered {
+            queued,
+            buffered,
+            dropped,
+        }
+    }
+
+    /// Hands `frame` to the session `key`.
+    pub fn deliver(&self, key: &str, frame: &ByteString) -> Delivered {
+        let Some(slot) = self.slots.get(key) else {
+            self.stats.dropped.fetch_add(1, Relaxed);
+            return Delivered::Dropped;
+        };
+        if let Some(conn) = &slot.conn {
+            match conn.try_send(Outbound(frame.clone())) {
+                Ok(()) => {
+                    self.stats.delivered.fetch_add(1, Relaxed);
+                    return Delivered::Queued;
+                }
+                Err(SendError::Full(_)) => {
+                    if !slot.kicked.swap(true, Relaxed) {
+                        self.stats.slow_consumers.fetch_add(1, Relaxed);
+                        tracing::warn!(session = key, "slow consumer: outbound queue full, closing");
+                        if let Some(k) = &slot.kicker {
+                            let _ = k.do_send(Kick {
+                                reason: "slow consumer: outbound queue full".to_owned(),
+                            });
+                        }
+                    }
+                }
+                Err(SendError::Closed(_)) => {}
+            }
+        }
+        self.buffer(&slot, frame)
+    }
+
+    fn buffer(&self, slot: &Slot, frame: &ByteString) -> Delivered {
+        let mut buf = slot.buffer.lock().unwrap_or_else(|e| e.into_inner());
+        if buf.len() >= self.grace_buffer {
+            self.stats.dropped.fetch_add(1, Relaxed);
+            return Delivered::Dropped;
+        }
+        buf.push_back(frame.clone());
+        self.stats.buffered.fetch_add(1, Relaxed);
+        Delivered::Buffered
+    }
+
+    /// Publishes a node-originated message to every subscriber of its `to`.
+    pub fn publish(&self, msg: &Message) -> usize {
+        let frame = ByteString::from(msg.to_json());
+        let keys: Vec<SessionKey> = msg
+            .to
+            .iter()
+            .filter_map(|t| self.subscribers.get(t.as_str()).map(|s| s.clone()))
+            .flatten()
+            .collect();
+        let mut n = 0;
+        for k in keys {
+            if self.deliver(&k, &frame) != Delivered::Dropped {
+                n += 1;
+            }
+        }
+        n
+    }
+
+    /// Sends a node-originated message to the session that owns its `to`.
+    pub fn send_to_owner(&self, msg: &Message) -> bool {
+        let to = msg.to.first().as_str();
+        match self.owner_of(to) {
+            Some(k) => self.deliver(&k, &ByteString::from(msg.to_json())) != Delivered::Dropped,
+            None => false,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn services_and_reserved_addresses() {
+        let r = Router::new("d.org", 8);
+        assert_eq!(r.service("mn:/session"), Some(Service::Session));
+        assert_eq!(r.service("domain://msg-node.d.org/address-allocation"), Some(Service::Allocation));
+        assert_eq!(r.service("domain://msg-node.d.org/object-address-allocation"), Some(Service::Allocation));
+        assert_eq!(r.service("domain://msg-node.d.org/hyperty-address-allocation"), Some(Service::Allocation));
+        assert_eq!(r.service("domain://msg-node.d.org/sm"), Some(Service::Subscriptions));
+        assert_eq!(r.service("domain://registry.d.org"), Some(Service::Registry));
+        assert_eq!(r.service("domain://registry.d.org/"), Some(Service::Registry));
+        assert_eq!(r.service("domain://msg-node.other.org/sm"), None);
+        assert!(r.is_reserved("domain://msg-node.d.org/session-events"));
+        assert!(r.is_reserved("domain://msg-node.d.org"));
+        assert!(!r.is_reserved("domain://msg-node.d.org.evil/x"));
+        assert!(r.is_reserved("mn:/anything"));
+    }
+
+    #[test]
+    fn runtime_urls_own_their_subtree() {
+        let r = Router::new("d.org", 8);
+        let key: SessionKey = Arc::from("k1");
+        r.runtimes.insert(Arc::from("runtime://d.org/abc"), key.clone());
+        assert_eq!(r.owner_of("runtime://d.org/abc"), Some(key.clone()));
+        assert_eq!(r.owner_of("runtime://d.org/abc/sm"), Some(key.clone()));
+        assert_eq!(r.owner_of("runtime://d.org/abc/x/y/z"), Some(key.clone()));
+        assert_eq!(r.owner_of("runtime://d.org/abcd"), None);
+        assert_eq!(r.owner_of("runtime://d.org"), None);
+        assert!(r.owns("k1", Some("runtime://d.org/abc"), "runtime://d.org/abc/registry"));
+        assert!(!r.owns("k1", Some("runtime://d.org/abc"), "runtime://d.org/abcd"));
+        r.owners.insert(Arc::from("hyperty://d.org/1"), key.clone());
+        assert!(r.owns("k1", None, "hyperty://d.org/1"));
+        assert!(!r.owns("k2", None, "hyperty://d.org/1"));
+        assert_eq!(r.owner_of("hyperty://d.org/1"), Some(key));
+    }
+
+    #[test]
+    fn lost_sessions_buffer_up_to_the_limit() {
+        let r = Router::new("d.org", 2);
+        let key: SessionKey = Arc::from("k1");
+        r.slots.insert(
+            key.clone(),
+            Slot {
+                conn: None,
+                kicker: None,
+                runtime: None,
+                lost_since: Some(Instant::now()),
+                kicked: AtomicBool::new(false),
+                buffer: Mutex::new(VecDeque::new()),
+            },
+        );
+        let f = ByteString::from_static("{}");
+        assert_eq!(r.deliver("k1", &f), Delivered::Buffered);
+        assert_eq!(r.deliver("k1", &f), Delivered::Buffered);
+        assert_eq!(r.deliver("k1", &f), Delivered::Dropped);
+        assert_eq!(r.deliver("nobody", &f), Delivered::Dropped);
+        let s = r.snapshot();
+        assert_eq!((s.buffered, s.dropped), (2, 2));
+    }
+}

@@ -1,0 +1,337 @@
+//! Session Manager: open, re-open, close, loss and grace period of runtime sessions.
+//!
+//! Every WebSocket connection gets a fresh session key. `open` from a runtime URL to
+//! `mn:/session` binds the runtime URL to the session (it then owns that URL and
+//! everything under it) and answers `200 {runtimeToken}`: the key, a bearer secret.
+//! A socket dropped without `close` keeps its session — addresses, subscriptions,
+//! and up to `session.grace_buffer` frames sent to it — for
+//! `session.grace_period_ms`; `re-open` with the token (in `body.runtimeToken`, or
+//! as the last segment of `from`, Vert.x style) from a new connection resumes it and
+//! flushes the buffered frames first. After the grace period, or on `close`,
+//! everything is freed.
+//!
+//! This actor is the only writer of the router's `slots` and `runtimes` tables. It
+//! publishes each lifecycle change (`open`, `re-open`, `close`, `lost`) as an
+//! `update` to `domain://msg-node.<D>/session-events`, which anyone may subscribe to
+//! through `/sm`, and logs it.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use actix::prelude::*;
+use hyperty_actors::address::{Address, AddressKind};
+use hyperty_actors::message::{Message, MessageType, ResponseCode};
+use serde_json::json;
+use tracing::info;
+
+use super::allocation::{AddressAllocation, DropSession};
+use super::router::{Kick, Outbound, Router, SessionKey, Slot};
+use super::subscriptions::{DropSubscriptions, SubscriptionManager};
+
+/// Why `open`/`re-open` was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{description}")]
+pub struct SessionRefused {
+    /// Response code.
+    pub code: ResponseCode,
+    /// Reason.
+    pub description: String,
+}
+
+fn refuse(code: ResponseCode, description: impl Into<String>) -> SessionRefused {
+    SessionRefused {
+        code,
+        description: description.into(),
+    }
+}
+
+/// A new connection.
+#[derive(Debug, actix::Message)]
+#[rtype(result = "()")]
+pub struct Connected {
+    /// Its fresh key.
+    pub key: SessionKey,
+    /// Where its frames go.
+    pub conn: Recipient<Outbound>,
+    /// How to close it.
+    pub kicker: Recipient<Kick>,
+}
+
+/// `open` from `runtime`.
+#[derive(Debug, actix::Message)]
+#[rtype(result = "Result<SessionKey, SessionRefused>")]
+pub struct Open {
+    /// The connection's key.
+    pub key: SessionKey,
+    /// The runtime URL (`from` of the open).
+    pub runtime: String,
+}
+
+/// `re-open` with a token from a new connection.
+#[derive(Debug, actix::Message)]
+#[rtype(result = "Result<SessionKey, SessionRefused>")]
+pub struct ReOpen {
+    /// The new connection's key.
+    pub key: SessionKey,
+    /// The runtime token of the session to resume.
+    pub token: String,
+    /// The runtime URL it claims.
+    pub runtime: String,
+}
+
+/// `close`: free the session now.
+#[derive(Debug, actix::Message)]
+#[rtype(result = "()")]
+pub struct Close {
+    /// The session.
+    pub key: SessionKey,
+}
+
+/// The socket went away without `close`.
+#[derive(Debug, actix::Message)]
+#[rtype(result = "()")]
+pub struct Lost {
+    /// The session.
+    pub key: SessionKey,
+    /// Why (for the log and the lifecycle event).
+    pub reason: String,
+}
+
+#[derive(Debug, actix::Message)]
+#[rtype(result = "()")]
+struct GraceExpired {
+    key: SessionKey,
+    since: Instant,
+}
+
+/// The session manager actor.
+#[derive(Debug)]
+pub struct SessionManager {
+    router: Arc<Router>,
+    allocation: Addr<AddressAllocation>,
+    subscriptions: Addr<SubscriptionManager>,
+    grace: Duration,
+    lifecycle: Option<Recipient<Lifecycle>>,
+}
+
+/// A lifecycle change, for other node components (e.g. the domain registry).
+#[derive(Debug, Clone, actix::Message)]
+#[rtype(result = "()")]
+pub struct Lifecycle {
+    /// `open`, `re-open`, `close` or `lost`.
+    pub event: &'static str,
+    /// The runtime URL.
+    pub runtime: String,
+}
+
+impl SessionManager {
+    /// A manager writing `router`'s session tables.
+    pub fn new(
+        router: Arc<Router>,
+        allocation: Addr<AddressAllocation>,
+        subscriptions: Addr<SubscriptionManager>,
+        grace: Duration,
+        lifecycle: Option<Recipient<Lifecycle>>,
+    ) -> Self {
+        SessionManager {
+            router,
+            allocation,
+            subscriptions,
+            grace,
+            lifecycle,
+        }
+    }
+
+    fn publish(&self, event: &'static str, runtime: &str, reason: Option<&str>) {
+        info!(event, runtime, reason, "session lifecycle");
+        let Ok(addr) = Address::parse(self.router.events_address()) else {
+            return;
+        };
+        let mut value = json!({ "event": event, "runtime": runtime });
+        if let Some(r) = reason {
+            value["reason"] = json!(r);
+        }
+        let msg = Message::new(MessageType::Update, addr.clone(), addr)
+            .with_id(self.router.next_id())
+            .with_value(value);
+        self.router.publish(&msg);
+        if let Some(l) = &self.lifecycle {
+            l.do_send(Lifecycle {
+                event,
+                runtime: runtime.to_owned(),
+            });
+        }
+    }
+
+    fn drop_session(&mut self, key: &SessionKey, event: &'static str, reason: Option<&str>) {
+        let Some((_, slot)) = self.router.slots.remove(key) else {
+            return;
+        };
+        self.allocation.do_send(DropSession(key.clone()));
+        self.subscriptions.do_send(DropSubscriptions(key.clone()));
+        if let Some(rt) = &slot.runtime {
+            self.router.runtimes.remove_if(rt, |_, k| k == key);
+            self.publish(event, rt, reason);
+        }
+    }
+}
+
+impl Actor for SessionManager {
+    type Context = Context<Self>;
+}
+
+impl Handler<Connected> for SessionManager {
+    type Result = ();
+    fn handle(&mut self, c: Connected, _: &mut Context<Self>) {
+        self.router.slots.insert(c.key, Slot::live(c.conn, c.kicker));
+    }
+}
+
+impl Handler<Open> for SessionManager {
+    type Result = Result<SessionKey, SessionRefused>;
+    fn handle(&mut self, o: Open, _: &mut Context<Self>) -> Self::Result {
+        let _span = tracing::info_span!("node.open", runtime = %o.runtime).entered();
+        match Address::check(&o.runtime) {
+            Ok(AddressKind::Runtime) => {}
+            _ => {
+                return Err(refuse(
+                    ResponseCode::BadRequest,
+                    "open must come from a runtime URL (runtime:// or hyperty-runtime://)",
+                ))
+            }
+        }
+        if let Some(existing) = self.router.runtimes.get(o.runtime.as_str()).map(|k| k.clone()) {
+            if existing == o.key {
+                return Ok(o.key);
+            }
+            return Err(refuse(
+                ResponseCode::Forbidden,
+                "this runtime URL has a session already; resume it with re-open and its runtimeToken",
+            ));
+        }
+        let runtime: Arc<str> = Arc::from(o.runtime.as_str());
+        {
+            let Some(mut slot) = self.router.slots.get_mut(&o.key) else {
+                return Err(refuse(ResponseCode::InternalError, "unknown connection"));
+            };
+            if let Some(rt) = &slot.runtime {
+                return Err(refuse(
+                    ResponseCode::BadRequest,
+                    format!("this connection is already open for {rt}"),
+                ));
+            }
+            slot.runtime = Some(runtime.clone());
+        }
+        self.router.runtimes.insert(runtime, o.key.clone());
+        self.router
+            .stats
+            .opened
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        self.publish("open", &o.runtime, None);
+        Ok(o.key)
+    }
+}
+
+impl Handler<ReOpen> for SessionManager {
+    type Result = Result<SessionKey, SessionRefused>;
+    fn handle(&mut self, r: ReOpen, _: &mut Context<Self>) -> Self::Result {
+        let _span = tracing::info_span!("node.reopen", runtime = %r.runtime).entered();
+        let unknown = || {
+            refuse(
+                ResponseCode::Unauthorized,
+                "Reconnection fail. Incorrect runtime token!",
+            )
+        };
+        let token: SessionKey = Arc::from(r.token.as_str());
+        if token == r.key {
+            return Ok(token);
+        }
+        let runtime_ok = self
+            .router
+            .slots
+            .get(&token)
+            .is_some_and(|s| s.runtime.as_deref() == Some(r.runtime.as_str()));
+        if !runtime_ok {
+            return Err(unknown());
+        }
+        let Some((_, fresh)) = self.router.slots.remove(&r.key) else {
+            return Err(refuse(ResponseCode::InternalError, "unknown connection"));
+        };
+        let (Some(conn), Some(kicker)) = (fresh.conn, fresh.kicker) else {
+            return Err(refuse(ResponseCode::InternalError, "connection already gone"));
+        };
+        let Some(mut slot) = self.router.slots.get_mut(&token) else {
+            return Err(unknown());
+        };
+        if let Some(old) = slot.kicker.take() {
+            // the client reconnected before its old socket was noticed dead
+            old.do_send(Kick {
+                reason: "replaced by a newer connection".to_owned(),
+            });
+        }
+        // frames buffered while away go first, before anything routed from now on
+        let buffered: Vec<_> = slot
+            .buffer
+            .get_mut()
+            .map(|b| b.drain(..).collect())
+            .unwrap_or_default();
+        for f in buffered {
+            let _ = conn.do_send(Outbound(f));
+        }
+        slot.conn = Some(conn);
+        slot.kicker = Some(kicker);
+        slot.lost_since = None;
+        slot.kicked.store(false, std::sync::atomic::Ordering::Relaxed);
+        drop(slot);
+        self.publish("re-open", &r.runtime, None);
+        Ok(token)
+    }
+}
+
+impl Handler<Close> for SessionManager {
+    type Result = ();
+    fn handle(&mut self, c: Close, _: &mut Context<Self>) {
+        self.drop_session(&c.key, "close", None);
+    }
+}
+
+impl Handler<Lost> for SessionManager {
+    type Result = ();
+    fn handle(&mut self, l: Lost, ctx: &mut Context<Self>) {
+        let opened = {
+            let Some(mut slot) = self.router.slots.get_mut(&l.key) else {
+                return;
+            };
+            slot.conn = None;
+            slot.kicker = None;
+            let since = Instant::now();
+            slot.lost_since = Some(since);
+            slot.runtime.clone().map(|rt| (rt, since))
+        };
+        let Some((runtime, since)) = opened else {
+            // never opened: nothing worth keeping
+            self.router.slots.remove(&l.key);
+            return;
+        };
+        self.publish("lost", &runtime, Some(&l.reason));
+        // a later re-open changes `lost_since`, which makes this timer a no-op
+        let key = l.key;
+        ctx.run_later(self.grace, move |_, ctx| {
+            ctx.notify(GraceExpired { key, since });
+        });
+    }
+}
+
+impl Handler<GraceExpired> for SessionManager {
+    type Result = ();
+    fn handle(&mut self, g: GraceExpired, _: &mut Context<Self>) {
+        let still_lost = self
+            .router
+            .slots
+            .get(&g.key)
+            .is_some_and(|s| s.lost_since == Some(g.since));
+        if still_lost {
+            self.drop_session(&g.key, "close", Some("grace period expired"));
+        }
+    }
+}

@@ -1,0 +1,228 @@
+//! Subscription Manager (`domain://msg-node.<D>/sm`).
+//!
+//! `subscribe {resources:[…], source?}` adds the session to the subscriber list of
+//! each resource (this actor is the only writer of the router's `subscribers`
+//! table): every later message whose `to` is exactly that resource reaches every
+//! subscribed session, the sender included. `unsubscribe` removes them. The legacy
+//! key spellings `subscribe` / `unsubscribe` are accepted; both keys or neither → 400.
+//!
+//! Claims: `source` names the address the session subscribes for, and a subscribed
+//! bare hyperty address is how runtime-core makes a locally generated hyperty URL
+//! routable (rethink-wire.md §4–§5). Either is claimed for the session through
+//! [`AddressAllocation`](super::allocation::AddressAllocation) when nobody holds
+//! it; a `source` held by another session → 403 (no spoofing through `/sm`).
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+
+use actix::prelude::*;
+use hyperty_actors::address::{Address, AddressKind};
+use hyperty_actors::message::{Message, MessageType, ResponseCode};
+use serde_json::Value;
+use tracing::debug;
+
+use super::allocation::{AddressAllocation, Claim, NodeRequest, Release};
+use super::router::{Router, SessionKey};
+use crate::config::SubscriptionsSection;
+
+/// Removes every subscription of a session.
+#[derive(Debug, Clone, actix::Message)]
+#[rtype(result = "usize")]
+pub struct DropSubscriptions(pub SessionKey);
+
+/// The subscription manager actor.
+#[derive(Debug)]
+pub struct SubscriptionManager {
+    router: Arc<Router>,
+    allocation: Addr<AddressAllocation>,
+    config: SubscriptionsSection,
+    by_session: HashMap<SessionKey, HashSet<Arc<str>>>,
+}
+
+impl SubscriptionManager {
+    /// A manager writing `router`'s subscriber table.
+    pub fn new(
+        router: Arc<Router>,
+        allocation: Addr<AddressAllocation>,
+        config: SubscriptionsSection,
+    ) -> Self {
+        SubscriptionManager {
+            router,
+            allocation,
+            config,
+            by_session: HashMap::new(),
+        }
+    }
+
+    fn resources(req: &Message, legacy: &str) -> Result<Vec<String>, String> {
+        let legacy_list = req.body.extra.get(legacy);
+        let list = match (&req.body.resources, legacy_list) {
+            (Some(_), Some(_)) => {
+                return Err(format!("give either body.resources or body.{legacy}, not both"))
+            }
+            (None, None) => return Err("missing field 'body.resources'".to_owned()),
+            (Some(r), None) => r.clone(),
+            (None, Some(v)) => match v {
+                Value::Array(items) => items
+                    .iter()
+                    .map(|i| i.as_str().map(str::to_owned))
+                    .collect::<Option<Vec<_>>>()
+                    .ok_or_else(|| format!("body.{legacy} must be an array of strings"))?,
+                Value::String(s) => vec![s.clone()],
+                _ => return Err(format!("body.{legacy} must be an array of strings")),
+            },
+        };
+        if list.is_empty() {
+            return Err("body.resources must not be empty".to_owned());
+        }
+        for r in &list {
+            Address::check(r).map_err(|e| format!("resource {r:?}: {e}"))?;
+        }
+        Ok(list)
+    }
+
+    /// A bare hyperty or data-object address (not a channel such as `/changes`).
+    fn is_claimable(addr: &str) -> bool {
+        Address::parse(addr)
+            .map(|a| {
+                matches!(a.kind(), AddressKind::Hyperty | AddressKind::DataObject)
+                    && a.path().matches('/').count() == 1
+                    && !a.path().ends_with('/')
+            })
+            .unwrap_or(false)
+    }
+
+    fn add(&mut self, session: &SessionKey, list: &[String]) -> Result<(), String> {
+        let mine = self.by_session.entry(session.clone()).or_default();
+        let new = list.iter().filter(|r| !mine.contains(r.as_str())).count();
+        if mine.len() + new > self.config.max_per_session {
+            return Err(format!(
+                "a session may subscribe to at most {} resources",
+                self.config.max_per_session
+            ));
+        }
+        for r in list {
+            let r: Arc<str> = Arc::from(r.as_str());
+            if mine.insert(r.clone()) {
+                let mut subs = self.router.subscribers.entry(r).or_default();
+                if !subs.contains(session) {
+                    subs.push(session.clone());
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn remove(&mut self, session: &SessionKey, resource: &str) {
+        if let Some(mine) = self.by_session.get_mut(session) {
+            mine.remove(resource);
+        }
+        self.router.subscribers.remove_if_mut(resource, |_, subs| {
+            subs.retain(|k| k != session);
+            subs.is_empty()
+        });
+    }
+
+    fn subscribe(&mut self, r: NodeRequest) -> ResponseActFuture<Self, Message> {
+        let list = match Self::resources(&r.msg, "subscribe") {
+            Ok(l) => l,
+            Err(e) => return Box::pin(fut::ready(r.msg.reply_error(ResponseCode::BadRequest, e))),
+        };
+        let source = r.msg.body.source.as_ref().map(|s| Arc::<str>::from(s.as_str()));
+        let claims: Vec<Arc<str>> = list
+            .iter()
+            .filter(|a| Self::is_claimable(a))
+            .map(|a| Arc::from(a.as_str()))
+            .collect();
+        let allocation = self.allocation.clone();
+        let session = r.session.clone();
+        let work = async move {
+            if let Some(src) = &source {
+                if !src.starts_with("runtime://") && !src.starts_with("hyperty-runtime://") {
+                    allocation
+                        .send(Claim {
+                            session: session.clone(),
+                            address: src.clone(),
+                        })
+                        .await
+                        .map_err(|_| "address allocation unavailable".to_owned())?
+                        .map_err(|e| e.to_string())?;
+                }
+            }
+            for c in claims {
+                // a resource someone else holds is still subscribed, just not claimed
+                let _ = allocation
+                    .send(Claim {
+                        session: session.clone(),
+                        address: c,
+                    })
+                    .await;
+            }
+            Ok::<(), String>(())
+        };
+        Box::pin(work.into_actor(self).map(move |claimed, act, _| {
+            if let Err(e) = claimed {
+                return r.msg.reply_error(ResponseCode::Forbidden, e);
+            }
+            match act.add(&r.session, &list) {
+                Ok(()) => {
+                    debug!(session = %r.session, n = list.len(), "subscribed");
+                    r.msg.reply(ResponseCode::Ok)
+                }
+                Err(e) => r.msg.reply_error(ResponseCode::TooManyRequests, e),
+            }
+        }))
+    }
+
+    fn unsubscribe(&mut self, r: &NodeRequest) -> Message {
+        let list = match Self::resources(&r.msg, "unsubscribe") {
+            Ok(l) => l,
+            Err(e) => return r.msg.reply_error(ResponseCode::BadRequest, e),
+        };
+        for res in &list {
+            self.remove(&r.session, res);
+            if Self::is_claimable(res) {
+                self.allocation.do_send(Release {
+                    session: r.session.clone(),
+                    address: Arc::from(res.as_str()),
+                });
+            }
+        }
+        r.msg.reply(ResponseCode::Ok)
+    }
+}
+
+impl Actor for SubscriptionManager {
+    type Context = Context<Self>;
+}
+
+impl Handler<NodeRequest> for SubscriptionManager {
+    type Result = ResponseActFuture<Self, Message>;
+    fn handle(&mut self, r: NodeRequest, _: &mut Context<Self>) -> Self::Result {
+        let _span = tracing::debug_span!("node.sm", id = r.msg.id, session = %r.session).entered();
+        match r.msg.kind {
+            MessageType::Subscribe => self.subscribe(r),
+            MessageType::Unsubscribe => Box::pin(fut::ready(self.unsubscribe(&r))),
+            _ => Box::pin(fut::ready(r.msg.reply_error(
+                ResponseCode::BadRequest,
+                format!("the subscription manager takes subscribe and unsubscribe, not {}", r.msg.kind),
+            ))),
+        }
+    }
+}
+
+impl Handler<DropSubscriptions> for SubscriptionManager {
+    type Result = usize;
+    fn handle(&mut self, d: DropSubscriptions, _: &mut Context<Self>) -> usize {
+        let Some(mine) = self.by_session.remove(&d.0) else {
+            return 0;
+        };
+        for r in &mine {
+            self.router.subscribers.remove_if_mut(r, |_, subs| {
+                subs.retain(|k| *k != d.0);
+                subs.is_empty()
+            });
+        }
+        mine.len()
+    }
+}

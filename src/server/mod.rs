@@ -1,0 +1,3 @@
+//! The node's HTTP side: the WebSocket endpoint.
+
+pub mod ws;

@@ -1,0 +1,459 @@
+//! One actor per WebSocket connection: the node side of a runtime's session.
+//!
+//! The [`WsSession`] reads text frames (one reTHINK message each; fragmented frames
+//! are joined up to `session.max_frame_size`), checks the routing header, enforces
+//! ownership of `from` (403), and routes: node services get the parsed message and
+//! their answer is written back; everything else goes through the shared
+//! [`Router`](crate::node::router::Router) straight into the recipients' mailboxes.
+//! Malformed frames get a 400 response and the connection stays up.
+//!
+//! Its mailbox is its bounded outbound queue (`session.outbound_queue`): when the
+//! client stops reading, the HTTP layer stops polling the session, the queue fills
+//! and the router cuts the session off as a slow consumer. It pings every
+//! `session.heartbeat_interval_ms` and drops a client silent for
+//! `session.client_timeout_ms`. A socket that ends without a reTHINK `close`
+//! leaves its session to the grace period (see
+//! [`SessionManager`](crate::node::sessions::SessionManager)).
+//!
+//! All uses of `actix-web-actors` are in this file.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use actix::prelude::*;
+use actix_web::{web, HttpRequest, HttpResponse};
+use actix_web_actors::ws;
+use bytes::BytesMut;
+use bytestring::ByteString;
+use hyperty_actors::address::Address;
+use hyperty_actors::message::{Message, MessageType, ParseError, ResponseCode, To};
+use serde_json::{json, Value};
+use tracing::{debug, warn};
+
+use crate::node::allocation::NodeRequest;
+use crate::node::frame::{Header, Partial};
+use crate::node::router::{Kick, Outbound, Routed, Service, SessionKey};
+use crate::node::sessions::{Close, Connected, Lost, Open, ReOpen, SessionRefused};
+use crate::node::NodeState;
+
+/// The actor of one WebSocket connection.
+pub struct WsSession {
+    node: NodeState,
+    key: SessionKey,
+    runtime: Option<Arc<str>>,
+    last_heard: Instant,
+    closed: bool,
+    stop_reason: &'static str,
+    fragments: Option<BytesMut>,
+    peer: String,
+}
+
+impl std::fmt::Debug for WsSession {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WsSession")
+            .field("runtime", &self.runtime)
+            .field("peer", &self.peer)
+            .finish_non_exhaustive()
+    }
+}
+
+/// `GET /ws`: upgrades to a WebSocket session.
+pub async fn upgrade(
+    req: HttpRequest,
+    stream: web::Payload,
+    node: web::Data<NodeState>,
+) -> actix_web::Result<HttpResponse> {
+    let node = node.get_ref().clone();
+    if node.router.session_count() >= node.config.session.max_sessions {
+        warn!("session limit reached, refusing a connection");
+        return Ok(HttpResponse::ServiceUnavailable()
+            .json(json!({"code": 503, "description": "session limit reached"})));
+    }
+    let max = node.config.session.max_frame_size;
+    let session = WsSession {
+        key: Arc::from(uuid::Uuid::new_v4().to_string()),
+        runtime: None,
+        last_heard: Instant::now(),
+        closed: false,
+        stop_reason: "socket closed",
+        fragments: None,
+        peer: req
+            .peer_addr()
+            .map(|a| a.to_string())
+            .unwrap_or_default(),
+        node,
+    };
+    ws::WsResponseBuilder::new(session, &req, stream)
+        .frame_size(max)
+        .start()
+}
+
+impl Actor for WsSession {
+    type Context = ws::WebsocketContext<Self>;
+
+    fn started(&mut self, ctx: &mut Self::Context) {
+        ctx.set_mailbox_capacity(self.node.config.session.outbound_queue);
+        self.node.sessions.do_send(Connected {
+            key: self.key.clone(),
+            conn: ctx.address().recipient(),
+            kicker: ctx.address().recipient(),
+        });
+        let timeout = self.node.config.session.client_timeout();
+        ctx.run_interval(self.node.config.session.heartbeat_interval(), move |act, ctx| {
+            if act.last_heard.elapsed() > timeout {
+                act.stop_reason = "client timeout";
+                ctx.stop();
+            } else {
+                ctx.ping(b"");
+            }
+        });
+        debug!(peer = %self.peer, "websocket connected");
+    }
+
+    fn stopped(&mut self, _: &mut Self::Context) {
+        if !self.closed {
+            self.node.sessions.do_send(Lost {
+                key: self.key.clone(),
+                reason: self.stop_reason.to_owned(),
+            });
+        }
+        debug!(peer = %self.peer, reason = self.stop_reason, "websocket ended");
+    }
+}
+
+impl Handler<Outbound> for WsSession {
+    type Result = ();
+    fn handle(&mut self, Outbound(frame): Outbound, ctx: &mut Self::Context) {
+        ctx.text(frame);
+    }
+}
+
+impl Handler<Kick> for WsSession {
+    type Result = ();
+    fn handle(&mut self, k: Kick, ctx: &mut Self::Context) {
+        warn!(peer = %self.peer, reason = %k.reason, "closing session");
+        self.stop_reason = "closed by the node";
+        ctx.close(Some(ws::CloseReason {
+            code: ws::CloseCode::Policy,
+            description: Some(k.reason),
+        }));
+        ctx.stop();
+    }
+}
+
+fn error_frame(id: Option<u64>, from: &str, to: Option<&str>, code: ResponseCode, description: &str) -> String {
+    let mut v = json!({
+        "type": "response",
+        "from": from,
+        "body": { "code": code, "description": description },
+    });
+    if let Some(id) = id {
+        v["id"] = json!(id);
+    }
+    if let Some(to) = to {
+        v["to"] = json!(to);
+    }
+    v.to_string()
+}
+
+impl WsSession {
+    fn reply(&self, ctx: &mut ws::WebsocketContext<Self>, msg: &Message) {
+        ctx.text(msg.to_json());
+    }
+
+    fn bad_request(&self, ctx: &mut ws::WebsocketContext<Self>, e: &ParseError, p: &Partial) {
+        self.node.router.stats.bad_requests.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        debug!(peer = %self.peer, error = %e, "bad frame");
+        ctx.text(error_frame(
+            p.id,
+            "mn:/validator",
+            p.from.as_deref(),
+            ResponseCode::BadRequest,
+            &e.to_string(),
+        ));
+    }
+
+    fn refuse(&self, ctx: &mut ws::WebsocketContext<Self>, h: &Header<'_>, code: ResponseCode, description: &str) {
+        let counter = match code {
+            ResponseCode::Forbidden => &self.node.router.stats.forbidden,
+            ResponseCode::NotFound => &self.node.router.stats.not_found,
+            _ => &self.node.router.stats.bad_requests,
+        };
+        counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        if h.kind.expects_response() {
+            ctx.text(error_frame(Some(h.id), h.to.first(), Some(&h.from), code, description));
+        } else {
+            self.node.router.stats.dropped.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        }
+    }
+
+    fn on_text(&mut self, text: ByteString, ctx: &mut ws::WebsocketContext<Self>) {
+        let router = &self.node.router;
+        router.stats.frames_in.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let h = match Header::parse(&text) {
+            Ok(h) => h,
+            Err((e, partial)) => return self.bad_request(ctx, &e, &partial),
+        };
+        let _span = tracing::trace_span!("node.frame", id = h.id, kind = %h.kind, from = %h.from, to = %h.to.first()).entered();
+        if router.service(h.to.first()) == Some(Service::Session) {
+            return self.session_control(&text, ctx);
+        }
+        if self.runtime.is_none() {
+            return self.refuse(ctx, &h, ResponseCode::Forbidden, "open the session first (open to mn:/session)");
+        }
+        if !router.owns(&self.key, self.runtime.as_deref(), &h.from) {
+            return self.refuse(
+                ctx,
+                &h,
+                ResponseCode::Forbidden,
+                &format!("from address {} is not owned by this session", h.from),
+            );
+        }
+        if let Some(t) = h.to.iter().find(|t| router.is_reserved(t) && router.service(t).is_none()) {
+            return self.refuse(ctx, &h, ResponseCode::Forbidden, &format!("{t} is reserved to the node"));
+        }
+        match router.route(h.to.iter(), &text) {
+            Routed::Delivered { queued: 0, buffered: 0, .. } => {
+                self.refuse(ctx, &h, ResponseCode::RequestTimeout, "recipient temporarily unavailable")
+            }
+            Routed::Delivered { .. } => {}
+            Routed::Service(s) => self.service_request(s, &text, ctx),
+            Routed::NoRoute(t) => self.refuse(ctx, &h, ResponseCode::NotFound, &format!("no route to {t}")),
+        }
+    }
+
+    fn parse_full(&self, text: &str, ctx: &mut ws::WebsocketContext<Self>) -> Option<Message> {
+        match Message::parse(text) {
+            Ok(m) => Some(m),
+            Err(e) => {
+                let p = Header::parse(text).map(|h| Partial {
+                    id: Some(h.id),
+                    from: Some(h.from.into_owned()),
+                    to: None,
+                });
+                self.bad_request(ctx, &e, &p.unwrap_or_default());
+                None
+            }
+        }
+    }
+
+    fn service_request(&mut self, service: Service, text: &str, ctx: &mut ws::WebsocketContext<Self>) {
+        let Some(msg) = self.parse_full(text, ctx) else {
+            return;
+        };
+        if !matches!(msg.to, To::One(_)) {
+            let r = msg.reply_error(ResponseCode::BadRequest, "node services take a single recipient");
+            return self.reply(ctx, &r);
+        }
+        let request = NodeRequest {
+            session: self.key.clone(),
+            msg: msg.clone(),
+        };
+        let answer: ResponseFuture<Message> = match service {
+            Service::Allocation => {
+                let f = self.node.allocation.send(request);
+                Box::pin(async move { f.await.unwrap_or_else(|_| unavailable(&msg)) })
+            }
+            Service::Subscriptions => {
+                let f = self.node.subscriptions.send(request);
+                Box::pin(async move { f.await.unwrap_or_else(|_| unavailable(&msg)) })
+            }
+            Service::Registry => match &self.node.registry {
+                Some(reg) => {
+                    let f = reg.send(crate::node::RegistryCall(msg.clone()));
+                    Box::pin(async move { f.await.unwrap_or_else(|_| unavailable(&msg)) })
+                }
+                None => Box::pin(async move {
+                    msg.reply_error(ResponseCode::NotFound, "this node has no domain registry")
+                }),
+            },
+            Service::Session => return,
+        };
+        // control-plane requests are answered in order: nothing else from this
+        // client is read until the answer is written
+        ctx.wait(answer.into_actor(self).map(|resp, act, ctx| act.reply(ctx, &resp)));
+    }
+
+    fn session_control(&mut self, text: &str, ctx: &mut ws::WebsocketContext<Self>) {
+        let Some(msg) = self.parse_full(text, ctx) else {
+            return;
+        };
+        let _span = tracing::info_span!("node.session", kind = %msg.kind, from = %msg.from).entered();
+        match msg.kind {
+            MessageType::Open => {
+                let f = self.node.sessions.send(Open {
+                    key: self.key.clone(),
+                    runtime: msg.from.to_string(),
+                });
+                ctx.wait(f.into_actor(self).map(move |r, act, ctx| {
+                    let r = r.unwrap_or_else(|_| Err(gone()));
+                    let resp = match r {
+                        Ok(token) => {
+                            act.runtime = Some(Arc::from(msg.from.as_str()));
+                            token_reply(&msg, &token)
+                        }
+                        Err(e) => msg.reply_error(e.code, e.description),
+                    };
+                    act.reply(ctx, &resp);
+                }));
+            }
+            MessageType::ReOpen => {
+                let (token, runtime) = match reopen_token(&msg) {
+                    Some(t) => t,
+                    None => {
+                        let r = msg.reply_error(
+                            ResponseCode::BadRequest,
+                            "re-open needs body.runtimeToken (or from = <runtimeURL>/<token>)",
+                        );
+                        return self.reply(ctx, &r);
+                    }
+                };
+                let f = self.node.sessions.send(ReOpen {
+                    key: self.key.clone(),
+                    token,
+                    runtime: runtime.clone(),
+                });
+                ctx.wait(f.into_actor(self).map(move |r, act, ctx| {
+                    let resp = match r.unwrap_or_else(|_| Err(gone())) {
+                        Ok(token) => {
+                            act.key = token.clone();
+                            act.runtime = Some(Arc::from(runtime.as_str()));
+                            token_reply(&msg, &token)
+                        }
+                        Err(e) => msg.reply_error(e.code, e.description),
+                    };
+                    act.reply(ctx, &resp);
+                }));
+            }
+            MessageType::Close => {
+                self.closed = true;
+                self.node.sessions.do_send(Close { key: self.key.clone() });
+                self.reply(ctx, &msg.reply(ResponseCode::Ok));
+                ctx.close(Some(ws::CloseCode::Normal.into()));
+                ctx.stop();
+            }
+            MessageType::Ping => self.reply(ctx, &msg.reply(ResponseCode::Ok)),
+            _ => {
+                let r = msg.reply_error(
+                    ResponseCode::BadRequest,
+                    format!("mn:/session takes open, re-open and close, not {}", msg.kind),
+                );
+                self.reply(ctx, &r);
+            }
+        }
+    }
+
+    fn on_fragment(&mut self, item: actix_http::ws::Item, ctx: &mut ws::WebsocketContext<Self>) {
+        let max = self.node.config.session.max_frame_size;
+        let (start, bytes, last) = match item {
+            actix_http::ws::Item::FirstText(b) => (true, b, false),
+            actix_http::ws::Item::FirstBinary(_) => {
+                ctx.text(error_frame(None, "mn:/validator", None, ResponseCode::BadRequest, "binary frames are not supported"));
+                self.fragments = None;
+                return;
+            }
+            actix_http::ws::Item::Continue(b) => (false, b, false),
+            actix_http::ws::Item::Last(b) => (false, b, true),
+        };
+        if start {
+            self.fragments = Some(BytesMut::new());
+        }
+        let Some(buf) = self.fragments.as_mut() else {
+            return;
+        };
+        if buf.len() + bytes.len() > max {
+            self.fragments = None;
+            self.stop_reason = "message too large";
+            ctx.close(Some(ws::CloseReason {
+                code: ws::CloseCode::Size,
+                description: Some(format!("message larger than {max} bytes")),
+            }));
+            ctx.stop();
+            return;
+        }
+        buf.extend_from_slice(&bytes);
+        if last {
+            let whole = self.fragments.take().unwrap_or_default().freeze();
+            match ByteString::try_from(whole) {
+                Ok(text) => self.on_text(text, ctx),
+                Err(_) => ctx.text(error_frame(None, "mn:/validator", None, ResponseCode::BadRequest, "text frame is not UTF-8")),
+            }
+        }
+    }
+}
+
+fn unavailable(msg: &Message) -> Message {
+    msg.reply_error(ResponseCode::InternalError, "node component unavailable")
+}
+
+fn gone() -> SessionRefused {
+    SessionRefused {
+        code: ResponseCode::InternalError,
+        description: "session manager unavailable".to_owned(),
+    }
+}
+
+fn token_reply(msg: &Message, token: &str) -> Message {
+    let mut r = msg.reply(ResponseCode::Ok);
+    r.body.extra.insert("runtimeToken".to_owned(), Value::String(token.to_owned()));
+    r
+}
+
+/// The token and runtime URL of a `re-open`: `body.runtimeToken` (runtime = `from`),
+/// or Vert.x style `from = <runtimeURL>/<token>`.
+fn reopen_token(msg: &Message) -> Option<(String, String)> {
+    let from = msg.from.as_str();
+    if let Some(t) = msg
+        .body
+        .extra
+        .get("runtimeToken")
+        .or_else(|| msg.body.value.as_ref().and_then(|v| v.get("runtimeToken")))
+        .and_then(Value::as_str)
+    {
+        let runtime = from
+            .strip_suffix(t)
+            .and_then(|r| r.strip_suffix('/'))
+            .unwrap_or(from);
+        return Some((t.to_owned(), runtime.to_owned()));
+    }
+    let (runtime, token) = from.rsplit_once('/')?;
+    Address::parse(runtime).ok()?;
+    (!token.is_empty()).then(|| (token.to_owned(), runtime.to_owned()))
+}
+
+impl StreamHandler<Result<ws::Message, ws::ProtocolError>> for WsSession {
+    fn handle(&mut self, item: Result<ws::Message, ws::ProtocolError>, ctx: &mut Self::Context) {
+        self.last_heard = Instant::now();
+        match item {
+            Ok(ws::Message::Text(text)) => self.on_text(text, ctx),
+            Ok(ws::Message::Binary(_)) => ctx.text(error_frame(
+                None,
+                "mn:/validator",
+                None,
+                ResponseCode::BadRequest,
+                "binary frames are not supported; send one JSON message per text frame",
+            )),
+            Ok(ws::Message::Continuation(item)) => self.on_fragment(item, ctx),
+            Ok(ws::Message::Ping(p)) => ctx.pong(&p),
+            Ok(ws::Message::Pong(_)) | Ok(ws::Message::Nop) => {}
+            Ok(ws::Message::Close(reason)) => {
+                self.stop_reason = "socket closed by the client";
+                ctx.close(reason);
+                ctx.stop();
+            }
+            Err(e) => {
+                warn!(peer = %self.peer, error = %e, "websocket protocol error");
+                self.stop_reason = "protocol error";
+                let code = match e {
+                    ws::ProtocolError::Overflow => ws::CloseCode::Size,
+                    _ => ws::CloseCode::Protocol,
+                };
+                ctx.close(Some(ws::CloseReason {
+                    code,
+                    description: Some(e.to_string()),
+                }));
+                ctx.stop();
+            }
+        }
+    }
+}
