@@ -197,7 +197,10 @@ impl NodeConfig {
                 .chars()
                 .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | ':'))
         {
-            return bad("node.domain", "must be a host name (letters, digits, '.', '-', ':')");
+            return bad(
+                "node.domain",
+                "must be a host name (letters, digits, '.', '-', ':')",
+            );
         }
         let s = &self.session;
         if s.heartbeat_interval_ms == 0 || s.client_timeout_ms <= s.heartbeat_interval_ms {
@@ -210,11 +213,13 @@ impl NodeConfig {
             return bad("session.max_frame_size", "must be at least 1024");
         }
         if s.outbound_queue == 0 || s.max_sessions == 0 {
-            return bad("session", "outbound_queue and max_sessions must be positive");
+            return bad(
+                "session",
+                "outbound_queue and max_sessions must be positive",
+            );
         }
         let a = &self.allocation;
-        if a.default_number == 0 || a.default_number > a.max_per_request || a.max_per_session == 0
-        {
+        if a.default_number == 0 || a.default_number > a.max_per_request || a.max_per_session == 0 {
             return bad(
                 "allocation",
                 "need 0 < default_number <= max_per_request and max_per_session > 0",
@@ -238,21 +243,33 @@ mod tests {
 
     #[test]
     fn embedded_defaults_equal_the_code_defaults() {
-        assert_eq!(NodeConfig::from_toml(DEFAULT_TOML).unwrap(), NodeConfig::default());
+        assert_eq!(
+            NodeConfig::from_toml(DEFAULT_TOML).unwrap(),
+            NodeConfig::default()
+        );
     }
 
     #[test]
     fn bad_values_are_typed_errors() {
         assert!(matches!(
             NodeConfig::from_toml("[node]\ndomain = \"a b\""),
-            Err(ConfigError::Invalid { field: "node.domain", .. })
+            Err(ConfigError::Invalid {
+                field: "node.domain",
+                ..
+            })
         ));
         assert!(matches!(
             NodeConfig::from_toml("[session]\nclient_timeout_ms = 1"),
             Err(ConfigError::Invalid { .. })
         ));
-        assert!(matches!(NodeConfig::from_toml("[nodes]"), Err(ConfigError::Parse(_))));
-        assert!(matches!(NodeConfig::from_toml("[node]\nlisten = \"x\""), Err(ConfigError::Parse(_))));
+        assert!(matches!(
+            NodeConfig::from_toml("[nodes]"),
+            Err(ConfigError::Parse(_))
+        ));
+        assert!(matches!(
+            NodeConfig::from_toml("[node]\nlisten = \"x\""),
+            Err(ConfigError::Parse(_))
+        ));
         assert!(NodeConfig::from_file(Path::new("/nonexistent/x.toml")).is_err());
     }
 

@@ -13,7 +13,11 @@ use clap::{Parser, Subcommand};
 use hyperty::config::{NodeConfig, DEFAULT_TOML};
 
 #[derive(Debug, Parser)]
-#[command(name = "hyperty", version, about = "Messaging node for hyperties (reTHINK wire over WebSocket)")]
+#[command(
+    name = "hyperty",
+    version,
+    about = "Messaging node for hyperties (reTHINK wire over WebSocket)"
+)]
 struct Cli {
     /// TOML configuration file (defaults: `hyperty --print-config`).
     #[arg(long, env = "HYPERTY_CONFIG", global = true)]
@@ -110,7 +114,14 @@ fn main() -> ExitCode {
     };
     if cli.print_config {
         let untouched = cli.config.is_none() && cli.listen.is_none() && cli.domain.is_none();
-        print!("{}", if untouched { DEFAULT_TOML.to_owned() } else { cfg.to_toml() });
+        print!(
+            "{}",
+            if untouched {
+                DEFAULT_TOML.to_owned()
+            } else {
+                cfg.to_toml()
+            }
+        );
         return ExitCode::SUCCESS;
     }
     let result = match cli.command.unwrap_or(Command::Serve) {

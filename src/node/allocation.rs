@@ -103,7 +103,10 @@ impl AddressAllocation {
         self.router.owners.insert(addr.clone(), session.clone());
         let held = self.held.entry(session.clone()).or_default();
         if let Some(k) = key {
-            held.by_key.entry(k.to_owned()).or_default().push(addr.clone());
+            held.by_key
+                .entry(k.to_owned())
+                .or_default()
+                .push(addr.clone());
         }
         held.addresses.insert(addr);
     }
@@ -240,13 +243,17 @@ impl Actor for AddressAllocation {
 impl Handler<NodeRequest> for AddressAllocation {
     type Result = MessageResult<NodeRequest>;
     fn handle(&mut self, r: NodeRequest, _: &mut Context<Self>) -> Self::Result {
-        let _span = tracing::debug_span!("node.allocation", id = r.msg.id, session = %r.session).entered();
+        let _span =
+            tracing::debug_span!("node.allocation", id = r.msg.id, session = %r.session).entered();
         MessageResult(match r.msg.kind {
             MessageType::Create => self.create(&r.session, &r.msg),
             MessageType::Delete => self.delete(&r.session, &r.msg),
             _ => r.msg.reply_error(
                 ResponseCode::BadRequest,
-                format!("address allocation takes create and delete, not {}", r.msg.kind),
+                format!(
+                    "address allocation takes create and delete, not {}",
+                    r.msg.kind
+                ),
             ),
         })
     }

@@ -140,7 +140,9 @@ impl<'a> Header<'a> {
         let kind = match present(raw.kind) {
             None => return fail(ParseError::Missing("type"), &partial),
             Some(r) => match str_of("type", r) {
-                Ok(s) if s.is_empty() => return fail(wrong("type", "a non-empty string"), &partial),
+                Ok(s) if s.is_empty() => {
+                    return fail(wrong("type", "a non-empty string"), &partial)
+                }
                 Ok(s) => MessageType::from_wire(&s),
                 Err(e) => return fail(e, &partial),
             },
@@ -157,7 +159,9 @@ impl<'a> Header<'a> {
             Some(r) if r.get().starts_with('[') => {
                 let items: Vec<&'a RawValue> = match Vec::deserialize(r) {
                     Ok(v) => v,
-                    Err(_) => return fail(wrong("to", "a string or an array of strings"), &partial),
+                    Err(_) => {
+                        return fail(wrong("to", "a string or an array of strings"), &partial)
+                    }
                 };
                 if items.is_empty() {
                     return fail(ParseError::EmptyTo, &partial);
@@ -206,7 +210,10 @@ mod tests {
             r#"{"id":5,"type":"update","from":"hyperty://a.org/1","to":["hyperty://a.org/2","comm://a.org/x/changes"]}"#,
         )
         .unwrap();
-        assert_eq!(h.to.iter().collect::<Vec<_>>(), ["hyperty://a.org/2", "comm://a.org/x/changes"]);
+        assert_eq!(
+            h.to.iter().collect::<Vec<_>>(),
+            ["hyperty://a.org/2", "comm://a.org/x/changes"]
+        );
     }
 
     #[test]
@@ -239,7 +246,8 @@ mod tests {
             let full = Message::parse(c).unwrap_err();
             assert_eq!(e.field(), full.field(), "{c}: {e} vs {full}");
         }
-        let (_, p) = Header::parse(r#"{"id":9,"type":"read","from":"hyperty://a/1","to":"nope"}"#).unwrap_err();
+        let (_, p) = Header::parse(r#"{"id":9,"type":"read","from":"hyperty://a/1","to":"nope"}"#)
+            .unwrap_err();
         assert_eq!(p.id, Some(9));
         assert_eq!(p.from.as_deref(), Some("hyperty://a/1"));
     }

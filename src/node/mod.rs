@@ -71,11 +71,17 @@ impl NodeState {
     /// (inside an actix system).
     pub fn start(config: NodeConfig) -> Result<NodeState, NodeError> {
         config.validate()?;
-        let router = Arc::new(Router::new(&config.node.domain, config.session.grace_buffer));
+        let router = Arc::new(Router::new(
+            &config.node.domain,
+            config.session.grace_buffer,
+        ));
         let allocation = AddressAllocation::new(router.clone(), config.allocation.clone()).start();
-        let subscriptions =
-            SubscriptionManager::new(router.clone(), allocation.clone(), config.subscriptions.clone())
-                .start();
+        let subscriptions = SubscriptionManager::new(
+            router.clone(),
+            allocation.clone(),
+            config.subscriptions.clone(),
+        )
+        .start();
         let sessions = SessionManager::new(
             router.clone(),
             allocation.clone(),

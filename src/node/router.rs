@@ -263,7 +263,10 @@ impl Router {
     pub fn service(&self, to: &str) -> Option<Service> {
         if to == "mn:/session" {
             Some(Service::Session)
-        } else if to == self.allocation || to == self.object_allocation || to == self.hyperty_allocation {
+        } else if to == self.allocation
+            || to == self.object_allocation
+            || to == self.hyperty_allocation
+        {
             Some(Service::Allocation)
         } else if to == self.sm {
             Some(Service::Subscriptions)
@@ -278,7 +281,10 @@ impl Router {
     /// that are not a service: clients may neither send from nor to them.
     pub fn is_reserved(&self, addr: &str) -> bool {
         (addr.starts_with(&self.node_prefix)
-            && matches!(addr.as_bytes().get(self.node_prefix.len()), None | Some(b'/')))
+            && matches!(
+                addr.as_bytes().get(self.node_prefix.len()),
+                None | Some(b'/')
+            ))
             || addr.starts_with("mn:/")
             || addr.strip_suffix('/').unwrap_or(addr) == self.registry
     }
@@ -292,7 +298,8 @@ impl Router {
     /// under it, and addresses allocated to or claimed by it.
     pub fn owns(&self, key: &str, runtime: Option<&str>, from: &str) -> bool {
         if let Some(rt) = runtime {
-            if from == rt || (from.starts_with(rt) && from.as_bytes().get(rt.len()) == Some(&b'/')) {
+            if from == rt || (from.starts_with(rt) && from.as_bytes().get(rt.len()) == Some(&b'/'))
+            {
                 return true;
             }
         }
@@ -384,9 +391,12 @@ impl Router {
                 Err(SendError::Full(_)) => {
                     if !slot.kicked.swap(true, Relaxed) {
                         self.stats.slow_consumers.fetch_add(1, Relaxed);
-                        tracing::warn!(session = key, "slow consumer: outbound queue full, closing");
+                        tracing::warn!(
+                            session = key,
+                            "slow consumer: outbound queue full, closing"
+                        );
                         if let Some(k) = &slot.kicker {
-                            let _ = k.do_send(Kick {
+                            k.do_send(Kick {
                                 reason: "slow consumer: outbound queue full".to_owned(),
                             });
                         }
@@ -445,12 +455,30 @@ mod tests {
     fn services_and_reserved_addresses() {
         let r = Router::new("d.org", 8);
         assert_eq!(r.service("mn:/session"), Some(Service::Session));
-        assert_eq!(r.service("domain://msg-node.d.org/address-allocation"), Some(Service::Allocation));
-        assert_eq!(r.service("domain://msg-node.d.org/object-address-allocation"), Some(Service::Allocation));
-        assert_eq!(r.service("domain://msg-node.d.org/hyperty-address-allocation"), Some(Service::Allocation));
-        assert_eq!(r.service("domain://msg-node.d.org/sm"), Some(Service::Subscriptions));
-        assert_eq!(r.service("domain://registry.d.org"), Some(Service::Registry));
-        assert_eq!(r.service("domain://registry.d.org/"), Some(Service::Registry));
+        assert_eq!(
+            r.service("domain://msg-node.d.org/address-allocation"),
+            Some(Service::Allocation)
+        );
+        assert_eq!(
+            r.service("domain://msg-node.d.org/object-address-allocation"),
+            Some(Service::Allocation)
+        );
+        assert_eq!(
+            r.service("domain://msg-node.d.org/hyperty-address-allocation"),
+            Some(Service::Allocation)
+        );
+        assert_eq!(
+            r.service("domain://msg-node.d.org/sm"),
+            Some(Service::Subscriptions)
+        );
+        assert_eq!(
+            r.service("domain://registry.d.org"),
+            Some(Service::Registry)
+        );
+        assert_eq!(
+            r.service("domain://registry.d.org/"),
+            Some(Service::Registry)
+        );
         assert_eq!(r.service("domain://msg-node.other.org/sm"), None);
         assert!(r.is_reserved("domain://msg-node.d.org/session-events"));
         assert!(r.is_reserved("domain://msg-node.d.org"));
@@ -462,13 +490,18 @@ mod tests {
     fn runtime_urls_own_their_subtree() {
         let r = Router::new("d.org", 8);
         let key: SessionKey = Arc::from("k1");
-        r.runtimes.insert(Arc::from("runtime://d.org/abc"), key.clone());
+        r.runtimes
+            .insert(Arc::from("runtime://d.org/abc"), key.clone());
         assert_eq!(r.owner_of("runtime://d.org/abc"), Some(key.clone()));
         assert_eq!(r.owner_of("runtime://d.org/abc/sm"), Some(key.clone()));
         assert_eq!(r.owner_of("runtime://d.org/abc/x/y/z"), Some(key.clone()));
         assert_eq!(r.owner_of("runtime://d.org/abcd"), None);
         assert_eq!(r.owner_of("runtime://d.org"), None);
-        assert!(r.owns("k1", Some("runtime://d.org/abc"), "runtime://d.org/abc/registry"));
+        assert!(r.owns(
+            "k1",
+            Some("runtime://d.org/abc"),
+            "runtime://d.org/abc/registry"
+        ));
         assert!(!r.owns("k1", Some("runtime://d.org/abc"), "runtime://d.org/abcd"));
         r.owners.insert(Arc::from("hyperty://d.org/1"), key.clone());
         assert!(r.owns("k1", None, "hyperty://d.org/1"));

@@ -163,15 +163,24 @@ impl SessionManager {
         }
     }
 
-    fn drop_session(&mut self, key: &SessionKey, event: &'static str, reason: Option<&str>) {
-        let Some((_, slot)) = self.router.slots.remove(key) else {
-            return;
-        };
-        self.allocation.do_send(DropSession(key.clone()));
-        self.subscriptions.do_send(DropSubscriptions(key.clone()));
-        if let Some(rt) = &slot.runtime {
+    /// Removes a session from every table; resolves once its addresses and
+    /// subscriptions are gone.
+    fn drop_session(
+        &mut self,
+        key: &SessionKey,
+        event: &'static str,
+        reason: Option<&str>,
+    ) -> impl std::future::Future<Output = ()> + 'static {
+        let slot = self.router.slots.remove(key).map(|(_, s)| s);
+        if let Some(rt) = slot.as_ref().and_then(|s| s.runtime.as_ref()) {
             self.router.runtimes.remove_if(rt, |_, k| k == key);
             self.publish(event, rt, reason);
+        }
+        let addresses = self.allocation.send(DropSession(key.clone()));
+        let subscriptions = self.subscriptions.send(DropSubscriptions(key.clone()));
+        async move {
+            let _ = addresses.await;
+            let _ = subscriptions.await;
         }
     }
 }
@@ -183,7 +192,9 @@ impl Actor for SessionManager {
 impl Handler<Connected> for SessionManager {
     type Result = ();
     fn handle(&mut self, c: Connected, _: &mut Context<Self>) {
-        self.router.slots.insert(c.key, Slot::live(c.conn, c.kicker));
+        self.router
+            .slots
+            .insert(c.key, Slot::live(c.conn, c.kicker));
     }
 }
 
@@ -200,7 +211,12 @@ impl Handler<Open> for SessionManager {
                 ))
             }
         }
-        if let Some(existing) = self.router.runtimes.get(o.runtime.as_str()).map(|k| k.clone()) {
+        if let Some(existing) = self
+            .router
+            .runtimes
+            .get(o.runtime.as_str())
+            .map(|k| k.clone())
+        {
             if existing == o.key {
                 return Ok(o.key);
             }
@@ -258,7 +274,10 @@ impl Handler<ReOpen> for SessionManager {
             return Err(refuse(ResponseCode::InternalError, "unknown connection"));
         };
         let (Some(conn), Some(kicker)) = (fresh.conn, fresh.kicker) else {
-            return Err(refuse(ResponseCode::InternalError, "connection already gone"));
+            return Err(refuse(
+                ResponseCode::InternalError,
+                "connection already gone",
+            ));
         };
         let Some(mut slot) = self.router.slots.get_mut(&token) else {
             return Err(unknown());
@@ -276,12 +295,13 @@ impl Handler<ReOpen> for SessionManager {
             .map(|b| b.drain(..).collect())
             .unwrap_or_default();
         for f in buffered {
-            let _ = conn.do_send(Outbound(f));
+            conn.do_send(Outbound(f));
         }
         slot.conn = Some(conn);
         slot.kicker = Some(kicker);
         slot.lost_since = None;
-        slot.kicked.store(false, std::sync::atomic::Ordering::Relaxed);
+        slot.kicked
+            .store(false, std::sync::atomic::Ordering::Relaxed);
         drop(slot);
         self.publish("re-open", &r.runtime, None);
         Ok(token)
@@ -289,9 +309,9 @@ impl Handler<ReOpen> for SessionManager {
 }
 
 impl Handler<Close> for SessionManager {
-    type Result = ();
-    fn handle(&mut self, c: Close, _: &mut Context<Self>) {
-        self.drop_session(&c.key, "close", None);
+    type Result = ResponseFuture<()>;
+    fn handle(&mut self, c: Close, _: &mut Context<Self>) -> Self::Result {
+        Box::pin(self.drop_session(&c.key, "close", None))
     }
 }
 
@@ -331,7 +351,7 @@ impl Handler<GraceExpired> for SessionManager {
             .get(&g.key)
             .is_some_and(|s| s.lost_since == Some(g.since));
         if still_lost {
-            self.drop_session(&g.key, "close", Some("grace period expired"));
+            actix::spawn(self.drop_session(&g.key, "close", Some("grace period expired")));
         }
     }
 }

@@ -58,7 +58,9 @@ impl SubscriptionManager {
         let legacy_list = req.body.extra.get(legacy);
         let list = match (&req.body.resources, legacy_list) {
             (Some(_), Some(_)) => {
-                return Err(format!("give either body.resources or body.{legacy}, not both"))
+                return Err(format!(
+                    "give either body.resources or body.{legacy}, not both"
+                ))
             }
             (None, None) => return Err("missing field 'body.resources'".to_owned()),
             (Some(r), None) => r.clone(),
@@ -128,7 +130,12 @@ impl SubscriptionManager {
             Ok(l) => l,
             Err(e) => return Box::pin(fut::ready(r.msg.reply_error(ResponseCode::BadRequest, e))),
         };
-        let source = r.msg.body.source.as_ref().map(|s| Arc::<str>::from(s.as_str()));
+        let source = r
+            .msg
+            .body
+            .source
+            .as_ref()
+            .map(|s| Arc::<str>::from(s.as_str()));
         let claims: Vec<Arc<str>> = list
             .iter()
             .filter(|a| Self::is_claimable(a))
@@ -205,7 +212,10 @@ impl Handler<NodeRequest> for SubscriptionManager {
             MessageType::Unsubscribe => Box::pin(fut::ready(self.unsubscribe(&r))),
             _ => Box::pin(fut::ready(r.msg.reply_error(
                 ResponseCode::BadRequest,
-                format!("the subscription manager takes subscribe and unsubscribe, not {}", r.msg.kind),
+                format!(
+                    "the subscription manager takes subscribe and unsubscribe, not {}",
+                    r.msg.kind
+                ),
             ))),
         }
     }

@@ -77,10 +77,7 @@ pub async fn upgrade(
         closed: false,
         stop_reason: "socket closed",
         fragments: None,
-        peer: req
-            .peer_addr()
-            .map(|a| a.to_string())
-            .unwrap_or_default(),
+        peer: req.peer_addr().map(|a| a.to_string()).unwrap_or_default(),
         node,
     };
     ws::WsResponseBuilder::new(session, &req, stream)
@@ -99,14 +96,17 @@ impl Actor for WsSession {
             kicker: ctx.address().recipient(),
         });
         let timeout = self.node.config.session.client_timeout();
-        ctx.run_interval(self.node.config.session.heartbeat_interval(), move |act, ctx| {
-            if act.last_heard.elapsed() > timeout {
-                act.stop_reason = "client timeout";
-                ctx.stop();
-            } else {
-                ctx.ping(b"");
-            }
-        });
+        ctx.run_interval(
+            self.node.config.session.heartbeat_interval(),
+            move |act, ctx| {
+                if act.last_heard.elapsed() > timeout {
+                    act.stop_reason = "client timeout";
+                    ctx.stop();
+                } else {
+                    ctx.ping(b"");
+                }
+            },
+        );
         debug!(peer = %self.peer, "websocket connected");
     }
 
@@ -141,7 +141,13 @@ impl Handler<Kick> for WsSession {
     }
 }
 
-fn error_frame(id: Option<u64>, from: &str, to: Option<&str>, code: ResponseCode, description: &str) -> String {
+fn error_frame(
+    id: Option<u64>,
+    from: &str,
+    to: Option<&str>,
+    code: ResponseCode,
+    description: &str,
+) -> String {
     let mut v = json!({
         "type": "response",
         "from": from,
@@ -162,7 +168,11 @@ impl WsSession {
     }
 
     fn bad_request(&self, ctx: &mut ws::WebsocketContext<Self>, e: &ParseError, p: &Partial) {
-        self.node.router.stats.bad_requests.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        self.node
+            .router
+            .stats
+            .bad_requests
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         debug!(peer = %self.peer, error = %e, "bad frame");
         ctx.text(error_frame(
             p.id,
@@ -173,23 +183,48 @@ impl WsSession {
         ));
     }
 
-    fn refuse(&self, ctx: &mut ws::WebsocketContext<Self>, h: &Header<'_>, code: ResponseCode, description: &str) {
+    fn refuse(
+        &self,
+        ctx: &mut ws::WebsocketContext<Self>,
+        h: &Header<'_>,
+        code: ResponseCode,
+        description: &str,
+    ) {
         let counter = match code {
             ResponseCode::Forbidden => &self.node.router.stats.forbidden,
             ResponseCode::NotFound => &self.node.router.stats.not_found,
             _ => &self.node.router.stats.bad_requests,
         };
         counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        if h.kind.expects_response() {
-            ctx.text(error_frame(Some(h.id), h.to.first(), Some(&h.from), code, description));
+        // a refusal (403/400) is reported for anything but a response; a missing
+        // route (404/408) only to requests: notifications are dropped and counted
+        let report = match code {
+            ResponseCode::NotFound | ResponseCode::RequestTimeout => h.kind.expects_response(),
+            _ => h.kind != MessageType::Response,
+        };
+        if report {
+            ctx.text(error_frame(
+                Some(h.id),
+                h.to.first(),
+                Some(&h.from),
+                code,
+                description,
+            ));
         } else {
-            self.node.router.stats.dropped.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            self.node
+                .router
+                .stats
+                .dropped
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         }
     }
 
     fn on_text(&mut self, text: ByteString, ctx: &mut ws::WebsocketContext<Self>) {
         let router = &self.node.router;
-        router.stats.frames_in.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        router
+            .stats
+            .frames_in
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let h = match Header::parse(&text) {
             Ok(h) => h,
             Err((e, partial)) => return self.bad_request(ctx, &e, &partial),
@@ -199,7 +234,12 @@ impl WsSession {
             return self.session_control(&text, ctx);
         }
         if self.runtime.is_none() {
-            return self.refuse(ctx, &h, ResponseCode::Forbidden, "open the session first (open to mn:/session)");
+            return self.refuse(
+                ctx,
+                &h,
+                ResponseCode::Forbidden,
+                "open the session first (open to mn:/session)",
+            );
         }
         if !router.owns(&self.key, self.runtime.as_deref(), &h.from) {
             return self.refuse(
@@ -209,16 +249,33 @@ impl WsSession {
                 &format!("from address {} is not owned by this session", h.from),
             );
         }
-        if let Some(t) = h.to.iter().find(|t| router.is_reserved(t) && router.service(t).is_none()) {
-            return self.refuse(ctx, &h, ResponseCode::Forbidden, &format!("{t} is reserved to the node"));
+        if let Some(t) =
+            h.to.iter()
+                .find(|t| router.is_reserved(t) && router.service(t).is_none())
+        {
+            return self.refuse(
+                ctx,
+                &h,
+                ResponseCode::Forbidden,
+                &format!("{t} is reserved to the node"),
+            );
         }
         match router.route(h.to.iter(), &text) {
-            Routed::Delivered { queued: 0, buffered: 0, .. } => {
-                self.refuse(ctx, &h, ResponseCode::RequestTimeout, "recipient temporarily unavailable")
-            }
+            Routed::Delivered {
+                queued: 0,
+                buffered: 0,
+                ..
+            } => self.refuse(
+                ctx,
+                &h,
+                ResponseCode::RequestTimeout,
+                "recipient temporarily unavailable",
+            ),
             Routed::Delivered { .. } => {}
             Routed::Service(s) => self.service_request(s, &text, ctx),
-            Routed::NoRoute(t) => self.refuse(ctx, &h, ResponseCode::NotFound, &format!("no route to {t}")),
+            Routed::NoRoute(t) => {
+                self.refuse(ctx, &h, ResponseCode::NotFound, &format!("no route to {t}"))
+            }
         }
     }
 
@@ -237,12 +294,20 @@ impl WsSession {
         }
     }
 
-    fn service_request(&mut self, service: Service, text: &str, ctx: &mut ws::WebsocketContext<Self>) {
+    fn service_request(
+        &mut self,
+        service: Service,
+        text: &str,
+        ctx: &mut ws::WebsocketContext<Self>,
+    ) {
         let Some(msg) = self.parse_full(text, ctx) else {
             return;
         };
         if !matches!(msg.to, To::One(_)) {
-            let r = msg.reply_error(ResponseCode::BadRequest, "node services take a single recipient");
+            let r = msg.reply_error(
+                ResponseCode::BadRequest,
+                "node services take a single recipient",
+            );
             return self.reply(ctx, &r);
         }
         let request = NodeRequest {
@@ -271,14 +336,19 @@ impl WsSession {
         };
         // control-plane requests are answered in order: nothing else from this
         // client is read until the answer is written
-        ctx.wait(answer.into_actor(self).map(|resp, act, ctx| act.reply(ctx, &resp)));
+        ctx.wait(
+            answer
+                .into_actor(self)
+                .map(|resp, act, ctx| act.reply(ctx, &resp)),
+        );
     }
 
     fn session_control(&mut self, text: &str, ctx: &mut ws::WebsocketContext<Self>) {
         let Some(msg) = self.parse_full(text, ctx) else {
             return;
         };
-        let _span = tracing::info_span!("node.session", kind = %msg.kind, from = %msg.from).entered();
+        let _span =
+            tracing::info_span!("node.session", kind = %msg.kind, from = %msg.from).entered();
         match msg.kind {
             MessageType::Open => {
                 let f = self.node.sessions.send(Open {
@@ -327,16 +397,24 @@ impl WsSession {
             }
             MessageType::Close => {
                 self.closed = true;
-                self.node.sessions.do_send(Close { key: self.key.clone() });
-                self.reply(ctx, &msg.reply(ResponseCode::Ok));
-                ctx.close(Some(ws::CloseCode::Normal.into()));
-                ctx.stop();
+                let f = self.node.sessions.send(Close {
+                    key: self.key.clone(),
+                });
+                // everything is freed before the 200 goes out
+                ctx.wait(f.into_actor(self).map(move |_, act, ctx| {
+                    act.reply(ctx, &msg.reply(ResponseCode::Ok));
+                    ctx.close(Some(ws::CloseCode::Normal.into()));
+                    ctx.stop();
+                }));
             }
             MessageType::Ping => self.reply(ctx, &msg.reply(ResponseCode::Ok)),
             _ => {
                 let r = msg.reply_error(
                     ResponseCode::BadRequest,
-                    format!("mn:/session takes open, re-open and close, not {}", msg.kind),
+                    format!(
+                        "mn:/session takes open, re-open and close, not {}",
+                        msg.kind
+                    ),
                 );
                 self.reply(ctx, &r);
             }
@@ -348,7 +426,13 @@ impl WsSession {
         let (start, bytes, last) = match item {
             actix_http::ws::Item::FirstText(b) => (true, b, false),
             actix_http::ws::Item::FirstBinary(_) => {
-                ctx.text(error_frame(None, "mn:/validator", None, ResponseCode::BadRequest, "binary frames are not supported"));
+                ctx.text(error_frame(
+                    None,
+                    "mn:/validator",
+                    None,
+                    ResponseCode::BadRequest,
+                    "binary frames are not supported",
+                ));
                 self.fragments = None;
                 return;
             }
@@ -376,7 +460,13 @@ impl WsSession {
             let whole = self.fragments.take().unwrap_or_default().freeze();
             match ByteString::try_from(whole) {
                 Ok(text) => self.on_text(text, ctx),
-                Err(_) => ctx.text(error_frame(None, "mn:/validator", None, ResponseCode::BadRequest, "text frame is not UTF-8")),
+                Err(_) => ctx.text(error_frame(
+                    None,
+                    "mn:/validator",
+                    None,
+                    ResponseCode::BadRequest,
+                    "text frame is not UTF-8",
+                )),
             }
         }
     }
@@ -395,7 +485,9 @@ fn gone() -> SessionRefused {
 
 fn token_reply(msg: &Message, token: &str) -> Message {
     let mut r = msg.reply(ResponseCode::Ok);
-    r.body.extra.insert("runtimeToken".to_owned(), Value::String(token.to_owned()));
+    r.body
+        .extra
+        .insert("runtimeToken".to_owned(), Value::String(token.to_owned()));
     r
 }
 

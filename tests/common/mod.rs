@@ -10,6 +10,22 @@ use tokio::sync::oneshot;
 
 pub use hyperty_actors::testkit::{Probe, ProbeRx, TIMEOUT};
 
+pub mod wsclient;
+pub use wsclient::WsClient;
+
+/// Starts a node for `domain` on 127.0.0.1:0 with `tune` applied to the defaults.
+pub fn start_node(
+    domain: &str,
+    tune: impl FnOnce(&mut hyperty::config::NodeConfig),
+) -> hyperty::node::NodeHandle {
+    let mut cfg = hyperty::config::NodeConfig::default();
+    cfg.node.domain = domain.to_owned();
+    cfg.node.workers = 2;
+    tune(&mut cfg);
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    hyperty::node::start(listener, cfg).unwrap()
+}
+
 /// A hyperty whose behaviour is chosen by the request's `value.action`:
 /// `"crash"` panics, `"silent"` never answers, `"progress"` answers 100 then 200,
 /// `"stop"` stops the actor, anything else echoes `{body, restarts}` with 200.
