@@ -9,6 +9,7 @@
 
 pub use hyperty_actors as actors;
 
+pub mod bridge;
 pub mod config;
 pub mod error;
 pub mod node;

@@ -53,13 +53,14 @@ use hyperty_actors::hyperty::HypertySpec;
 use hyperty_actors::protostub::{Connect, Disconnect, ProtoStub, StubContext, StubStatus};
 use hyperty_actors::registry::{
     HypertyInfo, ListHyperties, ListStubs, NextStubUrl, RegisterHyperty, RegisterStub, Resolve,
-    Route, RuntimeRegistry, StubInfo, UnregisterHyperty, UnregisterStub,
+    Route, RuntimeRegistry, SetAllocator, StubInfo, UnregisterHyperty, UnregisterStub,
 };
 use hyperty_actors::routes::StubTable;
 use hyperty_actors::sandbox::{SandboxConfig, StartHyperty};
 
 pub use hyperty_actors::registry::RegistryConfig;
 
+use crate::bridge::{BridgeConfig, ClaimAddresses, NodeStub};
 use crate::error::RuntimeError;
 
 /// Configuration of one runtime.
@@ -265,6 +266,34 @@ impl RuntimeHandle {
             .map_err(|_| RuntimeError::Unavailable("registry"))??;
         report.report(StubStatus::Created, None);
         Ok(StubHandle { url, addr })
+    }
+
+    /// Attaches the runtime to its messaging node through the WebSocket bridge: the
+    /// bridge becomes the default route and the allocator of hyperty addresses, and
+    /// hyperties registered before are claimed at the node. Resolves once the
+    /// bridge is live; on error the bridge stays registered and keeps retrying.
+    pub async fn attach_node(
+        &self,
+        config: BridgeConfig,
+    ) -> Result<StubHandle<NodeStub>, RuntimeError> {
+        let stub = self
+            .add_stub(None, move |ctx| NodeStub::new(ctx, config))
+            .await?;
+        self.registry
+            .send(SetAllocator(Some(stub.addr.clone().recipient())))
+            .await
+            .map_err(|_| RuntimeError::Unavailable("registry"))?;
+        stub.connect().await?;
+        let existing: Vec<Address> = self
+            .hyperties()
+            .await
+            .into_iter()
+            .map(|h| h.url.into_address())
+            .collect();
+        if !existing.is_empty() {
+            stub.addr.do_send(ClaimAddresses(existing));
+        }
+        Ok(stub)
     }
 
     /// Removes the stub of `domain`.

@@ -51,6 +51,8 @@ pub struct Kick {
 /// The connection state of a session key.
 #[derive(Debug)]
 pub struct Slot {
+    /// Which connection currently serves the session.
+    pub(crate) conn_id: u64,
     pub(crate) conn: Option<Recipient<Outbound>>,
     pub(crate) kicker: Option<Recipient<Kick>>,
     pub(crate) runtime: Option<Arc<str>>,
@@ -60,8 +62,9 @@ pub struct Slot {
 }
 
 impl Slot {
-    pub(crate) fn live(conn: Recipient<Outbound>, kicker: Recipient<Kick>) -> Slot {
+    pub(crate) fn live(conn_id: u64, conn: Recipient<Outbound>, kicker: Recipient<Kick>) -> Slot {
         Slot {
+            conn_id,
             conn: Some(conn),
             kicker: Some(kicker),
             runtime: None,
@@ -93,6 +96,8 @@ pub struct NodeStats {
     pub slow_consumers: AtomicU64,
     /// Sessions opened.
     pub opened: AtomicU64,
+    /// Sessions resumed with re-open.
+    pub reopened: AtomicU64,
 }
 
 /// A snapshot of [`NodeStats`], as served on `/health`.
@@ -116,6 +121,8 @@ pub struct StatsSnapshot {
     pub slow_consumers: u64,
     /// Sessions opened.
     pub opened: u64,
+    /// Sessions resumed with re-open.
+    pub reopened: u64,
 }
 
 /// Which node component an address names.
@@ -246,6 +253,7 @@ impl Router {
             bad_requests: s.bad_requests.load(Relaxed),
             slow_consumers: s.slow_consumers.load(Relaxed),
             opened: s.opened.load(Relaxed),
+            reopened: s.reopened.load(Relaxed),
         }
     }
 
@@ -287,6 +295,24 @@ impl Router {
             ))
             || addr.starts_with("mn:/")
             || addr.strip_suffix('/').unwrap_or(addr) == self.registry
+    }
+
+    /// The session key of a runtime URL.
+    pub fn session_of(&self, runtime: &str) -> Option<SessionKey> {
+        self.runtimes.get(runtime).map(|k| k.clone())
+    }
+
+    /// Closes the socket of session `key` (its session enters the grace period).
+    pub fn kick(&self, key: &str, reason: &str) -> bool {
+        match self.slots.get(key).and_then(|s| s.kicker.clone()) {
+            Some(k) => {
+                k.do_send(Kick {
+                    reason: reason.to_owned(),
+                });
+                true
+            }
+            None => false,
+        }
     }
 
     /// The runtime URL of a session key.
@@ -516,6 +542,7 @@ mod tests {
         r.slots.insert(
             key.clone(),
             Slot {
+                conn_id: 0,
                 conn: None,
                 kicker: None,
                 runtime: None,

@@ -51,6 +51,8 @@ fn refuse(code: ResponseCode, description: impl Into<String>) -> SessionRefused 
 pub struct Connected {
     /// Its fresh key.
     pub key: SessionKey,
+    /// Identifies the connection (a session may be served by several in turn).
+    pub conn_id: u64,
     /// Where its frames go.
     pub conn: Recipient<Outbound>,
     /// How to close it.
@@ -93,6 +95,8 @@ pub struct Close {
 pub struct Lost {
     /// The session.
     pub key: SessionKey,
+    /// The connection that went away (ignored if another one serves the session now).
+    pub conn_id: u64,
     /// Why (for the log and the lifecycle event).
     pub reason: String,
 }
@@ -194,7 +198,7 @@ impl Handler<Connected> for SessionManager {
     fn handle(&mut self, c: Connected, _: &mut Context<Self>) {
         self.router
             .slots
-            .insert(c.key, Slot::live(c.conn, c.kicker));
+            .insert(c.key, Slot::live(c.conn_id, c.conn, c.kicker));
     }
 }
 
@@ -298,11 +302,16 @@ impl Handler<ReOpen> for SessionManager {
             conn.do_send(Outbound(f));
         }
         slot.conn = Some(conn);
+        slot.conn_id = fresh.conn_id;
         slot.kicker = Some(kicker);
         slot.lost_since = None;
         slot.kicked
             .store(false, std::sync::atomic::Ordering::Relaxed);
         drop(slot);
+        self.router
+            .stats
+            .reopened
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         self.publish("re-open", &r.runtime, None);
         Ok(token)
     }
@@ -322,6 +331,10 @@ impl Handler<Lost> for SessionManager {
             let Some(mut slot) = self.router.slots.get_mut(&l.key) else {
                 return;
             };
+            if slot.conn_id != l.conn_id {
+                // a newer connection already resumed this session
+                return;
+            }
             slot.conn = None;
             slot.kicker = None;
             let since = Instant::now();

@@ -36,10 +36,13 @@ use crate::node::router::{Kick, Outbound, Routed, Service, SessionKey};
 use crate::node::sessions::{Close, Connected, Lost, Open, ReOpen, SessionRefused};
 use crate::node::NodeState;
 
+static NEXT_CONN: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
 /// The actor of one WebSocket connection.
 pub struct WsSession {
     node: NodeState,
     key: SessionKey,
+    conn_id: u64,
     runtime: Option<Arc<str>>,
     last_heard: Instant,
     closed: bool,
@@ -72,6 +75,7 @@ pub async fn upgrade(
     let max = node.config.session.max_frame_size;
     let session = WsSession {
         key: Arc::from(uuid::Uuid::new_v4().to_string()),
+        conn_id: NEXT_CONN.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1,
         runtime: None,
         last_heard: Instant::now(),
         closed: false,
@@ -92,6 +96,7 @@ impl Actor for WsSession {
         ctx.set_mailbox_capacity(self.node.config.session.outbound_queue);
         self.node.sessions.do_send(Connected {
             key: self.key.clone(),
+            conn_id: self.conn_id,
             conn: ctx.address().recipient(),
             kicker: ctx.address().recipient(),
         });
@@ -114,6 +119,7 @@ impl Actor for WsSession {
         if !self.closed {
             self.node.sessions.do_send(Lost {
                 key: self.key.clone(),
+                conn_id: self.conn_id,
                 reason: self.stop_reason.to_owned(),
             });
         }

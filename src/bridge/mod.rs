@@ -1,0 +1,608 @@
+//! The WebSocket bridge: the protocol stub that connects a runtime to its messaging
+//! node, so that remote addresses look local.
+//!
+//! [`NodeStub`] is an awc WebSocket client wrapped in an actor. It
+//!
+//! * connects to the node's `ws://…/ws` (TCP_NODELAY), handshakes with `open` from
+//!   the runtime URL (or `re-open` with the runtime token after a reconnect), and
+//!   reports `in-progress → live → disconnected | failed` on `<stubURL>/status`;
+//! * carries every message the bus cannot deliver locally (it is the runtime's
+//!   default route) as one JSON text frame, and hands every inbound frame to the bus;
+//! * allocates hyperty addresses from the node (it is the registry's
+//!   [`AllocateAddresses`] allocator) and, after a fresh `open` (the node lost the
+//!   session, e.g. it restarted), claims them again through `/sm` so they stay
+//!   routable;
+//! * reconnects with exponential backoff (with jitter) after any loss, buffering up
+//!   to `queue_limit` outbound messages meanwhile; beyond that, requests are answered
+//!   504 "messaging node unreachable";
+//! * pings the node and treats `silence_timeout` without a frame as a lost connection.
+
+use std::collections::{HashMap, VecDeque};
+use std::hash::{BuildHasher, Hasher};
+use std::time::{Duration, Instant};
+
+use actix::io::{SinkWrite, WriteHandler};
+use actix::prelude::*;
+use actix_codec::Framed;
+use actix_service::Service;
+use awc::ws::{Codec, Frame, Message as WsMessage};
+use awc::BoxedSocket;
+use futures_util::stream::{SplitSink, StreamExt};
+use hyperty_actors::address::Address;
+use hyperty_actors::bus::Deliver;
+use hyperty_actors::error::RegistryError;
+use hyperty_actors::message::{Message, MessageType, NestedList, ResponseCode};
+use hyperty_actors::protostub::{Connect, Disconnect, StubContext, StubError, StubStatus};
+use hyperty_actors::registry::AllocateAddresses;
+use serde_json::{json, Value};
+use tokio::sync::oneshot;
+use tracing::{debug, info, warn};
+
+/// How a runtime reaches its messaging node.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BridgeConfig {
+    /// `ws://HOST:PORT/ws`.
+    pub url: String,
+    /// Credentials sent in `open` as `body.token` (when the node requires them).
+    pub token: Option<String>,
+    /// First reconnect delay; doubles up to `reconnect_max`.
+    pub reconnect_initial: Duration,
+    /// Longest reconnect delay.
+    pub reconnect_max: Duration,
+    /// How long `connect` (and a control request) may take.
+    pub connect_timeout: Duration,
+    /// Outbound messages kept while disconnected.
+    pub queue_limit: usize,
+    /// Largest frame accepted from the node.
+    pub max_frame_size: usize,
+    /// Ping interval.
+    pub heartbeat: Duration,
+    /// Silence after which the connection is considered lost.
+    pub silence_timeout: Duration,
+}
+
+impl BridgeConfig {
+    /// Defaults for the node at `url`.
+    pub fn new(url: impl Into<String>) -> BridgeConfig {
+        BridgeConfig {
+            url: url.into(),
+            token: None,
+            reconnect_initial: Duration::from_millis(50),
+            reconnect_max: Duration::from_secs(5),
+            connect_timeout: Duration::from_secs(5),
+            queue_limit: 4096,
+            max_frame_size: 1 << 20,
+            heartbeat: Duration::from_secs(10),
+            silence_timeout: Duration::from_secs(30),
+        }
+    }
+}
+
+type WsSink = SplitSink<Framed<BoxedSocket, Codec>, WsMessage>;
+
+enum Inbound {
+    Frame(u64, Result<Frame, awc::error::WsProtocolError>),
+    Ended(u64),
+}
+
+impl actix::Message for Inbound {
+    type Result = ();
+}
+
+enum Control {
+    Open,
+    ReOpen,
+    Claim,
+    Allocate(oneshot::Sender<Result<Vec<Address>, RegistryError>>),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum State {
+    Idle,
+    Connecting,
+    Handshaking,
+    Live,
+    Stopped,
+}
+
+/// Claims addresses for this runtime at the node (`/sm` subscribe), e.g. hyperties
+/// registered before the node was attached.
+#[derive(Debug, Clone, actix::Message)]
+#[rtype(result = "()")]
+pub struct ClaimAddresses(pub Vec<Address>);
+
+/// The bridge actor.
+pub struct NodeStub {
+    ctx: StubContext,
+    config: BridgeConfig,
+    runtime: Address,
+    domain: String,
+    state: State,
+    generation: u64,
+    sink: Option<SinkWrite<WsMessage, WsSink>>,
+    token: Option<String>,
+    control: HashMap<u64, Control>,
+    queue: VecDeque<Message>,
+    owned: Vec<Address>,
+    waiters: Vec<oneshot::Sender<()>>,
+    attempts: u32,
+    last_heard: Instant,
+}
+
+impl std::fmt::Debug for NodeStub {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("NodeStub")
+            .field("url", &self.config.url)
+            .field("state", &self.state)
+            .finish_non_exhaustive()
+    }
+}
+
+fn nodelay_client(config: &BridgeConfig) -> awc::Client {
+    let tcp = actix_tls::connect::Connector::default().service();
+    let nodelay =
+        actix_service::fn_service(move |req: actix_tls::connect::ConnectInfo<http::Uri>| {
+            let connecting = tcp.call(req);
+            async move {
+                let conn = connecting.await?;
+                let _ = conn.io_ref().set_nodelay(true);
+                Ok::<_, actix_tls::connect::ConnectError>(conn)
+            }
+        });
+    awc::Client::builder()
+        .connector(
+            awc::Connector::new()
+                .connector(nodelay)
+                .timeout(config.connect_timeout),
+        )
+        .timeout(config.connect_timeout)
+        .finish()
+}
+
+use actix_web::http;
+
+fn jitter(d: Duration) -> Duration {
+    let r = std::collections::hash_map::RandomState::new()
+        .build_hasher()
+        .finish();
+    // 80 % .. 120 %
+    d.mul_f64(0.8 + (r % 400) as f64 / 1000.0)
+}
+
+impl NodeStub {
+    /// A bridge for the runtime of `ctx` to the node in `config`.
+    pub fn new(ctx: StubContext, config: BridgeConfig) -> NodeStub {
+        let runtime = ctx.bus().runtime_url().address().clone();
+        let domain = runtime.domain().unwrap_or("localhost").to_owned();
+        NodeStub {
+            ctx,
+            config,
+            runtime,
+            domain,
+            state: State::Idle,
+            generation: 0,
+            sink: None,
+            token: None,
+            control: HashMap::new(),
+            queue: VecDeque::new(),
+            owned: Vec::new(),
+            waiters: Vec::new(),
+            attempts: 0,
+            last_heard: Instant::now(),
+        }
+    }
+
+    fn node_address(&self, path: &str) -> Option<Address> {
+        Address::parse(&format!("domain://msg-node.{}/{path}", self.domain)).ok()
+    }
+
+    fn connect(&mut self, ctx: &mut Context<Self>) {
+        if matches!(
+            self.state,
+            State::Connecting | State::Handshaking | State::Live
+        ) {
+            return;
+        }
+        self.state = State::Connecting;
+        self.generation += 1;
+        let generation = self.generation;
+        self.ctx.report(StubStatus::InProgress, None);
+        let client = nodelay_client(&self.config);
+        let request = client
+            .ws(self.config.url.as_str())
+            .max_frame_size(self.config.max_frame_size);
+        let connecting = async move { request.connect().await };
+        ctx.spawn(connecting.into_actor(self).map(move |result, act, ctx| {
+            if act.generation != generation || act.state != State::Connecting {
+                return;
+            }
+            match result {
+                Ok((_, framed)) => {
+                    let (sink, stream) = framed.split();
+                    act.sink = Some(SinkWrite::new(sink, ctx));
+                    ctx.add_stream(stream.map(move |f| Inbound::Frame(generation, f)).chain(
+                        futures_util::stream::once(async move { Inbound::Ended(generation) }),
+                    ));
+                    act.last_heard = Instant::now();
+                    act.handshake(ctx);
+                }
+                Err(e) => act.lost(ctx, &format!("cannot connect to {}: {e}", act.config.url)),
+            }
+        }));
+    }
+
+    fn handshake(&mut self, ctx: &mut Context<Self>) {
+        self.state = State::Handshaking;
+        let session = Address::parse("mn:/session").ok();
+        let Some(session) = session else { return };
+        let (kind, control) = match &self.token {
+            Some(_) => (MessageType::ReOpen, Control::ReOpen),
+            None => (MessageType::Open, Control::Open),
+        };
+        let mut msg = Message::new(kind, self.runtime.clone(), session);
+        if let Some(t) = &self.token {
+            msg.body
+                .extra
+                .insert("runtimeToken".to_owned(), Value::String(t.clone()));
+        }
+        if let Some(t) = &self.config.token {
+            msg.body
+                .extra
+                .insert("token".to_owned(), Value::String(t.clone()));
+        }
+        self.send_control(msg, control);
+        let generation = self.generation;
+        ctx.run_later(self.config.connect_timeout, move |act, ctx| {
+            if act.generation == generation && act.state == State::Handshaking {
+                act.lost(ctx, "handshake timed out");
+            }
+        });
+    }
+
+    fn send_control(&mut self, mut msg: Message, control: Control) {
+        msg.id = self.ctx.bus().next_id();
+        self.control.insert(msg.id, control);
+        self.write(&msg);
+    }
+
+    fn write(&mut self, msg: &Message) -> bool {
+        match &mut self.sink {
+            Some(sink) => sink.write(WsMessage::Text(msg.to_json().into())).is_ok(),
+            None => false,
+        }
+    }
+
+    fn go_live(&mut self) {
+        self.state = State::Live;
+        self.attempts = 0;
+        info!(node = %self.config.url, runtime = %self.runtime, "bridge live");
+        self.ctx.report(StubStatus::Live, None);
+        while let Some(m) = self.queue.pop_front() {
+            if !self.write(&m) {
+                self.queue.push_front(m);
+                break;
+            }
+        }
+        for w in self.waiters.drain(..) {
+            let _ = w.send(());
+        }
+    }
+
+    fn claim(&mut self, addresses: Vec<Address>) {
+        let (Some(sm), Ok(source)) = (
+            self.node_address("sm"),
+            self.runtime.join("address-allocation"),
+        ) else {
+            return;
+        };
+        if addresses.is_empty() {
+            return;
+        }
+        let mut msg = Message::new(MessageType::Subscribe, self.runtime.clone(), sm);
+        msg.body.resources = Some(addresses.iter().map(|a| a.to_string()).collect());
+        msg.body.source = Some(source);
+        self.send_control(msg, Control::Claim);
+    }
+
+    fn lost(&mut self, ctx: &mut Context<Self>, why: &str) {
+        if self.state == State::Stopped {
+            return;
+        }
+        warn!(node = %self.config.url, reason = why, "bridge disconnected");
+        self.sink = None;
+        self.generation += 1;
+        self.state = State::Idle;
+        for (_, c) in self.control.drain() {
+            if let Control::Allocate(tx) = c {
+                let _ = tx.send(Err(RegistryError::Allocation(why.to_owned())));
+            }
+        }
+        self.ctx.report(StubStatus::Disconnected, Some(why));
+        let delay = self
+            .config
+            .reconnect_initial
+            .saturating_mul(1 << self.attempts.min(16))
+            .min(self.config.reconnect_max);
+        self.attempts += 1;
+        ctx.run_later(jitter(delay), |act, ctx| {
+            if act.state == State::Idle {
+                act.connect(ctx);
+            }
+        });
+    }
+
+    fn on_control(&mut self, control: Control, resp: Message, ctx: &mut Context<Self>) {
+        let ok = resp.code() == Some(ResponseCode::Ok);
+        match control {
+            Control::Open if ok => {
+                self.token = resp
+                    .body
+                    .extra
+                    .get("runtimeToken")
+                    .and_then(Value::as_str)
+                    .map(str::to_owned);
+                let owned = self.owned.clone();
+                self.claim(owned);
+                self.go_live();
+            }
+            Control::Open => {
+                let why = resp
+                    .body
+                    .description_text()
+                    .unwrap_or("open refused")
+                    .to_owned();
+                self.ctx.report(StubStatus::Failed, Some(&why));
+                self.lost(ctx, &format!("open refused: {why}"));
+            }
+            Control::ReOpen if ok => self.go_live(),
+            Control::ReOpen => {
+                // the node no longer knows the session (it restarted, or the grace
+                // period ended): start afresh and claim our addresses again
+                debug!(node = %self.config.url, "re-open refused, opening a new session");
+                self.token = None;
+                self.handshake(ctx);
+            }
+            Control::Claim => {
+                if !ok {
+                    warn!(response = %resp.to_json(), "claiming addresses at the node failed");
+                }
+            }
+            Control::Allocate(tx) => {
+                let result = if ok {
+                    let list: Vec<Address> = resp
+                        .body
+                        .value
+                        .as_ref()
+                        .and_then(|v| v.get("allocated"))
+                        .and_then(Value::as_array)
+                        .map(|a| {
+                            a.iter()
+                                .filter_map(Value::as_str)
+                                .filter_map(|s| Address::parse(s).ok())
+                                .collect()
+                        })
+                        .unwrap_or_default();
+                    self.owned.extend(list.iter().cloned());
+                    Ok(list)
+                } else {
+                    Err(RegistryError::Allocation(
+                        resp.body
+                            .description_text()
+                            .unwrap_or("allocation refused")
+                            .to_owned(),
+                    ))
+                };
+                let _ = tx.send(result);
+            }
+        }
+    }
+
+    fn on_text(&mut self, text: &str, ctx: &mut Context<Self>) {
+        let msg = match Message::parse(text) {
+            Ok(m) => m,
+            Err(e) => {
+                warn!(error = %e, "unparseable frame from the node dropped");
+                return;
+            }
+        };
+        if msg.is_response() && msg.to.first() == &self.runtime {
+            if let Some(c) = self.control.remove(&msg.id) {
+                return self.on_control(c, msg, ctx);
+            }
+        }
+        self.ctx.inject(msg);
+    }
+
+    fn unreachable(&self, m: &Message) {
+        if m.kind.expects_response() {
+            let mut r = m.reply(ResponseCode::GatewayTimeout);
+            r.body.description = Some("messaging node unreachable".to_owned());
+            self.ctx.inject(r);
+        }
+    }
+}
+
+impl Actor for NodeStub {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Context<Self>) {
+        ctx.set_mailbox_capacity(self.config.queue_limit.max(16));
+        ctx.run_interval(self.config.heartbeat, |act, ctx| {
+            if act.state != State::Live && act.state != State::Handshaking {
+                return;
+            }
+            if act.last_heard.elapsed() > act.config.silence_timeout {
+                act.lost(ctx, "no frame from the node within the silence timeout");
+            } else if let Some(s) = &mut act.sink {
+                let _ = s.write(WsMessage::Ping(Default::default()));
+            }
+        });
+    }
+}
+
+impl WriteHandler<awc::error::WsProtocolError> for NodeStub {
+    fn error(&mut self, err: awc::error::WsProtocolError, ctx: &mut Self::Context) -> Running {
+        self.lost(ctx, &format!("write failed: {err}"));
+        Running::Continue
+    }
+
+    fn finished(&mut self, _: &mut Self::Context) {}
+}
+
+impl StreamHandler<Inbound> for NodeStub {
+    fn handle(&mut self, item: Inbound, ctx: &mut Context<Self>) {
+        match item {
+            Inbound::Frame(g, f) if g == self.generation => {
+                self.last_heard = Instant::now();
+                match f {
+                    Ok(Frame::Text(b)) => match std::str::from_utf8(&b) {
+                        Ok(t) => self.on_text(t, ctx),
+                        Err(_) => warn!("non-UTF-8 text frame from the node dropped"),
+                    },
+                    Ok(Frame::Ping(p)) => {
+                        if let Some(s) = &mut self.sink {
+                            let _ = s.write(WsMessage::Pong(p));
+                        }
+                    }
+                    Ok(Frame::Close(reason)) => {
+                        let why = reason
+                            .and_then(|r| r.description)
+                            .unwrap_or_else(|| "closed by the node".to_owned());
+                        self.lost(ctx, &why);
+                    }
+                    Ok(_) => {}
+                    Err(e) => self.lost(ctx, &format!("protocol error: {e}")),
+                }
+            }
+            Inbound::Ended(g) if g == self.generation => self.lost(ctx, "connection closed"),
+            _ => {}
+        }
+    }
+
+    fn finished(&mut self, _: &mut Context<Self>) {}
+}
+
+impl Handler<Connect> for NodeStub {
+    type Result = ResponseFuture<Result<(), StubError>>;
+    fn handle(&mut self, _: Connect, ctx: &mut Context<Self>) -> Self::Result {
+        if self.state == State::Live {
+            return Box::pin(async { Ok(()) });
+        }
+        if self.state == State::Stopped {
+            self.state = State::Idle;
+        }
+        let (tx, rx) = oneshot::channel();
+        self.waiters.push(tx);
+        self.connect(ctx);
+        let timeout = self.config.connect_timeout;
+        let url = self.config.url.clone();
+        Box::pin(async move {
+            match tokio::time::timeout(timeout, rx).await {
+                Ok(Ok(())) => Ok(()),
+                _ => Err(StubError::Connect(format!(
+                    "{url} not reachable within {timeout:?} (still retrying)"
+                ))),
+            }
+        })
+    }
+}
+
+impl Handler<Disconnect> for NodeStub {
+    type Result = ();
+    fn handle(&mut self, _: Disconnect, _: &mut Context<Self>) {
+        if let (State::Live, Ok(session)) = (self.state, Address::parse("mn:/session")) {
+            let mut m = Message::new(MessageType::Close, self.runtime.clone(), session);
+            m.id = self.ctx.bus().next_id();
+            self.write(&m);
+        }
+        if let Some(mut s) = self.sink.take() {
+            s.close();
+        }
+        self.state = State::Stopped;
+        self.generation += 1;
+        self.ctx
+            .report(StubStatus::Disconnected, Some("closed by the runtime"));
+    }
+}
+
+impl Handler<Deliver> for NodeStub {
+    type Result = ();
+    fn handle(&mut self, Deliver(m): Deliver, _: &mut Context<Self>) {
+        let _span = tracing::trace_span!("bridge.out", id = m.id, to = %m.to.first()).entered();
+        if self.state == State::Live && self.write(&m) {
+            return;
+        }
+        if self.queue.len() < self.config.queue_limit {
+            self.queue.push_back(m);
+        } else {
+            self.unreachable(&m);
+        }
+    }
+}
+
+impl Handler<AllocateAddresses> for NodeStub {
+    type Result = ResponseFuture<Result<Vec<Address>, RegistryError>>;
+    fn handle(&mut self, a: AllocateAddresses, _: &mut Context<Self>) -> Self::Result {
+        let Some(to) = self.node_address("address-allocation") else {
+            return Box::pin(async { Err(RegistryError::Unavailable("address allocation")) });
+        };
+        if self.state != State::Live {
+            return Box::pin(async {
+                Err(RegistryError::Allocation(
+                    "not connected to the messaging node".to_owned(),
+                ))
+            });
+        }
+        let (tx, rx) = oneshot::channel();
+        let mut msg = Message::new(MessageType::Create, self.runtime.clone(), to)
+            .with_value(json!({ "number": a.number }));
+        msg.body
+            .extra
+            .insert("scheme".to_owned(), Value::String(a.scheme));
+        self.send_control(msg, Control::Allocate(tx));
+        let timeout = self.config.connect_timeout;
+        Box::pin(async move {
+            match tokio::time::timeout(timeout, rx).await {
+                Ok(Ok(r)) => r,
+                _ => Err(RegistryError::Allocation(
+                    "no answer from the messaging node".to_owned(),
+                )),
+            }
+        })
+    }
+}
+
+impl Handler<ClaimAddresses> for NodeStub {
+    type Result = ();
+    fn handle(&mut self, c: ClaimAddresses, _: &mut Context<Self>) {
+        for a in &c.0 {
+            if !self.owned.contains(a) {
+                self.owned.push(a.clone());
+            }
+        }
+        if self.state == State::Live {
+            self.claim(c.0);
+        }
+    }
+}
+
+/// Frees addresses at the node (e.g. when a hyperty is unregistered).
+#[derive(Debug, Clone, actix::Message)]
+#[rtype(result = "()")]
+pub struct FreeAddresses(pub Vec<Address>);
+
+impl Handler<FreeAddresses> for NodeStub {
+    type Result = ();
+    fn handle(&mut self, f: FreeAddresses, _: &mut Context<Self>) {
+        self.owned.retain(|a| !f.0.contains(a));
+        let Some(to) = self.node_address("address-allocation") else {
+            return;
+        };
+        if self.state == State::Live {
+            let mut msg = Message::new(MessageType::Delete, self.runtime.clone(), to);
+            msg.body.children_resources =
+                Some(NestedList::from_items(f.0.iter().map(|a| a.to_string())));
+            self.send_control(msg, Control::Claim);
+        }
+    }
+}
