@@ -9,6 +9,7 @@
 
 pub use hyperty_actors as actors;
 
+pub mod domain_registry;
 pub mod error;
 pub mod runtime;
 
