@@ -727,13 +727,62 @@ fn arb_value() -> impl Strategy<Value = Value> {
     })
 }
 
+/// A mostly well-formed entry, so that creates and updates succeed often.
+fn arb_entry() -> impl Strategy<Value = Value> {
+    (
+        prop_oneof![
+            Just("hyperty://d.org/h1"),
+            Just("hyperty://d.org/h2"),
+            Just("comm://d.org/o1"),
+            Just("comm://d.org/o2"),
+        ],
+        prop_oneof![Just(ALICE), Just("user://idp.org/bob")],
+        prop_oneof![Just(RT), Just("runtime://d.org/rt2")],
+        prop_oneof![Just("live"), Just("disconnected")],
+        1u64..120,
+        any::<bool>(),
+    )
+        .prop_map(|(url, user, runtime, status, expires, guid)| {
+            let mut v = json!({
+                "url": url, "user": user, "descriptor": "desc", "name": "room",
+                "schema": "schema", "reporter": "hyperty://d.org/h1", "runtime": runtime,
+                "status": status, "expires": expires, "resources": ["chat"],
+                "dataSchemes": ["comm"],
+            });
+            if guid {
+                v["guid"] = json!("user-guid://g");
+            }
+            v
+        })
+}
+
+fn arb_resource() -> impl Strategy<Value = Value> {
+    prop_oneof![
+        3 => prop_oneof![
+            Just(json!("hyperty://d.org/h1")),
+            Just(json!("hyperty://d.org/h2")),
+            Just(json!("comm://d.org/o1")),
+            Just(json!("comm://d.org/o2")),
+            Just(json!(ALICE)),
+        ],
+        1 => arb_text(),
+    ]
+}
+
 fn arb_body() -> impl Strategy<Value = Value> {
     (
-        proptest::option::of(arb_value()),
-        proptest::option::of(arb_text()),
-        proptest::option::of(arb_value()),
-        proptest::option::of(prop_oneof![Just(json!("status")), Just(json!("x"))]),
-        proptest::option::of(prop_oneof![Just(json!("refresh")), Just(json!(3))]),
+        proptest::option::weighted(
+            0.7,
+            prop_oneof![
+                3 => arb_entry(),
+                1 => prop_oneof![Just(json!("live")), Just(json!("disconnected"))],
+                1 => arb_value(),
+            ],
+        ),
+        proptest::option::weighted(0.8, arb_resource()),
+        proptest::option::weighted(0.2, arb_value()),
+        proptest::option::weighted(0.2, prop_oneof![Just(json!("status")), Just(json!("x"))]),
+        proptest::option::weighted(0.2, prop_oneof![Just(json!("refresh")), Just(json!(3))]),
     )
         .prop_map(|(value, resource, criteria, attribute, method)| {
             let mut m = serde_json::Map::new();
@@ -755,7 +804,10 @@ fn arb_body() -> impl Strategy<Value = Value> {
 fn arb_kind() -> impl Strategy<Value = &'static str> {
     prop_oneof![
         Just("create"),
+        Just("create"),
         Just("read"),
+        Just("read"),
+        Just("update"),
         Just("update"),
         Just("delete"),
         Just("subscribe"),
@@ -765,14 +817,17 @@ fn arb_kind() -> impl Strategy<Value = &'static str> {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig::with_cases(128))]
+    #![proptest_config(ProptestConfig::with_cases(256))]
 
     #[test]
     fn any_request_gets_a_well_formed_answer(
-        steps in prop::collection::vec((arb_kind(), arb_body(), 0u64..100, any::<bool>()), 1..40)
+        steps in prop::collection::vec(
+            (arb_kind(), arb_body(), prop_oneof![4 => Just(0u64), 1 => 0u64..100], prop::bool::weighted(0.1)),
+            1..40,
+        )
     ) {
         let clock = ManualClock::new(start_time());
-        let config = DomainRegistryConfig { max_entries: 4, max_entries_per_user: 2, ..Default::default() };
+        let config = DomainRegistryConfig { max_entries: 3, max_entries_per_user: 1, ..Default::default() };
         let mut core = Core::new(D, config, Arc::new(clock.clone())).expect("valid");
         for (i, (kind, body, advance, disconnect)) in steps.into_iter().enumerate() {
             clock.advance(Duration::from_secs(advance));
