@@ -381,7 +381,10 @@ async fn keep_alives_hold_an_entry_and_expiry_removes_it_with_a_notification() {
             )
             .await;
         assert_eq!(resp.code(), Some(ResponseCode::Ok));
-        assert_eq!(resp.body.value.expect("value")["statusChanged"], false);
+        assert_eq!(
+            resp.body.value,
+            Some(json!({"statusChanged": false, "status": "live", "message": "Keep alive"}))
+        );
         assert_eq!(node.registry.send(Sweep).await.expect("alive"), 0);
     }
     let (code, _) = node.get(&url_path).await;

@@ -27,7 +27,7 @@ pub(crate) enum Found {
     /// Data objects by URL.
     DataObjects(BTreeMap<String, DataObjectRecord>),
     /// One entry.
-    Entry(Record),
+    Entry(Box<Record>),
 }
 
 impl Found {
@@ -241,15 +241,16 @@ impl Core {
             .map(|e| self.clamp_expires(Some(e)))
             .unwrap_or(old.expires());
         apply_patch(&mut record, patch, expires);
+        // a keep-alive changes nothing but the times
+        let keep_alive = record == old;
         record.set_times(None, now);
         let status = record.status();
         self.table.insert(record, Self::deadline(now, expires))?;
-        let changed = old.status() != status;
         self.status_changed(url, old.status(), Some(status));
         Ok(Outcome::Value(json!({
-            "statusChanged": changed,
+            "statusChanged": old.status() != status,
             "status": status,
-            "message": if patch.is_empty() { "Keep alive" } else { "Updated" },
+            "message": if keep_alive { "Keep alive" } else { "Updated" },
         })))
     }
 
@@ -307,7 +308,7 @@ impl Core {
                 .table
                 .get(url)
                 .cloned()
-                .map(Found::Entry)
+                .map(|r| Found::Entry(Box::new(r)))
                 .ok_or(DomainRegistryError::NotFound),
             Query::DataObjectName(name) => objects(&mut self.table.data_objects_named(name)),
             Query::DataObjectReporter(r) => objects(&mut self.table.data_objects_of_reporter(r)),

@@ -344,7 +344,7 @@ impl DomainRegistry {
 
     fn entry(&mut self, url: &str) -> Result<Record, DomainRegistryError> {
         match self.query(&Query::Url(url.to_owned()))? {
-            Found::Entry(r) => Ok(r),
+            Found::Entry(r) => Ok(*r),
             _ => Err(DomainRegistryError::NotFound),
         }
     }

@@ -23,6 +23,9 @@ pub const HYPERTY_SCHEMES: &[&str] = &["hyperty", "hyperty-runtime", "user", "us
 
 type Result<T> = std::result::Result<T, DomainRegistryError>;
 
+// The error texts below spell these limits out.
+const _: () = assert!(MAX_TEXT_LEN == 2048 && MAX_LIST_LEN == 64);
+
 /// What a request asks for.
 #[derive(Debug, Clone, PartialEq)]
 pub(crate) enum Op {
@@ -63,6 +66,7 @@ pub(crate) struct Patch {
 }
 
 impl Patch {
+    #[cfg(test)]
     pub(crate) fn is_empty(&self) -> bool {
         *self == Patch::default()
     }

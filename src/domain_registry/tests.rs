@@ -383,7 +383,10 @@ async fn all_disconnected_answers_408_with_the_matches() {
             json!({"resource": "hyperty://d.org/h2", "value": {"status": "disconnected"}}),
         )
         .await;
-    assert_eq!(resp.code(), Some(ResponseCode::Ok));
+    assert_eq!(
+        resp.body.value,
+        Some(json!({"statusChanged": true, "status": "disconnected", "message": "Updated"}))
+    );
     f.expect_note("hyperty://d.org/h2", "disconnected").await;
     let resp = f.send("read", json!({"resource": ALICE})).await;
     assert_eq!(resp.code(), Some(ResponseCode::RequestTimeout));
