@@ -11,6 +11,7 @@ pub use hyperty_actors as actors;
 
 pub mod bridge;
 pub mod config;
+pub mod domain_registry;
 pub mod error;
 pub mod node;
 pub mod runtime;

@@ -1,0 +1,488 @@
+//! The Domain Registry embedded in a messaging node, at `domain://registry.<D>`.
+//!
+//! It records which hyperty instances run for which user (descriptor, runtime,
+//! resources, data schemes, status, lifetime) and which data objects exist, and
+//! answers discovery queries about them: the reTHINK domain registry of
+//! rethink-wire.md §6, held in memory by one actor instead of being reached over
+//! HTTP through a connector.
+//!
+//! # Who sends it what
+//!
+//! | sender | message | reply |
+//! |---|---|---|
+//! | the node, for each reTHINK message whose `to` is `domain://registry.<D>` | [`RegistryRequest`] | the response [`Message`] to send back to the request's `from` |
+//! | the node, when a runtime's session is lost / restored | [`RuntimeDisconnected`] / [`RuntimeReconnected`] | how many entries changed status |
+//! | HTTP handlers, tests, operators | typed queries ([`GetUserHyperties`], [`GetByUrl`], [`GetDataObject`], …), [`Sweep`], [`GetStats`] | typed results |
+//! | **the registry**, to the node | [`RegistryNotification`] | — the node publishes it to the `/sm` subscribers of `<url>/registration` |
+//!
+//! The registry is the only owner of its tables; everything reaches them through
+//! its mailbox.
+//!
+//! # Wire forms (requests from runtimes)
+//!
+//! Responses follow the reTHINK response rule (`id` copied, `type:"response"`,
+//! `from` = `domain://registry.<D>`, `to` = the request's `from`). Found entries come
+//! back in `body.value` **as JSON objects** (the reference connectors put a JSON
+//! *string* there). Errors carry `code` and `description`.
+//!
+//! | request | effect and reply |
+//! |---|---|
+//! | `create {value:{url:<hyperty-type URL>, user, descriptor, expires?, resources?, dataSchemes?, runtime?, status?, p2pRequester?, p2pHandler?, guid?}}` | registers or replaces a hyperty instance → `{code:200}` |
+//! | `create {value:{url:<other scheme>, name, schema, reporter, expires?, resources?, dataSchemes?, runtime?, status?, p2pRequester?}}` | registers or replaces a data object → `{code:200}` |
+//! | `read {resource:"user://…" \| "/hyperty/user/<user>" [, criteria:{resources, dataSchemes}]}` | `{code:200, value:{<url>: HypertyInstance, …}}` |
+//! | `read {resource:"user-guid://…"}` / `"<local>@<domain>"` / `"/hyperty/idp-identifier/<email>"` | the same, by guid / by the user `user://<domain>/<local>` |
+//! | `read {resource:"<url>" \| "/hyperty/<url>" \| "/hyperty/url/<url>" \| "/dataobject/url/<url>"}` | `{code:200, value:<the entry>}` |
+//! | `read {resource:"<name>" \| "/dataobject/name/<name>"}` | `{code:200, value:{<url>: DataObject, …}}` |
+//! | `read {criteria:{reporter}}` / `{resource:"/dataobject/reporter/<r>"}` | data objects of a reporter, as above |
+//! | `update {resource:<url>}` or `{…, method:"refresh"}` | keep-alive: restarts the entry's lifetime → `{code:200, value:{statusChanged:false, status, message:"Keep alive"}}` |
+//! | `update {resource:<url>, value:{status:"live"\|"disconnected", …}}` | keep-alive plus the given fields (status, user, expires, …) → `{statusChanged, status, message:"Updated"}` |
+//! | `update {resource:<url>, value:"disconnected"\|"live", attribute:"status"}` | the spec's unregister: **really sets the status** (the reference connector turned it into a keep-alive) |
+//! | `delete {value:{user, url}}` / `delete {resource:<url>}` | removes the entry (of that user) → `{code:200}` |
+//! | any other type | `{code:400, description:"unsupported message type …"}` |
+//!
+//! `<url>` may also be given as `/<scheme>/<id>` (the registration spec's
+//! keep-alive form), meaning `<scheme>://<D>/<id>`. Hyperty-type URL schemes are
+//! [`HYPERTY_SCHEMES`]; every other scheme names a data object.
+//!
+//! Codes: 400 for a missing or malformed field (the description names it, e.g.
+//! `missing field 'value.user'`); 404 `"Not Found"` when nothing matches; 408
+//! `"Temporarily Unavailable"` with the matches as `value` when every match is
+//! disconnected; 429 when a create would exceed
+//! [`max_entries_per_user`](DomainRegistryConfig::max_entries_per_user) (hyperties
+//! per user, data objects per reporter) or
+//! [`max_entries`](DomainRegistryConfig::max_entries).
+//!
+//! # Status notifications
+//!
+//! Whenever the status a subscriber would see changes, the registry sends
+//! `{type:"update", from:"domain://registry.<D>", to:"<url>/registration",
+//! body:{value:"live"|"disconnected", attribute:"status"}}` (fresh positive `id`)
+//! to its [`Recipient<RegistryNotification>`]. A missing entry counts as
+//! disconnected, so: a create of a live entry notifies `live`; status updates and
+//! [`RuntimeDisconnected`]/[`RuntimeReconnected`] notify when the status flips; a
+//! delete or an expiry of a live entry notifies `disconnected`. Notifications are
+//! sent with `do_send`: they are best-effort (the reference node polls for them),
+//! and one event produces at most one per affected entry, so the queue stays
+//! bounded by the table size.
+//!
+//! # Lifetime
+//!
+//! Each entry lives `expires` seconds (default
+//! [`default_expires_secs`](DomainRegistryConfig::default_expires_secs), capped at
+//! [`max_expires_secs`](DomainRegistryConfig::max_expires_secs)) after its last
+//! create, update or keep-alive. Entries that are due are removed at the start of
+//! every request and by a sweep every
+//! [`sweep_interval_secs`](DomainRegistryConfig::sweep_interval_secs) (or on
+//! [`Sweep`]). Time comes from a [`Clock`]; tests use a [`ManualClock`].
+//!
+//! # HTTP
+//!
+//! [`configure`] mounts read-only JSON routes under `/registry` (see its docs).
+//!
+//! # Example
+//!
+//! ```
+//! use std::sync::Arc;
+//! use hyperty::domain_registry::{
+//!     DomainRegistry, DomainRegistryConfig, RegistryNotification, RegistryRequest, SystemClock,
+//! };
+//! use hyperty::prelude::*;
+//! use serde_json::json;
+//!
+//! /// Stands in for the node: receives the status notifications.
+//! struct Node;
+//! impl Actor for Node {
+//!     type Context = Context<Self>;
+//! }
+//! impl Handler<RegistryNotification> for Node {
+//!     type Result = ();
+//!     fn handle(&mut self, RegistryNotification(m): RegistryNotification, _: &mut Context<Self>) {
+//!         assert_eq!(m.to.first().as_str(), "hyperty://example.com/h1/registration");
+//!     }
+//! }
+//!
+//! # #[actix::main] async fn main() {
+//! let registry = DomainRegistry::new(
+//!     "example.com",
+//!     DomainRegistryConfig::default(),
+//!     Node.start().recipient(),
+//!     Arc::new(SystemClock),
+//! )
+//! .expect("valid domain and limits")
+//! .start();
+//!
+//! let request = |id: u64, kind: MessageType, body: serde_json::Value| {
+//!     let mut m = Message::new(
+//!         kind,
+//!         "runtime://example.com/rt/registry".parse().unwrap(),
+//!         "domain://registry.example.com".parse::<Address>().unwrap(),
+//!     )
+//!     .with_id(id);
+//!     m.body = Body::from_map(body.as_object().cloned().unwrap()).unwrap();
+//!     m
+//! };
+//!
+//! let created = registry
+//!     .send(RegistryRequest(request(1, MessageType::Create, json!({"value": {
+//!         "url": "hyperty://example.com/h1", "user": "user://idp.org/alice",
+//!         "descriptor": "hyperty-catalogue://catalogue.example.com/.well-known/hyperty/Chat",
+//!         "resources": ["chat"], "dataSchemes": ["comm"],
+//!         "runtime": "runtime://example.com/rt", "expires": 3600,
+//!     }}))))
+//!     .await
+//!     .unwrap();
+//! assert_eq!(created.code(), Some(ResponseCode::Ok));
+//!
+//! let found = registry
+//!     .send(RegistryRequest(request(2, MessageType::Read, json!({
+//!         "resource": "user://idp.org/alice", "criteria": {"resources": ["chat"]},
+//!     }))))
+//!     .await
+//!     .unwrap();
+//! assert_eq!(found.id, 2);
+//! assert_eq!(found.from.as_str(), "domain://registry.example.com");
+//! let instance = &found.body.value.unwrap()["hyperty://example.com/h1"];
+//! assert_eq!(instance["status"], "live");
+//! assert_eq!(instance["userID"], "user://idp.org/alice");
+//! # }
+//! ```
+
+mod clock;
+mod config;
+mod core;
+mod error;
+mod http;
+mod model;
+mod request;
+mod table;
+#[cfg(test)]
+mod tests;
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use actix::prelude::{Actor, AsyncContext, Context, Handler, MessageResult, Recipient};
+use hyperty_actors::address::Address;
+use hyperty_actors::message::Message;
+use tracing::{debug, info_span};
+
+pub use self::clock::{Clock, ManualClock, SystemClock};
+pub use self::config::DomainRegistryConfig;
+pub use self::core::RegistryStats;
+pub use self::error::DomainRegistryError;
+pub use self::http::configure;
+pub use self::model::{rfc3339, Availability, DataObjectRecord, HypertyRecord, Record, Status};
+pub use self::request::{Criteria, HYPERTY_SCHEMES, MAX_LIST_LEN, MAX_TEXT_LEN};
+
+use self::core::{Core, Found};
+use self::request::Query;
+
+/// A reTHINK message addressed to `domain://registry.<D>`, already parsed and
+/// validated by the node. Answered with the response message.
+#[derive(Debug, Clone, actix::Message)]
+#[rtype(result = "Message")]
+pub struct RegistryRequest(pub Message);
+
+/// A status notification for the node to publish to the `/sm` subscribers of
+/// `<url>/registration` (see the module docs for its shape and when it is sent).
+#[derive(Debug, Clone, actix::Message)]
+#[rtype(result = "()")]
+pub struct RegistryNotification(pub Message);
+
+/// The session of `runtime` is lost: its entries become `disconnected`.
+/// Answers how many entries changed.
+#[derive(Debug, Clone, PartialEq, Eq, actix::Message)]
+#[rtype(result = "usize")]
+pub struct RuntimeDisconnected {
+    /// The runtime URL, as given in the entries' `runtime` field.
+    pub runtime: String,
+}
+
+/// The session of `runtime` is back: its entries become `live`.
+/// Answers how many entries changed.
+#[derive(Debug, Clone, PartialEq, Eq, actix::Message)]
+#[rtype(result = "usize")]
+pub struct RuntimeReconnected {
+    /// The runtime URL, as given in the entries' `runtime` field.
+    pub runtime: String,
+}
+
+/// Removes the expired entries now (the periodic sweep does the same). Answers how
+/// many were removed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, actix::Message)]
+#[rtype(result = "usize")]
+pub struct Sweep;
+
+/// The hyperties of a user that match `criteria`. 404 if there are none.
+/// Check [`Availability::all_disconnected`] for the 408 rule.
+#[derive(Debug, Clone, PartialEq, Eq, actix::Message)]
+#[rtype(result = "Result<BTreeMap<String, HypertyRecord>, DomainRegistryError>")]
+pub struct GetUserHyperties {
+    /// The user URL, e.g. `user://idp.org/alice`.
+    pub user: String,
+    /// Filters (empty: all).
+    pub criteria: Criteria,
+}
+
+/// The hyperties of the user `user://<domain>/<local>` for the e-mail
+/// `<local>@<domain>` that match `criteria`.
+#[derive(Debug, Clone, PartialEq, Eq, actix::Message)]
+#[rtype(result = "Result<BTreeMap<String, HypertyRecord>, DomainRegistryError>")]
+pub struct GetByEmail {
+    /// `<local>@<domain>`.
+    pub email: String,
+    /// Filters (empty: all).
+    pub criteria: Criteria,
+}
+
+/// The hyperties whose `guid` is this (`user-guid://<g>` or `<g>`).
+#[derive(Debug, Clone, PartialEq, Eq, actix::Message)]
+#[rtype(result = "Result<BTreeMap<String, HypertyRecord>, DomainRegistryError>")]
+pub struct GetByGuid {
+    /// The guid.
+    pub guid: String,
+}
+
+/// The entry (hyperty or data object) at a URL.
+#[derive(Debug, Clone, PartialEq, Eq, actix::Message)]
+#[rtype(result = "Result<Record, DomainRegistryError>")]
+pub struct GetByUrl {
+    /// The entry URL.
+    pub url: String,
+}
+
+/// The data object at a URL (404 for a hyperty URL).
+#[derive(Debug, Clone, PartialEq, Eq, actix::Message)]
+#[rtype(result = "Result<DataObjectRecord, DomainRegistryError>")]
+pub struct GetDataObject {
+    /// The object URL.
+    pub url: String,
+}
+
+/// The data objects with a name.
+#[derive(Debug, Clone, PartialEq, Eq, actix::Message)]
+#[rtype(result = "Result<BTreeMap<String, DataObjectRecord>, DomainRegistryError>")]
+pub struct GetDataObjectsByName {
+    /// The object name.
+    pub name: String,
+}
+
+/// The data objects of a reporter.
+#[derive(Debug, Clone, PartialEq, Eq, actix::Message)]
+#[rtype(result = "Result<BTreeMap<String, DataObjectRecord>, DomainRegistryError>")]
+pub struct GetDataObjectsByReporter {
+    /// The reporter hyperty URL.
+    pub reporter: String,
+}
+
+/// Sizes and counters.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, actix::Message)]
+#[rtype(result = "RegistryStats")]
+pub struct GetStats;
+
+/// The domain registry actor (see the module docs).
+#[derive(Debug)]
+pub struct DomainRegistry {
+    core: Core,
+    notify: Recipient<RegistryNotification>,
+}
+
+impl DomainRegistry {
+    /// A registry for `domain` (listening at `domain://registry.<domain>`), sending
+    /// status notifications to `notify` and reading time from `clock`.
+    ///
+    /// Fails if the domain cannot form that address or a limit is unusable.
+    pub fn new(
+        domain: &str,
+        config: DomainRegistryConfig,
+        notify: Recipient<RegistryNotification>,
+        clock: Arc<dyn Clock>,
+    ) -> Result<DomainRegistry, DomainRegistryError> {
+        Ok(DomainRegistry {
+            core: Core::new(domain, config, clock)?,
+            notify,
+        })
+    }
+
+    /// `domain://registry.<domain>`.
+    pub fn address(&self) -> &Address {
+        self.core.address()
+    }
+
+    fn flush(&mut self) {
+        for m in self.core.take_notifications() {
+            debug!(to = %m.to.first(), value = ?m.body.value, "registry status notification");
+            self.notify.do_send(RegistryNotification(m));
+        }
+    }
+
+    fn query(&mut self, q: &Query) -> Result<Found, DomainRegistryError> {
+        let found = self.core.query(q);
+        self.flush();
+        found
+    }
+
+    fn hyperties(
+        &mut self,
+        q: &Query,
+    ) -> Result<BTreeMap<String, HypertyRecord>, DomainRegistryError> {
+        match self.query(q)? {
+            Found::Hyperties(m) => Ok(m),
+            _ => Err(DomainRegistryError::NotFound),
+        }
+    }
+
+    fn data_objects(
+        &mut self,
+        q: &Query,
+    ) -> Result<BTreeMap<String, DataObjectRecord>, DomainRegistryError> {
+        match self.query(q)? {
+            Found::DataObjects(m) => Ok(m),
+            _ => Err(DomainRegistryError::NotFound),
+        }
+    }
+
+    fn entry(&mut self, url: &str) -> Result<Record, DomainRegistryError> {
+        match self.query(&Query::Url(url.to_owned()))? {
+            Found::Entry(r) => Ok(*r),
+            _ => Err(DomainRegistryError::NotFound),
+        }
+    }
+}
+
+impl Actor for DomainRegistry {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Context<Self>) {
+        ctx.run_interval(self.core.config().sweep_interval(), |act, _| {
+            act.core.expire_due();
+            act.flush();
+        });
+    }
+}
+
+impl Handler<RegistryRequest> for DomainRegistry {
+    type Result = MessageResult<RegistryRequest>;
+
+    fn handle(
+        &mut self,
+        RegistryRequest(req): RegistryRequest,
+        _: &mut Context<Self>,
+    ) -> Self::Result {
+        let span = info_span!("domain_registry", id = req.id, kind = %req.kind, from = %req.from);
+        let _entered = span.enter();
+        let resp = self.core.handle(&req);
+        self.flush();
+        MessageResult(resp)
+    }
+}
+
+impl Handler<RuntimeDisconnected> for DomainRegistry {
+    type Result = usize;
+
+    fn handle(&mut self, m: RuntimeDisconnected, _: &mut Context<Self>) -> usize {
+        let _entered = info_span!("domain_registry", runtime_disconnected = %m.runtime).entered();
+        let n = self
+            .core
+            .set_runtime_status(&m.runtime, Status::Disconnected);
+        self.flush();
+        n
+    }
+}
+
+impl Handler<RuntimeReconnected> for DomainRegistry {
+    type Result = usize;
+
+    fn handle(&mut self, m: RuntimeReconnected, _: &mut Context<Self>) -> usize {
+        let _entered = info_span!("domain_registry", runtime_reconnected = %m.runtime).entered();
+        let n = self.core.set_runtime_status(&m.runtime, Status::Live);
+        self.flush();
+        n
+    }
+}
+
+impl Handler<Sweep> for DomainRegistry {
+    type Result = usize;
+
+    fn handle(&mut self, _: Sweep, _: &mut Context<Self>) -> usize {
+        let n = self.core.expire_due();
+        self.flush();
+        n
+    }
+}
+
+impl Handler<GetUserHyperties> for DomainRegistry {
+    type Result = Result<BTreeMap<String, HypertyRecord>, DomainRegistryError>;
+
+    fn handle(&mut self, m: GetUserHyperties, _: &mut Context<Self>) -> Self::Result {
+        self.hyperties(&Query::User {
+            user: m.user,
+            criteria: m.criteria,
+        })
+    }
+}
+
+impl Handler<GetByEmail> for DomainRegistry {
+    type Result = Result<BTreeMap<String, HypertyRecord>, DomainRegistryError>;
+
+    fn handle(&mut self, m: GetByEmail, _: &mut Context<Self>) -> Self::Result {
+        self.hyperties(&Query::Email {
+            email: m.email,
+            criteria: m.criteria,
+        })
+    }
+}
+
+impl Handler<GetByGuid> for DomainRegistry {
+    type Result = Result<BTreeMap<String, HypertyRecord>, DomainRegistryError>;
+
+    fn handle(&mut self, m: GetByGuid, _: &mut Context<Self>) -> Self::Result {
+        self.hyperties(&Query::Guid {
+            guid: m.guid,
+            criteria: Criteria::default(),
+        })
+    }
+}
+
+impl Handler<GetByUrl> for DomainRegistry {
+    type Result = Result<Record, DomainRegistryError>;
+
+    fn handle(&mut self, m: GetByUrl, _: &mut Context<Self>) -> Self::Result {
+        self.entry(&m.url)
+    }
+}
+
+impl Handler<GetDataObject> for DomainRegistry {
+    type Result = Result<DataObjectRecord, DomainRegistryError>;
+
+    fn handle(&mut self, m: GetDataObject, _: &mut Context<Self>) -> Self::Result {
+        match self.entry(&m.url)? {
+            Record::DataObject(d) => Ok(d),
+            Record::Hyperty(_) => Err(DomainRegistryError::NotFound),
+        }
+    }
+}
+
+impl Handler<GetDataObjectsByName> for DomainRegistry {
+    type Result = Result<BTreeMap<String, DataObjectRecord>, DomainRegistryError>;
+
+    fn handle(&mut self, m: GetDataObjectsByName, _: &mut Context<Self>) -> Self::Result {
+        self.data_objects(&Query::DataObjectName(m.name))
+    }
+}
+
+impl Handler<GetDataObjectsByReporter> for DomainRegistry {
+    type Result = Result<BTreeMap<String, DataObjectRecord>, DomainRegistryError>;
+
+    fn handle(&mut self, m: GetDataObjectsByReporter, _: &mut Context<Self>) -> Self::Result {
+        self.data_objects(&Query::DataObjectReporter(m.reporter))
+    }
+}
+
+impl Handler<GetStats> for DomainRegistry {
+    type Result = MessageResult<GetStats>;
+
+    fn handle(&mut self, _: GetStats, _: &mut Context<Self>) -> Self::Result {
+        MessageResult(self.core.stats())
+    }
+}
