@@ -16,6 +16,8 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+pub use crate::domain_registry::DomainRegistryConfig;
+
 /// The embedded, commented default configuration.
 pub const DEFAULT_TOML: &str = include_str!("default.toml");
 
@@ -107,6 +109,8 @@ pub struct NodeConfig {
     pub allocation: AllocationSection,
     /// `[subscriptions]`
     pub subscriptions: SubscriptionsSection,
+    /// `[registry]`: the embedded domain registry.
+    pub registry: DomainRegistryConfig,
 }
 
 impl Default for NodeSection {

@@ -22,32 +22,8 @@ async fn client(node: &hyperty::node::NodeHandle, name: &str) -> (WsClient, Stri
 }
 
 async fn health(node: &hyperty::node::NodeHandle) -> Value {
-    let body = reqwest_like_get(&format!("{}/health", node.http_url())).await;
+    let body = http_get(&format!("{}/health", node.http_url())).await;
     serde_json::from_str(&body).unwrap()
-}
-
-/// Minimal HTTP GET over a raw TCP socket (no extra client crate needed).
-async fn reqwest_like_get(url: &str) -> String {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let rest = url.strip_prefix("http://").unwrap();
-    let (host, path) = rest
-        .split_once('/')
-        .map(|(h, p)| (h, format!("/{p}")))
-        .unwrap();
-    let mut s = tokio::net::TcpStream::connect(host).await.unwrap();
-    s.write_all(
-        format!("GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n").as_bytes(),
-    )
-    .await
-    .unwrap();
-    let mut out = String::new();
-    s.read_to_string(&mut out).await.unwrap();
-    assert!(out.starts_with("HTTP/1.1 200"), "{out}");
-    let body = out.split_once("\r\n\r\n").unwrap().1;
-    // chunked or plain: take the JSON object
-    let start = body.find('{').unwrap();
-    let end = body.rfind('}').unwrap();
-    body[start..=end].to_owned()
 }
 
 #[actix::test]

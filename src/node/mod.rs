@@ -31,18 +31,17 @@ use std::sync::Arc;
 use actix::prelude::*;
 use actix_web::dev::ServerHandle;
 use actix_web::{web, App, HttpResponse, HttpServer};
-use hyperty_actors::message::Message;
 
 use crate::config::{ConfigError, NodeConfig};
+use crate::domain_registry::{
+    DomainRegistry, DomainRegistryError, RegistryNotification, RuntimeDisconnected,
+    RuntimeReconnected, SystemClock,
+};
 use allocation::AddressAllocation;
 use router::Router;
+use sessions::Lifecycle;
 use sessions::SessionManager;
 use subscriptions::SubscriptionManager;
-
-/// A request for the domain registry (`domain://registry.<D>`).
-#[derive(Debug, Clone, actix::Message)]
-#[rtype(result = "Message")]
-pub struct RegistryCall(pub Message);
 
 /// Errors of starting or running a node.
 #[derive(Debug, thiserror::Error)]
@@ -53,6 +52,36 @@ pub enum NodeError {
     /// Socket trouble.
     #[error("i/o error: {0}")]
     Io(#[from] std::io::Error),
+    /// The domain registry refused its configuration.
+    #[error(transparent)]
+    Registry(#[from] DomainRegistryError),
+}
+
+/// Publishes node-originated notifications (registry status changes) to the
+/// `/sm` subscribers of their `to`.
+#[derive(Debug)]
+struct Publisher(Arc<Router>);
+
+impl Actor for Publisher {
+    type Context = Context<Self>;
+}
+
+impl Handler<RegistryNotification> for Publisher {
+    type Result = ();
+    fn handle(&mut self, n: RegistryNotification, _: &mut Context<Self>) {
+        self.0.publish(&n.0);
+    }
+}
+
+/// Runtime sessions coming and going change the status of their registry entries.
+impl Handler<Lifecycle> for DomainRegistry {
+    type Result = ();
+    fn handle(&mut self, l: Lifecycle, ctx: &mut Context<Self>) {
+        match l.event {
+            "lost" | "close" => ctx.notify(RuntimeDisconnected { runtime: l.runtime }),
+            _ => ctx.notify(RuntimeReconnected { runtime: l.runtime }),
+        }
+    }
 }
 
 /// Everything a node's HTTP handlers need; cheap to clone.
@@ -62,7 +91,7 @@ pub struct NodeState {
     pub(crate) sessions: Addr<SessionManager>,
     pub(crate) allocation: Addr<AddressAllocation>,
     pub(crate) subscriptions: Addr<SubscriptionManager>,
-    pub(crate) registry: Option<Recipient<RegistryCall>>,
+    pub(crate) registry: Addr<DomainRegistry>,
     pub(crate) config: Arc<NodeConfig>,
 }
 
@@ -82,12 +111,20 @@ impl NodeState {
             config.subscriptions.clone(),
         )
         .start();
+        let publisher = Publisher(router.clone()).start();
+        let registry = DomainRegistry::new(
+            &config.node.domain,
+            config.registry.clone(),
+            publisher.recipient(),
+            Arc::new(SystemClock),
+        )?
+        .start();
         let sessions = SessionManager::new(
             router.clone(),
             allocation.clone(),
             subscriptions.clone(),
             config.session.grace_period(),
-            None,
+            Some(registry.clone().recipient()),
         )
         .start();
         tracing::info!(domain = %config.node.domain, "messaging node started");
@@ -96,7 +133,7 @@ impl NodeState {
             sessions,
             allocation,
             subscriptions,
-            registry: None,
+            registry,
             config: Arc::new(config),
         })
     }
@@ -116,14 +153,21 @@ impl NodeState {
         &self.allocation
     }
 
-    /// Mounts the node's routes (`/ws`, `/health`) into an actix-web app:
+    /// The embedded domain registry.
+    pub fn registry(&self) -> &Addr<DomainRegistry> {
+        &self.registry
+    }
+
+    /// Mounts the node's routes (`/ws`, `/health`, `/registry/…`) into an actix-web app:
     /// `App::new().configure(state.configure())`.
     pub fn configure(&self) -> impl Fn(&mut web::ServiceConfig) + Clone + Send + 'static {
         let state = self.clone();
         move |cfg: &mut web::ServiceConfig| {
             cfg.app_data(web::Data::new(state.clone()))
+                .app_data(web::Data::new(state.registry.clone()))
                 .route("/ws", web::get().to(crate::server::ws::upgrade))
-                .route("/health", web::get().to(health));
+                .route("/health", web::get().to(health))
+                .configure(crate::domain_registry::configure);
         }
     }
 }
@@ -168,8 +212,19 @@ impl NodeHandle {
         &self.state
     }
 
-    /// Stops accepting, closes every session and waits for the workers.
+    /// Closes every session ("node shutting down"), stops accepting and waits for
+    /// the workers.
     pub async fn stop(&self) {
+        let keys: Vec<_> = self
+            .state
+            .router
+            .slots
+            .iter()
+            .map(|s| s.key().clone())
+            .collect();
+        for k in keys {
+            self.state.router.kick(&k, "node shutting down");
+        }
         self.server.stop(true).await;
     }
 }

@@ -309,6 +309,15 @@ impl WsSession {
         let Some(msg) = self.parse_full(text, ctx) else {
             return;
         };
+        if msg.is_response() {
+            // node services never asked anything: a response to them is dropped
+            self.node
+                .router
+                .stats
+                .dropped
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            return;
+        }
         if !matches!(msg.to, To::One(_)) {
             let r = msg.reply_error(
                 ResponseCode::BadRequest,
@@ -329,15 +338,13 @@ impl WsSession {
                 let f = self.node.subscriptions.send(request);
                 Box::pin(async move { f.await.unwrap_or_else(|_| unavailable(&msg)) })
             }
-            Service::Registry => match &self.node.registry {
-                Some(reg) => {
-                    let f = reg.send(crate::node::RegistryCall(msg.clone()));
-                    Box::pin(async move { f.await.unwrap_or_else(|_| unavailable(&msg)) })
-                }
-                None => Box::pin(async move {
-                    msg.reply_error(ResponseCode::NotFound, "this node has no domain registry")
-                }),
-            },
+            Service::Registry => {
+                let f = self
+                    .node
+                    .registry
+                    .send(crate::domain_registry::RegistryRequest(msg.clone()));
+                Box::pin(async move { f.await.unwrap_or_else(|_| unavailable(&msg)) })
+            }
             Service::Session => return,
         };
         // control-plane requests are answered in order: nothing else from this
