@@ -604,3 +604,15 @@ async fn reach(b: &mut WsClient, to: &str) -> Value {
     b.request(json!({"type": "read", "from": rt("b"), "to": to}))
         .await
 }
+
+#[actix::test]
+async fn a_silent_client_is_dropped_after_the_client_timeout() {
+    let node = start_node(D, |c| {
+        c.session.heartbeat_interval_ms = 20;
+        c.session.client_timeout_ms = 100;
+    });
+    let (a, _) = client(&node, "a").await;
+    // the client reads nothing, so it never answers the node's pings
+    assert!(eventually(TIMEOUT, || async { health(&node).await["live"] == 0 }).await);
+    drop(a);
+}
