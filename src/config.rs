@@ -97,6 +97,31 @@ pub struct SubscriptionsSection {
     pub max_per_session: usize,
 }
 
+/// `[limits]`: denial-of-service protection.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LimitsSection {
+    /// Frames per second one session may send, sustained.
+    pub messages_per_second: u32,
+    /// Frames one session may send in a burst above the sustained rate.
+    pub burst: u32,
+    /// Frames refused in a row (over the rate) after which the session is closed.
+    pub abuse_threshold: u32,
+    /// Most concurrent connections from one IP address.
+    pub max_sessions_per_ip: usize,
+}
+
+impl Default for LimitsSection {
+    fn default() -> Self {
+        LimitsSection {
+            messages_per_second: 10_000,
+            burst: 20_000,
+            abuse_threshold: 1_000,
+            max_sessions_per_ip: 10_000,
+        }
+    }
+}
+
 /// The whole node configuration.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
 #[serde(deny_unknown_fields, default)]
@@ -109,6 +134,8 @@ pub struct NodeConfig {
     pub allocation: AllocationSection,
     /// `[subscriptions]`
     pub subscriptions: SubscriptionsSection,
+    /// `[limits]`
+    pub limits: LimitsSection,
     /// `[registry]`: the embedded domain registry.
     pub registry: DomainRegistryConfig,
 }
@@ -228,6 +255,14 @@ impl NodeConfig {
                 "allocation",
                 "need 0 < default_number <= max_per_request and max_per_session > 0",
             );
+        }
+        let l = &self.limits;
+        if l.messages_per_second == 0
+            || l.burst == 0
+            || l.abuse_threshold == 0
+            || l.max_sessions_per_ip == 0
+        {
+            return bad("limits", "every limit must be positive");
         }
         if self.subscriptions.max_per_session == 0 {
             return bad("subscriptions.max_per_session", "must be positive");

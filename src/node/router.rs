@@ -98,6 +98,10 @@ pub struct NodeStats {
     pub opened: AtomicU64,
     /// Sessions resumed with re-open.
     pub reopened: AtomicU64,
+    /// Frames refused for exceeding a session's rate (429).
+    pub rate_limited: AtomicU64,
+    /// Sessions closed for sustained abuse.
+    pub abusive: AtomicU64,
 }
 
 /// A snapshot of [`NodeStats`], as served on `/health`.
@@ -123,6 +127,10 @@ pub struct StatsSnapshot {
     pub opened: u64,
     /// Sessions resumed with re-open.
     pub reopened: u64,
+    /// Frames refused for exceeding a session's rate (429).
+    pub rate_limited: u64,
+    /// Sessions closed for sustained abuse.
+    pub abusive: u64,
 }
 
 /// Which node component an address names.
@@ -184,6 +192,8 @@ pub struct Router {
     pub(crate) runtimes: DashMap<Arc<str>, SessionKey>,
     pub(crate) owners: DashMap<Arc<str>, SessionKey>,
     pub(crate) subscribers: DashMap<Arc<str>, Vec<SessionKey>>,
+    /// Open connections per client IP.
+    pub(crate) per_ip: DashMap<std::net::IpAddr, usize>,
     /// Counters.
     pub stats: NodeStats,
 }
@@ -206,6 +216,7 @@ impl Router {
             runtimes: DashMap::new(),
             owners: DashMap::new(),
             subscribers: DashMap::new(),
+            per_ip: DashMap::new(),
             stats: NodeStats::default(),
         }
     }
@@ -254,6 +265,8 @@ impl Router {
             slow_consumers: s.slow_consumers.load(Relaxed),
             opened: s.opened.load(Relaxed),
             reopened: s.reopened.load(Relaxed),
+            rate_limited: s.rate_limited.load(Relaxed),
+            abusive: s.abusive.load(Relaxed),
         }
     }
 
@@ -295,6 +308,25 @@ impl Router {
             ))
             || addr.starts_with("mn:/")
             || addr.strip_suffix('/').unwrap_or(addr) == self.registry
+    }
+
+    /// Counts a new connection from `ip`; false (and nothing counted) if that IP
+    /// already has `limit` connections.
+    pub fn connect_ip(&self, ip: std::net::IpAddr, limit: usize) -> bool {
+        let mut n = self.per_ip.entry(ip).or_insert(0);
+        if *n >= limit {
+            return false;
+        }
+        *n += 1;
+        true
+    }
+
+    /// Forgets a connection from `ip`.
+    pub fn disconnect_ip(&self, ip: std::net::IpAddr) {
+        self.per_ip.remove_if_mut(&ip, |_, n| {
+            *n = n.saturating_sub(1);
+            *n == 0
+        });
     }
 
     /// The session key of a runtime URL.

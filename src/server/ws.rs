@@ -17,6 +17,7 @@
 //!
 //! All uses of `actix-web-actors` are in this file.
 
+use std::num::NonZeroU32;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -25,6 +26,9 @@ use actix_web::{web, HttpRequest, HttpResponse};
 use actix_web_actors::ws;
 use bytes::BytesMut;
 use bytestring::ByteString;
+use governor::clock::DefaultClock;
+use governor::state::{InMemoryState, NotKeyed};
+use governor::{Quota, RateLimiter};
 use hyperty_actors::address::Address;
 use hyperty_actors::message::{Message, MessageType, ParseError, ResponseCode, To};
 use serde_json::{json, Value};
@@ -49,6 +53,9 @@ pub struct WsSession {
     stop_reason: &'static str,
     fragments: Option<BytesMut>,
     peer: String,
+    ip: Option<std::net::IpAddr>,
+    limiter: RateLimiter<NotKeyed, InMemoryState, DefaultClock>,
+    refused_in_a_row: u32,
 }
 
 impl std::fmt::Debug for WsSession {
@@ -72,8 +79,27 @@ pub async fn upgrade(
         return Ok(HttpResponse::ServiceUnavailable()
             .json(json!({"code": 503, "description": "session limit reached"})));
     }
+    let ip = req.peer_addr().map(|a| a.ip());
+    if let Some(ip) = ip {
+        if !node
+            .router
+            .connect_ip(ip, node.config.limits.max_sessions_per_ip)
+        {
+            warn!(%ip, "per-address connection limit reached");
+            return Ok(HttpResponse::TooManyRequests().json(
+                json!({"code": 429, "description": "too many connections from this address"}),
+            ));
+        }
+    }
+    let limits = &node.config.limits;
+    let quota =
+        Quota::per_second(NonZeroU32::new(limits.messages_per_second).unwrap_or(NonZeroU32::MIN))
+            .allow_burst(NonZeroU32::new(limits.burst).unwrap_or(NonZeroU32::MIN));
     let max = node.config.session.max_frame_size;
     let session = WsSession {
+        ip,
+        limiter: RateLimiter::direct(quota),
+        refused_in_a_row: 0,
         key: Arc::from(uuid::Uuid::new_v4().to_string()),
         conn_id: NEXT_CONN.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1,
         runtime: None,
@@ -84,9 +110,21 @@ pub async fn upgrade(
         peer: req.peer_addr().map(|a| a.to_string()).unwrap_or_default(),
         node,
     };
-    ws::WsResponseBuilder::new(session, &req, stream)
+    let started = ws::WsResponseBuilder::new(session, &req, stream)
         .frame_size(max)
-        .start()
+        .start();
+    if started.is_err() {
+        if let Some(ip) = ip {
+            node_ip_release(&req, ip);
+        }
+    }
+    started
+}
+
+fn node_ip_release(req: &HttpRequest, ip: std::net::IpAddr) {
+    if let Some(node) = req.app_data::<web::Data<NodeState>>() {
+        node.router.disconnect_ip(ip);
+    }
 }
 
 impl Actor for WsSession {
@@ -116,6 +154,9 @@ impl Actor for WsSession {
     }
 
     fn stopped(&mut self, _: &mut Self::Context) {
+        if let Some(ip) = self.ip {
+            self.node.router.disconnect_ip(ip);
+        }
         if !self.closed {
             self.node.sessions.do_send(Lost {
                 key: self.key.clone(),
@@ -236,6 +277,10 @@ impl WsSession {
             Err((e, partial)) => return self.bad_request(ctx, &e, &partial),
         };
         let _span = tracing::trace_span!("node.frame", id = h.id, kind = %h.kind, from = %h.from, to = %h.to.first()).entered();
+        if self.limiter.check().is_err() {
+            return self.rate_limited(ctx, &h);
+        }
+        self.refused_in_a_row = 0;
         if router.service(h.to.first()) == Some(Service::Session) {
             return self.session_control(&text, ctx);
         }
@@ -282,6 +327,42 @@ impl WsSession {
             Routed::NoRoute(t) => {
                 self.refuse(ctx, &h, ResponseCode::NotFound, &format!("no route to {t}"))
             }
+        }
+    }
+
+    /// Over the session's rate: 429 to requests, a counted drop otherwise; closed
+    /// after `limits.abuse_threshold` refusals in a row.
+    fn rate_limited(&mut self, ctx: &mut ws::WebsocketContext<Self>, h: &Header<'_>) {
+        let stats = &self.node.router.stats;
+        stats
+            .rate_limited
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        self.refused_in_a_row += 1;
+        if self.refused_in_a_row >= self.node.config.limits.abuse_threshold {
+            stats
+                .abusive
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            warn!(peer = %self.peer, runtime = ?self.runtime, "closing an abusive session");
+            self.stop_reason = "rate limit exceeded";
+            ctx.close(Some(ws::CloseReason {
+                code: ws::CloseCode::Policy,
+                description: Some("rate limit exceeded".to_owned()),
+            }));
+            ctx.stop();
+            return;
+        }
+        if h.kind.expects_response() {
+            ctx.text(error_frame(
+                Some(h.id),
+                h.to.first(),
+                Some(&h.from),
+                ResponseCode::TooManyRequests,
+                "rate limit exceeded, slow down",
+            ));
+        } else {
+            stats
+                .dropped
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         }
     }
 

@@ -86,6 +86,21 @@ impl WsClient {
         Some(serde_json::from_str(&t).expect("node sent JSON"))
     }
 
+    /// The next frame matching `pred` (others skipped), within the default deadline.
+    pub async fn recv_matching(&mut self, mut pred: impl FnMut(&Value) -> bool) -> Value {
+        let deadline = tokio::time::Instant::now() + TIMEOUT;
+        loop {
+            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+            let v = self
+                .recv(left)
+                .await
+                .expect("a matching frame within the deadline");
+            if pred(&v) {
+                return v;
+            }
+        }
+    }
+
     pub async fn expect(&mut self) -> Value {
         self.recv(TIMEOUT)
             .await
