@@ -20,7 +20,7 @@
 //! allocation for any fan-out). A recipient whose queue is full is cut off as a
 //! slow consumer; its frames go to its grace buffer.
 
-use std::collections::VecDeque;
+use std::collections::{HashSet, VecDeque};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
@@ -31,6 +31,8 @@ use bytestring::ByteString;
 use dashmap::DashMap;
 use hyperty_actors::message::Message;
 use serde::Serialize;
+
+use super::frame::ToRef;
 
 /// A session's stable key: its runtime token (it survives reconnection).
 pub type SessionKey = Arc<str>;
@@ -155,6 +157,27 @@ pub enum Delivered {
     Buffered,
     /// Lost: the grace buffer is full.
     Dropped,
+}
+
+#[derive(Default)]
+struct Tally {
+    queued: usize,
+    buffered: usize,
+    dropped: usize,
+}
+
+impl Tally {
+    fn add(&mut self, d: Delivered) {
+        match d {
+            Delivered::Queued => self.queued += 1,
+            Delivered::Buffered => self.buffered += 1,
+            Delivered::Dropped => self.dropped += 1,
+        }
+    }
+
+    fn total(&self) -> usize {
+        self.queued + self.buffered + self.dropped
+    }
 }
 
 /// Outcome of routing a client frame.
@@ -390,47 +413,64 @@ impl Router {
 
     /// Routes a client frame to the sessions behind the recipients `to` (one copy per
     /// session, however many of its addresses are listed).
-    pub fn route<'a>(&self, to: impl Iterator<Item = &'a str>, frame: &ByteString) -> Routed {
-        let mut targets: Vec<SessionKey> = Vec::new();
-        let mut missing = None;
-        for t in to {
-            if let Some(s) = self.service(t) {
-                return Routed::Service(s);
-            }
-            if let Some(k) = self.owner_of(t) {
-                if !targets.contains(&k) {
-                    targets.push(k);
+    pub fn route(&self, to: &ToRef<'_>, frame: &ByteString) -> Routed {
+        let mut tally = Tally::default();
+        match to {
+            ToRef::One(t) => {
+                if let Some(s) = self.service(t) {
+                    return Routed::Service(s);
                 }
-                continue;
-            }
-            match self.subscribers.get(t) {
-                Some(subs) if !subs.is_empty() => {
+                if let Some(k) = self.owner_of(t) {
+                    tally.add(self.deliver(&k, frame));
+                } else if let Some(subs) = self.subscribers.get(t.as_ref()) {
+                    // a resource's subscriber list holds each session once
                     for k in subs.iter() {
-                        if !targets.contains(k) {
-                            targets.push(k.clone());
+                        tally.add(self.deliver(k, frame));
+                    }
+                }
+                if tally.total() == 0 {
+                    return Routed::NoRoute(t.to_string());
+                }
+            }
+            ToRef::Many(list) => {
+                let mut targets: Vec<SessionKey> = Vec::new();
+                let mut seen: HashSet<SessionKey> = HashSet::new();
+                let mut missing = None;
+                for t in list {
+                    if let Some(s) = self.service(t) {
+                        return Routed::Service(s);
+                    }
+                    if let Some(k) = self.owner_of(t) {
+                        if seen.insert(k.clone()) {
+                            targets.push(k);
+                        }
+                        continue;
+                    }
+                    match self.subscribers.get(t.as_ref()) {
+                        Some(subs) if !subs.is_empty() => {
+                            for k in subs.iter() {
+                                if seen.insert(k.clone()) {
+                                    targets.push(k.clone());
+                                }
+                            }
+                        }
+                        _ => {
+                            missing.get_or_insert_with(|| t.to_string());
                         }
                     }
                 }
-                _ => {
-                    missing.get_or_insert_with(|| t.to_owned());
+                if targets.is_empty() {
+                    return Routed::NoRoute(missing.unwrap_or_default());
+                }
+                for k in &targets {
+                    tally.add(self.deliver(k, frame));
                 }
             }
         }
-        if targets.is_empty() {
-            return Routed::NoRoute(missing.unwrap_or_default());
-        }
-        let (mut queued, mut buffered, mut dropped) = (0, 0, 0);
-        for k in &targets {
-            match self.deliver(k, frame) {
-                Delivered::Queued => queued += 1,
-                Delivered::Buffered => buffered += 1,
-                Delivered::Dropped => dropped += 1,
-            }
-        }
         Routed::Delivered {
-            queued,
-            buffered,
-            dropped,
+            queued: tally.queued,
+            buffered: tally.buffered,
+            dropped: tally.dropped,
         }
     }
 

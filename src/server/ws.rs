@@ -311,7 +311,7 @@ impl WsSession {
                 &format!("{t} is reserved to the node"),
             );
         }
-        match router.route(h.to.iter(), &text) {
+        match router.route(&h.to, &text) {
             Routed::Delivered {
                 queued: 0,
                 buffered: 0,
