@@ -25,6 +25,7 @@ use actix::io::{SinkWrite, WriteHandler};
 use actix::prelude::*;
 use actix_codec::Framed;
 use actix_service::Service;
+use actix_web::http;
 use awc::ws::{Codec, Frame, Message as WsMessage};
 use awc::BoxedSocket;
 use futures_util::stream::{SplitSink, StreamExt};
@@ -92,7 +93,8 @@ impl actix::Message for Inbound {
 enum Control {
     Open,
     ReOpen,
-    Claim,
+    /// A request whose answer is only logged when it is not 200 (what it was).
+    Ack(&'static str),
     Allocate(oneshot::Sender<Result<Vec<Address>, RegistryError>>),
 }
 
@@ -158,8 +160,6 @@ fn nodelay_client(config: &BridgeConfig) -> awc::Client {
         .timeout(config.connect_timeout)
         .finish()
 }
-
-use actix_web::http;
 
 fn jitter(d: Duration) -> Duration {
     let r = std::collections::hash_map::RandomState::new()
@@ -301,7 +301,7 @@ impl NodeStub {
         let mut msg = Message::new(MessageType::Subscribe, self.runtime.clone(), sm);
         msg.body.resources = Some(addresses.iter().map(|a| a.to_string()).collect());
         msg.body.source = Some(source);
-        self.send_control(msg, Control::Claim);
+        self.send_control(msg, Control::Ack("claiming addresses"));
     }
 
     fn lost(&mut self, ctx: &mut Context<Self>, why: &str) {
@@ -362,9 +362,9 @@ impl NodeStub {
                 self.token = None;
                 self.handshake(ctx);
             }
-            Control::Claim => {
+            Control::Ack(what) => {
                 if !ok {
-                    warn!(response = %resp.to_json(), "claiming addresses at the node failed");
+                    warn!(response = %resp.to_json(), "{what} at the node failed");
                 }
             }
             Control::Allocate(tx) => {
@@ -602,7 +602,7 @@ impl Handler<FreeAddresses> for NodeStub {
             let mut msg = Message::new(MessageType::Delete, self.runtime.clone(), to);
             msg.body.children_resources =
                 Some(NestedList::from_items(f.0.iter().map(|a| a.to_string())));
-            self.send_control(msg, Control::Claim);
+            self.send_control(msg, Control::Ack("freeing addresses"));
         }
     }
 }
