@@ -616,3 +616,29 @@ async fn a_silent_client_is_dropped_after_the_client_timeout() {
     assert!(eventually(TIMEOUT, || async { health(&node).await["live"] == 0 }).await);
     drop(a);
 }
+
+#[actix::test]
+async fn events_are_split_per_runtime_with_bcc_narrowed() {
+    let node = start_node(D, |_| {});
+    let (mut a, _) = client(&node, "a").await;
+    let (mut b, _) = client(&node, "b").await;
+    let (mut c, _) = client(&node, "c").await;
+    let (b1, b2) = (format!("{}/e1", rt("b")), format!("{}/e2", rt("b")));
+    let c1 = format!("{}/e1", rt("c"));
+    let event = json!({"type": "chat", "source": format!("{}/src", rt("a")), "to": [b1], "cc": [c1], "bcc": [b2],
+        "payload": "hello"});
+    a.send(json!({"id": 70, "type": "event", "from": format!("{}/events", rt("a")), "to": [b1, c1, b2], "body": {"value": event}}))
+        .await;
+    let gb = b.expect().await;
+    assert_eq!(gb["to"], json!([b1, b2]));
+    assert_eq!(gb["body"]["value"]["bcc"], json!([b2]));
+    let gc = c.expect().await;
+    assert_eq!(gc["to"], json!(c1));
+    assert_eq!(
+        gc["body"]["value"]["bcc"],
+        json!([]),
+        "C never learns of B's blind copy"
+    );
+    assert_eq!(gc["body"]["value"]["payload"], "hello");
+    assert!(b.recv(Duration::from_millis(30)).await.is_none());
+}

@@ -19,6 +19,7 @@
 //! [`NodeState::configure`]; or let [`start`]/[`run`] serve it on a bound listener.
 
 pub mod allocation;
+pub mod events;
 pub mod frame;
 pub mod router;
 pub mod sessions;

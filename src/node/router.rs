@@ -474,6 +474,41 @@ impl Router {
         }
     }
 
+    /// Routes a webinos event message: one copy per destination session, each with
+    /// `to` and the event's bcc narrowed to that session's entities (see
+    /// [`events`](super::events)); unowned recipients go to subscribers as usual.
+    pub fn route_event(&self, to: &ToRef<'_>, frame: &ByteString) -> Routed {
+        let (copies, unowned) = match super::events::split(frame, |t| self.owner_of(t)) {
+            Ok(split) => split,
+            Err(_) => return self.route(to, frame),
+        };
+        let mut tally = Tally::default();
+        for c in copies {
+            tally.add(self.deliver(&c.session, &ByteString::from(c.frame)));
+        }
+        let mut missing = None;
+        for t in &unowned {
+            match self.subscribers.get(t.as_str()) {
+                Some(subs) if !subs.is_empty() => {
+                    for k in subs.iter() {
+                        tally.add(self.deliver(k, frame));
+                    }
+                }
+                _ => {
+                    missing.get_or_insert_with(|| t.clone());
+                }
+            }
+        }
+        if tally.total() == 0 {
+            return Routed::NoRoute(missing.unwrap_or_default());
+        }
+        Routed::Delivered {
+            queued: tally.queued,
+            buffered: tally.buffered,
+            dropped: tally.dropped,
+        }
+    }
+
     /// Hands `frame` to the session `key`.
     pub fn deliver(&self, key: &str, frame: &ByteString) -> Delivered {
         let Some(slot) = self.slots.get(key) else {

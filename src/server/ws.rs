@@ -311,7 +311,12 @@ impl WsSession {
                 &format!("{t} is reserved to the node"),
             );
         }
-        match router.route(&h.to, &text) {
+        let routed = if h.kind == MessageType::Event {
+            router.route_event(&h.to, &text)
+        } else {
+            router.route(&h.to, &text)
+        };
+        match routed {
             Routed::Delivered {
                 queued: 0,
                 buffered: 0,
