@@ -513,6 +513,18 @@ impl IdentityProvider {
         Ok(kid)
     }
 
+    /// Signs arbitrary claims with the current key (tests forge tokens with it).
+    #[cfg(test)]
+    pub(crate) fn sign_for_test(&self, claims: &Claims) -> String {
+        self.sign(claims).expect("signing works")
+    }
+
+    /// Claims as this provider would issue them.
+    #[cfg(test)]
+    pub(crate) fn claims_for_test(&self, sub: &str, token_use: TokenUse) -> Claims {
+        self.claims(sub.to_owned(), self.audience.clone(), 60, token_use)
+    }
+
     fn prune_keys(&mut self) {
         if self.keys.prune(self.now()) {
             self.keys.save_quietly();
