@@ -77,11 +77,7 @@ impl JwksCache {
             .is_none_or(|e| now >= e.last_attempt.saturating_add(interval))
     }
 
-    fn entry_mut<'a>(
-        &self,
-        entries: &'a mut HashMap<String, Entry>,
-        idp: &str,
-    ) -> &'a mut Entry {
+    fn entry_mut<'a>(&self, entries: &'a mut HashMap<String, Entry>, idp: &str) -> &'a mut Entry {
         if !entries.contains_key(idp) && entries.len() >= self.max_idps {
             // evict the provider fetched least recently
             if let Some(oldest) = entries
@@ -321,7 +317,11 @@ impl AssertionCheck {
     /// Verifies the `body.identity` of `msg` against its sending hyperty: `from`,
     /// or `body.source` when `from` is a data object (updates of a reporter).
     pub fn verify_message(&self, msg: &Message) -> Result<VerifiedIdentity, IdentityError> {
-        let identity = msg.body.identity.as_ref().ok_or(IdentityError::NoAssertion)?;
+        let identity = msg
+            .body
+            .identity
+            .as_ref()
+            .ok_or(IdentityError::NoAssertion)?;
         let sender = match (msg.from.kind(), &msg.body.source) {
             (AddressKind::DataObject, Some(source)) => source,
             _ => &msg.from,
@@ -347,8 +347,14 @@ mod tests {
         assert!(cache.fetch_due("a.org", 3, 100));
         assert!(!cache.fetch_due("c.org", 5, 10));
         assert!(cache.fetch_due("c.org", 13, 10));
-        assert!(matches!(cache.lookup("b.org", "k", 5), Lookup::Miss(Miss::UnknownKid(_))));
-        assert!(matches!(cache.lookup("b.org", "k", 12), Lookup::Miss(Miss::NoKeys)));
+        assert!(matches!(
+            cache.lookup("b.org", "k", 5),
+            Lookup::Miss(Miss::UnknownKid(_))
+        ));
+        assert!(matches!(
+            cache.lookup("b.org", "k", 12),
+            Lookup::Miss(Miss::NoKeys)
+        ));
     }
 
     #[test]

@@ -56,7 +56,10 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
                     web::JsonConfig::default()
                         .limit(MAX_HTTP_BODY)
                         .error_handler(|err, _| {
-                            let e = IdentityError::invalid("body", "a JSON object of the documented shape");
+                            let e = IdentityError::invalid(
+                                "body",
+                                "a JSON object of the documented shape",
+                            );
                             actix_web::error::InternalError::from_response(err, error(&e)).into()
                         }),
                 )
@@ -93,7 +96,9 @@ fn answer<T>(
 }
 
 async fn not_found() -> HttpResponse {
-    error(&IdentityError::NotFound("no such identity provider route".to_owned()))
+    error(&IdentityError::NotFound(
+        "no such identity provider route".to_owned(),
+    ))
 }
 
 async fn jwks(idp: Idp) -> HttpResponse {
@@ -214,9 +219,9 @@ fn bearer(req: &HttpRequest) -> Result<Secret, IdentityError> {
         .ok_or(IdentityError::InvalidToken("missing bearer token"))?
         .to_str()
         .map_err(|_| IdentityError::InvalidToken("malformed Authorization header"))?;
-    let (scheme, token) = value
-        .split_once(' ')
-        .ok_or(IdentityError::InvalidToken("malformed Authorization header"))?;
+    let (scheme, token) = value.split_once(' ').ok_or(IdentityError::InvalidToken(
+        "malformed Authorization header",
+    ))?;
     if !scheme.eq_ignore_ascii_case("bearer") || token.trim().is_empty() {
         return Err(IdentityError::InvalidToken("missing bearer token"));
     }

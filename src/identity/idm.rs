@@ -302,8 +302,7 @@ impl IdentityModule {
                 ));
             }
             let expires = v.get("expires").and_then(Value::as_u64).unwrap_or(0);
-            if !act.sessions.contains_key(&user) && act.sessions.len() >= act.config.max_sessions
-            {
+            if !act.sessions.contains_key(&user) && act.sessions.len() >= act.config.max_sessions {
                 return Err(IdentityError::Full {
                     table: "the session table",
                     limit: act.config.max_sessions,
@@ -318,11 +317,7 @@ impl IdentityModule {
                     expires,
                 },
             );
-            Ok(UserSession {
-                user,
-                idp,
-                expires,
-            })
+            Ok(UserSession { user, idp, expires })
         }))
     }
 
@@ -557,7 +552,8 @@ impl IdentityModule {
             "generateAssertion" | "getIdentity" => {
                 let bound = self.bindings.get(req.from.as_str()).map(|b| b.clone());
                 let Some(bound) = bound else {
-                    let e = IdentityError::NotFound(format!("no identity is bound to {}", req.from));
+                    let e =
+                        IdentityError::NotFound(format!("no identity is bound to {}", req.from));
                     return ready(error_response(&req, &e));
                 };
                 if method == "getIdentity" {
@@ -632,7 +628,10 @@ async fn post(
         .limit(MAX_IDP_ANSWER)
         .await
         .map_err(|e| e.to_string())?;
-    Ok((status, serde_json::from_slice(&bytes).unwrap_or(Value::Null)))
+    Ok((
+        status,
+        serde_json::from_slice(&bytes).unwrap_or(Value::Null),
+    ))
 }
 
 #[derive(Deserialize)]
@@ -786,8 +785,8 @@ impl Handler<GenerateAssertion> for IdentityModule {
     type Result = Act<Result<IdentityAssertion, IdentityError>>;
 
     fn handle(&mut self, m: GenerateAssertion, _: &mut Context<Self>) -> Self::Result {
-        let _span = info_span!("idm.generate_assertion", user = %m.user, hyperty = %m.hyperty)
-            .entered();
+        let _span =
+            info_span!("idm.generate_assertion", user = %m.user, hyperty = %m.hyperty).entered();
         self.generate(m.user, m.hyperty, m.audience)
     }
 }
@@ -805,8 +804,7 @@ impl Handler<BindIdentity> for IdentityModule {
     type Result = Act<Result<IdentityAssertion, IdentityError>>;
 
     fn handle(&mut self, m: BindIdentity, _: &mut Context<Self>) -> Self::Result {
-        let _span =
-            info_span!("idm.bind_identity", hyperty = %m.hyperty, user = %m.user).entered();
+        let _span = info_span!("idm.bind_identity", hyperty = %m.hyperty, user = %m.user).entered();
         self.bind(m)
     }
 }
@@ -835,10 +833,16 @@ impl Handler<RefreshBindings> for IdentityModule {
     fn handle(&mut self, _: RefreshBindings, ctx: &mut Context<Self>) -> Self::Result {
         let now = self.now();
         let margin = self.config.refresh_margin_secs;
+        let sessions = &self.sessions;
+        // due: close to expiry, and either renewable to a later expiry (the user's
+        // ID token outlives the assertion) or already expired (then dropped)
         let due: Vec<(Arc<str>, UserUrl)> = self
             .bindings
             .iter()
             .filter(|b| b.expires <= now.saturating_add(margin))
+            .filter(|b| {
+                b.expires <= now || sessions.get(&b.user).is_some_and(|s| s.expires > b.expires)
+            })
             .take(MAX_REFRESH_PER_TICK)
             .map(|b| (b.key().clone(), b.user.clone()))
             .collect();

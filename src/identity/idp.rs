@@ -277,7 +277,10 @@ impl IdentityProvider {
         username: &str,
         device: Option<String>,
     ) -> Result<IssuedToken, IdentityError> {
-        let user = self.users.get(username).ok_or(IdentityError::BadCredentials)?;
+        let user = self
+            .users
+            .get(username)
+            .ok_or(IdentityError::BadCredentials)?;
         let mut claims = self.claims(
             self.user_url(username)?.to_string(),
             self.audience.clone(),
@@ -311,8 +314,10 @@ impl IdentityProvider {
         m: RegisterUser,
     ) -> ResponseActFuture<Self, Result<UserInfo, IdentityError>> {
         let checked = (|| {
-            let username = normalise_username(&m.username)
-                .ok_or(IdentityError::invalid("username", "1-64 letters, digits, '.', '_' or '-'"))?;
+            let username = normalise_username(&m.username).ok_or(IdentityError::invalid(
+                "username",
+                "1-64 letters, digits, '.', '_' or '-'",
+            ))?;
             let pw = m.password.expose();
             if pw.chars().count() < self.config.min_password_len || pw.len() > MAX_PASSWORD_LEN {
                 return Err(IdentityError::invalid(
@@ -543,8 +548,7 @@ pub(crate) fn normalise_username(name: &str) -> Option<String> {
     let ok = !n.is_empty()
         && n.len() <= MAX_USERNAME_LEN
         && n.starts_with(|c: char| c.is_ascii_alphanumeric())
-        && n
-            .chars()
+        && n.chars()
             .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, '.' | '_' | '-'));
     ok.then_some(n)
 }
@@ -643,7 +647,10 @@ mod tests {
     #[test]
     fn usernames() {
         assert_eq!(normalise_username("Alice"), Some("alice".into()));
-        assert_eq!(normalise_username("bob.smith_2-x"), Some("bob.smith_2-x".into()));
+        assert_eq!(
+            normalise_username("bob.smith_2-x"),
+            Some("bob.smith_2-x".into())
+        );
         for bad in ["", ".alice", "-x", "a b", "a/b", "ä", &"a".repeat(65)] {
             assert_eq!(normalise_username(bad), None, "{bad}");
         }

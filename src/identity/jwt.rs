@@ -104,7 +104,9 @@ fn map_jwt_error(e: &jsonwebtoken::errors::Error) -> IdentityError {
         ErrorKind::InvalidAlgorithm => IdentityError::UnsupportedAlgorithm("not EdDSA".to_owned()),
         ErrorKind::ExpiredSignature => IdentityError::Expired,
         ErrorKind::ImmatureSignature => IdentityError::NotYetValid,
-        ErrorKind::MissingRequiredClaim(_) => IdentityError::InvalidToken("a required claim is missing"),
+        ErrorKind::MissingRequiredClaim(_) => {
+            IdentityError::InvalidToken("a required claim is missing")
+        }
         _ => IdentityError::InvalidToken("malformed token"),
     }
 }
@@ -162,7 +164,14 @@ mod tests {
         );
         let no_kid = format!("{}.{payload}.c2ln", b64(r#"{"alg":"EdDSA"}"#));
         assert!(matches!(peek(&no_kid), Err(IdentityError::InvalidToken(_))));
-        for junk in ["", "a", "a.b", "a.b.c.d", "!!.!!.!!", &"x".repeat(MAX_TOKEN_LEN + 1)] {
+        for junk in [
+            "",
+            "a",
+            "a.b",
+            "a.b.c.d",
+            "!!.!!.!!",
+            &"x".repeat(MAX_TOKEN_LEN + 1),
+        ] {
             assert!(peek(junk).is_err(), "{junk}");
         }
         let ok = format!("{}.{payload}.c2ln", b64(r#"{"alg":"EdDSA","kid":"k1"}"#));

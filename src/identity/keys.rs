@@ -187,7 +187,10 @@ pub(crate) struct KeyRing {
 impl std::fmt::Debug for KeyRing {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("KeyRing")
-            .field("kids", &self.entries.iter().map(|e| &e.kid).collect::<Vec<_>>())
+            .field(
+                "kids",
+                &self.entries.iter().map(|e| &e.kid).collect::<Vec<_>>(),
+            )
             .field("path", &self.path)
             .finish()
     }
@@ -344,7 +347,9 @@ impl KeyRing {
 fn load(path: &Path) -> Result<Vec<KeyEntry>, IdentityError> {
     let meta = fs::metadata(path).map_err(|e| store_err("cannot read the key file", e))?;
     if meta.len() > MAX_KEY_FILE_LEN {
-        return Err(IdentityError::KeyStore("the key file is too large".to_owned()));
+        return Err(IdentityError::KeyStore(
+            "the key file is too large".to_owned(),
+        ));
     }
     warn_if_readable_by_others(path, &meta);
     let bytes = fs::read(path).map_err(|e| store_err("cannot read the key file", e))?;
@@ -386,7 +391,10 @@ fn load(path: &Path) -> Result<Vec<KeyEntry>, IdentityError> {
 #[cfg(unix)]
 fn create_private_dir(dir: &Path) -> std::io::Result<()> {
     use std::os::unix::fs::DirBuilderExt;
-    fs::DirBuilder::new().recursive(true).mode(0o700).create(dir)
+    fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
 }
 
 #[cfg(not(unix))]

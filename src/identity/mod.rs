@@ -157,10 +157,10 @@ mod interceptor;
 mod jwt;
 mod keys;
 mod model;
-mod verifier;
-mod wire;
 #[cfg(test)]
 mod tests;
+mod verifier;
+mod wire;
 
 pub use self::cache::AssertionCheck;
 pub use self::config::{
@@ -180,9 +180,9 @@ pub use self::idp::{
 pub use self::interceptor::{IdentityInterceptor, INTERCEPTOR_NAME};
 pub use self::keys::{Jwk, JwkSet, KEY_FILE_NAME};
 pub use self::model::{
-    Claims, DeviceCredentials, IdentityAssertion, IssuedToken, Profile, Secret, TokenUse,
-    UserInfo, UserProfile, VerifiedIdentity, MAX_AVATAR_LEN, MAX_LABEL_LEN,
-    MAX_PROFILE_FIELD_LEN, MAX_USERNAME_LEN,
+    Claims, DeviceCredentials, IdentityAssertion, IssuedToken, Profile, Secret, TokenUse, UserInfo,
+    UserProfile, VerifiedIdentity, MAX_AVATAR_LEN, MAX_LABEL_LEN, MAX_PROFILE_FIELD_LEN,
+    MAX_USERNAME_LEN,
 };
 pub use self::verifier::TokenVerifier;
 pub use crate::domain_registry::{Clock, ManualClock, SystemClock};

@@ -8,8 +8,8 @@ use hyperty_actors::address::{HypertyUrl, UserUrl};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
-use crate::domain_registry::Clock;
 use super::error::IdentityError;
+use crate::domain_registry::Clock;
 
 /// Longest profile field (`cn`, `email`, `locale`), characters.
 pub const MAX_PROFILE_FIELD_LEN: usize = 256;
@@ -324,13 +324,13 @@ impl VerifiedIdentity {
                 "the user does not belong to the issuing provider",
             ));
         }
-        let hyperty = match &claims.hyperty {
-            Some(h) => Some(
-                h.parse::<HypertyUrl>()
-                    .map_err(|_| IdentityError::InvalidToken("hyperty claim is not a hyperty URL"))?,
-            ),
-            None => None,
-        };
+        let hyperty =
+            match &claims.hyperty {
+                Some(h) => Some(h.parse::<HypertyUrl>().map_err(|_| {
+                    IdentityError::InvalidToken("hyperty claim is not a hyperty URL")
+                })?),
+                None => None,
+            };
         Ok(VerifiedIdentity {
             user,
             idp: idp.to_owned(),
@@ -354,11 +354,7 @@ pub(crate) fn secs(t: SystemTime) -> u64 {
 /// A short text field: non-empty, bounded, no control characters or whitespace
 /// at the ends.
 pub(crate) fn check_label(field: &str, v: &str, max: usize) -> Result<(), IdentityError> {
-    if v.is_empty()
-        || v.chars().count() > max
-        || v.chars().any(char::is_control)
-        || v.trim() != v
-    {
+    if v.is_empty() || v.chars().count() > max || v.chars().any(char::is_control) || v.trim() != v {
         return Err(IdentityError::invalid(
             field,
             "a non-empty short text without control characters",

@@ -83,7 +83,10 @@ fn genuine_tokens_pass_and_forged_ones_fail() {
     let a = idp.sign_for_test(&idp.claims_for_test("user://a.org/alice", TokenUse::Assertion));
     assert!(matches!(
         v.verify_token(&a),
-        Err(IdentityError::WrongTokenUse { found: "assertion", .. })
+        Err(IdentityError::WrongTokenUse {
+            found: "assertion",
+            ..
+        })
     ));
     assert!(matches!(
         v.verify_device_token(&token),
@@ -117,10 +120,14 @@ fn algorithm_confusion_is_refused() {
     let v = idp.verifier();
     let jwks = v.jwks();
     let jwk = &jwks.keys[0];
-    let claims = serde_json::to_value(idp.claims_for_test("user://a.org/alice", TokenUse::Id))
-        .unwrap();
+    let claims =
+        serde_json::to_value(idp.claims_for_test("user://a.org/alice", TokenUse::Id)).unwrap();
 
-    let none = format!("{}.{}.", b64(&json!({"alg": "none", "kid": jwk.kid})), b64(&claims));
+    let none = format!(
+        "{}.{}.",
+        b64(&json!({"alg": "none", "kid": jwk.kid})),
+        b64(&claims)
+    );
     assert_eq!(
         v.verify_token(&none),
         Err(IdentityError::UnsupportedAlgorithm("none".into()))
@@ -210,10 +217,16 @@ async fn wire_requests() {
     assert_eq!(code(&r), Some(200), "{r:?}");
     assert_eq!(r.id, 1);
     assert_eq!(r.from.as_str(), "domain-idp://a.org");
-    assert_eq!(r.body.value.as_ref().unwrap()["userURL"], "user://a.org/alice");
+    assert_eq!(
+        r.body.value.as_ref().unwrap()["userURL"],
+        "user://a.org/alice"
+    );
 
     // 400: no method, no params, unknown method, not an execute
-    assert_eq!(code(&ask(execute(2, None, Some(json!({})))).await), Some(400));
+    assert_eq!(
+        code(&ask(execute(2, None, Some(json!({})))).await),
+        Some(400)
+    );
     assert_eq!(code(&ask(execute(3, Some("login"), None)).await), Some(400));
     assert_eq!(
         code(&ask(execute(4, Some("selfDestruct"), Some(json!({})))).await),
@@ -223,7 +236,12 @@ async fn wire_requests() {
     read.kind = MessageType::Read;
     assert_eq!(code(&ask(read).await), Some(400));
     // malformed params: the answer does not echo them
-    let r = ask(execute(6, Some("login"), Some(json!({"username": 1, "password": "s3cret-pw"})))).await;
+    let r = ask(execute(
+        6,
+        Some("login"),
+        Some(json!({"username": 1, "password": "s3cret-pw"})),
+    ))
+    .await;
     assert_eq!(code(&r), Some(400));
     assert!(!r.to_json().contains("s3cret-pw"));
 
@@ -291,7 +309,12 @@ async fn wire_requests() {
     assert_eq!(code(&r), Some(200));
     assert_eq!(r.body.value.unwrap()["loginUrl"], "/idp/login");
 
-    let r = ask(execute(14, Some("registerDevice"), Some(json!({"label": "tv"})))).await;
+    let r = ask(execute(
+        14,
+        Some("registerDevice"),
+        Some(json!({"label": "tv"})),
+    ))
+    .await;
     let d = r.body.value.unwrap();
     let r = ask(execute(
         15,
@@ -308,7 +331,10 @@ async fn wire_requests() {
     .await;
     assert_eq!(code(&r), Some(401));
     let r = ask(execute(17, Some("getJwks"), Some(json!({})))).await;
-    assert_eq!(r.body.value.unwrap()["keys"].as_array().map(Vec::len), Some(1));
+    assert_eq!(
+        r.body.value.unwrap()["keys"].as_array().map(Vec::len),
+        Some(1)
+    );
 }
 
 #[actix::test]

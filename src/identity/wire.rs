@@ -11,7 +11,9 @@ use tracing::debug;
 
 use super::config::DEFAULT_ASSERTION_AUDIENCE;
 use super::error::IdentityError;
-use super::idp::{DeviceToken, IdentityProvider, IssueAssertion, Login, RegisterDevice, RegisterUser};
+use super::idp::{
+    DeviceToken, IdentityProvider, IssueAssertion, Login, RegisterDevice, RegisterUser,
+};
 use super::model::{Profile, Secret};
 
 type Reply = ResponseActFuture<IdentityProvider, Message>;
