@@ -221,6 +221,17 @@ async fn users_register_and_log_in_over_http() {
     )
     .await;
     assert_eq!(s, 200);
+    let resp = awc::Client::default()
+        .get(format!("{}/.well-known/jwks.json", a.base))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        resp.headers()
+            .get("cache-control")
+            .and_then(|h| h.to_str().ok()),
+        Some("public, max-age=300")
+    );
     let keys = jwks["keys"].as_array().unwrap();
     assert_eq!(keys.len(), 1);
     assert_eq!(keys[0]["kty"], "OKP");
@@ -434,14 +445,13 @@ async fn a_restarted_provider_reuses_its_keys() {
 async fn devices_register_apart_from_users_and_carry_several_users() {
     let clock = ManualClock::starting_now();
     let a = serve("a.org", fast(None), &clock);
-    let (s, d) = http(
-        "POST",
-        &format!("{}/idp/devices", a.base),
-        None,
-        Some(json!({"label": "tv"})),
-    )
-    .await;
+    let devices = format!("{}/idp/devices", a.base);
+    let (s, d) = http("POST", &devices, None, Some(json!({"label": "tv"}))).await;
     assert_eq!(s, 201);
+    let (s, _) = http("POST", &devices, None, None).await;
+    assert_eq!(s, 201, "the label is optional");
+    let (s, _) = http("POST", &devices, None, Some(json!({"label": 5}))).await;
+    assert_eq!(s, 400);
     let token_url = format!("{}/idp/devices/token", a.base);
     let (s, _) = http(
         "POST",

@@ -11,7 +11,8 @@ use serde_json::json;
 use super::config::DEFAULT_ASSERTION_AUDIENCE;
 use super::error::IdentityError;
 use super::idp::{
-    DeviceToken, IdentityProvider, IssueAssertion, Jwks, Login, RegisterDevice, RegisterUser,
+    DeviceToken, IdentityProvider, IssueAssertion, Login, PublishedJwks, RegisterDevice,
+    RegisterUser,
 };
 use super::model::{Profile, Secret};
 
@@ -102,9 +103,8 @@ async fn not_found() -> HttpResponse {
 }
 
 async fn jwks(idp: Idp) -> HttpResponse {
-    let max_age = 300;
-    match idp.send(Jwks).await {
-        Ok(set) => HttpResponse::Ok()
+    match idp.send(PublishedJwks).await {
+        Ok((set, max_age)) => HttpResponse::Ok()
             .insert_header((header::CACHE_CONTROL, format!("public, max-age={max_age}")))
             .json(set),
         Err(e) => error(&e.into()),
@@ -162,14 +162,25 @@ async fn login(idp: Idp, body: web::Json<Credentials>) -> HttpResponse {
     })
 }
 
-#[derive(Deserialize, Default)]
+#[derive(Deserialize)]
 struct NewDevice {
     #[serde(default)]
     label: Option<String>,
 }
 
-async fn register_device(idp: Idp, body: Option<web::Json<NewDevice>>) -> HttpResponse {
-    let label = body.map(|b| b.into_inner()).unwrap_or_default().label;
+/// `POST /idp/devices` takes an empty body or `{label?}`.
+async fn register_device(idp: Idp, body: web::Bytes) -> HttpResponse {
+    if body.len() > MAX_HTTP_BODY {
+        return error(&IdentityError::invalid("body", "at most 16 KiB"));
+    }
+    let label = if body.iter().all(u8::is_ascii_whitespace) {
+        None
+    } else {
+        match serde_json::from_slice::<NewDevice>(&body) {
+            Ok(d) => d.label,
+            Err(_) => return error(&IdentityError::invalid("body", "{label?}")),
+        }
+    };
     let sent = idp.send(RegisterDevice { label }).await;
     answer(sent, StatusCode::CREATED, |d| {
         json!({

@@ -109,6 +109,11 @@ pub struct RotateKeys;
 #[rtype(result = "JwkSet")]
 pub struct Jwks;
 
+/// The JWK set and how long HTTP caches may keep it (for the HTTP route).
+#[derive(Debug, Clone, Copy, actix::Message)]
+#[rtype(result = "(JwkSet, u64)")]
+pub(crate) struct PublishedJwks;
+
 /// A reTHINK message to `domain-idp://<D>` (see the module docs), already parsed
 /// by the node. Answered with the response message.
 #[derive(Debug, Clone, actix::Message)]
@@ -630,6 +635,15 @@ impl Handler<Jwks> for IdentityProvider {
     }
 }
 
+impl Handler<PublishedJwks> for IdentityProvider {
+    type Result = MessageResult<PublishedJwks>;
+
+    fn handle(&mut self, _: PublishedJwks, _: &mut Context<Self>) -> Self::Result {
+        self.prune_keys();
+        MessageResult((self.verifier.jwks(), self.config.jwks_max_age_secs))
+    }
+}
+
 impl Handler<IdpRequest> for IdentityProvider {
     type Result = ResponseActFuture<Self, Message>;
 
@@ -654,6 +668,19 @@ mod tests {
         for bad in ["", ".alice", "-x", "a b", "a/b", "ä", &"a".repeat(65)] {
             assert_eq!(normalise_username(bad), None, "{bad}");
         }
+    }
+
+    #[test]
+    fn concurrent_hashes_are_bounded() {
+        let cfg = IdpConfig {
+            max_concurrent_hashes: 1,
+            ..IdpConfig::default()
+        };
+        let mut idp = IdentityProvider::new("a.org", cfg).unwrap();
+        assert!(idp.begin_hash().is_ok());
+        assert_eq!(idp.begin_hash(), Err(IdentityError::Busy));
+        idp.end_hash();
+        assert!(idp.begin_hash().is_ok());
     }
 
     #[test]
