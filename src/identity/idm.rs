@@ -575,8 +575,7 @@ impl IdentityModule {
                 }))
             }
             other => {
-                let mut name = other.to_owned();
-                name.truncate(64);
+                let name = super::verifier::short(other);
                 let e = IdentityError::Unsupported(format!("method {name:?}"));
                 ready(error_response(&req, &e))
             }

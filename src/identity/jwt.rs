@@ -69,8 +69,7 @@ pub(crate) fn peek(token: &str) -> Result<Peeked, IdentityError> {
     };
     let header: RawHeader = segment(header)?;
     if header.alg != "EdDSA" {
-        let mut alg = header.alg;
-        alg.truncate(16);
+        let alg = header.alg.chars().take(16).collect();
         return Err(IdentityError::UnsupportedAlgorithm(alg));
     }
     let kid = header
@@ -164,6 +163,14 @@ mod tests {
         );
         let no_kid = format!("{}.{payload}.c2ln", b64(r#"{"alg":"EdDSA"}"#));
         assert!(matches!(peek(&no_kid), Err(IdentityError::InvalidToken(_))));
+        // a long multi-byte alg is cut on a character boundary
+        let long = format!(
+            "{}.{payload}.c2ln",
+            b64(&format!(r#"{{"alg":"{}"}}"#, "é".repeat(40)))
+        );
+        assert!(
+            matches!(peek(&long), Err(IdentityError::UnsupportedAlgorithm(a)) if a.chars().count() == 16)
+        );
         for junk in [
             "",
             "a",

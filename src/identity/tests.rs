@@ -232,6 +232,11 @@ async fn wire_requests() {
         code(&ask(execute(4, Some("selfDestruct"), Some(json!({})))).await),
         Some(400)
     );
+    let long = "ü".repeat(100);
+    assert_eq!(
+        code(&ask(execute(4, Some(&long), Some(json!({})))).await),
+        Some(400)
+    );
     let mut read = execute(5, Some("login"), Some(json!({})));
     read.kind = MessageType::Read;
     assert_eq!(code(&ask(read).await), Some(400));
@@ -377,4 +382,32 @@ async fn tables_are_bounded() {
         idp.send(short).await.unwrap(),
         Err(IdentityError::InvalidField { .. })
     ));
+}
+
+mod fuzz {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn segment() -> impl Strategy<Value = String> {
+        prop_oneof![
+            "[A-Za-z0-9_-]{0,40}",
+            Just(URL_SAFE_NO_PAD.encode(r#"{"alg":"EdDSA","kid":"k"}"#)),
+            Just(URL_SAFE_NO_PAD.encode(r#"{"alg":"none"}"#)),
+            Just(URL_SAFE_NO_PAD.encode(r#"{"iss":"domain-idp://a.org","exp":1}"#)),
+            Just(URL_SAFE_NO_PAD.encode("[]")),
+        ]
+    }
+
+    proptest! {
+        #[test]
+        fn verifiers_never_panic(s in "\\PC{0,300}", parts in prop::collection::vec(segment(), 0..5)) {
+            let clock = ManualClock::starting_now();
+            let idp = provider(&clock);
+            let v = idp.verifier();
+            prop_assert!(v.verify_token(&s).is_err());
+            let joined = parts.join(".");
+            prop_assert!(v.verify_token(&joined).is_err());
+            prop_assert!(v.verify_assertion(&joined, DEFAULT_ASSERTION_AUDIENCE).is_err());
+        }
+    }
 }

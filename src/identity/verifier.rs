@@ -171,7 +171,8 @@ impl TokenVerifier {
     }
 }
 
-/// A `kid` shortened for error texts.
+/// A `kid` or name from the wire, shortened (on a character boundary) for
+/// error texts.
 pub(crate) fn short(kid: &str) -> String {
     kid.chars().take(64).collect()
 }

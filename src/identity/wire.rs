@@ -276,8 +276,7 @@ pub(crate) fn handle(idp: &mut IdentityProvider, req: Message) -> Reply {
             Ok(serde_json::to_value(idp.verifier().jwks()).unwrap_or_default()),
         ),
         other => {
-            let mut name = other.to_owned();
-            name.truncate(64);
+            let name = super::verifier::short(other);
             ready(
                 &req,
                 Err(IdentityError::Unsupported(format!("method {name:?}"))),
