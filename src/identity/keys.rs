@@ -554,6 +554,16 @@ mod tests {
             .map(|e| e.unwrap().file_name())
             .collect();
         assert_eq!(names.len(), 1, "{names:?}");
+        // a rotation is saved: both keys come back, the new one current
+        let mut ring = again;
+        let new = ring.rotate(30, 100, 8).unwrap();
+        let reopened = KeyRing::open(Some(&dir), 40).unwrap();
+        assert_eq!(reopened.len(), 2);
+        assert_eq!(reopened.current().unwrap().kid, new);
+        assert!(reopened.public_keys().unwrap().get(&kid, 130).is_some());
+        // once the retired key's tokens have expired it is dropped at load
+        let later = KeyRing::open(Some(&dir), 131).unwrap();
+        assert_eq!(later.len(), 1);
         fs::write(dir.join(KEY_FILE_NAME), b"{not json").unwrap();
         assert!(matches!(
             KeyRing::open(Some(&dir), 30),
