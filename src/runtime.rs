@@ -9,6 +9,8 @@
 //!       └── one Sandbox per service provider, each on its own arbiter (thread)
 //!            └── hyperties (restarted per their RestartPolicy)
 //! protocol stubs added with RuntimeHandle::add_stub run on the calling arbiter.
+//! with RuntimeConfig::identity: IdentityModule (calling arbiter) at <runtimeURL>/idm,
+//!   plus its identity interceptor on the bus (see crate::identity).
 //! ```
 //!
 //! Nothing is global: several runtimes can live in one process and never see each
@@ -230,6 +232,9 @@ impl RuntimeHandle {
             Ok(Err(e)) => RuntimeError::from(e),
             Err(_) => RuntimeError::Unavailable("sandbox"),
         };
+        if let Some(idm) = &self.idm {
+            idm.hyperty_stopped(&reg.url);
+        }
         let _ = self.registry.send(UnregisterHyperty(reg.url)).await;
         Err(started)
     }
