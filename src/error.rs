@@ -23,6 +23,9 @@ pub enum RuntimeError {
     /// The bus refused.
     #[error(transparent)]
     Bus(#[from] BusError),
+    /// The identity module refused (e.g. binding a user who is not logged in).
+    #[error(transparent)]
+    Identity(#[from] crate::identity::IdentityError),
     /// A runtime component stopped.
     #[error("runtime component {0} is not running")]
     Unavailable(&'static str),
@@ -36,6 +39,7 @@ impl ToResponseCode for RuntimeError {
             RuntimeError::Sandbox(e) => e.response_code(),
             RuntimeError::Bus(e) => e.response_code(),
             RuntimeError::Stub(_) => ResponseCode::GatewayTimeout,
+            RuntimeError::Identity(e) => e.response_code(),
             RuntimeError::Unavailable(_) => ResponseCode::InternalError,
         }
     }

@@ -9,6 +9,8 @@
 //!       └── one Sandbox per service provider, each on its own arbiter (thread)
 //!            └── hyperties (restarted per their RestartPolicy)
 //! protocol stubs added with RuntimeHandle::add_stub run on the calling arbiter.
+//! with RuntimeConfig::identity: IdentityModule (calling arbiter) at <runtimeURL>/idm,
+//!   plus its identity interceptor on the bus (see crate::identity).
 //! ```
 //!
 //! Nothing is global: several runtimes can live in one process and never see each
@@ -62,6 +64,7 @@ pub use hyperty_actors::registry::RegistryConfig;
 
 use crate::bridge::{BridgeConfig, ClaimAddresses, NodeStub};
 use crate::error::RuntimeError;
+use crate::identity::{IdmConfig, IdmHandle};
 
 /// Configuration of one runtime.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -76,6 +79,8 @@ pub struct RuntimeConfig {
     pub sandbox: SandboxConfig,
     /// Registry limits.
     pub registry: RegistryConfig,
+    /// The Identity Module at `<runtimeURL>/idm`; `None`: no identities.
+    pub identity: Option<IdmConfig>,
 }
 
 impl RuntimeConfig {
@@ -87,6 +92,7 @@ impl RuntimeConfig {
             bus: BusConfig::default(),
             sandbox: SandboxConfig::default(),
             registry: RegistryConfig::default(),
+            identity: None,
         }
     }
 }
@@ -107,8 +113,17 @@ impl Runtime {
         let bus = MessageBus::start(url.clone(), config.bus, stubs.clone());
         let registry =
             RuntimeRegistry::new(bus.clone(), stubs, config.registry, config.sandbox).start();
+        let idm = match config.identity {
+            Some(c) => Some(IdmHandle::start(bus.clone(), c)?),
+            None => None,
+        };
         tracing::info!(runtime = %url, "runtime started");
-        Ok(RuntimeHandle { url, bus, registry })
+        Ok(RuntimeHandle {
+            url,
+            bus,
+            registry,
+            idm,
+        })
     }
 }
 
@@ -118,6 +133,7 @@ pub struct RuntimeHandle {
     url: RuntimeUrl,
     bus: Bus,
     registry: Addr<RuntimeRegistry>,
+    idm: Option<IdmHandle>,
 }
 
 impl fmt::Debug for RuntimeHandle {
@@ -181,6 +197,11 @@ impl RuntimeHandle {
         &self.registry
     }
 
+    /// The Identity Module, if [`RuntimeConfig::identity`] was set.
+    pub fn idm(&self) -> Option<&IdmHandle> {
+        self.idm.as_ref()
+    }
+
     /// Registers a hyperty, starts it in its provider's sandbox and returns its
     /// address once it listens.
     pub async fn spawn_hyperty(&self, spec: HypertySpec) -> Result<HypertyUrl, RuntimeError> {
@@ -193,6 +214,12 @@ impl RuntimeHandle {
             })
             .await
             .map_err(|_| RuntimeError::Unavailable("registry"))??;
+        if let Some(idm) = &self.idm {
+            if let Err(e) = idm.hyperty_registered(&reg.url, spec.user()).await {
+                let _ = self.registry.send(UnregisterHyperty(reg.url)).await;
+                return Err(e.into());
+            }
+        }
         let started = match reg
             .sandbox
             .send(StartHyperty {
@@ -205,12 +232,18 @@ impl RuntimeHandle {
             Ok(Err(e)) => RuntimeError::from(e),
             Err(_) => RuntimeError::Unavailable("sandbox"),
         };
+        if let Some(idm) = &self.idm {
+            idm.hyperty_stopped(&reg.url);
+        }
         let _ = self.registry.send(UnregisterHyperty(reg.url)).await;
         Err(started)
     }
 
     /// Stops and unregisters a hyperty.
     pub async fn stop_hyperty(&self, url: &HypertyUrl) -> Result<(), RuntimeError> {
+        if let Some(idm) = &self.idm {
+            idm.hyperty_stopped(url);
+        }
         self.registry
             .send(UnregisterHyperty(url.clone()))
             .await

@@ -1,0 +1,286 @@
+//! reTHINK messages to `domain-idp://<D>`: `execute {method, params}` mapped onto
+//! the provider's typed messages.
+
+use actix::prelude::{ActorFutureExt, ResponseActFuture};
+use hyperty_actors::error::error_response;
+use hyperty_actors::message::{Message, MessageType, ResponseCode};
+use serde::de::DeserializeOwned;
+use serde::Deserialize;
+use serde_json::{json, Map, Value};
+use tracing::debug;
+
+use super::config::DEFAULT_ASSERTION_AUDIENCE;
+use super::error::IdentityError;
+use super::idp::{
+    DeviceToken, IdentityProvider, IssueAssertion, Login, RegisterDevice, RegisterUser,
+};
+use super::model::{Profile, Secret};
+
+type Reply = ResponseActFuture<IdentityProvider, Message>;
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct LoginParams {
+    username: String,
+    password: Secret,
+    #[serde(default)]
+    device_token: Option<Secret>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct RegisterParams {
+    username: String,
+    password: Secret,
+    #[serde(default)]
+    profile: Profile,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct RegisterDeviceParams {
+    #[serde(default)]
+    label: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct DeviceTokenParams {
+    device: String,
+    secret: Secret,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct GenerateParams {
+    #[serde(default)]
+    id_token: Option<Secret>,
+    #[serde(default)]
+    hyperty: Option<String>,
+    /// The reference name of what the assertion is about.
+    #[serde(default)]
+    contents: Option<String>,
+    #[serde(default)]
+    audience: Option<String>,
+    /// The reference name of the audience.
+    #[serde(default)]
+    origin: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct ValidateParams {
+    assertion: String,
+    #[serde(default)]
+    audience: Option<String>,
+    #[serde(default)]
+    origin: Option<String>,
+}
+
+fn params<T: DeserializeOwned>(params: &Value, shape: &'static str) -> Result<T, IdentityError> {
+    // serde's message could quote a password: name the expected shape instead
+    serde_json::from_value(params.clone()).map_err(|_| IdentityError::invalid("params", shape))
+}
+
+fn done(req: &Message, result: Result<Value, IdentityError>) -> Message {
+    match result {
+        Ok(value) => req.reply_value(ResponseCode::Ok, value),
+        Err(e) => {
+            debug!(id = req.id, error = %e, "identity provider request refused");
+            error_response(req, &e)
+        }
+    }
+}
+
+fn ready(req: &Message, result: Result<Value, IdentityError>) -> Reply {
+    Box::pin(actix::fut::ready(done(req, result)))
+}
+
+/// The `method` and `params` of an `execute`.
+pub(crate) fn method_of(req: &Message) -> Result<(&str, &Value), IdentityError> {
+    if req.kind != MessageType::Execute {
+        return Err(IdentityError::Unsupported(format!(
+            "{} (domain-idp takes execute)",
+            req.kind
+        )));
+    }
+    let extra: &Map<String, Value> = &req.body.extra;
+    let method = extra
+        .get("method")
+        .ok_or(IdentityError::missing("method"))?
+        .as_str()
+        .ok_or(IdentityError::invalid("method", "a string"))?;
+    let params = extra
+        .get("params")
+        .filter(|p| p.is_object())
+        .ok_or(IdentityError::missing("params"))?;
+    Ok((method, params))
+}
+
+/// Answers one request (rethink-wire.md §7).
+pub(crate) fn handle(idp: &mut IdentityProvider, req: Message) -> Reply {
+    let (method, p) = match method_of(&req) {
+        Ok(v) => v,
+        Err(e) => return ready(&req, Err(e)),
+    };
+    match method {
+        "login" => {
+            let m = match params::<LoginParams>(p, "{username, password[, deviceToken]}") {
+                Ok(m) => m,
+                Err(e) => return ready(&req, Err(e)),
+            };
+            let fut = idp.login(Login {
+                username: m.username,
+                password: m.password,
+                device: m.device_token,
+            });
+            Box::pin(fut.map(move |res, _, _| {
+                done(
+                    &req,
+                    res.map(|t| {
+                        json!({
+                            "idToken": t.token.expose(),
+                            "tokenType": "Bearer",
+                            "expires": t.claims.exp,
+                            "userURL": t.claims.sub,
+                        })
+                    }),
+                )
+            }))
+        }
+        "registerUser" => {
+            let m = match params::<RegisterParams>(p, "{username, password[, profile]}") {
+                Ok(m) => m,
+                Err(e) => return ready(&req, Err(e)),
+            };
+            let fut = idp.register_user(RegisterUser {
+                username: m.username,
+                password: m.password,
+                profile: m.profile,
+            });
+            Box::pin(fut.map(move |res, _, _| {
+                done(
+                    &req,
+                    res.map(|u| serde_json::to_value(u).unwrap_or_default()),
+                )
+            }))
+        }
+        "generateAssertion" => {
+            let result = (|| {
+                let m = params::<GenerateParams>(p, "{idToken, hyperty[, audience]}")?;
+                let id_token = m
+                    .id_token
+                    .or_else(|| {
+                        req.body
+                            .extra
+                            .get("idToken")
+                            .and_then(Value::as_str)
+                            .map(Secret::from)
+                    })
+                    .ok_or(IdentityError::missing("params.idToken"))?;
+                let hyperty = m
+                    .hyperty
+                    .or(m.contents)
+                    .ok_or(IdentityError::missing("params.hyperty"))?
+                    .parse()
+                    .map_err(|_| IdentityError::invalid("params.hyperty", "a hyperty URL"))?;
+                let audience = m
+                    .audience
+                    .or(m.origin)
+                    .unwrap_or_else(|| DEFAULT_ASSERTION_AUDIENCE.to_owned());
+                let a = idp.issue_assertion(&IssueAssertion {
+                    id_token,
+                    hyperty,
+                    audience,
+                })?;
+                Ok(json!({
+                    "assertion": a.assertion,
+                    "idp": a.idp,
+                    "userProfile": a.user_profile,
+                    "hyperty": a.hyperty,
+                    "expires": a.expires,
+                    "identity": a.to_identity(),
+                }))
+            })();
+            ready(&req, result)
+        }
+        "validateAssertion" => {
+            let result = (|| {
+                let m = params::<ValidateParams>(p, "{assertion[, audience]}")?;
+                let audience = m
+                    .audience
+                    .or(m.origin)
+                    .unwrap_or_else(|| DEFAULT_ASSERTION_AUDIENCE.to_owned());
+                let v = idp.verifier().verify_assertion(&m.assertion, &audience)?;
+                Ok(json!({
+                    "identity": v.user,
+                    "contents": v.hyperty,
+                    "userProfile": v.user_profile,
+                    "idp": v.idp,
+                    "expires": v.expires,
+                }))
+            })();
+            ready(&req, result)
+        }
+        "registerDevice" => {
+            let result = params::<RegisterDeviceParams>(p, "{[label]}")
+                .and_then(|m| idp.register_device(RegisterDevice { label: m.label }))
+                .map(|d| {
+                    json!({
+                        "device": d.device,
+                        "secret": d.secret.expose(),
+                        "runtimeURL": d.runtime,
+                    })
+                });
+            ready(&req, result)
+        }
+        "deviceToken" => {
+            let result = params::<DeviceTokenParams>(p, "{device, secret}")
+                .and_then(|m| {
+                    idp.device_token(&DeviceToken {
+                        device: m.device,
+                        secret: m.secret,
+                    })
+                })
+                .map(|t| {
+                    json!({
+                        "deviceToken": t.token.expose(),
+                        "tokenType": "Bearer",
+                        "expires": t.claims.exp,
+                        "runtimeURL": t.claims.sub,
+                    })
+                });
+            ready(&req, result)
+        }
+        "getLoginEndpoint" => {
+            let base = idp
+                .config()
+                .public_url
+                .as_deref()
+                .unwrap_or("")
+                .trim_end_matches('/')
+                .to_owned();
+            ready(
+                &req,
+                Ok(json!({
+                    "loginUrl": format!("{base}/idp/login"),
+                    "method": "POST",
+                    "registerUrl": format!("{base}/idp/users"),
+                    "jwksUrl": format!("{base}/.well-known/jwks.json"),
+                    "issuer": idp.verifier().issuer(),
+                })),
+            )
+        }
+        "getJwks" => ready(
+            &req,
+            Ok(serde_json::to_value(idp.verifier().jwks()).unwrap_or_default()),
+        ),
+        other => {
+            let name = super::verifier::short(other);
+            ready(
+                &req,
+                Err(IdentityError::Unsupported(format!("method {name:?}"))),
+            )
+        }
+    }
+}
