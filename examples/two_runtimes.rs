@@ -7,6 +7,7 @@ use std::net::TcpListener;
 
 use hyperty::bridge::BridgeConfig;
 use hyperty::config::NodeConfig;
+use hyperty::identity::{Login, Profile, RegisterUser, Secret};
 use hyperty::prelude::*;
 use serde_json::json;
 
@@ -60,13 +61,35 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let domain = "example.com";
     let mut cfg = NodeConfig::default();
     cfg.node.domain = domain.to_owned();
+    cfg.identity.data_dir = None; // keys in memory for this demo
     let node = hyperty::node::start(TcpListener::bind("127.0.0.1:0")?, cfg)?;
     println!("node listening on {}", node.ws_url());
 
+    // sessions authenticate: a user registers at the node's identity provider
+    // (also reachable as POST /idp/users and /idp/login) and logs in
+    let idp = node.state().idp();
+    let password = Secret::new("correct horse battery");
+    idp.send(RegisterUser {
+        username: "alice".to_owned(),
+        password: password.clone(),
+        profile: Profile::default(),
+    })
+    .await??;
+    let login = idp
+        .send(Login {
+            username: "alice".to_owned(),
+            password,
+            device: None,
+        })
+        .await??;
+    println!("alice logged in as {}", login.claims.sub);
+    let mut bridge = BridgeConfig::new(node.ws_url());
+    bridge.token = Some(login.token.expose().to_owned());
+
     let a = Runtime::start(RuntimeConfig::new(domain))?;
     let b = Runtime::start(RuntimeConfig::new(domain))?;
-    a.attach_node(BridgeConfig::new(node.ws_url())).await?;
-    b.attach_node(BridgeConfig::new(node.ws_url())).await?;
+    a.attach_node(bridge.clone()).await?;
+    b.attach_node(bridge).await?;
 
     let clock = b
         .spawn_hyperty(HypertySpec::new("clock", domain, |ctx| Clock { ctx }))

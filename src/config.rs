@@ -17,6 +17,38 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 pub use crate::domain_registry::DomainRegistryConfig;
+pub use crate::identity::IdpConfig;
+
+/// Whether `open` must carry a token.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum AuthMode {
+    /// Every session authenticates with an ID or device token (the default).
+    #[default]
+    Required,
+    /// Sessions without a token are anonymous (for clients that cannot carry one,
+    /// such as the reTHINK reference protostubs); a bad token is still refused.
+    Optional,
+}
+
+impl std::str::FromStr for AuthMode {
+    type Err = String;
+    fn from_str(s: &str) -> Result<AuthMode, String> {
+        match s {
+            "required" => Ok(AuthMode::Required),
+            "optional" => Ok(AuthMode::Optional),
+            other => Err(format!("auth must be required or optional, not {other:?}")),
+        }
+    }
+}
+
+/// `[auth]`
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct AuthSection {
+    /// `required` (default) or `optional`.
+    pub mode: AuthMode,
+}
 
 /// The embedded, commented default configuration.
 pub const DEFAULT_TOML: &str = include_str!("default.toml");
@@ -109,6 +141,8 @@ pub struct LimitsSection {
     pub abuse_threshold: u32,
     /// Most concurrent connections from one IP address.
     pub max_sessions_per_ip: usize,
+    /// Most sessions one authenticated user (or device) may hold.
+    pub max_sessions_per_user: usize,
 }
 
 impl Default for LimitsSection {
@@ -118,12 +152,13 @@ impl Default for LimitsSection {
             burst: 20_000,
             abuse_threshold: 1_000,
             max_sessions_per_ip: 10_000,
+            max_sessions_per_user: 100,
         }
     }
 }
 
 /// The whole node configuration.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct NodeConfig {
     /// `[node]`
@@ -134,10 +169,32 @@ pub struct NodeConfig {
     pub allocation: AllocationSection,
     /// `[subscriptions]`
     pub subscriptions: SubscriptionsSection,
+    /// `[auth]`
+    pub auth: AuthSection,
     /// `[limits]`
     pub limits: LimitsSection,
+    /// `[identity]`: the embedded identity provider.
+    pub identity: IdpConfig,
     /// `[registry]`: the embedded domain registry.
     pub registry: DomainRegistryConfig,
+}
+
+impl Default for NodeConfig {
+    fn default() -> Self {
+        NodeConfig {
+            node: NodeSection::default(),
+            session: SessionSection::default(),
+            allocation: AllocationSection::default(),
+            subscriptions: SubscriptionsSection::default(),
+            auth: AuthSection::default(),
+            limits: LimitsSection::default(),
+            identity: IdpConfig {
+                data_dir: Some(std::path::PathBuf::from("data/idp")),
+                ..IdpConfig::default()
+            },
+            registry: DomainRegistryConfig::default(),
+        }
+    }
 }
 
 impl Default for NodeSection {

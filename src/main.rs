@@ -28,6 +28,10 @@ struct Cli {
     /// The domain this node serves.
     #[arg(long, env = "HYPERTY_DOMAIN", global = true)]
     domain: Option<String>,
+    /// `required` (default): every session must open with a token from the node's
+    /// identity provider; `optional`: sessions without one are anonymous.
+    #[arg(long, env = "HYPERTY_AUTH", global = true)]
+    auth: Option<hyperty::config::AuthMode>,
     /// Print the configuration and exit.
     #[arg(long)]
     print_config: bool,
@@ -51,6 +55,9 @@ fn load(cli: &Cli) -> Result<NodeConfig, String> {
     }
     if let Some(d) = &cli.domain {
         cfg.node.domain = d.clone();
+    }
+    if let Some(a) = cli.auth {
+        cfg.auth.mode = a;
     }
     cfg.validate().map_err(|e| e.to_string())?;
     Ok(cfg)
@@ -113,7 +120,10 @@ fn main() -> ExitCode {
         }
     };
     if cli.print_config {
-        let untouched = cli.config.is_none() && cli.listen.is_none() && cli.domain.is_none();
+        let untouched = cli.config.is_none()
+            && cli.listen.is_none()
+            && cli.domain.is_none()
+            && cli.auth.is_none();
         print!(
             "{}",
             if untouched {

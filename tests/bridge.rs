@@ -16,6 +16,8 @@ fn node_on(listener: TcpListener) -> hyperty::node::NodeHandle {
     let mut cfg = hyperty::config::NodeConfig::default();
     cfg.node.domain = D.to_owned();
     cfg.node.workers = 2;
+    cfg.auth.mode = hyperty::config::AuthMode::Optional;
+    cfg.identity.data_dir = None;
     hyperty::node::start(listener, cfg).unwrap()
 }
 

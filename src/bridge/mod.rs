@@ -44,7 +44,8 @@ use tracing::{debug, info, warn};
 pub struct BridgeConfig {
     /// `ws://HOST:PORT/ws`.
     pub url: String,
-    /// Credentials sent in `open` as `body.token` (when the node requires them).
+    /// An ID or device token from the node's identity provider, sent in `open` as
+    /// `body.idToken` (nodes require one unless their `auth.mode` is `optional`).
     pub token: Option<String>,
     /// First reconnect delay; doubles up to `reconnect_max`.
     pub reconnect_initial: Duration,

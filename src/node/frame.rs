@@ -66,6 +66,8 @@ pub struct Header<'a> {
     pub from: Cow<'a, str>,
     /// Recipient(s).
     pub to: ToRef<'a>,
+    /// Byte range of the `body` object in the frame text, if there is one.
+    pub body: Option<(usize, usize)>,
 }
 
 /// What could be read of a frame that failed validation, to address the 400.
@@ -181,13 +183,56 @@ impl<'a> Header<'a> {
                 Err(e) => return fail(e, &partial),
             },
         };
+        let mut body = None;
         if let Some(b) = present(raw.body) {
             if !b.get().starts_with('{') {
                 return fail(wrong("body", "an object"), &partial);
             }
+            // the raw value borrows from `text`: its offset is a pointer difference
+            let start = b.get().as_ptr() as usize - text.as_ptr() as usize;
+            body = Some((start, start + b.get().len()));
         }
-        Ok(Header { id, kind, from, to })
+        Ok(Header {
+            id,
+            kind,
+            from,
+            to,
+            body,
+        })
     }
+}
+
+/// `text` with `"assertedIdentity": <identity>` added as the **last** field of its
+/// body (created if absent), so it wins over any value the sender put there itself:
+/// JSON readers keep the last of duplicate keys. `identity_json` must be a JSON
+/// value (e.g. a quoted string).
+pub fn with_asserted_identity(
+    text: &str,
+    body: Option<(usize, usize)>,
+    identity_json: &str,
+) -> String {
+    let mut out = String::with_capacity(text.len() + identity_json.len() + 32);
+    match body {
+        Some((start, end)) => {
+            let inner_empty = text[start + 1..end - 1].trim().is_empty();
+            out.push_str(&text[..end - 1]);
+            if !inner_empty {
+                out.push(',');
+            }
+            out.push_str("\"assertedIdentity\":");
+            out.push_str(identity_json);
+            out.push_str(&text[end - 1..]);
+        }
+        None => {
+            let close = text.trim_end().len() - 1;
+            out.push_str(&text[..close]);
+            out.push_str(",\"body\":{\"assertedIdentity\":");
+            out.push_str(identity_json);
+            out.push('}');
+            out.push_str(&text[close..]);
+        }
+    }
+    out
 }
 
 #[cfg(test)]
@@ -214,6 +259,35 @@ mod tests {
             h.to.iter().collect::<Vec<_>>(),
             ["hyperty://a.org/2", "comm://a.org/x/changes"]
         );
+    }
+
+    #[test]
+    fn asserted_identity_is_the_last_body_field() {
+        let id = "\"user://a/alice\"";
+        for (frame, expect_value) in [
+            (
+                r#"{"id":1,"type":"update","from":"hyperty://a/1","to":"hyperty://a/2","body":{"value":1}}"#,
+                Some(1),
+            ),
+            (
+                r#"{"id":1,"type":"update","from":"hyperty://a/1","to":"hyperty://a/2","body":{ }}"#,
+                None,
+            ),
+            (
+                r#"{"id":1,"type":"update","from":"hyperty://a/1","to":"hyperty://a/2"}  "#,
+                None,
+            ),
+            (
+                r#"{"id":1,"type":"update","from":"hyperty://a/1","to":"hyperty://a/2","body":{"assertedIdentity":"user://a/mallory","value":1}}"#,
+                Some(1),
+            ),
+        ] {
+            let h = Header::parse(frame).unwrap();
+            let out = with_asserted_identity(frame, h.body, id);
+            let m = Message::parse(&out).unwrap_or_else(|e| panic!("{out}: {e}"));
+            assert_eq!(m.body.extra["assertedIdentity"], "user://a/alice", "{out}");
+            assert_eq!(m.body.value.as_ref().and_then(|v| v.as_i64()), expect_value);
+        }
     }
 
     #[test]

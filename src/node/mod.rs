@@ -38,6 +38,7 @@ use crate::domain_registry::{
     DomainRegistry, DomainRegistryError, RegistryNotification, RuntimeDisconnected,
     RuntimeReconnected, SystemClock,
 };
+use crate::identity::{IdentityError, IdentityProvider, TokenVerifier};
 use allocation::AddressAllocation;
 use router::Router;
 use sessions::Lifecycle;
@@ -56,6 +57,9 @@ pub enum NodeError {
     /// The domain registry refused its configuration.
     #[error(transparent)]
     Registry(#[from] DomainRegistryError),
+    /// The identity provider could not start (configuration, key file).
+    #[error(transparent)]
+    Identity(#[from] IdentityError),
 }
 
 /// Publishes node-originated notifications (registry status changes) to the
@@ -93,6 +97,8 @@ pub struct NodeState {
     pub(crate) allocation: Addr<AddressAllocation>,
     pub(crate) subscriptions: Addr<SubscriptionManager>,
     pub(crate) registry: Addr<DomainRegistry>,
+    pub(crate) idp: Addr<IdentityProvider>,
+    pub(crate) verifier: TokenVerifier,
     pub(crate) config: Arc<NodeConfig>,
 }
 
@@ -105,6 +111,9 @@ impl NodeState {
             &config.node.domain,
             config.session.grace_buffer,
         ));
+        let idp = IdentityProvider::new(&config.node.domain, config.identity.clone())?;
+        let verifier = idp.verifier();
+        let idp = idp.start();
         let allocation = AddressAllocation::new(router.clone(), config.allocation.clone()).start();
         let subscriptions = SubscriptionManager::new(
             router.clone(),
@@ -125,6 +134,7 @@ impl NodeState {
             allocation.clone(),
             subscriptions.clone(),
             config.session.grace_period(),
+            config.limits.max_sessions_per_user,
             Some(registry.clone().recipient()),
         )
         .start();
@@ -135,6 +145,8 @@ impl NodeState {
             allocation,
             subscriptions,
             registry,
+            idp,
+            verifier,
             config: Arc::new(config),
         })
     }
@@ -159,16 +171,25 @@ impl NodeState {
         &self.registry
     }
 
-    /// Mounts the node's routes (`/ws`, `/health`, `/registry/…`) into an actix-web app:
+    /// The embedded identity provider (`domain-idp://<D>`, `/idp/…`,
+    /// `/.well-known/jwks.json`).
+    pub fn idp(&self) -> &Addr<IdentityProvider> {
+        &self.idp
+    }
+
+    /// Mounts the node's routes (`/ws`, `/health`, `/registry/…`, `/idp/…`,
+    /// `/.well-known/jwks.json`) into an actix-web app:
     /// `App::new().configure(state.configure())`.
     pub fn configure(&self) -> impl Fn(&mut web::ServiceConfig) + Clone + Send + 'static {
         let state = self.clone();
         move |cfg: &mut web::ServiceConfig| {
             cfg.app_data(web::Data::new(state.clone()))
                 .app_data(web::Data::new(state.registry.clone()))
+                .app_data(web::Data::new(state.idp.clone()))
                 .route("/ws", web::get().to(crate::server::ws::upgrade))
                 .route("/health", web::get().to(health))
-                .configure(crate::domain_registry::configure);
+                .configure(crate::domain_registry::configure)
+                .configure(crate::identity::configure);
         }
     }
 }

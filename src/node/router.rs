@@ -58,6 +58,8 @@ pub struct Slot {
     pub(crate) conn: Option<Recipient<Outbound>>,
     pub(crate) kicker: Option<Recipient<Kick>>,
     pub(crate) runtime: Option<Arc<str>>,
+    /// The authenticated identity (user or device URL) of the session.
+    pub(crate) identity: Option<Arc<str>>,
     pub(crate) lost_since: Option<Instant>,
     pub(crate) kicked: AtomicBool,
     pub(crate) buffer: Mutex<VecDeque<ByteString>>,
@@ -70,6 +72,7 @@ impl Slot {
             conn: Some(conn),
             kicker: Some(kicker),
             runtime: None,
+            identity: None,
             lost_since: None,
             kicked: AtomicBool::new(false),
             buffer: Mutex::new(VecDeque::new()),
@@ -104,6 +107,8 @@ pub struct NodeStats {
     pub rate_limited: AtomicU64,
     /// Sessions closed for sustained abuse.
     pub abusive: AtomicU64,
+    /// `open`s refused with 401.
+    pub unauthorised: AtomicU64,
 }
 
 /// A snapshot of [`NodeStats`], as served on `/health`.
@@ -133,6 +138,8 @@ pub struct StatsSnapshot {
     pub rate_limited: u64,
     /// Sessions closed for sustained abuse.
     pub abusive: u64,
+    /// `open`s refused with 401.
+    pub unauthorised: u64,
 }
 
 /// Which node component an address names.
@@ -146,6 +153,8 @@ pub enum Service {
     Subscriptions,
     /// `domain://registry.D`
     Registry,
+    /// `domain-idp://D`
+    Idp,
 }
 
 /// Outcome of delivering one frame to one session.
@@ -207,6 +216,7 @@ pub struct Router {
     hyperty_allocation: String,
     sm: String,
     registry: String,
+    idp: String,
     node_prefix: String,
     events: String,
     grace_buffer: usize,
@@ -217,6 +227,8 @@ pub struct Router {
     pub(crate) subscribers: DashMap<Arc<str>, Vec<SessionKey>>,
     /// Open connections per client IP.
     pub(crate) per_ip: DashMap<std::net::IpAddr, usize>,
+    /// Sessions per authenticated identity (written by the session manager).
+    pub(crate) per_user: DashMap<Arc<str>, usize>,
     /// Counters.
     pub stats: NodeStats,
 }
@@ -231,6 +243,7 @@ impl Router {
             hyperty_allocation: format!("domain://msg-node.{domain}/hyperty-address-allocation"),
             sm: format!("domain://msg-node.{domain}/sm"),
             registry: format!("domain://registry.{domain}"),
+            idp: format!("domain-idp://{domain}"),
             node_prefix: format!("domain://msg-node.{domain}"),
             events: format!("domain://msg-node.{domain}/session-events"),
             grace_buffer,
@@ -240,6 +253,7 @@ impl Router {
             owners: DashMap::new(),
             subscribers: DashMap::new(),
             per_ip: DashMap::new(),
+            per_user: DashMap::new(),
             stats: NodeStats::default(),
         }
     }
@@ -290,6 +304,7 @@ impl Router {
             reopened: s.reopened.load(Relaxed),
             rate_limited: s.rate_limited.load(Relaxed),
             abusive: s.abusive.load(Relaxed),
+            unauthorised: s.unauthorised.load(Relaxed),
         }
     }
 
@@ -316,6 +331,8 @@ impl Router {
             Some(Service::Subscriptions)
         } else if to.strip_suffix('/').unwrap_or(to) == self.registry {
             Some(Service::Registry)
+        } else if to.strip_suffix('/').unwrap_or(to) == self.idp {
+            Some(Service::Idp)
         } else {
             None
         }
@@ -331,6 +348,7 @@ impl Router {
             ))
             || addr.starts_with("mn:/")
             || addr.strip_suffix('/').unwrap_or(addr) == self.registry
+            || addr.strip_suffix('/').unwrap_or(addr) == self.idp
     }
 
     /// Counts a new connection from `ip`; false (and nothing counted) if that IP
@@ -368,6 +386,11 @@ impl Router {
             }
             None => false,
         }
+    }
+
+    /// The authenticated identity of a session key.
+    pub fn identity_of(&self, key: &str) -> Option<Arc<str>> {
+        self.slots.get(key).and_then(|s| s.identity.clone())
     }
 
     /// The runtime URL of a session key.
@@ -653,6 +676,7 @@ mod tests {
                 conn: None,
                 kicker: None,
                 runtime: None,
+                identity: None,
                 lost_since: Some(Instant::now()),
                 kicked: AtomicBool::new(false),
                 buffer: Mutex::new(VecDeque::new()),

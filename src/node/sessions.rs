@@ -67,6 +67,8 @@ pub struct Open {
     pub key: SessionKey,
     /// The runtime URL (`from` of the open).
     pub runtime: String,
+    /// The authenticated user or device, if any.
+    pub identity: Option<Arc<str>>,
 }
 
 /// `re-open` with a token from a new connection.
@@ -115,6 +117,7 @@ pub struct SessionManager {
     allocation: Addr<AddressAllocation>,
     subscriptions: Addr<SubscriptionManager>,
     grace: Duration,
+    max_per_user: usize,
     lifecycle: Option<Recipient<Lifecycle>>,
 }
 
@@ -135,6 +138,7 @@ impl SessionManager {
         allocation: Addr<AddressAllocation>,
         subscriptions: Addr<SubscriptionManager>,
         grace: Duration,
+        max_per_user: usize,
         lifecycle: Option<Recipient<Lifecycle>>,
     ) -> Self {
         SessionManager {
@@ -142,6 +146,7 @@ impl SessionManager {
             allocation,
             subscriptions,
             grace,
+            max_per_user,
             lifecycle,
         }
     }
@@ -176,6 +181,7 @@ impl SessionManager {
         reason: Option<&str>,
     ) -> impl std::future::Future<Output = ()> + 'static {
         let slot = self.router.slots.remove(key).map(|(_, s)| s);
+        self.release_user(slot.as_ref().and_then(|s| s.identity.as_ref()));
         if let Some(rt) = slot.as_ref().and_then(|s| s.runtime.as_ref()) {
             self.router.runtimes.remove_if(rt, |_, k| k == key);
             self.publish(event, rt, reason);
@@ -185,6 +191,17 @@ impl SessionManager {
         async move {
             let _ = addresses.await;
             let _ = subscriptions.await;
+        }
+    }
+}
+
+impl SessionManager {
+    fn release_user(&self, identity: Option<&Arc<str>>) {
+        if let Some(id) = identity {
+            self.router.per_user.remove_if_mut(id, |_, n| {
+                *n = n.saturating_sub(1);
+                *n == 0
+            });
         }
     }
 }
@@ -229,18 +246,37 @@ impl Handler<Open> for SessionManager {
                 "this runtime URL has a session already; resume it with re-open and its runtimeToken",
             ));
         }
-        let runtime: Arc<str> = Arc::from(o.runtime.as_str());
-        {
-            let Some(mut slot) = self.router.slots.get_mut(&o.key) else {
-                return Err(refuse(ResponseCode::InternalError, "unknown connection"));
-            };
-            if let Some(rt) = &slot.runtime {
+        if let Some(id) = &o.identity {
+            let mut n = self.router.per_user.entry(id.clone()).or_insert(0);
+            if *n >= self.max_per_user {
                 return Err(refuse(
-                    ResponseCode::BadRequest,
-                    format!("this connection is already open for {rt}"),
+                    ResponseCode::TooManyRequests,
+                    format!("{id} already holds {} sessions", self.max_per_user),
                 ));
             }
-            slot.runtime = Some(runtime.clone());
+            *n += 1;
+        }
+        let runtime: Arc<str> = Arc::from(o.runtime.as_str());
+        {
+            let refused = match self.router.slots.get_mut(&o.key) {
+                None => Some(refuse(ResponseCode::InternalError, "unknown connection")),
+                Some(slot) if slot.runtime.is_some() => Some(refuse(
+                    ResponseCode::BadRequest,
+                    format!(
+                        "this connection is already open for {}",
+                        slot.runtime.as_deref().unwrap_or_default()
+                    ),
+                )),
+                Some(mut slot) => {
+                    slot.runtime = Some(runtime.clone());
+                    slot.identity = o.identity.clone();
+                    None
+                }
+            };
+            if let Some(e) = refused {
+                self.release_user(o.identity.as_ref());
+                return Err(e);
+            }
         }
         self.router.runtimes.insert(runtime, o.key.clone());
         self.router

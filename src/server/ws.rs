@@ -34,8 +34,10 @@ use hyperty_actors::message::{Message, MessageType, ParseError, ResponseCode, To
 use serde_json::{json, Value};
 use tracing::{debug, warn};
 
+use crate::config::AuthMode;
+use crate::identity::TokenUse;
 use crate::node::allocation::NodeRequest;
-use crate::node::frame::{Header, Partial};
+use crate::node::frame::{with_asserted_identity, Header, Partial};
 use crate::node::router::{Kick, Outbound, Routed, Service, SessionKey};
 use crate::node::sessions::{Close, Connected, Lost, Open, ReOpen, SessionRefused};
 use crate::node::NodeState;
@@ -48,6 +50,9 @@ pub struct WsSession {
     key: SessionKey,
     conn_id: u64,
     runtime: Option<Arc<str>>,
+    /// The authenticated identity and its JSON form, spliced into every frame the
+    /// session sends as `body.assertedIdentity`.
+    identity: Option<(Arc<str>, String)>,
     last_heard: Instant,
     closed: bool,
     stop_reason: &'static str,
@@ -103,6 +108,7 @@ pub async fn upgrade(
         key: Arc::from(uuid::Uuid::new_v4().to_string()),
         conn_id: NEXT_CONN.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1,
         runtime: None,
+        identity: None,
         last_heard: Instant::now(),
         closed: false,
         stop_reason: "socket closed",
@@ -311,10 +317,18 @@ impl WsSession {
                 &format!("{t} is reserved to the node"),
             );
         }
+        let stamped;
+        let frame = match &self.identity {
+            Some((_, json)) if router.service(h.to.first()).is_none() => {
+                stamped = ByteString::from(with_asserted_identity(&text, h.body, json));
+                &stamped
+            }
+            _ => &text,
+        };
         let routed = if h.kind == MessageType::Event {
-            router.route_event(&h.to, &text)
+            router.route_event(&h.to, frame)
         } else {
-            router.route(&h.to, &text)
+            router.route(&h.to, frame)
         };
         match routed {
             Routed::Delivered {
@@ -431,6 +445,10 @@ impl WsSession {
                     .send(crate::domain_registry::RegistryRequest(msg.clone()));
                 Box::pin(async move { f.await.unwrap_or_else(|_| unavailable(&msg)) })
             }
+            Service::Idp => {
+                let f = self.node.idp.send(crate::identity::IdpRequest(msg.clone()));
+                Box::pin(async move { f.await.unwrap_or_else(|_| unavailable(&msg)) })
+            }
             Service::Session => return,
         };
         // control-plane requests are answered in order: nothing else from this
@@ -450,15 +468,24 @@ impl WsSession {
             tracing::info_span!("node.session", kind = %msg.kind, from = %msg.from).entered();
         match msg.kind {
             MessageType::Open => {
+                let identity = match self.authenticate(&msg) {
+                    Ok(identity) => identity,
+                    Err(why) => return self.unauthorised(ctx, &msg, &why),
+                };
                 let f = self.node.sessions.send(Open {
                     key: self.key.clone(),
                     runtime: msg.from.to_string(),
+                    identity: identity.clone(),
                 });
                 ctx.wait(f.into_actor(self).map(move |r, act, ctx| {
                     let r = r.unwrap_or_else(|_| Err(gone()));
                     let resp = match r {
                         Ok(token) => {
                             act.runtime = Some(Arc::from(msg.from.as_str()));
+                            act.identity = identity.map(|i| {
+                                let json = Value::String(i.to_string()).to_string();
+                                (i, json)
+                            });
                             token_reply(&msg, &token)
                         }
                         Err(e) => msg.reply_error(e.code, e.description),
@@ -487,6 +514,10 @@ impl WsSession {
                         Ok(token) => {
                             act.key = token.clone();
                             act.runtime = Some(Arc::from(runtime.as_str()));
+                            act.identity = act.node.router.identity_of(&token).map(|i| {
+                                let json = Value::String(i.to_string()).to_string();
+                                (i, json)
+                            });
                             token_reply(&msg, &token)
                         }
                         Err(e) => msg.reply_error(e.code, e.description),
@@ -518,6 +549,55 @@ impl WsSession {
                 self.reply(ctx, &r);
             }
         }
+    }
+
+    /// Checks the credentials of an `open`: an ID token (a user) or a device token
+    /// (the runtime itself, whose URL must then be the token's subject), in
+    /// `body.idToken`, `body.token` or `body.accessToken`. Without one, the session
+    /// is anonymous if `auth.mode` is `optional`.
+    fn authenticate(&self, msg: &Message) -> Result<Option<Arc<str>>, String> {
+        let token = ["idToken", "token", "accessToken"]
+            .iter()
+            .find_map(|k| msg.body.extra.get(*k))
+            .map(|t| t.as_str().ok_or("the token must be a string"))
+            .transpose()?;
+        let Some(token) = token else {
+            return match self.node.config.auth.mode {
+                AuthMode::Optional => Ok(None),
+                AuthMode::Required => {
+                    Err("authentication required: open with body.idToken".to_owned())
+                }
+            };
+        };
+        let claims = self
+            .node
+            .verifier
+            .verify_token(token)
+            .map_err(|e| e.to_string())?;
+        if claims.token_use == TokenUse::Device && claims.sub != msg.from.as_str() {
+            return Err(format!(
+                "this device token is for {}, not {}",
+                claims.sub, msg.from
+            ));
+        }
+        Ok(Some(Arc::from(claims.sub.as_str())))
+    }
+
+    /// 401 to the `open`, then the socket closes.
+    fn unauthorised(&mut self, ctx: &mut ws::WebsocketContext<Self>, msg: &Message, why: &str) {
+        warn!(peer = %self.peer, runtime = %msg.from, reason = why, "open refused");
+        self.node
+            .router
+            .stats
+            .unauthorised
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        self.reply(ctx, &msg.reply_error(ResponseCode::Unauthorized, why));
+        self.stop_reason = "unauthorised";
+        ctx.close(Some(ws::CloseReason {
+            code: ws::CloseCode::Policy,
+            description: Some("unauthorised".to_owned()),
+        }));
+        ctx.stop();
     }
 
     fn on_fragment(&mut self, item: actix_http::ws::Item, ctx: &mut ws::WebsocketContext<Self>) {

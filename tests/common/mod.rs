@@ -21,6 +21,10 @@ pub fn start_node(
     let mut cfg = hyperty::config::NodeConfig::default();
     cfg.node.domain = domain.to_owned();
     cfg.node.workers = 2;
+    // most tests speak as anonymous runtimes; tests/auth.rs covers authentication
+    cfg.auth.mode = hyperty::config::AuthMode::Optional;
+    cfg.identity.data_dir = None;
+    cfg.identity.kdf = hyperty::identity::KdfParams::fast_insecure();
     tune(&mut cfg);
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     hyperty::node::start(listener, cfg).unwrap()
@@ -218,4 +222,29 @@ pub async fn http_get(url: &str) -> String {
     let start = body.find('{').expect("a JSON body");
     let end = body.rfind('}').expect("a JSON body");
     body[start..=end].to_owned()
+}
+
+/// Registers `user` at the node's identity provider and logs in: an ID token.
+pub async fn user_token(node: &hyperty::node::NodeHandle, user: &str) -> String {
+    use hyperty::identity::{Login, Profile, RegisterUser, Secret};
+    let idp = node.state().idp();
+    let password = Secret::new("correct horse battery");
+    idp.send(RegisterUser {
+        username: user.to_owned(),
+        password: password.clone(),
+        profile: Profile::default(),
+    })
+    .await
+    .expect("idp")
+    .expect("registered");
+    let t = idp
+        .send(Login {
+            username: user.to_owned(),
+            password,
+            device: None,
+        })
+        .await
+        .expect("idp")
+        .expect("logged in");
+    t.token.expose().to_owned()
 }
