@@ -2,6 +2,7 @@
 
 use hyperty_actors::address::AddressError;
 use hyperty_actors::error::{BusError, RegistryError, SandboxError, ToResponseCode};
+use hyperty_actors::events::EventError;
 use hyperty_actors::message::ResponseCode;
 use hyperty_actors::protostub::StubError;
 
@@ -23,6 +24,9 @@ pub enum RuntimeError {
     /// The bus refused.
     #[error(transparent)]
     Bus(#[from] BusError),
+    /// The event system refused or could not start (e.g. its cache database).
+    #[error(transparent)]
+    Events(#[from] EventError),
     /// A runtime component stopped.
     #[error("runtime component {0} is not running")]
     Unavailable(&'static str),
@@ -35,6 +39,7 @@ impl ToResponseCode for RuntimeError {
             RuntimeError::Registry(e) => e.response_code(),
             RuntimeError::Sandbox(e) => e.response_code(),
             RuntimeError::Bus(e) => e.response_code(),
+            RuntimeError::Events(e) => e.response_code(),
             RuntimeError::Stub(_) => ResponseCode::GatewayTimeout,
             RuntimeError::Unavailable(_) => ResponseCode::InternalError,
         }

@@ -5,9 +5,11 @@
 //! ```text
 //! RuntimeHandle
 //!  ├── MessageBus  (actor on the calling arbiter; Bus handles route on the sender's thread)
-//!  └── RuntimeRegistry (actor on the calling arbiter)
-//!       └── one Sandbox per service provider, each on its own arbiter (thread)
-//!            └── hyperties (restarted per their RestartPolicy)
+//!  ├── RuntimeRegistry (actor on the calling arbiter)
+//!  │    └── one Sandbox per service provider, each on its own arbiter (thread)
+//!  │         └── hyperties (restarted per their RestartPolicy)
+//!  └── EventDispatcher at <runtime>/events (actor on the calling arbiter)
+//!       └── LocalEventCache (actor on the calling arbiter; redb database)
 //! protocol stubs added with RuntimeHandle::add_stub run on the calling arbiter.
 //! ```
 //!
@@ -49,6 +51,7 @@ use std::sync::Arc;
 use actix::prelude::*;
 use hyperty_actors::address::{Address, HypertyUrl, RuntimeUrl};
 use hyperty_actors::bus::{Bus, BusConfig, MessageBus};
+use hyperty_actors::events::{EventDispatcher, EventsConfig, EventsHandle};
 use hyperty_actors::hyperty::HypertySpec;
 use hyperty_actors::protostub::{Connect, Disconnect, ProtoStub, StubContext, StubStatus};
 use hyperty_actors::registry::{
@@ -75,6 +78,8 @@ pub struct RuntimeConfig {
     pub sandbox: SandboxConfig,
     /// Registry limits.
     pub registry: RegistryConfig,
+    /// Event dispatcher and Local Event Cache (database path, limits, clock).
+    pub events: EventsConfig,
 }
 
 impl RuntimeConfig {
@@ -86,6 +91,7 @@ impl RuntimeConfig {
             bus: BusConfig::default(),
             sandbox: SandboxConfig::default(),
             registry: RegistryConfig::default(),
+            events: EventsConfig::default(),
         }
     }
 }
@@ -106,8 +112,19 @@ impl Runtime {
         let bus = MessageBus::start(url.clone(), config.bus, stubs.clone());
         let registry =
             RuntimeRegistry::new(bus.clone(), stubs, config.registry, config.sandbox).start();
+        let events = EventDispatcher::start(
+            bus.clone(),
+            registry.clone().recipient(),
+            registry.clone().recipient(),
+            config.events,
+        )?;
         tracing::info!(runtime = %url, "runtime started");
-        Ok(RuntimeHandle { url, bus, registry })
+        Ok(RuntimeHandle {
+            url,
+            bus,
+            registry,
+            events,
+        })
     }
 }
 
@@ -117,6 +134,7 @@ pub struct RuntimeHandle {
     url: RuntimeUrl,
     bus: Bus,
     registry: Addr<RuntimeRegistry>,
+    events: EventsHandle,
 }
 
 impl fmt::Debug for RuntimeHandle {
@@ -178,6 +196,11 @@ impl RuntimeHandle {
     /// The registry actor.
     pub fn registry(&self) -> &Addr<RuntimeRegistry> {
         &self.registry
+    }
+
+    /// The event system (dispatcher at `<runtime>/events`).
+    pub fn events(&self) -> &EventsHandle {
+        &self.events
     }
 
     /// Registers a hyperty, starts it in its provider's sandbox and returns its
@@ -280,6 +303,7 @@ impl RuntimeHandle {
 
     /// Stops the runtime: every sandbox thread ends and pending requests fail.
     pub async fn shutdown(&self) {
+        self.events.shutdown().await;
         self.bus.shutdown();
         // Stopping the registry stops every sandbox arbiter (see its `stopped`).
         let _ = self.registry.send(StopRuntime).await;
