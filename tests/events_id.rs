@@ -126,7 +126,10 @@ fn to_is_sorted_by_code_point_not_utf16() {
 #[test]
 fn absent_fields_are_empty_strings_and_zero_is_a_value() {
     let base = fields("t", "hyperty://a.org/s", &["hyperty://b.org/r"], None, true);
-    assert_eq!(canonical(&base), "t|hyperty://a.org/s|hyperty://b.org/r||||");
+    assert_eq!(
+        canonical(&base),
+        "t|hyperty://a.org/s|hyperty://b.org/r||||"
+    );
     assert_eq!(
         event_id(&base).to_string(),
         "81f711ee4eb90dcb3fb6711a694ac7f5b5013d05a05c90da4780fa04d5f99e92"
@@ -139,7 +142,10 @@ fn absent_fields_are_empty_strings_and_zero_is_a_value() {
     let mut zero = empty;
     zero.generation_timestamp = Some(0);
     zero.expiry_timestamp = Some(0);
-    assert_eq!(canonical(&zero), "t|hyperty://a.org/s|hyperty://b.org/r||0|0|");
+    assert_eq!(
+        canonical(&zero),
+        "t|hyperty://a.org/s|hyperty://b.org/r||0|0|"
+    );
     assert_eq!(
         event_id(&zero).to_string(),
         "339229da2bcc09761c90e6727adcb3775f3bf6047c1900b9413751424598d342"
@@ -174,7 +180,11 @@ fn to_is_a_set() {
     let f = fields(
         "t",
         "hyperty://a.org/s",
-        &["hyperty://b.org/2", "hyperty://b.org/1", "hyperty://b.org/2"],
+        &[
+            "hyperty://b.org/2",
+            "hyperty://b.org/1",
+            "hyperty://b.org/2",
+        ],
         None,
         true,
     );
@@ -186,7 +196,13 @@ fn to_is_a_set() {
         event_id(&f).to_string(),
         "4c010544e67d65219018f12b92ff08257b44579f7e8b71603ec5895f35f89ee3"
     );
-    let g = fields("t", "hyperty://a.org/s", &["hyperty://b.org/1", "hyperty://b.org/2"], None, true);
+    let g = fields(
+        "t",
+        "hyperty://a.org/s",
+        &["hyperty://b.org/1", "hyperty://b.org/2"],
+        None,
+        true,
+    );
     assert_eq!(event_id(&g), event_id(&f));
 }
 
@@ -274,11 +290,15 @@ fn event_id_lines_answers_every_line_in_order() {
     let mut empty_to = good.clone();
     empty_to["to"] = json!([]);
     let mut no_sensitivity = good.clone();
-    no_sensitivity.as_object_mut().unwrap().remove("addressingSensitive");
+    no_sensitivity
+        .as_object_mut()
+        .unwrap()
+        .remove("addressingSensitive");
     let mut bad_irt = good.clone();
     bad_irt["inResponseTo"] = json!("xyz");
     let mut forwarded = good.clone();
-    forwarded["forwarding"] = json!({"source": "hyperty://b.org/bob", "to": ["hyperty://c.org/c"], "timestamp": 5});
+    forwarded["forwarding"] =
+        json!({"source": "hyperty://b.org/bob", "to": ["hyperty://c.org/c"], "timestamp": 5});
     let mut not_addresses = good.clone(); // the tool does not check address syntax
     not_addresses["source"] = json!("A");
     not_addresses["to"] = json!(["I", "B", "B"]);
@@ -313,14 +333,25 @@ fn event_id_lines_answers_every_line_in_order() {
     assert!(out[4].starts_with("invalid: field 'type'"), "{}", out[4]);
     assert!(out[5].starts_with("invalid: field 'to'"), "{}", out[5]);
     assert_eq!(out[6], "invalid: missing field 'addressingSensitive'");
-    assert!(out[7].starts_with("invalid: field 'inResponseTo'"), "{}", out[7]);
+    assert!(
+        out[7].starts_with("invalid: field 'inResponseTo'"),
+        "{}",
+        out[7]
+    );
     assert_eq!(out[8], id, "forwarding does not change the id");
     assert_eq!(
         out[9],
-        event_id(&fields("chatMessage", "A", &["B", "I"], Some("Hello!"), true).with_gen(1_700_000_000_000))
-            .to_string()
+        event_id(
+            &fields("chatMessage", "A", &["B", "I"], Some("Hello!"), true)
+                .with_gen(1_700_000_000_000)
+        )
+        .to_string()
     );
-    assert!(out[10].starts_with("invalid: malformed JSON"), "{}", out[10]);
+    assert!(
+        out[10].starts_with("invalid: malformed JSON"),
+        "{}",
+        out[10]
+    );
     assert_eq!(out[11], "invalid: empty line");
     assert_eq!(out[12], "invalid: an event must be a JSON object");
     assert_eq!(out[13], id);
@@ -352,12 +383,20 @@ fn event_id_lines_survives_hostile_input() {
     let out = run_lines(&input);
     assert_eq!(out.len(), 5, "{out:#?}");
     assert_eq!(out[0], "invalid: line is not UTF-8");
-    assert!(out[1].starts_with("invalid: line longer than"), "{}", out[1]);
+    assert!(
+        out[1].starts_with("invalid: line longer than"),
+        "{}",
+        out[1]
+    );
     assert_eq!(
         out[2],
         event_id(&fields("t", "s", &["x"], None, false)).to_string()
     );
-    assert!(out[3].starts_with("invalid: field 'generationTimestamp'"), "{}", out[3]);
+    assert!(
+        out[3].starts_with("invalid: field 'generationTimestamp'"),
+        "{}",
+        out[3]
+    );
     assert!(out[4].starts_with("invalid: field 'to'"), "{}", out[4]);
     // empty input: empty output
     assert!(run_lines(b"").is_empty());

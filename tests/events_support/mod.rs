@@ -152,7 +152,10 @@ pub async fn link(
 ) -> (Side, Side) {
     let a_slot = Arc::new(Mutex::new(None));
     let b_slot = Arc::new(Mutex::new(None));
-    let (log_ab, log_ba) = (Arc::new(Mutex::new(Vec::new())), Arc::new(Mutex::new(Vec::new())));
+    let (log_ab, log_ba) = (
+        Arc::new(Mutex::new(Vec::new())),
+        Arc::new(Mutex::new(Vec::new())),
+    );
     let (t_ab, t_ba) = (Arc::new(Mutex::new(None)), Arc::new(Mutex::new(None)));
     let (peer, mine, log, tamper) = (b_slot.clone(), a_slot.clone(), log_ab.clone(), t_ab.clone());
     let sa = a
@@ -198,14 +201,24 @@ pub async fn link(
 
 /// Hands `value` to `rt` as an `event` message that came through `stub`, addressed
 /// to `to`, from the dispatcher of `from_runtime`.
-pub fn inject_event(rt: &RuntimeHandle, stub: &Address, from_runtime: &str, to: &[&str], value: Value) {
+pub fn inject_event(
+    rt: &RuntimeHandle,
+    stub: &Address,
+    from_runtime: &str,
+    to: &[&str],
+    value: Value,
+) {
     let to = match to {
         [one] => To::One(addr(one)),
         many => To::many(many.iter().map(|s| addr(s)).collect()).unwrap(),
     };
-    let msg = Message::new(MessageType::Event, addr(&format!("{from_runtime}/events")), to)
-        .with_id(rt.bus().next_id())
-        .with_value(value);
+    let msg = Message::new(
+        MessageType::Event,
+        addr(&format!("{from_runtime}/events")),
+        to,
+    )
+    .with_id(rt.bus().next_id())
+    .with_value(value);
     rt.bus().inject(msg, stub);
 }
 
@@ -222,7 +235,11 @@ pub async fn stats_until(rt: &RuntimeHandle, cond: impl Fn(&EventStats) -> bool)
 }
 
 /// Collects reports until `n` of them match `pred` (or the deadline passes).
-pub async fn reports(rx: &mut ReportReceiver, n: usize, pred: impl Fn(&ReportKind) -> bool) -> Vec<ReportKind> {
+pub async fn reports(
+    rx: &mut ReportReceiver,
+    n: usize,
+    pred: impl Fn(&ReportKind) -> bool,
+) -> Vec<ReportKind> {
     let mut out = Vec::new();
     while out.len() < n {
         match rx.recv_matching(TIMEOUT, &pred).await {
@@ -284,7 +301,11 @@ impl Handler<Deliver> for HubStub {
             if i == self.me {
                 continue;
             }
-            let to: Vec<Address> = m.to.iter().filter(|a| (member.serves)(a)).cloned().collect();
+            let to: Vec<Address> =
+                m.to.iter()
+                    .filter(|a| (member.serves)(a))
+                    .cloned()
+                    .collect();
             let Some(to) = To::many(to) else { continue };
             let mut copy = m.clone();
             copy.to = match to {

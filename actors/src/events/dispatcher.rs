@@ -132,7 +132,7 @@ pub struct EventStats {
     pub retransmitted: u64,
     /// Delivery notifications generated.
     pub notifications_sent: u64,
-    /// Delivery notifications consumed.
+    /// Delivery notifications that reached a local entity.
     pub notifications_received: u64,
     /// Copies lost to full listener mailboxes.
     pub listener_overflow: u64,
@@ -459,7 +459,6 @@ impl EventDispatcher {
     }
 
     fn consume_notification(&mut self, dn: &Event, target: &Address) {
-        self.stats.notifications_received += 1;
         let (Ok(status), Some(about)) = (check_notification(dn), dn.in_response_to()) else {
             return;
         };
@@ -802,11 +801,14 @@ impl EventDispatcher {
             trace!(%target, %id, "duplicate dropped");
             return Some(DeliveryStatus::Duplicate);
         }
+        let kind = ev.event_type().as_str();
+        if kind == DELIVERY_NOTIFICATION {
+            self.stats.notifications_received += 1;
+        }
         if ev.is_expired(now) {
             self.stats.expired += 1;
             return Some(DeliveryStatus::Expired);
         }
-        let kind = ev.event_type().as_str();
         let referenced = match ev.in_response_to() {
             None => None,
             Some(irt) => match self.references.get_for(&irt, target.as_str()) {
