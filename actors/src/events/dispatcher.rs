@@ -622,11 +622,13 @@ impl EventDispatcher {
     ) -> Result<(), EventError> {
         let sender = ev.sender().clone();
         let runtime = self.bus.runtime_url().as_str().to_owned();
-        // unknown addresses under this runtime are bad destinations, not cached
+        // unknown addresses under this runtime or under one of its entities are bad
+        // destinations, not cached
         let remote: Vec<_> = remote
             .into_iter()
             .map(|(a, role, (hop, via))| {
-                let hop = if hop == Hop::Unreachable && via.is_none() && a.is_under(&runtime) {
+                let ours = a.is_under(&runtime) || self.entities.under_local_entity(&a);
+                let hop = if hop == Hop::Unreachable && via.is_none() && ours {
                     Hop::Bad
                 } else {
                     hop
@@ -1221,7 +1223,12 @@ impl EventDispatcher {
                     Some((_, g)) => g.push(a),
                     None => groups.push((stub, vec![a])),
                 },
-                Hop::Unreachable if a.is_under(&runtime) && !replicated => bad.push(a),
+                Hop::Unreachable
+                    if !replicated
+                        && (a.is_under(&runtime) || self.entities.under_local_entity(&a)) =>
+                {
+                    bad.push(a)
+                }
                 Hop::Unreachable => keep.push(a),
                 Hop::Bad => bad.push(a),
                 Hop::Skip => {}

@@ -158,6 +158,25 @@ impl EntityTable {
         self.map.get(entity).is_some_and(|r| !r.replicated)
     }
 
+    /// True if `a` lies under a local, non-replicated entity (`<entity>/…`): such
+    /// addresses (services of a hyperty, nodes of a provider) belong to this
+    /// runtime, so an unknown one is a bad destination rather than unreachable.
+    pub(crate) fn under_local_entity(&self, a: &Address) -> bool {
+        let text = a.as_str();
+        let root = text.find("://").map_or(0, |i| i + 3);
+        let mut end = text.len();
+        while let Some(i) = text[..end].rfind('/') {
+            if i <= root {
+                return false;
+            }
+            if self.is_exclusive(&text[..i]) {
+                return true;
+            }
+            end = i;
+        }
+        false
+    }
+
     pub(crate) fn owner_of(&self, entity: &str) -> Option<&Address> {
         self.map.get(entity).map(|r| &r.owner)
     }
@@ -224,6 +243,13 @@ mod tests {
         t.register(a("user://idp/u"), app2.clone(), EntityOptions::replicated())
             .unwrap();
         assert!(!t.is_exclusive("user://idp/u"));
+        assert!(t.under_local_entity(&a("hyperty://a/app1/gone/deeper")));
+        assert!(!t.under_local_entity(&a("hyperty://a/app2/x")));
+        assert!(!t.under_local_entity(&a("hyperty://a/app1")));
+        assert!(
+            !t.under_local_entity(&a("user://idp/u/x")),
+            "replicated entities are not ours alone"
+        );
         assert!(t.get("user://idp/u").is_some());
     }
 }
