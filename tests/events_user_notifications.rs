@@ -182,7 +182,7 @@ async fn requests_go_to_users_only() {
     let w = world().await;
     let n = Notification::new("x");
     assert_eq!(
-        n.request(w.svc.addr.clone(), &[w.svc.addr.clone()], T0)
+        n.request(w.svc.addr.clone(), std::slice::from_ref(&w.svc.addr), T0)
             .unwrap_err()
             .code(),
         1

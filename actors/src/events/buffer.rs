@@ -21,7 +21,7 @@
 //! assert!(b.contains(&x) && b.contains(&z) && !b.contains(&y));
 //! ```
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 
 use crate::events::id::EventId;
 
@@ -35,11 +35,14 @@ struct Slot {
     seq: u64,
 }
 
-/// A bounded set of received event ids.
+/// A bounded set of received event ids. Every operation is `O(log n)`: besides the
+/// ids, it keeps them ordered by (hits, arrival) and by expiry.
 #[derive(Debug, Clone)]
 pub struct IdBuffer {
     capacity: usize,
     entries: HashMap<EventId, Slot>,
+    by_rank: BTreeSet<(u32, u64, EventId)>,
+    by_expiry: BTreeSet<(u64, EventId)>,
     next_seq: u64,
 }
 
@@ -49,6 +52,8 @@ impl IdBuffer {
         IdBuffer {
             capacity: capacity.max(1),
             entries: HashMap::new(),
+            by_rank: BTreeSet::new(),
+            by_expiry: BTreeSet::new(),
             next_seq: 0,
         }
     }
@@ -57,7 +62,9 @@ impl IdBuffer {
     pub fn is_duplicate(&mut self, id: &EventId) -> bool {
         match self.entries.get_mut(id) {
             Some(s) => {
+                self.by_rank.remove(&(s.hits, s.seq, *id));
                 s.hits = s.hits.saturating_add(1);
+                self.by_rank.insert((s.hits, s.seq, *id));
                 true
             }
             None => false,
@@ -69,39 +76,51 @@ impl IdBuffer {
         self.entries.contains_key(id)
     }
 
-    /// Records a newly accepted id, making room if needed.
+    fn remove(&mut self, id: &EventId) {
+        if let Some(s) = self.entries.remove(id) {
+            self.by_rank.remove(&(s.hits, s.seq, *id));
+            if let Some(e) = s.expiry {
+                self.by_expiry.remove(&(e, *id));
+            }
+        }
+    }
+
+    /// Records a newly accepted id, making room if needed: an expired id goes
+    /// first, else the one seen the fewest times, oldest first.
     pub fn insert(&mut self, id: EventId, expiry: Option<u64>, now_ms: u64) {
         if self.entries.contains_key(&id) {
             return;
         }
         if self.entries.len() >= self.capacity {
-            self.purge_expired(now_ms);
-        }
-        if self.entries.len() >= self.capacity {
-            if let Some(victim) = self
-                .entries
-                .iter()
-                .min_by_key(|(_, s)| (s.hits, s.seq))
-                .map(|(k, _)| *k)
-            {
-                self.entries.remove(&victim);
+            let victim = match self.by_expiry.first() {
+                Some(&(e, old)) if now_ms > e => Some(old),
+                _ => self.by_rank.first().map(|&(_, _, old)| old),
+            };
+            if let Some(old) = victim {
+                self.remove(&old);
             }
         }
         self.next_seq += 1;
-        self.entries.insert(
-            id,
-            Slot {
-                expiry,
-                hits: 1,
-                seq: self.next_seq,
-            },
-        );
+        let slot = Slot {
+            expiry,
+            hits: 1,
+            seq: self.next_seq,
+        };
+        self.by_rank.insert((slot.hits, slot.seq, id));
+        if let Some(e) = expiry {
+            self.by_expiry.insert((e, id));
+        }
+        self.entries.insert(id, slot);
     }
 
     /// Forgets ids of events expired at `now_ms`.
     pub fn purge_expired(&mut self, now_ms: u64) {
-        self.entries
-            .retain(|_, s| s.expiry.is_none_or(|e| now_ms <= e));
+        while let Some(&(e, id)) = self.by_expiry.first() {
+            if now_ms <= e {
+                break;
+            }
+            self.remove(&id);
+        }
     }
 
     /// Number of ids held.
@@ -155,6 +174,11 @@ mod tests {
         assert!(!b.is_empty());
         b.insert(id(3), None, 11);
         assert_eq!(b.len(), 2);
+        b.purge_expired(u64::MAX);
+        assert_eq!(b.len(), 2, "ids without expiry stay");
+        b.insert(id(4), Some(20), 11);
+        b.purge_expired(21);
+        assert!(!b.contains(&id(4)));
     }
 
     #[test]

@@ -135,6 +135,6 @@ mod tests {
             b.cache.path.as_deref(),
             Some(std::path::Path::new("/tmp/x.redb"))
         );
-        assert_eq!(format!("{b:?}").contains("ManualClock"), true);
+        assert!(format!("{b:?}").contains("ManualClock"));
     }
 }

@@ -242,10 +242,19 @@ impl CallbackSet {
     }
 }
 
+/// Where reports go.
+#[derive(Clone)]
+pub(crate) enum ReportSink {
+    /// An actor (`try_send`: a full mailbox loses the report, a warning is logged).
+    Actor(Recipient<EventReport>),
+    /// A channel (never full; drained by the application).
+    Channel(mpsc::UnboundedSender<EventReport>),
+}
+
 /// The callbacks of one dispatch: which ones, and where reports go.
 #[derive(Clone)]
 pub struct EventCallbacks {
-    pub(crate) sink: Recipient<EventReport>,
+    pub(crate) sink: ReportSink,
     pub(crate) wanted: CallbackSet,
 }
 
@@ -258,16 +267,24 @@ impl fmt::Debug for EventCallbacks {
 }
 
 impl EventCallbacks {
-    /// Reports of the `wanted` kinds go to `sink`.
+    /// Reports of the `wanted` kinds go to the actor `sink`.
     pub fn new(sink: Recipient<EventReport>, wanted: CallbackSet) -> EventCallbacks {
-        EventCallbacks { sink, wanted }
+        EventCallbacks {
+            sink: ReportSink::Actor(sink),
+            wanted,
+        }
     }
 
     /// Callbacks whose reports arrive on an async receiver.
     pub fn channel(wanted: CallbackSet) -> (EventCallbacks, ReportReceiver) {
         let (tx, rx) = mpsc::unbounded_channel();
-        let sink = ReportForwarder { tx }.start().recipient();
-        (EventCallbacks { sink, wanted }, ReportReceiver { rx })
+        (
+            EventCallbacks {
+                sink: ReportSink::Channel(tx),
+                wanted,
+            },
+            ReportReceiver { rx },
+        )
     }
 
     /// Which callbacks are set.
@@ -281,30 +298,24 @@ impl EventCallbacks {
     }
 
     pub(crate) fn report(&self, event: &Arc<Event>, kind: ReportKind) {
-        if self.wanted.wants(&kind) {
-            // A report is a notification the sender may have stopped caring about.
-            let _ = self.sink.try_send(EventReport {
-                event: event.clone(),
-                kind,
-            });
+        if !self.wanted.wants(&kind) {
+            return;
         }
-    }
-}
-
-/// Forwards reports to a channel.
-#[derive(Debug)]
-struct ReportForwarder {
-    tx: mpsc::UnboundedSender<EventReport>,
-}
-
-impl Actor for ReportForwarder {
-    type Context = Context<Self>;
-}
-
-impl Handler<EventReport> for ReportForwarder {
-    type Result = ();
-    fn handle(&mut self, m: EventReport, _: &mut Context<Self>) {
-        let _ = self.tx.send(m);
+        let report = EventReport {
+            event: event.clone(),
+            kind,
+        };
+        match &self.sink {
+            ReportSink::Actor(r) => {
+                if r.try_send(report).is_err() {
+                    tracing::warn!(id = %event.id(), "a dispatch report was lost (sink full or gone)");
+                }
+            }
+            // the application may have dropped the receiver: nobody to tell
+            ReportSink::Channel(tx) => {
+                let _ = tx.send(report);
+            }
+        }
     }
 }
 

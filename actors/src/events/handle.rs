@@ -20,7 +20,7 @@
 //!
 //! # #[actix::main] async fn main() {
 //! let url: RuntimeUrl = "hyperty-runtime://example.com/rt".parse().unwrap();
-//! let stubs = Arc::new(Default::default());
+//! let stubs = Arc::new(hyperty_actors::routes::StubTable::default());
 //! let bus = MessageBus::start(url, BusConfig::default(), stubs.clone());
 //! let registry = RuntimeRegistry::new(bus.clone(), stubs, Default::default(), Default::default()).start();
 //! let events = EventDispatcher::start(bus, registry.clone().recipient(), registry.recipient(), EventsConfig::default()).unwrap();

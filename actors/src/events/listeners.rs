@@ -28,6 +28,8 @@ use crate::events::model::Event;
 
 /// Default bound of listener registrations per runtime.
 pub const DEFAULT_MAX_EVENT_LISTENERS: usize = 100_000;
+/// Mailbox capacity of an [`EventInbox`] (it only moves events to a channel).
+pub const INBOX_MAILBOX_CAPACITY: usize = 65_536;
 
 /// Identifies a listener registration (the spec's listener id string).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -230,7 +232,11 @@ impl EventInbox {
     /// Starts an inbox on the current arbiter.
     pub fn start() -> (Recipient<IncomingEvent>, InboxReceiver) {
         let (tx, rx) = mpsc::unbounded_channel();
-        (EventInbox { tx }.start().recipient(), InboxReceiver { rx })
+        let inbox = EventInbox::create(|ctx| {
+            ctx.set_mailbox_capacity(INBOX_MAILBOX_CAPACITY);
+            EventInbox { tx }
+        });
+        (inbox.recipient(), InboxReceiver { rx })
     }
 }
 

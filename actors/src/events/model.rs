@@ -672,9 +672,9 @@ mod tests {
             .bcc(x.clone())
             .build()
             .unwrap();
-        assert_eq!(ev.addressing().to(), &[x.clone()]);
-        assert_eq!(ev.addressing().cc(), &[y.clone()]);
-        assert_eq!(ev.addressing().bcc(), &[z.clone()]);
+        assert_eq!(ev.addressing().to(), std::slice::from_ref(&x));
+        assert_eq!(ev.addressing().cc(), std::slice::from_ref(&y));
+        assert_eq!(ev.addressing().bcc(), std::slice::from_ref(&z));
         assert_eq!(ev.addressing().role_of(z.as_str()), Some(Role::Bcc));
         assert_eq!(ev.compute_id(), ev.id());
     }

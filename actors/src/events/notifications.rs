@@ -629,7 +629,7 @@ mod tests {
         let user = a("user://idp.org/alice");
         let resp = response(&user, &req, "default", 1).unwrap();
         assert_eq!(resp.addressing().to(), &[svc]);
-        assert_eq!(resp.addressing().cc(), &[user.clone()]);
+        assert_eq!(resp.addressing().cc(), std::slice::from_ref(&user));
         assert_eq!(resp.in_response_to(), Some(req.id()));
         assert!(response(&a("hyperty://a.org/x"), &req, "default", 1).is_err());
     }
