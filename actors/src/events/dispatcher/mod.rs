@@ -158,6 +158,8 @@ struct SentRecord {
     responded: HashSet<Address>,
     timeout_at: Option<u64>,
     timed_out: bool,
+    /// Some recipients wait in the Local Event Cache.
+    cached: bool,
     retain_until: u64,
 }
 

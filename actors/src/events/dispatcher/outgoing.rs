@@ -47,6 +47,7 @@ impl EventDispatcher {
                     responded: HashSet::new(),
                     timeout_at,
                     timed_out: false,
+                    cached: false,
                     retain_until: after(now, self.config.report_retention),
                 },
             );
@@ -259,6 +260,7 @@ impl EventDispatcher {
         if !unreachable.is_empty() {
             self.cache_put(ev, unreachable, ctx);
         }
+        self.release_if_done(&key);
         Ok(())
     }
 
@@ -297,9 +299,17 @@ impl EventDispatcher {
             recipients: recipients.clone(),
             now_ms: self.now(),
         });
+        let key = (ev.id(), ev.sender().clone());
+        if let Some(rec) = self.sent.get_mut(&key) {
+            rec.cached = true;
+        }
         let ev = ev.clone();
         ctx.spawn(req.into_actor(self).map(move |r, act, _| {
-            let key = (ev.id(), ev.sender().clone());
+            if !matches!(r, Ok(Ok(_))) {
+                if let Some(rec) = act.sent.get_mut(&key) {
+                    rec.cached = false;
+                }
+            }
             match r {
                 Ok(Ok(_)) => {
                     act.stats.cached += 1;
@@ -318,6 +328,7 @@ impl EventDispatcher {
                     );
                 }
             }
+            act.release_if_done(&key);
         }));
     }
 }

@@ -20,6 +20,21 @@ impl EventDispatcher {
     }
 
     /// A delivery result for `recipients` of the event `id` sent by local `sender`.
+    /// Forgets a dispatch once nothing more can be reported about it: no
+    /// recipient waits in the cache, its reference timeout (if any) has fired, and
+    /// every primary recipient was heard from (if notifications are wanted).
+    pub(super) fn release_if_done(&mut self, key: &(EventId, Address)) {
+        let done = self.sent.get(key).is_some_and(|r| {
+            !r.cached
+                && (r.timeout_at.is_none() || r.timed_out)
+                && (!r.event.delivery_notification_wanted()
+                    || r.primaries.iter().all(|p| r.resolved.contains(p)))
+        });
+        if done {
+            self.sent.remove(key);
+        }
+    }
+
     pub(super) fn on_result(
         &mut self,
         id: EventId,
@@ -155,5 +170,6 @@ impl EventDispatcher {
                 vec![dn.source().clone()]
             };
         self.on_result(about, target, &recipients, status, "");
+        self.release_if_done(&(about, target.clone()));
     }
 }

@@ -32,8 +32,13 @@ impl EventDispatcher {
                 }
             }
         }
+        let mut fired = Vec::new();
         for (key, recipient) in timeouts {
             self.report(&key, ReportKind::Timeout { recipient });
+            fired.push(key);
+        }
+        for key in fired {
+            self.release_if_done(&key);
         }
         // RPC deadlines
         let late: Vec<EventId> = self
@@ -83,6 +88,9 @@ impl EventDispatcher {
                 DeliveryErrorCode::BadDestination,
                 "no route after the last retransmission attempt",
             );
+        }
+        for e in due.expired.iter().chain(&due.exhausted) {
+            self.uncache(&(e.event.id(), e.sender.clone()));
         }
         if due.retry.is_empty() {
             return Box::pin(fut::ready(()));
@@ -155,6 +163,7 @@ impl EventDispatcher {
         }
         if keep.is_empty() {
             self.cache.do_send(CacheDone { key: entry.key });
+            self.uncache(&key);
         } else {
             self.cache.do_send(CacheRetry {
                 key: entry.key,
@@ -162,5 +171,13 @@ impl EventDispatcher {
                 now_ms: now,
             });
         }
+    }
+
+    /// No recipient of this dispatch waits in the cache any more.
+    fn uncache(&mut self, key: &(EventId, Address)) {
+        if let Some(rec) = self.sent.get_mut(key) {
+            rec.cached = false;
+        }
+        self.release_if_done(key);
     }
 }
