@@ -232,15 +232,15 @@ impl EventDispatcher {
 }
 
 impl Handler<DispatchEvent> for EventDispatcher {
-    type Result = ResponseActFuture<Self, Result<(), EventError>>;
+    type Result = ActorResponse<Self, Result<(), EventError>>;
     fn handle(&mut self, m: DispatchEvent, ctx: &mut Context<Self>) -> Self::Result {
         if let Err(e) = self.check_sender(&m.owner, &m.event, m.event.source()) {
-            return Box::pin(fut::ready(Err(e)));
+            return ActorResponse::reply(Err(e));
         }
         if m.event.forwarding().is_some() {
-            return Box::pin(fut::ready(Err(EventError::InvalidArgument(
+            return ActorResponse::reply(Err(EventError::InvalidArgument(
                 "a forwarded event is sent again with forward".into(),
-            ))));
+            )));
         }
         let wanted = m
             .callbacks
@@ -254,19 +254,20 @@ impl Handler<DispatchEvent> for EventDispatcher {
             m.reference_timeout,
             ctx,
         )
+        .respond(self, Box::new(|r, _| r))
     }
 }
 
 impl Handler<ForwardEvent> for EventDispatcher {
-    type Result = ResponseActFuture<Self, Result<Event, EventError>>;
+    type Result = ActorResponse<Self, Result<Event, EventError>>;
     fn handle(&mut self, m: ForwardEvent, ctx: &mut Context<Self>) -> Self::Result {
         if let Err(e) = self.check_sender(&m.owner, &m.event, m.forwarding.source()) {
-            return Box::pin(fut::ready(Err(e)));
+            return ActorResponse::reply(Err(e));
         }
         let ts = m.with_timestamp.then(|| self.now());
         let forwarding = match Forwarding::new(m.forwarding, ts) {
             Ok(f) => f,
-            Err(e) => return Box::pin(fut::ready(Err(e))),
+            Err(e) => return ActorResponse::reply(Err(e)),
         };
         let wanted = m
             .callbacks
@@ -274,14 +275,14 @@ impl Handler<ForwardEvent> for EventDispatcher {
             .is_some_and(EventCallbacks::wants_notifications);
         let ev = Arc::new(m.event.forwarded(forwarding).with_dnw(wanted));
         let out = (*ev).clone();
-        let fut = self.outgoing(
+        self.outgoing(
             ev,
             true,
             m.callbacks.map(Reporter::App),
             m.reference_timeout,
             ctx,
-        );
-        Box::pin(fut.map(move |r, _, _| r.map(|()| out)))
+        )
+        .respond(self, Box::new(move |r, _| r.map(|()| out)))
     }
 }
 
@@ -300,26 +301,24 @@ impl Handler<ServeRpc> for EventDispatcher {
 }
 
 impl Handler<CallRpc> for EventDispatcher {
-    type Result = ResponseActFuture<
+    type Result = ActorResponse<
         Self,
         Result<Option<oneshot::Receiver<Result<Vec<RpcResponse>, RpcCallError>>>, EventError>,
     >;
     fn handle(&mut self, m: CallRpc, ctx: &mut Context<Self>) -> Self::Result {
         let now = self.now();
         if !self.entities.owns(&m.owner, m.from.as_str()) {
-            return Box::pin(fut::ready(Err(EventError::PermissionDenied(format!(
+            return ActorResponse::reply(Err(EventError::PermissionDenied(format!(
                 "{} is not an entity of {}",
                 m.from, m.owner
-            )))));
+            ))));
         }
         if m.requests.is_empty() {
-            return Box::pin(fut::ready(Err(EventError::InvalidArgument(
-                "no RPC request".into(),
-            ))));
+            return ActorResponse::reply(Err(EventError::InvalidArgument("no RPC request".into())));
         }
         let answered = m.requests.iter().any(|r| !r.is_notification());
         if answered && self.rpc_calls.len() >= self.config.max_rpc_calls {
-            return Box::pin(fut::ready(Err(EventError::Full("RPC calls"))));
+            return ActorResponse::reply(Err(EventError::Full("RPC calls")));
         }
         let payload = request_payload(m.batch || m.requests.len() > 1, &m.requests);
         let event = Event::builder(RPC_REQUEST, m.from.clone())
@@ -331,7 +330,7 @@ impl Handler<CallRpc> for EventDispatcher {
             .build_any();
         let event = match event {
             Ok(e) => Arc::new(e),
-            Err(e) => return Box::pin(fut::ready(Err(e.into()))),
+            Err(e) => return ActorResponse::reply(Err(e.into())),
         };
         let rx = answered.then(|| {
             let (tx, rx) = oneshot::channel();
@@ -347,14 +346,17 @@ impl Handler<CallRpc> for EventDispatcher {
             rx
         });
         let id = event.id();
-        let fut = self.outgoing(event, true, Some(Reporter::Rpc), None, ctx);
-        Box::pin(fut.map(move |r, act, _| match r {
-            Ok(()) => Ok(rx),
-            Err(e) => {
-                act.rpc_calls.remove(&id);
-                Err(e)
-            }
-        }))
+        self.outgoing(event, true, Some(Reporter::Rpc), None, ctx)
+            .respond(
+                self,
+                Box::new(move |r, act| match r {
+                    Ok(()) => Ok(rx),
+                    Err(e) => {
+                        act.rpc_calls.remove(&id);
+                        Err(e)
+                    }
+                }),
+            )
     }
 }
 

@@ -173,6 +173,32 @@ struct PendingCall {
     tx: oneshot::Sender<RpcAnswer>,
 }
 
+/// The outcome of routing an outgoing event: known at once (every recipient is
+/// local), or after the route lookups. Handlers answer the first directly instead
+/// of spawning a future into the actor's context (which would make a burst of
+/// queued dispatches quadratic).
+enum Routed {
+    Now(Result<(), EventError>),
+    Later(ResponseActFuture<EventDispatcher, Result<(), EventError>>),
+}
+
+type Then<T> =
+    Box<dyn FnOnce(Result<(), EventError>, &mut EventDispatcher) -> Result<T, EventError>>;
+
+impl Routed {
+    /// The handler's response: `then` maps the routing result.
+    fn respond<T: 'static>(
+        self,
+        act: &mut EventDispatcher,
+        then: Then<T>,
+    ) -> ActorResponse<EventDispatcher, Result<T, EventError>> {
+        match self {
+            Routed::Now(r) => ActorResponse::reply(then(r, act)),
+            Routed::Later(fut) => ActorResponse::r#async(fut.map(move |r, act, _| then(r, act))),
+        }
+    }
+}
+
 /// Where a recipient is reached.
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum Hop {

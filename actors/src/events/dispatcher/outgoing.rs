@@ -5,12 +5,17 @@ use super::*;
 impl EventDispatcher {
     /// An event the dispatcher itself sends (notifications, RPC responses).
     pub(super) fn originate(&mut self, ev: Event, ctx: &mut Context<Self>) {
-        let fut = self.outgoing(Arc::new(ev), false, None, None, ctx);
-        ctx.spawn(fut.map(|r, _, _| {
-            if let Err(e) = r {
-                debug!(error = %e, "internal event not sent");
+        match self.outgoing(Arc::new(ev), false, None, None, ctx) {
+            Routed::Now(Ok(())) => {}
+            Routed::Now(Err(e)) => debug!(error = %e, "internal event not sent"),
+            Routed::Later(fut) => {
+                ctx.spawn(fut.map(|r, _, _| {
+                    if let Err(e) = r {
+                        debug!(error = %e, "internal event not sent");
+                    }
+                }));
             }
-        }));
+        }
     }
 
     pub(super) fn outgoing(
@@ -20,7 +25,7 @@ impl EventDispatcher {
         reporter: Option<Reporter>,
         reference_timeout: Option<Duration>,
         ctx: &mut Context<Self>,
-    ) -> ResponseActFuture<Self, Result<(), EventError>> {
+    ) -> Routed {
         let span = tracing::debug_span!("events.outgoing", id = %ev.id(), kind = %ev.event_type(), sender = %ev.sender());
         let _enter = span.enter();
         let now = self.now();
@@ -31,7 +36,7 @@ impl EventDispatcher {
                 self.purge_sent(now);
             }
             if self.sent.len() >= self.config.max_pending_reports && !self.sent.contains_key(&key) {
-                return Box::pin(fut::ready(Err(EventError::Full("pending reports"))));
+                return Routed::Now(Err(EventError::Full("pending reports")));
             }
             let timeout_at = reference_timeout.map(|t| after(now, t));
             if let Some(t) = timeout_at {
@@ -72,7 +77,7 @@ impl EventDispatcher {
                 DeliveryErrorCode::Expired,
                 "expired before dispatch",
             );
-            return Box::pin(fut::ready(Ok(())));
+            return Routed::Now(Ok(()));
         }
         let mut local = Vec::new();
         let mut need = Vec::new();
@@ -92,24 +97,26 @@ impl EventDispatcher {
             if r.is_err() {
                 self.sent.remove(&key);
             }
-            return Box::pin(fut::ready(r));
+            return Routed::Now(r);
         }
         let lookup = self.lookup(need.iter().map(|(a, _)| a.clone()).collect());
-        Box::pin(lookup.into_actor(self).map(move |hops, act, ctx| {
-            let remote = need
-                .into_iter()
-                .zip(hops)
-                .map(|((a, role), hop)| {
-                    let replicated = act.entities.get(a.as_str()).is_some_and(|r| r.replicated);
-                    (a, role, act.classify(&hop, replicated))
-                })
-                .collect();
-            let r = act.route_outgoing(&ev, app, local, remote, ctx);
-            if r.is_err() {
-                act.sent.remove(&key);
-            }
-            r
-        }))
+        Routed::Later(Box::pin(lookup.into_actor(self).map(
+            move |hops, act, ctx| {
+                let remote = need
+                    .into_iter()
+                    .zip(hops)
+                    .map(|((a, role), hop)| {
+                        let replicated = act.entities.get(a.as_str()).is_some_and(|r| r.replicated);
+                        (a, role, act.classify(&hop, replicated))
+                    })
+                    .collect();
+                let r = act.route_outgoing(&ev, app, local, remote, ctx);
+                if r.is_err() {
+                    act.sent.remove(&key);
+                }
+                r
+            },
+        )))
     }
 
     /// Resolves addresses to routes, plus the set of live stubs.
