@@ -473,3 +473,35 @@ async fn local_recipients_get_the_same_statuses_without_a_network() {
     // nothing crossed a network: local statuses are reported directly
     assert_eq!(rt.events().stats().await.notifications_sent, 0);
 }
+
+#[actix::test]
+async fn a_notification_from_someone_who_is_not_a_primary_recipient_is_ignored() {
+    let clock = ManualClock::new(T0);
+    let p = pair(&clock, &clock).await;
+    let ev = event_to(&p, "genuine");
+    let (cb, mut rep) = EventCallbacks::channel(CallbackSet::delivery());
+    p.s.ep.dispatch(ev.clone(), Some(cb), None).await.unwrap();
+    // a forged `ok` from an entity the event was never addressed to
+    let forged = json!({
+        "type": "deliveryNotification", "source": "hyperty://b.org/mallory",
+        "to": ["hyperty://a.org/s"], "inResponseTo": ev.id().to_string(),
+        "deliveryNotificationWanted": false, "addressingSensitive": true, "payload": "ok"
+    });
+    inject_event(
+        &p.a,
+        &p.ab.stub.url,
+        "hyperty-runtime://b.org/rt",
+        &["hyperty://a.org/s"],
+        forged,
+    );
+    assert_eq!(
+        first_report(&mut rep).await,
+        ReportKind::Delivery {
+            recipient: p.r.addr.clone(),
+            duplicate: false
+        }
+    );
+    let st = stats_until(&p.a, |s| s.notifications_received == 2).await;
+    assert_eq!(st.notifications_received, 2);
+    assert!(rep.recv(QUIET).await.is_none(), "nothing about mallory");
+}

@@ -46,7 +46,9 @@ impl EventDispatcher {
         let key = (id, sender.clone());
         for r in recipients {
             let fresh = match self.sent.get_mut(&key) {
-                Some(rec) => rec.resolved.insert(r.clone()),
+                // only primary recipients report (and nobody can report for them)
+                Some(rec) if rec.primaries.contains(r) => rec.resolved.insert(r.clone()),
+                Some(_) => false,
                 None => return,
             };
             if !fresh {
