@@ -225,3 +225,48 @@ impl<T> Tap for T {
         self
     }
 }
+
+#[actix::test]
+async fn a_burst_larger_than_the_stub_mailbox_loses_nothing() {
+    let clock = ManualClock::new(T0);
+    let a = start("a.org", &clock);
+    let b = start("b.org", &clock);
+    link(&a, Some("a.org"), &b, Some("b.org")).await;
+    let s = entity(&a, "hyperty://a.org/s").await;
+    let mut r = entity(&b, "hyperty://b.org/r").await;
+    const N: usize = 200;
+    let sends: Vec<_> = (0..N)
+        .map(|i| {
+            let ev = Event::builder("t", s.addr.clone())
+                .to(r.addr.clone())
+                .payload(i.to_string())
+                .build()
+                .unwrap();
+            s.ep.dispatch(ev, None, None)
+        })
+        .collect();
+    for res in futures_util::future::join_all(sends).await {
+        res.unwrap();
+    }
+    let mut got = std::collections::BTreeSet::new();
+    let deadline = tokio::time::Instant::now() + TIMEOUT;
+    while got.len() < N && tokio::time::Instant::now() < deadline {
+        while let Some(e) = r.inbox.recv(Duration::from_millis(20)).await {
+            assert!(
+                got.insert(e.event.payload().unwrap().to_owned()),
+                "delivered twice"
+            );
+        }
+        clock.advance(Duration::from_secs(1));
+        a.events().tick().await;
+    }
+    assert_eq!(got.len(), N);
+    let st = a.events().stats().await;
+    assert_eq!(st.transmissions as usize, N, "{st:?}");
+    assert!(
+        st.cached > 0,
+        "the burst overflowed the stub's mailbox: {st:?}"
+    );
+    assert_eq!(st.retransmitted, st.cached, "{st:?}");
+    assert!(cached(&a, 0).await);
+}

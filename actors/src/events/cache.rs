@@ -11,7 +11,8 @@
 //! are entries out of attempts; due entries are returned for retransmission and
 //! leased until the dispatcher answers [`CacheDone`] (transmitted: removed) or
 //! [`CacheRetry`] (still no route: retried after an exponential backoff,
-//! `retry_base · 2^attempts` capped at `retry_max`).
+//! `retry_base · 2^attempts` capped at `retry_max`; a stub that was only congested
+//! is retried after `retry_base`, without counting an attempt).
 //!
 //! Opening an existing database resumes: every stored entry is due at once. An
 //! event delivered just before a crash and retransmitted after it is dropped by
@@ -259,6 +260,22 @@ impl EventStore {
         self.write(key, Some(&copy))
     }
 
+    /// Moves the next attempt of an entry without counting one (congestion).
+    pub fn postpone(
+        &mut self,
+        key: u64,
+        recipients: Vec<Address>,
+        next_attempt_ms: u64,
+    ) -> Result<(), CacheError> {
+        let Some(e) = self.entries.get_mut(&key) else {
+            return Ok(());
+        };
+        e.recipients = recipients;
+        e.next_attempt_ms = next_attempt_ms;
+        let copy = e.clone();
+        self.write(key, Some(&copy))
+    }
+
     /// An entry.
     pub fn get(&self, key: u64) -> Option<&CachedEvent> {
         self.entries.get(&key)
@@ -400,6 +417,9 @@ pub struct CacheRetry {
     pub recipients: Vec<Address>,
     /// Now (ms).
     pub now_ms: u64,
+    /// A route exists but its stub refused (a full mailbox): retry soon, and do
+    /// not count the attempt.
+    pub congested: bool,
 }
 
 /// Number of cached events.
@@ -477,9 +497,14 @@ impl Handler<CacheRetry> for LocalEventCache {
     fn handle(&mut self, m: CacheRetry, _: &mut Context<Self>) {
         let config = self.config.clone();
         if let Ok(store) = self.store() {
-            let attempts = store.get(m.key).map_or(0, |e| e.attempts);
-            let next = after(m.now_ms, config.backoff(attempts));
-            if let Err(err) = store.reschedule(m.key, m.recipients, next) {
+            let result = if m.congested {
+                store.postpone(m.key, m.recipients, after(m.now_ms, config.retry_base))
+            } else {
+                let attempts = store.get(m.key).map_or(0, |e| e.attempts);
+                let next = after(m.now_ms, config.backoff(attempts));
+                store.reschedule(m.key, m.recipients, next)
+            };
+            if let Err(err) = result {
                 warn!(key = m.key, error = %err, "cannot reschedule a cached event");
             }
         }
@@ -608,6 +633,7 @@ mod tests {
                 key: k1,
                 recipients: vec![a("hyperty://b.org/r")],
                 now_ms: 11,
+                congested: false,
             })
             .await
             .unwrap();

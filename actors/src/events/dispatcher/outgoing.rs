@@ -254,15 +254,10 @@ impl EventDispatcher {
             self.notify_bad(ev, bad, ctx);
         }
         for (stub, group) in groups {
-            for r in &group {
-                self.report(
-                    &key,
-                    ReportKind::Sending {
-                        recipient: r.clone(),
-                    },
-                );
+            match self.transmit(ev, &stub, group) {
+                Ok(()) => {}
+                Err(failed) => unreachable.extend(failed),
             }
-            self.transmit(ev, &stub, group);
         }
         if !unreachable.is_empty() {
             self.cache_put(ev, unreachable, ctx);
@@ -272,26 +267,53 @@ impl EventDispatcher {
     }
 
     /// One message through the bus to the stub serving `group`, with `bcc` narrowed
-    /// to the group.
-    pub(super) fn transmit(&mut self, ev: &Arc<Event>, stub: &Address, group: Vec<Address>) {
+    /// to the group. Returns the group back if the bus could not hand the message to
+    /// the stub (full mailbox, stub gone, route vanished): such a failure is not
+    /// reported to a notification's sender, so it is read off the bus's failure
+    /// counters, which only move synchronously within `send`. A concurrent failure
+    /// elsewhere can make a delivered event look failed; it is then cached and
+    /// retransmitted, and its recipient drops the copy as a duplicate.
+    pub(super) fn transmit(
+        &mut self,
+        ev: &Arc<Event>,
+        stub: &Address,
+        group: Vec<Address>,
+    ) -> Result<(), Vec<Address>> {
         let in_group = |list: &[Address]| -> Vec<Address> {
             list.iter().filter(|a| group.contains(a)).cloned().collect()
         };
         let original = in_group(ev.addressing().bcc());
         let forwarding = ev.forwarding().map(|f| in_group(f.addressing().bcc()));
         let copy = ev.with_bcc(original, forwarding);
-        let Some(to) = (match group.len() {
-            1 => group.into_iter().next().map(To::One),
-            _ => To::many(group),
-        }) else {
-            return;
+        let to = match group.as_slice() {
+            [one] => To::One(one.clone()),
+            _ => match To::many(group.clone()) {
+                Some(to) => to,
+                None => return Ok(()),
+            },
         };
         let msg = Message::new(MessageType::Event, self.address.clone(), to)
             .with_id(self.bus.next_id())
             .with_value(copy.to_value());
+        let failures = |s: crate::bus::BusStats| s.busy + s.unavailable + s.not_found;
+        let before = failures(self.bus.stats());
+        self.bus.send(msg);
+        if failures(self.bus.stats()) != before {
+            debug!(%stub, id = %ev.id(), "transmission refused by the bus");
+            return Err(group);
+        }
         trace!(%stub, id = %ev.id(), "event transmitted");
         self.stats.transmissions += 1;
-        self.bus.send(msg);
+        let key = (ev.id(), ev.sender().clone());
+        for r in &group {
+            self.report(
+                &key,
+                ReportKind::Sending {
+                    recipient: r.clone(),
+                },
+            );
+        }
+        Ok(())
     }
 
     pub(super) fn cache_put(

@@ -146,17 +146,16 @@ impl EventDispatcher {
         if let Some(rec) = self.sent.get_mut(&key) {
             rec.retain_until = after(now, self.config.report_retention);
         }
+        let mut congested = false;
         for (stub, group) in groups {
-            for r in &group {
-                self.report(
-                    &key,
-                    ReportKind::Sending {
-                        recipient: r.clone(),
-                    },
-                );
+            let n = group.len() as u64;
+            match self.transmit(&ev, &stub, group) {
+                Ok(()) => self.stats.retransmitted += n,
+                Err(failed) => {
+                    congested = true;
+                    keep.extend(failed);
+                }
             }
-            self.stats.retransmitted += group.len() as u64;
-            self.transmit(&ev, &stub, group);
         }
         if !bad.is_empty() {
             self.notify_bad(&ev, bad, ctx);
@@ -169,6 +168,7 @@ impl EventDispatcher {
                 key: entry.key,
                 recipients: keep,
                 now_ms: now,
+                congested,
             });
         }
     }
