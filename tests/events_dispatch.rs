@@ -425,6 +425,20 @@ async fn the_api_refuses_what_an_application_may_not_do() {
             .code(),
         1
     );
+    // nor can a local component bypass the API by messaging the dispatcher
+    let mut bob = bob;
+    let forged = Message::new(
+        MessageType::Event,
+        alice.addr.clone(),
+        rt.events().address().clone(),
+    )
+    .with_value(json!({
+        "type": "t", "source": "hyperty://a.org/carol", "to": ["hyperty://a.org/bob"],
+        "addressingSensitive": true
+    }));
+    rt.bus().send(forged);
+    assert_eq!(rt.bus().stats().rejected, 1);
+    assert!(bob.inbox.recv(QUIET).await.is_none());
 }
 
 /// Seed 004's example: to A, B, C; cc D, E, F; bcc G, H, I; A and G local; B, C on

@@ -2,7 +2,9 @@
 
 use super::*;
 
-/// Rewrites incoming `event` messages to the local dispatcher (see the module docs).
+/// Rewrites incoming `event` messages to the local dispatcher (see the module docs),
+/// and refuses (403) messages that local components address to the dispatcher
+/// directly: they use the event API, which knows who owns what.
 #[derive(Debug, Clone)]
 pub struct InboundEvents {
     dispatcher: Address,
@@ -29,6 +31,12 @@ impl Interceptor for InboundEvents {
     }
 
     fn intercept(&self, msg: &mut Message, direction: Direction) -> Result<(), Rejection> {
+        if direction != Direction::Incoming && msg.to.contains(self.dispatcher.as_str()) {
+            return Err(Rejection::new(
+                ResponseCode::Forbidden,
+                "local components reach the event dispatcher through its API",
+            ));
+        }
         if direction != Direction::Incoming
             || msg.kind != MessageType::Event
             || !looks_like_event(msg.body.value.as_ref())

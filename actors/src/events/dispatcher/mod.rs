@@ -88,7 +88,7 @@ use crate::events::rpc::{
     RpcCallError, RpcError, RpcId, RpcRequest, RpcResponse,
 };
 use crate::events::EventsHandle;
-use crate::message::{Message, MessageType, To};
+use crate::message::{Message, MessageType, ResponseCode, To};
 use crate::protostub::StubStatus;
 use crate::registry::{ListStubs, Resolve, Route};
 
@@ -368,6 +368,11 @@ mod tests {
         let before = other.clone();
         i.intercept(&mut other, Direction::Incoming).unwrap();
         assert_eq!(other, before);
+        // local components cannot talk to the dispatcher over the bus
+        let mut forged = base.clone();
+        forged.to = To::One(disp.clone());
+        let err = i.intercept(&mut forged, Direction::Local).unwrap_err();
+        assert_eq!(err.code, ResponseCode::Forbidden);
     }
 
     #[test]
