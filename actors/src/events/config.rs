@@ -130,10 +130,10 @@ mod tests {
         assert_ne!(a, EventsConfig::default());
         let b = EventsConfig::default()
             .with_clock(ManualClock::new(0))
-            .with_cache_path("/tmp/x.redb");
+            .with_cache_path("data/events.redb");
         assert_eq!(
             b.cache.path.as_deref(),
-            Some(std::path::Path::new("/tmp/x.redb"))
+            Some(std::path::Path::new("data/events.redb"))
         );
         assert!(format!("{b:?}").contains("ManualClock"));
     }
