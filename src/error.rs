@@ -2,6 +2,7 @@
 
 use hyperty_actors::address::AddressError;
 use hyperty_actors::error::{BusError, RegistryError, SandboxError, ToResponseCode};
+use hyperty_actors::events::EventError;
 use hyperty_actors::message::ResponseCode;
 use hyperty_actors::protostub::StubError;
 
@@ -26,6 +27,9 @@ pub enum RuntimeError {
     /// The identity module refused (e.g. binding a user who is not logged in).
     #[error(transparent)]
     Identity(#[from] crate::identity::IdentityError),
+    /// The event system refused or could not start (e.g. its cache database).
+    #[error(transparent)]
+    Events(#[from] EventError),
     /// A runtime component stopped.
     #[error("runtime component {0} is not running")]
     Unavailable(&'static str),
@@ -38,6 +42,7 @@ impl ToResponseCode for RuntimeError {
             RuntimeError::Registry(e) => e.response_code(),
             RuntimeError::Sandbox(e) => e.response_code(),
             RuntimeError::Bus(e) => e.response_code(),
+            RuntimeError::Events(e) => e.response_code(),
             RuntimeError::Stub(_) => ResponseCode::GatewayTimeout,
             RuntimeError::Identity(e) => e.response_code(),
             RuntimeError::Unavailable(_) => ResponseCode::InternalError,

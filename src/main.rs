@@ -43,6 +43,9 @@ struct Cli {
 enum Command {
     /// Serve a messaging node (the default).
     Serve,
+    /// Read webinos events in their JSON form, one per line on stdin, and print
+    /// each one's id (or `invalid: <reason>`), one per line.
+    EventId,
 }
 
 fn load(cli: &Cli) -> Result<NodeConfig, String> {
@@ -112,6 +115,17 @@ fn main() -> ExitCode {
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
         )
         .init();
+    if matches!(cli.command, Some(Command::EventId)) {
+        let stdin = std::io::stdin().lock();
+        let stdout = std::io::stdout().lock();
+        return match hyperty::actors::events::event_id_lines(stdin, stdout) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("hyperty: {e}");
+                ExitCode::FAILURE
+            }
+        };
+    }
     let cfg = match load(&cli) {
         Ok(c) => c,
         Err(e) => {
@@ -135,7 +149,7 @@ fn main() -> ExitCode {
         return ExitCode::SUCCESS;
     }
     let result = match cli.command.unwrap_or(Command::Serve) {
-        Command::Serve => serve(cfg),
+        Command::Serve | Command::EventId => serve(cfg),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

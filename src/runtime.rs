@@ -5,9 +5,11 @@
 //! ```text
 //! RuntimeHandle
 //!  ├── MessageBus  (actor on the calling arbiter; Bus handles route on the sender's thread)
-//!  └── RuntimeRegistry (actor on the calling arbiter)
-//!       └── one Sandbox per service provider, each on its own arbiter (thread)
-//!            └── hyperties (restarted per their RestartPolicy)
+//!  ├── RuntimeRegistry (actor on the calling arbiter)
+//!  │    └── one Sandbox per service provider, each on its own arbiter (thread)
+//!  │         └── hyperties (restarted per their RestartPolicy)
+//!  └── EventDispatcher at <runtime>/events (actor on the calling arbiter)
+//!       └── LocalEventCache (actor on the calling arbiter; redb database)
 //! protocol stubs added with RuntimeHandle::add_stub run on the calling arbiter.
 //! with RuntimeConfig::identity: IdentityModule (calling arbiter) at <runtimeURL>/idm,
 //!   plus its identity interceptor on the bus (see crate::identity).
@@ -51,6 +53,7 @@ use std::sync::Arc;
 use actix::prelude::*;
 use hyperty_actors::address::{Address, HypertyUrl, RuntimeUrl};
 use hyperty_actors::bus::{Bus, BusConfig, MessageBus};
+use hyperty_actors::events::{EventDispatcher, EventsConfig, EventsHandle};
 use hyperty_actors::hyperty::HypertySpec;
 use hyperty_actors::protostub::{Connect, Disconnect, ProtoStub, StubContext, StubStatus};
 use hyperty_actors::registry::{
@@ -81,6 +84,8 @@ pub struct RuntimeConfig {
     pub registry: RegistryConfig,
     /// The Identity Module at `<runtimeURL>/idm`; `None`: no identities.
     pub identity: Option<IdmConfig>,
+    /// Event dispatcher and Local Event Cache (database path, limits, clock).
+    pub events: EventsConfig,
 }
 
 impl RuntimeConfig {
@@ -93,6 +98,7 @@ impl RuntimeConfig {
             sandbox: SandboxConfig::default(),
             registry: RegistryConfig::default(),
             identity: None,
+            events: EventsConfig::default(),
         }
     }
 }
@@ -117,12 +123,19 @@ impl Runtime {
             Some(c) => Some(IdmHandle::start(bus.clone(), c)?),
             None => None,
         };
+        let events = EventDispatcher::start(
+            bus.clone(),
+            registry.clone().recipient(),
+            registry.clone().recipient(),
+            config.events,
+        )?;
         tracing::info!(runtime = %url, "runtime started");
         Ok(RuntimeHandle {
             url,
             bus,
             registry,
             idm,
+            events,
         })
     }
 }
@@ -134,6 +147,7 @@ pub struct RuntimeHandle {
     bus: Bus,
     registry: Addr<RuntimeRegistry>,
     idm: Option<IdmHandle>,
+    events: EventsHandle,
 }
 
 impl fmt::Debug for RuntimeHandle {
@@ -200,6 +214,11 @@ impl RuntimeHandle {
     /// The Identity Module, if [`RuntimeConfig::identity`] was set.
     pub fn idm(&self) -> Option<&IdmHandle> {
         self.idm.as_ref()
+    }
+
+    /// The event system (dispatcher at `<runtime>/events`).
+    pub fn events(&self) -> &EventsHandle {
+        &self.events
     }
 
     /// Registers a hyperty, starts it in its provider's sandbox and returns its
@@ -342,6 +361,7 @@ impl RuntimeHandle {
 
     /// Stops the runtime: every sandbox thread ends and pending requests fail.
     pub async fn shutdown(&self) {
+        self.events.shutdown().await;
         self.bus.shutdown();
         // Stopping the registry stops every sandbox arbiter (see its `stopped`).
         let _ = self.registry.send(StopRuntime).await;

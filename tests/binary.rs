@@ -98,3 +98,38 @@ fn a_taken_port_is_reported_not_panicked() {
         .unwrap()
         .contains("cannot listen"));
 }
+
+#[test]
+fn event_id_reads_events_line_by_line() {
+    use std::io::Write;
+    let mut child = bin()
+        .arg("event-id")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let input = concat!(
+        r#"{"type":"chat","source":"hyperty://a.org/1","to":["hyperty://b.org/2"],"payload":"hi","addressingSensitive":true}"#,
+        "\n",
+        r#"{"type":"9bad","source":"x","to":["y"],"addressingSensitive":false}"#,
+        "\n",
+        "not json\n"
+    );
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(input.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success());
+    let text = String::from_utf8(out.stdout).unwrap();
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines.len(), 3, "{text}");
+    assert_eq!(lines[0].len(), 64);
+    assert!(lines[0]
+        .chars()
+        .all(|c| c.is_ascii_hexdigit() && !c.is_ascii_uppercase()));
+    assert!(lines[1].starts_with("invalid: "), "{}", lines[1]);
+    assert!(lines[2].starts_with("invalid: "));
+}

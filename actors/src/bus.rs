@@ -600,12 +600,20 @@ impl Shared {
         }
         let track = matches!(origin, Origin::Stub(_)) && msg.kind.expects_response();
         let requester = track.then(|| (msg.from.shared().clone(), msg.id));
-        match self.listeners.deliver(target.as_str(), Deliver(msg)) {
+        // Recorded before the hand-off: the listener runs on another thread and may
+        // answer, or crash and have its requests failed, before `deliver` returns.
+        if let Some(key) = &requester {
+            self.track_inflight(key.clone(), target);
+        }
+        let delivery = self.listeners.deliver(target.as_str(), Deliver(msg));
+        if !matches!(delivery, Delivery::Delivered(_)) {
+            if let Some(key) = &requester {
+                self.untrack_inflight(key);
+            }
+        }
+        match delivery {
             Delivery::Delivered(_) => {
                 self.counters.delivered.fetch_add(1, Relaxed);
-                if let Some(key) = requester {
-                    self.track_inflight(key, target);
-                }
                 trace!(%target, "delivered to local listener");
             }
             Delivery::Refused(Deliver(m), why) => self.refused(m, target, why),
@@ -636,6 +644,12 @@ impl Shared {
             return;
         }
         if self.inflight.insert(key, target.shared().clone()).is_some() {
+            self.tracked.fetch_sub(1, Relaxed);
+        }
+    }
+
+    fn untrack_inflight(&self, key: &PendingKey) {
+        if self.inflight.remove(key).is_some() {
             self.tracked.fetch_sub(1, Relaxed);
         }
     }

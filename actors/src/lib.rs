@@ -15,6 +15,7 @@
 //! | [`sandbox`] | one sandbox (thread) per service provider, crash isolation and restarts |
 //! | [`hyperty`] | the hyperty API |
 //! | [`protostub`] | the protocol-stub API |
+//! | [`events`] | webinos events: dispatcher, delivery notifications, RPC, cache, pub/sub |
 //!
 //! # Supervision tree
 //!
@@ -41,6 +42,7 @@
 pub mod address;
 pub mod bus;
 pub mod error;
+pub mod events;
 pub mod hyperty;
 pub mod message;
 pub mod protostub;
@@ -59,6 +61,7 @@ pub mod prelude {
     };
     pub use crate::bus::{Bus, BusConfig, Deliver, Direction, Interceptor, MessageBus};
     pub use crate::error::{BusError, Rejection, ToResponseCode};
+    pub use crate::events::prelude::*;
     pub use crate::hyperty::{Hyperty, HypertyContext, HypertySpec};
     pub use crate::message::{Body, Message, MessageType, ResponseCode, To};
     pub use crate::protostub::{

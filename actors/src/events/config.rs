@@ -1,0 +1,140 @@
+//! Configuration of a runtime's event system: limits, timing, the cache, the clock.
+
+use std::fmt;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::events::buffer::DEFAULT_ID_BUFFER_CAPACITY;
+use crate::events::cache::CacheConfig;
+use crate::events::clock::{Clock, SystemClock};
+use crate::events::entities::DEFAULT_MAX_ENTITIES;
+use crate::events::listeners::DEFAULT_MAX_EVENT_LISTENERS;
+use crate::events::references::DEFAULT_MAX_REFERENCES;
+
+/// Default period of the dispatcher's timer (timeouts, cache retransmission).
+pub const DEFAULT_TICK_INTERVAL: Duration = Duration::from_millis(100);
+/// Default time an RPC call waits for its answer.
+pub const DEFAULT_RPC_TIMEOUT: Duration = Duration::from_secs(15);
+/// Default time a dispatch's callbacks stay reachable by delivery notifications.
+pub const DEFAULT_REPORT_RETENTION: Duration = Duration::from_secs(600);
+/// Default bound of dispatches awaiting delivery notifications or responses.
+pub const DEFAULT_MAX_PENDING_REPORTS: usize = 100_000;
+/// Default bound of RPC calls awaiting an answer.
+pub const DEFAULT_MAX_RPC_CALLS: usize = 10_000;
+
+/// Limits and timing of the event dispatcher and its cache. Every table is bounded.
+#[derive(Clone)]
+pub struct EventsConfig {
+    /// The Local Event Cache (database path, bound, backoff).
+    pub cache: CacheConfig,
+    /// Most registered entities.
+    pub max_entities: usize,
+    /// Incoming-id buffer capacity per entity.
+    pub id_buffer_capacity: usize,
+    /// Most listener registrations.
+    pub max_listeners: usize,
+    /// Most events held for "In response to" references.
+    pub max_references: usize,
+    /// Most dispatches awaiting delivery notifications or responses.
+    pub max_pending_reports: usize,
+    /// Most RPC calls awaiting an answer.
+    pub max_rpc_calls: usize,
+    /// How long an RPC call waits.
+    pub rpc_timeout: Duration,
+    /// How long a dispatch's callbacks stay reachable.
+    pub report_retention: Duration,
+    /// The timer period; `None` disables the timer (call `tick` yourself).
+    pub tick_interval: Option<Duration>,
+    /// The clock every time rule reads.
+    pub clock: Arc<dyn Clock>,
+}
+
+impl Default for EventsConfig {
+    fn default() -> Self {
+        EventsConfig {
+            cache: CacheConfig::default(),
+            max_entities: DEFAULT_MAX_ENTITIES,
+            id_buffer_capacity: DEFAULT_ID_BUFFER_CAPACITY,
+            max_listeners: DEFAULT_MAX_EVENT_LISTENERS,
+            max_references: DEFAULT_MAX_REFERENCES,
+            max_pending_reports: DEFAULT_MAX_PENDING_REPORTS,
+            max_rpc_calls: DEFAULT_MAX_RPC_CALLS,
+            rpc_timeout: DEFAULT_RPC_TIMEOUT,
+            report_retention: DEFAULT_REPORT_RETENTION,
+            tick_interval: Some(DEFAULT_TICK_INTERVAL),
+            clock: Arc::new(SystemClock),
+        }
+    }
+}
+
+impl EventsConfig {
+    /// Uses `clock` (e.g. a [`ManualClock`](crate::events::clock::ManualClock)).
+    pub fn with_clock(mut self, clock: impl Clock) -> Self {
+        self.clock = Arc::new(clock);
+        self
+    }
+
+    /// Stores the cache in the database file at `path`.
+    pub fn with_cache_path(mut self, path: impl Into<PathBuf>) -> Self {
+        self.cache.path = Some(path.into());
+        self
+    }
+}
+
+impl fmt::Debug for EventsConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("EventsConfig")
+            .field("cache", &self.cache)
+            .field("max_entities", &self.max_entities)
+            .field("id_buffer_capacity", &self.id_buffer_capacity)
+            .field("max_listeners", &self.max_listeners)
+            .field("max_references", &self.max_references)
+            .field("max_pending_reports", &self.max_pending_reports)
+            .field("max_rpc_calls", &self.max_rpc_calls)
+            .field("rpc_timeout", &self.rpc_timeout)
+            .field("report_retention", &self.report_retention)
+            .field("tick_interval", &self.tick_interval)
+            .field("clock", &self.clock)
+            .finish()
+    }
+}
+
+impl PartialEq for EventsConfig {
+    fn eq(&self, o: &Self) -> bool {
+        self.cache == o.cache
+            && self.max_entities == o.max_entities
+            && self.id_buffer_capacity == o.id_buffer_capacity
+            && self.max_listeners == o.max_listeners
+            && self.max_references == o.max_references
+            && self.max_pending_reports == o.max_pending_reports
+            && self.max_rpc_calls == o.max_rpc_calls
+            && self.rpc_timeout == o.rpc_timeout
+            && self.report_retention == o.report_retention
+            && self.tick_interval == o.tick_interval
+            && Arc::ptr_eq(&self.clock, &o.clock)
+    }
+}
+
+impl Eq for EventsConfig {}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::events::clock::ManualClock;
+
+    #[test]
+    fn equality_compares_the_clock_by_identity() {
+        let a = EventsConfig::default();
+        assert_eq!(a, a.clone());
+        assert_ne!(a, EventsConfig::default());
+        let b = EventsConfig::default()
+            .with_clock(ManualClock::new(0))
+            .with_cache_path("data/events.redb");
+        assert_eq!(
+            b.cache.path.as_deref(),
+            Some(std::path::Path::new("data/events.redb"))
+        );
+        assert!(format!("{b:?}").contains("ManualClock"));
+    }
+}
