@@ -15,6 +15,7 @@
 //! | [`sandbox`] | one sandbox (thread) per service provider, crash isolation and restarts |
 //! | [`hyperty`] | the hyperty API |
 //! | [`protostub`] | the protocol-stub API |
+//! | [`policy`] | the policy language, the PDP actor and the PEP bus interceptor |
 //!
 //! # Supervision tree
 //!
@@ -24,6 +25,7 @@
 //!  └── Sandbox per provider (own arbiter/thread, stopped with the registry)
 //!       └── hyperty tasks (catch_unwind; restarted per RestartPolicy)
 //! MessageBus (runtime arbiter) ── owns ListenerTable + interceptor chain
+//! Pdp (runtime arbiter) ── owns the policy sets; publishes snapshots read by the Pep
 //! protocol stubs (runtime arbiter) ── registered in the StubTable
 //! ```
 //!
@@ -43,6 +45,7 @@ pub mod bus;
 pub mod error;
 pub mod hyperty;
 pub mod message;
+pub mod policy;
 pub mod protostub;
 pub mod registry;
 pub mod routes;
@@ -61,6 +64,10 @@ pub mod prelude {
     pub use crate::error::{BusError, Rejection, ToResponseCode};
     pub use crate::hyperty::{Hyperty, HypertyContext, HypertySpec};
     pub use crate::message::{Body, Message, MessageType, ResponseCode, To};
+    pub use crate::policy::{
+        AssertionVerifier, Decision, DecisionEffect, Effect, Pdp, PdpHandle, Pep, PolicyConfig,
+        PolicyError, PolicyFile, PolicyHandle, PolicyRequest, PolicySet, VerifiedIdentity,
+    };
     pub use crate::protostub::{
         Connect, Disconnect, ProtoStub, StubContext, StubError, StubStatus,
     };
