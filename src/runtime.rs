@@ -9,6 +9,8 @@
 //!       └── one Sandbox per service provider, each on its own arbiter (thread)
 //!            └── hyperties (restarted per their RestartPolicy)
 //! protocol stubs added with RuntimeHandle::add_stub run on the calling arbiter.
+//! Pdp (with `RuntimeConfig::policy`; calling arbiter) ── listens at <runtime>/pep;
+//!      its Pep is registered through the registry as a sealed bus interceptor
 //! ```
 //!
 //! Nothing is global: several runtimes can live in one process and never see each
@@ -50,6 +52,7 @@ use actix::prelude::*;
 use hyperty_actors::address::{Address, HypertyUrl, RuntimeUrl};
 use hyperty_actors::bus::{Bus, BusConfig, MessageBus};
 use hyperty_actors::hyperty::HypertySpec;
+use hyperty_actors::policy::{Pdp, PdpHandle, PolicyConfig};
 use hyperty_actors::protostub::{Connect, Disconnect, ProtoStub, StubContext, StubStatus};
 use hyperty_actors::registry::{
     HypertyInfo, ListHyperties, ListStubs, NextStubUrl, RegisterHyperty, RegisterStub, Resolve,
@@ -76,6 +79,9 @@ pub struct RuntimeConfig {
     pub sandbox: SandboxConfig,
     /// Registry limits.
     pub registry: RegistryConfig,
+    /// Policy enforcement (a PDP at `<runtime>/pep` and its PEP on the bus);
+    /// `None`: no PEP.
+    pub policy: Option<PolicyConfig>,
 }
 
 impl RuntimeConfig {
@@ -87,6 +93,7 @@ impl RuntimeConfig {
             bus: BusConfig::default(),
             sandbox: SandboxConfig::default(),
             registry: RegistryConfig::default(),
+            policy: None,
         }
     }
 }
@@ -103,12 +110,23 @@ impl Runtime {
             Some(id) => format!("hyperty-runtime://{}/{id}", config.domain).parse()?,
             None => RuntimeUrl::generate(&config.domain)?,
         };
+        // Policies are loaded (and refused) before anything starts.
+        let pdp = config.policy.map(Pdp::new).transpose()?;
         let stubs = Arc::new(StubTable::default());
         let bus = MessageBus::start(url.clone(), config.bus, stubs.clone());
         let registry =
             RuntimeRegistry::new(bus.clone(), stubs, config.registry, config.sandbox).start();
+        // The PEP registration is the registry's first message (see policy::install).
+        let pdp = pdp
+            .map(|p| hyperty_actors::policy::install(p, &bus, &registry))
+            .transpose()?;
         tracing::info!(runtime = %url, "runtime started");
-        Ok(RuntimeHandle { url, bus, registry })
+        Ok(RuntimeHandle {
+            url,
+            bus,
+            registry,
+            pdp,
+        })
     }
 }
 
@@ -118,6 +136,7 @@ pub struct RuntimeHandle {
     url: RuntimeUrl,
     bus: Bus,
     registry: Addr<RuntimeRegistry>,
+    pdp: Option<PdpHandle>,
 }
 
 impl fmt::Debug for RuntimeHandle {
@@ -179,6 +198,11 @@ impl RuntimeHandle {
     /// The registry actor.
     pub fn registry(&self) -> &Addr<RuntimeRegistry> {
         &self.registry
+    }
+
+    /// The policy decision point, if the runtime was started with a policy.
+    pub fn pdp(&self) -> Option<&PdpHandle> {
+        self.pdp.as_ref()
     }
 
     /// Registers a hyperty, starts it in its provider's sandbox and returns its

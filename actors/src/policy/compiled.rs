@@ -366,9 +366,11 @@ impl CompiledTarget {
             && any_pattern(&self.to_domains, r.to_domain)
             && (self.users.is_empty() || r.user.is_some_and(|u| any_pattern(&self.users, u)))
             && (self.data_schemes.is_empty()
-                || r.data_scheme.is_some_and(|s| any_str(&self.data_schemes, s)))
+                || r.data_scheme
+                    .is_some_and(|s| any_str(&self.data_schemes, s)))
             && (self.directions == 0
-                || r.direction.is_some_and(|d| self.directions & dir_bit(d) != 0))
+                || r.direction
+                    .is_some_and(|d| self.directions & dir_bit(d) != 0))
     }
 }
 
@@ -781,7 +783,12 @@ impl CompiledPolicies {
     }
 }
 
-fn invalid(policy: &str, rule: Option<&str>, field: &str, reason: impl Into<String>) -> PolicyError {
+fn invalid(
+    policy: &str,
+    rule: Option<&str>,
+    field: &str,
+    reason: impl Into<String>,
+) -> PolicyError {
     PolicyError::Invalid {
         policy: policy.to_owned(),
         rule: rule.map(str::to_owned),
@@ -813,8 +820,8 @@ fn compile_set(
             return Err(fail("id", "duplicate rule id in this set".to_owned()));
         }
         let target = compile_target(&rule.target, limits).map_err(|(f, r)| fail(&f, r))?;
-        let conditions = compile_conditions(set, rule, limits, previous)
-            .map_err(|(f, r)| fail(&f, r))?;
+        let conditions =
+            compile_conditions(set, rule, limits, previous).map_err(|(f, r)| fail(&f, r))?;
         check_obligations(&rule.obligations, limits).map_err(|(f, r)| fail(&f, r))?;
         out.needs_identity |= !target.users.is_empty()
             || conditions.asserted.is_some()
@@ -828,9 +835,8 @@ fn compile_set(
             .obligations
             .iter()
             .any(|o| matches!(o, Obligation::AttachIdentity));
-        out.needs_time |= conditions.window.is_some()
-            || conditions.weekdays != 0
-            || conditions.rate.is_some();
+        out.needs_time |=
+            conditions.window.is_some() || conditions.weekdays != 0 || conditions.rate.is_some();
         let position = u32::try_from(i).map_err(|_| PolicyError::TooMany {
             what: "rules in one set",
             limit: u32::MAX as usize,

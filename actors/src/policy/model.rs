@@ -517,8 +517,9 @@ mod tests {
                 if policy == "s" && r == "r" && reason.contains("tagret")),
             "{e}"
         );
-        let e = PolicySet::from_value(json!({"id": "s", "rules": [{"id": "r", "effect": "maybe"}]}))
-            .unwrap_err();
+        let e =
+            PolicySet::from_value(json!({"id": "s", "rules": [{"id": "r", "effect": "maybe"}]}))
+                .unwrap_err();
         assert!(
             matches!(&e, PolicyError::Invalid { field, .. } if field == "effect"),
             "{e}"
@@ -548,7 +549,10 @@ mod tests {
     fn format_guess() {
         assert_eq!(Format::guess(Path::new("p.toml"), "{"), Format::Toml);
         assert_eq!(Format::guess(Path::new("p.JSON"), "x"), Format::Json);
-        assert_eq!(Format::guess(Path::new("p"), "  {\"policies\":[]}"), Format::Json);
+        assert_eq!(
+            Format::guess(Path::new("p"), "  {\"policies\":[]}"),
+            Format::Json
+        );
         assert_eq!(Format::guess(Path::new("p"), "[[policies]]"), Format::Toml);
     }
 }

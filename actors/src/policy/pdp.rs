@@ -144,7 +144,6 @@ pub struct Authorisation {
     pub message: Message,
 }
 
-
 /// Installs the assertion verifier.
 #[derive(actix::Message)]
 #[rtype(result = "()")]
@@ -287,7 +286,10 @@ impl Pdp {
     }
 
     fn remove(&mut self, ids: &[String]) -> Result<(), PolicyError> {
-        if let Some(missing) = ids.iter().find(|id| !self.sets.iter().any(|s| &s.id == *id)) {
+        if let Some(missing) = ids
+            .iter()
+            .find(|id| !self.sets.iter().any(|s| &s.id == *id))
+        {
             return Err(PolicyError::NotFound(missing.clone()));
         }
         let next = self
@@ -512,18 +514,18 @@ impl PdpHandle {
     }
 }
 
-/// Installs policy enforcement in a runtime: starts a PDP configured by `config`
-/// that answers at `<runtime>/pep`, and registers its PEP with `registry`.
+/// Installs policy enforcement in a runtime: starts `pdp` answering at
+/// `<runtime>/pep` and registers its PEP with `registry`.
 ///
 /// The registration is the registry's next message, so every hyperty and stub it
 /// registers afterwards is subject to the PEP; await [`PdpHandle::installed`]
 /// before sending messages straight from the application.
 pub fn install(
-    config: PolicyConfig,
+    pdp: Pdp,
     bus: &Bus,
     registry: &Addr<RuntimeRegistry>,
 ) -> Result<PdpHandle, PolicyError> {
-    let pdp = Pdp::new(config)?.with_bus(bus.clone()).start();
+    let pdp = pdp.with_bus(bus.clone()).start();
     let url = bus
         .runtime_url()
         .join("pep")

@@ -1,6 +1,6 @@
 use super::*;
-use crate::policy::model::PolicyFile;
 use crate::policy::clock::utc_ms;
+use crate::policy::model::PolicyFile;
 use proptest::prelude::*;
 use serde_json::{json, Value};
 
@@ -89,7 +89,11 @@ fn target_from_and_to_patterns() {
     assert_eq!(effect(&p, req("read", "hyperty://a.org2/1", B)), Na);
     let p = one("deny", json!({"to": ["*"]}), json!({}));
     assert_eq!(effect(&p, req("read", A, B)), Deny);
-    let p = one("deny", json!({"from": ["re:hyperty://[ab]\\.org/\\d+"]}), json!({}));
+    let p = one(
+        "deny",
+        json!({"from": ["re:hyperty://[ab]\\.org/\\d+"]}),
+        json!({}),
+    );
     assert_eq!(effect(&p, req("read", A, B)), Deny);
     assert_eq!(effect(&p, req("read", "hyperty://a.org/x", B)), Na);
 }
@@ -99,7 +103,11 @@ fn target_schemes_and_domains() {
     let p = one("deny", json!({"schemes": ["comm"]}), json!({}));
     assert_eq!(effect(&p, req("update", "comm://a.org/o", B)), Deny);
     assert_eq!(effect(&p, req("update", A, B)), Na);
-    let p = one("deny", json!({"domains": ["*.evil.org", "evil.org"]}), json!({}));
+    let p = one(
+        "deny",
+        json!({"domains": ["*.evil.org", "evil.org"]}),
+        json!({}),
+    );
     assert_eq!(effect(&p, req("read", "hyperty://x.evil.org/1", B)), Deny);
     assert_eq!(effect(&p, req("read", "hyperty://evil.org/1", B)), Deny);
     assert_eq!(effect(&p, req("read", "hyperty://notevil.org/1", B)), Na);
@@ -122,11 +130,18 @@ fn target_users_need_a_verified_identity() {
 #[test]
 fn target_data_schemes_and_directions() {
     let p = one("deny", json!({"data_schemes": ["comm"]}), json!({}));
-    assert_eq!(effect(&p, req("subscribe", A, "comm://b.org/o/subscription")), Deny);
+    assert_eq!(
+        effect(&p, req("subscribe", A, "comm://b.org/o/subscription")),
+        Deny
+    );
     assert_eq!(effect(&p, req("update", "comm://b.org/o", A)), Deny);
     assert_eq!(effect(&p, req("update", "connection://b.org/o", A)), Na);
     assert_eq!(effect(&p, req("read", A, B)), Na);
-    let p = one("deny", json!({"directions": ["incoming", "local"]}), json!({}));
+    let p = one(
+        "deny",
+        json!({"directions": ["incoming", "local"]}),
+        json!({}),
+    );
     assert_eq!(effect(&p, req("read", A, B)), Na, "no direction: no match");
     assert_eq!(
         effect(&p, req("read", A, B).with_direction(Direction::Incoming)),
@@ -189,7 +204,10 @@ fn condition_asserted() {
     let p = one("deny", json!({}), json!({"asserted": false}));
     assert_eq!(effect(&p, req("read", A, B)), Deny);
     assert_eq!(
-        effect(&p, req("read", A, B).with_identity(Some("user://a.org/x"), true)),
+        effect(
+            &p,
+            req("read", A, B).with_identity(Some("user://a.org/x"), true)
+        ),
         Na
     );
     let p = one("permit", json!({}), json!({"asserted": true}));
@@ -267,7 +285,10 @@ fn combining_within_a_set() {
     assert_eq!(rule(&p, req("read", B, B)).as_deref(), Some("p1"));
     let p = three_rules("permit-overrides");
     assert_eq!(rule(&p, req("read", A, B)).as_deref(), Some("p1"));
-    assert_eq!(rule(&p, req("create", A, "hyperty://c.org/1")).as_deref(), Some("d1"));
+    assert_eq!(
+        rule(&p, req("create", A, "hyperty://c.org/1")).as_deref(),
+        Some("d1")
+    );
     let p = three_rules("first-applicable");
     assert_eq!(rule(&p, req("read", A, B)).as_deref(), Some("p1"));
     assert_eq!(rule(&p, req("create", A, B)).as_deref(), Some("d1"));
@@ -306,8 +327,10 @@ fn set_defaults_and_combining_across_sets() {
 fn obligations_come_with_the_deciding_rule() {
     let p = one("permit", json!({}), json!({}));
     assert!(p.decide(&req("read", A, B)).obligations.is_empty());
-    let p = compile(vec![json!({"id": "s", "rules": [{"id": "r", "effect": "permit",
-        "obligations": [{"kind": "require-assertion", "sender_domain": true}, {"kind": "audit"}]}]})]);
+    let p = compile(vec![
+        json!({"id": "s", "rules": [{"id": "r", "effect": "permit",
+        "obligations": [{"kind": "require-assertion", "sender_domain": true}, {"kind": "audit"}]}]}),
+    ]);
     let d = p.decide(&req("read", A, B));
     assert_eq!(d.obligations.len(), 2);
     assert!(p.needs_identity());
@@ -317,17 +340,22 @@ fn obligations_come_with_the_deciding_rule() {
 #[test]
 fn index_keeps_rule_order_across_buckets() {
     // One rule in each bucket; all match; first-applicable must pick the first.
-    let p = compile(vec![json!({"id": "s", "combining": "first-applicable", "rules": [
-        {"id": "scan", "effect": "permit", "target": {"domains": ["a.org"]}},
-        {"id": "type", "effect": "deny", "target": {"types": ["read"]}},
-        {"id": "from-auth", "effect": "deny", "target": {"from": ["hyperty://a.org/*"]}},
-        {"id": "to-exact", "effect": "deny", "target": {"to": [B, "hyperty://b.org/*"]}}
-    ]})]);
+    let p = compile(vec![
+        json!({"id": "s", "combining": "first-applicable", "rules": [
+            {"id": "scan", "effect": "permit", "target": {"domains": ["a.org"]}},
+            {"id": "type", "effect": "deny", "target": {"types": ["read"]}},
+            {"id": "from-auth", "effect": "deny", "target": {"from": ["hyperty://a.org/*"]}},
+            {"id": "to-exact", "effect": "deny", "target": {"to": [B, "hyperty://b.org/*"]}}
+        ]}),
+    ]);
     for first in ["scan", "type", "from-auth", "to-exact"] {
         let d = p.decide(&req("read", A, B));
         assert_eq!(d.rule.as_deref(), Some("scan"), "{first}");
     }
-    let lists = p.sets[0].index.candidates(&req("read", A, B)).collect::<Vec<_>>();
+    let lists = p.sets[0]
+        .index
+        .candidates(&req("read", A, B))
+        .collect::<Vec<_>>();
     assert_eq!(lists, vec![0, 1, 2, 3]);
     // unrelated messages find no candidates but the scanned rule
     let lists = p.sets[0]
@@ -354,10 +382,7 @@ fn many_rules_are_indexed() {
     assert_eq!(d.rule.as_deref(), Some("r9999"));
     let d = p.decide(&req("t5", A, B));
     assert_eq!(d.rule.as_deref(), Some("r5"));
-    assert_eq!(
-        p.sets[0].index.candidates(&req("read", A, B)).count(),
-        0
-    );
+    assert_eq!(p.sets[0].index.candidates(&req("read", A, B)).count(), 0);
 }
 
 fn err(v: Value) -> PolicyError {
@@ -404,7 +429,10 @@ fn invalid_policies_name_the_rule_and_field() {
             json!({"conditions": {"time_of_day": {"from": "08:00", "to": "08:00"}}}),
             "conditions.time_of_day",
         ),
-        (json!({"conditions": {"weekdays": []}}), "conditions.weekdays"),
+        (
+            json!({"conditions": {"weekdays": []}}),
+            "conditions.weekdays",
+        ),
         (
             json!({"conditions": {"utc_offset_minutes": 1440}}),
             "conditions.utc_offset_minutes",
@@ -427,7 +455,9 @@ fn invalid_policies_name_the_rule_and_field() {
         assert_eq!(field_of(&e), ("s", Some("r"), field), "{extra}: {e}");
         assert_eq!(e.response_code(), crate::message::ResponseCode::BadRequest);
     }
-    let e = err(json!({"id": "s", "rules": [{"id": "r", "effect": "deny"}, {"id": "r", "effect": "deny"}]}));
+    let e = err(
+        json!({"id": "s", "rules": [{"id": "r", "effect": "deny"}, {"id": "r", "effect": "deny"}]}),
+    );
     assert_eq!(field_of(&e), ("s", Some("r"), "id"));
     let e = err(json!({"id": "", "rules": []}));
     assert_eq!(field_of(&e), ("", None, "id"));
@@ -448,7 +478,9 @@ fn limits() {
         ..CompileOptions::default()
     };
     let s = |id: &str, n: usize| {
-        set(json!({"id": id, "rules": (0..n).map(|i| json!({"id": format!("r{i}"), "effect": "deny"})).collect::<Vec<_>>()}))
+        set(
+            json!({"id": id, "rules": (0..n).map(|i| json!({"id": format!("r{i}"), "effect": "deny"})).collect::<Vec<_>>()}),
+        )
     };
     assert!(CompiledPolicies::compile(&[s("a", 2)], &opts).is_ok());
     let e = CompiledPolicies::compile(&[s("a", 3)], &opts).unwrap_err();
@@ -468,8 +500,8 @@ fn limits() {
             ..
         }
     ));
-    let e = CompiledPolicies::compile(&[s("a", 0), s("a", 0)], &CompileOptions::default())
-        .unwrap_err();
+    let e =
+        CompiledPolicies::compile(&[s("a", 0), s("a", 0)], &CompileOptions::default()).unwrap_err();
     assert_eq!(field_of(&e), ("a", None, "id"));
 }
 
