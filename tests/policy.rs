@@ -565,7 +565,8 @@ async fn bad_policy_files_are_typed_errors_naming_rule_and_field() {
             },
         ))
     };
-    let cases: [(&str, &str, Box<dyn Fn(&PolicyError) -> bool>); 5] = [
+    type Check = Box<dyn Fn(&PolicyError) -> bool>;
+    let cases: [(&str, &str, Check); 5] = [
         (
             "bad-pattern.toml",
             "[[policies]]\nid = \"corp\"\n[[policies.rules]]\nid = \"r1\"\neffect = \"deny\"\ntarget = { from = [\"a*b\"] }\n",

@@ -35,7 +35,7 @@
 use std::collections::hash_map::RandomState;
 use std::collections::HashMap;
 use std::fmt;
-use std::hash::BuildHasher;
+use std::hash::{BuildHasher, BuildHasherDefault};
 use std::sync::{Arc, Mutex};
 
 use serde::{Deserialize, Serialize};
@@ -44,7 +44,7 @@ use super::model::{
     Combining, Conditions, Effect, Obligation, PolicyDirection, PolicySet, Rule, Target,
     TimeWindow, Weekday,
 };
-use super::pattern::{authority, IndexKey, Pattern};
+use super::pattern::{authority, scheme_end, FxHasher, IndexKey, Pattern};
 use super::PolicyError;
 use crate::bus::Direction;
 
@@ -160,13 +160,13 @@ pub fn scheme_of(address: &str) -> &str {
     if address.starts_with("mn:/") {
         return "mn";
     }
-    address.find("://").map_or("", |i| &address[..i])
+    scheme_end(address).map_or("", |i| &address[..i])
 }
 
 /// The domain (authority) of an address, empty if there is none.
 #[inline]
 pub fn domain_of(address: &str) -> &str {
-    match address.find("://") {
+    match scheme_end(address) {
         None => "",
         Some(i) => {
             let rest = &address[i + 3..];
@@ -431,18 +431,25 @@ struct CompiledRule {
     obligations: Arc<[Obligation]>,
 }
 
+/// Rule positions (increasing) by key.
+type Index = HashMap<Box<str>, Vec<u32>, BuildHasherDefault<FxHasher>>;
+
 /// Rule indexes of one set: each list holds rule positions in increasing order.
 #[derive(Debug, Default)]
 struct RuleIndex {
-    to_exact: HashMap<Box<str>, Vec<u32>>,
-    to_auth: HashMap<Box<str>, Vec<u32>>,
-    from_exact: HashMap<Box<str>, Vec<u32>>,
-    from_auth: HashMap<Box<str>, Vec<u32>>,
-    types: HashMap<Box<str>, Vec<u32>>,
+    to_exact: Index,
+    to_auth: Index,
+    from_exact: Index,
+    from_auth: Index,
+    /// Sender domains: exact (`a.org`) and dot suffixes (`.a.org` for `*.a.org`).
+    from_domain: Index,
+    /// Recipient domains, the same way.
+    to_domain: Index,
+    types: Index,
     scan: Vec<u32>,
 }
 
-fn push(map: &mut HashMap<Box<str>, Vec<u32>>, key: &str, i: u32) {
+fn push(map: &mut Index, key: &str, i: u32) {
     let list = map.entry(key.into()).or_default();
     if list.last() != Some(&i) {
         list.push(i);
@@ -457,8 +464,21 @@ fn all_keys(patterns: &[Pattern]) -> Option<Vec<IndexKey<'_>>> {
     patterns.iter().map(Pattern::index_key).collect()
 }
 
+/// The list of the `scheme://authority` of `address`; the authority is only
+/// computed for a non-empty index.
 #[inline]
-fn lookup<'a>(map: &'a HashMap<Box<str>, Vec<u32>>, key: &str) -> &'a [u32] {
+fn by_auth<'a>(map: &'a Index, address: &str) -> &'a [u32] {
+    if map.is_empty() {
+        return &[];
+    }
+    match authority(address) {
+        (a, true) => lookup(map, a),
+        _ => &[],
+    }
+}
+
+#[inline]
+fn lookup<'a>(map: &'a Index, key: &str) -> &'a [u32] {
     if map.is_empty() || key.is_empty() {
         return &[];
     }
@@ -467,9 +487,7 @@ fn lookup<'a>(map: &'a HashMap<Box<str>, Vec<u32>>, key: &str) -> &'a [u32] {
 
 impl RuleIndex {
     fn add(&mut self, i: u32, t: &CompiledTarget) {
-        let by = |keys: Vec<IndexKey<'_>>,
-                  exact: &mut HashMap<Box<str>, Vec<u32>>,
-                  auth: &mut HashMap<Box<str>, Vec<u32>>| {
+        let by = |keys: Vec<IndexKey<'_>>, exact: &mut Index, auth: &mut Index| {
             for k in keys {
                 match k {
                     IndexKey::Exact(s) => push(exact, s, i),
@@ -481,6 +499,10 @@ impl RuleIndex {
             by(keys, &mut self.to_exact, &mut self.to_auth);
         } else if let Some(keys) = all_keys(&t.from) {
             by(keys, &mut self.from_exact, &mut self.from_auth);
+        } else if let Some(keys) = all_domain_keys(&t.domains) {
+            keys.iter().for_each(|k| push(&mut self.from_domain, k, i));
+        } else if let Some(keys) = all_domain_keys(&t.to_domains) {
+            keys.iter().for_each(|k| push(&mut self.to_domain, k, i));
         } else if !t.types.is_empty() {
             for ty in t.types.iter() {
                 push(&mut self.types, ty, i);
@@ -492,16 +514,24 @@ impl RuleIndex {
 
     #[inline]
     fn candidates(&self, r: &PolicyRequest<'_>) -> Candidates<'_> {
-        let auth = |s| match authority(s) {
-            (a, true) => a,
-            _ => "",
-        };
+        let [f0, f1, f2, f3, f4] = by_domain(&self.from_domain, r.from_domain);
+        let [t0, t1, t2, t3, t4] = by_domain(&self.to_domain, r.to_domain);
         Candidates {
             lists: [
                 lookup(&self.to_exact, r.to),
-                lookup(&self.to_auth, auth(r.to)),
+                by_auth(&self.to_auth, r.to),
                 lookup(&self.from_exact, r.from),
-                lookup(&self.from_auth, auth(r.from)),
+                by_auth(&self.from_auth, r.from),
+                f0,
+                f1,
+                f2,
+                f3,
+                f4,
+                t0,
+                t1,
+                t2,
+                t3,
+                t4,
                 lookup(&self.types, r.kind),
                 &self.scan,
             ],
@@ -510,9 +540,49 @@ impl RuleIndex {
     }
 }
 
+/// How many labels a `*.suffix` domain pattern may have to be indexed (more are
+/// scanned); a lookup tries the domain and its last this many dot suffixes.
+const MAX_INDEXED_SUFFIX_LABELS: usize = 4;
+
+/// The index keys of domain patterns, if all of them have one: the exact domain,
+/// or `.suffix` for `*.suffix`.
+fn all_domain_keys(patterns: &[Pattern]) -> Option<Vec<&str>> {
+    if patterns.is_empty() {
+        return None;
+    }
+    patterns
+        .iter()
+        .map(|p| match p {
+            Pattern::Exact(d) if !d.starts_with('.') => Some(&**d),
+            Pattern::Suffix(x)
+                if x.starts_with('.')
+                    && x.len() > 1
+                    && x.matches('.').count() <= MAX_INDEXED_SUFFIX_LABELS =>
+            {
+                Some(&**x)
+            }
+            _ => None,
+        })
+        .collect()
+}
+
+/// The lists of a domain and of its last dot suffixes (`.b.org`, `.org`).
+#[inline]
+fn by_domain<'a>(map: &'a Index, domain: &str) -> [&'a [u32]; MAX_INDEXED_SUFFIX_LABELS + 1] {
+    let mut out: [&[u32]; MAX_INDEXED_SUFFIX_LABELS + 1] = [&[]; MAX_INDEXED_SUFFIX_LABELS + 1];
+    if map.is_empty() || domain.is_empty() {
+        return out;
+    }
+    out[0] = lookup(map, domain);
+    for (slot, (i, _)) in out[1..].iter_mut().zip(domain.rmatch_indices('.')) {
+        *slot = lookup(map, &domain[i..]);
+    }
+    out
+}
+
 /// Merges the candidate lists in rule order, without duplicates.
 struct Candidates<'a> {
-    lists: [&'a [u32]; 6],
+    lists: [&'a [u32]; 16],
     last: Option<u32>,
 }
 

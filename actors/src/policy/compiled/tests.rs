@@ -342,27 +342,49 @@ fn index_keeps_rule_order_across_buckets() {
     // One rule in each bucket; all match; first-applicable must pick the first.
     let p = compile(vec![
         json!({"id": "s", "combining": "first-applicable", "rules": [
-            {"id": "scan", "effect": "permit", "target": {"domains": ["a.org"]}},
+            {"id": "scan", "effect": "permit", "target": {"schemes": ["hyperty"]}},
+            {"id": "domain", "effect": "deny", "target": {"domains": ["a.org"]}},
             {"id": "type", "effect": "deny", "target": {"types": ["read"]}},
             {"id": "from-auth", "effect": "deny", "target": {"from": ["hyperty://a.org/*"]}},
             {"id": "to-exact", "effect": "deny", "target": {"to": [B, "hyperty://b.org/*"]}}
         ]}),
     ]);
-    for first in ["scan", "type", "from-auth", "to-exact"] {
-        let d = p.decide(&req("read", A, B));
-        assert_eq!(d.rule.as_deref(), Some("scan"), "{first}");
-    }
-    let lists = p.sets[0]
-        .index
-        .candidates(&req("read", A, B))
-        .collect::<Vec<_>>();
-    assert_eq!(lists, vec![0, 1, 2, 3]);
+    assert_eq!(p.decide(&req("read", A, B)).rule.as_deref(), Some("scan"));
+    let idx = &p.sets[0].index;
+    let all = idx.candidates(&req("read", A, B)).collect::<Vec<_>>();
+    assert_eq!(all, vec![0, 1, 2, 3, 4]);
     // unrelated messages find no candidates but the scanned rule
-    let lists = p.sets[0]
-        .index
-        .candidates(&req("create", B, A))
-        .collect::<Vec<_>>();
-    assert_eq!(lists, vec![0]);
+    let few = idx.candidates(&req("create", B, A)).collect::<Vec<_>>();
+    assert_eq!(few, vec![0]);
+}
+
+#[test]
+fn domain_patterns_are_indexed_by_domain_and_dot_suffix() {
+    let p = compile(vec![json!({"id": "s", "rules": [
+        {"id": "exact", "effect": "deny", "target": {"domains": ["a.org"]}},
+        {"id": "sub", "effect": "deny", "target": {"domains": ["*.b.org"]}},
+        {"id": "deep", "effect": "deny", "target": {"domains": ["*.a.b.c.d.org"]}},
+        {"id": "to", "effect": "deny", "target": {"to_domains": ["*.org", "x.com"]}}
+    ]})]);
+    let idx = &p.sets[0].index;
+    assert_eq!(idx.scan, vec![2], "five labels: scanned");
+    let ids = |from: &str, to: &str| idx.candidates(&req("read", from, to)).collect::<Vec<_>>();
+    assert_eq!(ids("hyperty://a.org/1", "hyperty://x.com/1"), vec![0, 2, 3]);
+    assert_eq!(
+        ids("hyperty://x.y.b.org/1", "hyperty://z.net/1"),
+        vec![1, 2]
+    );
+    assert_eq!(ids("hyperty://b.org/1", "hyperty://z.net/1"), vec![2]);
+    let d = p.decide(&req("read", "hyperty://q.b.org/1", "hyperty://z.net/1"));
+    assert_eq!(d.rule.as_deref(), Some("sub"));
+    let d = p.decide(&req(
+        "read",
+        "hyperty://e.a.b.c.d.org/1",
+        "hyperty://z.net/1",
+    ));
+    assert_eq!(d.rule.as_deref(), Some("deep"));
+    let d = p.decide(&req("read", "hyperty://z.net/1", "hyperty://w.org/1"));
+    assert_eq!(d.rule.as_deref(), Some("to"));
 }
 
 #[test]
