@@ -4,8 +4,8 @@
 //! [`CompiledPolicies::compile`] validates [`PolicySet`]s (every error names the
 //! set, the rule and the field) and builds, per set, an index of its rules by exact
 //! `to`, `to` authority (`hyperty://a.org` of a `hyperty://a.org/*` pattern), exact
-//! `from`, `from` authority and message type; rules none of these can index are
-//! scanned. [`CompiledPolicies::decide`] looks up the candidates of a
+//! `from`, `from` authority, sender and recipient domain (exact, or `.a.org` for
+//! `*.a.org`) and message type; only rules none of these can index are scanned. [`CompiledPolicies::decide`] looks up the candidates of a
 //! [`PolicyRequest`] in those indexes, visits them in rule order and combines the
 //! applicable ones. It allocates nothing and runs no regex unless a candidate rule
 //! uses a `re:` pattern.
@@ -44,7 +44,7 @@ use super::model::{
     Combining, Conditions, Effect, Obligation, PolicyDirection, PolicySet, Rule, Target,
     TimeWindow, Weekday,
 };
-use super::pattern::{authority, scheme_end, FxHasher, IndexKey, Pattern};
+use super::pattern::{scheme_end, FxHasher, IndexKey, Pattern};
 use super::PolicyError;
 use crate::bus::Direction;
 
@@ -123,6 +123,8 @@ pub struct PolicyRequest<'a> {
     pub from_scheme: &'a str,
     /// The sender's domain (authority); empty for `mn:/…`.
     pub from_domain: &'a str,
+    /// The recipient's scheme.
+    pub to_scheme: &'a str,
     /// The recipient's domain; empty for `mn:/…`.
     pub to_domain: &'a str,
     /// The data-object scheme of the recipient, else of the sender, if either is a
@@ -178,8 +180,27 @@ pub fn domain_of(address: &str) -> &str {
 /// The scheme of `address` if it is a data object.
 #[inline]
 pub fn data_scheme_of(address: &str) -> Option<&str> {
-    let s = scheme_of(address);
-    (!s.is_empty() && !NON_DATA_SCHEMES.contains(&s)).then_some(s)
+    data_scheme(scheme_of(address))
+}
+
+#[inline]
+fn data_scheme(scheme: &str) -> Option<&str> {
+    (!scheme.is_empty() && !NON_DATA_SCHEMES.contains(&scheme)).then_some(scheme)
+}
+
+/// Scheme and domain of an address, in one pass.
+#[inline]
+fn split(address: &str) -> (&str, &str) {
+    if address.starts_with("mn:/") {
+        return ("mn", "");
+    }
+    match scheme_end(address) {
+        None => ("", ""),
+        Some(i) => {
+            let rest = &address[i + 3..];
+            (&address[..i], &rest[..rest.find('/').unwrap_or(rest.len())])
+        }
+    }
 }
 
 impl<'a> PolicyRequest<'a> {
@@ -188,14 +209,17 @@ impl<'a> PolicyRequest<'a> {
     ///
     /// [`at`]: PolicyRequest::at
     pub fn new(kind: &'a str, from: &'a str, to: &'a str) -> PolicyRequest<'a> {
+        let (from_scheme, from_domain) = split(from);
+        let (to_scheme, to_domain) = split(to);
         PolicyRequest {
             kind,
             from,
             to,
-            from_scheme: scheme_of(from),
-            from_domain: domain_of(from),
-            to_domain: domain_of(to),
-            data_scheme: data_scheme_of(to).or_else(|| data_scheme_of(from)),
+            from_scheme,
+            from_domain,
+            to_scheme,
+            to_domain,
+            data_scheme: data_scheme(to_scheme).or_else(|| data_scheme(from_scheme)),
             user: None,
             asserted: false,
             direction: None,
@@ -464,15 +488,15 @@ fn all_keys(patterns: &[Pattern]) -> Option<Vec<IndexKey<'_>>> {
     patterns.iter().map(Pattern::index_key).collect()
 }
 
-/// The list of the `scheme://authority` of `address`; the authority is only
-/// computed for a non-empty index.
+/// The list of the `scheme://domain` that starts `address` (when a `/` follows it).
 #[inline]
-fn by_auth<'a>(map: &'a Index, address: &str) -> &'a [u32] {
-    if map.is_empty() {
+fn by_auth<'a>(map: &'a Index, address: &str, scheme: &str, domain: &str) -> &'a [u32] {
+    if map.is_empty() || domain.is_empty() {
         return &[];
     }
-    match authority(address) {
-        (a, true) => lookup(map, a),
+    let end = scheme.len() + 3 + domain.len();
+    match (address.as_bytes().get(end), address.get(..end)) {
+        (Some(b'/'), Some(auth)) => lookup(map, auth),
         _ => &[],
     }
 }
@@ -519,9 +543,9 @@ impl RuleIndex {
         Candidates {
             lists: [
                 lookup(&self.to_exact, r.to),
-                by_auth(&self.to_auth, r.to),
+                by_auth(&self.to_auth, r.to, r.to_scheme, r.to_domain),
                 lookup(&self.from_exact, r.from),
-                by_auth(&self.from_auth, r.from),
+                by_auth(&self.from_auth, r.from, r.from_scheme, r.from_domain),
                 f0,
                 f1,
                 f2,
