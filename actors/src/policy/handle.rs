@@ -47,6 +47,9 @@ struct Shared {
 /// let policies = pdp.policies().clone(); // keep this on the hot path
 /// let d = policies.decide(&PolicyRequest::new("delete", "hyperty://a.org/1", "hyperty://b.org/2"));
 /// assert_eq!(d.effect, DecisionEffect::Deny);
+/// // not applicable falls back to the configured default behaviour
+/// let d = policies.decide(&PolicyRequest::new("read", "hyperty://a.org/1", "hyperty://b.org/2"));
+/// assert!(d.permits(policies.snapshot().default_behaviour()));
 /// # }
 /// ```
 #[derive(Clone)]

@@ -120,6 +120,12 @@
 //! messaging node holds a [`PdpHandle`] and decides on its routing path with
 //! [`PolicyHandle::decide`] and a [`PolicyRequest`] borrowed from the frame.
 //!
+//! The PEP judges every message, responses and the runtime's own traffic included
+//! (an unsolicited `response` would otherwise be a way around it). With
+//! `default_behaviour = "deny"`, permit what must flow explicitly, e.g. responses
+//! (`types = ["response"]`) and the runtime's components
+//! (`from = ["hyperty-runtime://<domain>/<runtime>/*"]`).
+//!
 //! # Why hyperties cannot bypass the PEP
 //!
 //! A hyperty is built from a [`HypertyContext`](crate::hyperty::HypertyContext):

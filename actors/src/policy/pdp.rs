@@ -556,3 +556,82 @@ pub fn install(
         ..pdp
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::policy::compiled::DEFAULT_MAX_RATE_ENTRIES;
+
+    #[test]
+    fn config_is_a_toml_section() {
+        let c: PolicyConfig = toml::from_str(
+            r#"
+            file = "policies.toml"
+            default_behaviour = "deny"
+            combining = "first-applicable"
+            managers = ["user://a.org/admin"]
+            [limits]
+            max_rules = 10
+            "#,
+        )
+        .unwrap();
+        assert_eq!(c.default_behaviour, Effect::Deny);
+        assert_eq!(c.combining, Combining::FirstApplicable);
+        assert_eq!(c.limits.max_rules, 10);
+        assert_eq!(c.limits.max_rate_entries, DEFAULT_MAX_RATE_ENTRIES);
+        assert_eq!(
+            toml::from_str::<PolicyConfig>("").unwrap(),
+            PolicyConfig::default()
+        );
+        assert!(toml::from_str::<PolicyConfig>("defualt_behaviour = \"deny\"").is_err());
+    }
+
+    #[test]
+    fn error_codes() {
+        let code = |e: PolicyError| e.response_code().as_u16();
+        assert_eq!(code(PolicyError::NotFound("x".into())), 404);
+        assert_eq!(code(PolicyError::Forbidden("x".into())), 403);
+        assert_eq!(code(PolicyError::Request("x".into())), 400);
+        assert_eq!(
+            code(PolicyError::TooMany {
+                what: "rules",
+                limit: 1
+            }),
+            429
+        );
+        assert_eq!(code(PolicyError::Unavailable), 500);
+        let e = PolicyError::Invalid {
+            policy: "p".into(),
+            rule: Some("r".into()),
+            field: "target.to[0]".into(),
+            reason: "bad".into(),
+        };
+        assert_eq!(
+            e.to_string(),
+            "policy 'p' rule 'r', field 'target.to[0]': bad"
+        );
+    }
+
+    #[actix::test]
+    async fn sets_keep_their_order_and_changes_are_all_or_nothing() {
+        let pdp = Pdp::new(PolicyConfig::default()).unwrap().start();
+        let set = |id: &str| PolicySet::from_value(serde_json::json!({"id": id})).unwrap();
+        pdp.add_policies(vec![set("a"), set("b"), set("c")])
+            .await
+            .unwrap();
+        pdp.remove_policies(vec!["b".into()]).await.unwrap();
+        pdp.add_policies(vec![set("b")]).await.unwrap();
+        let ids = |v: Vec<PolicySet>| v.into_iter().map(|s| s.id).collect::<Vec<_>>();
+        assert_eq!(ids(pdp.list_policies().await.unwrap()), ["a", "c", "b"]);
+        // one unknown id: nothing is removed
+        assert!(pdp
+            .remove_policies(vec!["a".into(), "zz".into()])
+            .await
+            .is_err());
+        assert_eq!(pdp.list_policies().await.unwrap().len(), 3);
+        assert_eq!(
+            pdp.policies().snapshot().policy_ids().collect::<Vec<_>>(),
+            ["a", "c", "b"]
+        );
+    }
+}
