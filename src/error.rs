@@ -4,6 +4,7 @@ use hyperty_actors::address::AddressError;
 use hyperty_actors::error::{BusError, RegistryError, SandboxError, ToResponseCode};
 use hyperty_actors::events::EventError;
 use hyperty_actors::message::ResponseCode;
+use hyperty_actors::policy::PolicyError;
 use hyperty_actors::protostub::StubError;
 
 /// Errors of the runtime wiring.
@@ -33,6 +34,9 @@ pub enum RuntimeError {
     /// A runtime component stopped.
     #[error("runtime component {0} is not running")]
     Unavailable(&'static str),
+    /// The policy configuration or files are invalid.
+    #[error(transparent)]
+    Policy(#[from] PolicyError),
 }
 
 impl ToResponseCode for RuntimeError {
@@ -46,6 +50,7 @@ impl ToResponseCode for RuntimeError {
             RuntimeError::Stub(_) => ResponseCode::GatewayTimeout,
             RuntimeError::Identity(e) => e.response_code(),
             RuntimeError::Unavailable(_) => ResponseCode::InternalError,
+            RuntimeError::Policy(e) => e.response_code(),
         }
     }
 }

@@ -13,6 +13,8 @@
 //! protocol stubs added with RuntimeHandle::add_stub run on the calling arbiter.
 //! with RuntimeConfig::identity: IdentityModule (calling arbiter) at <runtimeURL>/idm,
 //!   plus its identity interceptor on the bus (see crate::identity).
+//! Pdp (with `RuntimeConfig::policy`; calling arbiter) ── listens at <runtime>/pep;
+//!      its Pep is registered through the registry as a sealed bus interceptor
 //! ```
 //!
 //! Nothing is global: several runtimes can live in one process and never see each
@@ -55,6 +57,7 @@ use hyperty_actors::address::{Address, HypertyUrl, RuntimeUrl};
 use hyperty_actors::bus::{Bus, BusConfig, MessageBus};
 use hyperty_actors::events::{EventDispatcher, EventsConfig, EventsHandle};
 use hyperty_actors::hyperty::HypertySpec;
+use hyperty_actors::policy::{Pdp, PdpHandle, PolicyConfig};
 use hyperty_actors::protostub::{Connect, Disconnect, ProtoStub, StubContext, StubStatus};
 use hyperty_actors::registry::{
     HypertyInfo, ListHyperties, ListStubs, NextStubUrl, RegisterHyperty, RegisterStub, Resolve,
@@ -86,6 +89,9 @@ pub struct RuntimeConfig {
     pub identity: Option<IdmConfig>,
     /// Event dispatcher and Local Event Cache (database path, limits, clock).
     pub events: EventsConfig,
+    /// Policy enforcement (a PDP at `<runtime>/pep` and its PEP on the bus);
+    /// `None`: no PEP.
+    pub policy: Option<PolicyConfig>,
 }
 
 impl RuntimeConfig {
@@ -99,6 +105,7 @@ impl RuntimeConfig {
             registry: RegistryConfig::default(),
             identity: None,
             events: EventsConfig::default(),
+            policy: None,
         }
     }
 }
@@ -115,14 +122,24 @@ impl Runtime {
             Some(id) => format!("hyperty-runtime://{}/{id}", config.domain).parse()?,
             None => RuntimeUrl::generate(&config.domain)?,
         };
+        // Policies are loaded (and refused) before anything starts.
+        let pdp = config.policy.map(Pdp::new).transpose()?;
         let stubs = Arc::new(StubTable::default());
         let bus = MessageBus::start(url.clone(), config.bus, stubs.clone());
         let registry =
             RuntimeRegistry::new(bus.clone(), stubs, config.registry, config.sandbox).start();
+        // The PEP registration is the registry's first message (see policy::install).
+        let pdp = pdp
+            .map(|p| hyperty_actors::policy::install(p, &bus, &registry))
+            .transpose()?;
         let idm = match config.identity {
             Some(c) => Some(IdmHandle::start(bus.clone(), c)?),
             None => None,
         };
+        if let (Some(pdp), Some(idm)) = (&pdp, &idm) {
+            // `require-assertion` obligations are checked against the IdM's key cache
+            pdp.set_verifier(crate::identity::PolicyVerifier(idm.verifier()));
+        }
         let events = EventDispatcher::start(
             bus.clone(),
             registry.clone().recipient(),
@@ -136,6 +153,7 @@ impl Runtime {
             registry,
             idm,
             events,
+            pdp,
         })
     }
 }
@@ -148,6 +166,7 @@ pub struct RuntimeHandle {
     registry: Addr<RuntimeRegistry>,
     idm: Option<IdmHandle>,
     events: EventsHandle,
+    pdp: Option<PdpHandle>,
 }
 
 impl fmt::Debug for RuntimeHandle {
@@ -219,6 +238,11 @@ impl RuntimeHandle {
     /// The event system (dispatcher at `<runtime>/events`).
     pub fn events(&self) -> &EventsHandle {
         &self.events
+    }
+
+    /// The policy decision point, if the runtime was started with a policy.
+    pub fn pdp(&self) -> Option<&PdpHandle> {
+        self.pdp.as_ref()
     }
 
     /// Registers a hyperty, starts it in its provider's sandbox and returns its

@@ -278,11 +278,11 @@ impl EventPolicy for DenyTo {
     fn name(&self) -> &str {
         "deny-to"
     }
-    fn check(&self, r: &PolicyRequest<'_>) -> PolicyDecision {
+    fn check(&self, r: &EventPolicyRequest<'_>) -> EventPolicyDecision {
         if r.recipient == &self.0 {
-            PolicyDecision::Deny("not to this one".into())
+            EventPolicyDecision::Deny("not to this one".into())
         } else {
-            PolicyDecision::Allow
+            EventPolicyDecision::Allow
         }
     }
 }

@@ -264,11 +264,11 @@ impl EventPolicy for Refuse {
     fn name(&self) -> &str {
         "refuse"
     }
-    fn check(&self, r: &PolicyRequest<'_>) -> PolicyDecision {
+    fn check(&self, r: &EventPolicyRequest<'_>) -> EventPolicyDecision {
         if r.recipient == &self.0 && r.direction == EventDirection::Incoming {
-            PolicyDecision::Deny("no visitors".into())
+            EventPolicyDecision::Deny("no visitors".into())
         } else {
-            PolicyDecision::Allow
+            EventPolicyDecision::Allow
         }
     }
 }

@@ -138,6 +138,12 @@ pub trait Interceptor: Send + Sync + 'static {
     fn name(&self) -> &str;
     /// Inspects (and possibly rewrites) a message, or rejects it.
     fn intercept(&self, msg: &mut Message, direction: Direction) -> Result<(), Rejection>;
+    /// A sealed interceptor (a policy enforcement point) cannot be removed once
+    /// installed and always runs after the unsealed ones, so no component holding a
+    /// [`Bus`] handle can switch it off or rewrite a message after it decided.
+    fn sealed(&self) -> bool {
+        false
+    }
 }
 
 impl fmt::Debug for dyn Interceptor {
@@ -401,7 +407,7 @@ impl Bus {
         async move { req.await.map_err(|_| BusError::Shutdown)? }
     }
 
-    /// Removes the interceptor named `name`.
+    /// Removes the interceptor named `name`; false if there is none or it is sealed.
     pub fn remove_interceptor(&self, name: &str) -> impl Future<Output = bool> + 'static {
         let req = self.actor.send(RemoveInterceptor(name.to_owned()));
         async move { req.await.unwrap_or(false) }
@@ -904,7 +910,12 @@ impl Handler<AddInterceptor> for MessageBus {
             )));
         }
         let mut v: Vec<_> = chain.iter().cloned().collect();
-        v.push(m.0);
+        // sealed interceptors stay last
+        let at = match m.0.sealed() {
+            true => v.len(),
+            false => v.iter().position(|i| i.sealed()).unwrap_or(v.len()),
+        };
+        v.insert(at, m.0);
         *chain = Arc::from(v);
         Ok(())
     }
@@ -918,7 +929,11 @@ impl Handler<RemoveInterceptor> for MessageBus {
             .interceptors
             .write()
             .unwrap_or_else(|e| e.into_inner());
-        let v: Vec<_> = chain.iter().filter(|i| i.name() != m.0).cloned().collect();
+        let v: Vec<_> = chain
+            .iter()
+            .filter(|i| i.name() != m.0 || i.sealed())
+            .cloned()
+            .collect();
         let removed = v.len() < chain.len();
         *chain = Arc::from(v);
         removed

@@ -132,6 +132,9 @@ pub enum RegistryError {
     /// A component the registry relies on is gone.
     #[error("{0} is unavailable")]
     Unavailable(&'static str),
+    /// A sealed PEP cannot be unregistered.
+    #[error("{0} is sealed and stays installed")]
+    Sealed(String),
 }
 
 impl ToResponseCode for RegistryError {
@@ -142,6 +145,7 @@ impl ToResponseCode for RegistryError {
             RegistryError::Full(_) => ResponseCode::TooManyRequests,
             RegistryError::Allocation(_) => ResponseCode::GatewayTimeout,
             RegistryError::Unavailable(_) => ResponseCode::InternalError,
+            RegistryError::Sealed(_) => ResponseCode::Forbidden,
         }
     }
 }

@@ -16,6 +16,7 @@
 //! | [`hyperty`] | the hyperty API |
 //! | [`protostub`] | the protocol-stub API |
 //! | [`events`] | webinos events: dispatcher, delivery notifications, RPC, cache, pub/sub |
+//! | [`policy`] | the policy language, the PDP actor and the PEP bus interceptor |
 //!
 //! # Supervision tree
 //!
@@ -25,6 +26,7 @@
 //!  └── Sandbox per provider (own arbiter/thread, stopped with the registry)
 //!       └── hyperty tasks (catch_unwind; restarted per RestartPolicy)
 //! MessageBus (runtime arbiter) ── owns ListenerTable + interceptor chain
+//! Pdp (runtime arbiter) ── owns the policy sets; publishes snapshots read by the Pep
 //! protocol stubs (runtime arbiter) ── registered in the StubTable
 //! ```
 //!
@@ -45,6 +47,7 @@ pub mod error;
 pub mod events;
 pub mod hyperty;
 pub mod message;
+pub mod policy;
 pub mod protostub;
 pub mod registry;
 pub mod routes;
@@ -64,6 +67,10 @@ pub mod prelude {
     pub use crate::events::prelude::*;
     pub use crate::hyperty::{Hyperty, HypertyContext, HypertySpec};
     pub use crate::message::{Body, Message, MessageType, ResponseCode, To};
+    pub use crate::policy::{
+        AssertionVerifier, Decision, DecisionEffect, Effect, Pdp, PdpHandle, Pep, PolicyConfig,
+        PolicyError, PolicyFile, PolicyHandle, PolicyRequest, PolicySet, VerifiedIdentity,
+    };
     pub use crate::protostub::{
         Connect, Disconnect, ProtoStub, StubContext, StubError, StubStatus,
     };

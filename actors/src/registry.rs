@@ -631,17 +631,18 @@ impl Handler<RegisterPep> for RuntimeRegistry {
 impl Handler<UnregisterPep> for RuntimeRegistry {
     type Result = ResponseActFuture<Self, Result<(), RegistryError>>;
     fn handle(&mut self, m: UnregisterPep, _: &mut Context<Self>) -> Self::Result {
-        if self.peps.remove(&m.0).is_none() {
+        let Some(url) = self.peps.remove(&m.0) else {
             return Box::pin(fut::ready(Err(RegistryError::NotFound(m.0))));
-        }
+        };
         let rm = self.bus.remove_interceptor(&m.0);
-        Box::pin(
-            async move {
-                rm.await;
-                Ok(())
+        Box::pin(rm.into_actor(self).map(move |removed, act, _| {
+            if removed {
+                return Ok(());
             }
-            .into_actor(self),
-        )
+            // a sealed PEP stays installed, and registered
+            act.peps.insert(m.0.clone(), url);
+            Err(RegistryError::Sealed(m.0))
+        }))
     }
 }
 

@@ -365,3 +365,25 @@ mod tests {
         assert!(idp_of(None).is_err());
     }
 }
+
+/// [`AssertionCheck`] as the policy engine's verifier: `require-assertion`
+/// obligations and `users` targets are decided on assertions checked against
+/// cached keys only (a miss fails closed and starts a background fetch).
+#[derive(Debug, Clone)]
+pub struct PolicyVerifier(pub AssertionCheck);
+
+impl hyperty_actors::policy::AssertionVerifier for PolicyVerifier {
+    fn verify(
+        &self,
+        identity: &Value,
+        sender_domain: &str,
+    ) -> Result<hyperty_actors::policy::VerifiedIdentity, String> {
+        self.0
+            .verify(identity, sender_domain)
+            .map(|v| hyperty_actors::policy::VerifiedIdentity {
+                user: v.user.to_string(),
+                domain: v.idp,
+            })
+            .map_err(|e| e.to_string())
+    }
+}

@@ -162,7 +162,7 @@ mod tests;
 mod verifier;
 mod wire;
 
-pub use self::cache::AssertionCheck;
+pub use self::cache::{AssertionCheck, PolicyVerifier};
 pub use self::config::{
     IdmConfig, IdpConfig, KdfParams, DEFAULT_ASSERTION_AUDIENCE, MAX_PASSWORD_LEN, MAX_TOKEN_LEN,
 };

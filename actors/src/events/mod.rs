@@ -80,8 +80,11 @@ pub mod prelude {
     pub use super::notifications::{
         Notification, NotificationCenter, NotificationState, ShownNotification, Urgency,
     };
-    pub use super::policy::{EventDirection, EventPolicy, PolicyDecision, PolicyRequest};
-    pub use super::pubsub::{AccessPolicy, NodeConfig, PubSubProvider};
+    pub use super::policy::{
+        EventDirection, EventPolicy, PolicyDecision as EventPolicyDecision,
+        PolicyRequest as EventPolicyRequest,
+    };
+    pub use super::pubsub::{AccessPolicy, NodeConfig as PubSubNodeConfig, PubSubProvider};
     pub use super::rpc::{
         RpcCall, RpcCallError, RpcError, RpcId, RpcMethods, RpcRequest, RpcResponse,
     };
