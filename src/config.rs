@@ -18,6 +18,7 @@ use serde::{Deserialize, Serialize};
 
 pub use crate::domain_registry::DomainRegistryConfig;
 pub use crate::identity::IdpConfig;
+pub use hyperty_actors::policy::PolicyConfig;
 
 /// Whether `open` must carry a token.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
@@ -175,6 +176,8 @@ pub struct NodeConfig {
     pub limits: LimitsSection,
     /// `[identity]`: the embedded identity provider.
     pub identity: IdpConfig,
+    /// `[policy]`: the node's policy decision point, consulted on every routed frame.
+    pub policy: PolicyConfig,
     /// `[registry]`: the embedded domain registry.
     pub registry: DomainRegistryConfig,
 }
@@ -193,6 +196,7 @@ impl Default for NodeConfig {
                 ..IdpConfig::default()
             },
             registry: DomainRegistryConfig::default(),
+            policy: PolicyConfig::default(),
         }
     }
 }

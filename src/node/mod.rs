@@ -40,6 +40,7 @@ use crate::domain_registry::{
 };
 use crate::identity::{IdentityError, IdentityProvider, TokenVerifier};
 use allocation::AddressAllocation;
+use hyperty_actors::policy::{Pdp, PdpHandle, PolicyError};
 use router::Router;
 use sessions::Lifecycle;
 use sessions::SessionManager;
@@ -60,6 +61,9 @@ pub enum NodeError {
     /// The identity provider could not start (configuration, key file).
     #[error(transparent)]
     Identity(#[from] IdentityError),
+    /// The policy file or configuration was refused.
+    #[error(transparent)]
+    Policy(#[from] PolicyError),
 }
 
 /// Publishes node-originated notifications (registry status changes) to the
@@ -99,6 +103,7 @@ pub struct NodeState {
     pub(crate) registry: Addr<DomainRegistry>,
     pub(crate) idp: Addr<IdentityProvider>,
     pub(crate) verifier: TokenVerifier,
+    pub(crate) pdp: PdpHandle,
     pub(crate) config: Arc<NodeConfig>,
 }
 
@@ -111,6 +116,7 @@ impl NodeState {
             &config.node.domain,
             config.session.grace_buffer,
         ));
+        let pdp = Pdp::new(config.policy.clone())?.start();
         let idp = IdentityProvider::new(&config.node.domain, config.identity.clone())?;
         let verifier = idp.verifier();
         let idp = idp.start();
@@ -147,6 +153,7 @@ impl NodeState {
             registry,
             idp,
             verifier,
+            pdp,
             config: Arc::new(config),
         })
     }
@@ -169,6 +176,11 @@ impl NodeState {
     /// The embedded domain registry.
     pub fn registry(&self) -> &Addr<DomainRegistry> {
         &self.registry
+    }
+
+    /// The node's policy decision point (its snapshot is read on every routed frame).
+    pub fn pdp(&self) -> &PdpHandle {
+        &self.pdp
     }
 
     /// The embedded identity provider (`domain-idp://<D>`, `/idp/…`,

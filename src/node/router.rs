@@ -155,6 +155,8 @@ pub enum Service {
     Registry,
     /// `domain-idp://D`
     Idp,
+    /// `domain://msg-node.D/pep`: policy management.
+    Policy,
 }
 
 /// Outcome of delivering one frame to one session.
@@ -215,6 +217,7 @@ pub struct Router {
     object_allocation: String,
     hyperty_allocation: String,
     sm: String,
+    pep: String,
     registry: String,
     idp: String,
     node_prefix: String,
@@ -242,6 +245,7 @@ impl Router {
             object_allocation: format!("domain://msg-node.{domain}/object-address-allocation"),
             hyperty_allocation: format!("domain://msg-node.{domain}/hyperty-address-allocation"),
             sm: format!("domain://msg-node.{domain}/sm"),
+            pep: format!("domain://msg-node.{domain}/pep"),
             registry: format!("domain://registry.{domain}"),
             idp: format!("domain-idp://{domain}"),
             node_prefix: format!("domain://msg-node.{domain}"),
@@ -329,6 +333,8 @@ impl Router {
             Some(Service::Allocation)
         } else if to == self.sm {
             Some(Service::Subscriptions)
+        } else if to == self.pep {
+            Some(Service::Policy)
         } else if to.strip_suffix('/').unwrap_or(to) == self.registry {
             Some(Service::Registry)
         } else if to.strip_suffix('/').unwrap_or(to) == self.idp {

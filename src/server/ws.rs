@@ -41,6 +41,8 @@ use crate::node::frame::{with_asserted_identity, Header, Partial};
 use crate::node::router::{Kick, Outbound, Routed, Service, SessionKey};
 use crate::node::sessions::{Close, Connected, Lost, Open, ReOpen, SessionRefused};
 use crate::node::NodeState;
+use hyperty_actors::error::ToResponseCode;
+use hyperty_actors::policy::{Obligation, PolicyRequest, PolicySet};
 
 static NEXT_CONN: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
 
@@ -317,6 +319,9 @@ impl WsSession {
                 &format!("{t} is reserved to the node"),
             );
         }
+        if router.service(h.to.first()).is_none() && !self.permitted(&h) {
+            return self.refuse(ctx, &h, ResponseCode::Forbidden, "Blocked by policy");
+        }
         let stamped;
         let frame = match &self.identity {
             Some((_, json)) if router.service(h.to.first()).is_none() => {
@@ -347,6 +352,91 @@ impl WsSession {
                 self.refuse(ctx, &h, ResponseCode::NotFound, &format!("no route to {t}"))
             }
         }
+    }
+
+    /// The node's PEP: every recipient must be permitted by the node's policies,
+    /// decided on the header and the session's authenticated identity (which counts
+    /// as asserted: the node checked it at `open`).
+    fn permitted(&self, h: &Header<'_>) -> bool {
+        let policies = self.node.pdp.policies();
+        let default = self.node.config.policy.default_behaviour;
+        let user = self.identity.as_ref().map(|(i, _)| &**i);
+        let now = policies.clock().now_ms();
+        h.to.iter().all(|t| {
+            let req = PolicyRequest::new(h.kind.as_str(), &h.from, t)
+                .with_identity(user, user.is_some())
+                .at(now);
+            let d = policies.decide(&req);
+            let assertion_ok = user.is_some()
+                || !d
+                    .obligations
+                    .iter()
+                    .any(|o| matches!(o, Obligation::RequireAssertion { .. }));
+            d.permits(default) && assertion_ok
+        })
+    }
+
+    /// Policy management at `domain://msg-node.<D>/pep`, for sessions whose
+    /// authenticated identity matches `policy.managers`: `create {value: <policy
+    /// set>}` adds (or replaces) a set, `delete {resource: <set id>}` removes it,
+    /// `read` lists the sets.
+    fn manage_policies(&self, msg: Message) -> ResponseFuture<Message> {
+        let managers = &self.node.config.policy.managers;
+        let who = self.identity.as_ref().map(|(i, _)| i.to_string());
+        let allowed = who
+            .as_deref()
+            .is_some_and(|w| managers.iter().any(|m| m == w || m == "*"));
+        if !allowed {
+            return Box::pin(async move {
+                msg.reply_error(
+                    ResponseCode::Forbidden,
+                    "only policy managers may manage the node's policies",
+                )
+            });
+        }
+        let pdp = self.node.pdp.clone();
+        Box::pin(async move {
+            let result = match msg.kind {
+                MessageType::Create => match msg.body.value.clone().map(PolicySet::from_value) {
+                    Some(Ok(set)) => pdp.add_policies(vec![set]).await.map(|()| Value::Null),
+                    Some(Err(e)) => Err(e),
+                    None => {
+                        return msg
+                            .reply_error(ResponseCode::BadRequest, "missing field 'body.value'")
+                    }
+                },
+                MessageType::Delete => {
+                    let ids: Vec<String> = msg
+                        .body
+                        .resource
+                        .iter()
+                        .flat_map(|r| r.iter().cloned())
+                        .collect();
+                    if ids.is_empty() {
+                        return msg.reply_error(
+                            ResponseCode::BadRequest,
+                            "missing field 'body.resource'",
+                        );
+                    }
+                    pdp.remove_policies(ids).await.map(|()| Value::Null)
+                }
+                MessageType::Read => pdp
+                    .list_policies()
+                    .await
+                    .map(|sets| serde_json::to_value(sets).unwrap_or_default()),
+                _ => {
+                    return msg.reply_error(
+                        ResponseCode::BadRequest,
+                        "the node PEP takes create, delete and read",
+                    )
+                }
+            };
+            match result {
+                Ok(Value::Null) => msg.reply(ResponseCode::Ok),
+                Ok(v) => msg.reply_value(ResponseCode::Ok, v),
+                Err(e) => msg.reply_error(e.response_code(), e.to_string()),
+            }
+        })
     }
 
     /// Over the session's rate: 429 to requests, a counted drop otherwise; closed
@@ -449,6 +539,7 @@ impl WsSession {
                 let f = self.node.idp.send(crate::identity::IdpRequest(msg.clone()));
                 Box::pin(async move { f.await.unwrap_or_else(|_| unavailable(&msg)) })
             }
+            Service::Policy => self.manage_policies(msg),
             Service::Session => return,
         };
         // control-plane requests are answered in order: nothing else from this
