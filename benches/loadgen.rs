@@ -32,14 +32,16 @@
 //!   (p50/p99/max), and the per-delivery latency. The client side reads all N sockets on
 //!   one thread, so the time includes the clients' own reading.
 //!
-//! Every run is made against the node (`--url`) and then against the baseline, and the
-//! ratios node/baseline are printed. Without `--url` only the baseline runs;
+//! Each round measures the node (`--url`) and the baseline one after the other;
+//! `--rounds R` repeats that, alternating which side goes first, and takes the ratios
+//! node/baseline between the per-side medians (run-to-run noise on a shared 2-core machine
+//! is large; compare within one invocation). Without `--url` only the baseline runs;
 //! `--self-test` starts a second baseline relay and measures it as if it were the node.
 //!
 //! # Running
 //!
 //! ```sh
-//! cargo bench --bench loadgen -- --self-test
+//! cargo bench --bench loadgen -- --self-test --rounds 5
 //! cargo bench --bench loadgen -- --url ws://127.0.0.1:9090/ws --pairs 4 --messages 50000
 //! cargo bench --bench loadgen -- --url ws://127.0.0.1:9090/ws --fanout 1000 --updates 200
 //! cargo bench --bench loadgen -- --help
@@ -66,6 +68,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::Parser;
+use futures_util::future::{FutureExt, LocalBoxFuture};
 use tokio::time::Instant;
 
 #[path = "loadgen/mod.rs"]
@@ -77,6 +80,9 @@ use load::{
 };
 
 // ---- command line -------------------------------------------------------------------
+
+/// Most rounds one invocation may run.
+const MAX_ROUNDS: usize = 20;
 
 /// Load generator for a reTHINK messaging node, with an in-process transport-limit
 /// baseline relay measured in the same run.
@@ -114,6 +120,10 @@ struct Args {
     /// Fan-out mode: updates published, one at a time.
     #[arg(long, default_value_t = 200)]
     updates: u64,
+    /// Measure node and baseline this many times each, alternating which goes first; the
+    /// ratios are taken between the medians.
+    #[arg(long, default_value_t = 1)]
+    rounds: usize,
     /// Worker threads of the in-process baseline relay runtime.
     #[arg(long, default_value_t = 2)]
     relay_threads: usize,
@@ -169,6 +179,11 @@ fn run_cli(args: &Args) -> Result<bool, LoadError> {
     if let Some(url) = &args.url {
         check_loopback(url)?;
     }
+    if !(1..=MAX_ROUNDS).contains(&args.rounds) {
+        return Err(LoadError::BadParams(format!(
+            "rounds must be 1..={MAX_ROUNDS}"
+        )));
+    }
     if args.relay_threads == 0 || args.relay_threads > 64 {
         return Err(LoadError::BadParams("relay-threads must be 1..=64".into()));
     }
@@ -216,11 +231,91 @@ fn remaining(p: &Params, deadline: Instant) -> Params {
     }
 }
 
-fn ratio(a: f64, b: f64) -> Option<f64> {
-    (b > 0.0).then(|| a / b)
+/// One measuring function, boxed so both modes share the round logic.
+type RunFn<R> = for<'a> fn(&'a str, &'a Params) -> LocalBoxFuture<'a, Result<R, LoadError>>;
+
+fn relay_run<'a>(url: &'a str, p: &'a Params) -> LocalBoxFuture<'a, Result<Report, LoadError>> {
+    run_relay_load(url, p).boxed_local()
 }
 
-fn label_for(is_node: bool, self_test: bool) -> &'static str {
+fn fanout_run<'a>(
+    url: &'a str,
+    p: &'a Params,
+) -> LocalBoxFuture<'a, Result<FanoutReport, LoadError>> {
+    run_fanout(url, p).boxed_local()
+}
+
+/// The reports of every round, per side, and the errors that stopped a side.
+struct Rounds<R> {
+    node: Vec<R>,
+    baseline: Vec<R>,
+    errors: Vec<String>,
+}
+
+/// Runs `rounds` rounds, alternating which side goes first (node first in odd-numbered
+/// rounds, counting from 1), so neither side always gets the warmer or the colder
+/// machine. A side whose run fails is not run again.
+async fn alternate<R>(
+    node: Option<&str>,
+    baseline: &str,
+    p: &Params,
+    deadline: Instant,
+    rounds: usize,
+    run: RunFn<R>,
+) -> Rounds<R> {
+    let mut out = Rounds {
+        node: Vec::new(),
+        baseline: Vec::new(),
+        errors: Vec::new(),
+    };
+    let (mut node_alive, mut base_alive) = (node.is_some(), true);
+    for round in 0..rounds {
+        let sides = if round % 2 == 0 {
+            [true, false]
+        } else {
+            [false, true]
+        };
+        for is_node in sides {
+            let (url, alive) = match (is_node, node) {
+                (true, Some(url)) => (url, &mut node_alive),
+                (true, None) => continue,
+                (false, _) => (baseline, &mut base_alive),
+            };
+            if !*alive {
+                continue;
+            }
+            match run(url, &remaining(p, deadline)).await {
+                Ok(r) if is_node => out.node.push(r),
+                Ok(r) => out.baseline.push(r),
+                Err(e) => {
+                    *alive = false;
+                    out.errors.push(e.to_string());
+                }
+            }
+        }
+    }
+    out
+}
+
+/// Median of `values` (the mean of the middle two for an even count).
+fn median(mut values: Vec<f64>) -> Option<f64> {
+    values.sort_by(f64::total_cmp);
+    let n = values.len();
+    match n {
+        0 => None,
+        _ if n % 2 == 1 => Some(values[n / 2]),
+        _ => Some((values[n / 2 - 1] + values[n / 2]) / 2.0),
+    }
+}
+
+fn ratio(a: Option<f64>, b: Option<f64>) -> Option<f64> {
+    match (a, b) {
+        (Some(a), Some(b)) if b > 0.0 => Some(a / b),
+        _ => None,
+    }
+}
+
+fn side_label(is_node: bool, self_test: bool) -> &'static str {
     match (is_node, self_test) {
         (true, true) => "node (2nd baseline)",
         (true, false) => "node",
@@ -228,8 +323,31 @@ fn label_for(is_node: bool, self_test: bool) -> &'static str {
     }
 }
 
-/// Runs the node (if any) and then the baseline; a run that fails is reported and the
-/// other still runs. Returns whether every run delivered everything.
+fn round_label(label: &str, round: usize, rounds: usize) -> String {
+    if rounds > 1 {
+        format!("{label} #{}", round + 1)
+    } else {
+        label.to_string()
+    }
+}
+
+/// Prints the errors and losses of `rounds` and returns them.
+fn problems<R>(rounds: &Rounds<R>, verify: fn(&R) -> Result<(), LoadError>) -> Vec<String> {
+    let losses = rounds
+        .node
+        .iter()
+        .chain(&rounds.baseline)
+        .filter_map(|r| verify(r).err())
+        .map(|e| format!("LOSS: {e}"));
+    let all: Vec<String> = rounds.errors.iter().cloned().chain(losses).collect();
+    for e in &all {
+        eprintln!("loadgen: {e}");
+    }
+    all
+}
+
+/// Relay mode: every round measures the node (if any) and the baseline; the ratios are
+/// taken between the medians. Returns whether every run delivered everything.
 async fn relay_mode(
     node: Option<&str>,
     baseline: &str,
@@ -237,79 +355,72 @@ async fn relay_mode(
     deadline: Instant,
     args: &Args,
 ) -> bool {
-    let node_report = match node {
-        Some(url) => Some(run_relay_load(url, &remaining(p, deadline)).await),
-        None => None,
-    };
-    let base_report = run_relay_load(baseline, &remaining(p, deadline)).await;
-    let node_ok = node_report.as_ref().and_then(|r| r.as_ref().ok());
-    let base_ok = base_report.as_ref().ok();
-    let both = node_ok.zip(base_ok);
-    let throughput = both.and_then(|(n, b)| ratio(n.msgs_per_sec, b.msgs_per_sec));
-    let p50 = both.and_then(|(n, b)| ratio(n.latency.p50_us, b.latency.p50_us));
-    let problems = problems(
-        node_report
-            .iter()
-            .chain(std::iter::once(&base_report))
-            .map(|r| r.as_ref().map_err(|e| e.to_string()).and_then(verify_relay)),
-    );
+    let rounds = alternate(node, baseline, p, deadline, args.rounds, relay_run).await;
+    let rate = |rs: &[Report]| median(rs.iter().map(|r| r.msgs_per_sec).collect());
+    let p50 = |rs: &[Report]| median(rs.iter().map(|r| r.latency.p50_us).collect());
+    let p99 = |rs: &[Report]| median(rs.iter().map(|r| r.latency.p99_us).collect());
+    let throughput_ratio = ratio(rate(&rounds.node), rate(&rounds.baseline));
+    let p50_ratio = ratio(p50(&rounds.node), p50(&rounds.baseline));
 
+    if !args.json {
+        let frame_bytes = rounds.baseline.first().map_or(0, |r| r.frame_bytes);
+        println!(
+            "relay load: {} pairs x {} messages, body.value {} B (frames of {frame_bytes} B), window {}, {} round(s)",
+            p.pairs, p.messages, p.size, p.window, args.rounds
+        );
+        for (is_node, reports) in [(true, &rounds.node), (false, &rounds.baseline)] {
+            let label = side_label(is_node, args.self_test);
+            for (i, r) in reports.iter().enumerate() {
+                print_relay(&round_label(label, i, args.rounds), r);
+            }
+            if args.rounds > 1 && !reports.is_empty() {
+                println!(
+                    "  {:<22} median {:.0} msg/s  one-way p50 {:.1} µs  p99 {:.1} µs",
+                    label,
+                    rate(reports).unwrap_or(0.0),
+                    p50(reports).unwrap_or(0.0),
+                    p99(reports).unwrap_or(0.0)
+                );
+            }
+        }
+        if let (Some(t), Some(l)) = (throughput_ratio, p50_ratio) {
+            println!("throughput ratio node/baseline = {t:.2}");
+            println!("p50 ratio node/baseline = {l:.2}");
+        }
+    }
+    let problems = problems(&rounds, Report::verify);
     if args.json {
         let line = serde_json::json!({
             "mode": "relay",
             "params": {
                 "pairs": p.pairs, "messages": p.messages, "size": p.size, "window": p.window,
-                "domain": p.domain, "relay_threads": args.relay_threads,
+                "domain": p.domain, "relay_threads": args.relay_threads, "rounds": args.rounds,
             },
-            "node": node_ok,
-            "baseline": base_ok,
-            "throughput_ratio": throughput,
-            "p50_ratio": p50,
+            "node": rounds.node,
+            "baseline": rounds.baseline,
+            "node_median": {
+                "msgs_per_sec": rate(&rounds.node), "p50_us": p50(&rounds.node),
+                "p99_us": p99(&rounds.node),
+            },
+            "baseline_median": {
+                "msgs_per_sec": rate(&rounds.baseline), "p50_us": p50(&rounds.baseline),
+                "p99_us": p99(&rounds.baseline),
+            },
+            "throughput_ratio": throughput_ratio,
+            "p50_ratio": p50_ratio,
             "self_test": args.self_test,
             "errors": problems,
             "ok": problems.is_empty(),
         });
         println!("{line}");
-    } else {
-        let frame_bytes = base_ok.or(node_ok).map_or(0, |r| r.frame_bytes);
-        println!(
-            "relay load: {} pairs x {} messages, body.value {} B (frames of {frame_bytes} B), window {}",
-            p.pairs, p.messages, p.size, p.window
-        );
-        if let Some(n) = node_ok {
-            print_relay(label_for(true, args.self_test), n);
-        }
-        if let Some(b) = base_ok {
-            print_relay(label_for(false, args.self_test), b);
-        }
-        if let (Some(t), Some(l)) = (throughput, p50) {
-            println!("throughput ratio node/baseline = {t:.2}");
-            println!("p50 ratio node/baseline = {l:.2}");
-        }
-    }
-    for e in &problems {
-        eprintln!("loadgen: {e}");
     }
     problems.is_empty()
 }
 
-fn verify_relay(r: &Report) -> Result<(), String> {
-    r.verify().map_err(|e| format!("LOSS: {e}"))
-}
-
-fn verify_fanout(r: &FanoutReport) -> Result<(), String> {
-    r.verify().map_err(|e| format!("LOSS: {e}"))
-}
-
-/// The error messages among `outcomes`.
-fn problems(outcomes: impl Iterator<Item = Result<(), String>>) -> Vec<String> {
-    outcomes.filter_map(Result::err).collect()
-}
-
 fn print_relay(label: &str, r: &Report) {
-    println!("  {label:<20} {}", r.url);
+    println!("  {label:<22} {}", r.url);
     println!(
-        "  {:<20} sent {}  delivered {}  in {:.3} s  =  {:.0} msg/s  one-way p50 {:.1} µs  p99 {:.1} µs  max {:.1} µs",
+        "  {:<22} sent {}  delivered {}  in {:.3} s  =  {:.0} msg/s  one-way p50 {:.1} µs  p99 {:.1} µs  max {:.1} µs",
         "",
         r.sent,
         r.delivered,
@@ -321,13 +432,14 @@ fn print_relay(label: &str, r: &Report) {
     );
     if r.duplicates > 0 || r.unexpected > 0 {
         println!(
-            "  {:<20} duplicates {}  unexpected frames {}",
+            "  {:<22} duplicates {}  unexpected frames {}",
             "", r.duplicates, r.unexpected
         );
     }
 }
 
-/// Like [`relay_mode`], for fan-out.
+/// Fan-out mode, as [`relay_mode`]; the ratio is between the medians of the per-update
+/// all-received p50.
 async fn fanout_mode(
     node: Option<&str>,
     baseline: &str,
@@ -335,60 +447,55 @@ async fn fanout_mode(
     deadline: Instant,
     args: &Args,
 ) -> bool {
-    let node_report = match node {
-        Some(url) => Some(run_fanout(url, &remaining(p, deadline)).await),
-        None => None,
-    };
-    let base_report = run_fanout(baseline, &remaining(p, deadline)).await;
-    let node_ok = node_report.as_ref().and_then(|r| r.as_ref().ok());
-    let base_ok = base_report.as_ref().ok();
-    let p50 = node_ok
-        .zip(base_ok)
-        .and_then(|(n, b)| ratio(n.all_received.p50_us, b.all_received.p50_us));
-    let problems = problems(
-        node_report
-            .iter()
-            .chain(std::iter::once(&base_report))
-            .map(|r| {
-                r.as_ref()
-                    .map_err(|e| e.to_string())
-                    .and_then(verify_fanout)
-            }),
-    );
+    let rounds = alternate(node, baseline, p, deadline, args.rounds, fanout_run).await;
+    let p50 = |rs: &[FanoutReport]| median(rs.iter().map(|r| r.all_received.p50_us).collect());
+    let p99 = |rs: &[FanoutReport]| median(rs.iter().map(|r| r.all_received.p99_us).collect());
+    let p50_ratio = ratio(p50(&rounds.node), p50(&rounds.baseline));
 
+    if !args.json {
+        let frame_bytes = rounds.baseline.first().map_or(0, |r| r.frame_bytes);
+        println!(
+            "fan-out: {} subscribers, {} updates one at a time, body.value {} B (frames of {frame_bytes} B), {} round(s)",
+            p.subscribers, p.updates, p.size, args.rounds
+        );
+        for (is_node, reports) in [(true, &rounds.node), (false, &rounds.baseline)] {
+            let label = side_label(is_node, args.self_test);
+            for (i, r) in reports.iter().enumerate() {
+                print_fanout(&round_label(label, i, args.rounds), r);
+            }
+            if args.rounds > 1 && !reports.is_empty() {
+                println!(
+                    "  {:<22} median all received: p50 {:.3} ms  p99 {:.3} ms",
+                    label,
+                    p50(reports).unwrap_or(0.0) / 1_000.0,
+                    p99(reports).unwrap_or(0.0) / 1_000.0
+                );
+            }
+        }
+        if let Some(r) = p50_ratio {
+            println!("fan-out all-received p50 ratio node/baseline = {r:.2}");
+        }
+    }
+    let problems = problems(&rounds, FanoutReport::verify);
     if args.json {
         let line = serde_json::json!({
             "mode": "fanout",
             "params": {
                 "subscribers": p.subscribers, "updates": p.updates, "size": p.size,
-                "domain": p.domain, "relay_threads": args.relay_threads,
+                "domain": p.domain, "relay_threads": args.relay_threads, "rounds": args.rounds,
             },
-            "node": node_ok,
-            "baseline": base_ok,
-            "all_received_p50_ratio": p50,
+            "node": rounds.node,
+            "baseline": rounds.baseline,
+            "node_median": { "all_received_p50_us": p50(&rounds.node),
+                             "all_received_p99_us": p99(&rounds.node) },
+            "baseline_median": { "all_received_p50_us": p50(&rounds.baseline),
+                                 "all_received_p99_us": p99(&rounds.baseline) },
+            "all_received_p50_ratio": p50_ratio,
             "self_test": args.self_test,
             "errors": problems,
             "ok": problems.is_empty(),
         });
         println!("{line}");
-    } else {
-        let frame_bytes = base_ok.or(node_ok).map_or(0, |r| r.frame_bytes);
-        println!(
-            "fan-out: {} subscribers, {} updates one at a time, body.value {} B (frames of {frame_bytes} B)",
-            p.subscribers, p.updates, p.size
-        );
-        if let Some(n) = node_ok {
-            print_fanout(label_for(true, args.self_test), n);
-        }
-        if let Some(b) = base_ok {
-            print_fanout(label_for(false, args.self_test), b);
-        }
-        if let Some(r) = p50 {
-            println!("fan-out all-received p50 ratio node/baseline = {r:.2}");
-        }
-    }
-    for e in &problems {
-        eprintln!("loadgen: {e}");
     }
     problems.is_empty()
 }
@@ -396,9 +503,9 @@ async fn fanout_mode(
 fn print_fanout(label: &str, r: &FanoutReport) {
     let a = &r.all_received;
     let d = &r.per_delivery;
-    println!("  {label:<20} {}", r.url);
+    println!("  {label:<22} {}", r.url);
     println!(
-        "  {:<20} updates {}/{}  deliveries {}  all received: p50 {:.3} ms  p99 {:.3} ms  max {:.3} ms  per delivery: p50 {:.1} µs  p99 {:.1} µs",
+        "  {:<22} updates {}/{}  deliveries {}  all received: p50 {:.3} ms  p99 {:.3} ms  max {:.3} ms  per delivery: p50 {:.1} µs  p99 {:.1} µs",
         "",
         r.updates_completed,
         r.updates_sent,
@@ -411,7 +518,7 @@ fn print_fanout(label: &str, r: &FanoutReport) {
     );
     if r.duplicates > 0 || r.unexpected > 0 {
         println!(
-            "  {:<20} duplicates {}  unexpected frames {}",
+            "  {:<22} duplicates {}  unexpected frames {}",
             "", r.duplicates, r.unexpected
         );
     }
