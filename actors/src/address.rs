@@ -180,6 +180,13 @@ fn valid_scheme(s: &str) -> bool {
 }
 
 fn check_chars(s: &str) -> Result<(), AddressError> {
+    // ASCII fast path: addresses are almost always ASCII
+    if s.is_ascii() {
+        return match s.bytes().find(|&b| b <= b' ' || b == 0x7f) {
+            Some(b) => Err(AddressError::InvalidChar(char::from(b))),
+            None => Ok(()),
+        };
+    }
     match s.chars().find(|c| c.is_control() || c.is_whitespace()) {
         Some(c) => Err(AddressError::InvalidChar(c)),
         None => Ok(()),
@@ -201,7 +208,12 @@ fn analyse(s: &str) -> Result<(AddressKind, (u16, u16)), AddressError> {
         }
         return Ok((AddressKind::Session, (0, 0)));
     }
-    let (scheme, rest) = s.split_once("://").ok_or(AddressError::MissingScheme)?;
+    // the scheme ends at the first ':' (schemes never contain one)
+    let colon = s.find(':').ok_or(AddressError::MissingScheme)?;
+    let (scheme, rest) = match s[colon..].strip_prefix("://") {
+        Some(rest) => (&s[..colon], rest),
+        None => return Err(AddressError::MissingScheme),
+    };
     if !valid_scheme(scheme) {
         return Err(AddressError::UnknownScheme(scheme.to_owned()));
     }

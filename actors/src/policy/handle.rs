@@ -97,6 +97,12 @@ impl PolicyHandle {
         self.shared.snapshot.load_full()
     }
 
+    /// True if the current snapshot holds no rule (every decision is then
+    /// "not applicable" and callers may skip building a request).
+    pub fn is_empty(&self) -> bool {
+        self.shared.snapshot.load().rule_count() == 0
+    }
+
     /// Decides with the current snapshot (see [`CompiledPolicies::decide`]).
     pub fn decide(&self, request: &PolicyRequest<'_>) -> Decision {
         self.shared.snapshot.load().decide(request)
