@@ -31,6 +31,10 @@ pub enum RuntimeError {
     /// The event system refused or could not start (e.g. its cache database).
     #[error(transparent)]
     Events(#[from] EventError),
+    /// A deployment was refused: its package does not match its descriptor, or
+    /// the descriptor names no known factory.
+    #[error(transparent)]
+    Integrity(#[from] hyperty_actors::catalogue::IntegrityError),
     /// A runtime component stopped.
     #[error("runtime component {0} is not running")]
     Unavailable(&'static str),
@@ -49,6 +53,7 @@ impl ToResponseCode for RuntimeError {
             RuntimeError::Events(e) => e.response_code(),
             RuntimeError::Stub(_) => ResponseCode::GatewayTimeout,
             RuntimeError::Identity(e) => e.response_code(),
+            RuntimeError::Integrity(e) => e.response_code(),
             RuntimeError::Unavailable(_) => ResponseCode::InternalError,
             RuntimeError::Policy(e) => e.response_code(),
         }

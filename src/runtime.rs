@@ -282,6 +282,22 @@ impl RuntimeHandle {
         Err(started)
     }
 
+    /// Deploys a hyperty from a catalogue descriptor (threat T3): the source
+    /// package is hashed and must match the descriptor's `sourceHash`, the
+    /// descriptor's factory must be in `factories`; only then is the hyperty
+    /// registered and started. A mismatch is refused (403) and nothing runs.
+    pub async fn deploy_hyperty(
+        &self,
+        factories: &hyperty_actors::catalogue::FactoryTable,
+        descriptor: &hyperty_actors::catalogue::Descriptor,
+        package: &[u8],
+    ) -> Result<HypertyUrl, RuntimeError> {
+        let spec = factories.build(descriptor, package).inspect_err(|e| {
+            tracing::warn!(descriptor = %descriptor.name, error = %e, "deployment refused");
+        })?;
+        self.spawn_hyperty(spec).await
+    }
+
     /// Stops and unregisters a hyperty.
     pub async fn stop_hyperty(&self, url: &HypertyUrl) -> Result<(), RuntimeError> {
         if let Some(idm) = &self.idm {

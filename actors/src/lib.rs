@@ -10,6 +10,7 @@
 //! | [`message`] | the reTHINK message model and its one parser |
 //! | [`error`] | typed errors per layer and their mapping to response codes |
 //! | [`routes`] | the routing tables the bus reads on every message |
+//! | [`catalogue`] | catalogue descriptors, SHA-256 code authenticity (T3), factory table |
 //! | [`bus`] | the Message Bus actor and its handle: post/send, listeners, interceptors |
 //! | [`registry`] | the Runtime Registry actor: hyperties, stubs, PEPs, sandboxes, resolve |
 //! | [`sandbox`] | one sandbox (thread) per service provider, crash isolation and restarts |
@@ -43,6 +44,7 @@
 
 pub mod address;
 pub mod bus;
+pub mod catalogue;
 pub mod error;
 pub mod events;
 pub mod hyperty;
