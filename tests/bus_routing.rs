@@ -397,3 +397,21 @@ async fn a_recipient_list_crosses_a_stub_once() {
     );
     assert!(p1.recv(Duration::from_millis(30)).await.is_none());
 }
+
+#[actix::test]
+async fn a_hand_built_empty_recipient_list_is_refused_not_a_panic() {
+    let rt = Runtime::start(config("a.org")).unwrap();
+    let me = rt.url().component("app");
+    let msg = Message {
+        id: 0,
+        kind: MessageType::Read,
+        from: me,
+        to: To::Many(vec![]),
+        body: Body::default(),
+    };
+    rt.bus().send(msg.clone());
+    assert!(matches!(
+        rt.bus().post(msg).await,
+        Err(BusError::Invalid(_)) | Err(BusError::Shutdown)
+    ));
+}

@@ -476,6 +476,9 @@ impl Shared {
         if self.shut.load(Relaxed) {
             return Err(BusError::Shutdown);
         }
+        if matches!(&msg.to, To::Many(list) if list.is_empty()) {
+            return Err(BusError::Invalid("empty recipient list".to_owned()));
+        }
         if self.tracked.fetch_add(1, Relaxed) >= self.config.max_pending {
             self.tracked.fetch_sub(1, Relaxed);
             self.counters.busy.fetch_add(1, Relaxed);
@@ -507,6 +510,16 @@ impl Shared {
     }
 
     fn route(&self, mut msg: Message, origin: &Origin) {
+        if matches!(&msg.to, To::Many(list) if list.is_empty()) {
+            // only a hand-built `To::Many(vec![])` gets here; parsed messages never do
+            self.counters.dropped.fetch_add(1, Relaxed);
+            if let Some((_, p)) = self.pending.remove(&(msg.from.shared().clone(), msg.id)) {
+                self.tracked.fetch_sub(1, Relaxed);
+                let _ =
+                    p.tx.send(Err(BusError::Invalid("empty recipient list".to_owned())));
+            }
+            return;
+        }
         let span = tracing::trace_span!(
             "bus.route",
             id = msg.id,
