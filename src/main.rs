@@ -71,37 +71,39 @@ fn serve(cfg: NodeConfig) -> Result<(), String> {
         .map_err(|e| format!("cannot listen on {}: {e}", cfg.node.listen))?;
     let addr = listener.local_addr().map_err(|e| e.to_string())?;
     actix_rt::System::new().block_on(async move {
+        // handlers are in place before anyone can learn the address and signal us
+        let shutdown = shutdown_signal()?;
         let node = hyperty::node::start(listener, cfg).map_err(|e| e.to_string())?;
         let mut out = std::io::stdout().lock();
         writeln!(out, "listening on ws://{addr}/ws").map_err(|e| e.to_string())?;
         out.flush().map_err(|e| e.to_string())?;
         drop(out);
-        shutdown_signal().await;
+        shutdown.await;
         tracing::info!("signal received, shutting down");
         node.stop().await;
         Ok(())
     })
 }
 
-async fn shutdown_signal() {
+/// Resolves on SIGINT or SIGTERM; the handlers are registered when this is called.
+fn shutdown_signal() -> Result<impl std::future::Future<Output = ()>, String> {
     #[cfg(unix)]
     {
         use tokio::signal::unix::{signal, SignalKind};
-        match signal(SignalKind::terminate()) {
-            Ok(mut term) => {
-                tokio::select! {
-                    _ = tokio::signal::ctrl_c() => {}
-                    _ = term.recv() => {}
-                }
+        let mut term = signal(SignalKind::terminate()).map_err(|e| e.to_string())?;
+        let mut int = signal(SignalKind::interrupt()).map_err(|e| e.to_string())?;
+        Ok(async move {
+            tokio::select! {
+                _ = term.recv() => {}
+                _ = int.recv() => {}
             }
-            Err(_) => {
-                let _ = tokio::signal::ctrl_c().await;
-            }
-        }
+        })
     }
     #[cfg(not(unix))]
     {
-        let _ = tokio::signal::ctrl_c().await;
+        Ok(async {
+            let _ = tokio::signal::ctrl_c().await;
+        })
     }
 }
 
