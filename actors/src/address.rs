@@ -241,6 +241,13 @@ fn analyse(s: &str) -> Result<(AddressKind, (u16, u16)), AddressError> {
     Ok((kind, (start as u16, (start + domain_len) as u16)))
 }
 
+/// True if `addr` is `prefix` itself or lies under it (`prefix/…`); a trailing `/`
+/// on `prefix` is ignored.
+pub fn is_under(addr: &str, prefix: &str) -> bool {
+    let p = prefix.trim_end_matches('/');
+    addr == p || (addr.starts_with(p) && addr.as_bytes().get(p.len()) == Some(&b'/'))
+}
+
 /// A validated address. Clones share one allocation.
 #[derive(Clone)]
 pub struct Address {
@@ -330,9 +337,7 @@ impl Address {
 
     /// True if this address is `prefix` itself or lies under it (`prefix/…`).
     pub fn is_under(&self, prefix: &str) -> bool {
-        let s = self.as_str();
-        let p = prefix.trim_end_matches('/');
-        s == p || (s.starts_with(p) && s.as_bytes().get(p.len()) == Some(&b'/'))
+        is_under(self.as_str(), prefix)
     }
 
     /// For a data-object channel address, the object URL and the channel.

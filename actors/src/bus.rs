@@ -272,24 +272,11 @@ impl Bus {
     /// but are not shown; see [`Bus::post_with_progress`]. Errors detected by this bus
     /// (no route, rejection, full mailbox, crash, timeout) come back as [`BusError`];
     /// a remote error response is an `Ok` response with its code.
-    pub fn post(
-        &self,
-        mut msg: Message,
-    ) -> impl Future<Output = Result<Message, BusError>> + 'static {
+    pub fn post(&self, msg: Message) -> impl Future<Output = Result<Message, BusError>> + 'static {
         let shared = self.shared.clone();
-        if msg.id == 0 {
-            msg.id = shared.next_id();
-        }
         let (tx, rx) = oneshot::channel();
-        let registered = shared.register(&msg, tx, None);
+        let guard = shared.begin(msg, tx, None);
         let timeout = shared.config.request_timeout;
-        if registered.is_ok() {
-            shared.route(msg, &Origin::Local);
-        }
-        let guard = registered.map(|key| PendingGuard {
-            shared: shared.clone(),
-            key,
-        });
         async move {
             let _guard = guard?;
             match tokio::time::timeout(timeout, rx).await {
@@ -307,26 +294,16 @@ impl Bus {
     /// response; each one restarts the timeout.
     pub fn post_with_progress<F>(
         &self,
-        mut msg: Message,
+        msg: Message,
         mut on_progress: F,
     ) -> impl Future<Output = Result<Message, BusError>> + 'static
     where
         F: FnMut(Message) + 'static,
     {
         let shared = self.shared.clone();
-        if msg.id == 0 {
-            msg.id = shared.next_id();
-        }
         let (tx, mut rx) = oneshot::channel();
         let (ptx, mut prx) = mpsc::channel(PROGRESS_BUFFER);
-        let registered = shared.register(&msg, tx, Some(ptx));
-        if registered.is_ok() {
-            shared.route(msg, &Origin::Local);
-        }
-        let guard = registered.map(|key| PendingGuard {
-            shared: shared.clone(),
-            key,
-        });
+        let guard = shared.begin(msg, tx, Some(ptx));
         let timeout = shared.config.request_timeout;
         async move {
             let _guard = guard?;
@@ -357,13 +334,8 @@ impl Bus {
     /// Sends without waiting. Assigns an id if `msg.id` is 0 and returns it. If a
     /// request cannot be delivered, the bus answers the sender's listener with an
     /// error response.
-    pub fn send(&self, mut msg: Message) -> MessageId {
-        if msg.id == 0 {
-            msg.id = self.shared.next_id();
-        }
-        let id = msg.id;
-        self.shared.route(msg, &Origin::Local);
-        id
+    pub fn send(&self, msg: Message) -> MessageId {
+        self.shared.send(msg)
     }
 
     /// Hands in a message that arrived through the protocol stub `stub`: it goes
@@ -465,6 +437,35 @@ impl Shared {
             timeouts: c.timeouts.load(Relaxed),
             dropped: c.dropped.load(Relaxed),
         }
+    }
+
+    /// Assigns an id if needed and routes a local message.
+    fn send(&self, mut msg: Message) -> MessageId {
+        if msg.id == 0 {
+            msg.id = self.next_id();
+        }
+        let id = msg.id;
+        self.route(msg, &Origin::Local);
+        id
+    }
+
+    /// Starts a request: assigns an id if needed, records it as pending and routes
+    /// it. The guard forgets the pending entry when the waiting future ends.
+    fn begin(
+        self: &Arc<Self>,
+        mut msg: Message,
+        tx: oneshot::Sender<Result<Message, BusError>>,
+        progress: Option<mpsc::Sender<Message>>,
+    ) -> Result<PendingGuard, BusError> {
+        if msg.id == 0 {
+            msg.id = self.next_id();
+        }
+        let key = self.register(&msg, tx, progress)?;
+        self.route(msg, &Origin::Local);
+        Ok(PendingGuard {
+            shared: self.clone(),
+            key,
+        })
     }
 
     fn register(
@@ -966,13 +967,8 @@ impl Handler<Post> for MessageBus {
 
 impl Handler<SendMessage> for MessageBus {
     type Result = MessageId;
-    fn handle(&mut self, mut m: SendMessage, _: &mut Context<Self>) -> MessageId {
-        if m.0.id == 0 {
-            m.0.id = self.shared.next_id();
-        }
-        let id = m.0.id;
-        self.shared.route(m.0, &Origin::Local);
-        id
+    fn handle(&mut self, m: SendMessage, _: &mut Context<Self>) -> MessageId {
+        self.shared.send(m.0)
     }
 }
 

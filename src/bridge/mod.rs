@@ -32,7 +32,7 @@ use futures_util::stream::{SplitSink, StreamExt};
 use hyperty_actors::address::Address;
 use hyperty_actors::bus::Deliver;
 use hyperty_actors::error::RegistryError;
-use hyperty_actors::message::{Message, MessageType, NestedList, ResponseCode};
+use hyperty_actors::message::{Message, MessageType, ResponseCode};
 use hyperty_actors::protostub::{Connect, Disconnect, StubContext, StubError, StubStatus};
 use hyperty_actors::registry::AllocateAddresses;
 use serde_json::{json, Value};
@@ -583,27 +583,6 @@ impl Handler<ClaimAddresses> for NodeStub {
         }
         if self.state == State::Live {
             self.claim(c.0);
-        }
-    }
-}
-
-/// Frees addresses at the node (e.g. when a hyperty is unregistered).
-#[derive(Debug, Clone, actix::Message)]
-#[rtype(result = "()")]
-pub struct FreeAddresses(pub Vec<Address>);
-
-impl Handler<FreeAddresses> for NodeStub {
-    type Result = ();
-    fn handle(&mut self, f: FreeAddresses, _: &mut Context<Self>) {
-        self.owned.retain(|a| !f.0.contains(a));
-        let Some(to) = self.node_address("address-allocation") else {
-            return;
-        };
-        if self.state == State::Live {
-            let mut msg = Message::new(MessageType::Delete, self.runtime.clone(), to);
-            msg.body.children_resources =
-                Some(NestedList::from_items(f.0.iter().map(|a| a.to_string())));
-            self.send_control(msg, Control::Ack("freeing addresses"));
         }
     }
 }

@@ -70,11 +70,6 @@ pub struct Release {
 #[rtype(result = "usize")]
 pub struct DropSession(pub SessionKey);
 
-/// Lists the addresses a session holds (for tests and the HTTP status page).
-#[derive(Debug, Clone, actix::Message)]
-#[rtype(result = "Vec<String>")]
-pub struct Holdings(pub SessionKey);
-
 #[derive(Debug, Default)]
 struct Held {
     addresses: HashSet<Arc<str>>,
@@ -297,18 +292,5 @@ impl Handler<DropSession> for AddressAllocation {
             self.router.owners.remove_if(a, |_, owner| *owner == d.0);
         }
         held.addresses.len()
-    }
-}
-
-impl Handler<Holdings> for AddressAllocation {
-    type Result = Vec<String>;
-    fn handle(&mut self, h: Holdings, _: &mut Context<Self>) -> Vec<String> {
-        let mut v: Vec<String> = self
-            .held
-            .get(&h.0)
-            .map(|h| h.addresses.iter().map(|a| a.to_string()).collect())
-            .unwrap_or_default();
-        v.sort();
-        v
     }
 }

@@ -77,8 +77,6 @@ pub struct Partial {
     pub id: Option<u64>,
     /// The sender, if it was a string.
     pub from: Option<String>,
-    /// The first recipient, if it was a string.
-    pub to: Option<String>,
 }
 
 fn wrong(field: &str, expected: &'static str) -> ParseError {
@@ -136,9 +134,6 @@ impl<'a> Header<'a> {
         if let Some(r) = present(raw.from) {
             partial.from = <Cow<'_, str>>::deserialize(r).ok().map(Cow::into_owned);
         }
-        if let Some(r) = present(raw.to) {
-            partial.to = <Cow<'_, str>>::deserialize(r).ok().map(Cow::into_owned);
-        }
         let kind = match present(raw.kind) {
             None => return fail(ParseError::Missing("type"), &partial),
             Some(r) => match str_of("type", r) {
@@ -175,7 +170,6 @@ impl<'a> Header<'a> {
                         Err(e) => return fail(e, &partial),
                     }
                 }
-                partial.to = out.first().map(|c| c.to_string());
                 ToRef::Many(out)
             }
             Some(r) => match addr("to", r) {

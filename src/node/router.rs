@@ -170,6 +170,24 @@ pub enum Delivered {
     Dropped,
 }
 
+/// Counts one more holder of `key`, unless it already has `limit`.
+fn acquire<K: std::hash::Hash + Eq>(map: &DashMap<K, usize>, key: K, limit: usize) -> bool {
+    let mut n = map.entry(key).or_insert(0);
+    if *n >= limit {
+        return false;
+    }
+    *n += 1;
+    true
+}
+
+/// Counts one holder of `key` less, forgetting the key at zero.
+fn release<K: std::hash::Hash + Eq>(map: &DashMap<K, usize>, key: &K) {
+    map.remove_if_mut(key, |_, n| {
+        *n = n.saturating_sub(1);
+        *n == 0
+    });
+}
+
 #[derive(Default)]
 struct Tally {
     queued: usize,
@@ -229,9 +247,9 @@ pub struct Router {
     pub(crate) owners: DashMap<Arc<str>, SessionKey>,
     pub(crate) subscribers: DashMap<Arc<str>, Vec<SessionKey>>,
     /// Open connections per client IP.
-    pub(crate) per_ip: DashMap<std::net::IpAddr, usize>,
-    /// Sessions per authenticated identity (written by the session manager).
-    pub(crate) per_user: DashMap<Arc<str>, usize>,
+    per_ip: DashMap<std::net::IpAddr, usize>,
+    /// Sessions per authenticated identity.
+    per_user: DashMap<Arc<str>, usize>,
     /// Counters.
     pub stats: NodeStats,
 }
@@ -270,21 +288,6 @@ impl Router {
     /// `domain://msg-node.<D>/session-events`: where session lifecycle is published.
     pub fn events_address(&self) -> &str {
         &self.events
-    }
-
-    /// `domain://registry.<D>`.
-    pub fn registry_address(&self) -> &str {
-        &self.registry
-    }
-
-    /// `domain://msg-node.<D>/address-allocation`.
-    pub fn allocation_address(&self) -> &str {
-        &self.allocation
-    }
-
-    /// `domain://msg-node.<D>/sm`.
-    pub fn sm_address(&self) -> &str {
-        &self.sm
     }
 
     /// A fresh id for node-originated messages.
@@ -360,20 +363,23 @@ impl Router {
     /// Counts a new connection from `ip`; false (and nothing counted) if that IP
     /// already has `limit` connections.
     pub fn connect_ip(&self, ip: std::net::IpAddr, limit: usize) -> bool {
-        let mut n = self.per_ip.entry(ip).or_insert(0);
-        if *n >= limit {
-            return false;
-        }
-        *n += 1;
-        true
+        acquire(&self.per_ip, ip, limit)
     }
 
     /// Forgets a connection from `ip`.
     pub fn disconnect_ip(&self, ip: std::net::IpAddr) {
-        self.per_ip.remove_if_mut(&ip, |_, n| {
-            *n = n.saturating_sub(1);
-            *n == 0
-        });
+        release(&self.per_ip, &ip);
+    }
+
+    /// Counts a new session of `identity`; false (and nothing counted) if it
+    /// already holds `limit` sessions.
+    pub fn acquire_user(&self, identity: &Arc<str>, limit: usize) -> bool {
+        acquire(&self.per_user, identity.clone(), limit)
+    }
+
+    /// Forgets a session of `identity`.
+    pub fn release_user(&self, identity: &Arc<str>) {
+        release(&self.per_user, identity);
     }
 
     /// The session key of a runtime URL.
@@ -399,19 +405,11 @@ impl Router {
         self.slots.get(key).and_then(|s| s.identity.clone())
     }
 
-    /// The runtime URL of a session key.
-    pub fn runtime_of(&self, key: &str) -> Option<Arc<str>> {
-        self.slots.get(key).and_then(|s| s.runtime.clone())
-    }
-
     /// True if session `key` may send from `from`: its runtime URL and everything
     /// under it, and addresses allocated to or claimed by it.
     pub fn owns(&self, key: &str, runtime: Option<&str>, from: &str) -> bool {
-        if let Some(rt) = runtime {
-            if from == rt || (from.starts_with(rt) && from.as_bytes().get(rt.len()) == Some(&b'/'))
-            {
-                return true;
-            }
+        if runtime.is_some_and(|rt| hyperty_actors::address::is_under(from, rt)) {
+            return true;
         }
         self.owners.get(from).is_some_and(|k| &**k == key)
     }

@@ -181,7 +181,9 @@ impl SessionManager {
         reason: Option<&str>,
     ) -> impl std::future::Future<Output = ()> + 'static {
         let slot = self.router.slots.remove(key).map(|(_, s)| s);
-        self.release_user(slot.as_ref().and_then(|s| s.identity.as_ref()));
+        if let Some(id) = slot.as_ref().and_then(|s| s.identity.as_ref()) {
+            self.router.release_user(id);
+        }
         if let Some(rt) = slot.as_ref().and_then(|s| s.runtime.as_ref()) {
             self.router.runtimes.remove_if(rt, |_, k| k == key);
             self.publish(event, rt, reason);
@@ -191,17 +193,6 @@ impl SessionManager {
         async move {
             let _ = addresses.await;
             let _ = subscriptions.await;
-        }
-    }
-}
-
-impl SessionManager {
-    fn release_user(&self, identity: Option<&Arc<str>>) {
-        if let Some(id) = identity {
-            self.router.per_user.remove_if_mut(id, |_, n| {
-                *n = n.saturating_sub(1);
-                *n == 0
-            });
         }
     }
 }
@@ -247,14 +238,12 @@ impl Handler<Open> for SessionManager {
             ));
         }
         if let Some(id) = &o.identity {
-            let mut n = self.router.per_user.entry(id.clone()).or_insert(0);
-            if *n >= self.max_per_user {
+            if !self.router.acquire_user(id, self.max_per_user) {
                 return Err(refuse(
                     ResponseCode::TooManyRequests,
                     format!("{id} already holds {} sessions", self.max_per_user),
                 ));
             }
-            *n += 1;
         }
         let runtime: Arc<str> = Arc::from(o.runtime.as_str());
         {
@@ -274,7 +263,9 @@ impl Handler<Open> for SessionManager {
                 }
             };
             if let Some(e) = refused {
-                self.release_user(o.identity.as_ref());
+                if let Some(id) = &o.identity {
+                    self.router.release_user(id);
+                }
                 return Err(e);
             }
         }

@@ -195,11 +195,7 @@ impl Handler<Kick> for WsSession {
     fn handle(&mut self, k: Kick, ctx: &mut Self::Context) {
         warn!(peer = %self.peer, reason = %k.reason, "closing session");
         self.stop_reason = "closed by the node";
-        ctx.close(Some(ws::CloseReason {
-            code: ws::CloseCode::Policy,
-            description: Some(k.reason),
-        }));
-        ctx.stop();
+        close_for_policy(ctx, k.reason);
     }
 }
 
@@ -252,16 +248,21 @@ impl WsSession {
         code: ResponseCode,
         description: &str,
     ) {
+        let stats = &self.node.router.stats;
         let counter = match code {
-            ResponseCode::Forbidden => &self.node.router.stats.forbidden,
-            ResponseCode::NotFound => &self.node.router.stats.not_found,
-            _ => &self.node.router.stats.bad_requests,
+            ResponseCode::Forbidden => &stats.forbidden,
+            ResponseCode::NotFound => &stats.not_found,
+            ResponseCode::TooManyRequests => &stats.rate_limited,
+            _ => &stats.bad_requests,
         };
         counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         // a refusal (403/400) is reported for anything but a response; a missing
-        // route (404/408) only to requests: notifications are dropped and counted
+        // route or capacity (404/408/429) only to requests: notifications are
+        // dropped and counted
         let report = match code {
-            ResponseCode::NotFound | ResponseCode::RequestTimeout => h.kind.expects_response(),
+            ResponseCode::NotFound
+            | ResponseCode::RequestTimeout
+            | ResponseCode::TooManyRequests => h.kind.expects_response(),
             _ => h.kind != MessageType::Response,
         };
         if report {
@@ -296,7 +297,8 @@ impl WsSession {
             return self.rate_limited(ctx, &h);
         }
         self.refused_in_a_row = 0;
-        if router.service(h.to.first()) == Some(Service::Session) {
+        let service = router.service(h.to.first());
+        if service == Some(Service::Session) {
             return self.session_control(&text, ctx);
         }
         if self.runtime.is_none() {
@@ -326,16 +328,19 @@ impl WsSession {
                 &format!("{t} is reserved to the node"),
             );
         }
-        if router.service(h.to.first()).is_none() && !self.permitted(&h) {
+        if let Some(s) = service {
+            return self.service_request(s, &text, ctx);
+        }
+        if !self.permitted(&h) {
             return self.refuse(ctx, &h, ResponseCode::Forbidden, "Blocked by policy");
         }
         let stamped;
         let frame = match &self.identity {
-            Some((_, json)) if router.service(h.to.first()).is_none() => {
+            Some((_, json)) => {
                 stamped = ByteString::from(with_asserted_identity(&text, h.body, json));
                 &stamped
             }
-            _ => &text,
+            None => &text,
         };
         let routed = if h.kind == MessageType::Event {
             router.route_event(&h.to, frame)
@@ -453,9 +458,6 @@ impl WsSession {
     /// after `limits.abuse_threshold` refusals in a row.
     fn rate_limited(&mut self, ctx: &mut ws::WebsocketContext<Self>, h: &Header<'_>) {
         let stats = &self.node.router.stats;
-        stats
-            .rate_limited
-            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         self.refused_in_a_row += 1;
         if self.refused_in_a_row >= self.node.config.limits.abuse_threshold {
             stats
@@ -463,26 +465,15 @@ impl WsSession {
                 .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             warn!(peer = %self.peer, runtime = ?self.runtime, "closing an abusive session");
             self.stop_reason = "rate limit exceeded";
-            ctx.close(Some(ws::CloseReason {
-                code: ws::CloseCode::Policy,
-                description: Some("rate limit exceeded".to_owned()),
-            }));
-            ctx.stop();
+            close_for_policy(ctx, "rate limit exceeded");
             return;
         }
-        if h.kind.expects_response() {
-            ctx.text(error_frame(
-                Some(h.id),
-                h.to.first(),
-                Some(&h.from),
-                ResponseCode::TooManyRequests,
-                "rate limit exceeded, slow down",
-            ));
-        } else {
-            stats
-                .dropped
-                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        }
+        self.refuse(
+            ctx,
+            h,
+            ResponseCode::TooManyRequests,
+            "rate limit exceeded, slow down",
+        );
     }
 
     fn parse_full(&self, text: &str, ctx: &mut ws::WebsocketContext<Self>) -> Option<Message> {
@@ -492,7 +483,6 @@ impl WsSession {
                 let p = Header::parse(text).map(|h| Partial {
                     id: Some(h.id),
                     from: Some(h.from.into_owned()),
-                    to: None,
                 });
                 self.bad_request(ctx, &e, &p.unwrap_or_default());
                 None
@@ -530,25 +520,18 @@ impl WsSession {
             msg: msg.clone(),
         };
         let answer: ResponseFuture<Message> = match service {
-            Service::Allocation => {
-                let f = self.node.allocation.send(request);
-                Box::pin(async move { f.await.unwrap_or_else(|_| unavailable(&msg)) })
-            }
-            Service::Subscriptions => {
-                let f = self.node.subscriptions.send(request);
-                Box::pin(async move { f.await.unwrap_or_else(|_| unavailable(&msg)) })
-            }
-            Service::Registry => {
-                let f = self
-                    .node
+            Service::Allocation => answered(self.node.allocation.send(request), msg),
+            Service::Subscriptions => answered(self.node.subscriptions.send(request), msg),
+            Service::Registry => answered(
+                self.node
                     .registry
-                    .send(crate::domain_registry::RegistryRequest(msg.clone()));
-                Box::pin(async move { f.await.unwrap_or_else(|_| unavailable(&msg)) })
-            }
-            Service::Idp => {
-                let f = self.node.idp.send(crate::identity::IdpRequest(msg.clone()));
-                Box::pin(async move { f.await.unwrap_or_else(|_| unavailable(&msg)) })
-            }
+                    .send(crate::domain_registry::RegistryRequest(msg.clone())),
+                msg,
+            ),
+            Service::Idp => answered(
+                self.node.idp.send(crate::identity::IdpRequest(msg.clone())),
+                msg,
+            ),
             Service::Policy => self.manage_policies(msg),
             Service::Session => return,
         };
@@ -583,10 +566,7 @@ impl WsSession {
                     let resp = match r {
                         Ok(token) => {
                             act.runtime = Some(Arc::from(msg.from.as_str()));
-                            act.identity = identity.map(|i| {
-                                let json = Value::String(i.to_string()).to_string();
-                                (i, json)
-                            });
+                            act.identity = identity.map(stamped_identity);
                             token_reply(&msg, &token)
                         }
                         Err(e) => msg.reply_error(e.code, e.description),
@@ -615,10 +595,8 @@ impl WsSession {
                         Ok(token) => {
                             act.key = token.clone();
                             act.runtime = Some(Arc::from(runtime.as_str()));
-                            act.identity = act.node.router.identity_of(&token).map(|i| {
-                                let json = Value::String(i.to_string()).to_string();
-                                (i, json)
-                            });
+                            act.identity =
+                                act.node.router.identity_of(&token).map(stamped_identity);
                             token_reply(&msg, &token)
                         }
                         Err(e) => msg.reply_error(e.code, e.description),
@@ -694,11 +672,7 @@ impl WsSession {
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         self.reply(ctx, &msg.reply_error(ResponseCode::Unauthorized, why));
         self.stop_reason = "unauthorised";
-        ctx.close(Some(ws::CloseReason {
-            code: ws::CloseCode::Policy,
-            description: Some("unauthorised".to_owned()),
-        }));
-        ctx.stop();
+        close_for_policy(ctx, "unauthorised");
     }
 
     fn on_fragment(&mut self, item: actix_http::ws::Item, ctx: &mut ws::WebsocketContext<Self>) {
@@ -752,8 +726,31 @@ impl WsSession {
     }
 }
 
-fn unavailable(msg: &Message) -> Message {
-    msg.reply_error(ResponseCode::InternalError, "node component unavailable")
+/// The answer of a node component, or 500 if the component is gone.
+fn answered(
+    answer: impl std::future::Future<Output = Result<Message, MailboxError>> + 'static,
+    msg: Message,
+) -> ResponseFuture<Message> {
+    Box::pin(async move {
+        answer.await.unwrap_or_else(|_| {
+            msg.reply_error(ResponseCode::InternalError, "node component unavailable")
+        })
+    })
+}
+
+/// The identity with its JSON form, ready to be spliced into frames.
+fn stamped_identity(identity: Arc<str>) -> (Arc<str>, String) {
+    let json = Value::String(identity.to_string()).to_string();
+    (identity, json)
+}
+
+/// Closes the socket with a policy-violation close frame and stops the session.
+fn close_for_policy(ctx: &mut ws::WebsocketContext<WsSession>, reason: impl Into<String>) {
+    ctx.close(Some(ws::CloseReason {
+        code: ws::CloseCode::Policy,
+        description: Some(reason.into()),
+    }));
+    ctx.stop();
 }
 
 fn gone() -> SessionRefused {
