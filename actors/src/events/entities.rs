@@ -64,7 +64,6 @@ pub(crate) struct EntityRecord {
 #[derive(Debug)]
 pub(crate) struct EntityTable {
     map: HashMap<Address, EntityRecord>,
-    by_owner: HashMap<Address, Vec<Address>>,
     max: usize,
     buffer_capacity: usize,
 }
@@ -73,7 +72,6 @@ impl EntityTable {
     pub(crate) fn new(max: usize, buffer_capacity: usize) -> EntityTable {
         EntityTable {
             map: HashMap::new(),
-            by_owner: HashMap::new(),
             max,
             buffer_capacity,
         }
@@ -97,10 +95,6 @@ impl EntityTable {
         if self.map.len() >= self.max {
             return Err(EventError::Full("entities"));
         }
-        self.by_owner
-            .entry(owner.clone())
-            .or_default()
-            .push(entity.clone());
         self.map.insert(
             entity,
             EntityRecord {
@@ -131,12 +125,6 @@ impl EntityTable {
             Some(_) => {}
         }
         self.map.remove(entity);
-        if let Some(list) = self.by_owner.get_mut(owner) {
-            list.retain(|e| e != entity);
-            if list.is_empty() {
-                self.by_owner.remove(owner);
-            }
-        }
         Ok(())
     }
 

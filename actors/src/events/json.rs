@@ -336,7 +336,7 @@ impl Event {
     /// Validates a raw event into an event: the checks of [`RawEvent::check`] plus
     /// address syntax for every entity, then normalisation.
     pub fn from_raw(raw: &RawEvent) -> Result<Event, EventParseError> {
-        raw.check()?;
+        let id = raw.check()?;
         let event_type = EventType::new(&raw.event_type)?;
         let addressing = Addressing::from_parts(
             address("source", &raw.source)?,
@@ -372,6 +372,7 @@ impl Event {
             raw.addressing_sensitive,
             forwarding,
             raw.payload.clone(),
+            Some(id),
         )
     }
 

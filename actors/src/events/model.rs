@@ -453,7 +453,10 @@ impl Event {
         e
     }
 
-    /// Builds an event from checked parts (the JSON parser and the builder).
+    /// Builds an event from checked parts (the JSON parser and the builder). A
+    /// caller that already hashed these parts passes `known_id` (the id depends only
+    /// on the type, source, the deduplicated sorted `to`, timestamps, payload and
+    /// sensitivity, none of which normalisation changes).
     #[allow(clippy::too_many_arguments)]
     pub(crate) fn from_parts(
         event_type: EventType,
@@ -465,6 +468,7 @@ impl Event {
         addressing_sensitive: bool,
         forwarding: Option<Forwarding>,
         payload: Option<String>,
+        known_id: Option<EventId>,
     ) -> Result<Event, EventParseError> {
         addressing.normalise();
         addressing.check("to")?;
@@ -473,15 +477,17 @@ impl Event {
                 return Err(EventParseError::PayloadTooLarge(p.len()));
             }
         }
-        let id = compute(
-            &event_type,
-            &addressing,
-            in_response_to,
-            generation_timestamp,
-            expiry_timestamp,
-            payload.as_deref(),
-            addressing_sensitive,
-        );
+        let id = known_id.unwrap_or_else(|| {
+            compute(
+                &event_type,
+                &addressing,
+                in_response_to,
+                generation_timestamp,
+                expiry_timestamp,
+                payload.as_deref(),
+                addressing_sensitive,
+            )
+        });
         Ok(Event {
             event_type,
             addressing,
@@ -635,6 +641,7 @@ impl EventBuilder {
             self.addressing_sensitive,
             None,
             self.payload,
+            None,
         )
     }
 }

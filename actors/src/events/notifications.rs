@@ -36,8 +36,9 @@ use std::sync::Arc;
 
 use actix::prelude::*;
 use serde::de::{MapAccess, Visitor};
-use serde::{Deserialize, Deserializer};
-use serde_json::{json, Map, Value};
+use serde::ser::SerializeMap;
+use serde::{Deserialize, Deserializer, Serialize};
+
 use tracing::debug;
 
 use crate::address::{Address, AddressKind};
@@ -255,36 +256,49 @@ impl Notification {
         Ok(())
     }
 
-    /// The JSON payload.
+    /// The JSON payload (`actions` keep their order).
     pub fn to_payload(&self) -> String {
-        let mut m = Map::new();
-        m.insert("summary".into(), json!(self.summary));
-        if let Some(r) = &self.replaces_id {
-            m.insert("replacesId".into(), json!(r));
-        }
-        if let Some(u) = self.urgency {
-            m.insert("urgency".into(), json!(u as u8));
-        }
-        if let Some(c) = &self.category {
-            m.insert("category".into(), json!(c));
-        }
-        if let Some(i) = &self.icon {
-            m.insert("icon".into(), json!(i));
-        }
-        if let Some(b) = &self.body {
-            m.insert("body".into(), json!(b));
-        }
-        if !self.actions.is_empty() {
-            let mut a = Map::new();
-            for (k, d) in &self.actions {
-                a.insert(k.clone(), json!(d));
+        /// `actions` as a JSON object whose keys keep the notification's order.
+        struct OrderedActions<'a>(&'a [(String, String)]);
+        impl Serialize for OrderedActions<'_> {
+            fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+                let mut m = s.serialize_map(Some(self.0.len()))?;
+                for (k, d) in self.0 {
+                    m.serialize_entry(k, d)?;
+                }
+                m.end()
             }
-            m.insert("actions".into(), Value::Object(a));
         }
-        if let Some(t) = self.expiration_timeout {
-            m.insert("expirationTimeout".into(), json!(t));
+        #[derive(Serialize)]
+        #[serde(rename_all = "camelCase")]
+        struct Payload<'a> {
+            summary: &'a str,
+            #[serde(skip_serializing_if = "Option::is_none")]
+            replaces_id: Option<String>,
+            #[serde(skip_serializing_if = "Option::is_none")]
+            urgency: Option<u8>,
+            #[serde(skip_serializing_if = "Option::is_none")]
+            category: Option<&'a str>,
+            #[serde(skip_serializing_if = "Option::is_none")]
+            icon: Option<&'a str>,
+            #[serde(skip_serializing_if = "Option::is_none")]
+            body: Option<&'a str>,
+            #[serde(skip_serializing_if = "Option::is_none")]
+            actions: Option<OrderedActions<'a>>,
+            #[serde(skip_serializing_if = "Option::is_none")]
+            expiration_timeout: Option<u64>,
         }
-        Value::Object(m).to_string()
+        let payload = Payload {
+            summary: &self.summary,
+            replaces_id: self.replaces_id.map(|r| r.to_string()),
+            urgency: self.urgency.map(|u| u as u8),
+            category: self.category.as_deref(),
+            icon: self.icon.as_deref(),
+            body: self.body.as_deref(),
+            actions: (!self.actions.is_empty()).then_some(OrderedActions(&self.actions)),
+            expiration_timeout: self.expiration_timeout,
+        };
+        serde_json::to_string(&payload).unwrap_or_default()
     }
 
     /// Reads and validates a payload.
@@ -575,6 +589,24 @@ impl Handler<Respond> for NotificationCenter {
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn actions_keep_their_order_on_the_wire() {
+        let n = Notification::new("s")
+            .action("open", "Open it")
+            .action("default", "Dismiss")
+            .action("archive", "Archive");
+        let payload = n.to_payload();
+        let open = payload.find("\"open\"").unwrap();
+        let default = payload.find("\"default\"").unwrap();
+        let archive = payload.find("\"archive\"").unwrap();
+        assert!(open < default && default < archive, "{payload}");
+        assert_eq!(
+            Notification::from_payload(&payload).unwrap().actions,
+            n.actions
+        );
+    }
+
     use super::*;
 
     fn a(s: &str) -> Address {

@@ -65,7 +65,7 @@ use crate::events::cache::{
     CacheDone, CacheLen, CachePut, CacheRetry, CachedEvent, CloseCache, DueEvents, LocalEventCache,
     TakeDue,
 };
-use crate::events::clock::{after, Clock};
+use crate::events::clock::after;
 use crate::events::config::EventsConfig;
 use crate::events::delivery::{
     check_notification, notification, notification_about, DeliveryError, DeliveryErrorCode,
@@ -219,7 +219,6 @@ pub struct EventDispatcher {
     resolver: Recipient<Resolve>,
     stubs: Recipient<ListStubs>,
     cache: Addr<LocalEventCache>,
-    clock: Arc<dyn Clock>,
     config: EventsConfig,
     entities: EntityTable,
     listeners: ListenerRegistry,
@@ -300,7 +299,6 @@ impl EventDispatcher {
                     resolver,
                     stubs,
                     cache,
-                    clock: config.clock.clone(),
                     config,
                     policies: Vec::new(),
                     rpc_servers: HashMap::new(),
@@ -316,7 +314,7 @@ impl EventDispatcher {
     }
 
     fn now(&self) -> u64 {
-        self.clock.now_ms()
+        self.config.clock.now_ms()
     }
 }
 

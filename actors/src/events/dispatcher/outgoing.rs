@@ -42,7 +42,7 @@ impl EventDispatcher {
             if let Some(t) = timeout_at {
                 self.timeouts.insert((t, key.0, key.1.clone()));
             }
-            self.sent.insert(
+            let replaced = self.sent.insert(
                 key.clone(),
                 SentRecord {
                     event: ev.clone(),
@@ -56,6 +56,13 @@ impl EventDispatcher {
                     retain_until: after(now, self.config.report_retention),
                 },
             );
+            // a re-sent event replaces its record: its old timeout entry goes too, so
+            // the timeout index stays as bounded as the records
+            if let Some(t) = replaced.and_then(|r| r.timeout_at) {
+                if Some(t) != timeout_at {
+                    self.timeouts.remove(&(t, key.0, key.1.clone()));
+                }
+            }
         }
         if app {
             // the sender holds what it sent, for responses to it (decision 13); the
@@ -107,7 +114,8 @@ impl EventDispatcher {
                     .zip(hops)
                     .map(|((a, role), hop)| {
                         let replicated = act.entities.get(a.as_str()).is_some_and(|r| r.replicated);
-                        (a, role, act.classify(&hop, replicated))
+                        let hop = act.classify(&a, &hop, replicated);
+                        (a, role, hop)
                     })
                     .collect();
                 let r = act.route_outgoing(&ev, app, local, remote, ctx);
@@ -147,12 +155,26 @@ impl EventDispatcher {
         .boxed()
     }
 
-    pub(super) fn classify(&self, hop: &(Route, bool), replicated: bool) -> (Hop, Option<Address>) {
+    /// Where `addr` goes given its route. Unknown addresses under this runtime or
+    /// under one of its entities are bad destinations, not cached: no route will
+    /// ever appear for them.
+    pub(super) fn classify(
+        &self,
+        addr: &Address,
+        hop: &(Route, bool),
+        replicated: bool,
+    ) -> (Hop, Option<Address>) {
         match hop {
             (Route::Stub(url), true) => (Hop::Remote(url.clone()), Some(url.clone())),
             (Route::Stub(url), false) => (Hop::Unreachable, Some(url.clone())),
             _ if replicated => (Hop::Skip, None),
             (Route::Local, _) => (Hop::Bad, None),
+            (Route::Unknown, _)
+                if addr.is_under(self.bus.runtime_url().as_str())
+                    || self.entities.under_local_entity(addr) =>
+            {
+                (Hop::Bad, None)
+            }
             (Route::Unknown, _) => (Hop::Unreachable, None),
         }
     }
@@ -167,20 +189,9 @@ impl EventDispatcher {
         ctx: &mut Context<Self>,
     ) -> Result<(), EventError> {
         let sender = ev.sender().clone();
-        let runtime = self.bus.runtime_url().as_str().to_owned();
-        // unknown addresses under this runtime or under one of its entities are bad
-        // destinations, not cached
         let remote: Vec<_> = remote
             .into_iter()
-            .map(|(a, role, (hop, via))| {
-                let ours = a.is_under(&runtime) || self.entities.under_local_entity(&a);
-                let hop = if hop == Hop::Unreachable && via.is_none() && ours {
-                    Hop::Bad
-                } else {
-                    hop
-                };
-                (a, role, hop, via)
-            })
+            .map(|(a, role, (hop, via))| (a, role, hop, via))
             .collect();
         // policy enforcement: all first, atomically for applications
         let mut denied: HashSet<Address> = HashSet::new();

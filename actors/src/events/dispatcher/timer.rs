@@ -121,23 +121,16 @@ impl EventDispatcher {
         let now = self.now();
         let ev = Arc::new(entry.event);
         let key = (ev.id(), ev.sender().clone());
-        let runtime = self.bus.runtime_url().as_str().to_owned();
         let mut groups: Vec<(Address, Vec<Address>)> = Vec::new();
         let mut keep = Vec::new();
         let mut bad = Vec::new();
         for (a, hop) in entry.recipients.into_iter().zip(hops) {
             let replicated = self.entities.get(a.as_str()).is_some_and(|r| r.replicated);
-            match self.classify(&hop, replicated).0 {
+            match self.classify(&a, &hop, replicated).0 {
                 Hop::Remote(stub) => match groups.iter_mut().find(|(s, _)| *s == stub) {
                     Some((_, g)) => g.push(a),
                     None => groups.push((stub, vec![a])),
                 },
-                Hop::Unreachable
-                    if !replicated
-                        && (a.is_under(&runtime) || self.entities.under_local_entity(&a)) =>
-                {
-                    bad.push(a)
-                }
                 Hop::Unreachable => keep.push(a),
                 Hop::Bad => bad.push(a),
                 Hop::Skip => {}
