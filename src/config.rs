@@ -100,8 +100,18 @@ pub struct SessionSection {
     pub client_timeout_ms: u64,
     /// Largest message (bytes).
     pub max_frame_size: usize,
-    /// Outbound frames queued per client before it is cut off.
+    /// Most frames queued for one client (a hard cap: past it the client is evicted).
     pub outbound_queue: usize,
+    /// Bytes queued for one client above which its senders are slowed: they stop
+    /// reading their own sockets until the queue has drained to half of this.
+    pub slow_down_bytes: usize,
+    /// Bytes queued for one client past which it is evicted (socket shut, session freed).
+    pub max_pending_bytes: usize,
+    /// A client with frames pending that takes none for this long is evicted (ms).
+    pub write_deadline_ms: u64,
+    /// A connection that has not opened a session this long after connecting is
+    /// closed (ms).
+    pub open_timeout_ms: u64,
     /// How long a dropped session keeps its addresses (ms).
     pub grace_period_ms: u64,
     /// Frames buffered for a dropped session.
@@ -138,8 +148,11 @@ pub struct LimitsSection {
     pub messages_per_second: u32,
     /// Frames one session may send in a burst above the sustained rate.
     pub burst: u32,
-    /// Frames refused in a row (over the rate) after which the session is closed.
+    /// Frames refused (over the rate, malformed, forbidden) within `abuse_window_ms`
+    /// after which the connection is closed as abusive.
     pub abuse_threshold: u32,
+    /// The window over which refusals are counted (ms).
+    pub abuse_window_ms: u64,
     /// Most concurrent connections from one IP address.
     pub max_sessions_per_ip: usize,
     /// Most sessions one authenticated user (or device) may hold.
@@ -152,7 +165,8 @@ impl Default for LimitsSection {
             messages_per_second: 10_000,
             burst: 20_000,
             abuse_threshold: 1_000,
-            max_sessions_per_ip: 10_000,
+            abuse_window_ms: 10_000,
+            max_sessions_per_ip: 1_000,
             max_sessions_per_user: 100,
         }
     }
@@ -217,7 +231,11 @@ impl Default for SessionSection {
             heartbeat_interval_ms: 10_000,
             client_timeout_ms: 30_000,
             max_frame_size: 1 << 20,
-            outbound_queue: 4096,
+            outbound_queue: 65_536,
+            slow_down_bytes: 1 << 20,
+            max_pending_bytes: 64 << 20,
+            write_deadline_ms: 2_000,
+            open_timeout_ms: 10_000,
             grace_period_ms: 30_000,
             grace_buffer: 1024,
             max_sessions: 100_000,
@@ -255,6 +273,14 @@ impl SessionSection {
     /// Grace period of dropped sessions.
     pub fn grace_period(&self) -> Duration {
         Duration::from_millis(self.grace_period_ms)
+    }
+    /// Write-progress deadline of a client with frames pending.
+    pub fn write_deadline(&self) -> Duration {
+        Duration::from_millis(self.write_deadline_ms)
+    }
+    /// How long a connection may stay without a session.
+    pub fn open_timeout(&self) -> Duration {
+        Duration::from_millis(self.open_timeout_ms)
     }
 }
 
@@ -310,6 +336,18 @@ impl NodeConfig {
                 "outbound_queue and max_sessions must be positive",
             );
         }
+        if s.max_pending_bytes < s.max_frame_size || s.slow_down_bytes >= s.max_pending_bytes {
+            return bad(
+                "session.max_pending_bytes",
+                "must hold one max_frame_size frame and exceed slow_down_bytes",
+            );
+        }
+        if s.slow_down_bytes == 0 || s.write_deadline_ms == 0 || s.open_timeout_ms == 0 {
+            return bad(
+                "session",
+                "slow_down_bytes, write_deadline_ms and open_timeout_ms must be positive",
+            );
+        }
         let a = &self.allocation;
         if a.default_number == 0 || a.default_number > a.max_per_request || a.max_per_session == 0 {
             return bad(
@@ -321,6 +359,7 @@ impl NodeConfig {
         if l.messages_per_second == 0
             || l.burst == 0
             || l.abuse_threshold == 0
+            || l.abuse_window_ms == 0
             || l.max_sessions_per_ip == 0
         {
             return bad("limits", "every limit must be positive");

@@ -21,6 +21,7 @@
 pub mod allocation;
 pub mod events;
 pub mod frame;
+pub mod outbound;
 pub mod router;
 pub mod sessions;
 pub mod subscriptions;
@@ -41,6 +42,7 @@ use crate::domain_registry::{
 use crate::identity::{IdentityError, IdentityProvider, TokenVerifier};
 use allocation::AddressAllocation;
 use hyperty_actors::policy::{Pdp, PdpHandle, PolicyError};
+pub use outbound::on_connect;
 use router::Router;
 use sessions::Lifecycle;
 use sessions::SessionManager;
@@ -112,10 +114,10 @@ impl NodeState {
     /// (inside an actix system).
     pub fn start(config: NodeConfig) -> Result<NodeState, NodeError> {
         config.validate()?;
-        let router = Arc::new(Router::new(
-            &config.node.domain,
-            config.session.grace_buffer,
-        ));
+        let router = Arc::new(
+            Router::new(&config.node.domain, config.session.grace_buffer)
+                .with_grace_bytes(config.session.max_pending_bytes),
+        );
         let pdp = Pdp::new(config.policy.clone())?.start();
         let idp = IdentityProvider::new(&config.node.domain, config.identity.clone())?;
         let verifier = idp.verifier();
@@ -143,7 +145,9 @@ impl NodeState {
             config.limits.max_sessions_per_user,
             Some(registry.clone().recipient()),
         )
+        .with_write_deadline(config.session.write_deadline())
         .start();
+        router.set_evictions(sessions.clone().recipient());
         tracing::info!(domain = %config.node.domain, "messaging node started");
         Ok(NodeState {
             router,
@@ -276,6 +280,7 @@ pub fn start(listener: TcpListener, config: NodeConfig) -> Result<NodeHandle, No
     let server = HttpServer::new(move || App::new().configure(mount.clone()))
         .workers(workers)
         .tcp_nodelay(true)
+        .on_connect(on_connect)
         .disable_signals()
         .shutdown_timeout(5)
         .listen(listener)?

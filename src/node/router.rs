@@ -17,12 +17,14 @@
 //! (including the sender) → nothing (404 for requests, counted drop otherwise).
 //!
 //! A frame is forwarded as the very text that arrived (a shared `ByteString`, one
-//! allocation for any fan-out). A recipient whose queue is full is cut off as a
-//! slow consumer; its frames go to its grace buffer.
+//! allocation for any fan-out). Each live recipient's queue has a byte budget (see
+//! [`outbound`](super::outbound)): above its slow-down mark the *sender* is told to
+//! wait ([`Routed::Delivered::congested`]); a recipient past its budget, or whose
+//! frame cap is reached, is evicted (socket shut, session freed).
 
 use std::collections::{HashSet, VecDeque};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Instant;
 
 use actix::dev::SendError;
@@ -33,6 +35,7 @@ use hyperty_actors::message::Message;
 use serde::Serialize;
 
 use super::frame::ToRef;
+use super::outbound::{Charge, OutboundQueue};
 
 /// A session's stable key: its runtime token (it survives reconnection).
 pub type SessionKey = Arc<str>;
@@ -56,6 +59,8 @@ pub struct Slot {
     /// Which connection currently serves the session.
     pub(crate) conn_id: u64,
     pub(crate) conn: Option<Recipient<Outbound>>,
+    /// The byte account of `conn`'s queue.
+    pub(crate) queue: Option<Arc<OutboundQueue>>,
     pub(crate) kicker: Option<Recipient<Kick>>,
     pub(crate) runtime: Option<Arc<str>>,
     /// The authenticated identity (user or device URL) of the session.
@@ -66,10 +71,16 @@ pub struct Slot {
 }
 
 impl Slot {
-    pub(crate) fn live(conn_id: u64, conn: Recipient<Outbound>, kicker: Recipient<Kick>) -> Slot {
+    pub(crate) fn live(
+        conn_id: u64,
+        conn: Recipient<Outbound>,
+        queue: Arc<OutboundQueue>,
+        kicker: Recipient<Kick>,
+    ) -> Slot {
         Slot {
             conn_id,
             conn: Some(conn),
+            queue: Some(queue),
             kicker: Some(kicker),
             runtime: None,
             identity: None,
@@ -97,8 +108,10 @@ pub struct NodeStats {
     pub forbidden: AtomicU64,
     /// Frames refused with 400.
     pub bad_requests: AtomicU64,
-    /// Sessions cut off for not reading.
+    /// Sessions evicted for not reading (budget or write deadline exceeded).
     pub slow_consumers: AtomicU64,
+    /// Times a sender was paused because a recipient's queue was congested.
+    pub throttled: AtomicU64,
     /// Sessions opened.
     pub opened: AtomicU64,
     /// Sessions resumed with re-open.
@@ -128,8 +141,10 @@ pub struct StatsSnapshot {
     pub forbidden: u64,
     /// Frames refused with 400.
     pub bad_requests: u64,
-    /// Sessions cut off as slow consumers.
+    /// Sessions evicted as slow consumers.
     pub slow_consumers: u64,
+    /// Times a sender was paused for a congested recipient.
+    pub throttled: u64,
     /// Sessions opened.
     pub opened: u64,
     /// Sessions resumed with re-open.
@@ -164,6 +179,8 @@ pub enum Service {
 pub enum Delivered {
     /// In the session's queue.
     Queued,
+    /// In the session's queue, which is above its slow-down mark.
+    Congested,
     /// In a dropped session's grace buffer.
     Buffered,
     /// Lost: the grace buffer is full.
@@ -193,12 +210,19 @@ struct Tally {
     queued: usize,
     buffered: usize,
     dropped: usize,
+    congested: Option<Arc<OutboundQueue>>,
 }
 
 impl Tally {
-    fn add(&mut self, d: Delivered) {
+    fn add(&mut self, router: &Router, key: &str, d: Delivered) {
         match d {
             Delivered::Queued => self.queued += 1,
+            Delivered::Congested => {
+                self.queued += 1;
+                if self.congested.is_none() {
+                    self.congested = router.queue_of(key);
+                }
+            }
             Delivered::Buffered => self.buffered += 1,
             Delivered::Dropped => self.dropped += 1,
         }
@@ -207,10 +231,19 @@ impl Tally {
     fn total(&self) -> usize {
         self.queued + self.buffered + self.dropped
     }
+
+    fn routed(self) -> Routed {
+        Routed::Delivered {
+            queued: self.queued,
+            buffered: self.buffered,
+            dropped: self.dropped,
+            congested: self.congested,
+        }
+    }
 }
 
 /// Outcome of routing a client frame.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub enum Routed {
     /// Handed to `n` sessions (`buffered` of them dropped sessions, `dropped` lost).
     Delivered {
@@ -220,6 +253,9 @@ pub enum Routed {
         buffered: usize,
         /// Lost (grace buffer full).
         dropped: usize,
+        /// A recipient queue above its slow-down mark: the sender should wait for
+        /// its [`space`](OutboundQueue::space) before reading on.
+        congested: Option<Arc<OutboundQueue>>,
     },
     /// For a node component.
     Service(Service),
@@ -241,6 +277,7 @@ pub struct Router {
     node_prefix: String,
     events: String,
     grace_buffer: usize,
+    grace_bytes: usize,
     next_id: AtomicU64,
     pub(crate) slots: DashMap<SessionKey, Slot>,
     pub(crate) runtimes: DashMap<Arc<str>, SessionKey>,
@@ -250,8 +287,23 @@ pub struct Router {
     per_ip: DashMap<std::net::IpAddr, usize>,
     /// Sessions per authenticated identity.
     per_user: DashMap<Arc<str>, usize>,
+    /// Where evictions go (the session manager), set once at start-up.
+    evictions: OnceLock<Recipient<Evict>>,
     /// Counters.
     pub stats: NodeStats,
+}
+
+/// A live connection must go: its queue exceeded its budget or made no write
+/// progress in time. Handled by the session manager, which frees the session.
+#[derive(Debug, Clone, actix::Message)]
+#[rtype(result = "()")]
+pub struct Evict {
+    /// The session.
+    pub key: SessionKey,
+    /// The connection being evicted (ignored if another one serves the session now).
+    pub conn_id: u64,
+    /// Why.
+    pub reason: &'static str,
 }
 
 impl Router {
@@ -269,6 +321,7 @@ impl Router {
             node_prefix: format!("domain://msg-node.{domain}"),
             events: format!("domain://msg-node.{domain}/session-events"),
             grace_buffer,
+            grace_bytes: 64 << 20,
             next_id: AtomicU64::new(0),
             slots: DashMap::new(),
             runtimes: DashMap::new(),
@@ -276,8 +329,15 @@ impl Router {
             subscribers: DashMap::new(),
             per_ip: DashMap::new(),
             per_user: DashMap::new(),
+            evictions: OnceLock::new(),
             stats: NodeStats::default(),
         }
+    }
+
+    /// Bounds the bytes kept for a dropped session (default 64 MiB).
+    pub fn with_grace_bytes(mut self, bytes: usize) -> Router {
+        self.grace_bytes = bytes;
+        self
     }
 
     /// The domain served.
@@ -307,6 +367,7 @@ impl Router {
             forbidden: s.forbidden.load(Relaxed),
             bad_requests: s.bad_requests.load(Relaxed),
             slow_consumers: s.slow_consumers.load(Relaxed),
+            throttled: s.throttled.load(Relaxed),
             opened: s.opened.load(Relaxed),
             reopened: s.reopened.load(Relaxed),
             rate_limited: s.rate_limited.load(Relaxed),
@@ -448,11 +509,11 @@ impl Router {
                     return Routed::Service(s);
                 }
                 if let Some(k) = self.owner_of(t) {
-                    tally.add(self.deliver(&k, frame));
+                    tally.add(self, &k, self.deliver(&k, frame));
                 } else if let Some(subs) = self.subscribers.get(t.as_ref()) {
                     // a resource's subscriber list holds each session once
                     for k in subs.iter() {
-                        tally.add(self.deliver(k, frame));
+                        tally.add(self, k, self.deliver(k, frame));
                     }
                 }
                 if tally.total() == 0 {
@@ -490,15 +551,11 @@ impl Router {
                     return Routed::NoRoute(missing.unwrap_or_default());
                 }
                 for k in &targets {
-                    tally.add(self.deliver(k, frame));
+                    tally.add(self, k, self.deliver(k, frame));
                 }
             }
         }
-        Routed::Delivered {
-            queued: tally.queued,
-            buffered: tally.buffered,
-            dropped: tally.dropped,
-        }
+        tally.routed()
     }
 
     /// Routes a webinos event message: one copy per destination session, each with
@@ -511,14 +568,15 @@ impl Router {
         };
         let mut tally = Tally::default();
         for c in copies {
-            tally.add(self.deliver(&c.session, &ByteString::from(c.frame)));
+            let d = self.deliver(&c.session, &ByteString::from(c.frame));
+            tally.add(self, &c.session, d);
         }
         let mut missing = None;
         for t in &unowned {
             match self.subscribers.get(t.as_str()) {
                 Some(subs) if !subs.is_empty() => {
                     for k in subs.iter() {
-                        tally.add(self.deliver(k, frame));
+                        tally.add(self, k, self.deliver(k, frame));
                     }
                 }
                 _ => {
@@ -529,11 +587,7 @@ impl Router {
         if tally.total() == 0 {
             return Routed::NoRoute(missing.unwrap_or_default());
         }
-        Routed::Delivered {
-            queued: tally.queued,
-            buffered: tally.buffered,
-            dropped: tally.dropped,
-        }
+        tally.routed()
     }
 
     /// Hands `frame` to the session `key`.
@@ -542,35 +596,72 @@ impl Router {
             self.stats.dropped.fetch_add(1, Relaxed);
             return Delivered::Dropped;
         };
-        if let Some(conn) = &slot.conn {
+        if let (Some(conn), Some(queue)) = (&slot.conn, &slot.queue) {
+            let charge = queue.charge(frame.len());
+            if charge == Charge::OverBudget {
+                self.evict(key, &slot, "slow consumer: outbound budget exceeded");
+                self.stats.dropped.fetch_add(1, Relaxed);
+                return Delivered::Dropped;
+            }
             match conn.try_send(Outbound(frame.clone())) {
                 Ok(()) => {
                     self.stats.delivered.fetch_add(1, Relaxed);
-                    return Delivered::Queued;
+                    return if charge == Charge::Congested {
+                        Delivered::Congested
+                    } else {
+                        Delivered::Queued
+                    };
                 }
                 Err(SendError::Full(_)) => {
-                    if !slot.kicked.swap(true, Relaxed) {
-                        self.stats.slow_consumers.fetch_add(1, Relaxed);
-                        tracing::warn!(
-                            session = key,
-                            "slow consumer: outbound queue full, closing"
-                        );
-                        if let Some(k) = &slot.kicker {
-                            k.do_send(Kick {
-                                reason: "slow consumer: outbound queue full".to_owned(),
-                            });
-                        }
-                    }
+                    queue.refund(frame.len());
+                    self.evict(key, &slot, "slow consumer: outbound queue full");
+                    self.stats.dropped.fetch_add(1, Relaxed);
+                    return Delivered::Dropped;
                 }
-                Err(SendError::Closed(_)) => {}
+                // the connection just went away: keep the frame for a re-open
+                Err(SendError::Closed(_)) => queue.refund(frame.len()),
             }
         }
         self.buffer(&slot, frame)
     }
 
+    /// The outbound queue of session `key`'s live connection.
+    pub fn queue_of(&self, key: &str) -> Option<Arc<OutboundQueue>> {
+        self.slots.get(key).and_then(|s| s.queue.clone())
+    }
+
+    /// Sets where evictions are sent (once, at start-up).
+    pub fn set_evictions(&self, to: Recipient<Evict>) {
+        let _ = self.evictions.set(to);
+    }
+
+    /// Evicts the live connection of `slot`: its queue closes (which shuts the
+    /// socket and releases waiting senders) and the session manager frees the session.
+    pub(crate) fn evict(&self, key: &str, slot: &Slot, reason: &'static str) {
+        let first = slot.queue.as_ref().is_some_and(|q| q.evict());
+        if !first || slot.kicked.swap(true, Relaxed) {
+            return;
+        }
+        self.stats.slow_consumers.fetch_add(1, Relaxed);
+        tracing::warn!(session = %slot.runtime.as_deref().unwrap_or(key), reason, "evicting a connection");
+        if let Some(k) = &slot.kicker {
+            k.do_send(Kick {
+                reason: reason.to_owned(),
+            });
+        }
+        if let Some(e) = self.evictions.get() {
+            e.do_send(Evict {
+                key: Arc::from(key),
+                conn_id: slot.conn_id,
+                reason,
+            });
+        }
+    }
+
     fn buffer(&self, slot: &Slot, frame: &ByteString) -> Delivered {
         let mut buf = slot.buffer.lock().unwrap_or_else(|e| e.into_inner());
-        if buf.len() >= self.grace_buffer {
+        let kept: usize = buf.iter().map(|f| f.len()).sum();
+        if buf.len() >= self.grace_buffer || kept + frame.len() > self.grace_bytes {
             self.stats.dropped.fetch_add(1, Relaxed);
             return Delivered::Dropped;
         }
@@ -678,6 +769,7 @@ mod tests {
             Slot {
                 conn_id: 0,
                 conn: None,
+                queue: None,
                 kicker: None,
                 runtime: None,
                 identity: None,

@@ -25,7 +25,8 @@ use serde_json::json;
 use tracing::info;
 
 use super::allocation::{AddressAllocation, DropSession};
-use super::router::{Kick, Outbound, Router, SessionKey, Slot};
+use super::outbound::OutboundQueue;
+use super::router::{Evict, Kick, Outbound, Router, SessionKey, Slot};
 use super::subscriptions::{DropSubscriptions, SubscriptionManager};
 
 /// Why `open`/`re-open` was refused.
@@ -55,6 +56,8 @@ pub struct Connected {
     pub conn_id: u64,
     /// Where its frames go.
     pub conn: Recipient<Outbound>,
+    /// The byte account of its outbound queue.
+    pub queue: Arc<OutboundQueue>,
     /// How to close it.
     pub kicker: Recipient<Kick>,
 }
@@ -119,6 +122,9 @@ pub struct SessionManager {
     grace: Duration,
     max_per_user: usize,
     lifecycle: Option<Recipient<Lifecycle>>,
+    write_deadline: Duration,
+    /// Write progress of each connection with frames pending, as of the last sweep.
+    stalls: std::collections::HashMap<SessionKey, (u64, Instant)>,
 }
 
 /// A lifecycle change, for other node components (e.g. the domain registry).
@@ -148,6 +154,48 @@ impl SessionManager {
             grace,
             max_per_user,
             lifecycle,
+            write_deadline: Duration::from_secs(2),
+            stalls: std::collections::HashMap::new(),
+        }
+    }
+
+    /// Evicts connections that made no write progress for `deadline` while frames
+    /// were pending for them (default 2 s).
+    pub fn with_write_deadline(mut self, deadline: Duration) -> Self {
+        self.write_deadline = deadline;
+        self
+    }
+
+    /// One pass of the write-deadline check.
+    fn sweep_stalls(&mut self) {
+        let now = Instant::now();
+        let mut stalls = std::collections::HashMap::with_capacity(self.stalls.len());
+        let mut overdue = Vec::new();
+        for slot in self.router.slots.iter() {
+            let Some(q) = slot
+                .queue
+                .as_ref()
+                .filter(|q| q.pending() > 0 && !q.is_closed())
+            else {
+                continue;
+            };
+            let progress = q.progress();
+            let since = match self.stalls.get(slot.key()) {
+                Some(&(p, since)) if p == progress => since,
+                _ => now,
+            };
+            if now.duration_since(since) >= self.write_deadline {
+                overdue.push(slot.key().clone());
+            } else {
+                stalls.insert(slot.key().clone(), (progress, since));
+            }
+        }
+        self.stalls = stalls;
+        for key in overdue {
+            if let Some(slot) = self.router.slots.get(&key) {
+                self.router
+                    .evict(&key, &slot, "slow consumer: no write progress");
+            }
         }
     }
 
@@ -199,6 +247,25 @@ impl SessionManager {
 
 impl Actor for SessionManager {
     type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Context<Self>) {
+        let every = (self.write_deadline / 4).max(Duration::from_millis(10));
+        ctx.run_interval(every, |act, _| act.sweep_stalls());
+    }
+}
+
+impl Handler<Evict> for SessionManager {
+    type Result = ();
+    fn handle(&mut self, e: Evict, _: &mut Context<Self>) {
+        let current = self
+            .router
+            .slots
+            .get(&e.key)
+            .is_some_and(|s| s.conn_id == e.conn_id);
+        if current {
+            actix::spawn(self.drop_session(&e.key, "close", Some(e.reason)));
+        }
+    }
 }
 
 impl Handler<Connected> for SessionManager {
@@ -206,7 +273,7 @@ impl Handler<Connected> for SessionManager {
     fn handle(&mut self, c: Connected, _: &mut Context<Self>) {
         self.router
             .slots
-            .insert(c.key, Slot::live(c.conn_id, c.conn, c.kicker));
+            .insert(c.key, Slot::live(c.conn_id, c.conn, c.queue, c.kicker));
     }
 }
 
@@ -304,7 +371,8 @@ impl Handler<ReOpen> for SessionManager {
         let Some((_, fresh)) = self.router.slots.remove(&r.key) else {
             return Err(refuse(ResponseCode::InternalError, "unknown connection"));
         };
-        let (Some(conn), Some(kicker)) = (fresh.conn, fresh.kicker) else {
+        let (Some(conn), Some(queue), Some(kicker)) = (fresh.conn, fresh.queue, fresh.kicker)
+        else {
             return Err(refuse(
                 ResponseCode::InternalError,
                 "connection already gone",
@@ -326,9 +394,11 @@ impl Handler<ReOpen> for SessionManager {
             .map(|b| b.drain(..).collect())
             .unwrap_or_default();
         for f in buffered {
+            queue.force(f.len());
             conn.do_send(Outbound(f));
         }
         slot.conn = Some(conn);
+        slot.queue = Some(queue);
         slot.conn_id = fresh.conn_id;
         slot.kicker = Some(kicker);
         slot.lost_since = None;
@@ -363,6 +433,7 @@ impl Handler<Lost> for SessionManager {
                 return;
             }
             slot.conn = None;
+            slot.queue = None;
             slot.kicker = None;
             let since = Instant::now();
             slot.lost_since = Some(since);

@@ -1,3 +1,4 @@
 //! The node's HTTP side: the WebSocket endpoint.
 
+pub mod inbound;
 pub mod ws;

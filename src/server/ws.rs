@@ -7,9 +7,15 @@
 //! [`Router`](crate::node::router::Router) straight into the recipients' mailboxes.
 //! Malformed frames get a 400 response and the connection stays up.
 //!
-//! Its mailbox is its bounded outbound queue (`session.outbound_queue`): when the
-//! client stops reading, the HTTP layer stops polling the session, the queue fills
-//! and the router cuts the session off as a slow consumer. It pings every
+//! Flow control, both ways. Inbound, frames are decoded by
+//! [`BoundedFrames`](super::inbound::BoundedFrames), which reads the socket only as
+//! fast as the session handles frames; when a recipient's queue is congested the
+//! session pauses its reading until that queue drains (the sender is slowed, the
+//! receiver keeps everything). Outbound, its mailbox is its queue, with a byte account
+//! ([`OutboundQueue`]): the router evicts a client past its byte budget or write
+//! deadline. Every frame kind counts against the session's rate; a connection with
+//! `limits.abuse_threshold` refusals within `limits.abuse_window_ms` is closed, and
+//! one that opens no session within `session.open_timeout_ms` too. It pings every
 //! `session.heartbeat_interval_ms` and drops a client silent for
 //! `session.client_timeout_ms`. A socket that ends without a reTHINK `close`
 //! leaves its session to the grace period (see
@@ -19,7 +25,7 @@
 
 use std::num::NonZeroU32;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use actix::prelude::*;
 use actix_web::{web, HttpRequest, HttpResponse};
@@ -38,9 +44,11 @@ use crate::config::AuthMode;
 use crate::identity::TokenUse;
 use crate::node::allocation::NodeRequest;
 use crate::node::frame::{with_asserted_identity, Header, Partial};
+use crate::node::outbound::{ConnSocket, OutboundQueue, QueueLimits};
 use crate::node::router::{Kick, Outbound, Routed, Service, SessionKey};
 use crate::node::sessions::{Close, Connected, Lost, Open, ReOpen, SessionRefused};
 use crate::node::NodeState;
+use crate::server::inbound::{BoundedFrames, Gate};
 use hyperty_actors::error::ToResponseCode;
 use hyperty_actors::policy::{Effect, Obligation, PolicyRequest, PolicySet};
 
@@ -65,8 +73,26 @@ pub struct WsSession {
     peer: String,
     ip: Option<std::net::IpAddr>,
     limiter: RateLimiter<NotKeyed, InMemoryState, DefaultClock>,
-    refused_in_a_row: u32,
+    /// Refusals in the current abuse window, and when the window began (cells: the
+    /// refusal paths borrow the session immutably).
+    refusals: std::cell::Cell<(u32, Instant)>,
+    abusive: std::cell::Cell<bool>,
+    /// The client's frames, until the actor starts reading them.
+    inbound: Option<BoundedFrames<web::Payload>>,
+    gate: Arc<Gate>,
+    queue: Arc<OutboundQueue>,
+    /// Frames written since the actor last let the socket writer run.
+    batch: usize,
+    /// A close frame went out: nothing more is read or written.
+    closing: bool,
 }
+
+/// How long a connection closed for a protocol error waits for its client to go.
+const LINGER: Duration = Duration::from_secs(1);
+
+/// Frames written in one go before the session lets its socket writer run: keeps the
+/// writer's buffer small, so the queue's byte account stays close to the truth.
+const WRITE_BATCH: usize = 256;
 
 impl std::fmt::Debug for WsSession {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -105,11 +131,35 @@ pub async fn upgrade(
     let quota =
         Quota::per_second(NonZeroU32::new(limits.messages_per_second).unwrap_or(NonZeroU32::MIN))
             .allow_burst(NonZeroU32::new(limits.burst).unwrap_or(NonZeroU32::MIN));
-    let max = node.config.session.max_frame_size;
+    let s = &node.config.session;
+    let mut response = match ws::handshake(&req) {
+        Ok(r) => r,
+        Err(e) => {
+            if let Some(ip) = ip {
+                node.router.disconnect_ip(ip);
+            }
+            return Err(e.into());
+        }
+    };
+    let gate = Arc::new(Gate::default());
+    let socket = req.conn_data::<ConnSocket>().cloned();
+    let queue = OutboundQueue::new(
+        QueueLimits {
+            slow_down: s.slow_down_bytes,
+            budget: s.max_pending_bytes,
+        },
+        socket,
+    );
     let session = WsSession {
         ip,
         limiter: RateLimiter::direct(quota),
-        refused_in_a_row: 0,
+        refusals: std::cell::Cell::new((0, Instant::now())),
+        abusive: std::cell::Cell::new(false),
+        inbound: Some(BoundedFrames::new(stream, s.max_frame_size, gate.clone())),
+        gate,
+        queue,
+        batch: 0,
+        closing: false,
         key: Arc::from(uuid::Uuid::new_v4().to_string()),
         conn_id: NEXT_CONN.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1,
         runtime: None,
@@ -122,21 +172,10 @@ pub async fn upgrade(
         peer: req.peer_addr().map(|a| a.to_string()).unwrap_or_default(),
         node,
     };
-    let started = ws::WsResponseBuilder::new(session, &req, stream)
-        .frame_size(max)
-        .start();
-    if started.is_err() {
-        if let Some(ip) = ip {
-            node_ip_release(&req, ip);
-        }
-    }
-    started
-}
-
-fn node_ip_release(req: &HttpRequest, ip: std::net::IpAddr) {
-    if let Some(node) = req.app_data::<web::Data<NodeState>>() {
-        node.router.disconnect_ip(ip);
-    }
+    // the context's own reader gets nothing: the session reads through `inbound`
+    let none =
+        futures_util::stream::pending::<Result<bytes::Bytes, actix_web::error::PayloadError>>();
+    Ok(response.streaming(ws::WebsocketContext::create(session, none)))
 }
 
 impl Actor for WsSession {
@@ -144,11 +183,21 @@ impl Actor for WsSession {
 
     fn started(&mut self, ctx: &mut Self::Context) {
         ctx.set_mailbox_capacity(self.node.config.session.outbound_queue);
+        if let Some(frames) = self.inbound.take() {
+            ctx.add_stream(frames);
+        }
         self.node.sessions.do_send(Connected {
             key: self.key.clone(),
             conn_id: self.conn_id,
             conn: ctx.address().recipient(),
+            queue: self.queue.clone(),
             kicker: ctx.address().recipient(),
+        });
+        ctx.run_later(self.node.config.session.open_timeout(), |act, ctx| {
+            if act.runtime.is_none() {
+                act.stop_reason = "no open in time";
+                close_for_policy(ctx, "open a session (open to mn:/session) first");
+            }
         });
         let timeout = self.node.config.session.client_timeout();
         ctx.run_interval(
@@ -169,6 +218,11 @@ impl Actor for WsSession {
     }
 
     fn stopped(&mut self, _: &mut Self::Context) {
+        if self.abusive.get() {
+            self.stop_reason = "abusive";
+        }
+        // senders waiting for this queue go on; later frames go to the grace buffer
+        self.queue.close();
         if let Some(ip) = self.ip {
             self.node.router.disconnect_ip(ip);
         }
@@ -186,7 +240,19 @@ impl Actor for WsSession {
 impl Handler<Outbound> for WsSession {
     type Result = ();
     fn handle(&mut self, Outbound(frame): Outbound, ctx: &mut Self::Context) {
+        self.queue.written(frame.len());
+        if self.closing {
+            return;
+        }
         ctx.text(frame);
+        self.batch += 1;
+        if self.batch >= WRITE_BATCH {
+            // stop taking frames until the socket writer has run
+            ctx.wait(
+                actix::fut::wrap_future(tokio::task::yield_now())
+                    .map(|(), act: &mut WsSession, _| act.batch = 0),
+            );
+        }
     }
 }
 
@@ -226,6 +292,9 @@ impl WsSession {
     }
 
     fn bad_request(&self, ctx: &mut ws::WebsocketContext<Self>, e: &ParseError, p: &Partial) {
+        if self.count_refusal(ctx) {
+            return;
+        }
         self.node
             .router
             .stats
@@ -256,6 +325,13 @@ impl WsSession {
             _ => &stats.bad_requests,
         };
         counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let abuse = matches!(
+            code,
+            ResponseCode::Forbidden | ResponseCode::BadRequest | ResponseCode::TooManyRequests
+        );
+        if abuse && self.count_refusal(ctx) {
+            return;
+        }
         // a refusal (403/400) is reported for anything but a response; a missing
         // route or capacity (404/408/429) only to requests: notifications are
         // dropped and counted
@@ -290,13 +366,21 @@ impl WsSession {
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let h = match Header::parse(&text) {
             Ok(h) => h,
-            Err((e, partial)) => return self.bad_request(ctx, &e, &partial),
+            Err((e, partial)) => {
+                // a malformed frame costs its sender a token like any other
+                let _ = self.limiter.check();
+                return self.bad_request(ctx, &e, &partial);
+            }
         };
         let _span = tracing::trace_span!("node.frame", id = h.id, kind = %h.kind, from = %h.from, to = %h.to.first()).entered();
         if self.limiter.check().is_err() {
-            return self.rate_limited(ctx, &h);
+            return self.refuse(
+                ctx,
+                &h,
+                ResponseCode::TooManyRequests,
+                "rate limit exceeded, slow down",
+            );
         }
-        self.refused_in_a_row = 0;
         let service = router.service(h.to.first());
         if service == Some(Service::Session) {
             return self.session_control(&text, ctx);
@@ -358,6 +442,9 @@ impl WsSession {
                 ResponseCode::RequestTimeout,
                 "recipient temporarily unavailable",
             ),
+            Routed::Delivered {
+                congested: Some(q), ..
+            } => self.slow_down(q, ctx),
             Routed::Delivered { .. } => {}
             Routed::Service(s) => self.service_request(s, &text, ctx),
             Routed::NoRoute(t) => {
@@ -454,25 +541,95 @@ impl WsSession {
         })
     }
 
-    /// Over the session's rate: 429 to requests, a counted drop otherwise; closed
-    /// after `limits.abuse_threshold` refusals in a row.
-    fn rate_limited(&mut self, ctx: &mut ws::WebsocketContext<Self>, h: &Header<'_>) {
-        let stats = &self.node.router.stats;
-        self.refused_in_a_row += 1;
-        if self.refused_in_a_row >= self.node.config.limits.abuse_threshold {
-            stats
-                .abusive
-                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-            warn!(peer = %self.peer, runtime = ?self.runtime, "closing an abusive session");
-            self.stop_reason = "rate limit exceeded";
-            close_for_policy(ctx, "rate limit exceeded");
+    /// Sends a close frame, ignores the client from now on, and stops once the client
+    /// has gone (at most [`LINGER`] later): stopping at once could reset the socket
+    /// under the close frame while the client is still sending.
+    fn close_and_linger(&mut self, ctx: &mut ws::WebsocketContext<Self>, reason: ws::CloseReason) {
+        if self.closing {
             return;
         }
-        self.refuse(
-            ctx,
-            h,
-            ResponseCode::TooManyRequests,
-            "rate limit exceeded, slow down",
+        self.closing = true;
+        ctx.close(Some(reason));
+        ctx.run_later(LINGER, |_, ctx| ctx.stop());
+    }
+
+    /// 400 to a frame that is no reTHINK message at all (binary, not UTF-8).
+    fn refuse_frame(&self, ctx: &mut ws::WebsocketContext<Self>, description: &str) {
+        self.node
+            .router
+            .stats
+            .bad_requests
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        if !self.count_refusal(ctx) {
+            ctx.text(error_frame(
+                None,
+                "mn:/validator",
+                None,
+                ResponseCode::BadRequest,
+                description,
+            ));
+        }
+    }
+
+    /// Counts a refused frame; past `limits.abuse_threshold` refusals within
+    /// `limits.abuse_window_ms` the connection is closed (true: it is).
+    fn count_refusal(&self, ctx: &mut ws::WebsocketContext<Self>) -> bool {
+        if self.abusive.get() {
+            return true;
+        }
+        let limits = &self.node.config.limits;
+        let (mut n, mut since) = self.refusals.get();
+        let now = Instant::now();
+        if now.duration_since(since) > Duration::from_millis(limits.abuse_window_ms) {
+            (n, since) = (0, now);
+        }
+        n += 1;
+        self.refusals.set((n, since));
+        if n < limits.abuse_threshold {
+            return false;
+        }
+        self.abusive.set(true);
+        self.node
+            .router
+            .stats
+            .abusive
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        warn!(peer = %self.peer, runtime = ?self.runtime, "closing an abusive connection");
+        close_for_policy(ctx, "rate limit exceeded: too many refused frames");
+        true
+    }
+
+    /// Frames that are not text (binary, ping, continuation) count against the rate
+    /// too; over it they are dropped and count as refusals. True if admitted.
+    fn admit(&self, ctx: &mut ws::WebsocketContext<Self>) -> bool {
+        if self.limiter.check().is_ok() {
+            return true;
+        }
+        self.node
+            .router
+            .stats
+            .rate_limited
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        self.count_refusal(ctx);
+        false
+    }
+
+    /// A recipient's queue is congested: stop reading this client until it drains
+    /// (or the recipient is evicted at its write deadline).
+    fn slow_down(&mut self, queue: Arc<OutboundQueue>, ctx: &mut ws::WebsocketContext<Self>) {
+        if self.gate.is_paused() {
+            return;
+        }
+        self.node
+            .router
+            .stats
+            .throttled
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        self.gate.pause();
+        let deadline = self.node.config.session.write_deadline();
+        ctx.spawn(
+            actix::fut::wrap_future(queue.space(deadline))
+                .map(|(), act: &mut WsSession, _| act.gate.resume()),
         );
     }
 
@@ -680,15 +837,8 @@ impl WsSession {
         let (start, bytes, last) = match item {
             actix_http::ws::Item::FirstText(b) => (true, b, false),
             actix_http::ws::Item::FirstBinary(_) => {
-                ctx.text(error_frame(
-                    None,
-                    "mn:/validator",
-                    None,
-                    ResponseCode::BadRequest,
-                    "binary frames are not supported",
-                ));
                 self.fragments = None;
-                return;
+                return self.refuse_frame(ctx, "binary frames are not supported");
             }
             actix_http::ws::Item::Continue(b) => (false, b, false),
             actix_http::ws::Item::Last(b) => (false, b, true),
@@ -702,11 +852,13 @@ impl WsSession {
         if buf.len() + bytes.len() > max {
             self.fragments = None;
             self.stop_reason = "message too large";
-            ctx.close(Some(ws::CloseReason {
-                code: ws::CloseCode::Size,
-                description: Some(format!("message larger than {max} bytes")),
-            }));
-            ctx.stop();
+            self.close_and_linger(
+                ctx,
+                ws::CloseReason {
+                    code: ws::CloseCode::Size,
+                    description: Some(format!("message larger than {max} bytes")),
+                },
+            );
             return;
         }
         buf.extend_from_slice(&bytes);
@@ -714,13 +866,7 @@ impl WsSession {
             let whole = self.fragments.take().unwrap_or_default().freeze();
             match ByteString::try_from(whole) {
                 Ok(text) => self.on_text(text, ctx),
-                Err(_) => ctx.text(error_frame(
-                    None,
-                    "mn:/validator",
-                    None,
-                    ResponseCode::BadRequest,
-                    "text frame is not UTF-8",
-                )),
+                Err(_) => self.refuse_frame(ctx, "text frame is not UTF-8"),
             }
         }
     }
@@ -793,15 +939,22 @@ fn reopen_token(msg: &Message) -> Option<(String, String)> {
 impl StreamHandler<Result<ws::Message, ws::ProtocolError>> for WsSession {
     fn handle(&mut self, item: Result<ws::Message, ws::ProtocolError>, ctx: &mut Self::Context) {
         self.heard = true;
+        if self.closing {
+            return;
+        }
+        let counted = matches!(
+            item,
+            Ok(ws::Message::Binary(_) | ws::Message::Ping(_) | ws::Message::Continuation(_))
+        );
+        if counted && !self.admit(ctx) {
+            return;
+        }
         match item {
             Ok(ws::Message::Text(text)) => self.on_text(text, ctx),
-            Ok(ws::Message::Binary(_)) => ctx.text(error_frame(
-                None,
-                "mn:/validator",
-                None,
-                ResponseCode::BadRequest,
+            Ok(ws::Message::Binary(_)) => self.refuse_frame(
+                ctx,
                 "binary frames are not supported; send one JSON message per text frame",
-            )),
+            ),
             Ok(ws::Message::Continuation(item)) => self.on_fragment(item, ctx),
             Ok(ws::Message::Ping(p)) => ctx.pong(&p),
             Ok(ws::Message::Pong(_)) | Ok(ws::Message::Nop) => {}
@@ -817,11 +970,13 @@ impl StreamHandler<Result<ws::Message, ws::ProtocolError>> for WsSession {
                     ws::ProtocolError::Overflow => ws::CloseCode::Size,
                     _ => ws::CloseCode::Protocol,
                 };
-                ctx.close(Some(ws::CloseReason {
-                    code,
-                    description: Some(e.to_string()),
-                }));
-                ctx.stop();
+                self.close_and_linger(
+                    ctx,
+                    ws::CloseReason {
+                        code,
+                        description: Some(e.to_string()),
+                    },
+                );
             }
         }
     }
