@@ -32,6 +32,8 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             .configure(mount.clone())
     })
     .tcp_nodelay(true)
+    // lets the node shut the socket of a client that stopped reading
+    .on_connect(hyperty::node::on_connect)
     .workers(2)
     .listen(listener)?
     .run();
