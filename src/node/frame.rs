@@ -179,19 +179,19 @@ fn partial_of(raw: &RawHeader<'_>) -> Partial {
 impl<'a> Header<'a> {
     /// Parses and validates the header of `text`. On error, returns what could be read
     /// so the error response can still be addressed.
-    pub fn parse(text: &'a str) -> Result<Header<'a>, (ParseError, Partial)> {
+    pub fn parse(text: &'a str) -> Result<Header<'a>, (ParseError, Box<Partial>)> {
         if !text.trim_start().starts_with('{') {
             let err = match serde_json::from_str::<serde::de::IgnoredAny>(text) {
                 Ok(_) => ParseError::NotAnObject,
                 Err(e) => ParseError::Json(e.to_string()),
             };
-            return Err((err, Partial::default()));
+            return Err((err, Box::default()));
         }
         let raw: RawHeader<'a> = serde_json::from_str(text)
-            .map_err(|e| (ParseError::Json(e.to_string()), Partial::default()))?;
+            .map_err(|e| (ParseError::Json(e.to_string()), Box::default()))?;
         match Self::validate(text, &raw) {
             Ok(h) => Ok(h),
-            Err(e) => Err((e, partial_of(&raw))),
+            Err(e) => Err((e, Box::new(partial_of(&raw)))),
         }
     }
 
@@ -256,6 +256,17 @@ impl<'a> Header<'a> {
             to,
             body,
         })
+    }
+}
+
+impl Header<'_> {
+    /// `from` as it may be logged: a `re-open` may carry the runtime token as the
+    /// last segment of `from` (Vert.x style), which is cut off.
+    pub fn loggable_from(&self) -> &str {
+        match self.kind {
+            MessageType::ReOpen => self.from.rsplit_once('/').map_or("", |(rt, _)| rt),
+            _ => &self.from,
+        }
     }
 }
 

@@ -307,7 +307,7 @@ impl WsSession {
             Ok(h) => h,
             Err((e, partial)) => return self.bad_request(ctx, &e, &partial),
         };
-        let _span = tracing::trace_span!("node.frame", id = %h.id, kind = %h.kind, from = %h.from, to = %h.to.first()).entered();
+        let _span = tracing::trace_span!("node.frame", id = %h.id, kind = %h.kind, from = %h.loggable_from(), to = %h.to.first()).entered();
         if self.limiter.check().is_err() {
             return self.rate_limited(ctx, &h);
         }
@@ -620,13 +620,18 @@ impl WsSession {
         let Some((msg, id)) = self.parse_full(text, ctx) else {
             return;
         };
+        // a Vert.x style re-open carries the runtime token in `from`: never logged
+        let runtime = match msg.kind {
+            MessageType::ReOpen => reopen_token(&msg).map(|(_, rt)| rt).unwrap_or_default(),
+            _ => msg.from.to_string(),
+        };
         let _span =
-            tracing::info_span!("node.session", kind = %msg.kind, from = %msg.from).entered();
+            tracing::info_span!("node.session", kind = %msg.kind, runtime = %runtime).entered();
         match msg.kind {
             MessageType::Open => {
                 let identity = match self.authenticate(&msg) {
                     Ok(identity) => identity,
-                    Err(why) => return self.unauthorised(ctx, &msg, &id, &why),
+                    Err(why) => return self.unauthorised(ctx, &msg, &id, &runtime, &why),
                 };
                 let stubs = match announced_stubs(&msg) {
                     Ok(s) => s,
@@ -673,7 +678,7 @@ impl WsSession {
                 };
                 let identity = match self.credentials(&msg, &runtime) {
                     Ok(identity) => identity,
-                    Err(why) => return self.unauthorised(ctx, &msg, &id, &why),
+                    Err(why) => return self.unauthorised(ctx, &msg, &id, &runtime, &why),
                 };
                 let f = self.node.sessions.send(ReOpen {
                     key: self.key.clone(),
@@ -803,9 +808,10 @@ impl WsSession {
         ctx: &mut ws::WebsocketContext<Self>,
         msg: &Message,
         id: &FrameId<'_>,
+        runtime: &str,
         why: &str,
     ) {
-        warn!(peer = %self.peer, runtime = %msg.from, reason = why, "open refused");
+        warn!(peer = %self.peer, runtime, reason = why, "open refused");
         self.node
             .router
             .stats
