@@ -19,8 +19,9 @@ async fn hello() -> HttpResponse {
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut cfg = NodeConfig::default();
     cfg.node.domain = "app.example".to_owned();
-    cfg.identity.data_dir = None; // signing keys in memory for this demo
-                                  // the node's actors; its routes are mounted below with `configure`
+    cfg.identity.data_dir = None;
+    cfg.node.data_dir = None; // address holders in memory too // signing keys in memory for this demo
+                              // the node's actors; its routes are mounted below with `configure`
     let node = NodeState::start(cfg)?;
     let mount = node.configure();
 

@@ -61,7 +61,8 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let domain = "example.com";
     let mut cfg = NodeConfig::default();
     cfg.node.domain = domain.to_owned();
-    cfg.identity.data_dir = None; // keys in memory for this demo
+    cfg.identity.data_dir = None;
+    cfg.node.data_dir = None; // address holders in memory too // keys in memory for this demo
     let node = hyperty::node::start(TcpListener::bind("127.0.0.1:0")?, cfg)?;
     println!("node listening on {}", node.ws_url());
 

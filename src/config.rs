@@ -44,11 +44,24 @@ impl std::str::FromStr for AuthMode {
 }
 
 /// `[auth]`
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct AuthSection {
     /// `required` (default) or `optional`.
     pub mode: AuthMode,
+    /// How long a session may go on after its ID (or device) token expired without
+    /// renewing it (`update` to `mn:/session` with `body.idToken`) before it is
+    /// closed with 401 (ms).
+    pub expiry_grace_ms: u64,
+}
+
+impl Default for AuthSection {
+    fn default() -> Self {
+        AuthSection {
+            mode: AuthMode::default(),
+            expiry_grace_ms: 30_000,
+        }
+    }
 }
 
 /// The embedded, commented default configuration.
@@ -88,6 +101,10 @@ pub struct NodeSection {
     pub listen: SocketAddr,
     /// HTTP worker threads (0: one per core).
     pub workers: usize,
+    /// Where the node keeps its durable state (who held which address, so that only
+    /// the same identity may re-claim it after a restart); owner-only files. `None`
+    /// (only from code) keeps it in memory.
+    pub data_dir: Option<std::path::PathBuf>,
 }
 
 /// `[session]`
@@ -130,6 +147,17 @@ pub struct AllocationSection {
     pub max_per_request: usize,
     /// Most addresses per session.
     pub max_per_session: usize,
+    /// Object-address schemes that may be allocated; empty: any well-formed scheme
+    /// the node does not reserve (`hyperty-runtime`, `domain`, `user`, `http`, …).
+    pub schemes: Vec<String>,
+    /// How long the node remembers who held an address after it was last held
+    /// (seconds): within it only that identity may re-claim the address.
+    pub holder_retention_secs: u64,
+    /// Most addresses whose holder is remembered (allocations beyond answer 503).
+    pub max_holder_records: usize,
+    /// Most stub URLs (`hyperty-runtime://<D>/…` URLs other than the runtime URL,
+    /// announced at `open` or bound at first use) one session may hold.
+    pub max_stub_urls: usize,
 }
 
 /// `[subscriptions]`
@@ -221,6 +249,7 @@ impl Default for NodeSection {
             domain: "localhost".to_owned(),
             listen: SocketAddr::from(([127, 0, 0, 1], 9090)),
             workers: 0,
+            data_dir: Some(std::path::PathBuf::from("data/node")),
         }
     }
 }
@@ -248,7 +277,11 @@ impl Default for AllocationSection {
         AllocationSection {
             default_number: 1,
             max_per_request: 100,
-            max_per_session: 10_000,
+            max_per_session: 100_000,
+            schemes: Vec::new(),
+            holder_retention_secs: 86_400,
+            max_holder_records: 1_000_000,
+            max_stub_urls: 16,
         }
     }
 }
@@ -256,7 +289,7 @@ impl Default for AllocationSection {
 impl Default for SubscriptionsSection {
     fn default() -> Self {
         SubscriptionsSection {
-            max_per_session: 10_000,
+            max_per_session: 100_000,
         }
     }
 }
@@ -363,6 +396,21 @@ impl NodeConfig {
             || l.max_sessions_per_ip == 0
         {
             return bad("limits", "every limit must be positive");
+        }
+        if a.max_holder_records == 0 || a.holder_retention_secs == 0 {
+            return bad(
+                "allocation",
+                "max_holder_records and holder_retention_secs must be positive",
+            );
+        }
+        if let Some(bad_scheme) = a.schemes.iter().find(|s| {
+            !hyperty_actors::address::is_valid_scheme(s)
+                || hyperty_actors::address::is_reserved_scheme(s) && s.as_str() != "hyperty"
+        }) {
+            return Err(ConfigError::Invalid {
+                field: "allocation.schemes",
+                reason: format!("{bad_scheme:?} is not an allocatable scheme"),
+            });
         }
         if self.subscriptions.max_per_session == 0 {
             return bad("subscriptions.max_per_session", "must be positive");

@@ -18,6 +18,7 @@ fn node_on(listener: TcpListener) -> hyperty::node::NodeHandle {
     cfg.node.workers = 2;
     cfg.auth.mode = hyperty::config::AuthMode::Optional;
     cfg.identity.data_dir = None;
+    cfg.node.data_dir = None;
     hyperty::node::start(listener, cfg).unwrap()
 }
 

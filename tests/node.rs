@@ -40,13 +40,18 @@ async fn open_answers_200_with_a_runtime_token() {
     let token = r["body"]["runtimeToken"].as_str().unwrap().to_owned();
     // open again on the same connection: same token
     assert_eq!(c.open(&rt("a")).await, token);
-    // another connection cannot take the same runtime URL
+    // another connection opening the same runtime URL replaces the (anonymous)
+    // session, with a new token, and the old socket is closed
     let mut other = WsClient::connect(&node.ws_url()).await;
     let r = other
         .request(json!({"type": "open", "from": rt("a"), "to": "mn:/session"}))
         .await;
-    assert_eq!(r["body"]["code"], 403);
+    assert_eq!(r["body"]["code"], 200, "{r}");
+    assert_ne!(r["body"]["runtimeToken"], token.as_str());
+    assert!(c.recv(TIMEOUT).await.is_none(), "the old socket closes");
+    assert!(c.closed.is_some());
     // open must come from a runtime URL
+    let mut other = WsClient::connect(&node.ws_url()).await;
     let r = other
         .request(json!({"type": "open", "from": "hyperty://node.test/x", "to": "mn:/session"}))
         .await;
@@ -240,9 +245,16 @@ async fn sm_fans_out_to_every_subscriber_including_the_sender() {
     let (mut a, _) = client(&node, "a").await;
     let (mut b, _) = client(&node, "b").await;
     let (mut c, _) = client(&node, "c").await;
-    let obj = format!("comm://{D}/room-1");
+    // the reporter allocates its object and subscribes to the changes channel
+    let r = a
+        .request(json!({"type": "create", "from": rt("a"), "to": format!("domain://msg-node.{D}/address-allocation"),
+            "body": {"scheme": "comm", "value": {"number": 1}}}))
+        .await;
+    let obj = r["body"]["value"]["allocated"][0]
+        .as_str()
+        .unwrap()
+        .to_owned();
     let changes = format!("{obj}/changes");
-    // the reporter subscribes to its object (claiming it) and to the changes channel
     assert_eq!(
         a.subscribe(&format!("{}/sm", rt("a")), D, &[&obj, &changes])
             .await["body"]["code"],
@@ -289,8 +301,12 @@ async fn sm_fans_out_to_every_subscriber_including_the_sender() {
         .request(json!({"type": "create", "from": rt("c"), "to": sm, "body": {}}))
         .await;
     assert_eq!(r["body"]["code"], 400);
-    // a source owned by another session cannot be claimed through /sm
+    // naming another session's object as `source` subscribes, but grants nothing
     let r = c.request(json!({"type": "subscribe", "from": rt("c"), "to": sm, "body": {"resources": [changes], "source": obj}})).await;
+    assert_eq!(r["body"]["code"], 200);
+    let r = c
+        .request(json!({"type": "update", "from": obj, "to": changes}))
+        .await;
     assert_eq!(r["body"]["code"], 403);
 }
 
@@ -526,8 +542,16 @@ async fn close_frees_everything_at_once() {
 
 #[actix::test]
 async fn lifecycle_events_are_published_to_subscribers() {
-    let node = start_node(D, |c| c.session.grace_period_ms = 60_000);
-    let (mut watcher, _) = client(&node, "watcher").await;
+    let node = start_node(D, |c| {
+        c.session.grace_period_ms = 60_000;
+        c.policy.managers = vec![format!("user://{D}/ops")];
+    });
+    let ops = user_token(&node, "ops").await;
+    let mut watcher = WsClient::connect(&node.ws_url()).await;
+    let r = watcher
+        .request(json!({"type": "open", "from": rt("watcher"), "to": "mn:/session", "body": {"idToken": ops}}))
+        .await;
+    assert_eq!(r["body"]["code"], 200, "{r}");
     let events = format!("domain://msg-node.{D}/session-events");
     assert_eq!(
         watcher.subscribe(&rt("watcher"), D, &[&events]).await["body"]["code"],

@@ -105,6 +105,7 @@ async fn a_bad_policy_file_stops_the_node_from_starting() {
     std::fs::write(&file, "[[policies]]\nid = 3\n").unwrap();
     let mut cfg = hyperty::config::NodeConfig::default();
     cfg.identity.data_dir = None;
+    cfg.node.data_dir = None;
     cfg.policy.file = Some(file);
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let err = hyperty::node::start(listener, cfg).unwrap_err();

@@ -124,7 +124,22 @@ pub enum AddressError {
     /// The address names a channel or sub-path where a bare instance was expected.
     #[error("expected exactly one path segment")]
     ExtraPath,
+    /// A `.` or `..` path segment (also percent-encoded): addresses are names, not
+    /// paths to resolve, and a dot segment could climb out of a prefix it is checked
+    /// against.
+    #[error("address contains a dot segment ('.' or '..')")]
+    DotSegment,
+    /// [`register_data_scheme`] was called for more than [`MAX_EXTRA_SCHEMES`]
+    /// schemes, or for a scheme longer than [`MAX_SCHEME_LEN`].
+    #[error("too many or too long registered data-object schemes")]
+    TooManySchemes,
 }
+
+/// Most data-object schemes [`register_data_scheme`] accepts in one process.
+pub const MAX_EXTRA_SCHEMES: usize = 1024;
+
+/// Longest scheme [`register_data_scheme`] accepts, in bytes.
+pub const MAX_SCHEME_LEN: usize = 64;
 
 fn extra_schemes() -> &'static RwLock<HashSet<String>> {
     static EXTRA: OnceLock<RwLock<HashSet<String>>> = OnceLock::new();
@@ -134,21 +149,59 @@ fn extra_schemes() -> &'static RwLock<HashSet<String>> {
 /// Makes `scheme` a valid data-object scheme for every address parsed afterwards in this
 /// process (schemes are a vocabulary, like MIME types, so they are process-wide).
 ///
-/// Returns an error if `scheme` is not a syntactically valid scheme or is reserved.
+/// Returns an error if `scheme` is not a syntactically valid scheme, is reserved,
+/// is longer than [`MAX_SCHEME_LEN`], or would be the [`MAX_EXTRA_SCHEMES`]th + 1.
 pub fn register_data_scheme(scheme: &str) -> Result<(), AddressError> {
     if !valid_scheme(scheme) {
         return Err(AddressError::UnknownScheme(scheme.to_owned()));
     }
-    if reserved_kind(scheme).is_some() {
+    if let Some(found) = reserved_kind(scheme) {
         return Err(AddressError::WrongKind {
             expected: "data-object scheme",
-            found: reserved_kind(scheme).unwrap_or(AddressKind::DataObject),
+            found,
         });
     }
-    extra_schemes()
-        .write()
-        .unwrap_or_else(|e| e.into_inner())
-        .insert(scheme.to_owned());
+    if is_data_scheme(scheme) {
+        return Ok(());
+    }
+    if scheme.len() > MAX_SCHEME_LEN {
+        return Err(AddressError::TooManySchemes);
+    }
+    let mut extra = extra_schemes().write().unwrap_or_else(|e| e.into_inner());
+    if extra.len() >= MAX_EXTRA_SCHEMES {
+        return Err(AddressError::TooManySchemes);
+    }
+    extra.insert(scheme.to_owned());
+    Ok(())
+}
+
+/// True if `scheme` is syntactically a scheme (`[a-z][a-z0-9+.-]*`).
+pub fn is_valid_scheme(scheme: &str) -> bool {
+    valid_scheme(scheme)
+}
+
+/// True for the schemes with a fixed meaning (`hyperty`, `runtime`, `domain`, …),
+/// which are never data-object schemes.
+pub fn is_reserved_scheme(scheme: &str) -> bool {
+    reserved_kind(scheme).is_some() || scheme == "mn"
+}
+
+/// Refuses `.` and `..` segments, also percent-encoded (`%2e`, `.%2E`, …).
+fn check_dot_segments(path: &str) -> Result<(), AddressError> {
+    // fast path: no dot and no escape, no dot segment
+    if !path.bytes().any(|b| b == b'.' || b == b'%') {
+        return Ok(());
+    }
+    for seg in path.split('/') {
+        if seg.len() > 6 {
+            continue;
+        }
+        let lower = seg.to_ascii_lowercase();
+        let decoded = lower.replace("%2e", ".");
+        if decoded == "." || decoded == ".." {
+            return Err(AddressError::DotSegment);
+        }
+    }
     Ok(())
 }
 
@@ -206,6 +259,7 @@ fn analyse(s: &str) -> Result<(AddressKind, (u16, u16)), AddressError> {
         if path.is_empty() {
             return Err(AddressError::MissingPath);
         }
+        check_dot_segments(path)?;
         return Ok((AddressKind::Session, (0, 0)));
     }
     // the scheme ends at the first ':' (schemes never contain one)
@@ -233,6 +287,7 @@ fn analyse(s: &str) -> Result<(AddressKind, (u16, u16)), AddressError> {
         return Err(AddressError::InvalidChar(c));
     }
     let path = &rest[domain_len..];
+    check_dot_segments(path)?;
     let needs_path = matches!(kind, AddressKind::Hyperty | AddressKind::DataObject);
     if needs_path && path.trim_start_matches('/').is_empty() {
         return Err(AddressError::MissingPath);
@@ -699,6 +754,66 @@ mod tests {
             Address::parse(&format!("hyperty://d/{}", "x".repeat(MAX_ADDRESS_LEN))),
             Err(AddressError::TooLong)
         );
+    }
+
+    #[test]
+    fn dot_segments_are_refused() {
+        for bad in [
+            "hyperty://d.org/..",
+            "hyperty://d.org/a/../b",
+            "runtime://d.org/rt/./x",
+            "runtime://d.org/rt/%2e%2e/victim",
+            "runtime://d.org/rt/.%2E",
+            "comm://d.org/x/%2E",
+            "mn:/../session",
+            "hyperty-runtime://d.org/rt/..",
+        ] {
+            assert_eq!(Address::parse(bad), Err(AddressError::DotSegment), "{bad}");
+        }
+        for good in [
+            "hyperty://d.org/a.b",
+            "hyperty://d.org/...",
+            "hyperty-catalogue://catalogue.d.org/.well-known/hyperty/x",
+            "runtime://d.org/rt/%2e%2e%2e",
+            "hyperty://d.org/a%2eb",
+        ] {
+            assert!(Address::parse(good).is_ok(), "{good}");
+        }
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn no_parsed_address_has_a_dot_segment(
+            segs in proptest::collection::vec(
+                proptest::prop_oneof![
+                    proptest::strategy::Just(".".to_owned()),
+                    proptest::strategy::Just("..".to_owned()),
+                    proptest::strategy::Just("%2e".to_owned()),
+                    proptest::strategy::Just("%2E.".to_owned()),
+                    "[a-z.%2E]{0,4}",
+                ],
+                1..5,
+            )
+        ) {
+            let s = format!("hyperty://d.org/{}", segs.join("/"));
+            if let Ok(a) = Address::parse(&s) {
+                for seg in a.path().split('/') {
+                    let d = seg.to_ascii_lowercase().replace("%2e", ".");
+                    proptest::prop_assert!(d != "." && d != "..", "{}", s);
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn scheme_registration_is_bounded() {
+        assert_eq!(
+            register_data_scheme(&"x".repeat(MAX_SCHEME_LEN + 1)),
+            Err(AddressError::TooManySchemes)
+        );
+        assert!(register_data_scheme("comm").is_ok());
+        assert!(is_reserved_scheme("runtime") && is_reserved_scheme("mn"));
+        assert!(!is_reserved_scheme("object"));
     }
 
     #[test]

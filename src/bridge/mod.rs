@@ -10,8 +10,9 @@
 //!   default route) as one JSON text frame, and hands every inbound frame to the bus;
 //! * allocates hyperty addresses from the node (it is the registry's
 //!   [`AllocateAddresses`] allocator) and, after a fresh `open` (the node lost the
-//!   session, e.g. it restarted), claims them again through `/sm` so they stay
-//!   routable;
+//!   session, e.g. it restarted), re-claims them with an explicit allocation
+//!   request (`create {value:{reclaim:[…]}}` to the node's address allocation),
+//!   which the node grants only to the identity that held them;
 //! * reconnects with exponential backoff (with jitter) after any loss, buffering up
 //!   to `queue_limit` outbound messages meanwhile; beyond that, requests are answered
 //!   504 "messaging node unreachable";
@@ -82,6 +83,9 @@ impl BridgeConfig {
 
 type WsSink = SplitSink<Framed<BoxedSocket, Codec>, WsMessage>;
 
+/// Addresses per re-claim request (the node's default `allocation.max_per_request`).
+const RECLAIM_BATCH: usize = 100;
+
 enum Inbound {
     Frame(u64, Result<Frame, awc::error::WsProtocolError>),
     Ended(u64),
@@ -108,8 +112,8 @@ enum State {
     Stopped,
 }
 
-/// Claims addresses for this runtime at the node (`/sm` subscribe), e.g. hyperties
-/// registered before the node was attached.
+/// Claims addresses for this runtime at the node (an allocation request with
+/// `value.reclaim`), e.g. hyperties registered before the node was attached.
 #[derive(Debug, Clone, actix::Message)]
 #[rtype(result = "()")]
 pub struct ClaimAddresses(pub Vec<Address>);
@@ -289,20 +293,18 @@ impl NodeStub {
         }
     }
 
+    /// Re-claims `addresses` at the node, in requests of at most
+    /// [`RECLAIM_BATCH`] addresses.
     fn claim(&mut self, addresses: Vec<Address>) {
-        let (Some(sm), Ok(source)) = (
-            self.node_address("sm"),
-            self.runtime.join("address-allocation"),
-        ) else {
+        let Some(to) = self.node_address("address-allocation") else {
             return;
         };
-        if addresses.is_empty() {
-            return;
+        for batch in addresses.chunks(RECLAIM_BATCH) {
+            let list: Vec<&str> = batch.iter().map(Address::as_str).collect();
+            let msg = Message::new(MessageType::Create, self.runtime.clone(), to.clone())
+                .with_value(json!({ "reclaim": list }));
+            self.send_control(msg, Control::Ack("re-claiming addresses"));
         }
-        let mut msg = Message::new(MessageType::Subscribe, self.runtime.clone(), sm);
-        msg.body.resources = Some(addresses.iter().map(|a| a.to_string()).collect());
-        msg.body.source = Some(source);
-        self.send_control(msg, Control::Ack("claiming addresses"));
     }
 
     fn lost(&mut self, ctx: &mut Context<Self>, why: &str) {

@@ -14,9 +14,17 @@
 //! * Legacy aliases `…/object-address-allocation` (default scheme `resource`) and
 //!   `…/hyperty-address-allocation` (scheme `hyperty`) behave the same.
 //!
-//! It also records *claims* made through `/sm` (an address a session subscribes to or
-//! names as `source`, when nobody holds it: how runtime-core makes locally generated
-//! hyperty URLs routable).
+//! * `create {value:{reclaim:[addresses]}}` binds addresses the session names
+//!   itself (a bridge after the node restarted, a runtime's locally generated hyperty
+//!   URLs): each must be a bare hyperty or object address of the node's domain, held
+//!   by no other session, and not remembered as held by another identity
+//!   ([`Holders`]); otherwise the whole request is refused with 403. runtime-core's
+//!   `/sm` form of the same request arrives as [`Reclaim`].
+//! * Object schemes: any well-formed scheme the node does not reserve, or only those
+//!   of `allocation.schemes` when it is not empty.
+//!
+//! Every binding is recorded in [`Holders`] (who held it), refreshed when the
+//! session ends, and swept after `allocation.holder_retention_secs`.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
@@ -27,8 +35,32 @@ use hyperty_actors::message::{Message, MessageType, ResponseCode};
 use serde_json::{json, Value};
 use tracing::{debug, info};
 
+use super::holders::{Holders, HoldersError};
 use super::router::{Router, SessionKey};
 use crate::config::AllocationSection;
+
+/// Schemes of the web and of the node itself, never allocated as object schemes.
+const RESERVED_SCHEMES: &[&str] = &[
+    "http",
+    "https",
+    "ws",
+    "wss",
+    "ftp",
+    "file",
+    "mailto",
+    "javascript",
+    "about",
+    "blob",
+];
+
+/// How often expired holder records are swept.
+const SWEEP_INTERVAL: std::time::Duration = std::time::Duration::from_secs(60);
+
+fn now_secs() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
 
 /// A request from a session to a node service.
 #[derive(Debug, Clone, actix::Message)]
@@ -40,22 +72,39 @@ pub struct NodeRequest {
     pub msg: Message,
 }
 
-/// Claims `address` for `session` if nobody holds it.
+/// Binds addresses a session names itself (runtime-core's `/sm` allocation form).
 #[derive(Debug, Clone, actix::Message)]
-#[rtype(result = "Result<(), ClaimRefused>")]
-pub struct Claim {
-    /// The claiming session.
+#[rtype(result = "Result<(), Refused>")]
+pub struct Reclaim {
+    /// The session.
     pub session: SessionKey,
-    /// The address.
-    pub address: Arc<str>,
+    /// The addresses.
+    pub addresses: Vec<Arc<str>>,
 }
 
-/// The address belongs to another session.
+/// Why addresses were not bound.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{0} belongs to another session")]
-pub struct ClaimRefused(pub String);
+#[error("{description}")]
+pub struct Refused {
+    /// Response code (400, 403, 429, 500, 503).
+    pub code: ResponseCode,
+    /// Why.
+    pub description: String,
+}
 
-/// Releases a claim or allocation of `session`.
+fn refused(code: ResponseCode, description: impl Into<String>) -> Refused {
+    Refused {
+        code,
+        description: description.into(),
+    }
+}
+
+/// Closes the durable records (on node shutdown), so another node may open them.
+#[derive(Debug, Clone, actix::Message)]
+#[rtype(result = "()")]
+pub struct CloseStore;
+
+/// Releases an address of `session`.
 #[derive(Debug, Clone, actix::Message)]
 #[rtype(result = "()")]
 pub struct Release {
@@ -82,28 +131,174 @@ pub struct AddressAllocation {
     router: Arc<Router>,
     config: AllocationSection,
     held: HashMap<SessionKey, Held>,
+    holders: Holders,
 }
 
 impl AddressAllocation {
-    /// An allocator writing `router`'s owner table.
-    pub fn new(router: Arc<Router>, config: AllocationSection) -> Self {
+    /// An allocator writing `router`'s owner table and recording holders in
+    /// `holders`.
+    pub fn new(router: Arc<Router>, config: AllocationSection, holders: Holders) -> Self {
         AddressAllocation {
             router,
             config,
             held: HashMap::new(),
+            holders,
         }
     }
 
-    fn bind(&mut self, session: &SessionKey, addr: Arc<str>, key: Option<&str>) {
-        self.router.owners.insert(addr.clone(), session.clone());
-        let held = self.held.entry(session.clone()).or_default();
-        if let Some(k) = key {
-            held.by_key
-                .entry(k.to_owned())
-                .or_default()
-                .push(addr.clone());
+    fn holding(&self, session: &SessionKey) -> usize {
+        self.held.get(session).map_or(0, |h| h.addresses.len())
+    }
+
+    /// Records the session's holder for `addrs`, then binds them to it.
+    fn bind_all(
+        &mut self,
+        session: &SessionKey,
+        addrs: &[Arc<str>],
+        key: Option<&str>,
+    ) -> Result<(), Refused> {
+        let Some(holder) = self.router.holder_of(session) else {
+            return Err(refused(
+                ResponseCode::Forbidden,
+                "open the session first (open to mn:/session)",
+            ));
+        };
+        let fresh = addrs
+            .iter()
+            .filter(|a| {
+                !self
+                    .held
+                    .get(session)
+                    .is_some_and(|h| h.addresses.contains(*a))
+            })
+            .count();
+        if self.holding(session) + fresh > self.config.max_per_session {
+            return Err(refused(
+                ResponseCode::TooManyRequests,
+                format!(
+                    "a session may hold at most {} addresses",
+                    self.config.max_per_session
+                ),
+            ));
         }
-        held.addresses.insert(addr);
+        self.holders
+            .record(&holder, addrs, now_secs())
+            .map_err(|e| match e {
+                HoldersError::Full(_) => refused(ResponseCode::Other(503), e.to_string()),
+                e => refused(ResponseCode::InternalError, e.to_string()),
+            })?;
+        let held = self.held.entry(session.clone()).or_default();
+        for addr in addrs {
+            self.router.owners.insert(addr.clone(), session.clone());
+            if let Some(k) = key {
+                held.by_key
+                    .entry(k.to_owned())
+                    .or_default()
+                    .push(addr.clone());
+            }
+            held.addresses.insert(addr.clone());
+        }
+        Ok(())
+    }
+
+    /// Checks that `scheme` may be allocated and makes it parseable.
+    fn check_scheme(&self, scheme: &str) -> Result<(), String> {
+        let allowed = if self.config.schemes.is_empty() {
+            scheme == "hyperty"
+                || (hyperty_actors::address::is_valid_scheme(scheme)
+                    && !hyperty_actors::address::is_reserved_scheme(scheme)
+                    && !RESERVED_SCHEMES.contains(&scheme))
+        } else {
+            self.config.schemes.iter().any(|s| s == scheme)
+        };
+        if !allowed {
+            return Err(format!(
+                "scheme {scheme:?} cannot be allocated (hyperty, or an object scheme the node does not reserve)"
+            ));
+        }
+        if scheme != "hyperty" {
+            hyperty_actors::address::register_data_scheme(scheme)
+                .map_err(|e| format!("scheme {scheme:?}: {e}"))?;
+        }
+        Ok(())
+    }
+
+    /// Binds addresses the session names itself; all or none.
+    fn reclaim(&mut self, session: &SessionKey, list: &[Arc<str>]) -> Result<(), Refused> {
+        let Some(holder) = self.router.holder_of(session) else {
+            return Err(refused(
+                ResponseCode::Forbidden,
+                "open the session first (open to mn:/session)",
+            ));
+        };
+        let domain = self.router.domain().to_owned();
+        let now = now_secs();
+        for a in list {
+            let bad = |why: &str| refused(ResponseCode::BadRequest, format!("{a}: {why}"));
+            let addr = Address::parse(a).map_err(|e| bad(&e.to_string()))?;
+            if !matches!(addr.kind(), AddressKind::Hyperty | AddressKind::DataObject)
+                || addr.domain() != Some(domain.as_str())
+            {
+                return Err(bad(&format!(
+                    "only hyperty and object addresses of {domain} can be claimed"
+                )));
+            }
+            let bare = addr.path().matches('/').count() == 1 && !addr.path().ends_with('/');
+            if !bare {
+                return Err(bad("only a bare address (one path segment) can be claimed"));
+            }
+            if addr.kind() == AddressKind::DataObject {
+                self.check_scheme(addr.scheme()).map_err(|e| bad(&e))?;
+            }
+            if self.router.owners.get(&**a).is_some_and(|k| *k != *session) {
+                return Err(refused(
+                    ResponseCode::Forbidden,
+                    format!("{a} belongs to another session"),
+                ));
+            }
+            if !self.holders.may_hold(a, &holder, now) {
+                return Err(refused(
+                    ResponseCode::Forbidden,
+                    format!("{a} was held by another identity"),
+                ));
+            }
+        }
+        self.bind_all(session, list, None)
+    }
+
+    fn reclaim_request(&mut self, session: &SessionKey, req: &Message, list: &Value) -> Message {
+        let Some(items) = list.as_array().filter(|l| !l.is_empty()) else {
+            return req.reply_error(
+                ResponseCode::BadRequest,
+                "body.value.reclaim must be a non-empty array of addresses",
+            );
+        };
+        if items.len() > self.config.max_per_request {
+            return req.reply_error(
+                ResponseCode::BadRequest,
+                format!(
+                    "at most {} addresses per request",
+                    self.config.max_per_request
+                ),
+            );
+        }
+        let Some(addrs) = items
+            .iter()
+            .map(|v| v.as_str().map(Arc::<str>::from))
+            .collect::<Option<Vec<_>>>()
+        else {
+            return req.reply_error(
+                ResponseCode::BadRequest,
+                "body.value.reclaim must be a non-empty array of addresses",
+            );
+        };
+        match self.reclaim(session, &addrs) {
+            Ok(()) => {
+                let list: Vec<&str> = addrs.iter().map(|a| &**a).collect();
+                req.reply_value(ResponseCode::Ok, json!({ "allocated": list }))
+            }
+            Err(e) => req.reply_error(e.code, e.description),
+        }
     }
 
     fn free(&mut self, session: &SessionKey, addr: &str) -> bool {
@@ -121,6 +316,9 @@ impl AddressAllocation {
 
     fn create(&mut self, session: &SessionKey, req: &Message) -> Message {
         let value = req.body.value.as_ref();
+        if let Some(list) = value.and_then(|v| v.get("reclaim")) {
+            return self.reclaim_request(session, req, list);
+        }
         let default_scheme = match req.to.first().path() {
             "/object-address-allocation" => "resource",
             _ => "hyperty",
@@ -136,16 +334,10 @@ impl AddressAllocation {
             Ok(s) => s.unwrap_or(default_scheme),
             Err(e) => return req.reply_error(ResponseCode::BadRequest, e),
         };
-        let domain = self.router.domain();
-        match Address::check(&format!("{scheme}://{domain}/x")) {
-            Ok(AddressKind::Hyperty | AddressKind::DataObject) => {}
-            _ => {
-                return req.reply_error(
-                    ResponseCode::BadRequest,
-                    format!("scheme {scheme:?} is neither hyperty nor a data-object scheme"),
-                )
-            }
+        if let Err(e) = self.check_scheme(scheme) {
+            return req.reply_error(ResponseCode::BadRequest, e);
         }
+        let domain = self.router.domain().to_owned();
         let number = match value.and_then(|v| v.get("number")) {
             None | Some(Value::Null) => self.config.default_number,
             Some(n) => match n.as_u64() {
@@ -171,21 +363,11 @@ impl AddressAllocation {
                 )
             }
         };
-        let holding = self.held.get(session).map_or(0, |h| h.addresses.len());
-        if holding + number > self.config.max_per_session {
-            return req.reply_error(
-                ResponseCode::TooManyRequests,
-                format!(
-                    "a session may hold at most {} addresses",
-                    self.config.max_per_session
-                ),
-            );
-        }
         let allocated: Vec<Arc<str>> = (0..number)
             .map(|_| Arc::from(format!("{scheme}://{domain}/{}", uuid::Uuid::new_v4())))
             .collect();
-        for a in &allocated {
-            self.bind(session, a.clone(), key.as_deref());
+        if let Err(e) = self.bind_all(session, &allocated, key.as_deref()) {
+            return req.reply_error(e.code, e.description);
         }
         info!(session = %session, number, scheme, "addresses allocated");
         let list: Vec<&str> = allocated.iter().map(|a| &**a).collect();
@@ -233,6 +415,14 @@ impl AddressAllocation {
 
 impl Actor for AddressAllocation {
     type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Context<Self>) {
+        ctx.run_interval(SWEEP_INTERVAL, |act, _| {
+            if let Err(e) = act.holders.sweep(now_secs()) {
+                tracing::warn!(error = %e, "sweeping address holders failed");
+            }
+        });
+    }
 }
 
 impl Handler<NodeRequest> for AddressAllocation {
@@ -254,24 +444,17 @@ impl Handler<NodeRequest> for AddressAllocation {
     }
 }
 
-impl Handler<Claim> for AddressAllocation {
-    type Result = Result<(), ClaimRefused>;
-    fn handle(&mut self, c: Claim, _: &mut Context<Self>) -> Self::Result {
-        match self.router.owners.get(&c.address).map(|k| k.clone()) {
-            Some(owner) if owner == c.session => Ok(()),
-            Some(_) => Err(ClaimRefused(c.address.to_string())),
-            None => {
-                let holding = self.held.get(&c.session).map_or(0, |h| h.addresses.len());
-                if holding >= self.config.max_per_session {
-                    return Err(ClaimRefused(format!(
-                        "{} (session address limit reached)",
-                        c.address
-                    )));
-                }
-                self.bind(&c.session, c.address, None);
-                Ok(())
-            }
-        }
+impl Handler<Reclaim> for AddressAllocation {
+    type Result = Result<(), Refused>;
+    fn handle(&mut self, r: Reclaim, _: &mut Context<Self>) -> Self::Result {
+        self.reclaim(&r.session, &r.addresses)
+    }
+}
+
+impl Handler<CloseStore> for AddressAllocation {
+    type Result = ();
+    fn handle(&mut self, _: CloseStore, _: &mut Context<Self>) {
+        self.holders.close();
     }
 }
 
@@ -291,6 +474,11 @@ impl Handler<DropSession> for AddressAllocation {
         for a in &held.addresses {
             self.router.owners.remove_if(a, |_, owner| *owner == d.0);
         }
-        held.addresses.len()
+        let addresses: Vec<Arc<str>> = held.addresses.into_iter().collect();
+        // the retention of their records counts from now
+        if let Err(e) = self.holders.touch(&addresses, now_secs()) {
+            tracing::warn!(error = %e, "recording the end of a session's addresses failed");
+        }
+        addresses.len()
     }
 }

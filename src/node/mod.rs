@@ -4,9 +4,11 @@
 //!
 //! ```text
 //! NodeState::start (on the calling arbiter)
-//!  ├── AddressAllocation  — owns Router.owners
-//!  ├── SubscriptionManager — owns Router.subscribers (claims through AddressAllocation)
-//!  └── SessionManager     — owns Router.slots / Router.runtimes; drops sessions in both above
+//!  ├── AddressAllocation  — owns Router.owners and the durable holder records
+//!  ├── SubscriptionManager — owns Router.subscribers (runtime-core's allocation form
+//!  │                         through AddressAllocation)
+//!  └── SessionManager     — owns Router.slots / Router.runtimes and the runtime
+//!                           tokens; drops sessions in both above
 //! HttpServer workers (one arbiter per core)
 //!  └── WsSession per connection (server::ws) — routes through the shared Router
 //! ```
@@ -21,7 +23,9 @@
 pub mod allocation;
 pub mod events;
 pub mod frame;
+pub mod holders;
 pub mod outbound;
+pub mod rights;
 pub mod router;
 pub mod sessions;
 pub mod subscriptions;
@@ -45,7 +49,7 @@ use hyperty_actors::policy::{Pdp, PdpHandle, PolicyError};
 pub use outbound::on_connect;
 use router::Router;
 use sessions::Lifecycle;
-use sessions::SessionManager;
+use sessions::{SessionManager, SessionRules};
 use subscriptions::SubscriptionManager;
 
 /// Errors of starting or running a node.
@@ -66,6 +70,9 @@ pub enum NodeError {
     /// The policy file or configuration was refused.
     #[error(transparent)]
     Policy(#[from] PolicyError),
+    /// The node's durable records could not be opened.
+    #[error(transparent)]
+    Store(#[from] holders::HoldersError),
 }
 
 /// Publishes node-originated notifications (registry status changes) to the
@@ -122,11 +129,19 @@ impl NodeState {
         let idp = IdentityProvider::new(&config.node.domain, config.identity.clone())?;
         let verifier = idp.verifier();
         let idp = idp.start();
-        let allocation = AddressAllocation::new(router.clone(), config.allocation.clone()).start();
+        let a = &config.allocation;
+        let holders = holders::Holders::open(
+            config.node.data_dir.as_deref(),
+            a.holder_retention_secs,
+            a.max_holder_records,
+            verifier.now(),
+        )?;
+        let allocation = AddressAllocation::new(router.clone(), a.clone(), holders).start();
         let subscriptions = SubscriptionManager::new(
             router.clone(),
             allocation.clone(),
             config.subscriptions.clone(),
+            config.policy.managers.clone(),
         )
         .start();
         let publisher = Publisher(router.clone()).start();
@@ -141,8 +156,13 @@ impl NodeState {
             router.clone(),
             allocation.clone(),
             subscriptions.clone(),
-            config.session.grace_period(),
-            config.limits.max_sessions_per_user,
+            SessionRules {
+                grace: config.session.grace_period(),
+                max_per_user: config.limits.max_sessions_per_user,
+                max_stub_urls: config.allocation.max_stub_urls,
+                expiry_grace: std::time::Duration::from_millis(config.auth.expiry_grace_ms),
+            },
+            verifier.clone(),
             Some(registry.clone().recipient()),
         )
         .with_write_deadline(config.session.write_deadline())
@@ -250,8 +270,8 @@ impl NodeHandle {
         &self.state
     }
 
-    /// Closes every session ("node shutting down"), stops accepting and waits for
-    /// the workers.
+    /// Closes every session ("node shutting down"), stops accepting, waits for
+    /// the workers and closes the durable records (a new node may open them).
     pub async fn stop(&self) {
         let keys: Vec<_> = self
             .state
@@ -264,6 +284,7 @@ impl NodeHandle {
             self.state.router.kick(&k, "node shutting down");
         }
         self.server.stop(true).await;
+        let _ = self.state.allocation.send(allocation::CloseStore).await;
     }
 }
 

@@ -7,13 +7,13 @@
 //!
 //! | table | written by |
 //! |---|---|
-//! | `slots` (session key → connection), `runtimes` (runtime URL → key) | [`SessionManager`](super::sessions::SessionManager) |
+//! | `slots` (session key → connection), `runtimes` (runtime and stub URLs → key) | [`SessionManager`](super::sessions::SessionManager) |
 //! | `owners` (address → key) | [`AddressAllocation`](super::allocation::AddressAllocation) |
 //! | `subscribers` (resource → keys) | [`SubscriptionManager`](super::subscriptions::SubscriptionManager) |
 //!
 //! Delivery order for each `to` (rethink-wire.md §3b, issue §5): node service →
-//! the session that owns the address (its allocations, claims, or its runtime URL
-//! and everything under it) → every session subscribed to exactly that address
+//! the session that owns the address (its allocations, or its runtime or stub URLs
+//! and everything under them) → every session subscribed to exactly that address
 //! (including the sender) → nothing (404 for requests, counted drop otherwise).
 //!
 //! A frame is forwarded as the very text that arrived (a shared `ByteString`, one
@@ -466,17 +466,28 @@ impl Router {
         self.slots.get(key).and_then(|s| s.identity.clone())
     }
 
-    /// True if session `key` may send from `from`: its runtime URL and everything
-    /// under it, and addresses allocated to or claimed by it.
-    pub fn owns(&self, key: &str, runtime: Option<&str>, from: &str) -> bool {
-        if runtime.is_some_and(|rt| hyperty_actors::address::is_under(from, rt)) {
-            return true;
-        }
-        self.owners.get(from).is_some_and(|k| &**k == key)
+    /// True if session `key` may send from `from`: `from` is allocated to it, or
+    /// lies under its runtime URL or one of its stub URLs and no deeper URL of
+    /// another session (see [`rights`](super::rights)).
+    pub fn owns(&self, key: &str, from: &str) -> bool {
+        self.owner_of(from).is_some_and(|k| &*k == key)
     }
 
-    /// The session that owns `to`: an allocated/claimed address, or a runtime URL
-    /// (or anything under one).
+    /// Who holds the addresses of session `key`: its authenticated identity, or for
+    /// an anonymous session its runtime URL.
+    pub fn holder_of(&self, key: &str) -> Option<Arc<str>> {
+        self.slots
+            .get(key)
+            .and_then(|s| s.identity.clone().or_else(|| s.runtime.clone()))
+    }
+
+    /// The runtime URL of session `key`, once it is open.
+    pub fn runtime_of(&self, key: &str) -> Option<Arc<str>> {
+        self.slots.get(key).and_then(|s| s.runtime.clone())
+    }
+
+    /// The session that owns `to`: an allocated address, or the longest runtime or
+    /// stub URL `to` is or lies under.
     pub fn owner_of(&self, to: &str) -> Option<SessionKey> {
         if let Some(k) = self.owners.get(to) {
             return Some(k.clone());
@@ -748,16 +759,18 @@ mod tests {
         assert_eq!(r.owner_of("runtime://d.org/abc/x/y/z"), Some(key.clone()));
         assert_eq!(r.owner_of("runtime://d.org/abcd"), None);
         assert_eq!(r.owner_of("runtime://d.org"), None);
-        assert!(r.owns(
-            "k1",
-            Some("runtime://d.org/abc"),
-            "runtime://d.org/abc/registry"
-        ));
-        assert!(!r.owns("k1", Some("runtime://d.org/abc"), "runtime://d.org/abcd"));
+        assert!(r.owns("k1", "runtime://d.org/abc/registry"));
+        assert!(!r.owns("k1", "runtime://d.org/abcd"));
         r.owners.insert(Arc::from("hyperty://d.org/1"), key.clone());
-        assert!(r.owns("k1", None, "hyperty://d.org/1"));
-        assert!(!r.owns("k2", None, "hyperty://d.org/1"));
+        assert!(r.owns("k1", "hyperty://d.org/1"));
+        assert!(!r.owns("k2", "hyperty://d.org/1"));
         assert_eq!(r.owner_of("hyperty://d.org/1"), Some(key));
+        // a deeper URL of another session is that session's, not the outer one's
+        r.runtimes
+            .insert(Arc::from("runtime://d.org/abc/deep"), Arc::from("k2"));
+        assert!(r.owns("k2", "runtime://d.org/abc/deep/x"));
+        assert!(!r.owns("k1", "runtime://d.org/abc/deep/x"));
+        assert!(r.owns("k1", "runtime://d.org/abc/deeper"));
     }
 
     #[test]

@@ -1,33 +1,50 @@
 //! Session Manager: open, re-open, close, loss and grace period of runtime sessions.
 //!
-//! Every WebSocket connection gets a fresh session key. `open` from a runtime URL to
-//! `mn:/session` binds the runtime URL to the session (it then owns that URL and
-//! everything under it) and answers `200 {runtimeToken}`: the key, a bearer secret.
+//! Every WebSocket connection gets a fresh session key (internal, never shown to
+//! the client). `open` from a runtime URL of the node's domain (with a path below
+//! the domain) to `mn:/session` binds the runtime URL — and any stub URLs announced
+//! in `body.stubURL` — to the session (see [`rights`](super::rights)) and answers
+//! `200 {runtimeToken}`: a fresh bearer secret, never logged. An `open` for a
+//! runtime URL that still has a session replaces that session when
+//! [`may_replace`] allows it (its socket is closed, its addresses and
+//! subscriptions freed); otherwise 403. A second `open` or a `re-open` on a
+//! connection that already has a session is refused.
+//!
 //! A socket dropped without `close` keeps its session — addresses, subscriptions,
 //! and up to `session.grace_buffer` frames sent to it — for
 //! `session.grace_period_ms`; `re-open` with the token (in `body.runtimeToken`, or
 //! as the last segment of `from`, Vert.x style) from a new connection resumes it and
-//! flushes the buffered frames first. After the grace period, or on `close`,
-//! everything is freed.
+//! flushes the buffered frames first. The token is bound to the session's identity:
+//! an authenticated session's `re-open` must also carry a valid token (ID or device)
+//! of the same identity; an anonymous one's must carry none. After the grace period,
+//! or on `close`, everything is freed.
+//!
+//! An authenticated session lives as long as its token: `update` to `mn:/session`
+//! with a fresh `body.idToken` of the same identity renews it ([`Renew`]); a
+//! session whose token expired `auth.expiry_grace_ms` ago is sent a `close` with
+//! code 401 and its socket is closed.
 //!
 //! This actor is the only writer of the router's `slots` and `runtimes` tables. It
 //! publishes each lifecycle change (`open`, `re-open`, `close`, `lost`) as an
-//! `update` to `domain://msg-node.<D>/session-events`, which anyone may subscribe to
-//! through `/sm`, and logs it.
+//! `update` to `domain://msg-node.<D>/session-events`, which policy managers may
+//! subscribe to through `/sm`, and logs it.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use actix::prelude::*;
-use hyperty_actors::address::{Address, AddressKind};
+use hyperty_actors::address::Address;
 use hyperty_actors::message::{Message, MessageType, ResponseCode};
 use serde_json::json;
 use tracing::info;
 
 use super::allocation::{AddressAllocation, DropSession};
 use super::outbound::OutboundQueue;
+use super::rights::{check_runtime_url, may_replace, stub_url, UrlRefused};
 use super::router::{Evict, Kick, Outbound, Router, SessionKey, Slot};
 use super::subscriptions::{DropSubscriptions, SubscriptionManager};
+use crate::identity::TokenVerifier;
 
 /// Why `open`/`re-open` was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -62,21 +79,43 @@ pub struct Connected {
     pub kicker: Recipient<Kick>,
 }
 
+/// The authenticated user or device of a session, and until when its token holds.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Authenticated {
+    /// The user or device URL.
+    pub identity: Arc<str>,
+    /// The token's expiry, seconds since the epoch.
+    pub expires: u64,
+}
+
 /// `open` from `runtime`.
 #[derive(Debug, actix::Message)]
-#[rtype(result = "Result<SessionKey, SessionRefused>")]
+#[rtype(result = "Result<Opened, SessionRefused>")]
 pub struct Open {
     /// The connection's key.
     pub key: SessionKey,
     /// The runtime URL (`from` of the open).
     pub runtime: String,
+    /// Stub URLs announced in `body.stubURL`.
+    pub stubs: Vec<String>,
     /// The authenticated user or device, if any.
+    pub identity: Option<Authenticated>,
+}
+
+/// A session opened or resumed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Opened {
+    /// Its key (a resumed session keeps its own).
+    pub key: SessionKey,
+    /// Its runtime token, for `re-open`.
+    pub token: String,
+    /// Its identity.
     pub identity: Option<Arc<str>>,
 }
 
 /// `re-open` with a token from a new connection.
 #[derive(Debug, actix::Message)]
-#[rtype(result = "Result<SessionKey, SessionRefused>")]
+#[rtype(result = "Result<Opened, SessionRefused>")]
 pub struct ReOpen {
     /// The new connection's key.
     pub key: SessionKey,
@@ -84,6 +123,28 @@ pub struct ReOpen {
     pub token: String,
     /// The runtime URL it claims.
     pub runtime: String,
+    /// Who re-opens (credentials in the `re-open`), if anyone.
+    pub identity: Option<Authenticated>,
+}
+
+/// `update` to `mn:/session` with a fresh token: the session lives on.
+#[derive(Debug, actix::Message)]
+#[rtype(result = "Result<(), SessionRefused>")]
+pub struct Renew {
+    /// The session.
+    pub key: SessionKey,
+    /// The identity of the fresh token.
+    pub identity: Authenticated,
+}
+
+/// Binds a stub URL to a session at its first use.
+#[derive(Debug, actix::Message)]
+#[rtype(result = "Result<(), SessionRefused>")]
+pub struct BindStub {
+    /// The session.
+    pub key: SessionKey,
+    /// The `from` the session sent from.
+    pub from: String,
 }
 
 /// `close`: free the session now.
@@ -113,6 +174,25 @@ struct GraceExpired {
     since: Instant,
 }
 
+#[derive(Debug, actix::Message)]
+#[rtype(result = "()")]
+struct ExpiryCheck {
+    key: SessionKey,
+}
+
+/// Tunables of the session manager.
+#[derive(Debug, Clone)]
+pub struct SessionRules {
+    /// How long a dropped session is kept.
+    pub grace: Duration,
+    /// Most sessions per identity.
+    pub max_per_user: usize,
+    /// Most stub URLs per session.
+    pub max_stub_urls: usize,
+    /// How long a session goes on after its token expired.
+    pub expiry_grace: Duration,
+}
+
 /// The session manager actor.
 #[derive(Debug)]
 pub struct SessionManager {
@@ -124,7 +204,20 @@ pub struct SessionManager {
     lifecycle: Option<Recipient<Lifecycle>>,
     write_deadline: Duration,
     /// Write progress of each connection with frames pending, as of the last sweep.
-    stalls: std::collections::HashMap<SessionKey, (u64, Instant)>,
+    stalls: HashMap<SessionKey, (u64, Instant)>,
+    rules: SessionRules,
+    verifier: TokenVerifier,
+    /// runtime token → session key (the only place tokens are kept).
+    tokens: HashMap<Arc<str>, SessionKey>,
+    /// session key → its token, stub URLs, and token expiry.
+    sessions: HashMap<SessionKey, Held>,
+}
+
+#[derive(Debug, Default)]
+struct Held {
+    token: Option<Arc<str>>,
+    stubs: Vec<Arc<str>>,
+    expires: Option<u64>,
 }
 
 /// A lifecycle change, for other node components (e.g. the domain registry).
@@ -138,24 +231,29 @@ pub struct Lifecycle {
 }
 
 impl SessionManager {
-    /// A manager writing `router`'s session tables.
+    /// A manager writing `router`'s session tables; `verifier` gives the time
+    /// tokens expire against.
     pub fn new(
         router: Arc<Router>,
         allocation: Addr<AddressAllocation>,
         subscriptions: Addr<SubscriptionManager>,
-        grace: Duration,
-        max_per_user: usize,
+        rules: SessionRules,
+        verifier: TokenVerifier,
         lifecycle: Option<Recipient<Lifecycle>>,
     ) -> Self {
         SessionManager {
             router,
             allocation,
             subscriptions,
-            grace,
-            max_per_user,
+            grace: rules.grace,
+            max_per_user: rules.max_per_user,
             lifecycle,
             write_deadline: Duration::from_secs(2),
-            stalls: std::collections::HashMap::new(),
+            stalls: HashMap::new(),
+            rules,
+            verifier,
+            tokens: HashMap::new(),
+            sessions: HashMap::new(),
         }
     }
 
@@ -169,7 +267,7 @@ impl SessionManager {
     /// One pass of the write-deadline check.
     fn sweep_stalls(&mut self) {
         let now = Instant::now();
-        let mut stalls = std::collections::HashMap::with_capacity(self.stalls.len());
+        let mut stalls = HashMap::with_capacity(self.stalls.len());
         let mut overdue = Vec::new();
         for slot in self.router.slots.iter() {
             let Some(q) = slot
@@ -198,6 +296,7 @@ impl SessionManager {
             }
         }
     }
+
 
     fn publish(&self, event: &'static str, runtime: &str, reason: Option<&str>) {
         info!(event, runtime, reason, "session lifecycle");
@@ -231,6 +330,14 @@ impl SessionManager {
         let slot = self.router.slots.remove(key).map(|(_, s)| s);
         if let Some(id) = slot.as_ref().and_then(|s| s.identity.as_ref()) {
             self.router.release_user(id);
+        }
+        if let Some(held) = self.sessions.remove(key) {
+            if let Some(t) = held.token {
+                self.tokens.remove(&t);
+            }
+            for stub in held.stubs {
+                self.router.runtimes.remove_if(&stub, |_, k| k == key);
+            }
         }
         if let Some(rt) = slot.as_ref().and_then(|s| s.runtime.as_ref()) {
             self.router.runtimes.remove_if(rt, |_, k| k == key);
@@ -277,34 +384,83 @@ impl Handler<Connected> for SessionManager {
     }
 }
 
-impl Handler<Open> for SessionManager {
-    type Result = Result<SessionKey, SessionRefused>;
-    fn handle(&mut self, o: Open, _: &mut Context<Self>) -> Self::Result {
-        let _span = tracing::info_span!("node.open", runtime = %o.runtime).entered();
-        match Address::check(&o.runtime) {
-            Ok(AddressKind::Runtime) => {}
-            _ => {
+impl SessionManager {
+    fn now(&self) -> u64 {
+        self.verifier.now()
+    }
+
+    /// Checks an `open`; returns the session it replaces, if any.
+    fn admit(&self, o: &Open) -> Result<Option<SessionKey>, SessionRefused> {
+        check_runtime_url(&o.runtime, self.router.domain()).map_err(|e| match e {
+            UrlRefused::Malformed(d) => refuse(ResponseCode::BadRequest, d),
+            UrlRefused::ForeignDomain(d) => refuse(ResponseCode::Forbidden, d),
+        })?;
+        match self.router.slots.get(&o.key) {
+            None => return Err(refuse(ResponseCode::InternalError, "unknown connection")),
+            Some(slot) if slot.runtime.is_some() => {
                 return Err(refuse(
                     ResponseCode::BadRequest,
-                    "open must come from a runtime URL (runtime:// or hyperty-runtime://)",
+                    format!(
+                        "this connection is already open for {}",
+                        slot.runtime.as_deref().unwrap_or_default()
+                    ),
                 ))
             }
+            Some(_) => {}
         }
-        if let Some(existing) = self
+        for stub in &o.stubs {
+            if stub_url(stub, self.router.domain()).is_none() {
+                return Err(refuse(
+                    ResponseCode::BadRequest,
+                    format!(
+                        "stub URL {stub} is not a hyperty-runtime:// URL of {}",
+                        self.router.domain()
+                    ),
+                ));
+            }
+            if self.router.owner_of(stub).is_some() {
+                return Err(refuse(
+                    ResponseCode::Forbidden,
+                    format!("stub URL {stub} belongs to another session"),
+                ));
+            }
+        }
+        if o.stubs.len() > self.rules.max_stub_urls {
+            return Err(refuse(
+                ResponseCode::TooManyRequests,
+                format!(
+                    "a session may hold at most {} stub URLs",
+                    self.rules.max_stub_urls
+                ),
+            ));
+        }
+        let Some(holder) = self.router.owner_of(&o.runtime) else {
+            return Ok(None);
+        };
+        let exact = self
             .router
             .runtimes
             .get(o.runtime.as_str())
-            .map(|k| k.clone())
-        {
-            if existing == o.key {
-                return Ok(o.key);
-            }
-            return Err(refuse(
-                ResponseCode::Forbidden,
-                "this runtime URL has a session already; resume it with re-open and its runtimeToken",
-            ));
+            .is_some_and(|k| *k == holder);
+        let old = self.router.identity_of(&holder);
+        let new = o.identity.as_ref().map(|a| &*a.identity);
+        if exact && may_replace(old.as_deref(), new, &o.runtime) {
+            return Ok(Some(holder));
         }
-        if let Some(id) = &o.identity {
+        Err(refuse(
+            ResponseCode::Forbidden,
+            if exact {
+                "this runtime URL has a session of another identity"
+            } else {
+                "this runtime URL lies under another session's URL"
+            },
+        ))
+    }
+
+    /// Binds the admitted `open` to its connection.
+    fn bind_open(&mut self, o: Open, ctx: &mut Context<Self>) -> Result<Opened, SessionRefused> {
+        let identity = o.identity.as_ref().map(|a| a.identity.clone());
+        if let Some(id) = &identity {
             if !self.router.acquire_user(id, self.max_per_user) {
                 return Err(refuse(
                     ResponseCode::TooManyRequests,
@@ -313,42 +469,182 @@ impl Handler<Open> for SessionManager {
             }
         }
         let runtime: Arc<str> = Arc::from(o.runtime.as_str());
-        {
-            let refused = match self.router.slots.get_mut(&o.key) {
-                None => Some(refuse(ResponseCode::InternalError, "unknown connection")),
-                Some(slot) if slot.runtime.is_some() => Some(refuse(
-                    ResponseCode::BadRequest,
-                    format!(
-                        "this connection is already open for {}",
-                        slot.runtime.as_deref().unwrap_or_default()
-                    ),
-                )),
-                Some(mut slot) => {
-                    slot.runtime = Some(runtime.clone());
-                    slot.identity = o.identity.clone();
-                    None
-                }
-            };
-            if let Some(e) = refused {
-                if let Some(id) = &o.identity {
+        match self.router.slots.get_mut(&o.key) {
+            Some(mut slot) if slot.runtime.is_none() => {
+                slot.runtime = Some(runtime.clone());
+                slot.identity = identity.clone();
+            }
+            _ => {
+                if let Some(id) = &identity {
                     self.router.release_user(id);
                 }
-                return Err(e);
+                return Err(refuse(
+                    ResponseCode::InternalError,
+                    "the connection went away",
+                ));
             }
         }
         self.router.runtimes.insert(runtime, o.key.clone());
+        let token: Arc<str> = Arc::from(uuid::Uuid::new_v4().to_string());
+        let stubs: Vec<Arc<str>> = o.stubs.iter().map(|s| Arc::from(s.as_str())).collect();
+        for s in &stubs {
+            self.router.runtimes.insert(s.clone(), o.key.clone());
+        }
+        self.tokens.insert(token.clone(), o.key.clone());
+        self.sessions.insert(
+            o.key.clone(),
+            Held {
+                token: Some(token.clone()),
+                stubs,
+                expires: None,
+            },
+        );
+        if let Some(a) = &o.identity {
+            self.set_expiry(&o.key, a.expires, ctx);
+        }
         self.router
             .stats
             .opened
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         self.publish("open", &o.runtime, None);
-        Ok(o.key)
+        Ok(Opened {
+            key: o.key,
+            token: token.to_string(),
+            identity,
+        })
+    }
+
+    /// Records when the session's token expires and makes sure a check is due then.
+    fn set_expiry(&mut self, key: &SessionKey, expires: u64, ctx: &mut Context<Self>) {
+        let Some(held) = self.sessions.get_mut(key) else {
+            return;
+        };
+        let armed = held.expires.is_some();
+        held.expires = Some(expires);
+        if !armed {
+            self.arm_expiry(key.clone(), expires, ctx);
+        }
+    }
+
+    fn arm_expiry(&self, key: SessionKey, expires: u64, ctx: &mut Context<Self>) {
+        let left =
+            Duration::from_secs(expires.saturating_sub(self.now())) + self.rules.expiry_grace;
+        ctx.run_later(left, move |_, ctx| ctx.notify(ExpiryCheck { key }));
+    }
+}
+
+impl Handler<Open> for SessionManager {
+    type Result = Result<Opened, SessionRefused>;
+    fn handle(&mut self, o: Open, ctx: &mut Context<Self>) -> Self::Result {
+        let _span = tracing::info_span!("node.open", runtime = %o.runtime).entered();
+        // an open for the runtime URL this connection already holds: the same session
+        if let Some(key) = self.router.session_of(&o.runtime).filter(|k| *k == o.key) {
+            let held = self.sessions.get(&key);
+            return Ok(Opened {
+                token: held
+                    .and_then(|h| h.token.as_deref())
+                    .unwrap_or_default()
+                    .to_owned(),
+                identity: self.router.identity_of(&key),
+                key,
+            });
+        }
+        if let Some(old) = self.admit(&o)? {
+            info!(runtime = %o.runtime, "a new open replaces the runtime's session");
+            self.router
+                .kick(&old, "replaced by a new open of this runtime");
+            // the old session's tables are freed before the new one takes the URL
+            let dropped = self.drop_session(&old, "close", Some("replaced by a new open"));
+            ctx.wait(dropped.into_actor(self));
+        }
+        self.bind_open(o, ctx)
+    }
+}
+
+impl Handler<Renew> for SessionManager {
+    type Result = Result<(), SessionRefused>;
+    fn handle(&mut self, r: Renew, ctx: &mut Context<Self>) -> Self::Result {
+        if self.router.identity_of(&r.key).as_deref() != Some(&*r.identity.identity) {
+            return Err(refuse(
+                ResponseCode::Forbidden,
+                "the token is not of this session's identity",
+            ));
+        }
+        self.set_expiry(&r.key, r.identity.expires, ctx);
+        Ok(())
+    }
+}
+
+impl Handler<ExpiryCheck> for SessionManager {
+    type Result = ();
+    fn handle(&mut self, e: ExpiryCheck, ctx: &mut Context<Self>) {
+        let Some(expires) = self.sessions.get(&e.key).and_then(|h| h.expires) else {
+            return;
+        };
+        let deadline = Duration::from_secs(expires) + self.rules.expiry_grace;
+        if Duration::from_secs(self.now()) < deadline {
+            // renewed meanwhile
+            return self.arm_expiry(e.key, expires, ctx);
+        }
+        if let Some(h) = self.sessions.get_mut(&e.key) {
+            h.expires = None;
+        }
+        let Some(runtime) = self.router.runtime_of(&e.key) else {
+            return;
+        };
+        info!(runtime = %runtime, "session token expired, closing");
+        if let (Ok(to), Ok(from)) = (Address::parse(&runtime), Address::parse("mn:/session")) {
+            let mut m = Message::new(MessageType::Close, from, to).with_id(self.router.next_id());
+            m.body.code = Some(ResponseCode::Unauthorized);
+            m.body.description =
+                Some("the session's token expired: open again with a fresh one".to_owned());
+            self.router.send_to_owner(&m);
+        }
+        self.router.kick(&e.key, "401: the session's token expired");
+    }
+}
+
+impl Handler<BindStub> for SessionManager {
+    type Result = Result<(), SessionRefused>;
+    fn handle(&mut self, b: BindStub, _: &mut Context<Self>) -> Self::Result {
+        let domain = self.router.domain();
+        let Some(stub) = stub_url(&b.from, domain) else {
+            return Err(refuse(
+                ResponseCode::Forbidden,
+                format!("from address {} is not owned by this session", b.from),
+            ));
+        };
+        if self.router.owner_of(&b.from).is_some() || self.router.owner_of(&stub).is_some() {
+            return Err(refuse(
+                ResponseCode::Forbidden,
+                format!("from address {} is not owned by this session", b.from),
+            ));
+        }
+        let Some(held) = self.sessions.get_mut(&b.key) else {
+            return Err(refuse(
+                ResponseCode::Forbidden,
+                "open the session first (open to mn:/session)",
+            ));
+        };
+        if held.stubs.len() >= self.rules.max_stub_urls {
+            return Err(refuse(
+                ResponseCode::Forbidden,
+                format!(
+                    "{}: a session may hold at most {} stub URLs",
+                    b.from, self.rules.max_stub_urls
+                ),
+            ));
+        }
+        let stub: Arc<str> = Arc::from(stub);
+        held.stubs.push(stub.clone());
+        self.router.runtimes.insert(stub, b.key);
+        Ok(())
     }
 }
 
 impl Handler<ReOpen> for SessionManager {
-    type Result = Result<SessionKey, SessionRefused>;
-    fn handle(&mut self, r: ReOpen, _: &mut Context<Self>) -> Self::Result {
+    type Result = Result<Opened, SessionRefused>;
+    fn handle(&mut self, r: ReOpen, ctx: &mut Context<Self>) -> Self::Result {
         let _span = tracing::info_span!("node.reopen", runtime = %r.runtime).entered();
         let unknown = || {
             refuse(
@@ -356,17 +652,38 @@ impl Handler<ReOpen> for SessionManager {
                 "Reconnection fail. Incorrect runtime token!",
             )
         };
-        let token: SessionKey = Arc::from(r.token.as_str());
-        if token == r.key {
-            return Ok(token);
+        if self
+            .router
+            .slots
+            .get(&r.key)
+            .is_some_and(|s| s.runtime.is_some())
+        {
+            return Err(refuse(
+                ResponseCode::BadRequest,
+                "this connection already has a session: re-open from a new connection",
+            ));
         }
+        let Some(key) = self.tokens.get(r.token.as_str()).cloned() else {
+            return Err(unknown());
+        };
         let runtime_ok = self
             .router
             .slots
-            .get(&token)
+            .get(&key)
             .is_some_and(|s| s.runtime.as_deref() == Some(r.runtime.as_str()));
         if !runtime_ok {
             return Err(unknown());
+        }
+        let session_identity = self.router.identity_of(&key);
+        let presented = r.identity.as_ref().map(|a| &a.identity);
+        if session_identity.as_ref() != presented {
+            return Err(refuse(
+                ResponseCode::Unauthorized,
+                match session_identity {
+                    Some(_) => "re-open needs a valid token of the session's own identity",
+                    None => "this session is anonymous: re-open it without a token",
+                },
+            ));
         }
         let Some((_, fresh)) = self.router.slots.remove(&r.key) else {
             return Err(refuse(ResponseCode::InternalError, "unknown connection"));
@@ -378,7 +695,7 @@ impl Handler<ReOpen> for SessionManager {
                 "connection already gone",
             ));
         };
-        let Some(mut slot) = self.router.slots.get_mut(&token) else {
+        let Some(mut slot) = self.router.slots.get_mut(&key) else {
             return Err(unknown());
         };
         if let Some(old) = slot.kicker.take() {
@@ -410,7 +727,14 @@ impl Handler<ReOpen> for SessionManager {
             .reopened
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         self.publish("re-open", &r.runtime, None);
-        Ok(token)
+        if let Some(a) = &r.identity {
+            self.set_expiry(&key, a.expires, ctx);
+        }
+        Ok(Opened {
+            token: r.token,
+            identity: session_identity,
+            key,
+        })
     }
 }
 

@@ -6,11 +6,17 @@
 //! subscribed session, the sender included. `unsubscribe` removes them. The legacy
 //! key spellings `subscribe` / `unsubscribe` are accepted; both keys or neither → 400.
 //!
-//! Claims: `source` names the address the session subscribes for, and a subscribed
-//! bare hyperty address is how runtime-core makes a locally generated hyperty URL
-//! routable (rethink-wire.md §4–§5). Either is claimed for the session through
-//! [`AddressAllocation`](super::allocation::AddressAllocation) when nobody holds
-//! it; a `source` held by another session → 403 (no spoofing through `/sm`).
+//! Subscribing makes a resource *routable* to the subscriber; it never grants the
+//! right to send from it (see [`rights`](super::rights)). One exact form is an
+//! allocation request instead, for runtime-core 2019, which makes its locally
+//! generated hyperty URLs routable this way (rethink-wire.md §4–§5): `source` =
+//! the session's own `<runtime URL>/address-allocation` and bare hyperty URLs of
+//! the node's domain among the resources. Those are bound to the session through
+//! [`AddressAllocation`](super::allocation::AddressAllocation) ([`Reclaim`]) —
+//! 403 if another session holds one or another identity held it.
+//!
+//! The session lifecycle events (`domain://msg-node.<D>/session-events`) may be
+//! subscribed to only by policy managers (`policy.managers`); anyone else → 403.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
@@ -21,7 +27,8 @@ use hyperty_actors::message::{Message, MessageType, ResponseCode};
 use serde_json::Value;
 use tracing::debug;
 
-use super::allocation::{AddressAllocation, Claim, NodeRequest, Release};
+use super::allocation::{AddressAllocation, NodeRequest, Reclaim, Release};
+use super::rights::is_manager;
 use super::router::{Router, SessionKey};
 use crate::config::SubscriptionsSection;
 
@@ -36,20 +43,24 @@ pub struct SubscriptionManager {
     router: Arc<Router>,
     allocation: Addr<AddressAllocation>,
     config: SubscriptionsSection,
+    managers: Vec<String>,
     by_session: HashMap<SessionKey, HashSet<Arc<str>>>,
 }
 
 impl SubscriptionManager {
-    /// A manager writing `router`'s subscriber table.
+    /// A manager writing `router`'s subscriber table; `managers` (identities, `"*"`
+    /// = any authenticated one) may watch the session lifecycle events.
     pub fn new(
         router: Arc<Router>,
         allocation: Addr<AddressAllocation>,
         config: SubscriptionsSection,
+        managers: Vec<String>,
     ) -> Self {
         SubscriptionManager {
             router,
             allocation,
             config,
+            managers,
             by_session: HashMap::new(),
         }
     }
@@ -83,15 +94,31 @@ impl SubscriptionManager {
         Ok(list)
     }
 
-    /// A bare hyperty or data-object address (not a channel such as `/changes`).
-    fn is_claimable(addr: &str) -> bool {
-        Address::parse(addr)
-            .map(|a| {
-                matches!(a.kind(), AddressKind::Hyperty | AddressKind::DataObject)
-                    && a.path().matches('/').count() == 1
-                    && !a.path().ends_with('/')
-            })
-            .unwrap_or(false)
+    /// A bare hyperty address of `domain` (not a channel such as `/status`).
+    fn is_bare_hyperty(addr: &str, domain: &str) -> bool {
+        Address::parse(addr).is_ok_and(|a| {
+            a.kind() == AddressKind::Hyperty
+                && a.domain() == Some(domain)
+                && a.path().matches('/').count() == 1
+                && !a.path().ends_with('/')
+        })
+    }
+
+    /// The addresses a subscribe asks to be allocated (runtime-core's form), if it
+    /// has that form.
+    fn allocation_form(&self, r: &NodeRequest, list: &[String]) -> Vec<Arc<str>> {
+        let Some(runtime) = self.router.runtime_of(&r.session) else {
+            return Vec::new();
+        };
+        let own = format!("{}/address-allocation", runtime.trim_end_matches('/'));
+        if r.msg.body.source.as_ref().map(|a| a.as_str()) != Some(own.as_str()) {
+            return Vec::new();
+        }
+        let domain = self.router.domain();
+        list.iter()
+            .filter(|a| Self::is_bare_hyperty(a, domain))
+            .map(|a| Arc::from(a.as_str()))
+            .collect()
     }
 
     fn add(&mut self, session: &SessionKey, list: &[String]) -> Result<(), String> {
@@ -130,46 +157,42 @@ impl SubscriptionManager {
             Ok(l) => l,
             Err(e) => return Box::pin(fut::ready(r.msg.reply_error(ResponseCode::BadRequest, e))),
         };
-        let source = r
-            .msg
-            .body
-            .source
-            .as_ref()
-            .map(|s| Arc::<str>::from(s.as_str()));
-        let claims: Vec<Arc<str>> = list
-            .iter()
-            .filter(|a| Self::is_claimable(a))
-            .map(|a| Arc::from(a.as_str()))
-            .collect();
+        let events = self.router.events_address();
+        if list.iter().any(|a| a == events)
+            && !is_manager(
+                &self.managers,
+                self.router.identity_of(&r.session).as_deref(),
+            )
+        {
+            return Box::pin(fut::ready(r.msg.reply_error(
+                ResponseCode::Forbidden,
+                "only policy managers may watch the session events",
+            )));
+        }
+        let allocate = self.allocation_form(&r, &list);
         let allocation = self.allocation.clone();
         let session = r.session.clone();
         let work = async move {
-            if let Some(src) = &source {
-                if !src.starts_with("runtime://") && !src.starts_with("hyperty-runtime://") {
-                    allocation
-                        .send(Claim {
-                            session: session.clone(),
-                            address: src.clone(),
-                        })
-                        .await
-                        .map_err(|_| "address allocation unavailable".to_owned())?
-                        .map_err(|e| e.to_string())?;
-                }
+            if allocate.is_empty() {
+                return Ok(());
             }
-            for c in claims {
-                // a resource someone else holds is still subscribed, just not claimed
-                let _ = allocation
-                    .send(Claim {
-                        session: session.clone(),
-                        address: c,
-                    })
-                    .await;
-            }
-            Ok::<(), String>(())
+            allocation
+                .send(Reclaim {
+                    session,
+                    addresses: allocate,
+                })
+                .await
+                .map_err(|_| {
+                    (
+                        ResponseCode::InternalError,
+                        "address allocation unavailable".to_owned(),
+                    )
+                })?
+                .map_err(|e| (e.code, e.description))
         };
-        Box::pin(work.into_actor(self).map(move |claimed, act, _| {
-            if let Err(e) = claimed {
-                return r.msg.reply_error(ResponseCode::Forbidden, e);
+        Box::pin(work.into_actor(self).map(move |bound, act, _| {
+            if let Err((code, why)) = bound {
+                return r.msg.reply_error(code, why);
             }
             match act.add(&r.session, &list) {
                 Ok(()) => {
@@ -188,7 +211,7 @@ impl SubscriptionManager {
         };
         for res in &list {
             self.remove(&r.session, res);
-            if Self::is_claimable(res) {
+            if Self::is_bare_hyperty(res, self.router.domain()) {
                 self.allocation.do_send(Release {
                     session: r.session.clone(),
                     address: Arc::from(res.as_str()),

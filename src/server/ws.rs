@@ -43,10 +43,13 @@ use tracing::{debug, warn};
 use crate::config::AuthMode;
 use crate::identity::TokenUse;
 use crate::node::allocation::NodeRequest;
-use crate::node::frame::{with_asserted_identity, Header, Partial};
+use crate::node::frame::{stamped, FrameId, Header, Partial, ASSERTED_IDENTITY};
 use crate::node::outbound::{ConnSocket, OutboundQueue, QueueLimits};
+use crate::node::rights::{is_manager, stub_url};
 use crate::node::router::{Kick, Outbound, Routed, Service, SessionKey};
-use crate::node::sessions::{Close, Connected, Lost, Open, ReOpen, SessionRefused};
+use crate::node::sessions::{
+    Authenticated, BindStub, Close, Connected, Lost, Open, Opened, ReOpen, Renew, SessionRefused,
+};
 use crate::node::NodeState;
 use crate::server::inbound::{BoundedFrames, Gate};
 use hyperty_actors::error::ToResponseCode;
@@ -266,7 +269,7 @@ impl Handler<Kick> for WsSession {
 }
 
 fn error_frame(
-    id: Option<u64>,
+    id: Option<Value>,
     from: &str,
     to: Option<&str>,
     code: ResponseCode,
@@ -278,7 +281,7 @@ fn error_frame(
         "body": { "code": code, "description": description },
     });
     if let Some(id) = id {
-        v["id"] = json!(id);
+        v["id"] = id;
     }
     if let Some(to) = to {
         v["to"] = json!(to);
@@ -286,9 +289,21 @@ fn error_frame(
     v.to_string()
 }
 
+/// A node answer on the wire, with the id the request came with.
+fn answer_text(msg: &Message, id: &FrameId<'_>) -> String {
+    match id {
+        FrameId::Num(_) => msg.to_json(),
+        FrameId::Text(_) => {
+            let mut v = serde_json::to_value(msg).unwrap_or_default();
+            v["id"] = id.to_json();
+            v.to_string()
+        }
+    }
+}
+
 impl WsSession {
-    fn reply(&self, ctx: &mut ws::WebsocketContext<Self>, msg: &Message) {
-        ctx.text(msg.to_json());
+    fn reply(&self, ctx: &mut ws::WebsocketContext<Self>, msg: &Message, id: &FrameId<'_>) {
+        ctx.text(answer_text(msg, id));
     }
 
     fn bad_request(&self, ctx: &mut ws::WebsocketContext<Self>, e: &ParseError, p: &Partial) {
@@ -302,8 +317,8 @@ impl WsSession {
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         debug!(peer = %self.peer, error = %e, "bad frame");
         ctx.text(error_frame(
-            p.id,
-            "mn:/validator",
+            p.id.clone(),
+            p.to.as_deref().unwrap_or("mn:/validator"),
             p.from.as_deref(),
             ResponseCode::BadRequest,
             &e.to_string(),
@@ -343,7 +358,7 @@ impl WsSession {
         };
         if report {
             ctx.text(error_frame(
-                Some(h.id),
+                Some(h.id.to_json()),
                 h.to.first(),
                 Some(&h.from),
                 code,
@@ -372,7 +387,7 @@ impl WsSession {
                 return self.bad_request(ctx, &e, &partial);
             }
         };
-        let _span = tracing::trace_span!("node.frame", id = h.id, kind = %h.kind, from = %h.from, to = %h.to.first()).entered();
+        let _span = tracing::trace_span!("node.frame", id = %h.id, kind = %h.kind, from = %h.loggable_from(), to = %h.to.first()).entered();
         if self.limiter.check().is_err() {
             return self.refuse(
                 ctx,
@@ -393,7 +408,11 @@ impl WsSession {
                 "open the session first (open to mn:/session)",
             );
         }
-        if !router.owns(&self.key, self.runtime.as_deref(), &h.from) {
+        if !router.owns(&self.key, &h.from) {
+            if router.owner_of(&h.from).is_none() && stub_url(&h.from, router.domain()).is_some() {
+                let from = h.from.to_string();
+                return self.bind_stub_then_route(from, text, ctx);
+            }
             return self.refuse(
                 ctx,
                 &h,
@@ -401,31 +420,61 @@ impl WsSession {
                 &format!("from address {} is not owned by this session", h.from),
             );
         }
+        self.route_owned(&h, &text, ctx);
+    }
+
+    /// A frame from an unheld stub URL of this domain: the URL is bound to this
+    /// session (first use), then the frame goes on as any other.
+    fn bind_stub_then_route(
+        &mut self,
+        from: String,
+        text: ByteString,
+        ctx: &mut ws::WebsocketContext<Self>,
+    ) {
+        let bind = self.node.sessions.send(BindStub {
+            key: self.key.clone(),
+            from,
+        });
+        ctx.wait(bind.into_actor(self).map(move |r, act, ctx| {
+            let Ok(h) = Header::parse(&text) else { return };
+            match r.unwrap_or_else(|_| Err(gone())) {
+                Ok(()) => act.route_owned(&h, &text, ctx),
+                Err(e) => act.refuse(ctx, &h, e.code, &e.description),
+            }
+        }));
+    }
+
+    /// Routes a frame whose sender this session owns.
+    fn route_owned(
+        &mut self,
+        h: &Header<'_>,
+        text: &ByteString,
+        ctx: &mut ws::WebsocketContext<Self>,
+    ) {
+        let router = &self.node.router;
+        let service = router.service(h.to.first());
         if let Some(t) =
             h.to.iter()
                 .find(|t| router.is_reserved(t) && router.service(t).is_none())
         {
             return self.refuse(
                 ctx,
-                &h,
+                h,
                 ResponseCode::Forbidden,
                 &format!("{t} is reserved to the node"),
             );
         }
         if let Some(s) = service {
-            return self.service_request(s, &text, ctx);
+            return self.service_request(s, text, ctx);
         }
-        if !self.permitted(&h) {
-            return self.refuse(ctx, &h, ResponseCode::Forbidden, "Blocked by policy");
+        if !self.permitted(h) {
+            return self.refuse(ctx, h, ResponseCode::Forbidden, "Blocked by policy");
         }
-        let stamped;
-        let frame = match &self.identity {
-            Some((_, json)) => {
-                stamped = ByteString::from(with_asserted_identity(&text, h.body, json));
-                &stamped
-            }
-            None => &text,
-        };
+        // the client's own assertedIdentity never goes through; the node's does
+        let identity = self.identity.as_ref().map(|(_, json)| json.as_str());
+        let stamped_frame = stamped(text, h.body, identity).map(ByteString::from);
+        let frame = stamped_frame.as_ref().unwrap_or(text);
+        let router = &self.node.router;
         let routed = if h.kind == MessageType::Event {
             router.route_event(&h.to, frame)
         } else {
@@ -438,7 +487,7 @@ impl WsSession {
                 ..
             } => self.refuse(
                 ctx,
-                &h,
+                h,
                 ResponseCode::RequestTimeout,
                 "recipient temporarily unavailable",
             ),
@@ -446,9 +495,9 @@ impl WsSession {
                 congested: Some(q), ..
             } => self.slow_down(q, ctx),
             Routed::Delivered { .. } => {}
-            Routed::Service(s) => self.service_request(s, &text, ctx),
+            Routed::Service(s) => self.service_request(s, text, ctx),
             Routed::NoRoute(t) => {
-                self.refuse(ctx, &h, ResponseCode::NotFound, &format!("no route to {t}"))
+                self.refuse(ctx, h, ResponseCode::NotFound, &format!("no route to {t}"))
             }
         }
     }
@@ -484,11 +533,7 @@ impl WsSession {
     /// `read` lists the sets.
     fn manage_policies(&self, msg: Message) -> ResponseFuture<Message> {
         let managers = &self.node.config.policy.managers;
-        let who = self.identity.as_ref().map(|(i, _)| i.to_string());
-        let allowed = who
-            .as_deref()
-            .is_some_and(|w| managers.iter().any(|m| m == w || m == "*"));
-        if !allowed {
+        if !is_manager(managers, self.identity.as_ref().map(|(i, _)| &**i)) {
             return Box::pin(async move {
                 msg.reply_error(
                     ResponseCode::Forbidden,
@@ -633,13 +678,40 @@ impl WsSession {
         );
     }
 
-    fn parse_full(&self, text: &str, ctx: &mut ws::WebsocketContext<Self>) -> Option<Message> {
-        match Message::parse(text) {
-            Ok(m) => Some(m),
+    /// The whole message of a frame for a node service, with the id it came with
+    /// (a string id is carried aside: [`Message`] ids are numbers). A client's
+    /// `body.assertedIdentity` is dropped. Malformed → 400, `None`.
+    fn parse_full(
+        &self,
+        text: &str,
+        ctx: &mut ws::WebsocketContext<Self>,
+    ) -> Option<(Message, FrameId<'static>)> {
+        let id = match Header::parse(text) {
+            Ok(h) => h.id.into_owned(),
+            Err((e, p)) => {
+                self.bad_request(ctx, &e, &p);
+                return None;
+            }
+        };
+        let parsed = match &id {
+            FrameId::Num(_) => Message::parse(text),
+            FrameId::Text(_) => serde_json::from_str::<Value>(text)
+                .map_err(|e| ParseError::Json(e.to_string()))
+                .and_then(|mut v| {
+                    v["id"] = json!(1);
+                    Message::from_value(v)
+                }),
+        };
+        match parsed {
+            Ok(mut m) => {
+                m.body.extra.remove(ASSERTED_IDENTITY);
+                Some((m, id))
+            }
             Err(e) => {
                 let p = Header::parse(text).map(|h| Partial {
-                    id: Some(h.id),
+                    id: Some(h.id.to_json()),
                     from: Some(h.from.into_owned()),
+                    to: Some(h.to.first().to_owned()),
                 });
                 self.bad_request(ctx, &e, &p.unwrap_or_default());
                 None
@@ -653,7 +725,7 @@ impl WsSession {
         text: &str,
         ctx: &mut ws::WebsocketContext<Self>,
     ) {
-        let Some(msg) = self.parse_full(text, ctx) else {
+        let Some((msg, id)) = self.parse_full(text, ctx) else {
             return;
         };
         if msg.is_response() {
@@ -670,7 +742,7 @@ impl WsSession {
                 ResponseCode::BadRequest,
                 "node services take a single recipient",
             );
-            return self.reply(ctx, &r);
+            return self.reply(ctx, &r, &id);
         }
         let request = NodeRequest {
             session: self.key.clone(),
@@ -697,41 +769,60 @@ impl WsSession {
         ctx.wait(
             answer
                 .into_actor(self)
-                .map(|resp, act, ctx| act.reply(ctx, &resp)),
+                .map(move |resp, act, ctx| act.reply(ctx, &resp, &id)),
         );
     }
 
     fn session_control(&mut self, text: &str, ctx: &mut ws::WebsocketContext<Self>) {
-        let Some(msg) = self.parse_full(text, ctx) else {
+        let Some((msg, id)) = self.parse_full(text, ctx) else {
             return;
         };
+        // a Vert.x style re-open carries the runtime token in `from`: never logged
+        let runtime = match msg.kind {
+            MessageType::ReOpen => reopen_token(&msg).map(|(_, rt)| rt).unwrap_or_default(),
+            _ => msg.from.to_string(),
+        };
         let _span =
-            tracing::info_span!("node.session", kind = %msg.kind, from = %msg.from).entered();
+            tracing::info_span!("node.session", kind = %msg.kind, runtime = %runtime).entered();
         match msg.kind {
             MessageType::Open => {
                 let identity = match self.authenticate(&msg) {
                     Ok(identity) => identity,
-                    Err(why) => return self.unauthorised(ctx, &msg, &why),
+                    Err(why) => return self.unauthorised(ctx, &msg, &id, &runtime, &why),
+                };
+                let stubs = match announced_stubs(&msg) {
+                    Ok(s) => s,
+                    Err(why) => {
+                        let r = msg.reply_error(ResponseCode::BadRequest, why);
+                        return self.reply(ctx, &r, &id);
+                    }
                 };
                 let f = self.node.sessions.send(Open {
                     key: self.key.clone(),
                     runtime: msg.from.to_string(),
-                    identity: identity.clone(),
+                    stubs,
+                    identity,
                 });
                 ctx.wait(f.into_actor(self).map(move |r, act, ctx| {
-                    let r = r.unwrap_or_else(|_| Err(gone()));
-                    let resp = match r {
-                        Ok(token) => {
+                    let resp = match r.unwrap_or_else(|_| Err(gone())) {
+                        Ok(opened) => {
                             act.runtime = Some(Arc::from(msg.from.as_str()));
-                            act.identity = identity.map(stamped_identity);
-                            token_reply(&msg, &token)
+                            act.identity = opened.identity.clone().map(stamped_identity);
+                            token_reply(&msg, &opened)
                         }
                         Err(e) => msg.reply_error(e.code, e.description),
                     };
-                    act.reply(ctx, &resp);
+                    act.reply(ctx, &resp, &id);
                 }));
             }
             MessageType::ReOpen => {
+                if self.runtime.is_some() {
+                    let r = msg.reply_error(
+                        ResponseCode::BadRequest,
+                        "this connection already has a session: re-open from a new connection",
+                    );
+                    return self.reply(ctx, &r, &id);
+                }
                 let (token, runtime) = match reopen_token(&msg) {
                     Some(t) => t,
                     None => {
@@ -739,28 +830,33 @@ impl WsSession {
                             ResponseCode::BadRequest,
                             "re-open needs body.runtimeToken (or from = <runtimeURL>/<token>)",
                         );
-                        return self.reply(ctx, &r);
+                        return self.reply(ctx, &r, &id);
                     }
+                };
+                let identity = match self.credentials(&msg, &runtime) {
+                    Ok(identity) => identity,
+                    Err(why) => return self.unauthorised(ctx, &msg, &id, &runtime, &why),
                 };
                 let f = self.node.sessions.send(ReOpen {
                     key: self.key.clone(),
                     token,
                     runtime: runtime.clone(),
+                    identity,
                 });
                 ctx.wait(f.into_actor(self).map(move |r, act, ctx| {
                     let resp = match r.unwrap_or_else(|_| Err(gone())) {
-                        Ok(token) => {
-                            act.key = token.clone();
+                        Ok(opened) => {
+                            act.key = opened.key.clone();
                             act.runtime = Some(Arc::from(runtime.as_str()));
-                            act.identity =
-                                act.node.router.identity_of(&token).map(stamped_identity);
-                            token_reply(&msg, &token)
+                            act.identity = opened.identity.clone().map(stamped_identity);
+                            token_reply(&msg, &opened)
                         }
                         Err(e) => msg.reply_error(e.code, e.description),
                     };
-                    act.reply(ctx, &resp);
+                    act.reply(ctx, &resp, &id);
                 }));
             }
+            MessageType::Update if self.runtime.is_some() => self.renew(msg, id, ctx),
             MessageType::Close => {
                 self.closed = true;
                 let f = self.node.sessions.send(Close {
@@ -768,66 +864,117 @@ impl WsSession {
                 });
                 // everything is freed before the 200 goes out
                 ctx.wait(f.into_actor(self).map(move |_, act, ctx| {
-                    act.reply(ctx, &msg.reply(ResponseCode::Ok));
+                    act.reply(ctx, &msg.reply(ResponseCode::Ok), &id);
                     ctx.close(Some(ws::CloseCode::Normal.into()));
                     ctx.stop();
                 }));
             }
-            MessageType::Ping => self.reply(ctx, &msg.reply(ResponseCode::Ok)),
+            MessageType::Ping => self.reply(ctx, &msg.reply(ResponseCode::Ok), &id),
             _ => {
                 let r = msg.reply_error(
                     ResponseCode::BadRequest,
                     format!(
-                        "mn:/session takes open, re-open and close, not {}",
+                        "mn:/session takes open, re-open, update (token renewal) and close, not {}",
                         msg.kind
                     ),
                 );
-                self.reply(ctx, &r);
+                self.reply(ctx, &r, &id);
             }
         }
+    }
+
+    /// `update` to `mn:/session` with a fresh `body.idToken` (or device token) of
+    /// the session's identity: the session lives on until the new expiry.
+    fn renew(&mut self, msg: Message, id: FrameId<'static>, ctx: &mut ws::WebsocketContext<Self>) {
+        let runtime = self.runtime.as_deref().unwrap_or_default().to_owned();
+        let identity = match self.credentials(&msg, &runtime) {
+            Ok(Some(identity)) => identity,
+            Ok(None) => {
+                let r = msg.reply_error(
+                    ResponseCode::BadRequest,
+                    "renew the session with body.idToken",
+                );
+                return self.reply(ctx, &r, &id);
+            }
+            Err(why) => {
+                let r = msg.reply_error(ResponseCode::Unauthorized, why);
+                return self.reply(ctx, &r, &id);
+            }
+        };
+        let expires = identity.expires;
+        let f = self.node.sessions.send(Renew {
+            key: self.key.clone(),
+            identity,
+        });
+        ctx.wait(f.into_actor(self).map(move |r, act, ctx| {
+            let resp = match r.unwrap_or_else(|_| Err(gone())) {
+                Ok(()) => msg.reply_value(ResponseCode::Ok, json!({ "expires": expires })),
+                Err(e) => msg.reply_error(e.code, e.description),
+            };
+            act.reply(ctx, &resp, &id);
+        }));
     }
 
     /// Checks the credentials of an `open`: an ID token (a user) or a device token
     /// (the runtime itself, whose URL must then be the token's subject), in
     /// `body.idToken`, `body.token` or `body.accessToken`. Without one, the session
     /// is anonymous if `auth.mode` is `optional`.
-    fn authenticate(&self, msg: &Message) -> Result<Option<Arc<str>>, String> {
+    fn authenticate(&self, msg: &Message) -> Result<Option<Authenticated>, String> {
+        match self.credentials(msg, msg.from.as_str())? {
+            Some(a) => Ok(Some(a)),
+            None => match self.node.config.auth.mode {
+                AuthMode::Optional => Ok(None),
+                AuthMode::Required => {
+                    Err("authentication required: open with body.idToken".to_owned())
+                }
+            },
+        }
+    }
+
+    /// The identity proven by the token in `msg`, if it carries one, for a session
+    /// of `runtime`.
+    fn credentials(&self, msg: &Message, runtime: &str) -> Result<Option<Authenticated>, String> {
         let token = ["idToken", "token", "accessToken"]
             .iter()
             .find_map(|k| msg.body.extra.get(*k))
             .map(|t| t.as_str().ok_or("the token must be a string"))
             .transpose()?;
         let Some(token) = token else {
-            return match self.node.config.auth.mode {
-                AuthMode::Optional => Ok(None),
-                AuthMode::Required => {
-                    Err("authentication required: open with body.idToken".to_owned())
-                }
-            };
+            return Ok(None);
         };
         let claims = self
             .node
             .verifier
             .verify_token(token)
             .map_err(|e| e.to_string())?;
-        if claims.token_use == TokenUse::Device && claims.sub != msg.from.as_str() {
+        if claims.token_use == TokenUse::Device && claims.sub != runtime {
             return Err(format!(
-                "this device token is for {}, not {}",
-                claims.sub, msg.from
+                "this device token is for {}, not {runtime}",
+                claims.sub
             ));
         }
-        Ok(Some(Arc::from(claims.sub.as_str())))
+        Ok(Some(Authenticated {
+            identity: Arc::from(claims.sub.as_str()),
+            expires: claims.exp,
+        }))
     }
 
     /// 401 to the `open`, then the socket closes.
-    fn unauthorised(&mut self, ctx: &mut ws::WebsocketContext<Self>, msg: &Message, why: &str) {
-        warn!(peer = %self.peer, runtime = %msg.from, reason = why, "open refused");
+    fn unauthorised(
+        &mut self,
+        ctx: &mut ws::WebsocketContext<Self>,
+        msg: &Message,
+        id: &FrameId<'_>,
+        runtime: &str,
+        why: &str,
+    ) {
+        warn!(peer = %self.peer, runtime, reason = why, "open refused");
         self.node
             .router
             .stats
             .unauthorised
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        self.reply(ctx, &msg.reply_error(ResponseCode::Unauthorized, why));
+        self.reply(ctx, &msg.reply_error(ResponseCode::Unauthorized, why), id);
         self.stop_reason = "unauthorised";
         close_for_policy(ctx, "unauthorised");
     }
@@ -906,12 +1053,27 @@ fn gone() -> SessionRefused {
     }
 }
 
-fn token_reply(msg: &Message, token: &str) -> Message {
+fn token_reply(msg: &Message, opened: &Opened) -> Message {
     let mut r = msg.reply(ResponseCode::Ok);
-    r.body
-        .extra
-        .insert("runtimeToken".to_owned(), Value::String(token.to_owned()));
+    r.body.extra.insert(
+        "runtimeToken".to_owned(),
+        Value::String(opened.token.clone()),
+    );
     r
+}
+
+/// Stub URLs announced in an `open`'s `body.stubURL` (a string or a list).
+fn announced_stubs(msg: &Message) -> Result<Vec<String>, String> {
+    match msg.body.extra.get("stubURL") {
+        None | Some(Value::Null) => Ok(Vec::new()),
+        Some(Value::String(s)) => Ok(vec![s.clone()]),
+        Some(Value::Array(items)) => items
+            .iter()
+            .map(|v| v.as_str().map(str::to_owned))
+            .collect::<Option<Vec<_>>>()
+            .ok_or_else(|| "body.stubURL must be a URL or a list of URLs".to_owned()),
+        Some(_) => Err("body.stubURL must be a URL or a list of URLs".to_owned()),
+    }
 }
 
 /// The token and runtime URL of a `re-open`: `body.runtimeToken` (runtime = `from`),

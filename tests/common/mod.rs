@@ -24,6 +24,7 @@ pub fn start_node(
     // most tests speak as anonymous runtimes; tests/auth.rs covers authentication
     cfg.auth.mode = hyperty::config::AuthMode::Optional;
     cfg.identity.data_dir = None;
+    cfg.node.data_dir = None;
     cfg.identity.kdf = hyperty::identity::KdfParams::fast_insecure();
     tune(&mut cfg);
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
