@@ -72,6 +72,15 @@ pub enum BusError {
     /// The runtime is shutting down (500).
     #[error("the bus is shut down")]
     Shutdown,
+    /// A hyperty used an address its runtime did not give it: sent from it,
+    /// listened on it, or answered a request sent to it (403).
+    #[error("{hyperty} does not hold {address}")]
+    NotHeld {
+        /// The hyperty.
+        hyperty: String,
+        /// The address.
+        address: String,
+    },
 }
 
 impl ToResponseCode for BusError {
@@ -83,6 +92,7 @@ impl ToResponseCode for BusError {
             BusError::Busy(_) => ResponseCode::TooManyRequests,
             BusError::Unavailable(_) | BusError::Shutdown => ResponseCode::InternalError,
             BusError::Invalid(_) => ResponseCode::BadRequest,
+            BusError::NotHeld { .. } => ResponseCode::Forbidden,
         }
     }
 }

@@ -2,12 +2,16 @@
 //!
 //! A hyperty is any actor with `Context<Self>` that handles [`Deliver`]. It is built
 //! by a factory that receives a [`HypertyContext`]: its own address, the runtime it
-//! lives in, and a [`Bus`] handle to post requests and await responses, send
+//! lives in, and a [`BoundBus`] handle to post requests and await responses, send
 //! replies and register listeners for its data objects. The factory is called again
 //! whenever the hyperty's sandbox restarts it after a panic.
 //!
 //! A hyperty never holds another component's actor handle: everything it reaches, it
-//! reaches by address through the bus, where interceptors (PEPs) see it.
+//! reaches by address through the bus, where interceptors (PEPs) see it. Its bus
+//! handle is bound to the addresses its runtime gave it — its URL (and what lies
+//! under it) and the data-object addresses [allocated](HypertyContext::allocate)
+//! for it — so it cannot send as, listen as or answer for another hyperty, and it
+//! cannot inject messages as a protocol stub (see [`crate::bus::bound`]).
 //!
 //! ```
 //! use hyperty_actors::prelude::*;
@@ -47,9 +51,10 @@ use futures_util::FutureExt;
 use serde_json::Value;
 
 use crate::address::{Address, HypertyUrl, RuntimeUrl, UserUrl};
-use crate::bus::{Bus, Deliver};
-use crate::error::BusError;
+use crate::bus::{BoundBus, Bus, Deliver, Holdings};
+use crate::error::{BusError, RegistryError};
 use crate::message::{Message, MessageType, ResponseCode};
+use crate::registry::AllocateObjects;
 use crate::routes::ListenerId;
 use crate::sandbox::RestartPolicy;
 
@@ -64,7 +69,8 @@ pub struct HypertyContext {
     runtime: RuntimeUrl,
     provider: Arc<str>,
     user: Option<UserUrl>,
-    bus: Bus,
+    bus: BoundBus,
+    allocator: Option<Recipient<AllocateObjects>>,
     restarts: u32,
 }
 
@@ -80,18 +86,20 @@ impl fmt::Debug for HypertyContext {
 
 impl HypertyContext {
     pub(crate) fn new(
-        url: HypertyUrl,
+        holdings: Arc<Holdings>,
         provider: Arc<str>,
         user: Option<UserUrl>,
         bus: Bus,
+        allocator: Option<Recipient<AllocateObjects>>,
         restarts: u32,
     ) -> Self {
         HypertyContext {
             runtime: bus.runtime_url().clone(),
-            url,
+            url: holdings.hyperty().clone(),
             provider,
             user,
-            bus,
+            bus: BoundBus::new(bus, holdings),
+            allocator,
             restarts,
         }
     }
@@ -121,8 +129,8 @@ impl HypertyContext {
         self.restarts
     }
 
-    /// The bus.
-    pub fn bus(&self) -> &Bus {
+    /// The bus, bound to this hyperty's addresses.
+    pub fn bus(&self) -> &BoundBus {
         &self.bus
     }
 
@@ -162,8 +170,36 @@ impl HypertyContext {
         address: Address,
         recipient: Recipient<Deliver>,
     ) -> impl Future<Output = Result<ListenerId, BusError>> + 'static {
-        self.bus
-            .add_listener(address, recipient, Some(self.url.address().clone()))
+        self.bus.add_listener(address, recipient)
+    }
+
+    /// Allocates `number` data-object addresses of `scheme` (e.g. `comm`) for this
+    /// hyperty — from the messaging node once the runtime is attached to one — and
+    /// adds them to what it holds: it may then send from and listen on them and
+    /// what lies under them (`/changes`, `/subscription`, children).
+    pub fn allocate(
+        &self,
+        scheme: &str,
+        number: usize,
+    ) -> impl Future<Output = Result<Vec<Address>, RegistryError>> + 'static {
+        let req = self.allocator.as_ref().map(|a| {
+            a.send(AllocateObjects {
+                hyperty: self.url.clone(),
+                scheme: scheme.to_owned(),
+                number,
+            })
+        });
+        let holdings = self.bus.holdings().clone();
+        async move {
+            let req = req.ok_or(RegistryError::Unavailable("registry"))?;
+            let list = req
+                .await
+                .map_err(|_| RegistryError::Unavailable("registry"))??;
+            holdings
+                .grant(&list)
+                .map_err(|_| RegistryError::Full("addresses held by the hyperty"))?;
+            Ok(list)
+        }
     }
 }
 

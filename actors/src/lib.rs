@@ -64,7 +64,7 @@ pub mod prelude {
     pub use crate::address::{
         Address, AddressKind, DataObjectUrl, DomainUrl, HypertyUrl, RuntimeUrl, UserUrl,
     };
-    pub use crate::bus::{Bus, BusConfig, Deliver, Direction, Interceptor, MessageBus};
+    pub use crate::bus::{BoundBus, Bus, BusConfig, Deliver, Direction, Interceptor, MessageBus};
     pub use crate::error::{BusError, Rejection, ToResponseCode};
     pub use crate::events::prelude::*;
     pub use crate::hyperty::{Hyperty, HypertyContext, HypertySpec};

@@ -21,7 +21,7 @@ use std::sync::Arc;
 use actix::prelude::*;
 use tracing::{debug, info, warn};
 
-use crate::address::{Address, HypertyUrl, UserUrl};
+use crate::address::{Address, AddressKind, DataObjectUrl, HypertyUrl, UserUrl};
 use crate::bus::{Bus, Deliver, Interceptor, RemoveAllListeners};
 use crate::error::RegistryError;
 use crate::message::MessageType;
@@ -63,6 +63,24 @@ pub struct AllocateAddresses {
     /// `hyperty` or a data-object scheme.
     pub scheme: String,
     /// How many.
+    pub number: usize,
+}
+
+/// Most data-object addresses one [`AllocateObjects`] may ask for.
+pub const MAX_OBJECTS_PER_ALLOCATION: usize = 1_000;
+
+/// Allocates data-object addresses (`<scheme>://<domain>/<id>`) for a running
+/// hyperty and records it as their owner ([`HypertyContext::allocate`](crate::hyperty::HypertyContext::allocate)
+/// sends it and adds them to what the hyperty holds). Uses the attached
+/// allocator (the messaging node) if there is one.
+#[derive(Debug, Clone, actix::Message)]
+#[rtype(result = "Result<Vec<Address>, RegistryError>")]
+pub struct AllocateObjects {
+    /// The hyperty.
+    pub hyperty: HypertyUrl,
+    /// A data-object scheme, e.g. `comm`.
+    pub scheme: String,
+    /// How many, 1 to [`MAX_OBJECTS_PER_ALLOCATION`].
     pub number: usize,
 }
 
@@ -315,6 +333,7 @@ impl RuntimeRegistry {
             &arbiter.handle(),
             provider,
             self.bus.clone(),
+            Some(ctx.address().recipient()),
             Some(ctx.address().recipient()),
             self.sandbox_config.clone(),
         );
@@ -656,6 +675,70 @@ impl Handler<RegisterDataObject> for RuntimeRegistry {
         }
         self.data_objects.insert(m.url, m.owner);
         Ok(())
+    }
+}
+
+impl Handler<AllocateObjects> for RuntimeRegistry {
+    type Result = ResponseActFuture<Self, Result<Vec<Address>, RegistryError>>;
+
+    fn handle(&mut self, m: AllocateObjects, _: &mut Context<Self>) -> Self::Result {
+        let refuse = |e| Box::pin(fut::ready(Err(e))) as Self::Result;
+        if !self.hyperties.contains_key(&m.hyperty) {
+            return refuse(RegistryError::NotFound(m.hyperty.to_string()));
+        }
+        if m.number == 0 || m.number > MAX_OBJECTS_PER_ALLOCATION {
+            return refuse(RegistryError::Allocation(format!(
+                "between 1 and {MAX_OBJECTS_PER_ALLOCATION} addresses at a time"
+            )));
+        }
+        if self.data_objects.len() + m.number > self.config.max_data_objects {
+            return refuse(RegistryError::Full("data objects"));
+        }
+        let allocation = match &self.allocator {
+            None => {
+                let local: Result<Vec<Address>, RegistryError> = (0..m.number)
+                    .map(|_| {
+                        DataObjectUrl::generate(&m.scheme, &self.domain)
+                            .map(DataObjectUrl::into_address)
+                            .map_err(RegistryError::from)
+                    })
+                    .collect();
+                Box::pin(async move { local })
+                    as std::pin::Pin<Box<dyn std::future::Future<Output = _>>>
+            }
+            Some(a) => {
+                let req = a.send(AllocateAddresses {
+                    scheme: m.scheme.clone(),
+                    number: m.number,
+                });
+                Box::pin(async move {
+                    req.await
+                        .map_err(|_| RegistryError::Unavailable("address allocator"))?
+                })
+            }
+        };
+        Box::pin(allocation.into_actor(self).map(move |list, act, _| {
+            let list = list?;
+            if list.len() != m.number
+                || list.iter().any(|a| a.kind() != AddressKind::DataObject)
+            {
+                return Err(RegistryError::Allocation(format!(
+                    "the allocator did not answer {} {} addresses",
+                    m.number, m.scheme
+                )));
+            }
+            if !act.hyperties.contains_key(&m.hyperty) {
+                return Err(RegistryError::NotFound(m.hyperty.to_string()));
+            }
+            if act.data_objects.len() + list.len() > act.config.max_data_objects {
+                return Err(RegistryError::Full("data objects"));
+            }
+            for a in &list {
+                act.data_objects.insert(a.clone(), m.hyperty.clone());
+            }
+            debug!(hyperty = %m.hyperty, scheme = %m.scheme, number = m.number, "objects allocated");
+            Ok(list)
+        }))
     }
 }
 

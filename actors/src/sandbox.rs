@@ -26,10 +26,11 @@ use serde_json::json;
 use tracing::{error, info, warn};
 
 use crate::address::{HypertyUrl, UserUrl};
-use crate::bus::{Bus, RemoveListenersOf};
+use crate::bus::{Bus, Holdings, RemoveListenersOf};
 use crate::error::SandboxError;
 use crate::hyperty::{Exit, HypertyContext, HypertySpec};
 use crate::message::{Message, MessageType};
+use crate::registry::AllocateObjects;
 use crate::routes::ListenerId;
 
 /// Default mailbox capacity of a hosted hyperty (a full mailbox answers 429).
@@ -157,6 +158,8 @@ struct Exited {
 
 struct Hosted {
     spec: HypertySpec,
+    /// What the hyperty holds; kept across restarts.
+    holdings: Arc<Holdings>,
     user: Option<UserUrl>,
     generation: u64,
     restarts: u32,
@@ -171,6 +174,7 @@ pub struct Sandbox {
     provider: Arc<str>,
     bus: Bus,
     registry: Option<Recipient<HypertyStatusChanged>>,
+    allocator: Option<Recipient<AllocateObjects>>,
     config: SandboxConfig,
     hosted: HashMap<HypertyUrl, Hosted>,
 }
@@ -185,12 +189,14 @@ impl fmt::Debug for Sandbox {
 }
 
 impl Sandbox {
-    /// Starts a sandbox for `provider` on `arbiter`.
+    /// Starts a sandbox for `provider` on `arbiter`. `registry` hears of status
+    /// changes; `allocator` allocates data-object addresses for its hyperties.
     pub fn start_in(
         arbiter: &ArbiterHandle,
         provider: &str,
         bus: Bus,
         registry: Option<Recipient<HypertyStatusChanged>>,
+        allocator: Option<Recipient<AllocateObjects>>,
         config: SandboxConfig,
     ) -> Addr<Sandbox> {
         let provider: Arc<str> = Arc::from(provider);
@@ -198,6 +204,7 @@ impl Sandbox {
             provider,
             bus,
             registry,
+            allocator,
             config,
             hosted: HashMap::new(),
         })
@@ -214,10 +221,11 @@ impl Sandbox {
             .get(url)
             .ok_or_else(|| format!("{url} is not hosted"))?;
         let hctx = HypertyContext::new(
-            url.clone(),
+            hosted.holdings.clone(),
             self.provider.clone(),
             hosted.user.clone(),
             self.bus.clone(),
+            self.allocator.clone(),
             hosted.restarts,
         );
         let started = (hosted.spec.starter)(hctx, self.config.mailbox_capacity)?;
@@ -297,6 +305,7 @@ impl Handler<StartHyperty> for Sandbox {
         self.hosted.insert(
             url.clone(),
             Hosted {
+                holdings: Holdings::new(url.clone()),
                 user: m.spec.user().cloned(),
                 spec: m.spec,
                 generation: 0,

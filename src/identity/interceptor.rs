@@ -4,7 +4,7 @@
 use std::sync::Arc;
 
 use dashmap::DashMap;
-use hyperty_actors::address::{Address, AddressKind};
+use hyperty_actors::address::{Address, AddressKind, HypertyUrl};
 use hyperty_actors::bus::{Direction, Interceptor};
 use hyperty_actors::error::Rejection;
 use hyperty_actors::message::Message;
@@ -34,8 +34,10 @@ pub(crate) type Bindings = Arc<DashMap<Arc<str>, Arc<Binding>>>;
 ///
 /// * senders of the schemes `domain`, `domain-idp`, `global`, `hyperty-runtime`
 ///   and `runtime` (runtime and back-end components) are left alone;
-/// * the sending hyperty is `from`, or `body.source` when `from` is a data object
-///   (a reporter's updates);
+/// * the sending hyperty is the one whose bound bus handle sent the message
+///   ([`Interceptor::intercept_sent`]) — never what `from` or `body.source`
+///   claim; for messages of the runtime owner (the full `Bus`) it is `from`, or
+///   `body.source` when `from` is a data object (a reporter's updates);
 /// * if an identity is bound to it, `body.identity` becomes
 ///   `{userProfile:{userURL,username,cn,avatar,…}, idp, assertion, expires}`;
 /// * otherwise `body.identity` becomes `{userProfile:{guid:"anonymous"}}` (with
@@ -74,12 +76,22 @@ impl Interceptor for IdentityInterceptor {
     }
 
     fn intercept(&self, msg: &mut Message, direction: Direction) -> Result<(), Rejection> {
+        self.intercept_sent(msg, direction, None)
+    }
+
+    fn intercept_sent(
+        &self,
+        msg: &mut Message,
+        direction: Direction,
+        hyperty: Option<&HypertyUrl>,
+    ) -> Result<(), Rejection> {
         if direction != Direction::Outgoing || msg.is_response() || is_component(&msg.from) {
             return Ok(());
         }
-        let sender = match (msg.from.kind(), &msg.body.source) {
-            (AddressKind::DataObject, Some(source)) => source.as_str(),
-            _ => msg.from.as_str(),
+        let sender = match (hyperty, msg.from.kind(), &msg.body.source) {
+            (Some(h), _, _) => h.as_str(),
+            (None, AddressKind::DataObject, Some(source)) => source.as_str(),
+            (None, _, _) => msg.from.as_str(),
         };
         let identity = match self.bindings.get(sender) {
             Some(b) => Some(b.identity.clone()),

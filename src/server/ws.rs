@@ -53,7 +53,7 @@ use crate::node::sessions::{
 use crate::node::NodeState;
 use crate::server::inbound::{BoundedFrames, Gate};
 use hyperty_actors::error::ToResponseCode;
-use hyperty_actors::policy::{Effect, Obligation, PolicyRequest, PolicySet};
+use hyperty_actors::policy::{domain_of, judge, PolicyRequest, PolicySet};
 
 static NEXT_CONN: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
 
@@ -467,11 +467,16 @@ impl WsSession {
         if let Some(s) = service {
             return self.service_request(s, text, ctx);
         }
-        if !self.permitted(h) {
+        let Some(stamp) = self.permitted(h) else {
             return self.refuse(ctx, h, ResponseCode::Forbidden, "Blocked by policy");
-        }
-        // the client's own assertedIdentity never goes through; the node's does
-        let identity = self.identity.as_ref().map(|(_, json)| json.as_str());
+        };
+        // the client's own assertedIdentity never goes through; the node's does,
+        // unless a policy's strip-identity obligation says otherwise
+        let identity = self
+            .identity
+            .as_ref()
+            .filter(|_| stamp)
+            .map(|(_, json)| json.as_str());
         let stamped_frame = stamped(text, h.body, identity).map(ByteString::from);
         let frame = stamped_frame.as_ref().unwrap_or(text);
         let router = &self.node.router;
@@ -503,28 +508,32 @@ impl WsSession {
     }
 
     /// The node's PEP: every recipient must be permitted by the node's policies,
-    /// decided on the header and the session's authenticated identity (which counts
-    /// as asserted: the node checked it at `open`).
-    fn permitted(&self, h: &Header<'_>) -> bool {
+    /// decided by the one policy function ([`judge`]) on the header and the
+    /// session's authenticated identity (which counts as asserted: the node checked
+    /// it at `open`). `None`: blocked; `Some(stamp)`: deliver, stamping
+    /// `assertedIdentity` unless a `strip-identity` obligation says not to.
+    fn permitted(&self, h: &Header<'_>) -> Option<bool> {
         let policies = self.node.pdp.policies();
-        let default = self.node.config.policy.default_behaviour;
-        if policies.is_empty() {
-            return default == Effect::Permit;
-        }
+        let snap = policies.snapshot();
         let user = self.identity.as_ref().map(|(i, _)| &**i);
-        let now = policies.clock().now_ms();
-        h.to.iter().all(|t| {
+        let asserted_domain = user.map(domain_of);
+        let now = if snap.needs_time() {
+            policies.clock().now_ms()
+        } else {
+            0
+        };
+        let mut stamp = true;
+        for t in h.to.iter() {
             let req = PolicyRequest::new(h.kind.as_str(), &h.from, t)
                 .with_identity(user, user.is_some())
                 .at(now);
-            let d = policies.decide(&req);
-            let assertion_ok = user.is_some()
-                || !d
-                    .obligations
-                    .iter()
-                    .any(|o| matches!(o, Obligation::RequireAssertion { .. }));
-            d.permits(default) && assertion_ok
-        })
+            let v = judge(&snap, &req, asserted_domain);
+            if !v.permit {
+                return None;
+            }
+            stamp &= !v.strip_identity;
+        }
+        Some(stamp)
     }
 
     /// Policy management at `domain://msg-node.<D>/pep`, for sessions whose

@@ -10,13 +10,11 @@ use std::sync::Arc;
 
 use arc_swap::ArcSwap;
 use serde_json::json;
-use tracing::{debug, info};
+use tracing::debug;
 
 use super::clock::Clock;
-use super::compiled::{
-    domain_of, domain_pattern_matches, CompiledPolicies, Decision, DecisionEffect, PolicyRequest,
-};
-use super::model::{Effect, Obligation};
+use super::compiled::{domain_of, CompiledPolicies, Decision, DecisionEffect, PolicyRequest};
+use super::judge::judge;
 use super::verify::{AssertionVerifier, RefuseAll, VerifiedIdentity};
 use crate::bus::Direction;
 use crate::error::Rejection;
@@ -171,44 +169,15 @@ impl PolicyHandle {
         let mut attach = false;
         let mut strip = false;
         let mut first: Option<Decision> = None;
+        let asserted_domain = verified.as_ref().map(|v| v.domain.as_str());
         for to in msg.to.iter() {
             let mut req = PolicyRequest::new(msg.kind.as_str(), msg.from.as_str(), to.as_str())
                 .with_identity(user, asserted)
                 .at(now);
             req.direction = direction;
-            let d = snap.decide(&req);
-            audit(&d, &req);
-            let blocked = match d.effect {
-                DecisionEffect::Deny => true,
-                DecisionEffect::NotApplicable => {
-                    explicit = false;
-                    snap.default_behaviour() == Effect::Deny
-                }
-                DecisionEffect::Permit => {
-                    let mut unmet = false;
-                    for o in d.obligations.iter() {
-                        match o {
-                            Obligation::RequireAssertion {
-                                domain,
-                                sender_domain,
-                            } => {
-                                let ok = verified.as_ref().is_some_and(|v| {
-                                    domain
-                                        .as_deref()
-                                        .is_none_or(|p| domain_pattern_matches(p, &v.domain))
-                                        && (!sender_domain || v.domain == req.from_domain)
-                                });
-                                unmet |= !ok;
-                            }
-                            Obligation::AttachIdentity => attach = true,
-                            Obligation::StripIdentity => strip = true,
-                            Obligation::Audit { .. } => {}
-                        }
-                    }
-                    unmet
-                }
-            };
-            if blocked {
+            let v = judge(&snap, &req, asserted_domain);
+            if !v.permit {
+                let d = v.decision;
                 debug!(
                     id = msg.id, kind = %msg.kind, from = %msg.from, %to,
                     policy = ?d.policy, rule = ?d.rule, effect = ?d.effect,
@@ -219,8 +188,11 @@ impl PolicyHandle {
                     result: Err(Rejection::blocked_by_policy()),
                 };
             }
+            explicit &= v.explicit;
+            attach |= v.attach_identity;
+            strip |= v.strip_identity;
             if first.is_none() {
-                first = Some(d);
+                first = Some(v.decision);
             }
         }
         if snap.attaches_identity() {
@@ -244,19 +216,6 @@ impl PolicyHandle {
                 obligations: Arc::from(Vec::new()),
             }),
             result: Ok(()),
-        }
-    }
-}
-
-fn audit(d: &Decision, req: &PolicyRequest<'_>) {
-    for o in d.obligations.iter() {
-        if let Obligation::Audit { note } = o {
-            info!(
-                target: "hyperty::policy::audit",
-                policy = ?d.policy, rule = ?d.rule, effect = ?d.effect,
-                kind = req.kind, from = req.from, to = req.to, note = ?note,
-                "policy decision"
-            );
         }
     }
 }

@@ -7,6 +7,7 @@
 //! | [`compiled`] | [`CompiledPolicies`]: validated, indexed rules and [`CompiledPolicies::decide`], the allocation-free decision function |
 //! | [`Pdp`] | the actor that owns the sets: [`AddPolicies`], [`RemovePolicies`], [`ListPolicies`], [`Authorise`], [`SetVerifier`], and reTHINK `create`/`delete`/`read` at `<runtime>/pep` |
 //! | [`PolicyHandle`] | the PDP's published snapshot, read synchronously by enforcement points (and by the messaging node) |
+//! | [`judge`] | the one decision-and-obligations function the runtime's PEP and the node's share |
 //! | [`Pep`] | the bus interceptor: deny → 403 `"Blocked by policy"`, permit → `body.auth = true`, not applicable → default behaviour with `body.auth = false` |
 //! | [`AssertionVerifier`] | the hook the identity module implements to verify `body.identity` |
 //! | [`Clock`] | the time conditions are read on ([`ManualClock`] in tests) |
@@ -129,9 +130,9 @@
 //! # Why hyperties cannot bypass the PEP
 //!
 //! A hyperty is built from a [`HypertyContext`](crate::hyperty::HypertyContext):
-//! its own address, its runtime's URL and a [`Bus`](crate::bus::Bus) handle. None
-//! of them can name another actor: every message goes through `Bus::post`/`send`
-//! and the interceptor chain. The registry's [`Resolve`](crate::registry::Resolve)
+//! its own address, its runtime's URL and a [`BoundBus`](crate::bus::BoundBus)
+//! handle. None of them can name another actor: every message goes through
+//! `BoundBus::post`/`send` and the interceptor chain. The registry's [`Resolve`](crate::registry::Resolve)
 //! answers a [`Route`](crate::registry::Route) made of addresses, never a
 //! recipient. The PEP is sealed: it cannot be removed through a bus handle and it
 //! runs after every other interceptor.
@@ -161,20 +162,24 @@
 //!
 //! ```compile_fail,E0624
 //! use hyperty_actors::prelude::*;
+//! use hyperty_actors::bus::Holdings;
 //! fn forge(bus: Bus, url: HypertyUrl) -> HypertyContext {
-//!     HypertyContext::new(url, "p".into(), None, bus, 0)
+//!     HypertyContext::new(Holdings::new(url), "p".into(), None, bus, None, 0)
 //! }
 //! ```
 //!
-//! What is *not* prevented inside a runtime, and so not relied on: a component can
-//! write any `from` address on a message it sends, and can add listeners. Rules
-//! that must resist a hostile local hyperty therefore key on verified identities
+//! Its bound handle refuses (403) any `from` or `body.source` it does not hold,
+//! listeners on addresses it does not hold and answers to requests not sent to
+//! it, so rules keyed on `from` hold against a hostile local hyperty. The runtime
+//! owner and protocol stubs keep the full `Bus` and can still write any `from`:
+//! rules about what arrives from other runtimes key on verified identities
 //! (`users`, `asserted`, `require-assertion`), and policy management over the bus
 //! requires a verified manager identity.
 
 pub mod clock;
 pub mod compiled;
 mod handle;
+mod judge;
 pub mod model;
 mod pattern;
 mod pdp;
@@ -187,6 +192,7 @@ pub use compiled::{
     DecisionEffect, PolicyLimits, PolicyRequest,
 };
 pub use handle::{Enforcement, PolicyHandle};
+pub use judge::{judge, Verdict};
 pub use model::{
     Combining, Conditions, Effect, Format, Obligation, PolicyDirection, PolicyFile, PolicySet,
     Rate, Rule, Target, TimeWindow, Weekday,

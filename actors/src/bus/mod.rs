@@ -60,19 +60,24 @@
 
 use std::fmt;
 use std::future::Future;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering::Relaxed};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use actix::prelude::*;
-use dashmap::DashMap;
 use tokio::sync::{mpsc, oneshot};
 use tracing::{debug, trace, warn};
 
-use crate::address::{Address, RuntimeUrl};
+use crate::address::{Address, HypertyUrl, RuntimeUrl};
 use crate::error::{error_response, BusError, Rejection};
 use crate::message::{Message, MessageId, MessageType, ResponseCode, To};
 use crate::routes::{Delivery, ListenerId, ListenerTable, Refusal, StubDelivery, StubTable};
+
+pub mod bound;
+mod pending;
+
+pub use bound::{BoundBus, Holdings};
+use pending::{Answer, Expiry, Key, PendingTable, Remote};
 
 /// Default time a request waits for its final response (runtime-core uses 15 s).
 pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(15);
@@ -138,6 +143,19 @@ pub trait Interceptor: Send + Sync + 'static {
     fn name(&self) -> &str;
     /// Inspects (and possibly rewrites) a message, or rejects it.
     fn intercept(&self, msg: &mut Message, direction: Direction) -> Result<(), Rejection>;
+    /// Like [`intercept`](Interceptor::intercept), told which hyperty sent the
+    /// message when it came through that hyperty's [`BoundBus`] (`None`: the
+    /// runtime owner, a runtime component or a protocol stub). The bus calls this
+    /// one; the default forwards to `intercept`.
+    fn intercept_sent(
+        &self,
+        msg: &mut Message,
+        direction: Direction,
+        sender: Option<&HypertyUrl>,
+    ) -> Result<(), Rejection> {
+        let _ = sender;
+        self.intercept(msg, direction)
+    }
     /// A sealed interceptor (a policy enforcement point) cannot be removed once
     /// installed and always runs after the unsealed ones, so no component holding a
     /// [`Bus`] handle can switch it off or rewrite a message after it decided.
@@ -185,19 +203,29 @@ struct Counters {
     dropped: AtomicU64,
 }
 
-type PendingKey = (Arc<str>, MessageId);
-
-struct Pending {
-    tx: oneshot::Sender<Result<Message, BusError>>,
-    progress: Option<mpsc::Sender<Message>>,
-    target: Arc<str>,
+/// Where a message came from.
+#[derive(Debug, Clone, Copy)]
+enum Origin<'a> {
+    /// The runtime owner or one of its components (the full [`Bus`]).
+    Local,
+    /// A hyperty, through its [`BoundBus`].
+    Bound(&'a Holdings),
+    /// The protocol stub at this address.
+    Stub(&'a Address),
 }
 
-/// Where a message came from.
-#[derive(Debug, Clone, PartialEq, Eq)]
-enum Origin {
-    Local,
-    Stub(Address),
+impl Origin<'_> {
+    fn is_stub(&self) -> bool {
+        matches!(self, Origin::Stub(_))
+    }
+
+    /// Who may answer, complete or send as: `None` for the owner and stubs.
+    fn holdings(&self) -> Option<&Holdings> {
+        match self {
+            Origin::Bound(h) => Some(h),
+            _ => None,
+        }
+    }
 }
 
 struct Shared {
@@ -206,11 +234,7 @@ struct Shared {
     next_id: AtomicU64,
     listeners: ListenerTable,
     stubs: Arc<StubTable>,
-    pending: DashMap<PendingKey, Pending>,
-    /// Remote requests delivered to a local listener and not yet answered:
-    /// (requester, id) → the local recipient.
-    inflight: DashMap<PendingKey, Arc<str>>,
-    tracked: AtomicUsize,
+    pending: PendingTable,
     interceptors: RwLock<Arc<[Arc<dyn Interceptor>]>>,
     counters: Counters,
     shut: AtomicBool,
@@ -234,13 +258,61 @@ impl fmt::Debug for Bus {
 /// Removes a pending entry when the waiting future is dropped or finishes.
 struct PendingGuard {
     shared: Arc<Shared>,
-    key: PendingKey,
+    key: Key,
 }
 
 impl Drop for PendingGuard {
     fn drop(&mut self) {
-        if self.shared.pending.remove(&self.key).is_some() {
-            self.shared.tracked.fetch_sub(1, Relaxed);
+        self.shared.pending.forget(&self.key);
+    }
+}
+
+/// Waits for the final response of the request behind `guard`, until the
+/// deadline the pending table keeps for it (moved by provisional responses when
+/// `progress` shows them).
+async fn wait<F: FnMut(Message)>(
+    guard: PendingGuard,
+    mut rx: oneshot::Receiver<Result<Message, BusError>>,
+    mut progress: Option<(mpsc::Receiver<Message>, F)>,
+) -> Result<Message, BusError> {
+    let shared = &guard.shared;
+    let Some(mut deadline) = shared.pending.deadline(&guard.key) else {
+        // answered (or failed) before we looked
+        return (&mut rx).await.unwrap_or(Err(BusError::Shutdown));
+    };
+    loop {
+        let next = async {
+            match &mut progress {
+                Some((prx, _)) => prx.recv().await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            biased;
+            Some(p) = next => {
+                if let Some((_, on_progress)) = &mut progress {
+                    on_progress(p);
+                }
+            }
+            r = &mut rx => {
+                // provisional responses sent before the final one come first
+                if let Some((prx, on_progress)) = &mut progress {
+                    while let Ok(p) = prx.try_recv() {
+                        on_progress(p);
+                    }
+                }
+                return r.unwrap_or(Err(BusError::Shutdown));
+            }
+            _ = tokio::time::sleep_until(deadline) => {
+                match shared.pending.expire(&guard.key, tokio::time::Instant::now()) {
+                    Expiry::Expired => {
+                        shared.counters.timeouts.fetch_add(1, Relaxed);
+                        return Err(BusError::Timeout);
+                    }
+                    Expiry::Later(d) => deadline = d,
+                    Expiry::Gone => return (&mut rx).await.unwrap_or(Err(BusError::Shutdown)),
+                }
+            }
         }
     }
 }
@@ -273,21 +345,7 @@ impl Bus {
     /// (no route, rejection, full mailbox, crash, timeout) come back as [`BusError`];
     /// a remote error response is an `Ok` response with its code.
     pub fn post(&self, msg: Message) -> impl Future<Output = Result<Message, BusError>> + 'static {
-        let shared = self.shared.clone();
-        let (tx, rx) = oneshot::channel();
-        let guard = shared.begin(msg, tx, None);
-        let timeout = shared.config.request_timeout;
-        async move {
-            let _guard = guard?;
-            match tokio::time::timeout(timeout, rx).await {
-                Ok(Ok(result)) => result,
-                Ok(Err(_)) => Err(BusError::Shutdown),
-                Err(_) => {
-                    shared.counters.timeouts.fetch_add(1, Relaxed);
-                    Err(BusError::Timeout)
-                }
-            }
-        }
+        self.post_from(msg, Origin::Local)
     }
 
     /// Like [`Bus::post`], but calls `on_progress` with each provisional (1xx)
@@ -295,53 +353,50 @@ impl Bus {
     pub fn post_with_progress<F>(
         &self,
         msg: Message,
-        mut on_progress: F,
+        on_progress: F,
     ) -> impl Future<Output = Result<Message, BusError>> + 'static
     where
         F: FnMut(Message) + 'static,
     {
-        let shared = self.shared.clone();
-        let (tx, mut rx) = oneshot::channel();
-        let (ptx, mut prx) = mpsc::channel(PROGRESS_BUFFER);
-        let guard = shared.begin(msg, tx, Some(ptx));
-        let timeout = shared.config.request_timeout;
-        async move {
-            let _guard = guard?;
-            let mut deadline = tokio::time::Instant::now() + timeout;
-            loop {
-                tokio::select! {
-                    biased;
-                    Some(p) = prx.recv() => {
-                        on_progress(p);
-                        deadline = tokio::time::Instant::now() + timeout;
-                    }
-                    r = &mut rx => {
-                        // provisional responses sent before the final one come first
-                        while let Ok(p) = prx.try_recv() {
-                            on_progress(p);
-                        }
-                        return r.unwrap_or(Err(BusError::Shutdown));
-                    }
-                    _ = tokio::time::sleep_until(deadline) => {
-                        shared.counters.timeouts.fetch_add(1, Relaxed);
-                        return Err(BusError::Timeout);
-                    }
-                }
-            }
-        }
+        self.post_with_progress_from(msg, on_progress, Origin::Local)
+    }
+
+    fn post_from(
+        &self,
+        msg: Message,
+        origin: Origin<'_>,
+    ) -> impl Future<Output = Result<Message, BusError>> + 'static {
+        let (tx, rx) = oneshot::channel();
+        let guard = self.shared.begin(msg, tx, None, origin);
+        async move { wait::<fn(Message)>(guard?, rx, None).await }
+    }
+
+    fn post_with_progress_from<F>(
+        &self,
+        msg: Message,
+        on_progress: F,
+        origin: Origin<'_>,
+    ) -> impl Future<Output = Result<Message, BusError>> + 'static
+    where
+        F: FnMut(Message) + 'static,
+    {
+        let (tx, rx) = oneshot::channel();
+        let (ptx, prx) = mpsc::channel(PROGRESS_BUFFER);
+        let guard = self.shared.begin(msg, tx, Some(ptx), origin);
+        async move { wait(guard?, rx, Some((prx, on_progress))).await }
     }
 
     /// Sends without waiting. Assigns an id if `msg.id` is 0 and returns it. If a
     /// request cannot be delivered, the bus answers the sender's listener with an
     /// error response.
     pub fn send(&self, msg: Message) -> MessageId {
-        self.shared.send(msg)
+        self.shared.send(msg, Origin::Local)
     }
 
     /// Hands in a message that arrived through the protocol stub `stub`: it goes
     /// through the incoming pipeline and is never routed back to that stub.
     pub fn inject(&self, msg: Message, stub: &Address) {
-        self.shared.route(msg, &Origin::Stub(stub.clone()));
+        self.shared.route(msg, Origin::Stub(stub));
     }
 
     /// Adds a listener on exactly `address`. `owner` (a hyperty URL) lets all of a
@@ -405,18 +460,7 @@ impl Bus {
     /// Fails every pending request with [`BusError::Shutdown`] and refuses new ones.
     pub fn shutdown(&self) {
         self.shared.shut.store(true, Relaxed);
-        let keys: Vec<PendingKey> = self
-            .shared
-            .pending
-            .iter()
-            .map(|e| e.key().clone())
-            .collect();
-        for k in keys {
-            if let Some((_, p)) = self.shared.pending.remove(&k) {
-                self.shared.tracked.fetch_sub(1, Relaxed);
-                let _ = p.tx.send(Err(BusError::Shutdown));
-            }
-        }
+        self.shared.pending.shutdown();
     }
 }
 
@@ -439,14 +483,34 @@ impl Shared {
         }
     }
 
-    /// Assigns an id if needed and routes a local message.
-    fn send(&self, mut msg: Message) -> MessageId {
+    /// Assigns an id if needed and routes a message; a bound sender's message is
+    /// checked first.
+    fn send(&self, mut msg: Message, origin: Origin<'_>) -> MessageId {
         if msg.id == 0 {
             msg.id = self.next_id();
         }
         let id = msg.id;
-        self.route(msg, &Origin::Local);
+        if let Some(h) = origin.holdings() {
+            if let Err(e) = h.check_sender(&msg) {
+                self.refuse_bound(msg, h, e);
+                return id;
+            }
+        }
+        self.route(msg, origin);
         id
+    }
+
+    /// A bound sender's message it may not send: nothing is delivered; a request
+    /// is answered 403 at the hyperty's own URL.
+    fn refuse_bound(&self, msg: Message, h: &Holdings, err: BusError) {
+        self.counters.rejected.fetch_add(1, Relaxed);
+        warn!(hyperty = %h.hyperty(), id = msg.id, kind = %msg.kind, from = %msg.from, error = %err, "refused");
+        if msg.kind.expects_response() {
+            let mut resp = error_response(&msg, &err);
+            let me = h.hyperty().address().clone();
+            resp.to = To::One(me.clone());
+            self.route_to(resp, &me, Origin::Local);
+        }
     }
 
     /// Starts a request: assigns an id if needed, records it as pending and routes
@@ -456,69 +520,56 @@ impl Shared {
         mut msg: Message,
         tx: oneshot::Sender<Result<Message, BusError>>,
         progress: Option<mpsc::Sender<Message>>,
+        origin: Origin<'_>,
     ) -> Result<PendingGuard, BusError> {
         if msg.id == 0 {
             msg.id = self.next_id();
         }
-        let key = self.register(&msg, tx, progress)?;
-        self.route(msg, &Origin::Local);
-        Ok(PendingGuard {
-            shared: self.clone(),
-            key,
-        })
-    }
-
-    fn register(
-        &self,
-        msg: &Message,
-        tx: oneshot::Sender<Result<Message, BusError>>,
-        progress: Option<mpsc::Sender<Message>>,
-    ) -> Result<PendingKey, BusError> {
+        if let Some(h) = origin.holdings() {
+            h.check_sender(&msg).inspect_err(|e| {
+                self.counters.rejected.fetch_add(1, Relaxed);
+                warn!(hyperty = %h.hyperty(), id = msg.id, from = %msg.from, error = %e, "refused");
+            })?;
+        }
         if self.shut.load(Relaxed) {
             return Err(BusError::Shutdown);
         }
         if matches!(&msg.to, To::Many(list) if list.is_empty()) {
             return Err(BusError::Invalid("empty recipient list".to_owned()));
         }
-        if self.tracked.fetch_add(1, Relaxed) >= self.config.max_pending {
-            self.tracked.fetch_sub(1, Relaxed);
-            self.counters.busy.fetch_add(1, Relaxed);
-            return Err(BusError::Busy("the bus (pending requests)".to_owned()));
-        }
         let key = (msg.from.shared().clone(), msg.id);
-        let pending = Pending {
-            tx,
-            progress,
-            target: msg.to.first().shared().clone(),
-        };
-        if self.pending.insert(key.clone(), pending).is_some() {
-            // the same sender reused an id: the older request loses its correlation
-            self.tracked.fetch_sub(1, Relaxed);
-        }
-        Ok(key)
+        let now = tokio::time::Instant::now();
+        self.pending
+            .insert(key.clone(), msg.to.clone(), tx, progress, now)
+            .inspect_err(|_| {
+                self.counters.busy.fetch_add(1, Relaxed);
+            })?;
+        self.route(msg, origin);
+        Ok(PendingGuard {
+            shared: self.clone(),
+            key,
+        })
     }
 
     fn is_local(&self, addr: &Address) -> bool {
         self.listeners.contains(addr.as_str()) || addr.is_under(self.runtime_url.as_str())
     }
 
-    fn direction(&self, msg: &Message, origin: &Origin) -> Direction {
+    fn direction(&self, msg: &Message, origin: Origin<'_>) -> Direction {
         match origin {
             Origin::Stub(_) => Direction::Incoming,
-            Origin::Local if msg.to.iter().all(|a| self.is_local(a)) => Direction::Local,
-            Origin::Local => Direction::Outgoing,
+            _ if msg.to.iter().all(|a| self.is_local(a)) => Direction::Local,
+            _ => Direction::Outgoing,
         }
     }
 
-    fn route(&self, mut msg: Message, origin: &Origin) {
+    fn route(&self, mut msg: Message, origin: Origin<'_>) {
         if matches!(&msg.to, To::Many(list) if list.is_empty()) {
             // only a hand-built `To::Many(vec![])` gets here; parsed messages never do
             self.counters.dropped.fetch_add(1, Relaxed);
-            if let Some((_, p)) = self.pending.remove(&(msg.from.shared().clone(), msg.id)) {
-                self.tracked.fetch_sub(1, Relaxed);
-                let _ =
-                    p.tx.send(Err(BusError::Invalid("empty recipient list".to_owned())));
-            }
+            let key = (msg.from.shared().clone(), msg.id);
+            self.pending
+                .fail(&key, BusError::Invalid("empty recipient list".to_owned()));
             return;
         }
         let span = tracing::trace_span!(
@@ -536,8 +587,9 @@ impl Shared {
             .clone();
         if !chain.is_empty() {
             let direction = self.direction(&msg, origin);
+            let sender = origin.holdings().map(Holdings::hyperty);
             for i in chain.iter() {
-                if let Err(rejection) = i.intercept(&mut msg, direction) {
+                if let Err(rejection) = i.intercept_sent(&mut msg, direction, sender) {
                     debug!(interceptor = i.name(), reason = %rejection, "message rejected");
                     self.counters.rejected.fetch_add(1, Relaxed);
                     self.fail(msg, BusError::Rejected(rejection));
@@ -561,13 +613,13 @@ impl Shared {
     /// are grouped per protocol stub and each stub carries the message once, with
     /// `to` narrowed to the recipients it serves (the far side fans out). A list
     /// that arrived through a stub is delivered to local recipients only.
-    fn route_many(&self, msg: Message, targets: &[Address], origin: &Origin) {
+    fn route_many(&self, msg: Message, targets: &[Address], origin: Origin<'_>) {
         let mut groups: Vec<(Address, Vec<Address>)> = Vec::new();
         let mut local = Vec::new();
         for t in targets {
             if self.is_local(t) || msg.kind == MessageType::Response {
                 local.push(t);
-            } else if matches!(origin, Origin::Stub(_)) {
+            } else if origin.is_stub() {
                 trace!(target = %t, "list recipient served elsewhere");
             } else {
                 match self.stubs.resolve_url(t) {
@@ -597,38 +649,58 @@ impl Shared {
         }
     }
 
-    fn route_to(&self, msg: Message, target: &Address, origin: &Origin) {
+    fn route_to(&self, msg: Message, target: &Address, origin: Origin<'_>) {
+        let mut msg = msg;
         if msg.kind == MessageType::Response {
-            let key = (target.shared().clone(), msg.id);
-            let provisional = msg.body.code.is_some_and(ResponseCode::is_provisional);
-            if provisional {
-                if let Some(p) = self.pending.get(&key) {
-                    if let Some(progress) = &p.progress {
-                        let _ = progress.try_send(msg);
-                    }
+            let bound = origin.holdings();
+            let may_answer = bound.map(|h| move |a: &str| h.holds(a));
+            let may_answer = may_answer.as_ref().map(|f| f as &dyn Fn(&str) -> bool);
+            let answer = match msg.to.first() == target {
+                true => self
+                    .pending
+                    .answer(msg, tokio::time::Instant::now(), may_answer),
+                false => {
+                    // one recipient of a response sent to a list
+                    let mut one = msg;
+                    one.to = To::One(target.clone());
+                    self.pending
+                        .answer(one, tokio::time::Instant::now(), may_answer)
+                }
+            };
+            msg = match answer {
+                Answer::Taken => {
+                    self.counters.responses.fetch_add(1, Relaxed);
                     return;
                 }
-            } else if let Some((_, p)) = self.pending.remove(&key) {
-                self.tracked.fetch_sub(1, Relaxed);
-                self.counters.responses.fetch_add(1, Relaxed);
-                let _ = p.tx.send(Ok(msg));
-                return;
-            }
-            if *origin == Origin::Local && !provisional && self.inflight.remove(&key).is_some() {
-                self.tracked.fetch_sub(1, Relaxed);
+                Answer::NotAddressed(m) => return self.not_addressed(m, bound),
+                Answer::Route(m) => m,
+            };
+            if !origin.is_stub() {
+                let final_response = !msg.body.code.is_some_and(ResponseCode::is_provisional);
+                let key = (target.shared().clone(), msg.id);
+                match self.pending.answer_remote(&key, final_response, may_answer) {
+                    Remote::Answered => {}
+                    Remote::NotAddressed => return self.not_addressed(msg, bound),
+                    // a hyperty answers across a stub only what was delivered to it
+                    Remote::Untracked if bound.is_some() && !self.is_local(target) => {
+                        return self.not_addressed(msg, bound)
+                    }
+                    Remote::Untracked => {}
+                }
             }
         }
-        let track = matches!(origin, Origin::Stub(_)) && msg.kind.expects_response();
+        let track = origin.is_stub() && msg.kind.expects_response();
         let requester = track.then(|| (msg.from.shared().clone(), msg.id));
         // Recorded before the hand-off: the listener runs on another thread and may
         // answer, or crash and have its requests failed, before `deliver` returns.
         if let Some(key) = &requester {
-            self.track_inflight(key.clone(), target);
+            self.pending
+                .track_remote(key.clone(), target.shared().clone());
         }
         let delivery = self.listeners.deliver(target.as_str(), Deliver(msg));
         if !matches!(delivery, Delivery::Delivered(_)) {
             if let Some(key) = &requester {
-                self.untrack_inflight(key);
+                self.pending.untrack_remote(key);
             }
         }
         match delivery {
@@ -641,7 +713,7 @@ impl Shared {
                 if !target.is_under(self.runtime_url.as_str()) {
                     let came_from = match origin {
                         Origin::Stub(s) => Some(s.as_str()),
-                        Origin::Local => None,
+                        _ => None,
                     };
                     match self.stubs.deliver(target, d, came_from) {
                         StubDelivery::Sent(stub) => {
@@ -658,20 +730,14 @@ impl Shared {
         }
     }
 
-    fn track_inflight(&self, key: PendingKey, target: &Address) {
-        if self.tracked.fetch_add(1, Relaxed) >= self.config.max_pending {
-            self.tracked.fetch_sub(1, Relaxed);
-            return;
-        }
-        if self.inflight.insert(key, target.shared().clone()).is_some() {
-            self.tracked.fetch_sub(1, Relaxed);
-        }
-    }
-
-    fn untrack_inflight(&self, key: &PendingKey) {
-        if self.inflight.remove(key).is_some() {
-            self.tracked.fetch_sub(1, Relaxed);
-        }
+    /// A bound sender's response to a request that was not addressed to it:
+    /// refused, nothing delivered, the request stays pending.
+    fn not_addressed(&self, msg: Message, bound: Option<&Holdings>) {
+        self.counters.rejected.fetch_add(1, Relaxed);
+        warn!(
+            hyperty = ?bound.map(Holdings::hyperty), id = msg.id, to = %msg.to.first(),
+            "response to a request not addressed to the sender refused"
+        );
     }
 
     fn refused(&self, msg: Message, target: &Address, why: Refusal) {
@@ -701,15 +767,13 @@ impl Shared {
             return;
         }
         let key = (msg.from.shared().clone(), msg.id);
-        if let Some((_, p)) = self.pending.remove(&key) {
-            self.tracked.fetch_sub(1, Relaxed);
-            let _ = p.tx.send(Err(err));
+        if self.pending.fail(&key, err.clone()) {
             return;
         }
         if msg.kind.expects_response() {
             let resp = error_response(&msg, &err);
             let target = msg.from.clone();
-            self.route_to(resp, &target, &Origin::Local);
+            self.route_to(resp, &target, Origin::Local);
         } else {
             self.counters.dropped.fetch_add(1, Relaxed);
             debug!(id = msg.id, kind = %msg.kind, to = %msg.to.first(), error = %err, "notification dropped");
@@ -718,44 +782,20 @@ impl Shared {
 
     fn fail_requests_to(&self, recipient: &Address) -> usize {
         let target = recipient.as_str();
-        let local: Vec<PendingKey> = self
-            .pending
-            .iter()
-            .filter(|e| &*e.value().target == target)
-            .map(|e| e.key().clone())
-            .collect();
-        let mut n = 0;
-        for k in local {
-            if let Some((_, p)) = self.pending.remove(&k) {
-                self.tracked.fetch_sub(1, Relaxed);
-                let _ = p.tx.send(Err(BusError::Unavailable(target.to_owned())));
-                n += 1;
-            }
-        }
-        let remote: Vec<PendingKey> = self
-            .inflight
-            .iter()
-            .filter(|e| &**e.value() == target)
-            .map(|e| e.key().clone())
-            .collect();
-        for k in remote {
-            if self.inflight.remove(&k).is_none() {
-                continue;
-            }
-            self.tracked.fetch_sub(1, Relaxed);
-            let Ok(requester) = Address::parse(&k.0) else {
+        let (mut n, remote) = self.pending.drop_recipient(target);
+        for (requester, id) in remote {
+            let Ok(requester) = Address::parse(&requester) else {
                 continue;
             };
-            let resp = Message {
-                id: k.1,
+            let mut resp = Message {
+                id,
                 kind: MessageType::Response,
                 from: recipient.clone(),
                 to: To::One(requester.clone()),
                 body: crate::message::Body::with_code(ResponseCode::InternalError),
             };
-            let mut resp = resp;
             resp.body.description = Some(BusError::Unavailable(target.to_owned()).to_string());
-            self.route_to(resp, &requester, &Origin::Local);
+            self.route_to(resp, &requester, Origin::Local);
             n += 1;
         }
         n
@@ -779,15 +819,14 @@ impl MessageBus {
     /// Starts the bus actor on the current arbiter and returns a handle.
     /// `stubs` is the stub table the runtime registry writes.
     pub fn start(runtime_url: RuntimeUrl, config: BusConfig, stubs: Arc<StubTable>) -> Bus {
+        let pending = PendingTable::new(config.max_pending, config.request_timeout);
         let shared = Arc::new(Shared {
             runtime_url,
             config,
             next_id: AtomicU64::new(0),
             listeners: ListenerTable::default(),
             stubs,
-            pending: DashMap::new(),
-            inflight: DashMap::new(),
-            tracked: AtomicUsize::new(0),
+            pending,
             interceptors: RwLock::new(Arc::from(Vec::new())),
             counters: Counters::default(),
             shut: AtomicBool::new(false),
@@ -968,7 +1007,7 @@ impl Handler<Post> for MessageBus {
 impl Handler<SendMessage> for MessageBus {
     type Result = MessageId;
     fn handle(&mut self, m: SendMessage, _: &mut Context<Self>) -> MessageId {
-        self.shared.send(m.0)
+        self.shared.send(m.0, Origin::Local)
     }
 }
 
