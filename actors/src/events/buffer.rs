@@ -17,7 +17,7 @@
 //! b.insert(x, None, 0);
 //! b.insert(y, None, 0);
 //! assert!(b.is_duplicate(&x)); // x seen twice now
-//! b.insert(z, None, 0);        // full: y (seen once, oldest) goes
+//! assert_eq!(b.insert(z, None, 0), Some(y)); // full: y (seen once, oldest) goes
 //! assert!(b.contains(&x) && b.contains(&z) && !b.contains(&y));
 //! ```
 
@@ -76,7 +76,8 @@ impl IdBuffer {
         self.entries.contains_key(id)
     }
 
-    fn remove(&mut self, id: &EventId) {
+    /// Forgets `id` (a durable entity whose store could not record it).
+    pub fn forget(&mut self, id: &EventId) {
         if let Some(s) = self.entries.remove(id) {
             self.by_rank.remove(&(s.hits, s.seq, *id));
             if let Some(e) = s.expiry {
@@ -86,18 +87,21 @@ impl IdBuffer {
     }
 
     /// Records a newly accepted id, making room if needed: an expired id goes
-    /// first, else the one seen the fewest times, oldest first.
-    pub fn insert(&mut self, id: EventId, expiry: Option<u64>, now_ms: u64) {
+    /// first, else the one seen the fewest times, oldest first. Returns the id
+    /// that made room.
+    pub fn insert(&mut self, id: EventId, expiry: Option<u64>, now_ms: u64) -> Option<EventId> {
         if self.entries.contains_key(&id) {
-            return;
+            return None;
         }
+        let mut evicted = None;
         if self.entries.len() >= self.capacity {
             let victim = match self.by_expiry.first() {
                 Some(&(e, old)) if now_ms > e => Some(old),
                 _ => self.by_rank.first().map(|&(_, _, old)| old),
             };
             if let Some(old) = victim {
-                self.remove(&old);
+                self.forget(&old);
+                evicted = Some(old);
             }
         }
         self.next_seq += 1;
@@ -111,16 +115,20 @@ impl IdBuffer {
             self.by_expiry.insert((e, id));
         }
         self.entries.insert(id, slot);
+        evicted
     }
 
-    /// Forgets ids of events expired at `now_ms`.
-    pub fn purge_expired(&mut self, now_ms: u64) {
+    /// Forgets ids of events expired at `now_ms`; returns them.
+    pub fn purge_expired(&mut self, now_ms: u64) -> Vec<EventId> {
+        let mut gone = Vec::new();
         while let Some(&(e, id)) = self.by_expiry.first() {
             if now_ms <= e {
                 break;
             }
-            self.remove(&id);
+            self.forget(&id);
+            gone.push(id);
         }
+        gone
     }
 
     /// Number of ids held.

@@ -22,6 +22,10 @@ pub const DEFAULT_REPORT_RETENTION: Duration = Duration::from_secs(600);
 pub const DEFAULT_MAX_PENDING_REPORTS: usize = 100_000;
 /// Default bound of RPC calls awaiting an answer.
 pub const DEFAULT_MAX_RPC_CALLS: usize = 10_000;
+/// Default duplicate-buffer capacity of a durable entity.
+pub const DEFAULT_DURABLE_ID_BUFFER_CAPACITY: usize = 65_536;
+/// Default bound of a durable entity's unacknowledged events.
+pub const DEFAULT_DURABLE_INBOX_CAPACITY: usize = 10_000;
 
 /// Limits and timing of the event dispatcher and its cache. Every table is bounded.
 #[derive(Clone)]
@@ -32,6 +36,11 @@ pub struct EventsConfig {
     pub max_entities: usize,
     /// Incoming-id buffer capacity per entity.
     pub id_buffer_capacity: usize,
+    /// Incoming-id buffer capacity per durable entity (stored with the cache).
+    pub durable_id_buffer_capacity: usize,
+    /// Most unacknowledged events per durable entity; past it, new events are not
+    /// accepted (nor acknowledged) until the application acknowledges some.
+    pub durable_inbox_capacity: usize,
     /// Most listener registrations.
     pub max_listeners: usize,
     /// Most events held for "In response to" references.
@@ -56,6 +65,8 @@ impl Default for EventsConfig {
             cache: CacheConfig::default(),
             max_entities: DEFAULT_MAX_ENTITIES,
             id_buffer_capacity: DEFAULT_ID_BUFFER_CAPACITY,
+            durable_id_buffer_capacity: DEFAULT_DURABLE_ID_BUFFER_CAPACITY,
+            durable_inbox_capacity: DEFAULT_DURABLE_INBOX_CAPACITY,
             max_listeners: DEFAULT_MAX_EVENT_LISTENERS,
             max_references: DEFAULT_MAX_REFERENCES,
             max_pending_reports: DEFAULT_MAX_PENDING_REPORTS,
@@ -88,6 +99,11 @@ impl fmt::Debug for EventsConfig {
             .field("cache", &self.cache)
             .field("max_entities", &self.max_entities)
             .field("id_buffer_capacity", &self.id_buffer_capacity)
+            .field(
+                "durable_id_buffer_capacity",
+                &self.durable_id_buffer_capacity,
+            )
+            .field("durable_inbox_capacity", &self.durable_inbox_capacity)
             .field("max_listeners", &self.max_listeners)
             .field("max_references", &self.max_references)
             .field("max_pending_reports", &self.max_pending_reports)
@@ -105,6 +121,8 @@ impl PartialEq for EventsConfig {
         self.cache == o.cache
             && self.max_entities == o.max_entities
             && self.id_buffer_capacity == o.id_buffer_capacity
+            && self.durable_id_buffer_capacity == o.durable_id_buffer_capacity
+            && self.durable_inbox_capacity == o.durable_inbox_capacity
             && self.max_listeners == o.max_listeners
             && self.max_references == o.max_references
             && self.max_pending_reports == o.max_pending_reports

@@ -29,12 +29,39 @@
 //! of that user) is local *and* present elsewhere: events to it are delivered here
 //! and also transmitted to the other runtimes, and events from it arriving from
 //! other runtimes are not treated as spoofed.
+//!
+//! A **durable** entity keeps what it received across crashes, in the Local Event
+//! Cache's database (so the runtime needs a cache path to make it survive):
+//!
+//! * its duplicate buffer is stored, and an event is only acknowledged (delivery
+//!   notification `ok` or `duplicate`) once its id is on disk;
+//! * each accepted application event enters the entity's **inbox**, in the same
+//!   transaction, and is handed to the owner's listeners from there; it stays
+//!   until the application acknowledges it with
+//!   [`EventEndpoint::ack`](crate::events::handle::EventEndpoint::ack). Whatever
+//!   is still unacknowledged when the runtime restarts is handed again to each
+//!   listener the owner adds, before anything new. An application thus gets
+//!   every event it was confirmed to have received, from the one store, and never
+//!   a second copy of an event it acknowledged;
+//! * events arriving for a durable entity known to the database but not
+//!   registered yet (the application has not started) get no answer, so their
+//!   senders retry instead of giving up.
+//!
+//! Register durable entities before the runtime attaches to a node. Their
+//! duplicate buffers hold [`EventsConfig::durable_id_buffer_capacity`] ids: a
+//! sender must not retransmit an event after more than that many newer ones
+//! were accepted by the same entity.
+//!
+//! [`EventsConfig::durable_id_buffer_capacity`]: crate::events::config::EventsConfig::durable_id_buffer_capacity
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
 
 use crate::address::Address;
 use crate::events::buffer::IdBuffer;
 use crate::events::error::EventError;
+use crate::events::id::EventId;
+use crate::events::model::Event;
 
 /// Default bound of the entity table.
 pub const DEFAULT_MAX_ENTITIES: usize = 100_000;
@@ -44,12 +71,49 @@ pub const DEFAULT_MAX_ENTITIES: usize = 100_000;
 pub struct EntityOptions {
     /// Present on several runtimes (see the module docs).
     pub replicated: bool,
+    /// Keeps its duplicate buffer and an inbox of unacknowledged events on disk
+    /// (see the module docs).
+    pub durable: bool,
 }
 
 impl EntityOptions {
     /// A replicated entity.
     pub fn replicated() -> EntityOptions {
-        EntityOptions { replicated: true }
+        EntityOptions {
+            replicated: true,
+            durable: false,
+        }
+    }
+
+    /// A durable entity.
+    pub fn durable() -> EntityOptions {
+        EntityOptions {
+            replicated: false,
+            durable: true,
+        }
+    }
+}
+
+/// A durable entity's events not yet acknowledged by its application.
+#[derive(Debug, Default)]
+pub(crate) struct DurableInbox {
+    pub(crate) next_seq: u64,
+    /// Accepted events waiting for their commit.
+    pub(crate) pending: usize,
+    pub(crate) events: BTreeMap<u64, Arc<Event>>,
+    by_id: HashMap<EventId, u64>,
+}
+
+impl DurableInbox {
+    pub(crate) fn insert(&mut self, seq: u64, ev: Arc<Event>) {
+        self.by_id.insert(ev.id(), seq);
+        self.events.insert(seq, ev);
+    }
+
+    pub(crate) fn remove_id(&mut self, id: &EventId) -> Option<u64> {
+        let seq = self.by_id.remove(id)?;
+        self.events.remove(&seq);
+        Some(seq)
     }
 }
 
@@ -58,6 +122,7 @@ pub(crate) struct EntityRecord {
     pub(crate) owner: Address,
     pub(crate) replicated: bool,
     pub(crate) buffer: IdBuffer,
+    pub(crate) durable: Option<DurableInbox>,
 }
 
 /// Entity → owner, plus each entity's incoming-id buffer.
@@ -66,15 +131,26 @@ pub(crate) struct EntityTable {
     map: HashMap<Address, EntityRecord>,
     max: usize,
     buffer_capacity: usize,
+    durable_buffer_capacity: usize,
 }
 
 impl EntityTable {
-    pub(crate) fn new(max: usize, buffer_capacity: usize) -> EntityTable {
+    pub(crate) fn new(
+        max: usize,
+        buffer_capacity: usize,
+        durable_buffer_capacity: usize,
+    ) -> EntityTable {
         EntityTable {
             map: HashMap::new(),
             max,
             buffer_capacity,
+            durable_buffer_capacity,
         }
+    }
+
+    /// Entities and records, for the owner's durable inboxes.
+    pub(crate) fn iter(&self) -> impl Iterator<Item = (&Address, &EntityRecord)> {
+        self.map.iter()
     }
 
     pub(crate) fn register(
@@ -90,17 +166,29 @@ impl EntityTable {
                 )));
             }
             r.replicated = options.replicated;
+            if options.durable != r.durable.is_some() {
+                return Err(EventError::InvalidArgument(format!(
+                    "{entity} is registered {} durable",
+                    if r.durable.is_some() { "as" } else { "as not" }
+                )));
+            }
             return Ok(());
         }
         if self.map.len() >= self.max {
             return Err(EventError::Full("entities"));
         }
+        let capacity = if options.durable {
+            self.durable_buffer_capacity
+        } else {
+            self.buffer_capacity
+        };
         self.map.insert(
             entity,
             EntityRecord {
                 owner,
                 replicated: options.replicated,
-                buffer: IdBuffer::new(self.buffer_capacity),
+                buffer: IdBuffer::new(capacity),
+                durable: options.durable.then(DurableInbox::default),
             },
         );
         Ok(())
@@ -173,10 +261,16 @@ impl EntityTable {
         self.owner_of(entity) == Some(owner)
     }
 
-    pub(crate) fn purge_buffers(&mut self, now_ms: u64) {
-        for r in self.map.values_mut() {
-            r.buffer.purge_expired(now_ms);
+    /// Forgets expired ids; returns those of durable entities.
+    pub(crate) fn purge_buffers(&mut self, now_ms: u64) -> Vec<(Address, EventId)> {
+        let mut durable = Vec::new();
+        for (a, r) in self.map.iter_mut() {
+            let gone = r.buffer.purge_expired(now_ms);
+            if r.durable.is_some() {
+                durable.extend(gone.into_iter().map(|id| (a.clone(), id)));
+            }
         }
+        durable
     }
 
     pub(crate) fn len(&self) -> usize {
@@ -194,7 +288,7 @@ mod tests {
 
     #[test]
     fn ownership_is_exclusive_and_bounded() {
-        let mut t = EntityTable::new(2, 4);
+        let mut t = EntityTable::new(2, 4, 8);
         let (app1, app2) = (a("hyperty://a/app1"), a("hyperty://a/app2"));
         t.register(
             a("hyperty://a/app1"),

@@ -53,12 +53,13 @@ use crate::events::cache::LocalEventCache;
 use crate::events::clock::Clock;
 use crate::events::delivery::EventCallbacks;
 use crate::events::dispatcher::{
-    AddEventListener, AddEventPolicy, CachedCount, CallRpc, DispatchEvent, EventDispatcher,
-    EventStats, ForwardEvent, GetEventStats, RegisterEntity, RemoveEventListener,
+    AckEvent, AddEventListener, AddEventPolicy, CachedCount, CallRpc, DispatchEvent,
+    EventDispatcher, EventStats, ForwardEvent, GetEventStats, RegisterEntity, RemoveEventListener,
     RemoveEventPolicy, ServeRpc, StopEvents, Tick, UnregisterEntity,
 };
 use crate::events::entities::EntityOptions;
 use crate::events::error::EventError;
+use crate::events::id::EventId;
 use crate::events::listeners::{EventListenerId, IncomingEvent, ListenerFilter};
 use crate::events::model::{Addressing, Event, EventBuilder};
 use crate::events::policy::EventPolicy;
@@ -155,7 +156,9 @@ impl EventsHandle {
             .unwrap_or_default()
     }
 
-    /// Number of events in the Local Event Cache.
+    /// Number of entries in the Local Event Cache: events waiting for a route, and
+    /// transmitted events waiting for their primary recipients' delivery
+    /// notifications.
     pub async fn cached(&self) -> usize {
         self.dispatcher.send(CachedCount).await.unwrap_or(0)
     }
@@ -191,7 +194,8 @@ impl EventEndpoint {
             .await
     }
 
-    /// Registers an entity with options (e.g. replicated).
+    /// Registers an entity with options (e.g. replicated, or durable: see
+    /// [`EntityOptions`]).
     pub async fn register_entity_with(
         &self,
         entity: Address,
@@ -278,6 +282,21 @@ impl EventEndpoint {
                 owner: self.owner.clone(),
                 filter,
                 recipient,
+            })
+            .await?
+    }
+
+    /// Acknowledges the event `id` delivered to the durable `entity` (see
+    /// [`EntityOptions::durable`]): it will not be handed to listeners again after
+    /// a restart. Resolves to false if it was not waiting (already acknowledged,
+    /// or not on disk yet).
+    pub async fn ack(&self, entity: Address, id: EventId) -> Result<bool, EventError> {
+        self.handle
+            .dispatcher
+            .send(AckEvent {
+                owner: self.owner.clone(),
+                entity,
+                id,
             })
             .await?
     }

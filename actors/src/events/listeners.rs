@@ -178,13 +178,25 @@ impl ListenerRegistry {
         copy: &Arc<Event>,
         in_response_to: &Option<Arc<Event>>,
     ) -> Fired {
+        self.fire_to(owner, None, recipient, copy, in_response_to)
+    }
+
+    /// [`fire`](Self::fire) limited to the listener `only` when given.
+    pub(crate) fn fire_to(
+        &mut self,
+        owner: &Address,
+        only: Option<EventListenerId>,
+        recipient: &Address,
+        copy: &Arc<Event>,
+        in_response_to: &Option<Arc<Event>>,
+    ) -> Fired {
         let mut fired = Fired::default();
         let Some(list) = self.by_owner.get_mut(owner) else {
             return fired;
         };
         let mut dead = 0;
         list.retain(|e| {
-            if !e.filter.matches(copy, recipient) {
+            if only.is_some_and(|o| o != e.id) || !e.filter.matches(copy, recipient) {
                 return true;
             }
             let msg = IncomingEvent {

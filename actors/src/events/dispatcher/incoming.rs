@@ -14,6 +14,8 @@ impl EventDispatcher {
     ) -> Option<DeliveryStatus> {
         let now = self.now();
         let id = ev.id();
+        let pending = self.commit_pending();
+        let inbox_capacity = self.config.durable_inbox_capacity;
         let rec = match self.entities.get_mut(target.as_str()) {
             Some(r) => r,
             None => {
@@ -21,9 +23,19 @@ impl EventDispatcher {
                 return Some(DeliveryStatus::BadDestination);
             }
         };
+        let durable = rec.durable.is_some();
         if rec.buffer.is_duplicate(&id) {
             self.stats.duplicates += 1;
             trace!(%target, %id, "duplicate dropped");
+            if durable && pending {
+                // the first copy may not be on disk yet: acknowledge after it is
+                self.defer(Deferred::Notify {
+                    ev: ev.clone(),
+                    target: target.clone(),
+                    status: DeliveryStatus::Duplicate,
+                });
+                return None;
+            }
             return Some(DeliveryStatus::Duplicate);
         }
         let kind = ev.event_type().as_str();
@@ -33,6 +45,14 @@ impl EventDispatcher {
         if ev.is_expired(now) {
             self.stats.expired += 1;
             return Some(DeliveryStatus::Expired);
+        }
+        let app_event = !matches!(kind, DELIVERY_NOTIFICATION | RPC_REQUEST | RPC_RESPONSE);
+        if let Some(inbox) = rec.durable.as_ref().filter(|_| app_event) {
+            if inbox.events.len() + inbox.pending >= inbox_capacity {
+                // not accepted, not acknowledged: the sender tries again later
+                debug!(%target, %id, "durable inbox full: event left to its sender");
+                return None;
+            }
         }
         let referenced = match ev.in_response_to() {
             None => None,
@@ -48,13 +68,28 @@ impl EventDispatcher {
                 }
             },
         };
-        rec.buffer.insert(id, ev.expiry_timestamp(), now);
+        let rec = self.entities.get_mut(target.as_str())?;
+        let evicted = rec.buffer.insert(id, ev.expiry_timestamp(), now);
         let owner = rec.owner.clone();
         // the referenced event as this recipient may see it
         let referenced = referenced.map(|r| self.strip_bcc(&r, &owner));
         if let Some(irt) = ev.in_response_to() {
             if kind != DELIVERY_NOTIFICATION {
                 self.record_response(irt, target, ev.sender());
+            }
+        }
+        if durable {
+            let forget = evicted.map(|old| DurableOp::Forget {
+                entity: target.clone(),
+                id: old,
+            });
+            if app_event {
+                let copy = self.strip_bcc(ev, &owner);
+                self.accept_durable(ev, copy, target, owner, referenced, forget);
+                return None;
+            }
+            if let Some(op) = forget {
+                self.write_durable(vec![op]);
             }
         }
         match kind {
@@ -74,14 +109,27 @@ impl EventDispatcher {
             }
             _ => {
                 let copy = self.strip_bcc(ev, &owner);
-                self.references.hold(ev, target);
-                let fired = self.listeners.fire(&owner, target, &copy, &referenced);
-                self.stats.delivered += 1;
-                self.stats.listener_overflow += fired.overflowed as u64;
-                trace!(%target, %id, listeners = fired.delivered, "event delivered");
+                self.hand_to_listeners(ev, &copy, target, &owner, &referenced);
                 Some(DeliveryStatus::Ok)
             }
         }
+    }
+
+    /// Holds `ev` for responses and gives the recipient's `copy` to the owner's
+    /// listeners.
+    pub(super) fn hand_to_listeners(
+        &mut self,
+        ev: &Arc<Event>,
+        copy: &Arc<Event>,
+        target: &Address,
+        owner: &Address,
+        referenced: &Option<Arc<Event>>,
+    ) {
+        self.references.hold(ev, target);
+        let fired = self.listeners.fire(owner, target, copy, referenced);
+        self.stats.delivered += 1;
+        self.stats.listener_overflow += fired.overflowed as u64;
+        trace!(%target, id = %ev.id(), listeners = fired.delivered, "event delivered");
     }
 
     /// A response from `responder` to the event `about` sent by local `sender`:
@@ -172,7 +220,11 @@ impl EventDispatcher {
         let mut unknown = Vec::new();
         for (t, role) in targets {
             if !self.entities.contains(t.as_str()) {
-                unknown.push(t);
+                // a durable entity whose application has not registered it yet:
+                // no answer, so the sender tries again
+                if !self.restored.contains_key(&t) {
+                    unknown.push(t);
+                }
                 continue;
             }
             let req = PolicyRequest {

@@ -25,6 +25,19 @@ pub struct UnregisterEntity {
     pub owner: Address,
 }
 
+/// The application of `owner` processed the event `id` delivered to its durable
+/// `entity`: it leaves the entity's inbox. Resolves to false if it was not there.
+#[derive(Debug, Clone, actix::Message)]
+#[rtype(result = "Result<bool, EventError>")]
+pub struct AckEvent {
+    /// The owner.
+    pub owner: Address,
+    /// The durable entity.
+    pub entity: Address,
+    /// The event.
+    pub id: EventId,
+}
+
 /// Adds a listener for `owner`.
 #[derive(Debug, Clone, actix::Message)]
 #[rtype(result = "Result<EventListenerId, EventError>")]
@@ -160,7 +173,21 @@ impl Handler<RegisterEntity> for EventDispatcher {
     type Result = Result<(), EventError>;
     fn handle(&mut self, m: RegisterEntity, _: &mut Context<Self>) -> Self::Result {
         debug!(entity = %m.entity, owner = %m.owner, "entity registered");
-        self.entities.register(m.entity, m.owner, m.options)
+        self.entities
+            .register(m.entity.clone(), m.owner, m.options)?;
+        if m.options.durable {
+            if let Some(r) = self.restored.remove(&m.entity) {
+                self.restore_entity(&m.entity, r);
+            }
+        }
+        Ok(())
+    }
+}
+
+impl Handler<AckEvent> for EventDispatcher {
+    type Result = Result<bool, EventError>;
+    fn handle(&mut self, m: AckEvent, _: &mut Context<Self>) -> Self::Result {
+        self.acknowledge(&m.owner, &m.entity, m.id)
     }
 }
 
@@ -194,7 +221,10 @@ impl Handler<AddEventListener> for EventDispatcher {
         if self.listeners.len() >= self.config.max_listeners {
             return Err(EventError::Full("event listeners"));
         }
-        Ok(self.listeners.add(m.owner, m.filter, m.recipient))
+        let owner = m.owner.clone();
+        let id = self.listeners.add(m.owner, m.filter, m.recipient);
+        self.replay_inbox(&owner, id);
+        Ok(id)
     }
 }
 

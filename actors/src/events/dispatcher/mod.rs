@@ -16,8 +16,11 @@
 //! 4. **routing** — local recipients: the incoming-id buffer (`duplicate`), expiry
 //!    (`expired`), the "In response to" reference (`noReference`), then one copy per
 //!    unique entity with `bcc` stripped to the entities of the recipient's owner,
-//!    handed to the owner's listeners (`ok`); remote recipients: one transmission per
-//!    protocol stub with `to` = that stub's recipients and `bcc` narrowed to them;
+//!    handed to the owner's listeners (`ok`; for a durable entity only once its id
+//!    and copy are on disk); remote recipients: one transmission per protocol stub
+//!    with `to` = that stub's recipients and `bcc` narrowed to them (an event that
+//!    wants delivery notifications also waits in the Local Event Cache until each
+//!    primary recipient answered, and is sent again if one stays silent);
 //!    unreachable recipients: the Local Event Cache (`onCaching`), retransmitted with
 //!    backoff on later ticks.
 //!
@@ -62,8 +65,8 @@ use crate::address::Address;
 use crate::bus::{Bus, Deliver, Direction, Interceptor};
 use crate::error::Rejection;
 use crate::events::cache::{
-    CacheDone, CacheLen, CachePut, CacheRetry, CachedEvent, CloseCache, DueEvents, LocalEventCache,
-    TakeDue,
+    CacheAck, CacheDone, CacheLen, CachePut, CacheRetry, CachedEvent, CloseCache, DueEvents,
+    DurableOp, LocalEventCache, RestoredEntity, TakeDue, WatchCommits,
 };
 use crate::events::clock::after;
 use crate::events::config::EventsConfig;
@@ -231,6 +234,9 @@ pub struct EventDispatcher {
     timeouts: BTreeSet<(u64, EventId, Address)>,
     stats: EventStats,
     last_purge: u64,
+    /// Durable entities found in the database and not registered yet.
+    restored: HashMap<Address, RestoredEntity>,
+    durable: durable::DurableLog,
 }
 
 impl fmt::Debug for EventDispatcher {
@@ -244,6 +250,7 @@ impl fmt::Debug for EventDispatcher {
     }
 }
 
+mod durable;
 mod inbound;
 mod incoming;
 mod messages;
@@ -252,9 +259,10 @@ mod reports;
 mod rpc;
 mod timer;
 
+use durable::Deferred;
 pub use inbound::InboundEvents;
 pub use messages::{
-    AddEventListener, AddEventPolicy, CachedCount, CallRpc, DispatchEvent, ForwardEvent,
+    AckEvent, AddEventListener, AddEventPolicy, CachedCount, CallRpc, DispatchEvent, ForwardEvent,
     GetEventStats, RegisterEntity, RemoveEventListener, RemoveEventPolicy, ServeRpc, StopEvents,
     Tick, UnregisterEntity,
 };
@@ -270,7 +278,7 @@ impl EventDispatcher {
         config: EventsConfig,
     ) -> Result<EventsHandle, EventError> {
         let address = bus.runtime_url().component(DISPATCHER_COMPONENT);
-        let cache = LocalEventCache::start(config.cache.clone())?;
+        let (cache, restored) = LocalEventCache::start(config.cache.clone())?;
         let clock = config.clock.clone();
         let interceptor: Arc<dyn Interceptor> = Arc::new(InboundEvents::new(address.clone()));
         let dispatcher = EventDispatcher::create({
@@ -278,6 +286,7 @@ impl EventDispatcher {
             let cache = cache.clone();
             move |ctx| {
                 ctx.set_mailbox_capacity(DISPATCHER_MAILBOX_CAPACITY);
+                cache.do_send(WatchCommits(ctx.address().recipient()));
                 // Both requests are queued in the bus mailbox now; the dispatcher
                 // handles nothing before they are done.
                 let listen = bus.add_listener(address.clone(), ctx.address().recipient(), None);
@@ -291,7 +300,11 @@ impl EventDispatcher {
                     }
                 }));
                 EventDispatcher {
-                    entities: EntityTable::new(config.max_entities, config.id_buffer_capacity),
+                    entities: EntityTable::new(
+                        config.max_entities,
+                        config.id_buffer_capacity,
+                        config.durable_id_buffer_capacity,
+                    ),
                     listeners: ListenerRegistry::default(),
                     references: References::new(config.max_references),
                     address,
@@ -307,6 +320,8 @@ impl EventDispatcher {
                     timeouts: BTreeSet::new(),
                     stats: EventStats::default(),
                     last_purge: 0,
+                    restored,
+                    durable: durable::DurableLog::default(),
                 }
             }
         });

@@ -264,17 +264,48 @@ impl EventDispatcher {
         if !bad.is_empty() {
             self.notify_bad(ev, bad, ctx);
         }
+        let mut awaiting = Vec::new();
         for (stub, group) in groups {
+            let primaries = self.owing_notifications(ev, &group);
             match self.transmit(ev, &stub, group) {
-                Ok(()) => {}
+                Ok(()) => awaiting.extend(primaries),
                 Err(failed) => unreachable.extend(failed),
             }
         }
         if !unreachable.is_empty() {
             self.cache_put(ev, unreachable, ctx);
         }
+        if !awaiting.is_empty() {
+            self.await_notifications(ev, awaiting);
+        }
         self.release_if_done(&key);
         Ok(())
+    }
+
+    /// The recipients in `group` that owe a delivery notification for `ev`: its
+    /// primary recipients, if notifications are wanted.
+    pub(super) fn owing_notifications(&self, ev: &Event, group: &[Address]) -> Vec<Address> {
+        if !ev.delivery_notification_wanted() {
+            return Vec::new();
+        }
+        group
+            .iter()
+            .filter(|a| ev.is_primary(a.as_str()))
+            .cloned()
+            .collect()
+    }
+
+    /// `ev` was handed to stubs for `recipients`, which owe delivery
+    /// notifications: it waits in the cache until they answer (see the cache's
+    /// module docs). Not a caching in the spec's sense: no `onCaching`.
+    pub(super) fn await_notifications(&mut self, ev: &Arc<Event>, recipients: Vec<Address>) {
+        self.cache.do_send(CachePut {
+            event: (**ev).clone(),
+            sender: ev.sender().clone(),
+            recipients,
+            now_ms: self.now(),
+            awaiting_notifications: true,
+        });
     }
 
     /// One message through the bus to the stub serving `group`, with `bcc` narrowed
@@ -338,6 +369,7 @@ impl EventDispatcher {
             sender: ev.sender().clone(),
             recipients: recipients.clone(),
             now_ms: self.now(),
+            awaiting_notifications: false,
         });
         let key = (ev.id(), ev.sender().clone());
         if let Some(rec) = self.sent.get_mut(&key) {

@@ -171,6 +171,12 @@ impl EventDispatcher {
             } else {
                 vec![dn.source().clone()]
             };
+        // answered: no more retransmissions to them
+        self.cache.do_send(CacheAck {
+            id: about,
+            sender: target.clone(),
+            recipients: recipients.clone(),
+        });
         self.on_result(about, target, &recipients, status, "");
         self.release_if_done(&(about, target.clone()));
     }

@@ -57,7 +57,15 @@ impl EventDispatcher {
             self.last_purge = now;
             self.purge_sent(now);
             self.references.purge_expired(now);
-            self.entities.purge_buffers(now);
+            let forget: Vec<DurableOp> = self
+                .entities
+                .purge_buffers(now)
+                .into_iter()
+                .map(|(entity, id)| DurableOp::Forget { entity, id })
+                .collect();
+            if !forget.is_empty() {
+                self.write_durable(forget);
+            }
         }
         let take = self.cache.send(TakeDue { now_ms: now });
         Box::pin(take.into_actor(self).then(move |due, act, ctx| match due {
@@ -140,10 +148,15 @@ impl EventDispatcher {
             rec.retain_until = after(now, self.config.report_retention);
         }
         let mut congested = false;
+        let mut awaiting = Vec::new();
         for (stub, group) in groups {
             let n = group.len() as u64;
+            let primaries = self.owing_notifications(&ev, &group);
             match self.transmit(&ev, &stub, group) {
-                Ok(()) => self.stats.retransmitted += n,
+                Ok(()) => {
+                    self.stats.retransmitted += n;
+                    awaiting.extend(primaries);
+                }
                 Err(failed) => {
                     congested = true;
                     keep.extend(failed);
@@ -154,14 +167,20 @@ impl EventDispatcher {
             self.notify_bad(&ev, bad, ctx);
         }
         if keep.is_empty() {
-            self.cache.do_send(CacheDone { key: entry.key });
+            // nothing waits for a route any more
             self.uncache(&key);
+        }
+        if keep.is_empty() && awaiting.is_empty() {
+            self.cache.do_send(CacheDone { key: entry.key });
         } else {
+            let awaiting_notifications = keep.is_empty();
+            keep.extend(awaiting);
             self.cache.do_send(CacheRetry {
                 key: entry.key,
                 recipients: keep,
                 now_ms: now,
                 congested,
+                awaiting_notifications,
             });
         }
     }
