@@ -4,8 +4,8 @@
 //! spelling reads back to the same id.
 #![no_main]
 
-use hyperty_actors::events::id::{canonical_string, escape, event_id, EventId, IdFields};
 use arbitrary::Arbitrary;
+use hyperty_actors::events::id::{canonical_string, escape, event_id, EventId, IdFields};
 use libfuzzer_sys::fuzz_target;
 use sha2::{Digest, Sha256};
 
@@ -43,7 +43,13 @@ fuzz_target!(|input: Input| {
     // `to` is a set
     let mut shuffled: Vec<&str> = to.iter().rev().copied().collect();
     shuffled.extend(to.first());
-    assert_eq!(event_id(&IdFields { to: &shuffled, ..fields }), id);
+    assert_eq!(
+        event_id(&IdFields {
+            to: &shuffled,
+            ..fields
+        }),
+        id
+    );
 
     if !input.addressing_sensitive {
         let moved = IdFields {

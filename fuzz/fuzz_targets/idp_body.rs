@@ -6,7 +6,6 @@
 //! every error is `{code, description}` with the code of the status.
 #![no_main]
 
-
 use actix_web::{test, web, App};
 use hyperty::identity::{self, IdentityProvider, IdpConfig, IdpRequest, KdfParams};
 use hyperty_actors::message::{Message, MessageType};

@@ -76,18 +76,38 @@ async fn run(data: &[u8]) {
             msg.from = from;
         }
         // the entry the request may touch, as it was before
-        let target = [msg.body.value.as_ref().and_then(|v| v.get("url")).and_then(Value::as_str)]
-            .into_iter()
-            .flatten()
-            .map(str::to_owned)
-            .chain(msg.body.resource.as_ref().and_then(|r| r.iter().next().cloned()))
-            .next();
+        let target = [msg
+            .body
+            .value
+            .as_ref()
+            .and_then(|v| v.get("url"))
+            .and_then(Value::as_str)]
+        .into_iter()
+        .flatten()
+        .map(str::to_owned)
+        .chain(
+            msg.body
+                .resource
+                .as_ref()
+                .and_then(|r| r.iter().next().cloned()),
+        )
+        .next();
         let before = match &target {
-            Some(url) => registry.send(GetByUrl { url: url.clone() }).await.ok().and_then(Result::ok),
+            Some(url) => registry
+                .send(GetByUrl { url: url.clone() })
+                .await
+                .ok()
+                .and_then(Result::ok),
             None => None,
         };
         let owns = caller.owns.clone();
-        let resp = match registry.send(RegistryRequest { msg: msg.clone(), caller }).await {
+        let resp = match registry
+            .send(RegistryRequest {
+                msg: msg.clone(),
+                caller,
+            })
+            .await
+        {
             Ok(r) => r,
             Err(e) => panic!("the registry is gone: {e}"),
         };
@@ -103,9 +123,22 @@ async fn run(data: &[u8]) {
             assert!(resp.body.description.is_some(), "{resp}");
         }
         if let (Some(url), Some(old)) = (&target, &before) {
-            if !owns(url) && matches!(msg.kind, MessageType::Create | MessageType::Update | MessageType::Delete) {
-                let after = registry.send(GetByUrl { url: url.clone() }).await.ok().and_then(Result::ok);
-                assert_eq!(after.as_ref(), Some(old), "{text} changed an entry its caller does not own");
+            if !owns(url)
+                && matches!(
+                    msg.kind,
+                    MessageType::Create | MessageType::Update | MessageType::Delete
+                )
+            {
+                let after = registry
+                    .send(GetByUrl { url: url.clone() })
+                    .await
+                    .ok()
+                    .and_then(Result::ok);
+                assert_eq!(
+                    after.as_ref(),
+                    Some(old),
+                    "{text} changed an entry its caller does not own"
+                );
             }
         }
         let stats = match registry.send(GetStats).await {
