@@ -7,8 +7,8 @@ use std::time::Duration;
 
 use actix_web::{dev::ServerHandle, web, App, HttpServer};
 use hyperty::domain_registry::{
-    configure, DomainRegistry, DomainRegistryConfig, ManualClock, RegistryNotification,
-    RegistryRequest, RuntimeDisconnected, RuntimeReconnected, Sweep,
+    configure, Caller, DomainRegistry, DomainRegistryConfig, HttpReads, ManualClock,
+    RegistryNotification, RegistryRequest, RuntimeDisconnected, RuntimeReconnected, Sweep,
 };
 use hyperty::prelude::*;
 use serde_json::{json, Value};
@@ -55,11 +55,17 @@ async fn start() -> Node {
     .expect("valid registry")
     .start();
     let data = web::Data::new(registry.clone());
-    let server = HttpServer::new(move || App::new().app_data(data.clone()).configure(configure))
-        .workers(1)
-        .disable_signals()
-        .bind(("127.0.0.1", 0))
-        .expect("bind");
+    let reads = web::Data::new(HttpReads::Public);
+    let server = HttpServer::new(move || {
+        App::new()
+            .app_data(data.clone())
+            .app_data(reads.clone())
+            .configure(configure)
+    })
+    .workers(1)
+    .disable_signals()
+    .bind(("127.0.0.1", 0))
+    .expect("bind");
     let http = server.addrs()[0];
     let server = server.run();
     let handle = server.handle();
@@ -119,7 +125,18 @@ impl Node {
         req.body = Body::from_map(body.as_object().cloned().expect("object")).expect("body");
         let resp = self
             .registry
-            .send(RegistryRequest(req))
+            .send(RegistryRequest {
+                msg: req,
+                // the session of runtime rt-1, holding the hyperties it registers
+                caller: Caller {
+                    identity: None,
+                    runtime: Some(RT.into()),
+                    owns: Arc::new(|url: &str| {
+                        url.starts_with("hyperty://example.com/")
+                            || url.starts_with("comm://example.com/")
+                    }),
+                },
+            })
             .await
             .expect("registry alive");
         assert_eq!(resp.id, self.next_id);

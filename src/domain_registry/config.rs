@@ -12,8 +12,9 @@ use super::error::DomainRegistryError;
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct DomainRegistryConfig {
-    /// Most entries one owner may hold: hyperties per `user`, data objects per
-    /// `reporter`. A create beyond it answers 429.
+    /// Most entries one caller may hold: per authenticated identity (per runtime
+    /// URL for an anonymous session), whatever users the entries name. A create
+    /// beyond it answers 429.
     pub max_entries_per_user: usize,
     /// Most entries (hyperties and data objects together). A create beyond it answers 429.
     pub max_entries: usize,
@@ -24,6 +25,11 @@ pub struct DomainRegistryConfig {
     /// How often expired entries are removed, in seconds. Requests also remove the
     /// entries that are due, so this only matters while the registry is idle.
     pub sweep_interval_secs: u64,
+    /// Lets anyone read the registry over HTTP (`GET /registry/…`). When false
+    /// (the default) and sessions must authenticate, a read needs a valid ID or
+    /// device token (`Authorization: Bearer …`). Reads over the WebSocket are
+    /// open to every session either way.
+    pub public_reads: bool,
 }
 
 impl Default for DomainRegistryConfig {
@@ -34,6 +40,7 @@ impl Default for DomainRegistryConfig {
             default_expires_secs: 3_600,
             max_expires_secs: 86_400,
             sweep_interval_secs: 5,
+            public_reads: false,
         }
     }
 }

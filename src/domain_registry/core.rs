@@ -12,6 +12,7 @@ use serde::Serialize;
 use serde_json::{json, Value};
 use tracing::{debug, warn};
 
+use super::access::Caller;
 use super::clock::Clock;
 use super::config::DomainRegistryConfig;
 use super::error::DomainRegistryError;
@@ -121,11 +122,11 @@ impl Core {
         &self.config
     }
 
-    /// Answers one request; notifications it causes wait in the outbox.
-    pub(crate) fn handle(&mut self, req: &Message) -> Message {
+    /// Answers one request of `caller`; notifications it causes wait in the outbox.
+    pub(crate) fn handle(&mut self, req: &Message, caller: &Caller) -> Message {
         self.expire_due();
         self.stats.requests += 1;
-        let result = request::parse(req, &self.domain).and_then(|op| self.apply(op));
+        let result = request::parse(req, &self.domain).and_then(|op| self.apply(op, caller));
         self.respond(req, result)
     }
 
@@ -184,12 +185,12 @@ impl Core {
         self.table.check_invariants();
     }
 
-    fn apply(&mut self, op: Op) -> Result<Outcome, DomainRegistryError> {
+    fn apply(&mut self, op: Op, caller: &Caller) -> Result<Outcome, DomainRegistryError> {
         match op {
-            Op::Create(draft) => self.create(draft),
+            Op::Create(draft) => self.create(draft, caller),
             Op::Read(q) => self.lookup(&q).map(Outcome::Found),
-            Op::Update { url, patch } => self.update(&url, &patch),
-            Op::Delete { url, user } => self.delete(&url, user.as_deref()),
+            Op::Update { url, patch } => self.update(&url, &patch, caller),
+            Op::Delete { url, user } => self.delete(&url, user.as_deref(), caller),
         }
     }
 
@@ -203,7 +204,8 @@ impl Core {
         now.checked_add(Duration::from_secs(expires)).unwrap_or(now)
     }
 
-    fn create(&mut self, draft: Draft) -> Result<Outcome, DomainRegistryError> {
+    fn create(&mut self, draft: Draft, caller: &Caller) -> Result<Outcome, DomainRegistryError> {
+        let holder = caller.may_create(&draft.record, self.table.holder(draft.record.url()))?;
         let now = self.clock.now();
         let expires = self.clamp_expires(draft.expires);
         let mut record = draft.record;
@@ -218,8 +220,9 @@ impl Core {
         record.set_times(Some(before.map_or(now, |(_, start)| start)), now);
         let url = record.url().to_owned();
         let status = record.status();
-        self.table.insert(record, Self::deadline(now, expires))?;
-        debug!(url = %url, replaced = before.is_some(), "registry entry created");
+        self.table
+            .insert(record, holder, Self::deadline(now, expires))?;
+        debug!(url = %url, holder = %holder, replaced = before.is_some(), "registry entry created");
         self.status_changed(
             &url,
             before.map_or(Status::Disconnected, |(s, _)| s),
@@ -228,13 +231,20 @@ impl Core {
         Ok(Outcome::Done)
     }
 
-    fn update(&mut self, url: &str, patch: &Patch) -> Result<Outcome, DomainRegistryError> {
+    fn update(
+        &mut self,
+        url: &str,
+        patch: &Patch,
+        caller: &Caller,
+    ) -> Result<Outcome, DomainRegistryError> {
         let now = self.clock.now();
-        let old = self
+        let (old, held_by) = self
             .table
             .get(url)
             .cloned()
+            .zip(self.table.holder(url))
             .ok_or(DomainRegistryError::NotFound)?;
+        let holder = caller.may_update(url, held_by, patch)?.to_owned();
         let mut record = old.clone();
         let expires = patch
             .expires
@@ -245,7 +255,8 @@ impl Core {
         let keep_alive = record == old;
         record.set_times(None, now);
         let status = record.status();
-        self.table.insert(record, Self::deadline(now, expires))?;
+        self.table
+            .insert(record, &holder, Self::deadline(now, expires))?;
         self.status_changed(url, old.status(), Some(status));
         Ok(Outcome::Value(json!({
             "statusChanged": old.status() != status,
@@ -254,14 +265,19 @@ impl Core {
         })))
     }
 
-    fn delete(&mut self, url: &str, user: Option<&str>) -> Result<Outcome, DomainRegistryError> {
-        let owned = self
+    fn delete(
+        &mut self,
+        url: &str,
+        user: Option<&str>,
+        caller: &Caller,
+    ) -> Result<Outcome, DomainRegistryError> {
+        let held_by = self
             .table
             .get(url)
-            .is_some_and(|r| user.is_none_or(|u| r.owner() == u));
-        if !owned {
-            return Err(DomainRegistryError::NotFound);
-        }
+            .filter(|r| user.is_none_or(|u| r.owner() == u))
+            .and(self.table.holder(url))
+            .ok_or(DomainRegistryError::NotFound)?;
+        caller.may_delete(url, held_by)?;
         if let Some(old) = self.table.remove(url) {
             debug!(url = %url, "registry entry deleted");
             self.status_changed(url, old.status(), None);

@@ -27,10 +27,14 @@ pub enum DomainRegistryError {
     /// "Temporarily Unavailable").
     #[error("Temporarily Unavailable")]
     TemporarilyUnavailable,
-    /// The owner (user or reporter) already holds the most entries allowed (429).
+    /// The caller may not make this change (403): not its address, not its
+    /// identity, or an entry another session registered.
+    #[error("{0}")]
+    Forbidden(String),
+    /// The caller (identity, or runtime if anonymous) already holds the most entries allowed (429).
     #[error("{owner} already has {limit} registry entries")]
     OwnerLimit {
-        /// The user or reporter.
+        /// The identity or runtime URL the entries are held under.
         owner: String,
         /// `max_entries_per_user`.
         limit: usize,
@@ -68,6 +72,7 @@ impl ToResponseCode for DomainRegistryError {
             DomainRegistryError::MissingField(_)
             | DomainRegistryError::InvalidField { .. }
             | DomainRegistryError::UnsupportedType(_) => ResponseCode::BadRequest,
+            DomainRegistryError::Forbidden(_) => ResponseCode::Forbidden,
             DomainRegistryError::NotFound => ResponseCode::NotFound,
             DomainRegistryError::TemporarilyUnavailable => ResponseCode::RequestTimeout,
             DomainRegistryError::OwnerLimit { .. } | DomainRegistryError::Full { .. } => {
@@ -99,6 +104,7 @@ mod tests {
                 DomainRegistryError::UnsupportedType("subscribe".into()),
                 400,
             ),
+            (DomainRegistryError::Forbidden("no".into()), 403),
             (DomainRegistryError::NotFound, 404),
             (DomainRegistryError::TemporarilyUnavailable, 408),
             (

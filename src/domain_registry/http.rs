@@ -1,8 +1,13 @@
-//! Read-only HTTP access to the registry: `GET /registry/...`, JSON.
+//! Read-only HTTP access to the registry: `GET /registry/...`, JSON, for the
+//! readers an [`HttpReads`] lets in.
+
+use std::future::{ready, Ready};
 
 use actix::prelude::Addr;
-use actix_web::http::StatusCode;
-use actix_web::{web, HttpResponse};
+use actix_web::dev::Payload;
+use actix_web::error::InternalError;
+use actix_web::http::{header, StatusCode};
+use actix_web::{web, FromRequest, HttpRequest, HttpResponse};
 use hyperty_actors::error::ToResponseCode;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
@@ -14,9 +19,67 @@ use super::{
     DomainRegistry, GetByEmail, GetByGuid, GetByUrl, GetDataObjectsByName,
     GetDataObjectsByReporter, GetStats, GetUserHyperties,
 };
+use crate::identity::TokenVerifier;
+
+/// Who may read the registry over HTTP. Register one next to [`configure`] with
+/// `app_data(web::Data::new(HttpReads::…))`; without one, every read answers 401.
+#[derive(Debug, Clone)]
+pub enum HttpReads {
+    /// Anyone (`[registry] public_reads = true`, or a node with `auth.mode = "optional"`).
+    Public,
+    /// Requests with `Authorization: Bearer <token>`, the token a valid ID or
+    /// device token of this verifier's provider (the node's, when `auth.mode = "required"`).
+    Token(TokenVerifier),
+}
+
+/// Why a read is refused (the description of the 401).
+fn refusal(req: &HttpRequest) -> Option<String> {
+    let token = match req.app_data::<web::Data<HttpReads>>().map(|d| d.get_ref()) {
+        Some(HttpReads::Public) => return None,
+        Some(HttpReads::Token(verifier)) => verifier,
+        None => return Some("registry reads are not open to anyone here".to_owned()),
+    };
+    let bearer = req
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split_once(' '))
+        .filter(|(scheme, t)| scheme.eq_ignore_ascii_case("bearer") && !t.trim().is_empty())
+        .map(|(_, t)| t.trim());
+    match bearer {
+        None => Some("registry reads need Authorization: Bearer <ID or device token>".to_owned()),
+        Some(t) => token
+            .verify_token(t)
+            .err()
+            .map(|e| format!("bearer token refused: {e}")),
+    }
+}
+
+/// Extracted by every read handler: present only if [`HttpReads`] lets the
+/// request in, else the request is answered 401 `{code, description}`.
+struct Reader;
+
+impl FromRequest for Reader {
+    type Error = actix_web::Error;
+    type Future = Ready<Result<Reader, actix_web::Error>>;
+
+    fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
+        ready(match refusal(req) {
+            None => Ok(Reader),
+            Some(why) => {
+                tracing::debug!(path = %req.path(), why = %why, "registry read refused");
+                let resp = HttpResponse::Unauthorized()
+                    .insert_header((header::WWW_AUTHENTICATE, "Bearer"))
+                    .json(json!({"code": 401, "description": why}));
+                Err(InternalError::from_response(why, resp).into())
+            }
+        })
+    }
+}
 
 /// Mounts the registry's read routes. The caller registers the registry with
-/// `app_data(web::Data::new(addr))` (a `web::Data<Addr<DomainRegistry>>`).
+/// `app_data(web::Data::new(addr))` (a `web::Data<Addr<DomainRegistry>>`) and
+/// who may read with a `web::Data<`[`HttpReads`]`>`.
 ///
 /// | route | answer |
 /// |---|---|
@@ -33,6 +96,8 @@ use super::{
 /// registry's REST calls. Nothing found answers HTTP 404
 /// `{"code":404,"description":"Not Found"}`; matches that are all disconnected
 /// answer 408 `{"code":408,"description":"Temporarily Unavailable","value":…}`.
+/// A reader [`HttpReads`] does not let in gets 401 `{"code":401,"description":…}`
+/// with `WWW-Authenticate: Bearer`.
 pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.service(
         web::scope("/registry")
@@ -110,7 +175,7 @@ fn answer<T: Serialize + Availability>(
     }
 }
 
-async fn stats(registry: Registry) -> HttpResponse {
+async fn stats(_: Reader, registry: Registry) -> HttpResponse {
     match registry.send(GetStats).await {
         Ok(s) => HttpResponse::Ok().json(s),
         Err(e) => error(&e.into()),
@@ -118,6 +183,7 @@ async fn stats(registry: Registry) -> HttpResponse {
 }
 
 async fn by_user(
+    _: Reader,
     registry: Registry,
     user: web::Path<String>,
     params: web::Query<CriteriaParams>,
@@ -133,6 +199,7 @@ async fn by_user(
 }
 
 async fn by_email(
+    _: Reader,
     registry: Registry,
     email: web::Path<String>,
     params: web::Query<CriteriaParams>,
@@ -147,7 +214,7 @@ async fn by_email(
     )
 }
 
-async fn by_guid(registry: Registry, guid: web::Path<String>) -> HttpResponse {
+async fn by_guid(_: Reader, registry: Registry, guid: web::Path<String>) -> HttpResponse {
     answer(
         registry
             .send(GetByGuid {
@@ -157,7 +224,7 @@ async fn by_guid(registry: Registry, guid: web::Path<String>) -> HttpResponse {
     )
 }
 
-async fn hyperty_by_url(registry: Registry, url: web::Path<String>) -> HttpResponse {
+async fn hyperty_by_url(_: Reader, registry: Registry, url: web::Path<String>) -> HttpResponse {
     let found = registry.send(GetByUrl {
         url: url.into_inner(),
     });
@@ -168,7 +235,7 @@ async fn hyperty_by_url(registry: Registry, url: web::Path<String>) -> HttpRespo
     }))
 }
 
-async fn data_object_by_url(registry: Registry, url: web::Path<String>) -> HttpResponse {
+async fn data_object_by_url(_: Reader, registry: Registry, url: web::Path<String>) -> HttpResponse {
     let found = registry.send(GetByUrl {
         url: url.into_inner(),
     });
@@ -179,7 +246,7 @@ async fn data_object_by_url(registry: Registry, url: web::Path<String>) -> HttpR
     }))
 }
 
-async fn by_name(registry: Registry, name: web::Path<String>) -> HttpResponse {
+async fn by_name(_: Reader, registry: Registry, name: web::Path<String>) -> HttpResponse {
     answer(
         registry
             .send(GetDataObjectsByName {
@@ -189,7 +256,7 @@ async fn by_name(registry: Registry, name: web::Path<String>) -> HttpResponse {
     )
 }
 
-async fn by_reporter(registry: Registry, reporter: web::Path<String>) -> HttpResponse {
+async fn by_reporter(_: Reader, registry: Registry, reporter: web::Path<String>) -> HttpResponse {
     answer(
         registry
             .send(GetDataObjectsByReporter {

@@ -10,7 +10,7 @@
 //!
 //! | sender | message | reply |
 //! |---|---|---|
-//! | the node, for each reTHINK message whose `to` is `domain://registry.<D>` | [`RegistryRequest`] | the response [`Message`] to send back to the request's `from` |
+//! | the node, for each reTHINK message whose `to` is `domain://registry.<D>`, with the session's [`Caller`] | [`RegistryRequest`] | the response [`Message`] to send back to the request's `from` |
 //! | the node, when a runtime's session is lost / restored | [`RuntimeDisconnected`] / [`RuntimeReconnected`] | how many entries changed status |
 //! | HTTP handlers, tests, operators | typed queries ([`GetUserHyperties`], [`GetByUrl`], [`GetDataObject`], …), [`Sweep`], [`GetStats`] | typed results |
 //! | **the registry**, to the node | [`RegistryNotification`] | — the node publishes it to the `/sm` subscribers of `<url>/registration` |
@@ -44,12 +44,23 @@
 //! keep-alive form), meaning `<scheme>://<D>/<id>`. Hyperty-type URL schemes are
 //! [`HYPERTY_SCHEMES`]; every other scheme names a data object.
 //!
+//! # Who may write
+//!
+//! Reads are open to every session. A `create`, `update` or `delete` is checked
+//! against the [`Caller`] the node attaches (its authenticated identity, runtime
+//! URL and owned addresses, never what the message claims): only URLs the session
+//! owns, hyperties only under its own identity, data objects only with a
+//! `reporter` it owns, and only entries it registered itself. Anything else is 403
+//! with a description and changes nothing. Caps count per identity (per runtime
+//! URL for anonymous sessions), whatever users the entries name.
+//!
 //! Codes: 400 for a missing or malformed field (the description names it, e.g.
-//! `missing field 'value.user'`); 404 `"Not Found"` when nothing matches; 408
+//! `missing field 'value.user'`); 403 for a write the caller may not make; 404
+//! `"Not Found"` when nothing matches; 408
 //! `"Temporarily Unavailable"` with the matches as `value` when every match is
 //! disconnected; 429 when a create would exceed
-//! [`max_entries_per_user`](DomainRegistryConfig::max_entries_per_user) (hyperties
-//! per user, data objects per reporter) or
+//! [`max_entries_per_user`](DomainRegistryConfig::max_entries_per_user) (entries per
+//! caller identity) or
 //! [`max_entries`](DomainRegistryConfig::max_entries).
 //!
 //! # Status notifications
@@ -77,14 +88,16 @@
 //!
 //! # HTTP
 //!
-//! [`configure`] mounts read-only JSON routes under `/registry` (see its docs).
+//! [`configure`] mounts read-only JSON routes under `/registry` (see its docs);
+//! who may read them is an [`HttpReads`] in the app data.
 //!
 //! # Example
 //!
 //! ```
 //! use std::sync::Arc;
 //! use hyperty::domain_registry::{
-//!     DomainRegistry, DomainRegistryConfig, RegistryNotification, RegistryRequest, SystemClock,
+//!     Caller, DomainRegistry, DomainRegistryConfig, RegistryNotification, RegistryRequest,
+//!     SystemClock,
 //! };
 //! use hyperty::prelude::*;
 //! use serde_json::json;
@@ -122,21 +135,33 @@
 //!     m
 //! };
 //!
+//! // the session of alice's runtime, which holds hyperty://example.com/h1
+//! let alice = Caller {
+//!     identity: Some(Arc::from("user://idp.org/alice")),
+//!     runtime: Some(Arc::from("runtime://example.com/rt")),
+//!     owns: Arc::new(|url: &str| url == "hyperty://example.com/h1"),
+//! };
 //! let created = registry
-//!     .send(RegistryRequest(request(1, MessageType::Create, json!({"value": {
+//!     .send(RegistryRequest { caller: alice.clone(), msg: request(1, MessageType::Create, json!({"value": {
 //!         "url": "hyperty://example.com/h1", "user": "user://idp.org/alice",
 //!         "descriptor": "hyperty-catalogue://catalogue.example.com/.well-known/hyperty/Chat",
 //!         "resources": ["chat"], "dataSchemes": ["comm"],
 //!         "runtime": "runtime://example.com/rt", "expires": 3600,
-//!     }}))))
+//!     }}))})
 //!     .await
 //!     .unwrap();
 //! assert_eq!(created.code(), Some(ResponseCode::Ok));
 //!
+//! // anyone may read; bob may not overwrite alice's entry
+//! let bob = Caller {
+//!     identity: Some(Arc::from("user://idp.org/bob")),
+//!     runtime: Some(Arc::from("runtime://example.com/rt-bob")),
+//!     owns: Arc::new(|_: &str| false),
+//! };
 //! let found = registry
-//!     .send(RegistryRequest(request(2, MessageType::Read, json!({
+//!     .send(RegistryRequest { caller: bob.clone(), msg: request(2, MessageType::Read, json!({
 //!         "resource": "user://idp.org/alice", "criteria": {"resources": ["chat"]},
-//!     }))))
+//!     }))})
 //!     .await
 //!     .unwrap();
 //! assert_eq!(found.id, 2);
@@ -144,9 +169,18 @@
 //! let instance = &found.body.value.unwrap()["hyperty://example.com/h1"];
 //! assert_eq!(instance["status"], "live");
 //! assert_eq!(instance["userID"], "user://idp.org/alice");
+//!
+//! let gone = registry
+//!     .send(RegistryRequest { caller: bob, msg: request(3, MessageType::Delete, json!({
+//!         "resource": "hyperty://example.com/h1",
+//!     }))})
+//!     .await
+//!     .unwrap();
+//! assert_eq!(gone.code(), Some(ResponseCode::Forbidden));
 //! # }
 //! ```
 
+mod access;
 mod clock;
 mod config;
 mod core;
@@ -166,11 +200,12 @@ use hyperty_actors::address::Address;
 use hyperty_actors::message::Message;
 use tracing::{debug, info_span};
 
+pub use self::access::Caller;
 pub use self::clock::{Clock, ManualClock, SystemClock};
 pub use self::config::DomainRegistryConfig;
 pub use self::core::RegistryStats;
 pub use self::error::DomainRegistryError;
-pub use self::http::configure;
+pub use self::http::{configure, HttpReads};
 pub use self::model::{rfc3339, Availability, DataObjectRecord, HypertyRecord, Record, Status};
 pub use self::request::{Criteria, HYPERTY_SCHEMES, MAX_LIST_LEN, MAX_TEXT_LEN};
 
@@ -178,10 +213,16 @@ use self::core::{Core, Found};
 use self::request::Query;
 
 /// A reTHINK message addressed to `domain://registry.<D>`, already parsed and
-/// validated by the node. Answered with the response message.
+/// validated by the node, with the session it comes from. Answered with the
+/// response message.
 #[derive(Debug, Clone, actix::Message)]
 #[rtype(result = "Message")]
-pub struct RegistryRequest(pub Message);
+pub struct RegistryRequest {
+    /// The request.
+    pub msg: Message,
+    /// Who sends it; writes are checked against it (see [`Caller`]).
+    pub caller: Caller,
+}
 
 /// A status notification for the node to publish to the `/sm` subscribers of
 /// `<url>/registration` (see the module docs for its shape and when it is sent).
@@ -366,12 +407,13 @@ impl Handler<RegistryRequest> for DomainRegistry {
 
     fn handle(
         &mut self,
-        RegistryRequest(req): RegistryRequest,
+        RegistryRequest { msg: req, caller }: RegistryRequest,
         _: &mut Context<Self>,
     ) -> Self::Result {
-        let span = info_span!("domain_registry", id = req.id, kind = %req.kind, from = %req.from);
+        let span = info_span!("domain_registry", id = req.id, kind = %req.kind, from = %req.from,
+            identity = caller.identity.as_deref().unwrap_or("-"));
         let _entered = span.enter();
-        let resp = self.core.handle(&req);
+        let resp = self.core.handle(&req, &caller);
         self.flush();
         MessageResult(resp)
     }

@@ -10,6 +10,9 @@ use super::model::{DataObjectRecord, HypertyRecord, Record, Status};
 #[derive(Debug)]
 struct Slot {
     record: Record,
+    /// Who registered the entry: the caller's identity, or its runtime URL if it
+    /// is anonymous. Only the holder may change the entry, and caps count per holder.
+    holder: String,
     deadline: SystemTime,
 }
 
@@ -36,10 +39,11 @@ pub(crate) fn guid_key(guid: &str) -> &str {
     guid.strip_prefix("user-guid://").unwrap_or(guid)
 }
 
-/// Entries and indexes, bounded by a total and a per-owner limit.
+/// Entries and indexes, bounded by a total and a per-holder limit.
 #[derive(Debug)]
 pub(crate) struct Table {
     entries: HashMap<String, Slot>,
+    by_holder: Index,
     by_user: Index,
     by_reporter: Index,
     by_guid: Index,
@@ -47,13 +51,14 @@ pub(crate) struct Table {
     by_runtime: Index,
     deadlines: BTreeSet<(SystemTime, String)>,
     max_entries: usize,
-    max_per_owner: usize,
+    max_per_holder: usize,
 }
 
 impl Table {
-    pub(crate) fn new(max_entries: usize, max_per_owner: usize) -> Table {
+    pub(crate) fn new(max_entries: usize, max_per_holder: usize) -> Table {
         Table {
             entries: HashMap::new(),
+            by_holder: Index::new(),
             by_user: Index::new(),
             by_reporter: Index::new(),
             by_guid: Index::new(),
@@ -61,7 +66,7 @@ impl Table {
             by_runtime: Index::new(),
             deadlines: BTreeSet::new(),
             max_entries,
-            max_per_owner,
+            max_per_holder,
         }
     }
 
@@ -84,19 +89,18 @@ impl Table {
         self.entries.get(url).map(|s| &s.record)
     }
 
-    fn owner_index(&self, record: &Record) -> &Index {
-        match record {
-            Record::Hyperty(_) => &self.by_user,
-            Record::DataObject(_) => &self.by_reporter,
-        }
+    /// Who registered the entry at `url`.
+    pub(crate) fn holder(&self, url: &str) -> Option<&str> {
+        self.entries.get(url).map(|s| s.holder.as_str())
     }
 
-    /// Inserts or replaces the entry at `record.url()`, expiring at `deadline`.
-    /// Returns the replaced entry. Fails with 429 errors when a limit would be
-    /// exceeded (a replacement counts only if it moves to another owner).
+    /// Inserts or replaces the entry at `record.url()` for `holder`, expiring at
+    /// `deadline`. Returns the replaced entry. Fails with 429 errors when a limit
+    /// would be exceeded (a replacement counts only if it moves to another holder).
     pub(crate) fn insert(
         &mut self,
         record: Record,
+        holder: &str,
         deadline: SystemTime,
     ) -> Result<Option<Record>, DomainRegistryError> {
         let url = record.url().to_owned();
@@ -106,28 +110,30 @@ impl Table {
                 limit: self.max_entries,
             });
         }
-        let owned = self
-            .owner_index(&record)
-            .get(record.owner())
-            .map_or(0, BTreeSet::len);
-        let already_counted = self
-            .owner_index(&record)
-            .get(record.owner())
-            .is_some_and(|s| s.contains(&url));
-        if !already_counted && owned >= self.max_per_owner {
+        let held = self.by_holder.get(holder);
+        let already_counted = held.is_some_and(|s| s.contains(&url));
+        if !already_counted && held.map_or(0, BTreeSet::len) >= self.max_per_holder {
             return Err(DomainRegistryError::OwnerLimit {
-                owner: record.owner().to_owned(),
-                limit: self.max_per_owner,
+                owner: holder.to_owned(),
+                limit: self.max_per_holder,
             });
         }
         let old = self.remove(&url);
-        self.index(&record, &url);
+        self.index(&record, holder, &url);
         self.deadlines.insert((deadline, url.clone()));
-        self.entries.insert(url, Slot { record, deadline });
+        self.entries.insert(
+            url,
+            Slot {
+                record,
+                holder: holder.to_owned(),
+                deadline,
+            },
+        );
         Ok(old)
     }
 
-    fn index(&mut self, record: &Record, url: &str) {
+    fn index(&mut self, record: &Record, holder: &str, url: &str) {
+        index_add(&mut self.by_holder, holder, url);
         match record {
             Record::Hyperty(h) => {
                 index_add(&mut self.by_user, &h.user, url);
@@ -147,8 +153,13 @@ impl Table {
 
     /// Removes an entry and its index rows.
     pub(crate) fn remove(&mut self, url: &str) -> Option<Record> {
-        let Slot { record, deadline } = self.entries.remove(url)?;
+        let Slot {
+            record,
+            holder,
+            deadline,
+        } = self.entries.remove(url)?;
         self.deadlines.remove(&(deadline, url.to_owned()));
+        index_remove(&mut self.by_holder, &holder, url);
         match &record {
             Record::Hyperty(h) => {
                 index_remove(&mut self.by_user, &h.user, url);
@@ -272,16 +283,21 @@ impl Table {
         let mut runtimes = 0;
         for (url, slot) in &self.entries {
             assert_eq!(slot.record.url(), url);
-            let owner_set = self.owner_index(&slot.record).get(slot.record.owner());
-            assert!(owner_set.is_some_and(|s| s.contains(url)));
-            assert!(owner_set.is_some_and(|s| s.len() <= self.max_per_owner));
+            let held = self.by_holder.get(&slot.holder);
+            assert!(held.is_some_and(|s| s.contains(url)));
+            assert!(held.is_some_and(|s| s.len() <= self.max_per_holder));
             match &slot.record {
                 Record::Hyperty(h) => {
+                    assert!(self.by_user.get(&h.user).is_some_and(|s| s.contains(url)));
                     users += 1;
                     guids += usize::from(h.guid.is_some());
                 }
                 Record::DataObject(d) => {
                     reporters += 1;
+                    assert!(self
+                        .by_reporter
+                        .get(&d.reporter)
+                        .is_some_and(|s| s.contains(url)));
                     assert!(self.by_name.get(&d.name).is_some_and(|s| s.contains(url)));
                 }
             }
@@ -290,12 +306,14 @@ impl Table {
                 assert!(self.by_runtime.get(rt).is_some_and(|s| s.contains(url)));
             }
         }
+        assert_eq!(rows(&self.by_holder), self.entries.len());
         assert_eq!(rows(&self.by_user), users);
         assert_eq!(rows(&self.by_reporter), reporters);
         assert_eq!(rows(&self.by_name), reporters);
         assert_eq!(rows(&self.by_guid), guids);
         assert_eq!(rows(&self.by_runtime), runtimes);
         for index in [
+            &self.by_holder,
             &self.by_user,
             &self.by_reporter,
             &self.by_guid,
@@ -348,6 +366,16 @@ mod tests {
         })
     }
 
+    /// Inserts `r` for the holder named like its owner.
+    fn insert(
+        t: &mut Table,
+        r: Record,
+        deadline: SystemTime,
+    ) -> Result<Option<Record>, DomainRegistryError> {
+        let holder = r.owner().to_owned();
+        t.insert(r, &holder, deadline)
+    }
+
     fn at(s: u64) -> SystemTime {
         UNIX_EPOCH + Duration::from_secs(s)
     }
@@ -355,25 +383,24 @@ mod tests {
     #[test]
     fn limits_count_new_entries_only() {
         let mut t = Table::new(3, 2);
-        t.insert(hyperty(1, 1, 1), at(10)).expect("room");
-        t.insert(hyperty(2, 1, 1), at(10)).expect("room");
+        insert(&mut t, hyperty(1, 1, 1), at(10)).expect("room");
+        insert(&mut t, hyperty(2, 1, 1), at(10)).expect("room");
         assert!(matches!(
-            t.insert(hyperty(3, 1, 1), at(10)),
+            insert(&mut t, hyperty(3, 1, 1), at(10)),
             Err(DomainRegistryError::OwnerLimit { limit: 2, .. })
         ));
         // replacing an entry of the same owner is always allowed
-        assert!(t
-            .insert(hyperty(2, 1, 2), at(20))
+        assert!(insert(&mut t, hyperty(2, 1, 2), at(20))
             .expect("replace")
             .is_some());
-        t.insert(hyperty(3, 2, 1), at(10)).expect("other user");
+        insert(&mut t, hyperty(3, 2, 1), at(10)).expect("other user");
         assert!(matches!(
-            t.insert(hyperty(4, 3, 1), at(10)),
+            insert(&mut t, hyperty(4, 3, 1), at(10)),
             Err(DomainRegistryError::Full { limit: 3 })
         ));
         // moving an entry to a full owner is refused
         assert!(matches!(
-            t.insert(hyperty(3, 1, 1), at(10)),
+            insert(&mut t, hyperty(3, 1, 1), at(10)),
             Err(DomainRegistryError::OwnerLimit { .. })
         ));
         t.check_invariants();
@@ -382,8 +409,8 @@ mod tests {
     #[test]
     fn indexes_follow_replacements_and_removals() {
         let mut t = Table::new(10, 10);
-        t.insert(hyperty(1, 1, 1), at(10)).expect("room");
-        t.insert(hyperty(1, 2, 2), at(30)).expect("replace");
+        insert(&mut t, hyperty(1, 1, 1), at(10)).expect("room");
+        insert(&mut t, hyperty(1, 2, 2), at(30)).expect("replace");
         assert_eq!(t.hyperties_of_user("user://idp.org/1").count(), 0);
         assert_eq!(t.hyperties_of_user("user://idp.org/2").count(), 1);
         assert_eq!(t.hyperties_of_guid("2").count(), 1);
@@ -391,7 +418,7 @@ mod tests {
         assert_eq!(t.urls_of_runtime("runtime://d.org/2").len(), 1);
         assert!(t.due(at(29)).is_empty());
         assert_eq!(t.due(at(30)), vec!["hyperty://d.org/1".to_owned()]);
-        t.insert(object(5, 1), at(5)).expect("room");
+        insert(&mut t, object(5, 1), at(5)).expect("room");
         assert_eq!(t.data_objects_named("room-2").count(), 1);
         assert_eq!(t.data_objects_of_reporter("hyperty://d.org/1").count(), 1);
         assert_eq!(t.due(at(30)).len(), 2);
@@ -424,8 +451,8 @@ mod tests {
             let mut t = Table::new(8, 3);
             for s in steps {
                 match s {
-                    Step::Hyperty(n, u, r, d) => { let _ = t.insert(hyperty(n, u, r), at(d)); }
-                    Step::Object(n, r, d) => { let _ = t.insert(object(n, r), at(d)); }
+                    Step::Hyperty(n, u, r, d) => { let _ = insert(&mut t, hyperty(n, u, r), at(d)); }
+                    Step::Object(n, r, d) => { let _ = insert(&mut t, object(n, r), at(d)); }
                     Step::Remove(n, h) => {
                         let url = if h { format!("hyperty://d.org/{n}") } else { format!("comm://d.org/{n}") };
                         t.remove(&url);

@@ -40,6 +40,26 @@ struct Fixture {
     clock: ManualClock,
     notes: mpsc::UnboundedReceiver<Message>,
     next_id: u64,
+    caller: Caller,
+}
+
+/// The anonymous session of `RT`, owning every address (the rules of who may
+/// write are tested with other callers).
+fn runtime_caller() -> Caller {
+    Caller {
+        identity: None,
+        runtime: Some(Arc::from(RT)),
+        owns: Arc::new(|_: &str| true),
+    }
+}
+
+/// An authenticated session owning every address.
+fn user_caller(identity: &str) -> Caller {
+    Caller {
+        identity: Some(Arc::from(identity)),
+        runtime: Some(Arc::from(RT)),
+        owns: Arc::new(|_: &str| true),
+    }
 }
 
 fn collector() -> (
@@ -61,6 +81,7 @@ fn fixture_with(config: DomainRegistryConfig) -> Fixture {
         clock,
         notes,
         next_id: 0,
+        caller: runtime_caller(),
     }
 }
 
@@ -101,7 +122,10 @@ impl Fixture {
         let req = request(self.next_id, kind, body);
         let resp = self
             .registry
-            .send(RegistryRequest(req.clone()))
+            .send(RegistryRequest {
+                msg: req.clone(),
+                caller: self.caller.clone(),
+            })
             .await
             .expect("registry alive");
         assert_eq!(resp.id, req.id);
@@ -574,12 +598,13 @@ async fn delete_forms() {
 }
 
 #[actix::test]
-async fn limits_answer_429() {
+async fn limits_answer_429_per_caller_not_per_named_user() {
     let mut f = fixture_with(DomainRegistryConfig {
         max_entries_per_user: 2,
-        max_entries: 3,
+        max_entries: 5,
         ..Default::default()
     });
+    f.caller = user_caller(ALICE);
     assert_eq!(f.code("create", hyperty(1, ALICE, RT, &[])).await, 200);
     assert_eq!(f.code("create", hyperty(2, ALICE, RT, &[])).await, 200);
     let resp = f.send("create", hyperty(3, ALICE, RT, &[])).await;
@@ -590,15 +615,129 @@ async fn limits_answer_429() {
         f.code("create", hyperty(2, ALICE, RT, &["chat"])).await,
         200
     );
+    // an anonymous runtime naming other users still counts as one caller
+    f.caller = runtime_caller();
+    for (n, user) in [(3, "user://idp.org/bob"), (4, "user://idp.org/carol")] {
+        assert_eq!(f.code("create", hyperty(n, user, RT, &[])).await, 200);
+    }
+    let resp = f
+        .send("create", hyperty(5, "user://idp.org/erin", RT, &[]))
+        .await;
+    assert_eq!(resp.code(), Some(ResponseCode::TooManyRequests));
+    assert!(resp.body.description.expect("description").contains(RT));
+    // another identity has its own allowance, up to the total
+    f.caller = user_caller("user://idp.org/dave");
     assert_eq!(
-        f.code("create", hyperty(3, "user://idp.org/bob", RT, &[]))
+        f.code("create", hyperty(5, "user://idp.org/dave", RT, &[]))
+            .await,
+        200
+    );
+    let resp = f
+        .send("create", hyperty(6, "user://idp.org/dave", RT, &[]))
+        .await;
+    assert_eq!(resp.code(), Some(ResponseCode::TooManyRequests));
+    assert!(resp.body.description.expect("description").contains("full"));
+}
+
+#[actix::test]
+async fn writes_are_checked_against_the_caller() {
+    let mut f = fixture();
+    let own = |prefix: &'static str| -> Arc<dyn Fn(&str) -> bool + Send + Sync> {
+        Arc::new(move |url: &str| url.starts_with(prefix))
+    };
+    let alice = Caller {
+        identity: Some(Arc::from(ALICE)),
+        runtime: Some(Arc::from(RT)),
+        owns: own("hyperty://d.org/h1"),
+    };
+    let bob = Caller {
+        identity: Some(Arc::from("user://idp.org/bob")),
+        runtime: Some(Arc::from("runtime://d.org/rt2")),
+        owns: own("hyperty://d.org/h2"),
+    };
+    f.caller = alice.clone();
+    // not alice's address; not alice's user
+    let r = f.send("create", hyperty(2, ALICE, RT, &[])).await;
+    assert_eq!(r.code(), Some(ResponseCode::Forbidden));
+    assert!(r
+        .body
+        .description
+        .expect("why")
+        .contains("hyperty://d.org/h2"));
+    let r = f
+        .send("create", hyperty(1, "user://idp.org/bob", RT, &[]))
+        .await;
+    assert_eq!(r.code(), Some(ResponseCode::Forbidden));
+    assert_eq!(
+        f.code("create", hyperty(1, ALICE, RT, &["chat"])).await,
+        200
+    );
+    f.expect_note("hyperty://d.org/h1", "live").await;
+    // a data object needs a reporter alice owns
+    assert_eq!(
+        f.code("create", data_object(1, "room", "hyperty://d.org/h2"))
+            .await,
+        403
+    );
+
+    // bob can neither overwrite, update, nor delete alice's entry
+    f.caller = Caller {
+        owns: Arc::new(|_: &str| true),
+        ..bob
+    };
+    let before = f
+        .registry
+        .send(GetByUrl {
+            url: "hyperty://d.org/h1".into(),
+        })
+        .await
+        .expect("alive")
+        .expect("entry");
+    for (kind, body) in [
+        ("create", hyperty(1, "user://idp.org/bob", RT, &[])),
+        (
+            "update",
+            json!({"resource": "hyperty://d.org/h1", "value": {"status": "disconnected"}}),
+        ),
+        ("update", json!({"resource": "hyperty://d.org/h1"})),
+        ("delete", json!({"resource": "hyperty://d.org/h1"})),
+        (
+            "delete",
+            json!({"value": {"user": ALICE, "url": "hyperty://d.org/h1"}}),
+        ),
+    ] {
+        assert_eq!(f.code(kind, body).await, 403, "{kind}");
+    }
+    let after = f
+        .registry
+        .send(GetByUrl {
+            url: "hyperty://d.org/h1".into(),
+        })
+        .await
+        .expect("alive")
+        .expect("entry");
+    assert_eq!(after, before);
+    f.no_note().await;
+
+    // alice may not hand her entry to bob; she may update and delete it
+    f.caller = alice;
+    assert_eq!(
+        f.code(
+            "update",
+            json!({"resource": "hyperty://d.org/h1", "value": {"user": "user://idp.org/bob"}})
+        )
+        .await,
+        403
+    );
+    assert_eq!(
+        f.code("update", json!({"resource": "hyperty://d.org/h1"}))
             .await,
         200
     );
     assert_eq!(
-        f.code("create", hyperty(4, "user://idp.org/carol", RT, &[]))
+        f.code("delete", json!({"resource": "hyperty://d.org/h1"}))
             .await,
-        429
+        200
     );
 }
 
@@ -838,12 +977,13 @@ proptest! {
                 "id": i + 1, "type": kind, "from": "runtime://d.org/rt1/registry",
                 "to": REGISTRY, "body": body,
             })) else { continue };
-            let resp = core.handle(&req);
+            let caller = if i % 3 == 0 { user_caller(ALICE) } else { runtime_caller() };
+            let resp = core.handle(&req, &caller);
             prop_assert_eq!(resp.id, req.id);
             prop_assert_eq!(&resp.kind, &MessageType::Response);
             prop_assert_eq!(resp.from.as_str(), REGISTRY);
             let code = resp.code().map(ResponseCode::as_u16);
-            prop_assert!(matches!(code, Some(200 | 400 | 404 | 408 | 429)), "{:?}", code);
+            prop_assert!(matches!(code, Some(200 | 400 | 403 | 404 | 408 | 429)), "{:?}", code);
             if code != Some(200) {
                 prop_assert!(resp.body.description.is_some());
             }

@@ -218,9 +218,19 @@ impl NodeState {
     /// `App::new().configure(state.configure())`.
     pub fn configure(&self) -> impl Fn(&mut web::ServiceConfig) + Clone + Send + 'static {
         let state = self.clone();
+        let registry_reads = web::Data::new(
+            if state.config.registry.public_reads
+                || state.config.auth.mode == crate::config::AuthMode::Optional
+            {
+                crate::domain_registry::HttpReads::Public
+            } else {
+                crate::domain_registry::HttpReads::Token(state.verifier.clone())
+            },
+        );
         move |cfg: &mut web::ServiceConfig| {
             cfg.app_data(web::Data::new(state.clone()))
                 .app_data(web::Data::new(state.registry.clone()))
+                .app_data(registry_reads.clone())
                 .app_data(web::Data::new(state.idp.clone()))
                 .route("/ws", web::get().to(crate::server::ws::upgrade))
                 .route("/health", web::get().to(health))

@@ -760,12 +760,27 @@ impl WsSession {
         let answer: ResponseFuture<Message> = match service {
             Service::Allocation => answered(self.node.allocation.send(request), msg),
             Service::Subscriptions => answered(self.node.subscriptions.send(request), msg),
-            Service::Registry => answered(
-                self.node
-                    .registry
-                    .send(crate::domain_registry::RegistryRequest(msg.clone())),
-                msg,
-            ),
+            Service::Registry => {
+                let (router, key, runtime) = (
+                    self.node.router.clone(),
+                    self.key.clone(),
+                    self.runtime.clone(),
+                );
+                let caller = crate::domain_registry::Caller {
+                    identity: self.identity.as_ref().map(|(i, _)| i.clone()),
+                    runtime: runtime.clone(),
+                    owns: Arc::new(move |url: &str| router.owns(&key, runtime.as_deref(), url)),
+                };
+                answered(
+                    self.node
+                        .registry
+                        .send(crate::domain_registry::RegistryRequest {
+                            msg: msg.clone(),
+                            caller,
+                        }),
+                    msg,
+                )
+            }
             Service::Idp => answered(
                 self.node.idp.send(crate::identity::IdpRequest(msg.clone())),
                 msg,

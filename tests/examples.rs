@@ -1,0 +1,153 @@
+//! Every example in `examples/` runs as a real process: it ends by itself, exits 0
+//! and prints the line that shows it did its job.
+
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+/// Longest an example may run before it counts as hung.
+const DEADLINE: Duration = Duration::from_secs(60);
+
+/// Each example, the arguments that make it end by itself, and the pieces one
+/// line of its output must contain.
+const EXAMPLES: &[(&str, &[&str], &[&str])] = &[
+    (
+        "hello",
+        &[],
+        &["Alice received:", r#""code":200"#, "Hello, "],
+    ),
+    (
+        "two_runtimes",
+        &[],
+        &[
+            "[runtime A] received:",
+            r#""type":"response""#,
+            r#""code":200"#,
+        ],
+    ),
+    ("events", &[], &["same id as published: true"]),
+    (
+        "embedded_server",
+        &["--once"],
+        &["GET /hello -> 200 OK hello from the application"],
+    ),
+];
+
+/// `target/<profile>/examples`, with every example built (once per test run).
+fn examples_dir() -> &'static Path {
+    static DIR: OnceLock<PathBuf> = OnceLock::new();
+    DIR.get_or_init(|| {
+        // this test runs from target/<profile>/deps/
+        let exe = std::env::current_exe().expect("test executable path");
+        let profile_dir = exe
+            .parent()
+            .and_then(Path::parent)
+            .expect("target/<profile>");
+        let profile = profile_dir
+            .file_name()
+            .and_then(|p| p.to_str())
+            .expect("profile name");
+        let target = profile_dir.parent().expect("target dir");
+        let mut build = Command::new(env!("CARGO"));
+        build
+            .args(["build", "--quiet", "--examples", "--target-dir"])
+            .arg(target)
+            .current_dir(env!("CARGO_MANIFEST_DIR"));
+        match profile {
+            "debug" => {}
+            "release" => {
+                build.arg("--release");
+            }
+            other => {
+                build.args(["--profile", other]);
+            }
+        }
+        let status = build.status().expect("cargo runs");
+        assert!(status.success(), "cargo build --examples: {status}");
+        profile_dir.join("examples")
+    })
+}
+
+/// Runs an example to its end; its exit status and standard output.
+fn run(name: &str, args: &[&str]) -> (std::process::ExitStatus, String) {
+    let path = examples_dir().join(format!("{name}{}", std::env::consts::EXE_SUFFIX));
+    let mut child = Command::new(&path)
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    let mut stdout = child.stdout.take().expect("piped stdout");
+    // read while it runs, so a full pipe cannot stall it
+    let reader = std::thread::spawn(move || {
+        let mut out = String::new();
+        let _ = stdout.read_to_string(&mut out);
+        out
+    });
+    let started = Instant::now();
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("wait") {
+            break status;
+        }
+        if started.elapsed() > DEADLINE {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("example {name} did not end within {DEADLINE:?}");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    (status, reader.join().expect("reader"))
+}
+
+fn check(name: &str) {
+    let (_, args, pieces) = EXAMPLES
+        .iter()
+        .find(|(n, _, _)| *n == name)
+        .expect("listed example");
+    let (status, out) = run(name, args);
+    assert!(
+        status.success(),
+        "example {name} exited with {status}:\n{out}"
+    );
+    assert!(
+        out.lines().any(|l| pieces.iter().all(|p| l.contains(p))),
+        "example {name}: no line with all of {pieces:?} in:\n{out}"
+    );
+}
+
+#[test]
+fn hello() {
+    check("hello");
+}
+
+#[test]
+fn two_runtimes() {
+    check("two_runtimes");
+}
+
+#[test]
+fn events() {
+    check("events");
+}
+
+#[test]
+fn embedded_server() {
+    check("embedded_server");
+}
+
+#[test]
+fn every_example_is_run_here() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples");
+    let mut found: Vec<String> = std::fs::read_dir(&dir)
+        .expect("examples/")
+        .filter_map(|e| e.ok()?.file_name().into_string().ok())
+        .filter_map(|f| f.strip_suffix(".rs").map(str::to_owned))
+        .collect();
+    found.sort();
+    let mut listed: Vec<String> = EXAMPLES.iter().map(|(n, _, _)| n.to_string()).collect();
+    listed.sort();
+    assert_eq!(found, listed, "add new examples to EXAMPLES (and a test)");
+}
