@@ -769,7 +769,7 @@ impl WsSession {
                 let caller = crate::domain_registry::Caller {
                     identity: self.identity.as_ref().map(|(i, _)| i.clone()),
                     runtime: runtime.clone(),
-                    owns: Arc::new(move |url: &str| router.owns(&key, runtime.as_deref(), url)),
+                    owns: Arc::new(move |url: &str| router.owns(&key, url)),
                 };
                 answered(
                     self.node
