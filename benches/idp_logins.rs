@@ -83,7 +83,8 @@ fn main() {
             let mut tasks = Vec::with_capacity(CONCURRENCY);
             for i in 0..CONCURRENCY {
                 let n = wave * CONCURRENCY + i;
-                let source = IpAddr::V4(Ipv4Addr::new(127, 1, (n / 250) as u8, (n % 250) as u8 + 2));
+                let source =
+                    IpAddr::V4(Ipv4Addr::new(127, 1, (n / 250) as u8, (n % 250) as u8 + 2));
                 let body = format!(r#"{{"username":"user{n}","password":"wrong password {n}"}}"#);
                 tasks.push(tokio::spawn(async move {
                     post(addr, source, "/idp/login", &body).await.0

@@ -11,8 +11,8 @@ use serde_json::json;
 use super::config::DEFAULT_ASSERTION_AUDIENCE;
 use super::error::IdentityError;
 use super::idp::{
-    DeleteDevice, DeleteUser, DeviceToken, IdentityProvider, IssueAssertion, Login,
-    PublishedJwks, RegisterDevice, RegisterUser,
+    DeleteDevice, DeleteUser, DeviceToken, IdentityProvider, IssueAssertion, Login, PublishedJwks,
+    RegisterDevice, RegisterUser,
 };
 use super::model::{Profile, Secret};
 
@@ -240,9 +240,11 @@ async fn delete_user(idp: Idp, req: HttpRequest, name: web::Path<String>) -> Htt
             id_token,
         })
         .await;
-    answer(sent, StatusCode::OK, |d| {
-        json!({"userURL": d.subject, "devices": d.devices})
-    })
+    answer(
+        sent,
+        StatusCode::OK,
+        |d| json!({"userURL": d.subject, "devices": d.devices}),
+    )
 }
 
 async fn delete_device(idp: Idp, req: HttpRequest, id: web::Path<String>) -> HttpResponse {

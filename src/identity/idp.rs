@@ -6,8 +6,8 @@ use std::sync::Arc;
 use std::time::{Duration, UNIX_EPOCH};
 
 use actix::prelude::{
-    Actor, ActorFutureExt, AsyncContext, Context, Handler, MessageResult, ResponseActFuture,
-    WrapFuture,
+    Actor, ActorContext, ActorFutureExt, AsyncContext, Context, Handler, MessageResult,
+    ResponseActFuture, WrapFuture,
 };
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine as _;
@@ -139,6 +139,12 @@ pub struct IssueAssertion {
 #[derive(Debug, Clone, Copy, actix::Message)]
 #[rtype(result = "Result<String, IdentityError>")]
 pub struct RotateKeys;
+
+/// Stops the provider, closing its store (its data directory may then be opened
+/// again). The node sends it when it stops.
+#[derive(Debug, Clone, Copy, actix::Message)]
+#[rtype(result = "()")]
+pub struct Shutdown;
 
 /// The published JWK set.
 #[derive(Debug, Clone, Copy, actix::Message)]
@@ -283,7 +289,8 @@ impl IdentityProvider {
             .collect();
         let mut devices = HashMap::new();
         for (id, d) in loaded.devices {
-            let (Some(secret_hash), Some(owner)) = (unhex(&d.secret_sha256), users.get_mut(&d.owner))
+            let (Some(secret_hash), Some(owner)) =
+                (unhex(&d.secret_sha256), users.get_mut(&d.owner))
             else {
                 warn!(device = %id, "stored device without a usable secret or owner ignored");
                 continue;
@@ -867,6 +874,15 @@ impl Handler<RegisterDevice> for IdentityProvider {
     fn handle(&mut self, m: RegisterDevice, _: &mut Context<Self>) -> Self::Result {
         let _span = info_span!("idp.register_device", domain = %self.domain).entered();
         self.register_device(m)
+    }
+}
+
+impl Handler<Shutdown> for IdentityProvider {
+    type Result = ();
+
+    fn handle(&mut self, _: Shutdown, ctx: &mut Context<Self>) {
+        info!(domain = %self.domain, "identity provider stopping");
+        ctx.stop();
     }
 }
 

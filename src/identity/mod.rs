@@ -22,6 +22,7 @@
 //! | same | [`DeviceToken`] | [`IssuedToken`] (device token for the runtime itself) |
 //! | same | [`IssueAssertion`] | [`IdentityAssertion`] binding the ID token's user to a hyperty |
 //! | operators | [`RotateKeys`] | the new `kid`; old keys stay published until their tokens expire |
+//! | the node, when it stops | [`Shutdown`] | the provider stops and closes its store |
 //! | HTTP `/.well-known/jwks.json` | [`Jwks`] | [`JwkSet`] |
 //! | the node, for each reTHINK message to `domain-idp://<D>` | [`IdpRequest`] | the response message |
 //!
@@ -191,17 +192,17 @@ pub use self::idm::{
     ValidateAssertion, MAX_IDP_ANSWER, MAX_REFRESH_PER_TICK, PREFETCH_QUEUE,
 };
 pub use self::idp::{
-    DeleteDevice, DeleteUser, Deletion, DeviceToken, IdentityProvider, IdpRequest,
-    IssueAssertion, Jwks, Login, RegisterDevice, RegisterUser, RotateKeys, KEY_PRUNE_INTERVAL,
+    DeleteDevice, DeleteUser, Deletion, DeviceToken, IdentityProvider, IdpRequest, IssueAssertion,
+    Jwks, Login, RegisterDevice, RegisterUser, RotateKeys, Shutdown, KEY_PRUNE_INTERVAL,
 };
 pub use self::interceptor::{IdentityInterceptor, INTERCEPTOR_NAME};
 pub use self::keys::{Jwk, JwkSet, KEY_FILE_NAME};
-pub use self::store::STORE_FILE_NAME;
-pub use self::throttle::ThrottleConfig;
 pub use self::model::{
     Claims, DeviceCredentials, IdentityAssertion, IssuedToken, Profile, Secret, TokenUse, UserInfo,
     UserProfile, VerifiedIdentity, MAX_AVATAR_LEN, MAX_LABEL_LEN, MAX_PROFILE_FIELD_LEN,
     MAX_USERNAME_LEN,
 };
+pub use self::store::STORE_FILE_NAME;
+pub use self::throttle::ThrottleConfig;
 pub use self::verifier::TokenVerifier;
 pub use crate::domain_registry::{Clock, ManualClock, SystemClock};

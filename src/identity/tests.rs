@@ -389,7 +389,12 @@ async fn wire_requests() {
     ))
     .await;
     assert_eq!(code(&r), Some(403), "{r:?}");
-    let r = ask(execute(22, Some("deleteDevice"), Some(json!({"device": d["device"]})))).await;
+    let r = ask(execute(
+        22,
+        Some("deleteDevice"),
+        Some(json!({"device": d["device"]})),
+    ))
+    .await;
     assert_eq!(code(&r), Some(401));
     let r = ask(execute(
         23,
@@ -604,7 +609,12 @@ async fn logins_are_throttled_with_a_retry_hint() {
     let attacker = [192, 0, 2, 1];
     let mut refusals = Vec::new();
     for _ in 0..6 {
-        refusals.push(idp.send(from(attacker, "guess")).await.unwrap().unwrap_err());
+        refusals.push(
+            idp.send(from(attacker, "guess"))
+                .await
+                .unwrap()
+                .unwrap_err(),
+        );
     }
     assert!(refusals[..3]
         .iter()

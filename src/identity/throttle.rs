@@ -262,9 +262,7 @@ impl LoginThrottle {
         }
         let forget = self.cfg.forget_after_secs.saturating_mul(1_000);
         self.counters.retain(|_, c| {
-            c.blocked_until > now
-                || c.trusted_until > now
-                || now.saturating_sub(c.last) <= forget
+            c.blocked_until > now || c.trusted_until > now || now.saturating_sub(c.last) <= forget
         });
         if self.counters.len() >= self.cfg.max_entries {
             let oldest = self
@@ -300,7 +298,12 @@ mod tests {
     }
 
     /// One failed attempt at `now`: `Err(wait)` if it was refused.
-    fn fail(t: &mut LoginThrottle, account: &str, src: Option<IpAddr>, now: u64) -> Result<(), u64> {
+    fn fail(
+        t: &mut LoginThrottle,
+        account: &str,
+        src: Option<IpAddr>,
+        now: u64,
+    ) -> Result<(), u64> {
         let ticket = t.begin(account, src, now)?;
         t.finish(account, src, ticket, Attempt::Failed, now);
         Ok(())
@@ -376,8 +379,15 @@ mod tests {
             assert_eq!(fail(&mut t, "alice", src, now), Ok(()));
         }
         let fresh = Some(IpAddr::V4(std::net::Ipv4Addr::new(198, 51, 100, 1)));
-        assert!(t.begin("alice", fresh, now).is_err(), "account-wide backoff");
-        assert_eq!(succeed(&mut t, "alice", B, now), Ok(()), "a trusted source passes");
+        assert!(
+            t.begin("alice", fresh, now).is_err(),
+            "account-wide backoff"
+        );
+        assert_eq!(
+            succeed(&mut t, "alice", B, now),
+            Ok(()),
+            "a trusted source passes"
+        );
         assert_eq!(
             succeed(&mut t, "bob", fresh, now),
             Ok(()),

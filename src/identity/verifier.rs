@@ -110,7 +110,11 @@ impl TokenVerifier {
 
     /// Refuses every token of `subject` issued at or before `at` (unix seconds).
     pub(crate) fn revoke(&self, subject: &str, at: u64) {
-        let mut r = self.inner.revoked.write().unwrap_or_else(|e| e.into_inner());
+        let mut r = self
+            .inner
+            .revoked
+            .write()
+            .unwrap_or_else(|e| e.into_inner());
         let entry = r.entry(subject.to_owned()).or_insert(at);
         *entry = (*entry).max(at);
         drop(r);
@@ -120,7 +124,11 @@ impl TokenVerifier {
     /// Forgets revocations at or before `before` (their tokens have all expired);
     /// answers the subjects forgotten.
     pub(crate) fn forget_revocations(&self, before: u64) -> Vec<String> {
-        let mut r = self.inner.revoked.write().unwrap_or_else(|e| e.into_inner());
+        let mut r = self
+            .inner
+            .revoked
+            .write()
+            .unwrap_or_else(|e| e.into_inner());
         let old: Vec<String> = r
             .iter()
             .filter(|(_, at)| **at <= before)

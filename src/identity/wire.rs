@@ -14,8 +14,8 @@ use tracing::debug;
 use super::config::DEFAULT_ASSERTION_AUDIENCE;
 use super::error::IdentityError;
 use super::idp::{
-    DeleteDevice, DeleteUser, DeviceToken, IdentityProvider, IssueAssertion, Login,
-    RegisterDevice, RegisterUser,
+    DeleteDevice, DeleteUser, DeviceToken, IdentityProvider, IssueAssertion, Login, RegisterDevice,
+    RegisterUser,
 };
 use super::model::{Profile, Secret};
 
@@ -148,7 +148,9 @@ fn id_token(req: &Message, from_params: Option<Secret>) -> Result<Secret, Identi
                 .and_then(Value::as_str)
                 .map(Secret::from)
         })
-        .ok_or(IdentityError::InvalidToken("missing ID token (params.idToken)"))
+        .ok_or(IdentityError::InvalidToken(
+            "missing ID token (params.idToken)",
+        ))
 }
 
 /// Answers one request (rethink-wire.md §7); `source` is the sender's address.

@@ -260,6 +260,8 @@ impl NodeHandle {
             self.state.router.kick(&k, "node shutting down");
         }
         self.server.stop(true).await;
+        // closes the identity store, so the data directory can be opened again
+        let _ = self.state.idp.send(crate::identity::Shutdown).await;
     }
 }
 
