@@ -116,7 +116,7 @@ async fn a_password_flood_from_one_source_never_locks_the_real_user_out() {
         let guesses: Vec<_> = (0..burst)
             .map(|i| {
                 let pw = format!("guess {round} {i}");
-                async move { login_from(&node, attacker, "alice", &pw).await }
+                async move { login_from(node, attacker, "alice", &pw).await }
             })
             .collect();
         let (answers, real) = futures_util::future::join(
@@ -139,7 +139,7 @@ async fn a_password_flood_from_one_source_never_locks_the_real_user_out() {
             }
         }
         // and every time, the real user's next login from elsewhere works too
-        assert_eq!(login_from(&node, user, "alice", PASSWORD).await.status, 200);
+        assert_eq!(login_from(node, user, "alice", PASSWORD).await.status, 200);
     }
     assert!(throttled > 0, "the flooding source is throttled");
     assert!(
@@ -147,7 +147,7 @@ async fn a_password_flood_from_one_source_never_locks_the_real_user_out() {
         "most guesses are refused before any password check ({checked} were checked)"
     );
     // the flooding source is throttled even with the right password
-    let a = login_from(&node, attacker, "alice", PASSWORD).await;
+    let a = login_from(node, attacker, "alice", PASSWORD).await;
     assert_eq!(a.status, 429, "{}", a.body);
 
     // the WebSocket face throttles per session address just the same
