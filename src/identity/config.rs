@@ -411,6 +411,25 @@ mod tests {
                 issuer: Some(String::new()),
                 ..Default::default()
             },
+            IdpConfig {
+                hash_queue: 0,
+                ..Default::default()
+            },
+            IdpConfig {
+                max_devices_per_user: 0,
+                ..Default::default()
+            },
+            IdpConfig {
+                admins: vec!["Root".into()],
+                ..Default::default()
+            },
+            IdpConfig {
+                login_throttle: ThrottleConfig {
+                    base_backoff_ms: 0,
+                    ..Default::default()
+                },
+                ..Default::default()
+            },
         ] {
             assert!(cfg.validate().is_err(), "{cfg:?}");
         }
