@@ -81,6 +81,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             username: "alice".to_owned(),
             password,
             device: None,
+            source: None,
         })
         .await??;
     println!("alice logged in as {}", login.claims.sub);

@@ -64,9 +64,18 @@ async fn forged_tokens_are_refused() {
     // expired: the node's own key (same key file), minted by a provider whose clock
     // is two days behind
     let past = std::time::SystemTime::now() - Duration::from_secs(2 * 86_400);
+    // forgers sign with a copy of the node's key file (the node holds its store)
+    let keys_copy = |name: &str| {
+        let copy = dir.with_extension(name);
+        std::fs::create_dir_all(&copy).unwrap();
+        let file = hyperty::identity::KEY_FILE_NAME;
+        std::fs::copy(dir.join(file), copy.join(file)).unwrap();
+        copy
+    };
+    let keys_only = keys_copy("keys");
     let mk = |issuer: Option<&str>| {
         let cfg = IdpConfig {
-            data_dir: Some(dir.clone()),
+            data_dir: Some(keys_only.clone()),
             issuer: issuer.map(str::to_owned),
             kdf: KdfParams::fast_insecure(),
             ..IdpConfig::default()
@@ -90,6 +99,7 @@ async fn forged_tokens_are_refused() {
                 username: "mallory".into(),
                 password,
                 device: None,
+                source: None,
             })
             .await
             .unwrap()
@@ -102,7 +112,7 @@ async fn forged_tokens_are_refused() {
     // wrong issuer, same key, current time
     let wrong_iss = {
         let cfg = IdpConfig {
-            data_dir: Some(dir.clone()),
+            data_dir: Some(keys_copy("evil")),
             issuer: Some("domain-idp://evil.test".into()),
             kdf: KdfParams::fast_insecure(),
             ..IdpConfig::default()
@@ -115,6 +125,8 @@ async fn forged_tokens_are_refused() {
     refused(&node, json!({"idToken": "not.a.jwt"}), "").await;
     refused(&node, json!({"token": 42}), "string").await;
     std::fs::remove_dir_all(&dir).ok();
+    std::fs::remove_dir_all(&keys_only).ok();
+    std::fs::remove_dir_all(dir.with_extension("evil")).ok();
 }
 
 #[actix::test]
@@ -153,9 +165,11 @@ async fn a_valid_token_opens_and_the_identity_rides_on_every_message() {
 async fn device_tokens_authenticate_exactly_their_runtime() {
     let node = start_node(D, required);
     let idp = node.state().idp();
+    let owner = user_token(&node, "owner").await;
     let creds = idp
         .send(RegisterDevice {
             label: Some("tv".into()),
+            id_token: Secret::new(owner),
         })
         .await
         .unwrap()
@@ -192,6 +206,7 @@ async fn device_tokens_authenticate_exactly_their_runtime() {
                 username: user.into(),
                 password: password.clone(),
                 device: Some(t.token.clone()),
+                source: None,
             })
             .await
             .unwrap()

@@ -3,9 +3,21 @@
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 
+/// The binary, run in a directory of its own: the default `data/idp` store is
+/// locked by the node using it, so two nodes never share one.
 fn bin() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_hyperty"))
+    let dir = std::env::temp_dir().join(format!(
+        "hyperty-binary-{}-{}",
+        std::process::id(),
+        RUNS.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+    ));
+    std::fs::create_dir_all(&dir).expect("a working directory");
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_hyperty"));
+    cmd.current_dir(dir);
+    cmd
 }
+
+static RUNS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
 
 #[test]
 fn prints_exactly_the_listening_line_and_stops_on_sigterm() {

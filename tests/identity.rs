@@ -157,6 +157,15 @@ fn temp_dir() -> PathBuf {
     std::env::temp_dir().join(format!("hyperty-identity-{}", uuid::Uuid::new_v4()))
 }
 
+/// A new data directory holding a copy of `dir`'s signing keys (and nothing
+/// else): a second provider signing with the same keys, beside the first.
+fn sharing_keys_of(dir: &std::path::Path) -> PathBuf {
+    let copy = temp_dir();
+    std::fs::create_dir_all(&copy).unwrap();
+    std::fs::copy(dir.join(KEY_FILE_NAME), copy.join(KEY_FILE_NAME)).unwrap();
+    copy
+}
+
 #[actix::test]
 async fn users_register_and_log_in_over_http() {
     let clock = ManualClock::starting_now();
@@ -296,7 +305,7 @@ async fn forged_tokens_are_refused_with_401() {
     // wrong issuer / wrong audience: providers sharing a.org's keys but not its names
     let evil_iss = IdpConfig {
         issuer: Some("domain-idp://evil.org".into()),
-        ..fast(Some(dir.clone()))
+        ..fast(Some(sharing_keys_of(&dir)))
     };
     let evil = serve("a.org", evil_iss, &clock);
     register(&evil, "alice").await;
@@ -308,7 +317,7 @@ async fn forged_tokens_are_refused_with_401() {
     );
     let evil_aud = IdpConfig {
         audience: Some("domain://msg-node.evil.org".into()),
-        ..fast(Some(dir.clone()))
+        ..fast(Some(sharing_keys_of(&dir)))
     };
     let other_aud = serve("a.org", evil_aud, &clock);
     register(&other_aud, "alice").await;
@@ -410,8 +419,30 @@ async fn a_restarted_provider_reuses_its_keys() {
             .unwrap();
     let first_kid = first.verifier().jwks().keys[0].kid.clone();
     let first = first.start();
+    first
+        .send(hyperty::identity::RegisterUser {
+            username: "owner".into(),
+            password: Secret::new(PASSWORD),
+            profile: Default::default(),
+        })
+        .await
+        .unwrap()
+        .unwrap();
+    let owner = first
+        .send(hyperty::identity::Login {
+            username: "owner".into(),
+            password: Secret::new(PASSWORD),
+            device: None,
+            source: None,
+        })
+        .await
+        .unwrap()
+        .unwrap();
     let device = first
-        .send(RegisterDevice::default())
+        .send(RegisterDevice {
+            label: None,
+            id_token: owner.token,
+        })
         .await
         .unwrap()
         .unwrap();
@@ -433,8 +464,24 @@ async fn a_restarted_provider_reuses_its_keys() {
         assert_eq!(mode & 0o777, 0o600);
     }
 
-    let again =
-        IdentityProvider::with_clock("a.org", fast(Some(dir.clone())), Arc::new(clock)).unwrap();
+    // the first provider holds the store until it has stopped
+    first.send(hyperty::identity::Shutdown).await.unwrap();
+    let mut again = None;
+    assert!(
+        eventually(TIMEOUT, || {
+            again = IdentityProvider::with_clock(
+                "a.org",
+                fast(Some(dir.clone())),
+                Arc::new(clock.clone()),
+            )
+            .ok()
+            .or(again.take());
+            let found = again.is_some();
+            async move { found }
+        })
+        .await
+    );
+    let again = again.unwrap();
     assert_eq!(again.verifier().jwks().keys[0].kid, first_kid);
     let claims = again.verifier().verify_token(token.token.expose()).unwrap();
     assert_eq!(claims.sub, device.runtime);
@@ -446,11 +493,16 @@ async fn devices_register_apart_from_users_and_carry_several_users() {
     let clock = ManualClock::starting_now();
     let a = serve("a.org", fast(None), &clock);
     let devices = format!("{}/idp/devices", a.base);
-    let (s, d) = http("POST", &devices, None, Some(json!({"label": "tv"}))).await;
+    // a device is registered by its owner, a logged-in user (anonymous: 401)
+    let (s, _) = http("POST", &devices, None, Some(json!({"label": "tv"}))).await;
+    assert_eq!(s, 401);
+    register(&a, "owner").await;
+    let owner = login(&a, "owner", None).await;
+    let (s, d) = http("POST", &devices, Some(&owner), Some(json!({"label": "tv"}))).await;
     assert_eq!(s, 201);
-    let (s, _) = http("POST", &devices, None, None).await;
+    let (s, _) = http("POST", &devices, Some(&owner), None).await;
     assert_eq!(s, 201, "the label is optional");
-    let (s, _) = http("POST", &devices, None, Some(json!({"label": 5}))).await;
+    let (s, _) = http("POST", &devices, Some(&owner), Some(json!({"label": 5}))).await;
     assert_eq!(s, 400);
     let token_url = format!("{}/idp/devices/token", a.base);
     let (s, _) = http(

@@ -334,6 +334,7 @@ async fn user_token_again(node: &hyperty::node::NodeHandle, user: &str) -> Strin
             username: user.to_owned(),
             password: Secret::new("correct horse battery"),
             device: None,
+            source: None,
         })
         .await
         .unwrap()

@@ -8,6 +8,7 @@ use std::path::PathBuf;
 use serde::{Deserialize, Serialize};
 
 use super::error::IdentityError;
+use super::throttle::ThrottleConfig;
 
 /// Audience of the identity assertions an identity module asks for when it binds
 /// a user to a hyperty, and the audience it accepts by default: the assertion
@@ -57,13 +58,17 @@ impl KdfParams {
         }
     }
 
+    pub(crate) fn params(&self) -> Result<argon2::Params, IdentityError> {
+        argon2::Params::new(self.memory_kib, self.iterations, self.parallelism, None)
+            .map_err(|e| IdentityError::InvalidConfig(format!("kdf: {e}")))
+    }
+
+    #[cfg(test)]
     pub(crate) fn argon2(&self) -> Result<argon2::Argon2<'static>, IdentityError> {
-        let params = argon2::Params::new(self.memory_kib, self.iterations, self.parallelism, None)
-            .map_err(|e| IdentityError::InvalidConfig(format!("kdf: {e}")))?;
         Ok(argon2::Argon2::new(
             argon2::Algorithm::Argon2id,
             argon2::Version::V0x13,
-            params,
+            self.params()?,
         ))
     }
 }
@@ -82,8 +87,10 @@ impl KdfParams {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct IdpConfig {
-    /// Directory of the signing-key file. `None` keeps keys in memory only (tests):
-    /// every start then makes new keys and earlier tokens stop verifying.
+    /// Directory of the signing-key file and of the identity store (users,
+    /// devices, password hashes, revocations), both owner-only. `None` keeps all
+    /// of it in memory only (tests): every start then makes new keys, earlier
+    /// tokens stop verifying and every user is gone.
     pub data_dir: Option<PathBuf>,
     /// `iss` of every token; `None` means `domain-idp://<domain>`.
     pub issuer: Option<String>,
@@ -106,18 +113,31 @@ pub struct IdpConfig {
     pub max_users: usize,
     /// Most registered devices; a registration beyond answers 429.
     pub max_devices: usize,
+    /// Most devices one user may register; a registration beyond answers 429.
+    pub max_devices_per_user: usize,
+    /// Most revoked subjects remembered (deleted users and devices whose tokens
+    /// may not have expired yet); a deletion beyond answers 429.
+    pub max_revocations: usize,
+    /// Usernames (of this domain) whose ID tokens may delete any user or device.
+    pub admins: Vec<String>,
     /// Most signing keys kept (the current one plus retired ones whose tokens may
     /// still be valid); a rotation beyond answers 429.
     pub max_keys: usize,
-    /// Most password hashes computed at once (each takes `kdf.memory_kib` and a
-    /// blocking thread); more concurrent logins/registrations answer 429.
+    /// Password hashing threads: most hashes computed at once. Each thread keeps
+    /// one `kdf.memory_kib` block for its life, so hashing never holds more than
+    /// `max_concurrent_hashes × kdf.memory_kib`.
     pub max_concurrent_hashes: usize,
+    /// Logins and registrations that may wait for a hashing thread; more at once
+    /// answer 429.
+    pub hash_queue: usize,
     /// Shortest password accepted, characters.
     pub min_password_len: usize,
     /// `Cache-Control: max-age` of `/.well-known/jwks.json`, seconds.
     pub jwks_max_age_secs: u64,
     /// Password hashing parameters.
     pub kdf: KdfParams,
+    /// Backoff of failed logins per account and per source.
+    pub login_throttle: ThrottleConfig,
 }
 
 impl Default for IdpConfig {
@@ -133,11 +153,16 @@ impl Default for IdpConfig {
             clock_skew_secs: 30,
             max_users: 10_000,
             max_devices: 10_000,
+            max_devices_per_user: 16,
+            max_revocations: 100_000,
+            admins: Vec::new(),
             max_keys: 8,
             max_concurrent_hashes: 4,
+            hash_queue: 64,
             min_password_len: 8,
             jwks_max_age_secs: 300,
             kdf: KdfParams::default(),
+            login_throttle: ThrottleConfig::default(),
         }
     }
 }
@@ -174,14 +199,32 @@ impl IdpConfig {
         {
             return bad("token lifetimes must be at least 1 second");
         }
-        if self.max_users == 0 || self.max_devices == 0 {
-            return bad("max_users and max_devices must be at least 1");
+        if self.max_users == 0
+            || self.max_devices == 0
+            || self.max_devices_per_user == 0
+            || self.max_revocations == 0
+        {
+            return bad(
+                "max_users, max_devices, max_devices_per_user and max_revocations must be at least 1",
+            );
+        }
+        if let Some(a) = self
+            .admins
+            .iter()
+            .find(|a| super::idp::normalise_username(a).as_deref() != Some(a.as_str()))
+        {
+            return Err(IdentityError::InvalidConfig(format!(
+                "admins: {a:?} is not a lower-case username"
+            )));
         }
         if self.max_keys < 2 {
             return bad("max_keys must be at least 2 (the current key and one retired key)");
         }
-        if self.max_concurrent_hashes == 0 {
-            return bad("max_concurrent_hashes must be at least 1");
+        if self.max_concurrent_hashes == 0 || self.hash_queue == 0 {
+            return bad("max_concurrent_hashes and hash_queue must be at least 1");
+        }
+        if let Err(what) = self.login_throttle.validate() {
+            return bad(what);
         }
         if self.min_password_len == 0 || self.min_password_len > MAX_PASSWORD_LEN {
             return bad("min_password_len must be between 1 and 1024");
@@ -191,7 +234,7 @@ impl IdpConfig {
         {
             return bad("issuer and audience must not be empty");
         }
-        self.kdf.argon2().map(|_| ())
+        self.kdf.params().map(|_| ())
     }
 }
 
@@ -366,6 +409,25 @@ mod tests {
             },
             IdpConfig {
                 issuer: Some(String::new()),
+                ..Default::default()
+            },
+            IdpConfig {
+                hash_queue: 0,
+                ..Default::default()
+            },
+            IdpConfig {
+                max_devices_per_user: 0,
+                ..Default::default()
+            },
+            IdpConfig {
+                admins: vec!["Root".into()],
+                ..Default::default()
+            },
+            IdpConfig {
+                login_throttle: ThrottleConfig {
+                    base_backoff_ms: 0,
+                    ..Default::default()
+                },
                 ..Default::default()
             },
         ] {

@@ -99,6 +99,23 @@ pub enum IdentityError {
     /// Too many password hashes are being computed at once (429).
     #[error("too many concurrent credential checks, try again later")]
     Busy,
+    /// Too many failed logins for this account from this source, or from this
+    /// source (429); the caller may try again after the given time.
+    #[error("too many failed logins, retry after {retry_after_secs} s")]
+    Throttled {
+        /// Seconds to wait before the next attempt is considered.
+        retry_after_secs: u64,
+    },
+    /// The token is valid but does not allow this operation (403), e.g. deleting
+    /// another user's device.
+    #[error("forbidden: {0}")]
+    Forbidden(&'static str),
+    /// The token's user or device has been deleted (401).
+    #[error("the token's subject has been revoked")]
+    Revoked,
+    /// The identity store could not be read or written (500).
+    #[error("identity store error: {0}")]
+    Store(String),
     /// The key file could not be read or written (500).
     #[error("key store error: {0}")]
     KeyStore(String),
@@ -151,11 +168,13 @@ impl ToResponseCode for IdentityError {
             | NoAssertion
             | NotLoggedIn(_)
             | UnknownIdp(_)
-            | KeysNotCached(_) => ResponseCode::Unauthorized,
+            | KeysNotCached(_)
+            | Revoked => ResponseCode::Unauthorized,
+            Forbidden(_) => ResponseCode::Forbidden,
             IdpUnreachable { .. } => ResponseCode::GatewayTimeout,
             NotFound(_) => ResponseCode::NotFound,
-            Full { .. } | Busy => ResponseCode::TooManyRequests,
-            KeyStore(_) | InvalidConfig(_) | Internal(_) | Unavailable => {
+            Full { .. } | Busy | Throttled { .. } => ResponseCode::TooManyRequests,
+            KeyStore(_) | Store(_) | InvalidConfig(_) | Internal(_) | Unavailable => {
                 ResponseCode::InternalError
             }
         }
@@ -203,6 +222,15 @@ mod tests {
                 429,
             ),
             (IdentityError::Busy, 429),
+            (
+                IdentityError::Throttled {
+                    retry_after_secs: 2,
+                },
+                429,
+            ),
+            (IdentityError::Forbidden("not yours"), 403),
+            (IdentityError::Revoked, 401),
+            (IdentityError::Store("x".into()), 500),
             (IdentityError::KeyStore("x".into()), 500),
             (IdentityError::Unavailable, 500),
         ];

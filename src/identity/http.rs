@@ -11,8 +11,8 @@ use serde_json::json;
 use super::config::DEFAULT_ASSERTION_AUDIENCE;
 use super::error::IdentityError;
 use super::idp::{
-    DeviceToken, IdentityProvider, IssueAssertion, Login, PublishedJwks, RegisterDevice,
-    RegisterUser,
+    DeleteDevice, DeleteUser, DeviceToken, IdentityProvider, IssueAssertion, Login, PublishedJwks,
+    RegisterDevice, RegisterUser,
 };
 use super::model::{Profile, Secret};
 
@@ -27,15 +27,19 @@ pub const MAX_HTTP_BODY: usize = 16 * 1024;
 /// | `GET /.well-known/jwks.json` | — | 200 `{keys:[{kty:"OKP",crv:"Ed25519",x,kid,alg:"EdDSA",use:"sig"}]}` |
 /// | `POST /idp/users` | `{username, password, profile?:{cn,avatar,email,locale}}` | 201 `{userURL, username, profile}` |
 /// | `POST /idp/login` | `{username, password, deviceToken?}` | 200 `{idToken, tokenType:"Bearer", expires, userURL}` |
-/// | `POST /idp/devices` | `{label?}` | 201 `{device, secret, runtimeURL}` |
+/// | `POST /idp/devices` + `Authorization: Bearer <idToken>` | `{label?}` or empty | 201 `{device, secret, runtimeURL}`; the token's user owns the device |
 /// | `POST /idp/devices/token` | `{device, secret}` | 200 `{deviceToken, tokenType:"Bearer", expires, runtimeURL}` |
 /// | `POST /idp/assertions` + `Authorization: Bearer <idToken>` | `{hyperty, audience?}` | 200 `{assertion, idp, userProfile, hyperty, expires, identity}` |
+/// | `DELETE /idp/users/{name}` + `Authorization: Bearer <idToken>` of that user or an admin | — | 200 `{userURL, devices}`; the user, their devices and all their tokens are revoked |
+/// | `DELETE /idp/devices/{id}` + `Authorization: Bearer <idToken>` of its owner or an admin | — | 200 `{runtimeURL}`; the device's tokens are revoked |
 ///
 /// Errors are `{"code":…, "description":…}` with the same HTTP status: 400
-/// malformed input, 401 bad credentials or token (with `WWW-Authenticate: Bearer`
-/// on `/idp/assertions`), 404 unknown route under `/idp`, 409 existing user, 429
-/// full table or too many concurrent password checks. `expires` values are
-/// seconds since the epoch.
+/// malformed input, 401 bad credentials or token (with `WWW-Authenticate:
+/// Bearer`), 403 a valid token that may not do this, 404 unknown route under
+/// `/idp` or unknown user/device, 409 existing user, 429 full table, too many
+/// concurrent password checks, or too many failed logins (then with
+/// `Retry-After: <seconds>`). Logins are throttled per account and per client
+/// address (the TCP peer). `expires` values are seconds since the epoch.
 ///
 /// ```
 /// use actix_web::{web, App};
@@ -68,6 +72,8 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
                 .route("/login", web::post().to(login))
                 .route("/devices", web::post().to(register_device))
                 .route("/devices/token", web::post().to(device_token))
+                .route("/devices/{id}", web::delete().to(delete_device))
+                .route("/users/{name}", web::delete().to(delete_user))
                 .route("/assertions", web::post().to(assertion))
                 .default_service(web::to(not_found)),
         );
@@ -81,6 +87,9 @@ fn error(err: &IdentityError) -> HttpResponse {
     let mut resp = HttpResponse::build(status);
     if code == 401 {
         resp.insert_header((header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer")));
+    }
+    if let IdentityError::Throttled { retry_after_secs } = err {
+        resp.insert_header((header::RETRY_AFTER, retry_after_secs.to_string()));
     }
     resp.json(json!({ "code": code, "description": err.to_string() }))
 }
@@ -143,13 +152,14 @@ struct Credentials {
     device_token: Option<Secret>,
 }
 
-async fn login(idp: Idp, body: web::Json<Credentials>) -> HttpResponse {
+async fn login(idp: Idp, req: HttpRequest, body: web::Json<Credentials>) -> HttpResponse {
     let b = body.into_inner();
     let sent = idp
         .send(Login {
             username: b.username,
             password: b.password,
             device: b.device_token,
+            source: req.peer_addr().map(|a| a.ip()),
         })
         .await;
     answer(sent, StatusCode::OK, |t| {
@@ -168,8 +178,12 @@ struct NewDevice {
     label: Option<String>,
 }
 
-/// `POST /idp/devices` takes an empty body or `{label?}`.
-async fn register_device(idp: Idp, body: web::Bytes) -> HttpResponse {
+/// `POST /idp/devices` takes an empty body or `{label?}`, and the owner's ID token.
+async fn register_device(idp: Idp, req: HttpRequest, body: web::Bytes) -> HttpResponse {
+    let id_token = match bearer(&req) {
+        Ok(t) => t,
+        Err(e) => return error(&e),
+    };
     if body.len() > MAX_HTTP_BODY {
         return error(&IdentityError::invalid("body", "at most 16 KiB"));
     }
@@ -181,7 +195,7 @@ async fn register_device(idp: Idp, body: web::Bytes) -> HttpResponse {
             Err(_) => return error(&IdentityError::invalid("body", "{label?}")),
         }
     };
-    let sent = idp.send(RegisterDevice { label }).await;
+    let sent = idp.send(RegisterDevice { label, id_token }).await;
     answer(sent, StatusCode::CREATED, |d| {
         json!({
             "device": d.device,
@@ -213,6 +227,38 @@ async fn device_token(idp: Idp, body: web::Json<DeviceSecret>) -> HttpResponse {
             "runtimeURL": t.claims.sub,
         })
     })
+}
+
+async fn delete_user(idp: Idp, req: HttpRequest, name: web::Path<String>) -> HttpResponse {
+    let id_token = match bearer(&req) {
+        Ok(t) => t,
+        Err(e) => return error(&e),
+    };
+    let sent = idp
+        .send(DeleteUser {
+            username: name.into_inner(),
+            id_token,
+        })
+        .await;
+    answer(
+        sent,
+        StatusCode::OK,
+        |d| json!({"userURL": d.subject, "devices": d.devices}),
+    )
+}
+
+async fn delete_device(idp: Idp, req: HttpRequest, id: web::Path<String>) -> HttpResponse {
+    let id_token = match bearer(&req) {
+        Ok(t) => t,
+        Err(e) => return error(&e),
+    };
+    let sent = idp
+        .send(DeleteDevice {
+            device: id.into_inner(),
+            id_token,
+        })
+        .await;
+    answer(sent, StatusCode::OK, |d| json!({"runtimeURL": d.subject}))
 }
 
 #[derive(Deserialize)]

@@ -1,14 +1,14 @@
 //! The [`IdentityProvider`] actor and its typed messages.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeSet, HashMap, HashSet};
+use std::net::IpAddr;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, UNIX_EPOCH};
 
 use actix::prelude::{
-    Actor, ActorFutureExt, AsyncContext, Context, Handler, MessageResult, ResponseActFuture,
-    WrapFuture,
+    Actor, ActorContext, ActorFutureExt, AsyncContext, Context, Handler, MessageResult,
+    ResponseActFuture, WrapFuture,
 };
-use argon2::{PasswordHasher, PasswordVerifier};
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine as _;
 use hyperty_actors::address::{HypertyUrl, UserUrl};
@@ -21,20 +21,19 @@ use crate::domain_registry::{Clock, SystemClock};
 
 use super::config::{IdpConfig, MAX_PASSWORD_LEN};
 use super::error::IdentityError;
+use super::hasher::HashPool;
 use super::jwt;
 use super::keys::{JwkSet, KeyRing};
 use super::model::{
     check_label, unix_now, Claims, DeviceCredentials, IdentityAssertion, IssuedToken, Profile,
     Secret, TokenUse, UserInfo, MAX_LABEL_LEN, MAX_USERNAME_LEN,
 };
-use super::verifier::TokenVerifier;
+use super::store::{Change, IdentityStore, StoredDevice, StoredUser};
+use super::throttle::{Attempt, LoginThrottle};
+use super::verifier::{short, TokenVerifier};
 
 /// How often retired keys whose tokens have all expired are dropped.
 pub const KEY_PRUNE_INTERVAL: Duration = Duration::from_secs(60);
-
-/// Salt used for the decoy hash computed when an unknown user logs in, so a
-/// login takes as long whether or not the user exists.
-const DECOY_SALT: &[u8] = b"hyperty-decoy-salt";
 
 /// Registers a user of this provider's domain. Answers the user's URL.
 #[derive(Debug, Clone, actix::Message)]
@@ -61,15 +60,52 @@ pub struct Login {
     /// A device token of this provider (from [`DeviceToken`]), proving the device.
     /// A bare device id is not accepted: anyone could name any device.
     pub device: Option<Secret>,
+    /// Where the login comes from (the client's IP address), for the per-source
+    /// login throttle; `None` for callers inside the process.
+    pub source: Option<IpAddr>,
 }
 
-/// Registers a device (a runtime), distinct from any user. Answers its id and
-/// secret; the secret is shown only this once.
-#[derive(Debug, Clone, Default, actix::Message)]
+/// Registers a device (a runtime) for the user of `id_token`, who becomes its
+/// owner. Answers its id and secret; the secret is shown only this once.
+#[derive(Debug, Clone, actix::Message)]
 #[rtype(result = "Result<DeviceCredentials, IdentityError>")]
 pub struct RegisterDevice {
     /// A human-readable label, e.g. "living-room TV".
     pub label: Option<String>,
+    /// The owner's ID token.
+    pub id_token: Secret,
+}
+
+/// Deletes a user, their devices and every token of them (see
+/// [`TokenVerifier`]'s revocation). `id_token` must be that user's own ID token or
+/// one of an [admin](IdpConfig::admins).
+#[derive(Debug, Clone, actix::Message)]
+#[rtype(result = "Result<Deletion, IdentityError>")]
+pub struct DeleteUser {
+    /// The user to delete.
+    pub username: String,
+    /// The ID token allowing it.
+    pub id_token: Secret,
+}
+
+/// Deletes a device and every token of it. `id_token` must be its owner's ID
+/// token or one of an [admin](IdpConfig::admins).
+#[derive(Debug, Clone, actix::Message)]
+#[rtype(result = "Result<Deletion, IdentityError>")]
+pub struct DeleteDevice {
+    /// The device id.
+    pub device: String,
+    /// The ID token allowing it.
+    pub id_token: Secret,
+}
+
+/// What a deletion removed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Deletion {
+    /// The revoked subject: `user://<D>/<name>` or `hyperty-runtime://<D>/<device>`.
+    pub subject: String,
+    /// The runtime URLs of the devices deleted with a user (empty for a device).
+    pub devices: Vec<String>,
 }
 
 /// Exchanges a device's id and secret for a device token (`token_use: device`,
@@ -104,6 +140,12 @@ pub struct IssueAssertion {
 #[rtype(result = "Result<String, IdentityError>")]
 pub struct RotateKeys;
 
+/// Stops the provider, closing its store (its data directory may then be opened
+/// again). The node sends it when it stops.
+#[derive(Debug, Clone, Copy, actix::Message)]
+#[rtype(result = "()")]
+pub struct Shutdown;
+
 /// The published JWK set.
 #[derive(Debug, Clone, Copy, actix::Message)]
 #[rtype(result = "JwkSet")]
@@ -118,26 +160,56 @@ pub(crate) struct PublishedJwks;
 /// by the node. Answered with the response message.
 #[derive(Debug, Clone, actix::Message)]
 #[rtype(result = "Message")]
-pub struct IdpRequest(pub Message);
+pub struct IdpRequest {
+    /// The request.
+    pub message: Message,
+    /// The IP address of the session it came from, for the login throttle.
+    pub source: Option<IpAddr>,
+}
+
+impl IdpRequest {
+    /// A request from inside the process (no source address).
+    pub fn new(message: Message) -> IdpRequest {
+        IdpRequest {
+            message,
+            source: None,
+        }
+    }
+}
 
 #[derive(Debug)]
 struct UserRecord {
     /// PHC string of the Argon2id hash.
     hash: Arc<str>,
     profile: Profile,
+    /// Ids of the devices the user registered.
+    devices: BTreeSet<String>,
 }
 
 #[derive(Debug)]
 struct DeviceRecord {
     /// SHA-256 of the secret (a 256-bit random value needs no slow hash).
     secret_hash: [u8; 32],
+    /// Username of the owner.
+    owner: String,
+    label: Option<String>,
+}
+
+impl DeviceRecord {
+    fn stored(&self) -> StoredDevice {
+        StoredDevice {
+            secret_sha256: hex(&self.secret_hash),
+            owner: self.owner.clone(),
+            label: self.label.clone(),
+        }
+    }
 }
 
 /// The identity provider of one domain (see the module docs).
 ///
-/// Users and devices are kept in memory: they are lost at restart, while the
-/// signing keys persist in `data_dir` (so tokens issued before a restart keep
-/// verifying, but their users must register again to obtain new ones).
+/// Users, devices and revocations live in an [`IdentityStore`] under `data_dir`
+/// (read at start, written through on every change) and the signing keys in a
+/// key file beside it, so a restarted provider knows everyone it knew.
 pub struct IdentityProvider {
     domain: String,
     config: IdpConfig,
@@ -146,13 +218,13 @@ pub struct IdentityProvider {
     clock: Arc<dyn Clock>,
     keys: KeyRing,
     verifier: TokenVerifier,
-    argon: argon2::Argon2<'static>,
+    hasher: HashPool,
+    throttle: LoginThrottle,
+    store: IdentityStore,
     users: HashMap<String, UserRecord>,
     /// Usernames whose registration hash is being computed.
     pending: HashSet<String>,
     devices: HashMap<String, DeviceRecord>,
-    /// Password hashes in flight.
-    hashing: usize,
 }
 
 impl std::fmt::Debug for IdentityProvider {
@@ -189,6 +261,7 @@ impl IdentityProvider {
         }
         let now = unix_now(clock.as_ref());
         let keys = KeyRing::open(config.data_dir.as_deref(), now)?;
+        let (store, loaded) = IdentityStore::open(config.data_dir.as_deref())?;
         let issuer = config.issuer_for(domain);
         let audience = config.audience_for(domain);
         let verifier = TokenVerifier::new(
@@ -199,19 +272,53 @@ impl IdentityProvider {
             clock.clone(),
             keys.public_keys()?,
         );
+        for (subject, at) in &loaded.revoked {
+            verifier.revoke(subject, *at);
+        }
+        let mut users: HashMap<String, UserRecord> = loaded
+            .users
+            .into_iter()
+            .map(|(name, u)| {
+                let record = UserRecord {
+                    hash: Arc::from(u.hash),
+                    profile: u.profile,
+                    devices: BTreeSet::new(),
+                };
+                (name, record)
+            })
+            .collect();
+        let mut devices = HashMap::new();
+        for (id, d) in loaded.devices {
+            let (Some(secret_hash), Some(owner)) =
+                (unhex(&d.secret_sha256), users.get_mut(&d.owner))
+            else {
+                warn!(device = %id, "stored device without a usable secret or owner ignored");
+                continue;
+            };
+            owner.devices.insert(id.clone());
+            devices.insert(
+                id,
+                DeviceRecord {
+                    secret_hash,
+                    owner: d.owner,
+                    label: d.label,
+                },
+            );
+        }
         Ok(IdentityProvider {
             domain: domain.to_owned(),
-            argon: config.kdf.argon2()?,
+            hasher: HashPool::start(&config.kdf, config.max_concurrent_hashes, config.hash_queue)?,
+            throttle: LoginThrottle::new(config.login_throttle.clone()),
             config,
             issuer,
             audience,
             clock,
             keys,
             verifier,
-            users: HashMap::new(),
+            store,
+            users,
             pending: HashSet::new(),
-            devices: HashMap::new(),
-            hashing: 0,
+            devices,
         })
     }
 
@@ -234,16 +341,11 @@ impl IdentityProvider {
         unix_now(self.clock.as_ref())
     }
 
-    fn begin_hash(&mut self) -> Result<(), IdentityError> {
-        if self.hashing >= self.config.max_concurrent_hashes {
-            return Err(IdentityError::Busy);
-        }
-        self.hashing += 1;
-        Ok(())
-    }
-
-    fn end_hash(&mut self) {
-        self.hashing = self.hashing.saturating_sub(1);
+    fn now_ms(&self) -> u64 {
+        self.clock
+            .now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
     }
 
     fn sign(&self, claims: &Claims) -> Result<String, IdentityError> {
@@ -314,6 +416,137 @@ impl IdentityProvider {
         }
     }
 
+    /// The username of a valid ID token of an existing user of this provider.
+    fn user_of(&self, id_token: &Secret) -> Result<String, IdentityError> {
+        let claims = self.verifier.verify_id_token(id_token.expose())?;
+        let name = claims
+            .sub
+            .strip_prefix(&format!("user://{}/", self.domain))
+            .ok_or(IdentityError::BadCredentials)?;
+        if !self.users.contains_key(name) {
+            return Err(IdentityError::BadCredentials);
+        }
+        Ok(name.to_owned())
+    }
+
+    fn is_admin(&self, username: &str) -> bool {
+        self.config.admins.iter().any(|a| a == username)
+    }
+
+    /// Makes room for `n` more revocations (forgetting those whose tokens have
+    /// all expired first).
+    fn room_for_revocations(&mut self, n: usize) -> Result<(), IdentityError> {
+        if self.verifier.revocations() + n > self.config.max_revocations {
+            self.forget_revocations();
+        }
+        if self.verifier.revocations() + n > self.config.max_revocations {
+            return Err(IdentityError::Full {
+                table: "the revocation table",
+                limit: self.config.max_revocations,
+            });
+        }
+        Ok(())
+    }
+
+    /// Drops revocations older than any token that could still be valid.
+    fn forget_revocations(&mut self) {
+        let keep = self
+            .config
+            .longest_lifetime_secs()
+            .saturating_add(self.config.clock_skew_secs)
+            .saturating_add(1);
+        let gone = self
+            .verifier
+            .forget_revocations(self.now().saturating_sub(keep));
+        if gone.is_empty() {
+            return;
+        }
+        let change = Change {
+            unrevoke: gone.iter().map(String::as_str).collect(),
+            ..Change::default()
+        };
+        if let Err(e) = self.store.apply(&change) {
+            warn!(error = %e, "could not forget expired revocations in the store");
+        }
+    }
+
+    fn runtime_url(&self, device: &str) -> String {
+        format!("hyperty-runtime://{}/{device}", self.domain)
+    }
+
+    pub(crate) fn delete_user(&mut self, m: &DeleteUser) -> Result<Deletion, IdentityError> {
+        let actor = self.user_of(&m.id_token)?;
+        let target = normalise_username(&m.username)
+            .ok_or(IdentityError::invalid("username", "a username"))?;
+        if actor != target && !self.is_admin(&actor) {
+            return Err(IdentityError::Forbidden(
+                "only the user or an admin may delete a user",
+            ));
+        }
+        let record = self
+            .users
+            .get(&target)
+            .ok_or_else(|| IdentityError::NotFound(format!("user {target}")))?;
+        let subject = self.user_url(&target)?.to_string();
+        let devices: Vec<String> = record.devices.iter().cloned().collect();
+        let runtimes: Vec<String> = devices.iter().map(|d| self.runtime_url(d)).collect();
+        self.room_for_revocations(1 + devices.len())?;
+        let now = self.now();
+        let mut revoke = vec![(subject.as_str(), now)];
+        revoke.extend(runtimes.iter().map(|r| (r.as_str(), now)));
+        self.store.apply(&Change {
+            delete_users: vec![target.as_str()],
+            delete_devices: devices.iter().map(String::as_str).collect(),
+            revoke,
+            ..Change::default()
+        })?;
+        self.users.remove(&target);
+        for d in &devices {
+            self.devices.remove(d);
+        }
+        self.verifier.revoke(&subject, now);
+        for r in &runtimes {
+            self.verifier.revoke(r, now);
+        }
+        info!(user = %subject, by = %actor, devices = devices.len(), "user deleted, tokens revoked");
+        Ok(Deletion {
+            subject,
+            devices: runtimes,
+        })
+    }
+
+    pub(crate) fn delete_device(&mut self, m: &DeleteDevice) -> Result<Deletion, IdentityError> {
+        let actor = self.user_of(&m.id_token)?;
+        let record = self
+            .devices
+            .get(&m.device)
+            .ok_or_else(|| IdentityError::NotFound(format!("device {}", short(&m.device))))?;
+        if record.owner != actor && !self.is_admin(&actor) {
+            return Err(IdentityError::Forbidden(
+                "only the device's owner or an admin may delete a device",
+            ));
+        }
+        let owner = record.owner.clone();
+        self.room_for_revocations(1)?;
+        let subject = self.runtime_url(&m.device);
+        let now = self.now();
+        self.store.apply(&Change {
+            delete_devices: vec![m.device.as_str()],
+            revoke: vec![(subject.as_str(), now)],
+            ..Change::default()
+        })?;
+        self.devices.remove(&m.device);
+        if let Some(u) = self.users.get_mut(&owner) {
+            u.devices.remove(&m.device);
+        }
+        self.verifier.revoke(&subject, now);
+        info!(device = %subject, by = %actor, "device deleted, tokens revoked");
+        Ok(Deletion {
+            subject,
+            devices: Vec::new(),
+        })
+    }
+
     pub(crate) fn register_user(
         &mut self,
         m: RegisterUser,
@@ -341,43 +574,38 @@ impl IdentityProvider {
                 });
             }
             let user = self.user_url(&username)?;
-            self.begin_hash()?;
-            Ok((username, user))
+            let hashed = self.hasher.hash(m.password.clone())?;
+            Ok((username, user, hashed))
         })();
-        let (username, user) = match checked {
+        let (username, user, hashed) = match checked {
             Ok(v) => v,
             Err(e) => return Box::pin(actix::fut::ready(Err(e))),
         };
         self.pending.insert(username.clone());
-        let argon = self.argon.clone();
-        let password = m.password;
         let profile = m.profile;
-        let hashed = actix_rt::task::spawn_blocking(move || {
-            let mut salt = [0u8; 16];
-            rand_core::OsRng.fill_bytes(&mut salt);
-            argon
-                .hash_password_with_salt(password.expose().as_bytes(), &salt)
-                .map(|h| h.to_string())
-        });
         Box::pin(hashed.into_actor(self).map(move |res, act, _| {
-            act.end_hash();
             act.pending.remove(&username);
-            let phc = match res {
-                Ok(Ok(phc)) => phc,
-                _ => return Err(IdentityError::Internal("password hashing failed")),
+            let stored = StoredUser {
+                hash: res?,
+                profile,
             };
+            act.store.apply(&Change {
+                put_user: Some((&username, &stored)),
+                ..Change::default()
+            })?;
             act.users.insert(
                 username.clone(),
                 UserRecord {
-                    hash: Arc::from(phc),
-                    profile: profile.clone(),
+                    hash: Arc::from(stored.hash),
+                    profile: stored.profile.clone(),
+                    devices: BTreeSet::new(),
                 },
             );
             info!(user = %user, "user registered");
             Ok(UserInfo {
                 user,
                 username,
-                profile,
+                profile: stored.profile,
             })
         }))
     }
@@ -386,39 +614,54 @@ impl IdentityProvider {
         &mut self,
         m: Login,
     ) -> ResponseActFuture<Self, Result<IssuedToken, IdentityError>> {
+        let source = m.source;
         let checked = (|| {
             let username = normalise_username(&m.username).ok_or(IdentityError::BadCredentials)?;
             if m.password.expose().len() > MAX_PASSWORD_LEN {
                 return Err(IdentityError::BadCredentials);
             }
             let device = self.device_of(m.device.as_ref())?;
-            self.begin_hash()?;
-            Ok((username, device))
+            let now = self.now_ms();
+            let ticket = self
+                .throttle
+                .begin(&username, source, now)
+                .map_err(|wait_ms| {
+                    debug!(username = %username, ?source, "login throttled");
+                    IdentityError::Throttled {
+                        retry_after_secs: wait_ms.div_ceil(1_000),
+                    }
+                })?;
+            let stored = self.users.get(&username).map(|u| u.hash.clone());
+            match self.hasher.verify(m.password.clone(), stored) {
+                Ok(verified) => Ok((username, device, ticket, verified)),
+                Err(e) => {
+                    self.throttle
+                        .finish(&username, source, ticket, Attempt::NotTried, now);
+                    Err(e)
+                }
+            }
         })();
-        let (username, device) = match checked {
+        let (username, device, ticket, verified) = match checked {
             Ok(v) => v,
             Err(e) => return Box::pin(actix::fut::ready(Err(e))),
         };
-        let stored = self.users.get(&username).map(|u| u.hash.clone());
-        let argon = self.argon.clone();
-        let password = m.password;
-        let verified = actix_rt::task::spawn_blocking(move || match stored {
-            Some(hash) => argon
-                .verify_password(password.expose().as_bytes(), &*hash)
-                .is_ok(),
-            None => {
-                // same work as a real check, then refuse
-                let _ = argon.hash_password_with_salt(password.expose().as_bytes(), DECOY_SALT);
-                false
-            }
-        });
-        Box::pin(verified.into_actor(self).map(move |res, act, _| {
-            act.end_hash();
-            if !matches!(res, Ok(true)) {
+        Box::pin(verified.into_actor(self).map(move |ok, act, _| {
+            let now = act.now_ms();
+            let issued = if ok {
+                act.issue_id_token(&username, device)
+            } else {
+                Err(IdentityError::BadCredentials)
+            };
+            let outcome = match &issued {
+                Ok(_) => Attempt::Succeeded,
+                Err(IdentityError::BadCredentials) => Attempt::Failed,
+                Err(_) => Attempt::NotTried,
+            };
+            act.throttle.finish(&username, source, ticket, outcome, now);
+            if issued.is_err() {
                 debug!(username = %username, "login refused");
-                return Err(IdentityError::BadCredentials);
             }
-            act.issue_id_token(&username, device)
+            issued
         }))
     }
 
@@ -426,8 +669,16 @@ impl IdentityProvider {
         &mut self,
         m: RegisterDevice,
     ) -> Result<DeviceCredentials, IdentityError> {
+        let owner = self.user_of(&m.id_token)?;
         if let Some(label) = &m.label {
             check_label("label", label, MAX_LABEL_LEN)?;
+        }
+        let owned = self.users.get(&owner).map_or(0, |u| u.devices.len());
+        if owned >= self.config.max_devices_per_user {
+            return Err(IdentityError::Full {
+                table: "the user's device list",
+                limit: self.config.max_devices_per_user,
+            });
         }
         if self.devices.len() >= self.config.max_devices {
             return Err(IdentityError::Full {
@@ -439,15 +690,22 @@ impl IdentityProvider {
         let mut raw = [0u8; 32];
         rand_core::OsRng.fill_bytes(&mut raw);
         let secret = URL_SAFE_NO_PAD.encode(raw);
-        self.devices.insert(
-            device.clone(),
-            DeviceRecord {
-                secret_hash: Sha256::digest(secret.as_bytes()).into(),
-            },
-        );
-        info!(device = %device, label = ?m.label, "device registered");
+        let record = DeviceRecord {
+            secret_hash: Sha256::digest(secret.as_bytes()).into(),
+            owner: owner.clone(),
+            label: m.label,
+        };
+        self.store.apply(&Change {
+            put_device: Some((&device, &record.stored())),
+            ..Change::default()
+        })?;
+        info!(device = %device, owner = %owner, label = ?record.label, "device registered");
+        self.devices.insert(device.clone(), record);
+        if let Some(u) = self.users.get_mut(&owner) {
+            u.devices.insert(device.clone());
+        }
         Ok(DeviceCredentials {
-            runtime: format!("hyperty-runtime://{}/{device}", self.domain),
+            runtime: self.runtime_url(&device),
             device,
             secret: Secret::new(secret),
         })
@@ -558,6 +816,23 @@ pub(crate) fn normalise_username(name: &str) -> Option<String> {
     ok.then_some(n)
 }
 
+/// Lower-case hex of `bytes`.
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// The 32 bytes of a 64-digit hex string.
+fn unhex(text: &str) -> Option<[u8; 32]> {
+    let mut out = [0u8; 32];
+    if text.len() != 64 || !text.is_ascii() {
+        return None;
+    }
+    for (i, byte) in out.iter_mut().enumerate() {
+        *byte = u8::from_str_radix(text.get(2 * i..2 * i + 2)?, 16).ok()?;
+    }
+    Some(out)
+}
+
 /// Compares two digests without stopping at the first difference.
 fn same_bytes(a: &[u8; 32], b: &[u8; 32]) -> bool {
     a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
@@ -568,7 +843,10 @@ impl Actor for IdentityProvider {
 
     fn started(&mut self, ctx: &mut Context<Self>) {
         info!(domain = %self.domain, issuer = %self.issuer, "identity provider started");
-        ctx.run_interval(KEY_PRUNE_INTERVAL, |act, _| act.prune_keys());
+        ctx.run_interval(KEY_PRUNE_INTERVAL, |act, _| {
+            act.prune_keys();
+            act.forget_revocations();
+        });
     }
 }
 
@@ -596,6 +874,33 @@ impl Handler<RegisterDevice> for IdentityProvider {
     fn handle(&mut self, m: RegisterDevice, _: &mut Context<Self>) -> Self::Result {
         let _span = info_span!("idp.register_device", domain = %self.domain).entered();
         self.register_device(m)
+    }
+}
+
+impl Handler<Shutdown> for IdentityProvider {
+    type Result = ();
+
+    fn handle(&mut self, _: Shutdown, ctx: &mut Context<Self>) {
+        info!(domain = %self.domain, "identity provider stopping");
+        ctx.stop();
+    }
+}
+
+impl Handler<DeleteUser> for IdentityProvider {
+    type Result = Result<Deletion, IdentityError>;
+
+    fn handle(&mut self, m: DeleteUser, _: &mut Context<Self>) -> Self::Result {
+        let _span = info_span!("idp.delete_user", domain = %self.domain).entered();
+        self.delete_user(&m)
+    }
+}
+
+impl Handler<DeleteDevice> for IdentityProvider {
+    type Result = Result<Deletion, IdentityError>;
+
+    fn handle(&mut self, m: DeleteDevice, _: &mut Context<Self>) -> Self::Result {
+        let _span = info_span!("idp.delete_device", domain = %self.domain).entered();
+        self.delete_device(&m)
     }
 }
 
@@ -647,10 +952,10 @@ impl Handler<PublishedJwks> for IdentityProvider {
 impl Handler<IdpRequest> for IdentityProvider {
     type Result = ResponseActFuture<Self, Message>;
 
-    fn handle(&mut self, IdpRequest(req): IdpRequest, _: &mut Context<Self>) -> Self::Result {
-        let _span =
-            info_span!("idp.request", id = req.id, kind = %req.kind, from = %req.from).entered();
-        super::wire::handle(self, req)
+    fn handle(&mut self, req: IdpRequest, _: &mut Context<Self>) -> Self::Result {
+        let m = &req.message;
+        let _span = info_span!("idp.request", id = m.id, kind = %m.kind, from = %m.from).entered();
+        super::wire::handle(self, req.message, req.source)
     }
 }
 
@@ -671,16 +976,11 @@ mod tests {
     }
 
     #[test]
-    fn concurrent_hashes_are_bounded() {
-        let cfg = IdpConfig {
-            max_concurrent_hashes: 1,
-            ..IdpConfig::default()
-        };
-        let mut idp = IdentityProvider::new("a.org", cfg).unwrap();
-        assert!(idp.begin_hash().is_ok());
-        assert_eq!(idp.begin_hash(), Err(IdentityError::Busy));
-        idp.end_hash();
-        assert!(idp.begin_hash().is_ok());
+    fn hex_round_trip() {
+        let d: [u8; 32] = Sha256::digest(b"x").into();
+        assert_eq!(unhex(&hex(&d)), Some(d));
+        assert_eq!(unhex("zz"), None);
+        assert_eq!(unhex(&"é".repeat(32)), None);
     }
 
     #[test]

@@ -16,17 +16,22 @@
 //! | sender | message | reply |
 //! |---|---|---|
 //! | HTTP handlers ([`configure`]), the node, tests | [`RegisterUser`] | [`UserInfo`]; 400 bad name/password, 409 exists, 429 full |
-//! | same | [`Login`] (`device`: a device token, optional) | [`IssuedToken`] (ID token); 401 bad credentials |
-//! | same | [`RegisterDevice`] | [`DeviceCredentials`] (id + secret, shown once) |
+//! | same | [`Login`] (`device`: a device token, optional; `source`: the client's IP) | [`IssuedToken`] (ID token); 401 bad credentials, 429 throttled |
+//! | same | [`RegisterDevice`] (the owner's ID token) | [`DeviceCredentials`] (id + secret, shown once); 401 without a valid ID token |
+//! | same | [`DeleteUser`] / [`DeleteDevice`] (the user's / owner's or an admin's ID token) | [`Deletion`]; every token of the subject is revoked; 403 someone else's |
 //! | same | [`DeviceToken`] | [`IssuedToken`] (device token for the runtime itself) |
 //! | same | [`IssueAssertion`] | [`IdentityAssertion`] binding the ID token's user to a hyperty |
 //! | operators | [`RotateKeys`] | the new `kid`; old keys stay published until their tokens expire |
+//! | the node, when it stops | [`Shutdown`] | the provider stops and closes its store |
 //! | HTTP `/.well-known/jwks.json` | [`Jwks`] | [`JwkSet`] |
 //! | the node, for each reTHINK message to `domain-idp://<D>` | [`IdpRequest`] | the response message |
 //!
 //! The node verifies tokens **without a message hop** through a [`TokenVerifier`]
 //! (get it with [`IdentityProvider::verifier`] before starting the actor). It
-//! shares the provider's key set, so rotations are seen at once.
+//! shares the provider's key set and revocations, so rotations and deletions are
+//! seen at once; [`TokenVerifier::revocation_epoch`] and
+//! [`TokenVerifier::is_revoked`] let the node find live sessions of deleted
+//! users or devices cheaply.
 //!
 //! Token claims are described at [`Claims`]: `iss` = `domain-idp://<D>`, `sub` =
 //! `user://<D>/<username>` (ID tokens, assertions) or
@@ -34,22 +39,29 @@
 //! `jti`, `token_use` (`id` / `device` / `assertion`), `device`, `hyperty`, and
 //! the OpenID profile claims. Only `alg: EdDSA` is ever accepted.
 //!
-//! **Seed 001, device vs end-user registration.** A device (runtime) registers
-//! once ([`RegisterDevice`]) and trades its secret for device tokens
-//! ([`DeviceToken`]) that authenticate the runtime's session; users register and
-//! log in separately ([`RegisterUser`], [`Login`]). A login may present the
-//! device token, and then the ID token names the device; any number of users may
-//! log in on one device, each with their own ID token.
+//! **Seed 001, device vs end-user registration.** A device (runtime) is
+//! registered by a logged-in user, its owner ([`RegisterDevice`] with the user's
+//! ID token; at most [`max_devices_per_user`](IdpConfig::max_devices_per_user)),
+//! and trades its secret for device tokens ([`DeviceToken`]) that authenticate
+//! the runtime's session; users register and log in separately
+//! ([`RegisterUser`], [`Login`]). A login may present the device token, and then
+//! the ID token names the device; any number of users may log in on one device,
+//! each with their own ID token.
 //!
 //! **State.** Signing keys persist in one file under
 //! [`data_dir`](IdpConfig::data_dir) ([`KEY_FILE_NAME`], written atomically with
-//! mode 0600); a restarted provider reuses them. **Users and devices are kept in
-//! memory only** and are lost at restart (tokens issued before a restart still
-//! verify until they expire, but users must register again to log in).
-//! Passwords are hashed with Argon2id ([`KdfParams`]) on a blocking thread, at
-//! most [`max_concurrent_hashes`](IdpConfig::max_concurrent_hashes) at once
-//! (more answer 429); device secrets are 256-bit random values stored as
-//! SHA-256. No password, secret or token is ever logged.
+//! mode 0600); users, password hashes, devices (with their owners) and
+//! revocations in a redb database beside it ([`STORE_FILE_NAME`], mode 0600, the
+//! directory 0700), written before each change is answered. A restarted provider
+//! knows every user and device it knew: nobody can register a taken name again.
+//! Passwords are hashed with Argon2id ([`KdfParams`]) on
+//! [`max_concurrent_hashes`](IdpConfig::max_concurrent_hashes) dedicated threads,
+//! each reusing one memory block, so hashing memory stays bounded under any load;
+//! [`hash_queue`](IdpConfig::hash_queue) more requests may wait, beyond that they
+//! answer 429. Failed logins back off per account and per source
+//! ([`ThrottleConfig`]) without locking the real user out. Device secrets are
+//! 256-bit random values stored as SHA-256. No password, secret or token is ever
+//! logged.
 //!
 //! ## Wire form (`domain-idp://<D>`)
 //!
@@ -64,7 +76,9 @@
 //! | `validateAssertion` | `{assertion, audience (or origin)?}` — this provider's assertions only | `{identity:userURL, contents:hyperty, userProfile, idp, expires}` |
 //! | `getLoginEndpoint` | `{}` | `{loginUrl, method, registerUrl, jwksUrl, issuer}` |
 //! | `registerUser` | `{username, password, profile?}` | `{userURL, username, profile}` |
-//! | `registerDevice` | `{label?}` | `{device, secret, runtimeURL}` |
+//! | `registerDevice` | `{idToken (or body.idToken), label?}` — the owner's ID token | `{device, secret, runtimeURL}` |
+//! | `deleteUser` | `{username, idToken (or body.idToken)}` — that user's or an admin's | `{userURL, devices}` |
+//! | `deleteDevice` | `{device, idToken (or body.idToken)}` — its owner's or an admin's | `{runtimeURL}` |
 //! | `deviceToken` | `{device, secret}` | `{deviceToken, tokenType, expires, runtimeURL}` |
 //! | `getJwks` | `{}` | the JWK set |
 //!
@@ -96,6 +110,7 @@
 //!     username: "alice".into(),
 //!     password: Secret::new(password),
 //!     device: None,
+//!     source: None,
 //! };
 //! let wrong = idp.send(login("wrong password")).await.unwrap();
 //! assert_eq!(wrong.unwrap_err(), IdentityError::BadCredentials);
@@ -150,6 +165,7 @@
 mod cache;
 mod config;
 mod error;
+mod hasher;
 mod http;
 mod idm;
 mod idp;
@@ -157,8 +173,10 @@ mod interceptor;
 mod jwt;
 mod keys;
 mod model;
+mod store;
 #[cfg(test)]
 mod tests;
+mod throttle;
 mod verifier;
 mod wire;
 
@@ -174,8 +192,8 @@ pub use self::idm::{
     ValidateAssertion, MAX_IDP_ANSWER, MAX_REFRESH_PER_TICK, PREFETCH_QUEUE,
 };
 pub use self::idp::{
-    DeviceToken, IdentityProvider, IdpRequest, IssueAssertion, Jwks, Login, RegisterDevice,
-    RegisterUser, RotateKeys, KEY_PRUNE_INTERVAL,
+    DeleteDevice, DeleteUser, Deletion, DeviceToken, IdentityProvider, IdpRequest, IssueAssertion,
+    Jwks, Login, RegisterDevice, RegisterUser, RotateKeys, Shutdown, KEY_PRUNE_INTERVAL,
 };
 pub use self::interceptor::{IdentityInterceptor, INTERCEPTOR_NAME};
 pub use self::keys::{Jwk, JwkSet, KEY_FILE_NAME};
@@ -184,5 +202,7 @@ pub use self::model::{
     UserProfile, VerifiedIdentity, MAX_AVATAR_LEN, MAX_LABEL_LEN, MAX_PROFILE_FIELD_LEN,
     MAX_USERNAME_LEN,
 };
+pub use self::store::STORE_FILE_NAME;
+pub use self::throttle::ThrottleConfig;
 pub use self::verifier::TokenVerifier;
 pub use crate::domain_registry::{Clock, ManualClock, SystemClock};

@@ -204,7 +204,7 @@ async fn wire_requests() {
     let idp = provider(&clock).start();
     let ask = |m: Message| {
         let idp = idp.clone();
-        async move { idp.send(IdpRequest(m)).await.expect("provider runs") }
+        async move { idp.send(IdpRequest::new(m)).await.expect("provider runs") }
     };
     let code = |m: &Message| m.code().map(ResponseCode::as_u16);
 
@@ -314,12 +314,28 @@ async fn wire_requests() {
     assert_eq!(code(&r), Some(200));
     assert_eq!(r.body.value.unwrap()["loginUrl"], "/idp/login");
 
+    // a device needs its owner's ID token
     let r = ask(execute(
         14,
         Some("registerDevice"),
         Some(json!({"label": "tv"})),
     ))
     .await;
+    assert_eq!(code(&r), Some(401), "{r:?}");
+    let r = ask(execute(
+        14,
+        Some("registerDevice"),
+        Some(json!({"label": "tv", "idToken": assertion})),
+    ))
+    .await;
+    assert_eq!(code(&r), Some(401), "an assertion is no ID token");
+    let r = ask(execute(
+        14,
+        Some("registerDevice"),
+        Some(json!({"label": "tv", "idToken": id_token})),
+    ))
+    .await;
+    assert_eq!(code(&r), Some(200), "{r:?}");
     let d = r.body.value.unwrap();
     let r = ask(execute(
         15,
@@ -339,6 +355,297 @@ async fn wire_requests() {
     assert_eq!(
         r.body.value.unwrap()["keys"].as_array().map(Vec::len),
         Some(1)
+    );
+
+    // deletions: someone else's device is 403, the owner's deletion revokes it
+    let r = ask(execute(
+        18,
+        Some("registerUser"),
+        Some(json!({"username": "bob", "password": "password-2"})),
+    ))
+    .await;
+    assert_eq!(code(&r), Some(200));
+    let r = ask(execute(
+        19,
+        Some("login"),
+        Some(json!({"username": "bob", "password": "password-2"})),
+    ))
+    .await;
+    let bob = r.body.value.unwrap()["idToken"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let r = ask(execute(
+        20,
+        Some("deleteDevice"),
+        Some(json!({"device": d["device"], "idToken": bob})),
+    ))
+    .await;
+    assert_eq!(code(&r), Some(403), "{r:?}");
+    let r = ask(execute(
+        21,
+        Some("deleteUser"),
+        Some(json!({"username": "alice", "idToken": bob})),
+    ))
+    .await;
+    assert_eq!(code(&r), Some(403), "{r:?}");
+    let r = ask(execute(
+        22,
+        Some("deleteDevice"),
+        Some(json!({"device": d["device"]})),
+    ))
+    .await;
+    assert_eq!(code(&r), Some(401));
+    let r = ask(execute(
+        23,
+        Some("deleteDevice"),
+        Some(json!({"device": d["device"], "idToken": id_token})),
+    ))
+    .await;
+    assert_eq!(code(&r), Some(200), "{r:?}");
+    assert_eq!(
+        r.body.value.unwrap()["runtimeURL"],
+        format!("hyperty-runtime://a.org/{}", d["device"].as_str().unwrap())
+    );
+    let r = ask(execute(
+        24,
+        Some("deviceToken"),
+        Some(json!({"device": d["device"], "secret": d["secret"]})),
+    ))
+    .await;
+    assert_eq!(code(&r), Some(401), "a deleted device gets no token");
+    let r = ask(execute(
+        25,
+        Some("deleteUser"),
+        Some(json!({"username": "bob", "idToken": bob})),
+    ))
+    .await;
+    assert_eq!(code(&r), Some(200), "{r:?}");
+    assert_eq!(r.body.value.unwrap()["userURL"], "user://a.org/bob");
+    let r = ask(execute(
+        26,
+        Some("login"),
+        Some(json!({"username": "bob", "password": "password-2"})),
+    ))
+    .await;
+    assert_eq!(code(&r), Some(401), "a deleted user cannot log in");
+}
+
+#[actix::test]
+async fn deleting_revokes_every_token_of_the_subject() {
+    let clock = ManualClock::starting_now();
+    let cfg = IdpConfig {
+        kdf: KdfParams::fast_insecure(),
+        admins: vec!["root".into()],
+        max_devices_per_user: 2,
+        ..IdpConfig::default()
+    };
+    let idp = IdentityProvider::with_clock("a.org", cfg, Arc::new(clock.clone())).unwrap();
+    let v = idp.verifier();
+    let idp = idp.start();
+    let mut tokens = std::collections::HashMap::new();
+    for name in ["alice", "bob", "root"] {
+        idp.send(RegisterUser {
+            username: name.into(),
+            password: Secret::new("password-1"),
+            profile: Profile::default(),
+        })
+        .await
+        .unwrap()
+        .unwrap();
+        let t = idp
+            .send(Login {
+                username: name.into(),
+                password: Secret::new("password-1"),
+                device: None,
+                source: None,
+            })
+            .await
+            .unwrap()
+            .unwrap();
+        tokens.insert(name, t.token);
+    }
+    let device = |owner: &str| RegisterDevice {
+        label: None,
+        id_token: tokens[owner].clone(),
+    };
+    let tv = idp.send(device("alice")).await.unwrap().unwrap();
+    let _phone = idp.send(device("alice")).await.unwrap().unwrap();
+    assert!(
+        matches!(
+            idp.send(device("alice")).await.unwrap(),
+            Err(IdentityError::Full { limit: 2, .. })
+        ),
+        "devices per user are bounded"
+    );
+    let tv_token = idp
+        .send(DeviceToken {
+            device: tv.device.clone(),
+            secret: tv.secret.clone(),
+        })
+        .await
+        .unwrap()
+        .unwrap();
+    // alice logs in on her tv: that ID token names the device
+    let on_tv = idp
+        .send(Login {
+            username: "alice".into(),
+            password: Secret::new("password-1"),
+            device: Some(tv_token.token.clone()),
+            source: None,
+        })
+        .await
+        .unwrap()
+        .unwrap();
+    let assertion = idp
+        .send(IssueAssertion {
+            id_token: tokens["alice"].clone(),
+            hyperty: "hyperty://a.org/h".parse().unwrap(),
+            audience: DEFAULT_ASSERTION_AUDIENCE.into(),
+        })
+        .await
+        .unwrap()
+        .unwrap();
+    let epoch = v.revocation_epoch();
+    let iat = tv_token.claims.iat;
+    assert!(!v.is_revoked(&tv.runtime, iat));
+
+    // the tv is deleted: its device token, and the ID token naming it, stop verifying
+    idp.send(DeleteDevice {
+        device: tv.device.clone(),
+        id_token: tokens["alice"].clone(),
+    })
+    .await
+    .unwrap()
+    .unwrap();
+    assert_ne!(v.revocation_epoch(), epoch);
+    assert!(v.is_revoked(&tv.runtime, iat));
+    assert_eq!(
+        v.verify_token(tv_token.token.expose()),
+        Err(IdentityError::Revoked)
+    );
+    assert_eq!(
+        v.verify_token(on_tv.token.expose()),
+        Err(IdentityError::Revoked)
+    );
+    assert!(v.verify_token(tokens["alice"].expose()).is_ok());
+
+    // bob may not delete alice; the admin may
+    assert!(matches!(
+        idp.send(DeleteUser {
+            username: "alice".into(),
+            id_token: tokens["bob"].clone(),
+        })
+        .await
+        .unwrap(),
+        Err(IdentityError::Forbidden(_))
+    ));
+    let gone = idp
+        .send(DeleteUser {
+            username: "Alice".into(),
+            id_token: tokens["root"].clone(),
+        })
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(gone.subject, "user://a.org/alice");
+    assert_eq!(gone.devices.len(), 1, "her remaining device goes with her");
+    assert_eq!(
+        v.verify_token(tokens["alice"].expose()),
+        Err(IdentityError::Revoked)
+    );
+    assert_eq!(
+        v.verify_assertion(&assertion.assertion, DEFAULT_ASSERTION_AUDIENCE),
+        Err(IdentityError::Revoked)
+    );
+    assert!(v.is_revoked("user://a.org/alice", iat));
+    assert!(v.verify_token(tokens["bob"].expose()).is_ok());
+
+    // a new alice (a second later) gets tokens that verify; the old ones stay refused
+    clock.advance(Duration::from_secs(1));
+    idp.send(RegisterUser {
+        username: "alice".into(),
+        password: Secret::new("password-9"),
+        profile: Profile::default(),
+    })
+    .await
+    .unwrap()
+    .unwrap();
+    let fresh = idp
+        .send(Login {
+            username: "alice".into(),
+            password: Secret::new("password-9"),
+            device: None,
+            source: None,
+        })
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(v.verify_token(fresh.token.expose()).is_ok());
+    assert_eq!(
+        v.verify_token(tokens["alice"].expose()),
+        Err(IdentityError::Revoked)
+    );
+}
+
+#[actix::test]
+async fn logins_are_throttled_with_a_retry_hint() {
+    let clock = ManualClock::starting_now();
+    let idp = provider(&clock).start();
+    idp.send(RegisterUser {
+        username: "alice".into(),
+        password: Secret::new("password-1"),
+        profile: Profile::default(),
+    })
+    .await
+    .unwrap()
+    .unwrap();
+    let from = |ip: [u8; 4], pw: &str| Login {
+        username: "alice".into(),
+        password: Secret::new(pw),
+        device: None,
+        source: Some(std::net::IpAddr::from(ip)),
+    };
+    let attacker = [192, 0, 2, 1];
+    let mut refusals = Vec::new();
+    for _ in 0..6 {
+        refusals.push(
+            idp.send(from(attacker, "guess"))
+                .await
+                .unwrap()
+                .unwrap_err(),
+        );
+    }
+    assert!(refusals[..3]
+        .iter()
+        .all(|e| *e == IdentityError::BadCredentials));
+    assert_eq!(
+        refusals[3],
+        IdentityError::Throttled {
+            retry_after_secs: 1
+        }
+    );
+    // the real user elsewhere is not held back
+    assert!(idp
+        .send(from([198, 51, 100, 7], "password-1"))
+        .await
+        .unwrap()
+        .is_ok());
+    // even the right password waits out the attacker's backoff from its source
+    assert!(matches!(
+        idp.send(from(attacker, "password-1")).await.unwrap(),
+        Err(IdentityError::Throttled { .. })
+    ));
+    clock.advance(Duration::from_secs(1));
+    assert_eq!(
+        idp.send(from(attacker, "guess")).await.unwrap(),
+        Err(IdentityError::BadCredentials)
+    );
+    assert_eq!(
+        idp.send(from(attacker, "guess")).await.unwrap(),
+        Err(IdentityError::Throttled {
+            retry_after_secs: 2
+        })
     );
 }
 
@@ -368,9 +675,24 @@ async fn tables_are_bounded() {
         idp.send(reg("bob")).await.unwrap(),
         Err(IdentityError::Full { limit: 1, .. })
     ));
-    assert!(idp.send(RegisterDevice::default()).await.unwrap().is_ok());
+    let token = idp
+        .send(Login {
+            username: "alice".into(),
+            password: Secret::new("password-1"),
+            device: None,
+            source: None,
+        })
+        .await
+        .unwrap()
+        .unwrap()
+        .token;
+    let device = || RegisterDevice {
+        label: None,
+        id_token: token.clone(),
+    };
+    assert!(idp.send(device()).await.unwrap().is_ok());
     assert!(matches!(
-        idp.send(RegisterDevice::default()).await.unwrap(),
+        idp.send(device()).await.unwrap(),
         Err(IdentityError::Full { limit: 1, .. })
     ));
     let short = RegisterUser {

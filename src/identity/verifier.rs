@@ -1,7 +1,9 @@
 //! [`TokenVerifier`]: the provider's synchronous token check, for the node's hot
 //! path (session `open`) and the provider's own handlers.
 
+use std::collections::HashMap;
 use std::fmt;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 
 use crate::domain_registry::Clock;
@@ -18,15 +20,30 @@ struct Inner {
     leeway: u64,
     clock: Arc<dyn Clock>,
     keys: RwLock<Arc<PublicKeys>>,
+    /// Subject URL → unix time at or before which its tokens were issued are
+    /// refused (deleted users and devices).
+    revoked: RwLock<HashMap<String, u64>>,
+    /// Bumped on every revocation.
+    epoch: AtomicU64,
 }
 
 /// Checks the tokens of one identity provider without a message hop: signature
 /// (EdDSA only — `none`, HMAC and RSA tokens are refused before any key is used),
 /// `kid`, issuer, audience, expiry, not-before and token kind.
 ///
-/// It is cheap to clone and shares its key set with the
-/// [`IdentityProvider`](super::IdentityProvider) that made it, so a key rotation is
-/// seen by every clone at once. Get one with
+/// It is cheap to clone and shares its key set and its revocations with the
+/// [`IdentityProvider`](super::IdentityProvider) that made it, so a key rotation
+/// or a deletion is seen by every clone at once.
+///
+/// **Revocation.** Deleting a user or a device revokes its subject (`user://<D>/<name>`,
+/// `hyperty-runtime://<D>/<device>`): every token of it issued up to then — ID,
+/// device and assertion tokens, and ID tokens naming a deleted device — is
+/// refused with [`IdentityError::Revoked`]. A holder of live sessions learns of
+/// revocations cheaply: [`revocation_epoch`](Self::revocation_epoch) changes on
+/// every one, and [`is_revoked`](Self::is_revoked) tells whether a session's
+/// subject, authenticated by a token issued at a given time, has been revoked
+/// since. (A name deleted and registered again within the same second has the
+/// new owner's tokens of that second refused too; they log in again.) Get one with
 /// [`IdentityProvider::verifier`](super::IdentityProvider::verifier) before starting
 /// the actor.
 ///
@@ -72,6 +89,8 @@ impl TokenVerifier {
                 leeway,
                 clock,
                 keys: RwLock::new(Arc::new(keys)),
+                revoked: RwLock::new(HashMap::new()),
+                epoch: AtomicU64::new(0),
             }),
         }
     }
@@ -87,6 +106,79 @@ impl TokenVerifier {
             .read()
             .unwrap_or_else(|e| e.into_inner())
             .clone()
+    }
+
+    /// Refuses every token of `subject` issued at or before `at` (unix seconds).
+    pub(crate) fn revoke(&self, subject: &str, at: u64) {
+        let mut r = self
+            .inner
+            .revoked
+            .write()
+            .unwrap_or_else(|e| e.into_inner());
+        let entry = r.entry(subject.to_owned()).or_insert(at);
+        *entry = (*entry).max(at);
+        drop(r);
+        self.inner.epoch.fetch_add(1, Ordering::Release);
+    }
+
+    /// Forgets revocations at or before `before` (their tokens have all expired);
+    /// answers the subjects forgotten.
+    pub(crate) fn forget_revocations(&self, before: u64) -> Vec<String> {
+        let mut r = self
+            .inner
+            .revoked
+            .write()
+            .unwrap_or_else(|e| e.into_inner());
+        let old: Vec<String> = r
+            .iter()
+            .filter(|(_, at)| **at <= before)
+            .map(|(s, _)| s.clone())
+            .collect();
+        for s in &old {
+            r.remove(s);
+        }
+        old
+    }
+
+    /// Number of revoked subjects remembered.
+    pub(crate) fn revocations(&self) -> usize {
+        self.inner
+            .revoked
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .len()
+    }
+
+    /// A counter that changes whenever a subject is revoked: a node compares it
+    /// with the value it saw last, and only when it changed asks
+    /// [`is_revoked`](Self::is_revoked) about its live sessions.
+    pub fn revocation_epoch(&self) -> u64 {
+        self.inner.epoch.load(Ordering::Acquire)
+    }
+
+    /// Whether `subject` (a user or runtime URL of this provider) was revoked —
+    /// its user or device deleted — at or after `issued_at`, the `iat` of the
+    /// token that authenticated it.
+    pub fn is_revoked(&self, subject: &str, issued_at: u64) -> bool {
+        self.inner
+            .revoked
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(subject)
+            .is_some_and(|at| issued_at <= *at)
+    }
+
+    fn refuse_revoked(&self, claims: &Claims) -> Result<(), IdentityError> {
+        let device = claims
+            .device
+            .as_ref()
+            .map(|d| format!("hyperty-runtime://{}/{d}", self.inner.domain));
+        let revoked = self.is_revoked(&claims.sub, claims.iat)
+            || device.is_some_and(|d| self.is_revoked(&d, claims.iat));
+        if revoked {
+            return Err(IdentityError::Revoked);
+        }
+        Ok(())
     }
 
     /// The provider's domain.
@@ -157,7 +249,7 @@ impl TokenVerifier {
         let key = keys
             .get(&peeked.kid, now)
             .ok_or_else(|| IdentityError::UnknownKey(short(&peeked.kid)))?;
-        jwt::verify(
+        let claims = jwt::verify(
             token,
             key,
             &Expect {
@@ -167,7 +259,9 @@ impl TokenVerifier {
                 now,
                 leeway: self.inner.leeway,
             },
-        )
+        )?;
+        self.refuse_revoked(&claims)?;
+        Ok(claims)
     }
 }
 

@@ -1,6 +1,8 @@
 //! reTHINK messages to `domain-idp://<D>`: `execute {method, params}` mapped onto
 //! the provider's typed messages.
 
+use std::net::IpAddr;
+
 use actix::prelude::{ActorFutureExt, ResponseActFuture};
 use hyperty_actors::error::error_response;
 use hyperty_actors::message::{Message, MessageType, ResponseCode};
@@ -12,7 +14,8 @@ use tracing::debug;
 use super::config::DEFAULT_ASSERTION_AUDIENCE;
 use super::error::IdentityError;
 use super::idp::{
-    DeviceToken, IdentityProvider, IssueAssertion, Login, RegisterDevice, RegisterUser,
+    DeleteDevice, DeleteUser, DeviceToken, IdentityProvider, IssueAssertion, Login, RegisterDevice,
+    RegisterUser,
 };
 use super::model::{Profile, Secret};
 
@@ -41,6 +44,24 @@ struct RegisterParams {
 struct RegisterDeviceParams {
     #[serde(default)]
     label: Option<String>,
+    #[serde(default)]
+    id_token: Option<Secret>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct DeleteUserParams {
+    username: String,
+    #[serde(default)]
+    id_token: Option<Secret>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct DeleteDeviceParams {
+    device: String,
+    #[serde(default)]
+    id_token: Option<Secret>,
 }
 
 #[derive(Deserialize)]
@@ -117,8 +138,23 @@ pub(crate) fn method_of(req: &Message) -> Result<(&str, &Value), IdentityError> 
     Ok((method, params))
 }
 
-/// Answers one request (rethink-wire.md §7).
-pub(crate) fn handle(idp: &mut IdentityProvider, req: Message) -> Reply {
+/// The ID token of `params.idToken`, else `body.idToken`; none is 401.
+fn id_token(req: &Message, from_params: Option<Secret>) -> Result<Secret, IdentityError> {
+    from_params
+        .or_else(|| {
+            req.body
+                .extra
+                .get("idToken")
+                .and_then(Value::as_str)
+                .map(Secret::from)
+        })
+        .ok_or(IdentityError::InvalidToken(
+            "missing ID token (params.idToken)",
+        ))
+}
+
+/// Answers one request (rethink-wire.md §7); `source` is the sender's address.
+pub(crate) fn handle(idp: &mut IdentityProvider, req: Message, source: Option<IpAddr>) -> Reply {
     let (method, p) = match method_of(&req) {
         Ok(v) => v,
         Err(e) => return ready(&req, Err(e)),
@@ -133,6 +169,7 @@ pub(crate) fn handle(idp: &mut IdentityProvider, req: Message) -> Reply {
                 username: m.username,
                 password: m.password,
                 device: m.device_token,
+                source,
             });
             Box::pin(fut.map(move |res, _, _| {
                 done(
@@ -223,8 +260,14 @@ pub(crate) fn handle(idp: &mut IdentityProvider, req: Message) -> Reply {
             ready(&req, result)
         }
         "registerDevice" => {
-            let result = params::<RegisterDeviceParams>(p, "{[label]}")
-                .and_then(|m| idp.register_device(RegisterDevice { label: m.label }))
+            let result = params::<RegisterDeviceParams>(p, "{idToken[, label]}")
+                .and_then(|m| {
+                    let id_token = id_token(&req, m.id_token)?;
+                    idp.register_device(RegisterDevice {
+                        label: m.label,
+                        id_token,
+                    })
+                })
                 .map(|d| {
                     json!({
                         "device": d.device,
@@ -232,6 +275,30 @@ pub(crate) fn handle(idp: &mut IdentityProvider, req: Message) -> Reply {
                         "runtimeURL": d.runtime,
                     })
                 });
+            ready(&req, result)
+        }
+        "deleteUser" => {
+            let result = params::<DeleteUserParams>(p, "{username, idToken}")
+                .and_then(|m| {
+                    let id_token = id_token(&req, m.id_token)?;
+                    idp.delete_user(&DeleteUser {
+                        username: m.username,
+                        id_token,
+                    })
+                })
+                .map(|d| json!({"userURL": d.subject, "devices": d.devices}));
+            ready(&req, result)
+        }
+        "deleteDevice" => {
+            let result = params::<DeleteDeviceParams>(p, "{device, idToken}")
+                .and_then(|m| {
+                    let id_token = id_token(&req, m.id_token)?;
+                    idp.delete_device(&DeleteDevice {
+                        device: m.device,
+                        id_token,
+                    })
+                })
+                .map(|d| json!({"runtimeURL": d.subject}));
             ready(&req, result)
         }
         "deviceToken" => {

@@ -295,6 +295,8 @@ impl NodeHandle {
         }
         self.server.stop(true).await;
         let _ = self.state.allocation.send(allocation::CloseStore).await;
+        // closes the identity store, so the data directory can be opened again
+        let _ = self.state.idp.send(crate::identity::Shutdown).await;
     }
 }
 

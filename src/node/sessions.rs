@@ -297,7 +297,6 @@ impl SessionManager {
         }
     }
 
-
     fn publish(&self, event: &'static str, runtime: &str, reason: Option<&str>) {
         info!(event, runtime, reason, "session lifecycle");
         let Ok(addr) = Address::parse(self.router.events_address()) else {

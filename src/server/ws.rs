@@ -782,7 +782,10 @@ impl WsSession {
                 )
             }
             Service::Idp => answered(
-                self.node.idp.send(crate::identity::IdpRequest(msg.clone())),
+                self.node.idp.send(crate::identity::IdpRequest {
+                    message: msg.clone(),
+                    source: self.ip,
+                }),
                 msg,
             ),
             Service::Policy => self.manage_policies(msg),

@@ -243,6 +243,7 @@ pub async fn user_token(node: &hyperty::node::NodeHandle, user: &str) -> String 
             username: user.to_owned(),
             password,
             device: None,
+            source: None,
         })
         .await
         .expect("idp")

@@ -32,6 +32,34 @@ impl WsClient {
         }
     }
 
+    /// Connects from the loopback address `source` (e.g. 127.0.0.2), so the node
+    /// sees another client address.
+    pub async fn connect_from(url: &str, source: std::net::IpAddr) -> WsClient {
+        let host = url
+            .strip_prefix("ws://")
+            .and_then(|r| r.split('/').next())
+            .expect("a ws:// URL");
+        let socket = tokio::net::TcpSocket::new_v4().expect("socket");
+        socket
+            .bind(std::net::SocketAddr::new(source, 0))
+            .expect("bind the source address");
+        let stream = socket
+            .connect(host.parse().expect("an address"))
+            .await
+            .expect("connect");
+        stream.set_nodelay(true).expect("nodelay");
+        let (ws, _) =
+            tokio_tungstenite::client_async_with_config(url, MaybeTlsStream::Plain(stream), None)
+                .await
+                .expect("handshake");
+        WsClient {
+            ws,
+            next_id: 100,
+            backlog: VecDeque::new(),
+            closed: None,
+        }
+    }
+
     pub fn id(&mut self) -> u64 {
         self.next_id += 1;
         self.next_id
