@@ -17,10 +17,6 @@ fn rt(name: &str) -> String {
     format!("runtime://{D}/{name}")
 }
 
-async fn health(node: &hyperty::node::NodeHandle) -> Value {
-    serde_json::from_str(&http_get(&format!("{}/health", node.http_url())).await).unwrap()
-}
-
 type Socket =
     tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
 

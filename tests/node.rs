@@ -21,11 +21,6 @@ async fn client(node: &hyperty::node::NodeHandle, name: &str) -> (WsClient, Stri
     (c, token)
 }
 
-async fn health(node: &hyperty::node::NodeHandle) -> Value {
-    let body = http_get(&format!("{}/health", node.http_url())).await;
-    serde_json::from_str(&body).unwrap()
-}
-
 #[actix::test]
 async fn open_answers_200_with_a_runtime_token() {
     let node = start_node(D, |_| {});

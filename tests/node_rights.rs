@@ -51,10 +51,6 @@ async fn open_as(
     (c, r)
 }
 
-async fn health(node: &hyperty::node::NodeHandle) -> Value {
-    serde_json::from_str(&http_get(&format!("{}/health", node.http_url())).await).unwrap()
-}
-
 /// Everything the node logs at any level, for the whole test binary.
 fn captured_logs() -> Arc<Mutex<Vec<u8>>> {
     static LOGS: OnceLock<Arc<Mutex<Vec<u8>>>> = OnceLock::new();

@@ -28,9 +28,11 @@ pub enum Charge {
     Ok,
     /// Above the slow-down mark: the sender should wait for [`OutboundQueue::space`].
     Congested,
-    /// Above the hard budget (or the queue is closed): the frame was not charged and
-    /// the receiver must be evicted.
+    /// Above the hard budget: the frame was not charged and the receiver must be
+    /// evicted.
     OverBudget,
+    /// The connection has ended or was evicted: the frame was not charged.
+    Closed,
 }
 
 /// Limits of one queue.
@@ -74,7 +76,7 @@ impl OutboundQueue {
     /// Charges a frame of `len` bytes about to be queued.
     pub fn charge(&self, len: usize) -> Charge {
         if self.closed.load(Relaxed) {
-            return Charge::OverBudget;
+            return Charge::Closed;
         }
         let now = self.pending.fetch_add(len, Relaxed) + len;
         if now > self.limits.budget {
@@ -203,7 +205,7 @@ mod tests {
         assert_eq!((q.pending(), q.progress()), (0, 2));
         assert!(q.close());
         assert!(!q.close());
-        assert_eq!(q.charge(1), Charge::OverBudget);
+        assert_eq!(q.charge(1), Charge::Closed);
     }
 
     #[actix::test]

@@ -23,7 +23,7 @@
 //! frame cap is reached, is evicted (socket shut, session freed).
 
 use std::collections::{HashSet, VecDeque};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Instant;
 
@@ -66,8 +66,22 @@ pub struct Slot {
     /// The authenticated identity (user or device URL) of the session.
     pub(crate) identity: Option<Arc<str>>,
     pub(crate) lost_since: Option<Instant>,
-    pub(crate) kicked: AtomicBool,
-    pub(crate) buffer: Mutex<VecDeque<ByteString>>,
+    pub(crate) buffer: Mutex<GraceBuffer>,
+}
+
+/// Frames kept for a session while it has no connection, bounded in frames and bytes.
+#[derive(Debug, Default)]
+pub struct GraceBuffer {
+    frames: VecDeque<ByteString>,
+    bytes: usize,
+}
+
+impl GraceBuffer {
+    /// Everything kept, oldest first; the buffer is empty afterwards.
+    pub(crate) fn take(&mut self) -> VecDeque<ByteString> {
+        self.bytes = 0;
+        std::mem::take(&mut self.frames)
+    }
 }
 
 impl Slot {
@@ -85,8 +99,7 @@ impl Slot {
             runtime: None,
             identity: None,
             lost_since: None,
-            kicked: AtomicBool::new(false),
-            buffer: Mutex::new(VecDeque::new()),
+            buffer: Mutex::new(GraceBuffer::default()),
         }
     }
 }
@@ -608,29 +621,31 @@ impl Router {
             return Delivered::Dropped;
         };
         if let (Some(conn), Some(queue)) = (&slot.conn, &slot.queue) {
-            let charge = queue.charge(frame.len());
-            if charge == Charge::OverBudget {
-                self.evict(key, &slot, "slow consumer: outbound budget exceeded");
-                self.stats.dropped.fetch_add(1, Relaxed);
-                return Delivered::Dropped;
-            }
-            match conn.try_send(Outbound(frame.clone())) {
-                Ok(()) => {
-                    self.stats.delivered.fetch_add(1, Relaxed);
-                    return if charge == Charge::Congested {
-                        Delivered::Congested
-                    } else {
-                        Delivered::Queued
-                    };
-                }
-                Err(SendError::Full(_)) => {
-                    queue.refund(frame.len());
-                    self.evict(key, &slot, "slow consumer: outbound queue full");
+            match queue.charge(frame.len()) {
+                Charge::OverBudget => {
+                    self.evict(key, &slot, "slow consumer: outbound budget exceeded");
                     self.stats.dropped.fetch_add(1, Relaxed);
                     return Delivered::Dropped;
                 }
-                // the connection just went away: keep the frame for a re-open
-                Err(SendError::Closed(_)) => queue.refund(frame.len()),
+                // the connection just ended: keep the frame for a re-open
+                Charge::Closed => {}
+                charge => match conn.try_send(Outbound(frame.clone())) {
+                    Ok(()) => {
+                        self.stats.delivered.fetch_add(1, Relaxed);
+                        return if charge == Charge::Congested {
+                            Delivered::Congested
+                        } else {
+                            Delivered::Queued
+                        };
+                    }
+                    Err(SendError::Full(_)) => {
+                        queue.refund(frame.len());
+                        self.evict(key, &slot, "slow consumer: outbound queue full");
+                        self.stats.dropped.fetch_add(1, Relaxed);
+                        return Delivered::Dropped;
+                    }
+                    Err(SendError::Closed(_)) => queue.refund(frame.len()),
+                },
             }
         }
         self.buffer(&slot, frame)
@@ -649,8 +664,8 @@ impl Router {
     /// Evicts the live connection of `slot`: its queue closes (which shuts the
     /// socket and releases waiting senders) and the session manager frees the session.
     pub(crate) fn evict(&self, key: &str, slot: &Slot, reason: &'static str) {
-        let first = slot.queue.as_ref().is_some_and(|q| q.evict());
-        if !first || slot.kicked.swap(true, Relaxed) {
+        // the queue's close is the once-only guard: a connection is evicted once
+        if !slot.queue.as_ref().is_some_and(|q| q.evict()) {
             return;
         }
         self.stats.slow_consumers.fetch_add(1, Relaxed);
@@ -671,12 +686,12 @@ impl Router {
 
     fn buffer(&self, slot: &Slot, frame: &ByteString) -> Delivered {
         let mut buf = slot.buffer.lock().unwrap_or_else(|e| e.into_inner());
-        let kept: usize = buf.iter().map(|f| f.len()).sum();
-        if buf.len() >= self.grace_buffer || kept + frame.len() > self.grace_bytes {
+        if buf.frames.len() >= self.grace_buffer || buf.bytes + frame.len() > self.grace_bytes {
             self.stats.dropped.fetch_add(1, Relaxed);
             return Delivered::Dropped;
         }
-        buf.push_back(frame.clone());
+        buf.bytes += frame.len();
+        buf.frames.push_back(frame.clone());
         self.stats.buffered.fetch_add(1, Relaxed);
         Delivered::Buffered
     }
@@ -787,8 +802,7 @@ mod tests {
                 runtime: None,
                 identity: None,
                 lost_since: Some(Instant::now()),
-                kicked: AtomicBool::new(false),
-                buffer: Mutex::new(VecDeque::new()),
+                buffer: Mutex::new(GraceBuffer::default()),
             },
         );
         let f = ByteString::from_static("{}");

@@ -42,7 +42,7 @@ use tracing::info;
 use super::allocation::{AddressAllocation, DropSession};
 use super::outbound::OutboundQueue;
 use super::rights::{check_runtime_url, may_replace, stub_url, UrlRefused};
-use super::router::{Evict, Kick, Outbound, Router, SessionKey, Slot};
+use super::router::{Evict, GraceBuffer, Kick, Outbound, Router, SessionKey, Slot};
 use super::subscriptions::{DropSubscriptions, SubscriptionManager};
 use crate::identity::TokenVerifier;
 
@@ -704,10 +704,10 @@ impl Handler<ReOpen> for SessionManager {
             });
         }
         // frames buffered while away go first, before anything routed from now on
-        let buffered: Vec<_> = slot
+        let buffered = slot
             .buffer
             .get_mut()
-            .map(|b| b.drain(..).collect())
+            .map(GraceBuffer::take)
             .unwrap_or_default();
         for f in buffered {
             queue.force(f.len());
@@ -718,8 +718,6 @@ impl Handler<ReOpen> for SessionManager {
         slot.conn_id = fresh.conn_id;
         slot.kicker = Some(kicker);
         slot.lost_since = None;
-        slot.kicked
-            .store(false, std::sync::atomic::Ordering::Relaxed);
         drop(slot);
         self.router
             .stats

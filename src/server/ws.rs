@@ -411,7 +411,7 @@ impl WsSession {
         if !router.owns(&self.key, &h.from) {
             if router.owner_of(&h.from).is_none() && stub_url(&h.from, router.domain()).is_some() {
                 let from = h.from.to_string();
-                return self.bind_stub_then_route(from, text, ctx);
+                return self.bind_stub_then_route(from, service, text, ctx);
             }
             return self.refuse(
                 ctx,
@@ -420,7 +420,7 @@ impl WsSession {
                 &format!("from address {} is not owned by this session", h.from),
             );
         }
-        self.route_owned(&h, &text, ctx);
+        self.route_owned(&h, service, &text, ctx);
     }
 
     /// A frame from an unheld stub URL of this domain: the URL is bound to this
@@ -428,6 +428,7 @@ impl WsSession {
     fn bind_stub_then_route(
         &mut self,
         from: String,
+        service: Option<Service>,
         text: ByteString,
         ctx: &mut ws::WebsocketContext<Self>,
     ) {
@@ -438,21 +439,22 @@ impl WsSession {
         ctx.wait(bind.into_actor(self).map(move |r, act, ctx| {
             let Ok(h) = Header::parse(&text) else { return };
             match r.unwrap_or_else(|_| Err(gone())) {
-                Ok(()) => act.route_owned(&h, &text, ctx),
+                Ok(()) => act.route_owned(&h, service, &text, ctx),
                 Err(e) => act.refuse(ctx, &h, e.code, &e.description),
             }
         }));
     }
 
-    /// Routes a frame whose sender this session owns.
+    /// Routes a frame whose sender this session owns; `service` is the node service
+    /// its first recipient names, if any.
     fn route_owned(
         &mut self,
         h: &Header<'_>,
+        service: Option<Service>,
         text: &ByteString,
         ctx: &mut ws::WebsocketContext<Self>,
     ) {
         let router = &self.node.router;
-        let service = router.service(h.to.first());
         if let Some(t) =
             h.to.iter()
                 .find(|t| router.is_reserved(t) && router.service(t).is_none())
@@ -695,14 +697,14 @@ impl WsSession {
         text: &str,
         ctx: &mut ws::WebsocketContext<Self>,
     ) -> Option<(Message, FrameId<'static>)> {
-        let id = match Header::parse(text) {
-            Ok(h) => h.id.into_owned(),
+        let h = match Header::parse(text) {
+            Ok(h) => h,
             Err((e, p)) => {
                 self.bad_request(ctx, &e, &p);
                 return None;
             }
         };
-        let parsed = match &id {
+        let parsed = match &h.id {
             FrameId::Num(_) => Message::parse(text),
             FrameId::Text(_) => serde_json::from_str::<Value>(text)
                 .map_err(|e| ParseError::Json(e.to_string()))
@@ -714,15 +716,15 @@ impl WsSession {
         match parsed {
             Ok(mut m) => {
                 m.body.extra.remove(ASSERTED_IDENTITY);
-                Some((m, id))
+                Some((m, h.id.into_owned()))
             }
             Err(e) => {
-                let p = Header::parse(text).map(|h| Partial {
+                let p = Partial {
                     id: Some(h.id.to_json()),
                     from: Some(h.from.into_owned()),
                     to: Some(h.to.first().to_owned()),
-                });
-                self.bad_request(ctx, &e, &p.unwrap_or_default());
+                };
+                self.bad_request(ctx, &e, &p);
                 None
             }
         }

@@ -225,6 +225,11 @@ pub async fn http_get(url: &str) -> String {
     body[start..=end].to_owned()
 }
 
+/// The node's `/health` document.
+pub async fn health(node: &hyperty::node::NodeHandle) -> Value {
+    serde_json::from_str(&http_get(&format!("{}/health", node.http_url())).await).unwrap()
+}
+
 /// Registers `user` at the node's identity provider and logs in: an ID token.
 pub async fn user_token(node: &hyperty::node::NodeHandle, user: &str) -> String {
     use hyperty::identity::{Login, Profile, RegisterUser, Secret};
