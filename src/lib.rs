@@ -15,6 +15,7 @@ pub mod domain_registry;
 pub mod error;
 pub mod identity;
 pub mod node;
+mod private_files;
 pub mod runtime;
 pub mod server;
 

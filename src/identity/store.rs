@@ -93,10 +93,10 @@ impl IdentityStore {
         };
         let db = match data_dir {
             Some(dir) => {
-                super::keys::create_private_dir(dir)
+                crate::private_files::create_private_dir(dir)
                     .map_err(|e| store_err("cannot create the data directory", e))?;
                 let path = dir.join(STORE_FILE_NAME);
-                let file = super::keys::open_private_db(&path)
+                let file = crate::private_files::open_private_db(&path)
                     .map_err(|e| store_err("cannot open the identity store", e))?;
                 let backend = redb::backends::FileBackend::new(file).map_err(|e| {
                     store_err(

@@ -16,7 +16,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
-use tracing::{info, warn};
+use tracing::info;
 
 /// address → (holder, last held, seconds since the epoch)
 const HOLDERS: TableDefinition<'static, &str, (&str, u64)> = TableDefinition::new("holders");
@@ -94,8 +94,8 @@ impl Holders {
             path: path.display().to_string(),
             reason,
         };
-        private_dir(dir).map_err(|e| open_err(e.to_string()))?;
-        private_file(&path).map_err(|e| open_err(e.to_string()))?;
+        crate::private_files::create_private_dir(dir).map_err(|e| open_err(e.to_string()))?;
+        crate::private_files::open_private_db(&path).map_err(|e| open_err(e.to_string()))?;
         let db = Database::create(&path).map_err(|e| open_err(e.to_string()))?;
         {
             let tx = db.begin_write().map_err(storage)?;
@@ -252,43 +252,6 @@ impl Holders {
 /// The holders file of a node whose data directory is `dir`.
 pub fn holders_path(dir: &Path) -> PathBuf {
     dir.join(HOLDERS_FILE)
-}
-
-#[cfg(unix)]
-fn private_dir(dir: &Path) -> std::io::Result<()> {
-    use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
-    std::fs::DirBuilder::new()
-        .recursive(true)
-        .mode(0o700)
-        .create(dir)?;
-    let mode = std::fs::metadata(dir)?.permissions().mode();
-    if mode & 0o077 != 0 {
-        warn!(dir = %dir.display(), "the node's data directory is accessible to other users");
-    }
-    Ok(())
-}
-
-#[cfg(not(unix))]
-fn private_dir(dir: &Path) -> std::io::Result<()> {
-    std::fs::create_dir_all(dir)
-}
-
-/// Creates `path` owner-only if it does not exist, and makes it owner-only if it does.
-#[cfg(unix)]
-fn private_file(path: &Path) -> std::io::Result<()> {
-    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
-    std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(false)
-        .mode(0o600)
-        .open(path)?;
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
-}
-
-#[cfg(not(unix))]
-fn private_file(_: &Path) -> std::io::Result<()> {
-    Ok(())
 }
 
 #[cfg(test)]
