@@ -28,25 +28,25 @@ use futures_util::Stream;
 /// Pauses and resumes the reading of one connection.
 #[derive(Debug, Default)]
 pub struct Gate {
-    closed: AtomicBool,
+    paused: AtomicBool,
     waker: AtomicWaker,
 }
 
 impl Gate {
     /// Stops reading after the frame being handled.
     pub fn pause(&self) {
-        self.closed.store(true, Relaxed);
+        self.paused.store(true, Relaxed);
     }
 
     /// Reads again.
     pub fn resume(&self) {
-        self.closed.store(false, Relaxed);
+        self.paused.store(false, Relaxed);
         self.waker.wake();
     }
 
     /// True while paused.
     pub fn is_paused(&self) -> bool {
-        self.closed.load(Relaxed)
+        self.paused.load(Relaxed)
     }
 }
 
