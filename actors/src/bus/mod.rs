@@ -276,9 +276,19 @@ async fn wait<F: FnMut(Message)>(
     mut progress: Option<(mpsc::Receiver<Message>, F)>,
 ) -> Result<Message, BusError> {
     let shared = &guard.shared;
+    // provisional responses sent before the final one are shown first
+    let drain = |progress: &mut Option<(mpsc::Receiver<Message>, F)>| {
+        if let Some((prx, on_progress)) = progress {
+            while let Ok(p) = prx.try_recv() {
+                on_progress(p);
+            }
+        }
+    };
     let Some(mut deadline) = shared.pending.deadline(&guard.key) else {
         // answered (or failed) before we looked
-        return (&mut rx).await.unwrap_or(Err(BusError::Shutdown));
+        let r = (&mut rx).await.unwrap_or(Err(BusError::Shutdown));
+        drain(&mut progress);
+        return r;
     };
     loop {
         let next = async {
@@ -295,12 +305,7 @@ async fn wait<F: FnMut(Message)>(
                 }
             }
             r = &mut rx => {
-                // provisional responses sent before the final one come first
-                if let Some((prx, on_progress)) = &mut progress {
-                    while let Ok(p) = prx.try_recv() {
-                        on_progress(p);
-                    }
-                }
+                drain(&mut progress);
                 return r.unwrap_or(Err(BusError::Shutdown));
             }
             _ = tokio::time::sleep_until(deadline) => {
@@ -310,7 +315,11 @@ async fn wait<F: FnMut(Message)>(
                         return Err(BusError::Timeout);
                     }
                     Expiry::Later(d) => deadline = d,
-                    Expiry::Gone => return (&mut rx).await.unwrap_or(Err(BusError::Shutdown)),
+                    Expiry::Gone => {
+                        let r = (&mut rx).await.unwrap_or(Err(BusError::Shutdown));
+                        drain(&mut progress);
+                        return r;
+                    }
                 }
             }
         }
