@@ -352,7 +352,6 @@ async fn a_receiver_killed_mid_burst_loses_nothing_and_gets_nothing_twice() {
 }
 
 #[actix::test]
-#[ignore = "after the node restarts, a bridge keeps reconnecting (the node logs an EOF per attempt) and the burst stalls"]
 async fn a_node_killed_mid_burst_and_restarted_on_its_port_loses_nothing() {
     let dir = temp_dir("node");
     let db = dir.join("receiver.redb");

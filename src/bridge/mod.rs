@@ -444,9 +444,13 @@ impl Actor for NodeStub {
 }
 
 impl WriteHandler<awc::error::WsProtocolError> for NodeStub {
+    /// A failed socket is done: its writer stops (continuing would call this again
+    /// on every poll, and each call would end the next connection too).
     fn error(&mut self, err: awc::error::WsProtocolError, ctx: &mut Self::Context) -> Running {
-        self.lost(ctx, &format!("write failed: {err}"));
-        Running::Continue
+        if self.sink.is_some() {
+            self.lost(ctx, &format!("write failed: {err}"));
+        }
+        Running::Stop
     }
 
     fn finished(&mut self, _: &mut Self::Context) {}
