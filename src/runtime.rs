@@ -14,7 +14,8 @@
 //! with RuntimeConfig::identity: IdentityModule (calling arbiter) at <runtimeURL>/idm,
 //!   plus its identity interceptor on the bus (see crate::identity).
 //! Pdp (with `RuntimeConfig::policy`; calling arbiter) ── listens at <runtime>/pep;
-//!      its Pep is registered through the registry as a sealed bus interceptor
+//!      its Pep is registered through the registry as a sealed bus interceptor,
+//!      and it is the event dispatcher's policy too (policy::RuntimeEventPolicy)
 //! ```
 //!
 //! Nothing is global: several runtimes can live in one process and never see each
@@ -146,6 +147,16 @@ impl Runtime {
             registry.clone().recipient(),
             config.events,
         )?;
+        if let Some(pdp) = &pdp {
+            // one policy file for messages and events; queued before any dispatch
+            events
+                .dispatcher()
+                .do_send(hyperty_actors::events::dispatcher::AddEventPolicy(
+                    std::sync::Arc::new(hyperty_actors::policy::RuntimeEventPolicy(
+                        pdp.policies().clone(),
+                    )),
+                ));
+        }
         tracing::info!(runtime = %url, "runtime started");
         Ok(RuntimeHandle {
             url,

@@ -324,6 +324,49 @@ async fn a_policy_denial_refuses_a_local_dispatch_atomically() {
 }
 
 #[actix::test]
+async fn the_runtime_pdp_decides_events_by_default() {
+    let dir = std::env::temp_dir().join(format!("hyperty-event-pdp-{}", uuid::Uuid::new_v4()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("policies.toml");
+    std::fs::write(
+        &file,
+        r#"
+[[policies]]
+id = "no-events-to-carol"
+  [[policies.rules]]
+  id = "deny"
+  effect = "deny"
+  target = { types = ["event"], to = ["hyperty://a.org/carol"] }
+"#,
+    )
+    .unwrap();
+    let clock = ManualClock::new(T0);
+    let mut cfg = config("a.org", &clock);
+    cfg.policy = Some(hyperty_actors::policy::PolicyConfig {
+        file: Some(file),
+        ..Default::default()
+    });
+    let rt = Runtime::start(cfg).unwrap();
+    let alice = entity(&rt, "hyperty://a.org/alice").await;
+    let mut bob = entity(&rt, "hyperty://a.org/bob").await;
+    let mut carol = entity(&rt, "hyperty://a.org/carol").await;
+    let to_carol = Event::builder("t", alice.addr.clone())
+        .to(carol.addr.clone())
+        .build()
+        .unwrap();
+    let err = alice.ep.dispatch(to_carol, None, None).await.unwrap_err();
+    assert_eq!(err.code(), 2, "{err}");
+    assert!(carol.inbox.recv(QUIET).await.is_none(), "nothing delivered");
+    let to_bob = Event::builder("t", alice.addr.clone())
+        .to(bob.addr.clone())
+        .build()
+        .unwrap();
+    alice.ep.dispatch(to_bob, None, None).await.unwrap();
+    assert!(bob.inbox.recv(TIMEOUT).await.is_some());
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[actix::test]
 async fn the_api_refuses_what_an_application_may_not_do() {
     let clock = ManualClock::new(T0);
     let rt = start("a.org", &clock);

@@ -178,6 +178,7 @@
 
 pub mod clock;
 pub mod compiled;
+pub mod events;
 mod handle;
 mod judge;
 pub mod model;
@@ -191,6 +192,7 @@ pub use compiled::{
     data_scheme_of, domain_of, scheme_of, CompileOptions, CompiledPolicies, Decision,
     DecisionEffect, PolicyLimits, PolicyRequest,
 };
+pub use events::{RuntimeEventPolicy, EVENT_POLICY_NAME};
 pub use handle::{Enforcement, PolicyHandle};
 pub use judge::{judge, Verdict};
 pub use model::{
