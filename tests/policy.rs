@@ -669,7 +669,7 @@ async fn the_rate_condition_limits_each_sender() {
 
 #[actix::test]
 async fn time_of_day_and_weekday_conditions_follow_the_injected_clock() {
-    let clock = ManualClock::at(utc_ms(2024, 1, 1, 12, 0, 0)); // a Monday, noon
+    let clock = ManualClock::new(utc_ms(2024, 1, 1, 12, 0, 0)); // a Monday, noon
     let rt_url: RuntimeUrl = "hyperty-runtime://a.org/rt".parse().unwrap();
     let bus = MessageBus::start(rt_url, Default::default(), Default::default());
     let pdp = Pdp::new(PolicyConfig::default())

@@ -11,6 +11,7 @@
 //! | [`error`] | typed errors per layer and their mapping to response codes |
 //! | [`routes`] | the routing tables the bus reads on every message |
 //! | [`catalogue`] | catalogue descriptors, SHA-256 code authenticity (T3), factory table |
+//! | [`clock`] | the one injectable clock (system or manual) policy and events read |
 //! | [`bus`] | the Message Bus actor and its handle: post/send, listeners, interceptors |
 //! | [`registry`] | the Runtime Registry actor: hyperties, stubs, PEPs, sandboxes, resolve |
 //! | [`sandbox`] | one sandbox (thread) per service provider, crash isolation and restarts |
@@ -45,6 +46,7 @@
 pub mod address;
 pub mod bus;
 pub mod catalogue;
+pub mod clock;
 pub mod error;
 pub mod events;
 pub mod hyperty;

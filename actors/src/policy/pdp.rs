@@ -27,7 +27,7 @@
 //! use hyperty_actors::prelude::*;
 //!
 //! # #[actix::main] async fn main() {
-//! let clock = ManualClock::at(utc_ms(2024, 1, 1, 23, 0, 0));
+//! let clock = ManualClock::new(utc_ms(2024, 1, 1, 23, 0, 0));
 //! let pdp = Pdp::new(PolicyConfig::default()).unwrap().with_clock(clock.clone()).start();
 //! let set = PolicySet::from_toml(r#"
 //!     id = "office-hours"
