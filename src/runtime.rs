@@ -18,6 +18,10 @@
 //!      and it is the event dispatcher's policy too (policy::RuntimeEventPolicy)
 //! ```
 //!
+//! Time: [`RuntimeConfig::clock`] is the runtime's one clock. The same instance is
+//! handed to the PDP (time conditions), the Identity Module (token and key-cache
+//! times) and the event dispatcher (expiry, timeouts, backoff, RPC deadlines).
+//!
 //! Nothing is global: several runtimes can live in one process and never see each
 //! other's listeners. [`RuntimeHandle::shutdown`] stops the registry (and with it
 //! every sandbox thread) and fails pending requests.
@@ -56,6 +60,7 @@ use std::sync::Arc;
 use actix::prelude::*;
 use hyperty_actors::address::{Address, HypertyUrl, RuntimeUrl};
 use hyperty_actors::bus::{Bus, BusConfig, MessageBus};
+use hyperty_actors::clock::{Clock, SystemClock};
 use hyperty_actors::events::{EventDispatcher, EventsConfig, EventsHandle};
 use hyperty_actors::hyperty::HypertySpec;
 use hyperty_actors::policy::{Pdp, PdpHandle, PolicyConfig};
@@ -74,7 +79,7 @@ use crate::error::RuntimeError;
 use crate::identity::{IdmConfig, IdmHandle};
 
 /// Configuration of one runtime.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub struct RuntimeConfig {
     /// The service-provider domain the runtime belongs to.
     pub domain: String,
@@ -88,12 +93,32 @@ pub struct RuntimeConfig {
     pub registry: RegistryConfig,
     /// The Identity Module at `<runtimeURL>/idm`; `None`: no identities.
     pub identity: Option<IdmConfig>,
-    /// Event dispatcher and Local Event Cache (database path, limits, clock).
+    /// Event dispatcher and Local Event Cache (database path, limits).
     pub events: EventsConfig,
     /// Policy enforcement (a PDP at `<runtime>/pep` and its PEP on the bus);
     /// `None`: no PEP.
     pub policy: Option<PolicyConfig>,
+    /// The runtime's one clock, read by the PDP, the Identity Module and the event
+    /// dispatcher (default: [`SystemClock`]).
+    pub clock: Arc<dyn Clock>,
 }
+
+/// Equal when every section is and both read the same clock instance.
+impl PartialEq for RuntimeConfig {
+    fn eq(&self, o: &Self) -> bool {
+        self.domain == o.domain
+            && self.runtime_id == o.runtime_id
+            && self.bus == o.bus
+            && self.sandbox == o.sandbox
+            && self.registry == o.registry
+            && self.identity == o.identity
+            && self.events == o.events
+            && self.policy == o.policy
+            && Arc::ptr_eq(&self.clock, &o.clock)
+    }
+}
+
+impl Eq for RuntimeConfig {}
 
 impl RuntimeConfig {
     /// Defaults for a runtime of `domain`.
@@ -107,7 +132,15 @@ impl RuntimeConfig {
             identity: None,
             events: EventsConfig::default(),
             policy: None,
+            clock: Arc::new(SystemClock),
         }
+    }
+
+    /// Reads every time rule of the runtime on `clock` (tests: a
+    /// [`ManualClock`](hyperty_actors::clock::ManualClock)).
+    pub fn with_clock(mut self, clock: Arc<dyn Clock>) -> Self {
+        self.clock = clock;
+        self
     }
 }
 
@@ -123,8 +156,12 @@ impl Runtime {
             Some(id) => format!("hyperty-runtime://{}/{id}", config.domain).parse()?,
             None => RuntimeUrl::generate(&config.domain)?,
         };
+        let clock = config.clock;
         // Policies are loaded (and refused) before anything starts.
-        let pdp = config.policy.map(Pdp::new).transpose()?;
+        let pdp = config
+            .policy
+            .map(|p| Pdp::new(p).map(|p| p.with_clock(clock.clone())))
+            .transpose()?;
         let stubs = Arc::new(StubTable::default());
         let bus = MessageBus::start(url.clone(), config.bus, stubs.clone());
         let registry =
@@ -134,7 +171,7 @@ impl Runtime {
             .map(|p| hyperty_actors::policy::install(p, &bus, &registry))
             .transpose()?;
         let idm = match config.identity {
-            Some(c) => Some(IdmHandle::start(bus.clone(), c)?),
+            Some(c) => Some(IdmHandle::start_with_clock(bus.clone(), c, clock.clone())?),
             None => None,
         };
         if let (Some(pdp), Some(idm)) = (&pdp, &idm) {
@@ -146,6 +183,7 @@ impl Runtime {
             registry.clone().recipient(),
             registry.clone().recipient(),
             config.events,
+            clock,
         )?;
         if let Some(pdp) = &pdp {
             // one policy file for messages and events; queued before any dispatch

@@ -63,7 +63,8 @@ async fn forged_tokens_are_refused() {
 
     // expired: the node's own key (same key file), minted by a provider whose clock
     // is two days behind
-    let past = std::time::SystemTime::now() - Duration::from_secs(2 * 86_400);
+    let past = ManualClock::starting_now();
+    past.set(past.now_ms() - 2 * 86_400_000);
     // forgers sign with a copy of the node's key file (the node holds its store)
     let keys_copy = |name: &str| {
         let copy = dir.with_extension(name);
@@ -80,7 +81,7 @@ async fn forged_tokens_are_refused() {
             kdf: KdfParams::fast_insecure(),
             ..IdpConfig::default()
         };
-        IdentityProvider::with_clock(D, cfg, std::sync::Arc::new(ManualClock::new(past)))
+        IdentityProvider::with_clock(D, cfg, std::sync::Arc::new(past.clone()))
             .unwrap()
             .start()
     };

@@ -674,7 +674,7 @@ async fn time_of_day_and_weekday_conditions_follow_the_injected_clock() {
     let bus = MessageBus::start(rt_url, Default::default(), Default::default());
     let pdp = Pdp::new(PolicyConfig::default())
         .unwrap()
-        .with_clock(clock.clone())
+        .with_clock(Arc::new(clock.clone()))
         .start();
     bus.add_interceptor(Arc::new(pdp.pep())).await.unwrap();
     pdp.add_policies(vec![policy(json!({"id": "hours", "rules": [

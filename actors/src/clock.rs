@@ -1,18 +1,26 @@
-//! Time, injectable: the one clock type of the runtime's components.
+//! Time, injectable: the one clock type of runtimes and nodes.
 //!
-//! Policy conditions (time of day, weekdays, rates) and every time-dependent rule
-//! of the event system (expiry, reference timeouts, retransmission backoff, RPC
-//! deadlines) read a [`Clock`] in milliseconds since the Unix epoch (UTC).
+//! Every time-dependent rule reads a [`Clock`] in milliseconds since the Unix
+//! epoch (UTC): policy conditions (time of day, weekdays, rates), the event system
+//! (expiry, reference timeouts, retransmission backoff, RPC deadlines), and on a
+//! node the domain registry (expiry, keep-alive), the identity provider and module
+//! (token lifetimes, key rotation, key caches) and the address holders' retention.
+//! A runtime or a node creates **one** `Arc<dyn Clock>` at start-up and hands that
+//! same instance to each of those components, so they never disagree about "now".
 //! Production uses [`SystemClock`]; tests use a [`ManualClock`] and move it instead
 //! of sleeping.
 //!
 //! ```
+//! use std::sync::Arc;
 //! use std::time::Duration;
 //! use hyperty_actors::clock::{utc_ms, Clock, ManualClock};
 //!
 //! let clock = ManualClock::new(utc_ms(2024, 1, 1, 12, 0, 0));
+//! // the instance handed to the components; clones of a ManualClock share its time
+//! let shared: Arc<dyn Clock> = Arc::new(clock.clone());
 //! clock.advance(Duration::from_millis(250));
-//! assert_eq!(clock.now_ms(), utc_ms(2024, 1, 1, 12, 0, 0) + 250);
+//! assert_eq!(shared.now_ms(), utc_ms(2024, 1, 1, 12, 0, 0) + 250);
+//! assert_eq!(shared.now_secs(), utc_ms(2024, 1, 1, 12, 0, 0) / 1000);
 //! ```
 
 use std::fmt;
@@ -24,6 +32,16 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 pub trait Clock: Send + Sync + fmt::Debug + 'static {
     /// Now.
     fn now_ms(&self) -> u64;
+
+    /// Now, in whole seconds since the epoch (token and record times).
+    fn now_secs(&self) -> u64 {
+        self.now_ms() / 1000
+    }
+
+    /// Now, as a [`SystemTime`] (registry deadlines and RFC 3339 stamps).
+    fn system_time(&self) -> SystemTime {
+        UNIX_EPOCH + Duration::from_millis(self.now_ms())
+    }
 }
 
 /// The system's wall clock.
@@ -50,6 +68,12 @@ impl ManualClock {
         ManualClock {
             ms: Arc::new(AtomicU64::new(start_ms)),
         }
+    }
+
+    /// A clock showing the system's current time, from which it then moves only
+    /// when told to.
+    pub fn starting_now() -> ManualClock {
+        ManualClock::new(SystemClock.now_ms())
     }
 
     /// Moves the clock forward.
@@ -110,5 +134,17 @@ mod tests {
         assert_eq!(b.now_ms(), 1_005);
         b.set(7);
         assert_eq!(a.now_ms(), 7);
+    }
+
+    #[test]
+    fn seconds_and_system_time_follow_the_milliseconds() {
+        let c = ManualClock::new(utc_ms(2024, 1, 1, 0, 0, 0) + 1_999);
+        assert_eq!(c.now_secs(), utc_ms(2024, 1, 1, 0, 0, 1) / 1000);
+        assert_eq!(
+            c.system_time(),
+            UNIX_EPOCH + Duration::from_millis(c.now_ms())
+        );
+        let now = ManualClock::starting_now();
+        assert!(now.now_ms() > utc_ms(2020, 1, 1, 0, 0, 0));
     }
 }

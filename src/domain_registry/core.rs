@@ -13,12 +13,12 @@ use serde_json::{json, Value};
 use tracing::{debug, warn};
 
 use super::access::Caller;
-use super::clock::Clock;
 use super::config::DomainRegistryConfig;
 use super::error::DomainRegistryError;
 use super::model::{Availability, DataObjectRecord, HypertyRecord, Record, Status};
 use super::request::{self, email_user, Draft, Op, Patch, Query};
 use super::table::Table;
+use super::Clock;
 
 /// What a lookup found.
 #[derive(Debug, Clone, PartialEq)]
@@ -138,7 +138,7 @@ impl Core {
 
     /// Removes every entry whose lifetime is over. Returns how many.
     pub(crate) fn expire_due(&mut self) -> usize {
-        let due = self.table.due(self.clock.now());
+        let due = self.table.due(self.clock.system_time());
         for url in &due {
             if let Some(old) = self.table.remove(url) {
                 self.stats.expired += 1;
@@ -151,7 +151,7 @@ impl Core {
 
     /// Marks every entry of `runtime` with `status`. Returns how many changed.
     pub(crate) fn set_runtime_status(&mut self, runtime: &str, status: Status) -> usize {
-        let now = self.clock.now();
+        let now = self.clock.system_time();
         let mut changed = 0;
         for url in self.table.urls_of_runtime(runtime) {
             if let Some(before) = self.table.set_status(&url, status, now) {
@@ -206,7 +206,7 @@ impl Core {
 
     fn create(&mut self, draft: Draft, caller: &Caller) -> Result<Outcome, DomainRegistryError> {
         let holder = caller.may_create(&draft.record, self.table.holder(draft.record.url()))?;
-        let now = self.clock.now();
+        let now = self.clock.system_time();
         let expires = self.clamp_expires(draft.expires);
         let mut record = draft.record;
         let before = self
@@ -237,7 +237,7 @@ impl Core {
         patch: &Patch,
         caller: &Caller,
     ) -> Result<Outcome, DomainRegistryError> {
-        let now = self.clock.now();
+        let now = self.clock.system_time();
         let (old, held_by) = self
             .table
             .get(url)

@@ -84,7 +84,8 @@
 //! create, update or keep-alive. Entries that are due are removed at the start of
 //! every request and by a sweep every
 //! [`sweep_interval_secs`](DomainRegistryConfig::sweep_interval_secs) (or on
-//! [`Sweep`]). Time comes from a [`Clock`]; tests use a [`ManualClock`].
+//! [`Sweep`]). Time comes from a [`Clock`] (the node's one clock, re-exported here
+//! from [`hyperty_actors::clock`]); tests use a [`ManualClock`].
 //!
 //! # HTTP
 //!
@@ -181,7 +182,6 @@
 //! ```
 
 mod access;
-mod clock;
 mod config;
 mod core;
 mod error;
@@ -201,13 +201,13 @@ use hyperty_actors::message::Message;
 use tracing::{debug, info_span};
 
 pub use self::access::Caller;
-pub use self::clock::{Clock, ManualClock, SystemClock};
 pub use self::config::DomainRegistryConfig;
 pub use self::core::RegistryStats;
 pub use self::error::DomainRegistryError;
 pub use self::http::{configure, HttpReads};
 pub use self::model::{rfc3339, Availability, DataObjectRecord, HypertyRecord, Record, Status};
 pub use self::request::{Criteria, HYPERTY_SCHEMES, MAX_LIST_LEN, MAX_TEXT_LEN};
+pub use hyperty_actors::clock::{Clock, ManualClock, SystemClock};
 
 use self::core::{Core, Found};
 use self::request::Query;
@@ -330,7 +330,8 @@ pub struct DomainRegistry {
 
 impl DomainRegistry {
     /// A registry for `domain` (listening at `domain://registry.<domain>`), sending
-    /// status notifications to `notify` and reading time from `clock`.
+    /// status notifications to `notify` and reading time from `clock` (on a node,
+    /// the node's one clock).
     ///
     /// Fails if the domain cannot form that address or a limit is unusable.
     pub fn new(

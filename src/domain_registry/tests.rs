@@ -18,8 +18,11 @@ const RT: &str = "runtime://d.org/rt1";
 const ALICE: &str = "user://idp.org/alice";
 const WAIT: Duration = Duration::from_secs(5);
 
+/// The manual clock's start, in milliseconds since the epoch.
+const START_MS: u64 = 1_700_000_000_000;
+
 fn start_time() -> SystemTime {
-    UNIX_EPOCH + Duration::from_secs(1_700_000_000)
+    UNIX_EPOCH + Duration::from_millis(START_MS)
 }
 
 struct Collector(mpsc::UnboundedSender<Message>);
@@ -71,7 +74,7 @@ fn collector() -> (
 }
 
 fn fixture_with(config: DomainRegistryConfig) -> Fixture {
-    let clock = ManualClock::new(start_time());
+    let clock = ManualClock::new(START_MS);
     let (recipient, notes) = collector();
     let registry = DomainRegistry::new(D, config, recipient, Arc::new(clock.clone()))
         .expect("valid registry")
@@ -968,7 +971,7 @@ proptest! {
             1..40,
         )
     ) {
-        let clock = ManualClock::new(start_time());
+        let clock = ManualClock::new(START_MS);
         let config = DomainRegistryConfig { max_entries: 3, max_entries_per_user: 1, ..Default::default() };
         let mut core = Core::new(D, config, Arc::new(clock.clone())).expect("valid");
         for (i, (kind, body, advance, disconnect)) in steps.into_iter().enumerate() {

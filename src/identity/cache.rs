@@ -11,12 +11,12 @@ use jsonwebtoken::DecodingKey;
 use serde_json::Value;
 use tokio::sync::mpsc;
 
-use crate::domain_registry::Clock;
+use hyperty_actors::clock::Clock;
 
 use super::config::IdmConfig;
 use super::error::IdentityError;
 use super::jwt::{self, Expect};
-use super::model::{unix_now, TokenUse, VerifiedIdentity};
+use super::model::{TokenUse, VerifiedIdentity};
 use super::verifier::short;
 
 struct Entry {
@@ -191,7 +191,7 @@ impl AssertionCheck {
     }
 
     pub(crate) fn now(&self) -> u64 {
-        unix_now(self.clock.as_ref())
+        self.clock.now_secs()
     }
 
     /// Verifies with cached keys; a miss names the provider and what is missing.

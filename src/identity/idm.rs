@@ -21,14 +21,14 @@ use serde_json::{json, Value};
 use tokio::sync::mpsc;
 use tracing::{debug, info, info_span, warn};
 
-use crate::domain_registry::{Clock, SystemClock};
+use hyperty_actors::clock::{Clock, SystemClock};
 
 use super::cache::{AssertionCheck, JwksCache, Miss, Prefetch};
 use super::config::IdmConfig;
 use super::error::IdentityError;
 use super::interceptor::{Binding, Bindings, IdentityInterceptor};
 use super::keys::Jwk;
-use super::model::{unix_now, IdentityAssertion, Secret, VerifiedIdentity};
+use super::model::{IdentityAssertion, Secret, VerifiedIdentity};
 
 /// Largest answer read from a provider's login or assertion endpoint, bytes.
 pub const MAX_IDP_ANSWER: usize = 64 * 1024;
@@ -256,7 +256,7 @@ impl IdentityModule {
     }
 
     fn now(&self) -> u64 {
-        unix_now(self.clock.as_ref())
+        self.clock.now_secs()
     }
 
     fn purge_sessions(&mut self) {
@@ -679,7 +679,7 @@ async fn fetch_jwks(
         return Err(unreachable("no usable Ed25519 signing keys".to_owned()));
     }
     let n = keys.len();
-    cache.store(&idp, keys, unix_now(clock.as_ref()));
+    cache.store(&idp, keys, clock.now_secs());
     info!(idp = %idp, keys = n, "provider keys cached");
     Ok(n)
 }
@@ -955,7 +955,8 @@ impl IdmHandle {
         IdmHandle::start_with_clock(bus, config, Arc::new(SystemClock))
     }
 
-    /// Starts an identity module reading time from `clock`.
+    /// Starts an identity module reading time from `clock`: in a runtime, the
+    /// runtime's one clock ([`RuntimeConfig::clock`](crate::RuntimeConfig::clock)).
     pub fn start_with_clock(
         bus: Bus,
         config: IdmConfig,

@@ -3,7 +3,7 @@
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::net::IpAddr;
 use std::sync::Arc;
-use std::time::{Duration, UNIX_EPOCH};
+use std::time::Duration;
 
 use actix::prelude::{
     Actor, ActorContext, ActorFutureExt, AsyncContext, Context, Handler, MessageResult,
@@ -17,7 +17,7 @@ use rand_core::RngCore;
 use sha2::{Digest, Sha256};
 use tracing::{debug, info, info_span, warn};
 
-use crate::domain_registry::{Clock, SystemClock};
+use hyperty_actors::clock::{Clock, SystemClock};
 
 use super::config::{IdpConfig, MAX_PASSWORD_LEN};
 use super::error::IdentityError;
@@ -25,8 +25,8 @@ use super::hasher::HashPool;
 use super::jwt;
 use super::keys::{JwkSet, KeyRing};
 use super::model::{
-    check_label, unix_now, Claims, DeviceCredentials, IdentityAssertion, IssuedToken, Profile,
-    Secret, TokenUse, UserInfo, MAX_LABEL_LEN, MAX_USERNAME_LEN,
+    check_label, Claims, DeviceCredentials, IdentityAssertion, IssuedToken, Profile, Secret,
+    TokenUse, UserInfo, MAX_LABEL_LEN, MAX_USERNAME_LEN,
 };
 use super::store::{Change, IdentityStore, StoredDevice, StoredUser};
 use super::throttle::{Attempt, LoginThrottle};
@@ -246,8 +246,8 @@ impl IdentityProvider {
         IdentityProvider::with_clock(domain, config, Arc::new(SystemClock))
     }
 
-    /// A provider reading time from `clock` (tests use a
-    /// [`ManualClock`](super::ManualClock)).
+    /// A provider reading time from `clock`: on a node, the node's one clock
+    /// (tests use a [`ManualClock`](super::ManualClock)).
     pub fn with_clock(
         domain: &str,
         config: IdpConfig,
@@ -259,7 +259,7 @@ impl IdentityProvider {
                 "{domain:?} is not a domain"
             )));
         }
-        let now = unix_now(clock.as_ref());
+        let now = clock.now_secs();
         let keys = KeyRing::open(config.data_dir.as_deref(), now)?;
         let (store, loaded) = IdentityStore::open(config.data_dir.as_deref())?;
         let issuer = config.issuer_for(domain);
@@ -338,14 +338,7 @@ impl IdentityProvider {
     }
 
     pub(crate) fn now(&self) -> u64 {
-        unix_now(self.clock.as_ref())
-    }
-
-    fn now_ms(&self) -> u64 {
-        self.clock
-            .now()
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+        self.clock.now_secs()
     }
 
     fn sign(&self, claims: &Claims) -> Result<String, IdentityError> {
@@ -621,7 +614,7 @@ impl IdentityProvider {
                 return Err(IdentityError::BadCredentials);
             }
             let device = self.device_of(m.device.as_ref())?;
-            let now = self.now_ms();
+            let now = self.clock.now_ms();
             let ticket = self
                 .throttle
                 .begin(&username, source, now)
@@ -646,7 +639,7 @@ impl IdentityProvider {
             Err(e) => return Box::pin(actix::fut::ready(Err(e))),
         };
         Box::pin(verified.into_actor(self).map(move |ok, act, _| {
-            let now = act.now_ms();
+            let now = act.clock.now_ms();
             let issued = if ok {
                 act.issue_id_token(&username, device)
             } else {

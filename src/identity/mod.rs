@@ -160,7 +160,9 @@
 //! [`IdmHandle::verifier`]) verifies identities synchronously from the cache, for
 //! the policy engine.
 //!
-//! Time comes from a [`Clock`]; tests use a [`ManualClock`] instead of sleeping.
+//! Time comes from a [`Clock`] (the one clock of [`hyperty_actors::clock`], re-exported
+//! here): on a node the provider reads the node's clock, in a runtime the module
+//! reads the runtime's; tests use a [`ManualClock`] instead of sleeping.
 
 mod cache;
 mod config;
@@ -205,4 +207,4 @@ pub use self::model::{
 pub use self::store::STORE_FILE_NAME;
 pub use self::throttle::ThrottleConfig;
 pub use self::verifier::TokenVerifier;
-pub use crate::domain_registry::{Clock, ManualClock, SystemClock};
+pub use hyperty_actors::clock::{Clock, ManualClock, SystemClock};

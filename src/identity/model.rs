@@ -2,14 +2,12 @@
 //! profiles and verified identities.
 
 use std::fmt;
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use hyperty_actors::address::{HypertyUrl, UserUrl};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
 use super::error::IdentityError;
-use crate::domain_registry::Clock;
 
 /// Longest profile field (`cn`, `email`, `locale`), characters.
 pub const MAX_PROFILE_FIELD_LEN: usize = 256;
@@ -340,15 +338,6 @@ impl VerifiedIdentity {
             expires: claims.exp,
         })
     }
-}
-
-/// Seconds since the epoch on `clock` (0 before 1970).
-pub(crate) fn unix_now(clock: &dyn Clock) -> u64 {
-    secs(clock.now())
-}
-
-pub(crate) fn secs(t: SystemTime) -> u64 {
-    t.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
 }
 
 /// A short text field: non-empty, bounded, no control characters or whitespace

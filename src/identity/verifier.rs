@@ -6,12 +6,12 @@ use std::fmt;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 
-use crate::domain_registry::Clock;
+use hyperty_actors::clock::Clock;
 
 use super::error::IdentityError;
 use super::jwt::{self, Expect};
 use super::keys::{JwkSet, PublicKeys};
-use super::model::{unix_now, Claims, TokenUse, VerifiedIdentity};
+use super::model::{Claims, TokenUse, VerifiedIdentity};
 
 struct Inner {
     domain: String,
@@ -198,7 +198,7 @@ impl TokenVerifier {
 
     /// Seconds since the epoch, on the provider's clock.
     pub fn now(&self) -> u64 {
-        unix_now(self.inner.clock.as_ref())
+        self.inner.clock.now_secs()
     }
 
     /// The published keys (current and still-valid retired ones).

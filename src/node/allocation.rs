@@ -24,13 +24,15 @@
 //!   of `allocation.schemes` when it is not empty.
 //!
 //! Every binding is recorded in [`Holders`] (who held it), refreshed when the
-//! session ends, and swept after `allocation.holder_retention_secs`.
+//! session ends, and swept after `allocation.holder_retention_secs`, on the node's
+//! clock.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 use actix::prelude::*;
 use hyperty_actors::address::{Address, AddressKind};
+use hyperty_actors::clock::Clock;
 use hyperty_actors::message::{Message, MessageType, ResponseCode};
 use serde_json::{json, Value};
 use tracing::{debug, info};
@@ -55,12 +57,6 @@ const RESERVED_SCHEMES: &[&str] = &[
 
 /// How often expired holder records are swept.
 const SWEEP_INTERVAL: std::time::Duration = std::time::Duration::from_secs(60);
-
-fn now_secs() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs())
-}
 
 /// A request from a session to a node service.
 #[derive(Debug, Clone, actix::Message)]
@@ -132,17 +128,24 @@ pub struct AddressAllocation {
     config: AllocationSection,
     held: HashMap<SessionKey, Held>,
     holders: Holders,
+    clock: Arc<dyn Clock>,
 }
 
 impl AddressAllocation {
     /// An allocator writing `router`'s owner table and recording holders in
-    /// `holders`.
-    pub fn new(router: Arc<Router>, config: AllocationSection, holders: Holders) -> Self {
+    /// `holders`, their times read on `clock` (the node's one clock).
+    pub fn new(
+        router: Arc<Router>,
+        config: AllocationSection,
+        holders: Holders,
+        clock: Arc<dyn Clock>,
+    ) -> Self {
         AddressAllocation {
             router,
             config,
             held: HashMap::new(),
             holders,
+            clock,
         }
     }
 
@@ -182,7 +185,7 @@ impl AddressAllocation {
             ));
         }
         self.holders
-            .record(&holder, addrs, now_secs())
+            .record(&holder, addrs, self.clock.now_secs())
             .map_err(|e| match e {
                 HoldersError::Full(_) => refused(ResponseCode::Other(503), e.to_string()),
                 e => refused(ResponseCode::InternalError, e.to_string()),
@@ -232,7 +235,7 @@ impl AddressAllocation {
             ));
         };
         let domain = self.router.domain().to_owned();
-        let now = now_secs();
+        let now = self.clock.now_secs();
         for a in list {
             let bad = |why: &str| refused(ResponseCode::BadRequest, format!("{a}: {why}"));
             let addr = Address::parse(a).map_err(|e| bad(&e.to_string()))?;
@@ -418,7 +421,7 @@ impl Actor for AddressAllocation {
 
     fn started(&mut self, ctx: &mut Context<Self>) {
         ctx.run_interval(SWEEP_INTERVAL, |act, _| {
-            if let Err(e) = act.holders.sweep(now_secs()) {
+            if let Err(e) = act.holders.sweep(act.clock.now_secs()) {
                 tracing::warn!(error = %e, "sweeping address holders failed");
             }
         });
@@ -476,7 +479,7 @@ impl Handler<DropSession> for AddressAllocation {
         }
         let addresses: Vec<Arc<str>> = held.addresses.into_iter().collect();
         // the retention of their records counts from now
-        if let Err(e) = self.holders.touch(&addresses, now_secs()) {
+        if let Err(e) = self.holders.touch(&addresses, self.clock.now_secs()) {
             tracing::warn!(error = %e, "recording the end of a session's addresses failed");
         }
         addresses.len()

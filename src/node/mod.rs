@@ -13,6 +13,11 @@
 //!  └── WsSession per connection (server::ws) — routes through the shared Router
 //! ```
 //!
+//! Time: [`NodeState::start_with_clock`] ([`NodeState::start`]: the system clock)
+//! hands one `Arc<dyn Clock>` to the policy engine, the identity provider (whose
+//! verifier the sessions check tokens with), the domain registry and the address
+//! holders, so expiry, token lifetimes and time conditions all follow one clock.
+//!
 //! A session's actor dies with its socket; its session (addresses, subscriptions,
 //! buffered frames) lives on in the tables until `close` or the end of the grace
 //! period. Stopping the server stops every session.
@@ -41,10 +46,11 @@ use actix_web::{web, App, HttpResponse, HttpServer};
 use crate::config::{ConfigError, NodeConfig};
 use crate::domain_registry::{
     DomainRegistry, DomainRegistryError, RegistryNotification, RuntimeDisconnected,
-    RuntimeReconnected, SystemClock,
+    RuntimeReconnected,
 };
 use crate::identity::{IdentityError, IdentityProvider, TokenVerifier};
 use allocation::AddressAllocation;
+use hyperty_actors::clock::{Clock, SystemClock};
 use hyperty_actors::policy::{Pdp, PdpHandle, PolicyError};
 pub use outbound::on_connect;
 use router::Router;
@@ -118,15 +124,33 @@ pub struct NodeState {
 
 impl NodeState {
     /// Validates `config` and starts the node's actors on the current arbiter
-    /// (inside an actix system).
+    /// (inside an actix system), on the system clock.
     pub fn start(config: NodeConfig) -> Result<NodeState, NodeError> {
+        NodeState::start_with_clock(config, Arc::new(SystemClock))
+    }
+
+    /// Like [`NodeState::start`], with every time rule of the node read on `clock`:
+    /// this one instance is handed to the policy engine, the identity provider (and
+    /// through its verifier the sessions' token checks), the domain registry and
+    /// the address holders. Tests pass a
+    /// [`ManualClock`](hyperty_actors::clock::ManualClock) and move it.
+    pub fn start_with_clock(
+        config: NodeConfig,
+        clock: Arc<dyn Clock>,
+    ) -> Result<NodeState, NodeError> {
         config.validate()?;
         let router = Arc::new(
             Router::new(&config.node.domain, config.session.grace_buffer)
                 .with_grace_bytes(config.session.max_pending_bytes),
         );
-        let pdp = Pdp::new(config.policy.clone())?.start();
-        let idp = IdentityProvider::new(&config.node.domain, config.identity.clone())?;
+        let pdp = Pdp::new(config.policy.clone())?
+            .with_clock(clock.clone())
+            .start();
+        let idp = IdentityProvider::with_clock(
+            &config.node.domain,
+            config.identity.clone(),
+            clock.clone(),
+        )?;
         let verifier = idp.verifier();
         let idp = idp.start();
         let a = &config.allocation;
@@ -134,9 +158,10 @@ impl NodeState {
             config.node.data_dir.as_deref(),
             a.holder_retention_secs,
             a.max_holder_records,
-            verifier.now(),
+            clock.now_secs(),
         )?;
-        let allocation = AddressAllocation::new(router.clone(), a.clone(), holders).start();
+        let allocation =
+            AddressAllocation::new(router.clone(), a.clone(), holders, clock.clone()).start();
         let subscriptions = SubscriptionManager::new(
             router.clone(),
             allocation.clone(),
@@ -149,7 +174,7 @@ impl NodeState {
             &config.node.domain,
             config.registry.clone(),
             publisher.recipient(),
-            Arc::new(SystemClock),
+            clock,
         )?
         .start();
         let sessions = SessionManager::new(
@@ -303,12 +328,22 @@ impl NodeHandle {
 /// Serves a node on an already-bound `listener`, in the current actix system, and
 /// returns at once.
 pub fn start(listener: TcpListener, config: NodeConfig) -> Result<NodeHandle, NodeError> {
+    start_with_clock(listener, config, Arc::new(SystemClock))
+}
+
+/// Like [`start`], with the node's time rules on `clock` (see
+/// [`NodeState::start_with_clock`]).
+pub fn start_with_clock(
+    listener: TcpListener,
+    config: NodeConfig,
+    clock: Arc<dyn Clock>,
+) -> Result<NodeHandle, NodeError> {
     let addr = listener.local_addr()?;
     let workers = match config.node.workers {
         0 => std::thread::available_parallelism().map_or(2, |n| n.get()),
         n => n,
     };
-    let state = NodeState::start(config)?;
+    let state = NodeState::start_with_clock(config, clock)?;
     let mount = state.configure();
     let server = HttpServer::new(move || App::new().configure(mount.clone()))
         .workers(workers)

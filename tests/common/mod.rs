@@ -18,6 +18,15 @@ pub fn start_node(
     domain: &str,
     tune: impl FnOnce(&mut hyperty::config::NodeConfig),
 ) -> hyperty::node::NodeHandle {
+    start_node_with_clock(domain, Arc::new(hyperty_actors::clock::SystemClock), tune)
+}
+
+/// Like [`start_node`], with every time rule of the node read on `clock`.
+pub fn start_node_with_clock(
+    domain: &str,
+    clock: Arc<dyn hyperty_actors::clock::Clock>,
+    tune: impl FnOnce(&mut hyperty::config::NodeConfig),
+) -> hyperty::node::NodeHandle {
     let mut cfg = hyperty::config::NodeConfig::default();
     cfg.node.domain = domain.to_owned();
     cfg.node.workers = 2;
@@ -28,7 +37,7 @@ pub fn start_node(
     cfg.identity.kdf = hyperty::identity::KdfParams::fast_insecure();
     tune(&mut cfg);
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    hyperty::node::start(listener, cfg).unwrap()
+    hyperty::node::start_with_clock(listener, cfg, clock).unwrap()
 }
 
 /// A hyperty whose behaviour is chosen by the request's `value.action`:

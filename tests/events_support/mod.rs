@@ -25,7 +25,7 @@ pub fn addr(s: &str) -> Address {
 pub fn config(domain: &str, clock: &ManualClock) -> RuntimeConfig {
     let mut cfg = RuntimeConfig::new(domain);
     cfg.runtime_id = Some("rt".into());
-    cfg.events = EventsConfig::default().with_clock(clock.clone());
+    cfg.clock = Arc::new(clock.clone());
     cfg.events.tick_interval = None;
     cfg
 }

@@ -1,13 +1,13 @@
-//! Configuration of a runtime's event system: limits, timing, the cache, the clock.
+//! Configuration of a runtime's event system: limits, timing, the cache.
+//!
+//! The clock is not configured here: the dispatcher reads the runtime's one clock,
+//! handed to [`EventDispatcher::start`](crate::events::EventDispatcher::start).
 
-use std::fmt;
 use std::path::PathBuf;
-use std::sync::Arc;
 use std::time::Duration;
 
 use crate::events::buffer::DEFAULT_ID_BUFFER_CAPACITY;
 use crate::events::cache::CacheConfig;
-use crate::events::clock::{Clock, SystemClock};
 use crate::events::entities::DEFAULT_MAX_ENTITIES;
 use crate::events::listeners::DEFAULT_MAX_EVENT_LISTENERS;
 use crate::events::references::DEFAULT_MAX_REFERENCES;
@@ -28,7 +28,7 @@ pub const DEFAULT_DURABLE_ID_BUFFER_CAPACITY: usize = 65_536;
 pub const DEFAULT_DURABLE_INBOX_CAPACITY: usize = 10_000;
 
 /// Limits and timing of the event dispatcher and its cache. Every table is bounded.
-#[derive(Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct EventsConfig {
     /// The Local Event Cache (database path, bound, backoff).
     pub cache: CacheConfig,
@@ -55,8 +55,6 @@ pub struct EventsConfig {
     pub report_retention: Duration,
     /// The timer period; `None` disables the timer (call `tick` yourself).
     pub tick_interval: Option<Duration>,
-    /// The clock every time rule reads.
-    pub clock: Arc<dyn Clock>,
 }
 
 impl Default for EventsConfig {
@@ -74,18 +72,11 @@ impl Default for EventsConfig {
             rpc_timeout: DEFAULT_RPC_TIMEOUT,
             report_retention: DEFAULT_REPORT_RETENTION,
             tick_interval: Some(DEFAULT_TICK_INTERVAL),
-            clock: Arc::new(SystemClock),
         }
     }
 }
 
 impl EventsConfig {
-    /// Uses `clock` (e.g. a [`ManualClock`](crate::events::clock::ManualClock)).
-    pub fn with_clock(mut self, clock: impl Clock) -> Self {
-        self.clock = Arc::new(clock);
-        self
-    }
-
     /// Stores the cache in the database file at `path`.
     pub fn with_cache_path(mut self, path: impl Into<PathBuf>) -> Self {
         self.cache.path = Some(path.into());
@@ -93,66 +84,18 @@ impl EventsConfig {
     }
 }
 
-impl fmt::Debug for EventsConfig {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("EventsConfig")
-            .field("cache", &self.cache)
-            .field("max_entities", &self.max_entities)
-            .field("id_buffer_capacity", &self.id_buffer_capacity)
-            .field(
-                "durable_id_buffer_capacity",
-                &self.durable_id_buffer_capacity,
-            )
-            .field("durable_inbox_capacity", &self.durable_inbox_capacity)
-            .field("max_listeners", &self.max_listeners)
-            .field("max_references", &self.max_references)
-            .field("max_pending_reports", &self.max_pending_reports)
-            .field("max_rpc_calls", &self.max_rpc_calls)
-            .field("rpc_timeout", &self.rpc_timeout)
-            .field("report_retention", &self.report_retention)
-            .field("tick_interval", &self.tick_interval)
-            .field("clock", &self.clock)
-            .finish()
-    }
-}
-
-impl PartialEq for EventsConfig {
-    fn eq(&self, o: &Self) -> bool {
-        self.cache == o.cache
-            && self.max_entities == o.max_entities
-            && self.id_buffer_capacity == o.id_buffer_capacity
-            && self.durable_id_buffer_capacity == o.durable_id_buffer_capacity
-            && self.durable_inbox_capacity == o.durable_inbox_capacity
-            && self.max_listeners == o.max_listeners
-            && self.max_references == o.max_references
-            && self.max_pending_reports == o.max_pending_reports
-            && self.max_rpc_calls == o.max_rpc_calls
-            && self.rpc_timeout == o.rpc_timeout
-            && self.report_retention == o.report_retention
-            && self.tick_interval == o.tick_interval
-            && Arc::ptr_eq(&self.clock, &o.clock)
-    }
-}
-
-impl Eq for EventsConfig {}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::events::clock::ManualClock;
 
     #[test]
-    fn equality_compares_the_clock_by_identity() {
-        let a = EventsConfig::default();
-        assert_eq!(a, a.clone());
-        assert_ne!(a, EventsConfig::default());
-        let b = EventsConfig::default()
-            .with_clock(ManualClock::new(0))
-            .with_cache_path("data/events.redb");
+    fn cache_path_is_set() {
+        let b = EventsConfig::default().with_cache_path("data/events.redb");
         assert_eq!(
             b.cache.path.as_deref(),
             Some(std::path::Path::new("data/events.redb"))
         );
-        assert!(format!("{b:?}").contains("ManualClock"));
+        assert_ne!(b, EventsConfig::default());
+        assert_eq!(b, b.clone());
     }
 }

@@ -23,7 +23,7 @@
 //! let stubs = Arc::new(hyperty_actors::routes::StubTable::default());
 //! let bus = MessageBus::start(url, BusConfig::default(), stubs.clone());
 //! let registry = RuntimeRegistry::new(bus.clone(), stubs, Default::default(), Default::default()).start();
-//! let events = EventDispatcher::start(bus, registry.clone().recipient(), registry.recipient(), EventsConfig::default()).unwrap();
+//! let events = EventDispatcher::start(bus, registry.clone().recipient(), registry.recipient(), EventsConfig::default(), Arc::new(SystemClock)).unwrap();
 //!
 //! let (alice, bob): (Address, Address) = ("hyperty://example.com/alice".parse().unwrap(), "hyperty://example.com/bob".parse().unwrap());
 //! let a = events.endpoint(alice.clone());

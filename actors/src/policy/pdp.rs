@@ -28,7 +28,7 @@
 //!
 //! # #[actix::main] async fn main() {
 //! let clock = ManualClock::new(utc_ms(2024, 1, 1, 23, 0, 0));
-//! let pdp = Pdp::new(PolicyConfig::default()).unwrap().with_clock(clock.clone()).start();
+//! let pdp = Pdp::new(PolicyConfig::default()).unwrap().with_clock(std::sync::Arc::new(clock.clone())).start();
 //! let set = PolicySet::from_toml(r#"
 //!     id = "office-hours"
 //!     [[rules]]
@@ -224,9 +224,10 @@ impl Pdp {
         })
     }
 
-    /// Reads conditions on `clock` instead of the system clock.
-    pub fn with_clock(mut self, clock: impl Clock) -> Pdp {
-        self.handle = self.handle.with_clock(Arc::new(clock));
+    /// Reads conditions on `clock` instead of the system clock: the runtime's or
+    /// node's one clock, shared with its other components.
+    pub fn with_clock(mut self, clock: Arc<dyn Clock>) -> Pdp {
+        self.handle = self.handle.with_clock(clock);
         self
     }
 

@@ -47,8 +47,9 @@
 //! # Time
 //!
 //! Expiry, reference timeouts (`onTimeout`), RPC deadlines and cache backoff read the
-//! configured [`Clock`]; a timer ([`EventsConfig::tick_interval`]) sends [`Tick`],
-//! which tests send themselves after advancing a manual clock.
+//! runtime's [`Clock`], handed to [`EventDispatcher::start`]; a timer
+//! ([`EventsConfig::tick_interval`]) sends [`Tick`], which tests send themselves
+//! after advancing a manual clock.
 
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::fmt;
@@ -68,7 +69,7 @@ use crate::events::cache::{
     CacheAck, CacheDone, CacheLen, CachePut, CacheRetry, CachedEvent, CloseCache, DueEvents,
     DurableOp, LocalEventCache, RestoredEntity, TakeDue, WatchCommits,
 };
-use crate::events::clock::after;
+use crate::events::clock::{after, Clock};
 use crate::events::config::EventsConfig;
 use crate::events::delivery::{
     check_notification, notification, notification_about, DeliveryError, DeliveryErrorCode,
@@ -223,6 +224,7 @@ pub struct EventDispatcher {
     stubs: Recipient<ListStubs>,
     cache: Addr<LocalEventCache>,
     config: EventsConfig,
+    clock: Arc<dyn Clock>,
     entities: EntityTable,
     listeners: ListenerRegistry,
     references: References,
@@ -270,20 +272,22 @@ pub use messages::{
 impl EventDispatcher {
     /// Starts the cache and the dispatcher on the current arbiter, listening at
     /// `<runtime>/events`, with the [`InboundEvents`] interceptor installed on `bus`.
-    /// `resolver` and `stubs` are normally the runtime registry.
+    /// `resolver` and `stubs` are normally the runtime registry; `clock` is the
+    /// runtime's one clock, which every time rule of the event system reads.
     pub fn start(
         bus: Bus,
         resolver: Recipient<Resolve>,
         stubs: Recipient<ListStubs>,
         config: EventsConfig,
+        clock: Arc<dyn Clock>,
     ) -> Result<EventsHandle, EventError> {
         let address = bus.runtime_url().component(DISPATCHER_COMPONENT);
         let (cache, restored) = LocalEventCache::start(config.cache.clone())?;
-        let clock = config.clock.clone();
         let interceptor: Arc<dyn Interceptor> = Arc::new(InboundEvents::new(address.clone()));
         let dispatcher = EventDispatcher::create({
             let address = address.clone();
             let cache = cache.clone();
+            let clock = clock.clone();
             move |ctx| {
                 ctx.set_mailbox_capacity(DISPATCHER_MAILBOX_CAPACITY);
                 cache.do_send(WatchCommits(ctx.address().recipient()));
@@ -313,6 +317,7 @@ impl EventDispatcher {
                     stubs,
                     cache,
                     config,
+                    clock,
                     policies: Vec::new(),
                     rpc_servers: HashMap::new(),
                     rpc_calls: HashMap::new(),
@@ -329,7 +334,7 @@ impl EventDispatcher {
     }
 
     fn now(&self) -> u64 {
-        self.config.clock.now_ms()
+        self.clock.now_ms()
     }
 }
 
