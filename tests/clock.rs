@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use common::{start_node_with_clock, user_token, WsClient};
-use events_support::{entity, error_code, is_delivery, is_error, QUIET, TIMEOUT};
+use events_support::{entity, error_code, first_report, is_delivery, QUIET, TIMEOUT};
 use hyperty::config::AuthMode;
 use hyperty::prelude::*;
 use hyperty_actors::clock::{utc_ms, ManualClock};
@@ -163,11 +163,8 @@ async fn a_runtimes_policies_and_events_follow_the_clock_of_its_config() {
         .dispatch(event("on time"), Some(cb), None)
         .await
         .unwrap();
-    let first = reports
-        .recv_matching(TIMEOUT, |k| is_delivery(k) || is_error(k))
-        .await
-        .unwrap();
-    assert!(is_delivery(&first.kind), "{:?}", first.kind);
+    let first = first_report(&mut reports).await;
+    assert!(is_delivery(&first), "{first:?}");
     assert!(bob.inbox.recv(TIMEOUT).await.is_some());
     assert_eq!(
         decision_on_update(pdp, "a.org").await,
@@ -182,11 +179,10 @@ async fn a_runtimes_policies_and_events_follow_the_clock_of_its_config() {
         .dispatch(event("late"), Some(cb), None)
         .await
         .unwrap();
-    let late = reports
-        .recv_matching(TIMEOUT, |k| is_delivery(k) || is_error(k))
-        .await
-        .unwrap();
-    assert_eq!(error_code(&late.kind), Some(DeliveryErrorCode::Expired));
+    assert_eq!(
+        error_code(&first_report(&mut reports).await),
+        Some(DeliveryErrorCode::Expired)
+    );
     assert!(bob.inbox.recv(QUIET).await.is_none());
     assert_eq!(decision_on_update(pdp, "a.org").await, DecisionEffect::Deny);
 }

@@ -37,13 +37,6 @@ fn event_to(p: &Pair, payload: &str) -> Event {
         .unwrap()
 }
 
-async fn first_report(rx: &mut ReportReceiver) -> ReportKind {
-    rx.recv_matching(TIMEOUT, |k| is_delivery(k) || is_error(k))
-        .await
-        .expect("a delivery report")
-        .kind
-}
-
 fn no_notification_reached_an_app(inbox: &mut InboxReceiver) {
     for got in inbox.drain() {
         assert_ne!(got.event.event_type().as_str(), "deliveryNotification");

@@ -11,7 +11,7 @@
 //! | [`error`] | typed errors per layer and their mapping to response codes |
 //! | [`routes`] | the routing tables the bus reads on every message |
 //! | [`catalogue`] | catalogue descriptors, SHA-256 code authenticity (T3), factory table |
-//! | [`clock`] | the one injectable clock (system or manual) policy and events read |
+//! | [`clock`] | the one injectable clock (system or manual) every time rule of a runtime or node reads |
 //! | [`bus`] | the Message Bus actor and its handle: post/send, listeners, interceptors |
 //! | [`registry`] | the Runtime Registry actor: hyperties, stubs, PEPs, sandboxes, resolve |
 //! | [`sandbox`] | one sandbox (thread) per service provider, crash isolation and restarts |

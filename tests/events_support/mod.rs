@@ -258,6 +258,14 @@ pub fn is_error(k: &ReportKind) -> bool {
     matches!(k, ReportKind::Error { .. })
 }
 
+/// The first delivery or error report.
+pub async fn first_report(rx: &mut ReportReceiver) -> ReportKind {
+    rx.recv_matching(TIMEOUT, |k| is_delivery(k) || is_error(k))
+        .await
+        .expect("a delivery report")
+        .kind
+}
+
 /// The error code of an `onError` report.
 pub fn error_code(k: &ReportKind) -> Option<DeliveryErrorCode> {
     match k {

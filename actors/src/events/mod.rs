@@ -18,7 +18,7 @@
 //! | [`pubsub`] | publication/subscription nodes |
 //! | [`notifications`] | user-visible notifications |
 //! | [`handle`] | the application API |
-//! | [`clock`] | injectable time |
+//! | [`clock`] | the runtime's one clock, re-exported |
 //!
 //! # Supervision
 //!

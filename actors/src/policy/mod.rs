@@ -10,7 +10,7 @@
 //! | [`judge`] | the one decision-and-obligations function the runtime's PEP and the node's share |
 //! | [`Pep`] | the bus interceptor: deny → 403 `"Blocked by policy"`, permit → `body.auth = true`, not applicable → default behaviour with `body.auth = false` |
 //! | [`AssertionVerifier`] | the hook the identity module implements to verify `body.identity` |
-//! | [`Clock`] | the time conditions are read on ([`ManualClock`] in tests) |
+//! | [`Clock`] | the time conditions are read on: the runtime's or node's one clock ([`ManualClock`] in tests) |
 //!
 //! # The language
 //!
