@@ -11,6 +11,8 @@
 //!  └── EventDispatcher at <runtime>/events (actor on the calling arbiter)
 //!       └── LocalEventCache (actor on the calling arbiter; redb database)
 //! protocol stubs added with RuntimeHandle::add_stub run on the calling arbiter.
+//! QosAgent at <runtime>/qos (calling arbiter): the stubs' connectivity statistics,
+//!   read from the registry, on request and periodically to a broker (RuntimeConfig::qos).
 //! with RuntimeConfig::identity: IdentityModule (calling arbiter) at <runtimeURL>/idm,
 //!   plus its identity interceptor on the bus (see crate::identity).
 //! Pdp (with `RuntimeConfig::policy`; calling arbiter) ── listens at <runtime>/pep;
@@ -60,6 +62,7 @@ use hyperty_actors::events::{EventDispatcher, EventsConfig, EventsHandle};
 use hyperty_actors::hyperty::HypertySpec;
 use hyperty_actors::policy::{Pdp, PdpHandle, PolicyConfig};
 use hyperty_actors::protostub::{Connect, Disconnect, ProtoStub, StubContext, StubStatus};
+use hyperty_actors::qos::{QosAgent, QosConfig};
 use hyperty_actors::registry::{
     HypertyInfo, ListHyperties, ListStubs, NextStubUrl, RegisterHyperty, RegisterStub, Resolve,
     Route, RuntimeRegistry, SetAllocator, StubInfo, UnregisterHyperty, UnregisterStub,
@@ -93,6 +96,9 @@ pub struct RuntimeConfig {
     /// Policy enforcement (a PDP at `<runtime>/pep` and its PEP on the bus);
     /// `None`: no PEP.
     pub policy: Option<PolicyConfig>,
+    /// The QoS user agent at `<runtime>/qos`: where and how often it reports the
+    /// stubs' connectivity statistics (see [`hyperty_actors::qos`]).
+    pub qos: QosConfig,
 }
 
 impl RuntimeConfig {
@@ -107,6 +113,7 @@ impl RuntimeConfig {
             identity: None,
             events: EventsConfig::default(),
             policy: None,
+            qos: QosConfig::default(),
         }
     }
 }
@@ -129,6 +136,7 @@ impl Runtime {
         let bus = MessageBus::start(url.clone(), config.bus, stubs.clone());
         let registry =
             RuntimeRegistry::new(bus.clone(), stubs, config.registry, config.sandbox).start();
+        let qos = QosAgent::new(bus.clone(), registry.clone().recipient(), config.qos).start();
         // The PEP registration is the registry's first message (see policy::install).
         let pdp = pdp
             .map(|p| hyperty_actors::policy::install(p, &bus, &registry))
@@ -165,6 +173,7 @@ impl Runtime {
             idm,
             events,
             pdp,
+            qos,
         })
     }
 }
@@ -178,6 +187,7 @@ pub struct RuntimeHandle {
     idm: Option<IdmHandle>,
     events: EventsHandle,
     pdp: Option<PdpHandle>,
+    qos: Addr<QosAgent>,
 }
 
 impl fmt::Debug for RuntimeHandle {
@@ -254,6 +264,11 @@ impl RuntimeHandle {
     /// The policy decision point, if the runtime was started with a policy.
     pub fn pdp(&self) -> Option<&PdpHandle> {
         self.pdp.as_ref()
+    }
+
+    /// The QoS user agent (at `<runtime>/qos`).
+    pub fn qos(&self) -> &Addr<QosAgent> {
+        &self.qos
     }
 
     /// Registers a hyperty, starts it in its provider's sandbox and returns its
@@ -358,12 +373,14 @@ impl RuntimeHandle {
             .map_err(|_| RuntimeError::Unavailable("registry"))??;
         let sctx = StubContext::new(url.clone(), domain.map(str::to_owned), self.bus.clone());
         let report = sctx.clone();
+        let stats = sctx.stats().clone();
         let addr = S::create(move |_| factory(sctx));
         self.registry
             .send(RegisterStub {
                 domain: domain.map(str::to_owned),
                 url: url.clone(),
                 recipient: addr.clone().recipient(),
+                stats,
             })
             .await
             .map_err(|_| RuntimeError::Unavailable("registry"))??;
@@ -412,6 +429,7 @@ impl RuntimeHandle {
 
     /// Stops the runtime: every sandbox thread ends and pending requests fail.
     pub async fn shutdown(&self) {
+        let _ = self.qos.send(hyperty_actors::qos::StopReporting).await;
         self.events.shutdown().await;
         self.bus.shutdown();
         // Stopping the registry stops every sandbox arbiter (see its `stopped`).
