@@ -81,17 +81,12 @@ async fn registry_over_the_wire() {
     assert_eq!(r["body"]["code"], 400);
 
     // readable over HTTP too
-    let enc: String = ha
-        .bytes()
-        .map(|b| {
-            if b.is_ascii_alphanumeric() || b == b'-' {
-                (b as char).to_string()
-            } else {
-                format!("%{b:02X}")
-            }
-        })
-        .collect();
-    let body = http_get(&format!("{}/registry/hyperty/url/{enc}", node.http_url())).await;
+    let body = http_get(&format!(
+        "{}/registry/hyperty/url/{}",
+        node.http_url(),
+        enc(&ha)
+    ))
+    .await;
     let v: serde_json::Value = serde_json::from_str(&body).unwrap();
     assert_eq!(v["status"], "live", "{v}");
 

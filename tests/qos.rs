@@ -245,6 +245,27 @@ async fn a_session_reports_only_about_its_own_runtime() {
 }
 
 #[actix::test]
+async fn another_runtime_may_not_ask_the_agent() {
+    let node = start_node(D, |_| {});
+    let (rt, _stub) = attached(&node).await;
+    let me = format!("runtime://{D}/raw");
+    let mut c = WsClient::connect(&node.ws_url()).await;
+    c.open(&me).await;
+    let r = c
+        .request(json!({"type": "execute", "from": me, "to": rt.url().component("qos").as_str(),
+            "body": {"method": SEND_TO_BROKER, "params": {"broker": format!("hyperty://{D}/elsewhere")}}}))
+        .await;
+    assert_eq!(r["body"]["code"], 403, "{r}");
+    assert_eq!(
+        r["from"],
+        rt.url().component("qos").as_str(),
+        "the agent refused: {r}"
+    );
+    assert!(r["body"]["description"].is_string(), "{r}");
+    assert!(!rt.qos().send(GetReportingState).await.unwrap().active);
+}
+
+#[actix::test]
 async fn bad_requests_are_answered_with_a_description() {
     let node = start_node(D, |_| {});
     let (rt, _stub) = attached(&node).await;

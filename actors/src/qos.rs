@@ -22,7 +22,10 @@
 //! `broker` is an address, `interval` milliseconds between
 //! [`MIN_REPORT_INTERVAL`] and [`MAX_REPORT_INTERVAL`]; omitted ones keep their
 //! current value (at first the [`QosConfig`]'s). A malformed request answers 400,
-//! an unknown method 404, each with a `description`.
+//! an unknown method 404, each with a `description`. Only the runtime's own
+//! components and hyperties may ask (`from` under the runtime URL, or an address
+//! with a listener on this bus); anyone else — e.g. another runtime through the
+//! messaging node — gets 403.
 //!
 //! A [`ConnectivityReport`] is `{runtime, sentAt, stubs:[StubStatistics…]}`
 //! (`sentAt` in ms since the Unix epoch).
@@ -113,6 +116,9 @@ pub enum QosError {
     /// A malformed request (400).
     #[error("{0}")]
     BadRequest(String),
+    /// The sender is not of this runtime (403).
+    #[error("only this runtime's components and hyperties may ask its QoS agent, not {0}")]
+    Forbidden(String),
     /// No such method (404).
     #[error("unknown method {0:?} (known: {GET_STATISTICS}, {SEND_TO_BROKER})")]
     UnknownMethod(String),
@@ -125,6 +131,7 @@ impl ToResponseCode for QosError {
     fn response_code(&self) -> ResponseCode {
         match self {
             QosError::BadRequest(_) => ResponseCode::BadRequest,
+            QosError::Forbidden(_) => ResponseCode::Forbidden,
             QosError::UnknownMethod(_) => ResponseCode::NotFound,
             QosError::Unavailable(_) => ResponseCode::InternalError,
         }
@@ -449,7 +456,14 @@ impl Handler<Deliver> for QosAgent {
         }
         let _span = info_span!("qos.request", id = m.id, kind = %m.kind, from = %m.from).entered();
         let bus = self.bus.clone();
-        match Request::parse(&m) {
+        let local = m.from.is_under(self.bus.runtime_url().as_str())
+            || self.bus.has_listener(m.from.as_str());
+        let request = if local {
+            Request::parse(&m)
+        } else {
+            Err(QosError::Forbidden(m.from.to_string()))
+        };
+        match request {
             Ok(Request::Get) => {
                 let report = self.report();
                 actix::spawn(async move {
