@@ -17,8 +17,7 @@
 //!   to `queue_limit` outbound messages meanwhile; beyond that, requests are answered
 //!   504 "messaging node unreachable";
 //! * pings the node and treats `silence_timeout` without a frame as a lost connection;
-//! * records its connectivity statistics in its
-//!   [`StubStats`](hyperty_actors::connectivity::StubStats) (reported by the
+//! * records its connectivity statistics in its [`StubStats`] (reported by the
 //!   runtime's QoS user agent): the round trip of each ping (its payload is a
 //!   sequence number the pong must echo; one ping in flight, the first as soon as
 //!   the session is live), message frames and bytes each way, reconnections, the
@@ -579,7 +578,7 @@ impl Handler<Connect> for NodeStub {
 impl Handler<Disconnect> for NodeStub {
     type Result = ();
     /// Sends `close` (the node frees the session and closes the socket); the
-    /// socket is closed from this side too after [`CLOSE_LINGER`]. Closing it at
+    /// socket is closed from this side too after a second. Closing it at
     /// once would lose the `close`: the writer's close does not flush frames still
     /// in its buffer.
     fn handle(&mut self, _: Disconnect, ctx: &mut Context<Self>) {
