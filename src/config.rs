@@ -18,6 +18,7 @@ use serde::{Deserialize, Serialize};
 
 pub use crate::domain_registry::DomainRegistryConfig;
 pub use crate::identity::IdpConfig;
+pub use crate::qos::QosBrokerConfig;
 pub use hyperty_actors::policy::PolicyConfig;
 
 /// Whether `open` must carry a token.
@@ -222,6 +223,8 @@ pub struct NodeConfig {
     pub policy: PolicyConfig,
     /// `[registry]`: the embedded domain registry.
     pub registry: DomainRegistryConfig,
+    /// `[qos]`: the QoS broker at `domain://qos.<D>`.
+    pub qos: QosBrokerConfig,
 }
 
 impl Default for NodeConfig {
@@ -239,6 +242,7 @@ impl Default for NodeConfig {
             },
             registry: DomainRegistryConfig::default(),
             policy: PolicyConfig::default(),
+            qos: QosBrokerConfig::default(),
         }
     }
 }
@@ -414,6 +418,12 @@ impl NodeConfig {
         }
         if self.subscriptions.max_per_session == 0 {
             return bad("subscriptions.max_per_session", "must be positive");
+        }
+        if self.qos.max_reports == 0 || self.qos.max_stubs_per_report == 0 {
+            return bad(
+                "qos",
+                "max_reports and max_stubs_per_report must be positive",
+            );
         }
         Ok(())
     }

@@ -16,6 +16,7 @@ pub mod error;
 pub mod identity;
 pub mod node;
 mod private_files;
+pub mod qos;
 pub mod runtime;
 pub mod server;
 

@@ -11,6 +11,8 @@
 //!  └── EventDispatcher at <runtime>/events (actor on the calling arbiter)
 //!       └── LocalEventCache (actor on the calling arbiter; redb database)
 //! protocol stubs added with RuntimeHandle::add_stub run on the calling arbiter.
+//! QosAgent at <runtime>/qos (calling arbiter): the stubs' connectivity statistics,
+//!   read from the registry, on request and periodically to a broker (RuntimeConfig::qos).
 //! with RuntimeConfig::identity: IdentityModule (calling arbiter) at <runtimeURL>/idm,
 //!   plus its identity interceptor on the bus (see crate::identity).
 //! Pdp (with `RuntimeConfig::policy`; calling arbiter) ── listens at <runtime>/pep;
@@ -20,7 +22,8 @@
 //!
 //! Time: [`RuntimeConfig::clock`] is the runtime's one clock. The same instance is
 //! handed to the PDP (time conditions), the Identity Module (token and key-cache
-//! times) and the event dispatcher (expiry, timeouts, backoff, RPC deadlines).
+//! times), the event dispatcher (expiry, timeouts, backoff, RPC deadlines) and the
+//! QoS agent (report stamps).
 //!
 //! Nothing is global: several runtimes can live in one process and never see each
 //! other's listeners. [`RuntimeHandle::shutdown`] stops the registry (and with it
@@ -65,6 +68,7 @@ use hyperty_actors::events::{EventDispatcher, EventsConfig, EventsHandle};
 use hyperty_actors::hyperty::HypertySpec;
 use hyperty_actors::policy::{Pdp, PdpHandle, PolicyConfig};
 use hyperty_actors::protostub::{Connect, Disconnect, ProtoStub, StubContext, StubStatus};
+use hyperty_actors::qos::{QosAgent, QosConfig};
 use hyperty_actors::registry::{
     HypertyInfo, ListHyperties, ListStubs, NextStubUrl, RegisterHyperty, RegisterStub, Resolve,
     Route, RuntimeRegistry, SetAllocator, StubInfo, UnregisterHyperty, UnregisterStub,
@@ -101,6 +105,9 @@ pub struct RuntimeConfig {
     /// The runtime's one clock, read by the PDP, the Identity Module and the event
     /// dispatcher (default: [`SystemClock`]).
     pub clock: Arc<dyn Clock>,
+    /// The QoS user agent at `<runtime>/qos`: where and how often it reports the
+    /// stubs' connectivity statistics (see [`hyperty_actors::qos`]).
+    pub qos: QosConfig,
 }
 
 /// Equal when every section is and both read the same clock instance.
@@ -114,6 +121,7 @@ impl PartialEq for RuntimeConfig {
             && self.identity == o.identity
             && self.events == o.events
             && self.policy == o.policy
+            && self.qos == o.qos
             && Arc::ptr_eq(&self.clock, &o.clock)
     }
 }
@@ -133,6 +141,7 @@ impl RuntimeConfig {
             events: EventsConfig::default(),
             policy: None,
             clock: Arc::new(SystemClock),
+            qos: QosConfig::default(),
         }
     }
 
@@ -166,6 +175,9 @@ impl Runtime {
         let bus = MessageBus::start(url.clone(), config.bus, stubs.clone());
         let registry =
             RuntimeRegistry::new(bus.clone(), stubs, config.registry, config.sandbox).start();
+        let qos = QosAgent::new(bus.clone(), registry.clone().recipient(), config.qos)
+            .with_clock(clock.clone())
+            .start();
         // The PEP registration is the registry's first message (see policy::install).
         let pdp = pdp
             .map(|p| hyperty_actors::policy::install(p, &bus, &registry))
@@ -203,6 +215,7 @@ impl Runtime {
             idm,
             events,
             pdp,
+            qos,
         })
     }
 }
@@ -216,6 +229,7 @@ pub struct RuntimeHandle {
     idm: Option<IdmHandle>,
     events: EventsHandle,
     pdp: Option<PdpHandle>,
+    qos: Addr<QosAgent>,
 }
 
 impl fmt::Debug for RuntimeHandle {
@@ -292,6 +306,11 @@ impl RuntimeHandle {
     /// The policy decision point, if the runtime was started with a policy.
     pub fn pdp(&self) -> Option<&PdpHandle> {
         self.pdp.as_ref()
+    }
+
+    /// The QoS user agent (at `<runtime>/qos`).
+    pub fn qos(&self) -> &Addr<QosAgent> {
+        &self.qos
     }
 
     /// Registers a hyperty, starts it in its provider's sandbox and returns its
@@ -396,12 +415,14 @@ impl RuntimeHandle {
             .map_err(|_| RuntimeError::Unavailable("registry"))??;
         let sctx = StubContext::new(url.clone(), domain.map(str::to_owned), self.bus.clone());
         let report = sctx.clone();
+        let stats = sctx.stats().clone();
         let addr = S::create(move |_| factory(sctx));
         self.registry
             .send(RegisterStub {
                 domain: domain.map(str::to_owned),
                 url: url.clone(),
                 recipient: addr.clone().recipient(),
+                stats,
             })
             .await
             .map_err(|_| RuntimeError::Unavailable("registry"))??;
@@ -450,6 +471,7 @@ impl RuntimeHandle {
 
     /// Stops the runtime: every sandbox thread ends and pending requests fail.
     pub async fn shutdown(&self) {
+        let _ = self.qos.send(hyperty_actors::qos::StopReporting).await;
         self.events.shutdown().await;
         self.bus.shutdown();
         // Stopping the registry stops every sandbox arbiter (see its `stopped`).

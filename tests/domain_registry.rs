@@ -1,11 +1,14 @@
 //! The domain registry behind a real actix-web server: create through reTHINK
 //! messages, read over HTTP, keep-alive, 404, 408, expiry and status notifications.
 
+mod common;
+
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
 use actix_web::{dev::ServerHandle, web, App, HttpServer};
+use common::enc;
 use hyperty::domain_registry::{
     configure, Caller, DomainRegistry, DomainRegistryConfig, HttpReads, ManualClock,
     RegistryNotification, RegistryRequest, RuntimeDisconnected, RuntimeReconnected, Sweep,
@@ -79,27 +82,6 @@ async fn start() -> Node {
         client: awc::Client::default(),
         next_id: 0,
     }
-}
-
-/// `encodeURIComponent`.
-fn enc(s: &str) -> String {
-    s.bytes()
-        .map(|b| match b {
-            b'A'..=b'Z'
-            | b'a'..=b'z'
-            | b'0'..=b'9'
-            | b'-'
-            | b'_'
-            | b'.'
-            | b'!'
-            | b'~'
-            | b'*'
-            | b'\''
-            | b'('
-            | b')' => (b as char).to_string(),
-            _ => format!("%{b:02X}"),
-        })
-        .collect()
 }
 
 fn hyperty(n: u32, runtime: &str, resources: &[&str], expires: u64) -> Value {

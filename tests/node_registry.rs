@@ -81,17 +81,12 @@ async fn registry_over_the_wire() {
     assert_eq!(r["body"]["code"], 400);
 
     // readable over HTTP too
-    let enc: String = ha
-        .bytes()
-        .map(|b| {
-            if b.is_ascii_alphanumeric() || b == b'-' {
-                (b as char).to_string()
-            } else {
-                format!("%{b:02X}")
-            }
-        })
-        .collect();
-    let body = http_get(&format!("{}/registry/hyperty/url/{enc}", node.http_url())).await;
+    let body = http_get(&format!(
+        "{}/registry/hyperty/url/{}",
+        node.http_url(),
+        enc(&ha)
+    ))
+    .await;
     let v: serde_json::Value = serde_json::from_str(&body).unwrap();
     assert_eq!(v["status"], "live", "{v}");
 
@@ -387,24 +382,6 @@ async fn the_cap_counts_per_identity_whatever_users_the_entries_name() {
     assert_eq!(codes, vec![json!(200), json!(200), json!(429)]);
 }
 
-/// `GET` with an optional bearer token: the status and the JSON body.
-async fn get(url: &str, token: Option<&str>) -> (u16, serde_json::Value) {
-    let client = awc::Client::default();
-    let mut req = client.get(url).timeout(TIMEOUT);
-    if let Some(t) = token {
-        req = req.insert_header(("Authorization", format!("Bearer {t}")));
-    }
-    let mut resp = req
-        .send()
-        .await
-        .unwrap_or_else(|e| panic!("GET {url}: {e}"));
-    let body = resp.body().await.expect("body");
-    (
-        resp.status().as_u16(),
-        serde_json::from_slice(&body).unwrap_or_else(|e| panic!("GET {url}: {e}: {body:?}")),
-    )
-}
-
 #[actix::test]
 async fn http_reads_need_a_token_when_auth_is_required() {
     let node = start_node(D, required);
@@ -427,7 +404,7 @@ async fn http_reads_need_a_token_when_auth_is_required() {
         alice.replace(':', "%3A").replace('/', "%2F")
     );
     for url in [base.clone(), by_user.clone()] {
-        let (status, body) = get(&url, None).await;
+        let (status, body) = http_get_json(&url, None).await;
         assert_eq!(status, 401, "{url}: {body}");
         assert_eq!(body["code"], 401);
         assert!(
@@ -436,17 +413,17 @@ async fn http_reads_need_a_token_when_auth_is_required() {
                 .is_some_and(|d| d.contains("Bearer")),
             "{body}"
         );
-        let (status, body) = get(&url, Some("not.a.token")).await;
+        let (status, body) = http_get_json(&url, Some("not.a.token")).await;
         assert_eq!(status, 401, "{url}: {body}");
         assert!(
             body.get(&ha).is_none() && body.get("entries").is_none(),
             "{body}"
         );
     }
-    let (status, body) = get(&by_user, Some(&token)).await;
+    let (status, body) = http_get_json(&by_user, Some(&token)).await;
     assert_eq!(status, 200, "{body}");
     assert_eq!(body[&ha]["status"], "live");
-    let (status, body) = get(&base, Some(&token)).await;
+    let (status, body) = http_get_json(&base, Some(&token)).await;
     assert_eq!((status, body["entries"].clone()), (200, json!(1)));
 
     // public_reads opens them
@@ -454,6 +431,6 @@ async fn http_reads_need_a_token_when_auth_is_required() {
         required(c);
         c.registry.public_reads = true;
     });
-    let (status, body) = get(&format!("{}/registry", open.http_url()), None).await;
+    let (status, body) = http_get_json(&format!("{}/registry", open.http_url()), None).await;
     assert_eq!((status, body["entries"].clone()), (200, json!(0)), "{body}");
 }

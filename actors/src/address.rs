@@ -374,7 +374,7 @@ impl Address {
     }
 
     /// The service-provider domain a message to this address must be routed to: the
-    /// domain with a leading `msg-node.` or `registry.` element stripped for `domain://`
+    /// domain with a leading `msg-node.`, `registry.` or `qos.` element stripped for `domain://`
     /// addresses (rethink-wire.md §10 `resolve`). `None` for `global://` and `mn:/`
     /// addresses, which belong to whichever node a runtime is attached to.
     pub fn routing_domain(&self) -> Option<&str> {
@@ -384,6 +384,7 @@ impl Address {
             AddressKind::Domain => Some(
                 d.strip_prefix("msg-node.")
                     .or_else(|| d.strip_prefix("registry."))
+                    .or_else(|| d.strip_prefix("qos."))
                     .unwrap_or(d),
             ),
             _ => Some(d),
@@ -634,7 +635,7 @@ impl RuntimeUrl {
 }
 
 impl DomainUrl {
-    /// The service-provider domain (`msg-node.`/`registry.` stripped).
+    /// The service-provider domain (`msg-node.`/`registry.`/`qos.` stripped).
     pub fn service_domain(&self) -> &str {
         self.routing_domain().unwrap_or_default()
     }
@@ -718,6 +719,8 @@ mod tests {
     #[test]
     fn routing_domain_strips_service_prefix() {
         let a: Address = "domain://registry.d.org".parse().unwrap();
+        assert_eq!(a.routing_domain(), Some("d.org"));
+        let a: Address = "domain://qos.d.org".parse().unwrap();
         assert_eq!(a.routing_domain(), Some("d.org"));
         let a: Address = "global://registry/".parse().unwrap();
         assert_eq!(a.routing_domain(), None);

@@ -17,6 +17,8 @@
 //! | [`sandbox`] | one sandbox (thread) per service provider, crash isolation and restarts |
 //! | [`hyperty`] | the hyperty API |
 //! | [`protostub`] | the protocol-stub API |
+//! | [`connectivity`] | connectivity statistics of protocol stubs (lock-free counters, snapshots) |
+//! | [`qos`] | the QoS User Agent at `<runtime>/qos`: statistics on request and to a broker |
 //! | [`events`] | webinos events: dispatcher, delivery notifications, RPC, cache, pub/sub |
 //! | [`policy`] | the policy language, the PDP actor and the PEP bus interceptor |
 //!
@@ -29,7 +31,9 @@
 //!       └── hyperty tasks (catch_unwind; restarted per RestartPolicy)
 //! MessageBus (runtime arbiter) ── owns ListenerTable + interceptor chain
 //! Pdp (runtime arbiter) ── owns the policy sets; publishes snapshots read by the Pep
-//! protocol stubs (runtime arbiter) ── registered in the StubTable
+//! protocol stubs (runtime arbiter) ── registered in the StubTable, their
+//!      StubStats held by the registry
+//! QosAgent (runtime arbiter) at <runtime>/qos ── reads the registry's stub statistics
 //! ```
 //!
 //! A hyperty's crash ends only its own task; its sandbox restarts it. Stopping the
@@ -47,12 +51,14 @@ pub mod address;
 pub mod bus;
 pub mod catalogue;
 pub mod clock;
+pub mod connectivity;
 pub mod error;
 pub mod events;
 pub mod hyperty;
 pub mod message;
 pub mod policy;
 pub mod protostub;
+pub mod qos;
 pub mod registry;
 pub mod routes;
 pub mod sandbox;

@@ -7,7 +7,8 @@
 //! built with a [`StubContext`], through which it hands inbound messages to the bus
 //! ([`StubContext::inject`]) and reports its status
 //! (`created → in-progress → live → disconnected | failed`) as `update` messages to
-//! `<stubURL>/status` ([`StubContext::report`]).
+//! `<stubURL>/status` ([`StubContext::report`]). It records its connectivity
+//! statistics in [`StubContext::stats`] (see [`connectivity`](crate::connectivity)).
 //!
 //! ```
 //! use hyperty_actors::prelude::*;
@@ -45,16 +46,20 @@ use serde_json::json;
 
 use crate::address::Address;
 use crate::bus::{Bus, Deliver};
+use crate::connectivity::StubStats;
 use crate::message::{Message, MessageType};
 
-/// A stub's connection status, as reported on `<stubURL>/status`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+/// A stub's connection status, as reported on `<stubURL>/status` (serialised as
+/// its wire value).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
 pub enum StubStatus {
     /// Registered, not yet connecting.
     Created,
     /// Connecting or handshaking.
     InProgress,
     /// Connected; messages flow.
+    #[serde(alias = "connected")]
     Live,
     /// Connection lost or closed (it may come back).
     Disconnected,
@@ -128,6 +133,7 @@ pub struct StubContext {
     status: Address,
     domain: Option<String>,
     bus: Bus,
+    stats: StubStats,
 }
 
 impl fmt::Debug for StubContext {
@@ -148,6 +154,7 @@ impl StubContext {
             status,
             domain,
             bus,
+            stats: StubStats::new(),
         }
     }
 
@@ -169,6 +176,12 @@ impl StubContext {
     /// The bus.
     pub fn bus(&self) -> &Bus {
         &self.bus
+    }
+
+    /// The stub's connectivity statistics: what it records here, the registry
+    /// reports (clones share the counters).
+    pub fn stats(&self) -> &StubStats {
+        &self.stats
     }
 
     /// Hands a message that arrived from the wire to the bus.

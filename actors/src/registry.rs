@@ -9,7 +9,9 @@
 //! * creates one [`Sandbox`] (own arbiter/thread) per service provider;
 //! * is the only writer of the [`StubTable`] the bus routes by, and listens on each
 //!   stub's `<stubURL>/status` to track its status;
-//! * answers [`Resolve`], [`IsLocal`], [`DiscoverProtostub`] and [`GetSandbox`].
+//! * answers [`Resolve`], [`IsLocal`], [`DiscoverProtostub`] and [`GetSandbox`];
+//! * holds each stub's [`StubStats`] and answers [`ListStubStatistics`] with a
+//!   snapshot per stub, without a hop through the stubs' mailboxes.
 //!
 //! [`Resolve`] says *where* an address leads ([`Route`]); it never hands out an
 //! actor handle, so nothing can bypass the bus and its interceptors.
@@ -23,6 +25,7 @@ use tracing::{debug, info, warn};
 
 use crate::address::{Address, AddressKind, DataObjectUrl, HypertyUrl, UserUrl};
 use crate::bus::{Bus, Deliver, Interceptor, RemoveAllListeners};
+use crate::connectivity::{StubStatistics, StubStats};
 use crate::error::RegistryError;
 use crate::message::MessageType;
 use crate::protostub::StubStatus;
@@ -153,6 +156,8 @@ pub struct RegisterStub {
     pub url: Address,
     /// Where outbound messages go.
     pub recipient: Recipient<Deliver>,
+    /// Its statistics handle ([`StubContext::stats`](crate::protostub::StubContext::stats)).
+    pub stats: StubStats,
 }
 
 /// Unregisters the stub of a domain; returns its URL.
@@ -178,6 +183,12 @@ pub struct StubInfo {
 #[derive(Debug, Clone, actix::Message)]
 #[rtype(result = "Vec<StubInfo>")]
 pub struct ListStubs;
+
+/// The connectivity statistics of every stub, the default stub first, then by
+/// domain.
+#[derive(Debug, Clone, actix::Message)]
+#[rtype(result = "Vec<StubStatistics>")]
+pub struct ListStubStatistics;
 
 /// The URL of the stub that serves `domain`, if one is registered (`discoverProtostub`).
 #[derive(Debug, Clone, actix::Message)]
@@ -273,6 +284,7 @@ pub struct RuntimeRegistry {
     sandbox_config: SandboxConfig,
     hyperties: HashMap<HypertyUrl, HypertyRecord>,
     stub_records: HashMap<Option<String>, StubInfo>,
+    stub_stats: HashMap<Option<String>, StubStats>,
     next_stub: u64,
     peps: HashMap<String, Address>,
     sandboxes: HashMap<String, SandboxRecord>,
@@ -307,6 +319,7 @@ impl RuntimeRegistry {
             sandbox_config,
             hyperties: HashMap::new(),
             stub_records: HashMap::new(),
+            stub_stats: HashMap::new(),
             next_stub: 0,
             peps: HashMap::new(),
             sandboxes: HashMap::new(),
@@ -542,6 +555,7 @@ impl Handler<RegisterStub> for RuntimeRegistry {
                 status: StubStatus::Created,
             },
         );
+        self.stub_stats.insert(m.domain.clone(), m.stats);
         info!(domain = ?m.domain, stub = %m.url, "stub registered");
         let status = match m.url.join("status") {
             Ok(s) => s,
@@ -569,6 +583,7 @@ impl Handler<UnregisterStub> for RuntimeRegistry {
             .stub_records
             .remove(&m.domain)
             .ok_or_else(|| RegistryError::NotFound(format!("stub for {:?}", m.domain)))?;
+        self.stub_stats.remove(&m.domain);
         match &m.domain {
             Some(d) => {
                 self.stubs.remove(d);
@@ -610,6 +625,22 @@ impl Handler<ListStubs> for RuntimeRegistry {
     type Result = Vec<StubInfo>;
     fn handle(&mut self, _: ListStubs, _: &mut Context<Self>) -> Vec<StubInfo> {
         self.stub_records.values().cloned().collect()
+    }
+}
+
+impl Handler<ListStubStatistics> for RuntimeRegistry {
+    type Result = Vec<StubStatistics>;
+    fn handle(&mut self, _: ListStubStatistics, _: &mut Context<Self>) -> Vec<StubStatistics> {
+        let mut v: Vec<StubStatistics> = self
+            .stub_records
+            .iter()
+            .map(|(domain, info)| {
+                let stats = self.stub_stats.get(domain).cloned().unwrap_or_default();
+                stats.snapshot(info.url.clone(), domain.clone(), info.status)
+            })
+            .collect();
+        v.sort_by(|a, b| a.domain.cmp(&b.domain));
+        v
     }
 }
 

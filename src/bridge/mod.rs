@@ -16,7 +16,12 @@
 //! * reconnects with exponential backoff (with jitter) after any loss, buffering up
 //!   to `queue_limit` outbound messages meanwhile; beyond that, requests are answered
 //!   504 "messaging node unreachable";
-//! * pings the node and treats `silence_timeout` without a frame as a lost connection.
+//! * pings the node and treats `silence_timeout` without a frame as a lost connection;
+//! * records its connectivity statistics in its [`StubStats`] (reported by the
+//!   runtime's QoS user agent): the round trip of each ping (its payload is a
+//!   sequence number the pong must echo; one ping in flight, the first as soon as
+//!   the session is live), message frames and bytes each way, reconnections, the
+//!   uptime of the current connection and the depth of the outbound queue.
 
 use std::collections::{HashMap, VecDeque};
 use std::hash::{BuildHasher, Hasher};
@@ -32,6 +37,7 @@ use awc::BoxedSocket;
 use futures_util::stream::{SplitSink, StreamExt};
 use hyperty_actors::address::Address;
 use hyperty_actors::bus::Deliver;
+use hyperty_actors::connectivity::{Measures, StubStats};
 use hyperty_actors::error::RegistryError;
 use hyperty_actors::message::{Message, MessageType, ResponseCode};
 use hyperty_actors::protostub::{Connect, Disconnect, StubContext, StubError, StubStatus};
@@ -82,6 +88,10 @@ impl BridgeConfig {
 }
 
 type WsSink = SplitSink<Framed<BoxedSocket, Codec>, WsMessage>;
+
+/// How long a socket closed by the runtime stays open for its last frames
+/// (the `close`) to go out, unless the node closes it first.
+const CLOSE_LINGER: Duration = Duration::from_secs(1);
 
 /// Addresses per re-claim request (the node's default `allocation.max_per_request`).
 const RECLAIM_BATCH: usize = 100;
@@ -134,6 +144,12 @@ pub struct NodeStub {
     waiters: Vec<oneshot::Sender<()>>,
     attempts: u32,
     last_heard: Instant,
+    stats: StubStats,
+    /// The ping awaiting its pong: its sequence number and when it went out.
+    ping: Option<(u64, Instant)>,
+    pings: u64,
+    /// The bridge has been live before (a later `live` is a reconnection).
+    was_live: bool,
 }
 
 impl std::fmt::Debug for NodeStub {
@@ -179,6 +195,10 @@ impl NodeStub {
     pub fn new(ctx: StubContext, config: BridgeConfig) -> NodeStub {
         let runtime = ctx.bus().runtime_url().address().clone();
         let domain = runtime.domain().unwrap_or("localhost").to_owned();
+        let stats = ctx.stats().clone();
+        stats.measure(
+            Measures::TRAFFIC | Measures::ROUND_TRIP | Measures::CONNECTION | Measures::QUEUE,
+        );
         NodeStub {
             ctx,
             config,
@@ -194,6 +214,10 @@ impl NodeStub {
             waiters: Vec::new(),
             attempts: 0,
             last_heard: Instant::now(),
+            stats,
+            ping: None,
+            pings: 0,
+            was_live: false,
         }
     }
 
@@ -271,9 +295,36 @@ impl NodeStub {
     }
 
     fn write(&mut self, msg: &Message) -> bool {
-        match &mut self.sink {
-            Some(sink) => sink.write(WsMessage::Text(msg.to_json().into())).is_ok(),
-            None => false,
+        let Some(sink) = &mut self.sink else {
+            return false;
+        };
+        let text = msg.to_json();
+        let len = text.len();
+        let written = sink.write(WsMessage::Text(text.into())).is_ok();
+        if written {
+            self.stats.sent(len);
+        }
+        written
+    }
+
+    /// Sends a ping whose payload is its sequence number; a pong echoing it gives
+    /// the round trip. A ping still unanswered is superseded.
+    fn send_ping(&mut self) {
+        let Some(sink) = &mut self.sink else { return };
+        self.pings += 1;
+        let payload = bytes::Bytes::copy_from_slice(&self.pings.to_be_bytes());
+        if sink.write(WsMessage::Ping(payload)).is_ok() {
+            self.ping = Some((self.pings, Instant::now()));
+        }
+    }
+
+    fn on_pong(&mut self, payload: &[u8]) {
+        match self.ping {
+            Some((seq, at)) if payload == seq.to_be_bytes() => {
+                self.stats.round_trip(at.elapsed());
+                self.ping = None;
+            }
+            _ => debug!(node = %self.config.url, "pong for no ping in flight ignored"),
         }
     }
 
@@ -282,12 +333,16 @@ impl NodeStub {
         self.attempts = 0;
         info!(node = %self.config.url, runtime = %self.runtime, "bridge live");
         self.ctx.report(StubStatus::Live, None);
+        self.stats.connected(self.was_live);
+        self.was_live = true;
+        self.send_ping();
         while let Some(m) = self.queue.pop_front() {
             if !self.write(&m) {
                 self.queue.push_front(m);
                 break;
             }
         }
+        self.stats.queue_depth(self.queue.len());
         for w in self.waiters.drain(..) {
             let _ = w.send(());
         }
@@ -313,6 +368,8 @@ impl NodeStub {
         }
         warn!(node = %self.config.url, reason = why, "bridge disconnected");
         self.sink = None;
+        self.ping = None;
+        self.stats.disconnected();
         self.generation += 1;
         self.state = State::Idle;
         for (_, c) in self.control.drain() {
@@ -436,8 +493,8 @@ impl Actor for NodeStub {
             }
             if act.last_heard.elapsed() > act.config.silence_timeout {
                 act.lost(ctx, "no frame from the node within the silence timeout");
-            } else if let Some(s) = &mut act.sink {
-                let _ = s.write(WsMessage::Ping(Default::default()));
+            } else {
+                act.send_ping();
             }
         });
     }
@@ -462,15 +519,19 @@ impl StreamHandler<Inbound> for NodeStub {
             Inbound::Frame(g, f) if g == self.generation => {
                 self.last_heard = Instant::now();
                 match f {
-                    Ok(Frame::Text(b)) => match std::str::from_utf8(&b) {
-                        Ok(t) => self.on_text(t, ctx),
-                        Err(_) => warn!("non-UTF-8 text frame from the node dropped"),
-                    },
+                    Ok(Frame::Text(b)) => {
+                        self.stats.received(b.len());
+                        match std::str::from_utf8(&b) {
+                            Ok(t) => self.on_text(t, ctx),
+                            Err(_) => warn!("non-UTF-8 text frame from the node dropped"),
+                        }
+                    }
                     Ok(Frame::Ping(p)) => {
                         if let Some(s) = &mut self.sink {
                             let _ = s.write(WsMessage::Pong(p));
                         }
                     }
+                    Ok(Frame::Pong(p)) => self.on_pong(&p),
                     Ok(Frame::Close(reason)) => {
                         let why = reason
                             .and_then(|r| r.description)
@@ -516,17 +577,23 @@ impl Handler<Connect> for NodeStub {
 
 impl Handler<Disconnect> for NodeStub {
     type Result = ();
-    fn handle(&mut self, _: Disconnect, _: &mut Context<Self>) {
+    /// Sends `close` (the node frees the session and closes the socket); the
+    /// socket is closed from this side too after a second. Closing it at
+    /// once would lose the `close`: the writer's close does not flush frames still
+    /// in its buffer.
+    fn handle(&mut self, _: Disconnect, ctx: &mut Context<Self>) {
         if let (State::Live, Ok(session)) = (self.state, Address::parse("mn:/session")) {
             let mut m = Message::new(MessageType::Close, self.runtime.clone(), session);
             m.id = self.ctx.bus().next_id();
             self.write(&m);
         }
         if let Some(mut s) = self.sink.take() {
-            s.close();
+            ctx.run_later(CLOSE_LINGER, move |_, _| s.close());
         }
         self.state = State::Stopped;
         self.generation += 1;
+        self.ping = None;
+        self.stats.disconnected();
         self.ctx
             .report(StubStatus::Disconnected, Some("closed by the runtime"));
     }
@@ -541,6 +608,7 @@ impl Handler<Deliver> for NodeStub {
         }
         if self.queue.len() < self.config.queue_limit {
             self.queue.push_back(m);
+            self.stats.queue_depth(self.queue.len());
         } else {
             self.unreachable(&m);
         }

@@ -32,26 +32,49 @@ pub enum HttpReads {
     Token(TokenVerifier),
 }
 
-/// Why a read is refused (the description of the 401).
-fn refusal(req: &HttpRequest) -> Option<String> {
-    let token = match req.app_data::<web::Data<HttpReads>>().map(|d| d.get_ref()) {
-        Some(HttpReads::Public) => return None,
-        Some(HttpReads::Token(verifier)) => verifier,
-        None => return Some("registry reads are not open to anyone here".to_owned()),
-    };
-    let bearer = req
-        .headers()
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.split_once(' '))
-        .filter(|(scheme, t)| scheme.eq_ignore_ascii_case("bearer") && !t.trim().is_empty())
-        .map(|(_, t)| t.trim());
-    match bearer {
-        None => Some("registry reads need Authorization: Bearer <ID or device token>".to_owned()),
-        Some(t) => token
-            .verify_token(t)
-            .err()
-            .map(|e| format!("bearer token refused: {e}")),
+impl HttpReads {
+    /// Why `req` may not read (the description of the 401), if it may not.
+    fn refusal(&self, req: &HttpRequest) -> Option<String> {
+        let verifier = match self {
+            HttpReads::Public => return None,
+            HttpReads::Token(verifier) => verifier,
+        };
+        let bearer = req
+            .headers()
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.split_once(' '))
+            .filter(|(scheme, t)| scheme.eq_ignore_ascii_case("bearer") && !t.trim().is_empty())
+            .map(|(_, t)| t.trim());
+        match bearer {
+            None => Some("this read needs Authorization: Bearer <ID or device token>".to_owned()),
+            Some(t) => verifier
+                .verify_token(t)
+                .err()
+                .map(|e| format!("bearer token refused: {e}")),
+        }
+    }
+
+    /// Lets `req` in, or answers it 401 `{code, description}` with
+    /// `WWW-Authenticate: Bearer`. `reads` is `None` where no reader is admitted.
+    pub(crate) fn admit(
+        reads: Option<&HttpReads>,
+        req: &HttpRequest,
+    ) -> Result<(), actix_web::Error> {
+        let why = match reads {
+            Some(r) => r.refusal(req),
+            None => Some("these reads are not open to anyone here".to_owned()),
+        };
+        match why {
+            None => Ok(()),
+            Some(why) => {
+                tracing::debug!(path = %req.path(), why = %why, "HTTP read refused");
+                let resp = HttpResponse::Unauthorized()
+                    .insert_header((header::WWW_AUTHENTICATE, "Bearer"))
+                    .json(json!({"code": 401, "description": why}));
+                Err(InternalError::from_response(why, resp).into())
+            }
+        }
     }
 }
 
@@ -64,16 +87,8 @@ impl FromRequest for Reader {
     type Future = Ready<Result<Reader, actix_web::Error>>;
 
     fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
-        ready(match refusal(req) {
-            None => Ok(Reader),
-            Some(why) => {
-                tracing::debug!(path = %req.path(), why = %why, "registry read refused");
-                let resp = HttpResponse::Unauthorized()
-                    .insert_header((header::WWW_AUTHENTICATE, "Bearer"))
-                    .json(json!({"code": 401, "description": why}));
-                Err(InternalError::from_response(why, resp).into())
-            }
-        })
+        let reads = req.app_data::<web::Data<HttpReads>>().map(|d| d.get_ref());
+        ready(HttpReads::admit(reads, req).map(|()| Reader))
     }
 }
 

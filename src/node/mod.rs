@@ -7,14 +7,16 @@
 //!  ├── AddressAllocation  — owns Router.owners and the durable holder records
 //!  ├── SubscriptionManager — owns Router.subscribers (runtime-core's allocation form
 //!  │                         through AddressAllocation)
-//!  └── SessionManager     — owns Router.slots / Router.runtimes and the runtime
-//!                           tokens; drops sessions in both above
+//!  ├── SessionManager     — owns Router.slots / Router.runtimes and the runtime
+//!  │                        tokens; drops sessions in both above
+//!  ├── DomainRegistry (domain://registry.<D>) and QosBroker (domain://qos.<D>)
+//!  │                      — told of session lifecycle changes by the SessionManager
 //! HttpServer workers (one arbiter per core)
 //!  └── WsSession per connection (server::ws) — routes through the shared Router
 //! ```
 //!
 //! Time: [`NodeState::start_with_clock`] ([`NodeState::start`]: the system clock)
-//! hands one `Arc<dyn Clock>` to the policy engine, the identity provider (whose
+//! hands one `Arc<dyn Clock>` to the policy engine, the QoS broker, the identity provider (whose
 //! verifier the sessions check tokens with), the domain registry and the address
 //! holders, so expiry, token lifetimes and time conditions all follow one clock.
 //!
@@ -116,6 +118,7 @@ pub struct NodeState {
     pub(crate) allocation: Addr<AddressAllocation>,
     pub(crate) subscriptions: Addr<SubscriptionManager>,
     pub(crate) registry: Addr<DomainRegistry>,
+    pub(crate) qos: Addr<crate::qos::QosBroker>,
     pub(crate) idp: Addr<IdentityProvider>,
     pub(crate) verifier: TokenVerifier,
     pub(crate) pdp: PdpHandle,
@@ -174,9 +177,12 @@ impl NodeState {
             &config.node.domain,
             config.registry.clone(),
             publisher.recipient(),
-            clock,
+            clock.clone(),
         )?
         .start();
+        let qos = crate::qos::QosBroker::new(&config.node.domain, config.qos.clone())
+            .with_clock(clock)
+            .start();
         let sessions = SessionManager::new(
             router.clone(),
             allocation.clone(),
@@ -188,7 +194,7 @@ impl NodeState {
                 expiry_grace: std::time::Duration::from_millis(config.auth.expiry_grace_ms),
             },
             verifier.clone(),
-            Some(registry.clone().recipient()),
+            vec![registry.clone().recipient(), qos.clone().recipient()],
         )
         .with_write_deadline(config.session.write_deadline())
         .start();
@@ -200,6 +206,7 @@ impl NodeState {
             allocation,
             subscriptions,
             registry,
+            qos,
             idp,
             verifier,
             pdp,
@@ -232,34 +239,42 @@ impl NodeState {
         &self.pdp
     }
 
+    /// The QoS broker (`domain://qos.<D>`, `GET /qos`).
+    pub fn qos(&self) -> &Addr<crate::qos::QosBroker> {
+        &self.qos
+    }
+
     /// The embedded identity provider (`domain-idp://<D>`, `/idp/…`,
     /// `/.well-known/jwks.json`).
     pub fn idp(&self) -> &Addr<IdentityProvider> {
         &self.idp
     }
 
-    /// Mounts the node's routes (`/ws`, `/health`, `/registry/…`, `/idp/…`,
+    /// Mounts the node's routes (`/ws`, `/health`, `/registry/…`, `/qos…`, `/idp/…`,
     /// `/.well-known/jwks.json`) into an actix-web app:
     /// `App::new().configure(state.configure())`.
     pub fn configure(&self) -> impl Fn(&mut web::ServiceConfig) + Clone + Send + 'static {
         let state = self.clone();
-        let registry_reads = web::Data::new(
-            if state.config.registry.public_reads
-                || state.config.auth.mode == crate::config::AuthMode::Optional
-            {
+        let reads = |public: bool| {
+            if public || state.config.auth.mode == crate::config::AuthMode::Optional {
                 crate::domain_registry::HttpReads::Public
             } else {
                 crate::domain_registry::HttpReads::Token(state.verifier.clone())
-            },
-        );
+            }
+        };
+        let registry_reads = web::Data::new(reads(state.config.registry.public_reads));
+        let qos_reads = web::Data::new(crate::qos::QosReads(reads(state.config.qos.public_reads)));
         move |cfg: &mut web::ServiceConfig| {
             cfg.app_data(web::Data::new(state.clone()))
                 .app_data(web::Data::new(state.registry.clone()))
                 .app_data(registry_reads.clone())
+                .app_data(web::Data::new(state.qos.clone()))
+                .app_data(qos_reads.clone())
                 .app_data(web::Data::new(state.idp.clone()))
                 .route("/ws", web::get().to(crate::server::ws::upgrade))
                 .route("/health", web::get().to(health))
                 .configure(crate::domain_registry::configure)
+                .configure(crate::qos::configure)
                 .configure(crate::identity::configure);
         }
     }

@@ -181,6 +181,8 @@ pub enum Service {
     Subscriptions,
     /// `domain://registry.D`
     Registry,
+    /// `domain://qos.D`: the QoS broker.
+    Qos,
     /// `domain-idp://D`
     Idp,
     /// `domain://msg-node.D/pep`: policy management.
@@ -286,6 +288,7 @@ pub struct Router {
     sm: String,
     pep: String,
     registry: String,
+    qos: String,
     idp: String,
     node_prefix: String,
     events: String,
@@ -330,6 +333,7 @@ impl Router {
             sm: format!("domain://msg-node.{domain}/sm"),
             pep: format!("domain://msg-node.{domain}/pep"),
             registry: format!("domain://registry.{domain}"),
+            qos: format!("domain://qos.{domain}"),
             idp: format!("domain-idp://{domain}"),
             node_prefix: format!("domain://msg-node.{domain}"),
             events: format!("domain://msg-node.{domain}/session-events"),
@@ -416,6 +420,8 @@ impl Router {
             Some(Service::Registry)
         } else if to.strip_suffix('/').unwrap_or(to) == self.idp {
             Some(Service::Idp)
+        } else if to.strip_suffix('/').unwrap_or(to) == self.qos {
+            Some(Service::Qos)
         } else {
             None
         }
@@ -432,6 +438,7 @@ impl Router {
             || addr.starts_with("mn:/")
             || addr.strip_suffix('/').unwrap_or(addr) == self.registry
             || addr.strip_suffix('/').unwrap_or(addr) == self.idp
+            || addr.strip_suffix('/').unwrap_or(addr) == self.qos
     }
 
     /// Counts a new connection from `ip`; false (and nothing counted) if that IP
@@ -756,6 +763,8 @@ mod tests {
             r.service("domain://registry.d.org/"),
             Some(Service::Registry)
         );
+        assert_eq!(r.service("domain://qos.d.org"), Some(Service::Qos));
+        assert!(r.is_reserved("domain://qos.d.org/"));
         assert_eq!(r.service("domain://msg-node.other.org/sm"), None);
         assert!(r.is_reserved("domain://msg-node.d.org/session-events"));
         assert!(r.is_reserved("domain://msg-node.d.org"));

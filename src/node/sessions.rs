@@ -201,7 +201,7 @@ pub struct SessionManager {
     subscriptions: Addr<SubscriptionManager>,
     grace: Duration,
     max_per_user: usize,
-    lifecycle: Option<Recipient<Lifecycle>>,
+    lifecycle: Vec<Recipient<Lifecycle>>,
     write_deadline: Duration,
     /// Write progress of each connection with frames pending, as of the last sweep.
     stalls: HashMap<SessionKey, (u64, Instant)>,
@@ -232,14 +232,14 @@ pub struct Lifecycle {
 
 impl SessionManager {
     /// A manager writing `router`'s session tables; `verifier` gives the time
-    /// tokens expire against.
+    /// tokens expire against; every lifecycle change goes to each of `lifecycle`.
     pub fn new(
         router: Arc<Router>,
         allocation: Addr<AddressAllocation>,
         subscriptions: Addr<SubscriptionManager>,
         rules: SessionRules,
         verifier: TokenVerifier,
-        lifecycle: Option<Recipient<Lifecycle>>,
+        lifecycle: Vec<Recipient<Lifecycle>>,
     ) -> Self {
         SessionManager {
             router,
@@ -310,7 +310,7 @@ impl SessionManager {
             .with_id(self.router.next_id())
             .with_value(value);
         self.router.publish(&msg);
-        if let Some(l) = &self.lifecycle {
+        for l in &self.lifecycle {
             l.do_send(Lifecycle {
                 event,
                 runtime: runtime.to_owned(),

@@ -790,6 +790,13 @@ impl WsSession {
                 }),
                 msg,
             ),
+            Service::Qos => answered(
+                self.node.qos.send(crate::qos::QosRequest {
+                    msg: msg.clone(),
+                    runtime: self.runtime.clone(),
+                }),
+                msg,
+            ),
             Service::Policy => self.manage_policies(msg),
             Service::Session => return,
         };

@@ -234,6 +234,45 @@ pub async fn http_get(url: &str) -> String {
     body[start..=end].to_owned()
 }
 
+/// `GET` with an optional bearer token: the status and the JSON body.
+pub async fn http_get_json(url: &str, token: Option<&str>) -> (u16, Value) {
+    let client = awc::Client::default();
+    let mut req = client.get(url).timeout(TIMEOUT);
+    if let Some(t) = token {
+        req = req.insert_header(("Authorization", format!("Bearer {t}")));
+    }
+    let mut resp = req
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("GET {url}: {e}"));
+    let body = resp.body().await.expect("body");
+    (
+        resp.status().as_u16(),
+        serde_json::from_slice(&body).unwrap_or_else(|e| panic!("GET {url}: {e}: {body:?}")),
+    )
+}
+
+/// `encodeURIComponent`, for URLs in request paths.
+pub fn enc(s: &str) -> String {
+    s.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z'
+            | b'a'..=b'z'
+            | b'0'..=b'9'
+            | b'-'
+            | b'_'
+            | b'.'
+            | b'!'
+            | b'~'
+            | b'*'
+            | b'\''
+            | b'('
+            | b')' => (b as char).to_string(),
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
 /// The node's `/health` document.
 pub async fn health(node: &hyperty::node::NodeHandle) -> Value {
     serde_json::from_str(&http_get(&format!("{}/health", node.http_url())).await).unwrap()
