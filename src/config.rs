@@ -17,6 +17,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 pub use crate::domain_registry::DomainRegistryConfig;
+pub use crate::federation::{FederationSection, PeerEntry};
 pub use crate::identity::IdpConfig;
 pub use hyperty_actors::policy::PolicyConfig;
 
@@ -222,6 +223,11 @@ pub struct NodeConfig {
     pub policy: PolicyConfig,
     /// `[registry]`: the embedded domain registry.
     pub registry: DomainRegistryConfig,
+    /// `[federation]`: links to other domains' nodes.
+    pub federation: FederationSection,
+    /// `[[peers]]`: other domains' nodes known without discovery.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub peers: Vec<PeerEntry>,
 }
 
 impl Default for NodeConfig {
@@ -239,6 +245,8 @@ impl Default for NodeConfig {
             },
             registry: DomainRegistryConfig::default(),
             policy: PolicyConfig::default(),
+            federation: FederationSection::default(),
+            peers: Vec::new(),
         }
     }
 }
@@ -415,7 +423,7 @@ impl NodeConfig {
         if self.subscriptions.max_per_session == 0 {
             return bad("subscriptions.max_per_session", "must be positive");
         }
-        Ok(())
+        self.federation.validate(&self.peers, &self.node.domain)
     }
 
     /// The configuration as TOML.

@@ -146,6 +146,12 @@ impl std::fmt::Debug for NodeStub {
 }
 
 fn nodelay_client(config: &BridgeConfig) -> awc::Client {
+    http_client(config.connect_timeout)
+}
+
+/// An awc client whose connections set TCP_NODELAY, with `timeout` for connecting
+/// and for each request (plain TCP: this build has no TLS).
+pub(crate) fn http_client(timeout: Duration) -> awc::Client {
     let tcp = actix_tls::connect::Connector::default().service();
     let nodelay =
         actix_service::fn_service(move |req: actix_tls::connect::ConnectInfo<http::Uri>| {
@@ -160,9 +166,9 @@ fn nodelay_client(config: &BridgeConfig) -> awc::Client {
         .connector(
             awc::Connector::new()
                 .connector(nodelay)
-                .timeout(config.connect_timeout),
+                .timeout(timeout),
         )
-        .timeout(config.connect_timeout)
+        .timeout(timeout)
         .finish()
 }
 

@@ -172,6 +172,7 @@ mod idp;
 mod interceptor;
 mod jwt;
 mod keys;
+pub(crate) mod peer;
 mod model;
 mod store;
 #[cfg(test)]
@@ -184,6 +185,7 @@ pub use self::cache::{AssertionCheck, PolicyVerifier};
 pub use self::config::{
     IdmConfig, IdpConfig, KdfParams, DEFAULT_ASSERTION_AUDIENCE, MAX_PASSWORD_LEN, MAX_TOKEN_LEN,
 };
+pub(crate) use self::config::valid_domain;
 pub use self::error::IdentityError;
 pub use self::http::{configure, MAX_HTTP_BODY};
 pub use self::idm::{
@@ -193,7 +195,8 @@ pub use self::idm::{
 };
 pub use self::idp::{
     DeleteDevice, DeleteUser, Deletion, DeviceToken, IdentityProvider, IdpRequest, IssueAssertion,
-    Jwks, Login, RegisterDevice, RegisterUser, RotateKeys, Shutdown, KEY_PRUNE_INTERVAL,
+    IssuePeerToken, Jwks, Login, RegisterDevice, RegisterUser, RotateKeys, Shutdown,
+    KEY_PRUNE_INTERVAL,
 };
 pub use self::interceptor::{IdentityInterceptor, INTERCEPTOR_NAME};
 pub use self::keys::{Jwk, JwkSet, KEY_FILE_NAME};

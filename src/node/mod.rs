@@ -7,8 +7,10 @@
 //!  ├── AddressAllocation  — owns Router.owners and the durable holder records
 //!  ├── SubscriptionManager — owns Router.subscribers (runtime-core's allocation form
 //!  │                         through AddressAllocation)
-//!  └── SessionManager     — owns Router.slots / Router.runtimes and the runtime
-//!                           tokens; drops sessions in both above
+//!  ├── SessionManager     — owns Router.slots / Router.runtimes and the runtime
+//!  │                        tokens; drops sessions in both above
+//!  └── PeerConnector      — (when federation is on) owns the peer links, one
+//!                           actor per other domain (see crate::federation)
 //! HttpServer workers (one arbiter per core)
 //!  └── WsSession per connection (server::ws) — routes through the shared Router
 //! ```
@@ -114,6 +116,7 @@ pub struct NodeState {
     pub(crate) verifier: TokenVerifier,
     pub(crate) pdp: PdpHandle,
     pub(crate) config: Arc<NodeConfig>,
+    pub(crate) federation: Option<Arc<crate::federation::PeerConnector>>,
 }
 
 impl NodeState {
@@ -169,7 +172,7 @@ impl NodeState {
         .start();
         router.set_evictions(sessions.clone().recipient());
         tracing::info!(domain = %config.node.domain, "messaging node started");
-        Ok(NodeState {
+        let mut state = NodeState {
             router,
             sessions,
             allocation,
@@ -179,7 +182,19 @@ impl NodeState {
             verifier,
             pdp,
             config: Arc::new(config),
-        })
+            federation: None,
+        };
+        if state.config.federation.enabled {
+            let peers = crate::federation::PeerConnector::start(&state);
+            state.router.set_peers(peers.clone());
+            state.federation = Some(peers);
+        }
+        Ok(state)
+    }
+
+    /// The peer connector (links to other domains' nodes), when federation is on.
+    pub fn federation(&self) -> Option<&Arc<crate::federation::PeerConnector>> {
+        self.federation.as_ref()
     }
 
     /// The routing tables and counters.
@@ -236,6 +251,9 @@ impl NodeState {
                 .route("/health", web::get().to(health))
                 .configure(crate::domain_registry::configure)
                 .configure(crate::identity::configure);
+            if let Some(f) = &state.federation {
+                f.configure(cfg);
+            }
         }
     }
 }
@@ -248,6 +266,7 @@ async fn health(node: web::Data<NodeState>) -> HttpResponse {
         "sessions": r.session_count(),
         "live": r.live_count(),
         "stats": r.snapshot(),
+        "peers": node.federation.as_ref().map(|f| f.links()).unwrap_or_default(),
     }))
 }
 
@@ -297,6 +316,9 @@ impl NodeHandle {
         let _ = self.state.allocation.send(allocation::CloseStore).await;
         // closes the identity store, so the data directory can be opened again
         let _ = self.state.idp.send(crate::identity::Shutdown).await;
+        if let Some(f) = &self.state.federation {
+            f.stop();
+        }
     }
 }
 

@@ -16,6 +16,13 @@
 //! and everything under them) → every session subscribed to exactly that address
 //! (including the sender) → nothing (404 for requests, counted drop otherwise).
 //!
+//! An address of another domain (when federation is on) is owned by that domain's
+//! peer link, whose key is [`peer_key`]`(domain)`: the frame goes to the link's
+//! mailbox through [`PeerRoutes`] (the federation's peer connector, which owns the
+//! peer table) with the same byte account as a session's. A foreign address that
+//! local sessions subscribed to at its domain's node (`/sm` relayed there) goes to
+//! those subscribers instead.
+//!
 //! A frame is forwarded as the very text that arrived (a shared `ByteString`, one
 //! allocation for any fan-out). Each live recipient's queue has a byte budget (see
 //! [`outbound`](super::outbound)): above its slow-down mark the *sender* is told to
@@ -39,6 +46,52 @@ use super::outbound::{Charge, OutboundQueue};
 
 /// A session's stable key: its runtime token (it survives reconnection).
 pub type SessionKey = Arc<str>;
+
+/// The prefix of a peer link's session key (`peer:<domain>`); runtime session keys
+/// are UUIDs.
+pub const PEER_KEY_PREFIX: &str = "peer:";
+
+/// The session key of the link to `domain`'s node.
+pub fn peer_key(domain: &str) -> SessionKey {
+    Arc::from(format!("{PEER_KEY_PREFIX}{domain}"))
+}
+
+/// The domain an address belongs to: its authority, with the node-service prefixes
+/// of `domain://msg-node.<D>/…` and `domain://registry.<D>` taken off. `None` for
+/// `mn:/…` and malformed text.
+pub fn domain_of_address(addr: &str) -> Option<&str> {
+    let (scheme, rest) = addr.split_once("://")?;
+    let authority = &rest[..rest.find('/').unwrap_or(rest.len())];
+    if authority.is_empty() {
+        return None;
+    }
+    if scheme == "domain" {
+        for prefix in ["msg-node.", "registry."] {
+            if let Some(d) = authority.strip_prefix(prefix) {
+                return Some(d);
+            }
+        }
+    }
+    Some(authority)
+}
+
+/// Where frames for another domain's node go: the link's mailbox and its byte account.
+#[derive(Debug, Clone)]
+pub struct PeerRoute {
+    /// The link actor.
+    pub conn: Recipient<Outbound>,
+    /// Its outbound byte account.
+    pub queue: Arc<OutboundQueue>,
+    /// How to close its current connection (a peer past its budget).
+    pub kicker: Recipient<Kick>,
+}
+
+/// The federation's peer connector as the router sees it.
+pub trait PeerRoutes: Send + Sync + std::fmt::Debug {
+    /// The route to `domain`'s node, set up at first use; `None` if no link to it
+    /// may be made (too many peers).
+    fn route_to(&self, domain: &str) -> Option<PeerRoute>;
+}
 
 /// A frame for a session's client.
 #[derive(Debug, Clone, actix::Message)]
@@ -302,6 +355,8 @@ pub struct Router {
     per_user: DashMap<Arc<str>, usize>,
     /// Where evictions go (the session manager), set once at start-up.
     evictions: OnceLock<Recipient<Evict>>,
+    /// Links to other domains' nodes, set once at start-up when federation is on.
+    peers: OnceLock<Arc<dyn PeerRoutes>>,
     /// Counters.
     pub stats: NodeStats,
 }
@@ -343,6 +398,7 @@ impl Router {
             per_ip: DashMap::new(),
             per_user: DashMap::new(),
             evictions: OnceLock::new(),
+            peers: OnceLock::new(),
             stats: NodeStats::default(),
         }
     }
@@ -499,12 +555,31 @@ impl Router {
         self.slots.get(key).and_then(|s| s.runtime.clone())
     }
 
-    /// The session that owns `to`: an allocated address, or the longest runtime or
-    /// stub URL `to` is or lies under.
+    /// Sets where frames for other domains go (once, at start-up).
+    pub fn set_peers(&self, peers: Arc<dyn PeerRoutes>) {
+        let _ = self.peers.set(peers);
+    }
+
+    /// The other domain `addr` belongs to, when federation is on.
+    pub fn foreign_domain<'a>(&self, addr: &'a str) -> Option<&'a str> {
+        self.peers.get()?;
+        domain_of_address(addr).filter(|d| *d != self.domain)
+    }
+
+    /// The session that owns `to`: an allocated address, the longest runtime or
+    /// stub URL `to` is or lies under, or for an address of another domain that no
+    /// local session subscribed to, that domain's peer link.
     pub fn owner_of(&self, to: &str) -> Option<SessionKey> {
         if let Some(k) = self.owners.get(to) {
             return Some(k.clone());
         }
+        self.runtime_owner(to).or_else(|| {
+            let domain = self.foreign_domain(to)?;
+            (!self.subscribers.contains_key(to)).then(|| peer_key(domain))
+        })
+    }
+
+    fn runtime_owner(&self, to: &str) -> Option<SessionKey> {
         if !(to.starts_with("runtime://") || to.starts_with("hyperty-runtime://")) {
             return None;
         }
@@ -616,6 +691,9 @@ impl Router {
 
     /// Hands `frame` to the session `key`.
     pub fn deliver(&self, key: &str, frame: &ByteString) -> Delivered {
+        if let Some(domain) = key.strip_prefix(PEER_KEY_PREFIX) {
+            return self.deliver_to_peer(domain, frame);
+        }
         let Some(slot) = self.slots.get(key) else {
             self.stats.dropped.fetch_add(1, Relaxed);
             return Delivered::Dropped;
@@ -651,8 +729,49 @@ impl Router {
         self.buffer(&slot, frame)
     }
 
-    /// The outbound queue of session `key`'s live connection.
+    /// Hands `frame` to the link to `domain`'s node (which queues it while the link
+    /// is down); a link past its byte budget is closed and reconnects.
+    fn deliver_to_peer(&self, domain: &str, frame: &ByteString) -> Delivered {
+        let Some(route) = self.peers.get().and_then(|p| p.route_to(domain)) else {
+            self.stats.dropped.fetch_add(1, Relaxed);
+            return Delivered::Dropped;
+        };
+        let charge = route.queue.charge(frame.len());
+        let sent = match charge {
+            Charge::OverBudget => {
+                tracing::warn!(peer = domain, "closing a peer link past its outbound budget");
+                self.stats.slow_consumers.fetch_add(1, Relaxed);
+                route.kicker.do_send(Kick {
+                    reason: "slow consumer: outbound budget exceeded".to_owned(),
+                });
+                false
+            }
+            Charge::Closed => false,
+            _ => match route.conn.try_send(Outbound(frame.clone())) {
+                Ok(()) => true,
+                Err(_) => {
+                    route.queue.refund(frame.len());
+                    false
+                }
+            },
+        };
+        if !sent {
+            self.stats.dropped.fetch_add(1, Relaxed);
+            return Delivered::Dropped;
+        }
+        self.stats.delivered.fetch_add(1, Relaxed);
+        if charge == Charge::Congested {
+            Delivered::Congested
+        } else {
+            Delivered::Queued
+        }
+    }
+
+    /// The outbound queue of session `key`'s live connection (or peer link).
     pub fn queue_of(&self, key: &str) -> Option<Arc<OutboundQueue>> {
+        if let Some(domain) = key.strip_prefix(PEER_KEY_PREFIX) {
+            return self.peers.get()?.route_to(domain).map(|r| r.queue);
+        }
         self.slots.get(key).and_then(|s| s.queue.clone())
     }
 
@@ -786,6 +905,17 @@ mod tests {
         assert!(r.owns("k2", "runtime://d.org/abc/deep/x"));
         assert!(!r.owns("k1", "runtime://d.org/abc/deep/x"));
         assert!(r.owns("k1", "runtime://d.org/abc/deeper"));
+    }
+
+    #[test]
+    fn domains_of_addresses() {
+        assert_eq!(domain_of_address("hyperty://b.org/1"), Some("b.org"));
+        assert_eq!(domain_of_address("domain://msg-node.b.org/sm"), Some("b.org"));
+        assert_eq!(domain_of_address("domain://registry.b.org"), Some("b.org"));
+        assert_eq!(domain_of_address("domain-idp://b.org"), Some("b.org"));
+        assert_eq!(domain_of_address("user://b.org/alice"), Some("b.org"));
+        assert_eq!(domain_of_address("mn:/session"), None);
+        assert_eq!(peer_key("b.org").as_ref(), "peer:b.org");
     }
 
     #[test]
