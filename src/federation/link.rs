@@ -91,6 +91,11 @@ pub(crate) struct Offer {
     pub(crate) conn_id: u64,
 }
 
+/// Dial the peer now (unless connected or connecting).
+#[derive(Debug, Clone, Copy, actix::Message)]
+#[rtype(result = "()")]
+pub struct Dial;
+
 /// What a connection's reader reports to the link.
 #[derive(Debug, actix::Message)]
 #[rtype(result = "()")]
@@ -283,6 +288,13 @@ impl PeerLink {
                 }
                 Err(e) => {
                     warn!(peer = %act.domain, error = %e, "dialling the peer failed");
+                    if matches!(
+                        e,
+                        FederationError::UnknownDomain(_) | FederationError::Disabled
+                    ) {
+                        // nothing to wait for
+                        act.fail_requests(&e.to_string());
+                    }
                     act.lost(ctx, &e.to_string());
                 }
             }
@@ -401,6 +413,21 @@ impl PeerLink {
         );
         let to = ToRef::One(from.as_str().into());
         self.node.router.route(&to, &ByteString::from(text));
+    }
+
+    /// Answers 504 to every waiting request.
+    fn fail_requests(&mut self, why: &str) {
+        let mut kept = VecDeque::with_capacity(self.parked.len());
+        for p in std::mem::take(&mut self.parked) {
+            match &p.request {
+                Some(r) => {
+                    self.parked_bytes -= p.frame.len();
+                    self.unreachable(r, why);
+                }
+                None => kept.push_back(p),
+            }
+        }
+        self.parked = kept;
     }
 
     /// Answers 504 to the requests that waited too long, and drops notifications
@@ -716,6 +743,13 @@ impl Handler<Outbound> for PeerLink {
         // no connection: the frame leaves the router's account for the park queue
         self.queue.written(len);
         self.park(frame, ctx);
+    }
+}
+
+impl Handler<Dial> for PeerLink {
+    type Result = ();
+    fn handle(&mut self, _: Dial, ctx: &mut Context<Self>) {
+        self.dial(ctx);
     }
 }
 

@@ -139,7 +139,9 @@ impl PeerConnector {
         });
         if config.federation.connect_at_start {
             for p in &config.peers {
-                connector.link(&p.domain);
+                if let Some((link, _)) = connector.link(&p.domain) {
+                    link.do_send(link::Dial);
+                }
             }
         }
         connector

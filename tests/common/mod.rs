@@ -13,11 +13,9 @@ pub use hyperty_actors::testkit::{Probe, ProbeRx, TIMEOUT};
 pub mod wsclient;
 pub use wsclient::WsClient;
 
-/// Starts a node for `domain` on 127.0.0.1:0 with `tune` applied to the defaults.
-pub fn start_node(
-    domain: &str,
-    tune: impl FnOnce(&mut hyperty::config::NodeConfig),
-) -> hyperty::node::NodeHandle {
+/// The test defaults of a node for `domain`: anonymous sessions allowed, nothing
+/// on disk, fast password hashing.
+pub fn node_config(domain: &str) -> hyperty::config::NodeConfig {
     let mut cfg = hyperty::config::NodeConfig::default();
     cfg.node.domain = domain.to_owned();
     cfg.node.workers = 2;
@@ -26,9 +24,46 @@ pub fn start_node(
     cfg.identity.data_dir = None;
     cfg.node.data_dir = None;
     cfg.identity.kdf = hyperty::identity::KdfParams::fast_insecure();
+    cfg
+}
+
+/// Starts a node for `domain` on 127.0.0.1:0 with `tune` applied to the defaults.
+pub fn start_node(
+    domain: &str,
+    tune: impl FnOnce(&mut hyperty::config::NodeConfig),
+) -> hyperty::node::NodeHandle {
+    let mut cfg = node_config(domain);
     tune(&mut cfg);
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     hyperty::node::start(listener, cfg).unwrap()
+}
+
+/// Starts one node per domain on 127.0.0.1:0, each able to find the others by
+/// discovery (`[federation] resolve` maps every domain to its node's port); `tune`
+/// gets each domain and its configuration.
+pub fn start_domains(
+    domains: &[&str],
+    mut tune: impl FnMut(&str, &mut hyperty::config::NodeConfig),
+) -> Vec<hyperty::node::NodeHandle> {
+    let listeners: Vec<_> = domains
+        .iter()
+        .map(|_| std::net::TcpListener::bind("127.0.0.1:0").unwrap())
+        .collect();
+    let resolve: std::collections::BTreeMap<String, String> = domains
+        .iter()
+        .zip(&listeners)
+        .map(|(d, l)| ((*d).to_owned(), l.local_addr().unwrap().to_string()))
+        .collect();
+    domains
+        .iter()
+        .zip(listeners)
+        .map(|(d, l)| {
+            let mut cfg = node_config(d);
+            cfg.federation.resolve = resolve.clone();
+            tune(d, &mut cfg);
+            hyperty::node::start(l, cfg).unwrap()
+        })
+        .collect()
 }
 
 /// A hyperty whose behaviour is chosen by the request's `value.action`:
