@@ -96,6 +96,11 @@ pub(crate) struct Offer {
 #[rtype(result = "()")]
 pub struct Dial;
 
+/// The node is stopping: close the connection (with a close frame) and stop.
+#[derive(Debug, Clone, Copy, actix::Message)]
+#[rtype(result = "()")]
+pub struct Shutdown;
+
 /// What a connection's reader reports to the link.
 #[derive(Debug, actix::Message)]
 #[rtype(result = "()")]
@@ -746,6 +751,19 @@ impl Handler<Outbound> for PeerLink {
     }
 }
 
+impl Handler<Shutdown> for PeerLink {
+    type Result = ();
+    fn handle(&mut self, _: Shutdown, ctx: &mut Context<Self>) {
+        let reason = actix_http::ws::CloseReason {
+            code: actix_http::ws::CloseCode::Away,
+            description: Some("node shutting down".to_owned()),
+        };
+        self.write(Out::Control(WsMessage::Close(Some(reason))));
+        self.fail_requests("its node is shutting down");
+        ctx.stop();
+    }
+}
+
 impl Handler<Dial> for PeerLink {
     type Result = ();
     fn handle(&mut self, _: Dial, ctx: &mut Context<Self>) {
@@ -816,7 +834,12 @@ impl StreamHandler<LinkEvent> for PeerLink {
                     Ok(WsMessage::Ping(p)) => {
                         self.write(Out::Control(WsMessage::Pong(p)));
                     }
-                    Ok(WsMessage::Close(_)) => self.lost(ctx, "closed by the peer"),
+                    Ok(WsMessage::Close(reason)) => {
+                        let why = reason
+                            .and_then(|r| r.description)
+                            .unwrap_or_else(|| "closed by the peer".to_owned());
+                        self.lost(ctx, &why);
+                    }
                     Ok(WsMessage::Binary(_) | WsMessage::Continuation(_)) => {
                         warn!(peer = %self.domain, "binary frame from a peer refused");
                         if !self.count_refusal(ctx) {
@@ -830,6 +853,7 @@ impl StreamHandler<LinkEvent> for PeerLink {
                         }
                     }
                     Ok(WsMessage::Pong(_) | WsMessage::Nop) => {}
+                    Err(ProtocolError::Io(e)) => self.lost(ctx, &format!("connection ended: {e}")),
                     Err(e) => {
                         warn!(peer = %self.domain, error = %e, "protocol error on a peer link");
                         self.lost(ctx, &format!("protocol error: {e}"));

@@ -219,9 +219,13 @@ impl PeerConnector {
         self.node.config.session.max_frame_size
     }
 
-    /// Stops every link (the node is stopping).
-    pub fn stop(&self) {
+    /// Closes every link (the node is stopping).
+    pub async fn stop(&self) {
+        let links: Vec<Addr<PeerLink>> = self.routes.iter().map(|r| r.0.clone()).collect();
         self.routes.clear();
+        for l in links {
+            let _ = l.send(link::Shutdown).await;
+        }
         self.arbiter.stop();
     }
 

@@ -317,7 +317,7 @@ impl NodeHandle {
         // closes the identity store, so the data directory can be opened again
         let _ = self.state.idp.send(crate::identity::Shutdown).await;
         if let Some(f) = &self.state.federation {
-            f.stop();
+            f.stop().await;
         }
     }
 }
