@@ -11,8 +11,9 @@
 //!   it keeps them in a bounded queue (`queue_frames`, `queue_bytes`), redials with
 //!   exponential backoff and jitter, and answers each request that waited
 //!   `delivery_timeout_ms` (or found the queue full) with 504 "domain unreachable:
-//!   <domain>". Only frames sent from this node's own domain cross (a frame crosses
-//!   one link at most: routing loops cannot form);
+//!   <domain>". A frame that came over a link is never routed to a link
+//!   ([`Router::route_from_peer`](crate::node::router::Router::route_from_peer)),
+//!   so a frame crosses one link at most: routing loops cannot form;
 //! * **in**: treats the peer like a session — the same frame parser, rate limit and
 //!   abuse account ([`Admission`]), and flow control ([`Gate`]: a congested local
 //!   recipient stops the reading of the link) — and checks that the peer sends only
@@ -611,11 +612,7 @@ impl PeerLink {
             .filter(|_| !keep)
             .map(ByteString::from);
         let frame = restamped.as_ref().unwrap_or(&text);
-        let routed = if h.kind == MessageType::Event {
-            router.route_event(&h.to, frame)
-        } else {
-            router.route(&h.to, frame)
-        };
+        let routed = router.route_from_peer(&h.to, frame, h.kind == MessageType::Event);
         match routed {
             Routed::Delivered {
                 queued: 0,
@@ -687,17 +684,6 @@ impl PeerLink {
         );
     }
 
-    /// A frame for the peer: only frames from this node's domain cross.
-    fn egress(&self, frame: &str) -> bool {
-        match Header::parse(frame) {
-            Ok(h) if domain_of_address(&h.from) == Some(self.own()) => true,
-            Ok(h) => {
-                debug!(peer = %self.domain, from = %h.from, "frame not forwarded: it crossed a link already");
-                false
-            }
-            Err(_) => false,
-        }
-    }
 }
 
 impl Actor for PeerLink {
@@ -731,15 +717,6 @@ impl Handler<Outbound> for PeerLink {
     fn handle(&mut self, Outbound(frame): Outbound, ctx: &mut Context<Self>) {
         let _span = tracing::trace_span!("federation.out", peer = %self.domain).entered();
         let len = frame.len();
-        if !self.egress(&frame) {
-            self.queue.written(len);
-            self.node
-                .router
-                .stats
-                .dropped
-                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-            return;
-        }
         if let State::Live { out, .. } = &self.state {
             if out.send(Out::Frame(frame.clone(), len)).is_ok() {
                 return;

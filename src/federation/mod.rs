@@ -11,8 +11,8 @@
 //! NodeState::start
 //!  └── PeerConnector (shared, read by the router on the hot path)
 //!       ├── Directory       — [[peers]], discovery, peer key sets (JWKS), token checks
-//!       └── PeerLink × peer — one actor per peer domain, on the federation arbiter;
-//!                             dies with the node
+//!       └── PeerLink × peer — one actor per peer domain, on the arbiter (worker
+//!                             thread) that first needed it; dies with the node
 //!            └── reader + writer tasks of its current connection (transport)
 //! HttpServer workers
 //!  ├── GET /federation                 — a peer dials: authenticated, then handed to its PeerLink
@@ -40,8 +40,8 @@
 //!   addresses of ours (or to resources our sessions subscribed to at the peer),
 //!   else 403; its frames pass the same parser, rate limit, abuse account, flow
 //!   control and policy decision as a session's, with the peer's domain (and the
-//!   user its node vouches for) as the authenticated identity. Only frames sent from
-//!   this node's domain leave over a link, so a frame crosses one link at most.
+//!   user its node vouches for) as the authenticated identity. A frame that came
+//!   over a link is never routed to a link, so a frame crosses one link at most.
 //! * **Failure.** A lost link reconnects with backoff; frames wait in a bounded
 //!   queue meanwhile; a request that waits `delivery_timeout_ms` gets 504 "domain
 //!   unreachable: <domain>".
@@ -106,7 +106,6 @@ pub(crate) struct Links {
 pub struct PeerConnector {
     node: NodeState,
     directory: Arc<Directory>,
-    arbiter: ArbiterHandle,
     routes: DashMap<String, (Addr<PeerLink>, PeerRoute)>,
     links: Links,
 }
@@ -121,7 +120,7 @@ impl std::fmt::Debug for PeerConnector {
 }
 
 impl PeerConnector {
-    /// The connector of `node`, its links on their own arbiter; with
+    /// The connector of `node`; with
     /// `connect_at_start`, the `[[peers]]` are dialled now.
     pub fn start(node: &NodeState) -> Arc<PeerConnector> {
         let config = &node.config;
@@ -133,7 +132,6 @@ impl PeerConnector {
         let connector = Arc::new(PeerConnector {
             node: node.clone(),
             directory,
-            arbiter: Arbiter::new().handle(),
             routes: DashMap::new(),
             links: Links::default(),
         });
@@ -172,7 +170,9 @@ impl PeerConnector {
                 queue.clone(),
             );
             let d = domain.to_owned();
-            let addr = PeerLink::start_in_arbiter(&self.arbiter, move |_| {
+            // on the calling thread: a link's frames then usually stay on the thread
+            // of the sessions that use it (no hop to a thread of its own)
+            let addr = PeerLink::start_in_arbiter(&Arbiter::current(), move |_| {
                 PeerLink::new(&d, node, directory, links, q)
             });
             let route = PeerRoute {
@@ -226,7 +226,6 @@ impl PeerConnector {
         for l in links {
             let _ = l.send(link::Shutdown).await;
         }
-        self.arbiter.stop();
     }
 
     /// Mounts `GET /federation` and `GET /.well-known/hyperty/node`.

@@ -253,6 +253,19 @@ pub enum Delivered {
     Dropped,
 }
 
+/// Where a frame may go: anywhere, or (it came over a peer link) to local sessions only.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Hop {
+    Any,
+    Local,
+}
+
+impl Hop {
+    fn may(self, key: &str) -> bool {
+        self == Hop::Any || !key.starts_with(PEER_KEY_PREFIX)
+    }
+}
+
 /// Counts one more holder of `key`, unless it already has `limit`.
 fn acquire<K: std::hash::Hash + Eq>(map: &DashMap<K, usize>, key: K, limit: usize) -> bool {
     let mut n = map.entry(key).or_insert(0);
@@ -601,17 +614,31 @@ impl Router {
     /// Routes a client frame to the sessions behind the recipients `to` (one copy per
     /// session, however many of its addresses are listed).
     pub fn route(&self, to: &ToRef<'_>, frame: &ByteString) -> Routed {
+        self.route_via(to, frame, Hop::Any)
+    }
+
+    /// Routes a frame that came over a peer link: like [`route`](Self::route), but
+    /// never to a peer link (a frame crosses one link at most).
+    pub fn route_from_peer(&self, to: &ToRef<'_>, frame: &ByteString, event: bool) -> Routed {
+        if event {
+            self.route_event_via(to, frame, Hop::Local)
+        } else {
+            self.route_via(to, frame, Hop::Local)
+        }
+    }
+
+    fn route_via(&self, to: &ToRef<'_>, frame: &ByteString, hop: Hop) -> Routed {
         let mut tally = Tally::default();
         match to {
             ToRef::One(t) => {
                 if let Some(s) = self.service(t) {
                     return Routed::Service(s);
                 }
-                if let Some(k) = self.owner_of(t) {
+                if let Some(k) = self.owner_of(t).filter(|k| hop.may(k)) {
                     tally.add(self, &k, self.deliver(&k, frame));
                 } else if let Some(subs) = self.subscribers.get(t.as_ref()) {
                     // a resource's subscriber list holds each session once
-                    for k in subs.iter() {
+                    for k in subs.iter().filter(|k| hop.may(k)) {
                         tally.add(self, k, self.deliver(k, frame));
                     }
                 }
@@ -627,7 +654,7 @@ impl Router {
                     if let Some(s) = self.service(t) {
                         return Routed::Service(s);
                     }
-                    if let Some(k) = self.owner_of(t) {
+                    if let Some(k) = self.owner_of(t).filter(|k| hop.may(k)) {
                         if seen.insert(k.clone()) {
                             targets.push(k);
                         }
@@ -635,7 +662,7 @@ impl Router {
                     }
                     match self.subscribers.get(t.as_ref()) {
                         Some(subs) if !subs.is_empty() => {
-                            for k in subs.iter() {
+                            for k in subs.iter().filter(|k| hop.may(k)) {
                                 if seen.insert(k.clone()) {
                                     targets.push(k.clone());
                                 }
@@ -661,9 +688,14 @@ impl Router {
     /// `to` and the event's bcc narrowed to that session's entities (see
     /// [`events`](super::events)); unowned recipients go to subscribers as usual.
     pub fn route_event(&self, to: &ToRef<'_>, frame: &ByteString) -> Routed {
-        let (copies, unowned) = match super::events::split(frame, |t| self.owner_of(t)) {
+        self.route_event_via(to, frame, Hop::Any)
+    }
+
+    fn route_event_via(&self, to: &ToRef<'_>, frame: &ByteString, hop: Hop) -> Routed {
+        let owner = |t: &str| self.owner_of(t).filter(|k| hop.may(k));
+        let (copies, unowned) = match super::events::split(frame, owner) {
             Ok(split) => split,
-            Err(_) => return self.route(to, frame),
+            Err(_) => return self.route_via(to, frame, hop),
         };
         let mut tally = Tally::default();
         for c in copies {
@@ -674,7 +706,7 @@ impl Router {
         for t in &unowned {
             match self.subscribers.get(t.as_str()) {
                 Some(subs) if !subs.is_empty() => {
-                    for k in subs.iter() {
+                    for k in subs.iter().filter(|k| hop.may(k)) {
                         tally.add(self, k, self.deliver(k, frame));
                     }
                 }
@@ -916,6 +948,20 @@ mod tests {
         assert_eq!(domain_of_address("user://b.org/alice"), Some("b.org"));
         assert_eq!(domain_of_address("mn:/session"), None);
         assert_eq!(peer_key("b.org").as_ref(), "peer:b.org");
+    }
+
+    #[test]
+    fn frames_from_a_peer_never_go_to_a_peer() {
+        let r = Router::new("d.org", 8);
+        r.subscribers.insert(
+            Arc::from("comm://d.org/o/changes"),
+            vec![peer_key("b.org")],
+        );
+        let to = ToRef::One("comm://d.org/o/changes".into());
+        let f = ByteString::from_static("{}");
+        assert!(matches!(r.route(&to, &f), Routed::Delivered { dropped: 1, .. }));
+        assert!(matches!(r.route_from_peer(&to, &f, false), Routed::NoRoute(_)));
+        assert!(matches!(r.route_from_peer(&to, &f, true), Routed::NoRoute(_)));
     }
 
     #[test]
