@@ -49,11 +49,16 @@ async fn a_request_crosses_to_another_domain_and_its_answer_comes_back() {
     let got = bob.expect().await;
     assert_eq!(got["from"], rt(A, "alice"));
     assert_eq!(got["body"]["method"], "hello");
-    bob.send(json!({"id": 7, "type": "response", "from": rt(B, "bob"), "to": rt(A, "alice"),
-        "body": {"code": 200, "value": "hi"}}))
-        .await;
+    bob.send(
+        json!({"id": 7, "type": "response", "from": rt(B, "bob"), "to": rt(A, "alice"),
+        "body": {"code": 200, "value": "hi"}}),
+    )
+    .await;
     let answer = alice.expect().await;
-    assert_eq!((answer["id"].clone(), answer["body"]["value"].clone()), (json!(7), json!("hi")));
+    assert_eq!(
+        (answer["id"].clone(), answer["body"]["value"].clone()),
+        (json!(7), json!("hi"))
+    );
     assert!(live(na, B) && live(nb, A));
 
     // an address of a domain nobody serves: 504 naming it, once discovery gave up
@@ -61,7 +66,10 @@ async fn a_request_crosses_to_another_domain_and_its_answer_comes_back() {
         .request(json!({"type": "read", "from": rt(A, "alice"), "to": "hyperty://nowhere.test/x"}))
         .await;
     assert_eq!(r["body"]["code"], 504, "{r}");
-    assert!(r["body"]["description"].as_str().unwrap().contains("nowhere.test"));
+    assert!(r["body"]["description"]
+        .as_str()
+        .unwrap()
+        .contains("nowhere.test"));
 
     let h = health(na).await;
     assert_eq!(h["peers"][0][0], B, "{h}");
@@ -104,7 +112,10 @@ async fn configured_peers_dialling_each_other_at_once_keep_one_link() {
     bob.send(json!({"id": 2, "type": "update", "from": rt(B, "bob"), "to": rt(A, "alice")}))
         .await;
     assert_eq!(alice.expect().await["from"], rt(B, "bob"));
-    assert!(info(na, B).dialled && !info(nb, A).dialled, "still the same link");
+    assert!(
+        info(na, B).dialled && !info(nb, A).dialled,
+        "still the same link"
+    );
 }
 
 /// A raw WebSocket to `node`'s federation endpoint with `token`; the HTTP status of
@@ -188,7 +199,10 @@ async fn peers_prove_their_domain_and_may_send_only_for_it() {
     // no token, a malformed one, one for another node, one of an unknown domain
     let (code, body) = dial_as_peer(nb, None).await.err().unwrap();
     assert_eq!(code, 401, "{body}");
-    assert_eq!(dial_as_peer(nb, Some("not.a.token")).await.err().unwrap().0, 401);
+    assert_eq!(
+        dial_as_peer(nb, Some("not.a.token")).await.err().unwrap().0,
+        401
+    );
     let for_gamma = peer_token(na, C).await;
     let (code, body) = dial_as_peer(nb, Some(&for_gamma)).await.err().unwrap();
     assert_eq!(code, 401, "a token for another audience: {body}");
@@ -219,12 +233,19 @@ async fn peers_prove_their_domain_and_may_send_only_for_it() {
             403,
             "not open to peers",
         ),
-        (json!({"id": 4, "type": "read", "from": rt(A, "a")}), 400, "to"),
+        (
+            json!({"id": 4, "type": "read", "from": rt(A, "a")}),
+            400,
+            "to",
+        ),
     ] {
         ws.send(Ws::Text(frame.to_string().into())).await.unwrap();
         let r = next_json(&mut ws).await;
         assert_eq!(r["body"]["code"], code, "{r}");
-        assert!(r["body"]["description"].as_str().unwrap().contains(says), "{r}");
+        assert!(
+            r["body"]["description"].as_str().unwrap().contains(says),
+            "{r}"
+        );
     }
     // and a well-formed frame from alpha reaches bob
     ws.send(Ws::Text(
@@ -252,13 +273,19 @@ async fn a_flooding_peer_is_rate_limited_like_a_session() {
     let _bob = client(nb, B, "bob").await;
     for i in 0..40u64 {
         alice
-            .send(json!({"id": 100 + i, "type": "read", "from": rt(A, "alice"), "to": rt(B, "bob")}))
+            .send(
+                json!({"id": 100 + i, "type": "read", "from": rt(A, "alice"), "to": rt(B, "bob")}),
+            )
             .await;
     }
-    let r = alice
-        .recv_matching(|v| v["body"]["code"] == 429)
-        .await;
-    assert!(r["body"]["description"].as_str().unwrap().contains("rate limit"), "{r}");
+    let r = alice.recv_matching(|v| v["body"]["code"] == 429).await;
+    assert!(
+        r["body"]["description"]
+            .as_str()
+            .unwrap()
+            .contains("rate limit"),
+        "{r}"
+    );
     assert!(health(nb).await["stats"]["rate_limited"].as_u64().unwrap() > 0);
     assert!(live(na, B), "the link stays up");
 }
@@ -274,7 +301,10 @@ async fn an_observer_in_one_domain_follows_an_object_reported_in_another() {
             "body": {"scheme": "comm", "value": {"number": 1}}}))
         .await;
     assert_eq!(r["body"]["code"], 200, "{r}");
-    let object = r["body"]["value"]["allocated"][0].as_str().unwrap().to_owned();
+    let object = r["body"]["value"]["allocated"][0]
+        .as_str()
+        .unwrap()
+        .to_owned();
     let changes = format!("{object}/changes");
 
     // the observer in alpha subscribes at beta's node: the subscription is held there
@@ -284,11 +314,16 @@ async fn an_observer_in_one_domain_follows_an_object_reported_in_another() {
     assert_eq!(r["from"], format!("domain://msg-node.{B}/sm"));
     for v in 1..=3 {
         reporter
-            .send(json!({"id": 10 + v, "type": "update", "from": object, "to": changes,
-                "body": {"version": v, "attribute": "x", "value": v}}))
+            .send(
+                json!({"id": 10 + v, "type": "update", "from": object, "to": changes,
+                "body": {"version": v, "attribute": "x", "value": v}}),
+            )
             .await;
         let got = observer.expect().await;
-        assert_eq!((got["to"].clone(), got["body"]["version"].clone()), (json!(changes), json!(v)));
+        assert_eq!(
+            (got["to"].clone(), got["body"]["version"].clone()),
+            (json!(changes), json!(v))
+        );
     }
     // a peer may subscribe only to its host's resources
     let r = observer
@@ -332,8 +367,10 @@ async fn registry_queries_reach_the_other_domain() {
     assert_eq!(r["body"]["value"][&hb]["status"], "live", "{r}");
     // reads only: a peer cannot write another domain's registry
     let r = alice
-        .request(json!({"type": "create", "from": rt(A, "alice"), "to": registry_b,
-            "body": {"value": {"user": user, "url": hb}}}))
+        .request(
+            json!({"type": "create", "from": rt(A, "alice"), "to": registry_b,
+            "body": {"value": {"user": user, "url": hb}}}),
+        )
         .await;
     assert_eq!(r["body"]["code"], 403, "{r}");
 }
@@ -468,7 +505,10 @@ async fn a_lost_peer_answers_504_and_its_link_comes_back() {
     assert_eq!(r["body"]["code"], 504, "{r}");
     assert_eq!(r["from"], rt(B, "bob"));
     assert!(
-        r["body"]["description"].as_str().unwrap().contains("domain unreachable: beta.test"),
+        r["body"]["description"]
+            .as_str()
+            .unwrap()
+            .contains("domain unreachable: beta.test"),
         "{r}"
     );
 
@@ -483,7 +523,13 @@ async fn a_lost_peer_answers_504_and_its_link_comes_back() {
         .await;
     assert_eq!(bob.expect().await["id"], 2);
     assert!(eventually(TIMEOUT, || async { live(na, B) }).await);
-    let opened = na.state().federation().unwrap().link_info(B).unwrap().opened;
+    let opened = na
+        .state()
+        .federation()
+        .unwrap()
+        .link_info(B)
+        .unwrap()
+        .opened;
     assert!(opened >= 2, "a new connection: {opened}");
 }
 
@@ -492,7 +538,9 @@ async fn runtime(node: &NodeHandle, domain: &str, idm: Option<IdmConfig>) -> Run
     let mut cfg = RuntimeConfig::new(domain);
     cfg.identity = idm;
     let rt = Runtime::start(cfg).unwrap();
-    rt.attach_node(BridgeConfig::new(node.ws_url())).await.unwrap();
+    rt.attach_node(BridgeConfig::new(node.ws_url()))
+        .await
+        .unwrap();
     rt
 }
 
@@ -503,7 +551,11 @@ struct Party {
 }
 
 async fn party(rt: &RuntimeHandle, domain: &str) -> Party {
-    let addr = rt.spawn_hyperty(worker(domain)).await.unwrap().into_address();
+    let addr = rt
+        .spawn_hyperty(worker(domain))
+        .await
+        .unwrap()
+        .into_address();
     let ep = rt.events().endpoint(addr.clone());
     ep.register_entity(addr.clone()).await.unwrap();
     let (listener, inbox) = EventInbox::start();
@@ -543,7 +595,10 @@ async fn a_webinos_event_reaches_three_domains_once_each_with_bcc_narrowed() {
         .unwrap();
     let b = bob.inbox.recv(TIMEOUT).await.expect("bob got it");
     assert_eq!(b.event.id(), id, "same id across domains");
-    assert!(b.event.addressing().bcc().is_empty(), "beta never sees gamma's bcc");
+    assert!(
+        b.event.addressing().bcc().is_empty(),
+        "beta never sees gamma's bcc"
+    );
     let c = carol.inbox.recv(TIMEOUT).await.expect("carol got it");
     assert!(c.event.addressing().bcc().is_empty());
     let d = dave.inbox.recv(TIMEOUT).await.expect("dave got it");
@@ -558,7 +613,10 @@ async fn a_webinos_event_reaches_three_domains_once_each_with_bcc_narrowed() {
             break;
         }
     }
-    assert!(delivered, "bob's delivery notification came back across the link");
+    assert!(
+        delivered,
+        "bob's delivery notification came back across the link"
+    );
     assert!(bob.inbox.recv(Duration::from_millis(50)).await.is_none());
     assert!(dave.inbox.recv(Duration::from_millis(10)).await.is_none());
 }
@@ -603,7 +661,10 @@ async fn an_assertion_from_alpha_is_validated_in_beta_with_keys_fetched_over_htt
         .unwrap();
     assert_eq!(r.code(), Some(ResponseCode::Ok), "{}", r.to_json());
     let identity = r.body.value.unwrap()["body"]["identity"].clone();
-    assert_eq!(identity["userProfile"]["userURL"], format!("user://{A}/alice"));
+    assert_eq!(
+        identity["userProfile"]["userURL"],
+        format!("user://{A}/alice")
+    );
     let v = rb
         .idm()
         .unwrap()

@@ -23,9 +23,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
+use hyperty::actors::message::OneOrMany;
 use hyperty::bridge::BridgeConfig;
 use hyperty::prelude::*;
-use hyperty::actors::message::OneOrMany;
 use serde_json::{json, Value};
 
 type Error = Box<dyn std::error::Error>;
@@ -178,7 +178,8 @@ impl Handler<Deliver> for Chat {
             Some(text) if m.kind.expects_response() => {
                 println!("    {:<6} got \"{text}\" from {}", self.name, m.from);
                 let reply = format!("hi from {}", self.name);
-                self.ctx.reply(&m, ResponseCode::Ok, json!({ "text": reply }));
+                self.ctx
+                    .reply(&m, ResponseCode::Ok, json!({ "text": reply }));
             }
             _ if m.kind == MessageType::Update => {
                 let v = m.body.value.clone().unwrap_or_default();
@@ -266,11 +267,7 @@ async fn presence(alice: &User, bob: &User) -> Result<(), Error> {
         .add_listener(channel.clone(), Watch(tx).start().recipient(), None)
         .await?;
     let sm: Address = "domain://msg-node.beta.test/sm".parse()?;
-    let mut subscribe = Message::new(
-        MessageType::Subscribe,
-        alice.hyperty.address().clone(),
-        sm,
-    );
+    let mut subscribe = Message::new(MessageType::Subscribe, alice.hyperty.address().clone(), sm);
     subscribe.body.resources = Some(vec![channel.to_string()]);
     let r = alice.runtime.bus().post(subscribe).await?;
     println!(
@@ -324,7 +321,10 @@ async fn event(alice: &User, bob: &User, bea: &User, carol: &User) -> Result<(),
     ep.dispatch(e, Some(callbacks), Some(Duration::from_secs(30)))
         .await?;
     for (name, inbox) in &mut inboxes {
-        let got = inbox.recv(WAIT).await.ok_or("an event recipient got nothing")?;
+        let got = inbox
+            .recv(WAIT)
+            .await
+            .ok_or("an event recipient got nothing")?;
         println!(
             "    {name:<6} got {:?} (same id: {}, bcc it sees: {})",
             got.event.payload().unwrap_or_default(),

@@ -163,11 +163,7 @@ pub(crate) fn http_client(timeout: Duration) -> awc::Client {
             }
         });
     awc::Client::builder()
-        .connector(
-            awc::Connector::new()
-                .connector(nodelay)
-                .timeout(timeout),
-        )
+        .connector(awc::Connector::new().connector(nodelay).timeout(timeout))
         .timeout(timeout)
         .finish()
 }

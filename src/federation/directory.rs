@@ -91,7 +91,11 @@ fn max_age(cache_control: Option<&str>) -> Option<u64> {
 /// Keeps at most `limit` entries: the oldest goes first.
 fn make_room<V>(map: &mut HashMap<String, V>, limit: usize, age: impl Fn(&V) -> Instant) {
     while map.len() >= limit {
-        let Some(oldest) = map.iter().min_by_key(|(_, v)| age(v)).map(|(k, _)| k.clone()) else {
+        let Some(oldest) = map
+            .iter()
+            .min_by_key(|(_, v)| age(v))
+            .map(|(k, _)| k.clone())
+        else {
             return;
         };
         map.remove(&oldest);
@@ -148,8 +152,7 @@ impl Directory {
                 jwks: p.jwks_url(),
             });
         }
-        if !self.config.discovery || !crate::identity::valid_domain(domain) || domain == self.own
-        {
+        if !self.config.discovery || !crate::identity::valid_domain(domain) || domain == self.own {
             return Err(FederationError::UnknownDomain(domain.to_owned()));
         }
         let ttl = Duration::from_secs(self.config.jwks_max_age_secs);
@@ -197,7 +200,11 @@ impl Directory {
     }
 
     /// A GET read up to `max_document_bytes`: the body and its `max-age`.
-    async fn get(&self, domain: &str, url: &str) -> Result<(bytes::Bytes, Option<u64>), FederationError> {
+    async fn get(
+        &self,
+        domain: &str,
+        url: &str,
+    ) -> Result<(bytes::Bytes, Option<u64>), FederationError> {
         let mut resp = self
             .client()
             .get(url)
@@ -264,7 +271,12 @@ impl Directory {
             age.unwrap_or(self.config.jwks_min_age_secs)
                 .clamp(self.config.jwks_min_age_secs, self.config.jwks_max_age_secs),
         );
-        debug!(peer = domain, keys = keys.len(), ?max_age, "peer keys cached");
+        debug!(
+            peer = domain,
+            keys = keys.len(),
+            ?max_age,
+            "peer keys cached"
+        );
         let keys = Arc::new(keys);
         let mut all = self.lock_keys();
         if !all.contains_key(domain) {

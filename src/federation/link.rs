@@ -387,8 +387,7 @@ impl PeerLink {
                 .then(|| (h.id.to_json(), h.from.to_string(), h.to.first().to_owned()))
         });
         let f = self.directory.config();
-        if self.parked.len() >= f.queue_frames || self.parked_bytes + frame.len() > f.queue_bytes
-        {
+        if self.parked.len() >= f.queue_frames || self.parked_bytes + frame.len() > f.queue_bytes {
             self.node
                 .router
                 .stats
@@ -683,7 +682,6 @@ impl PeerLink {
                 .map(move |resp, act, _| act.reply_text(answer_text(&resp, &id))),
         );
     }
-
 }
 
 impl Actor for PeerLink {
@@ -776,11 +774,14 @@ impl Handler<Offer> for PeerLink {
         self.state = State::Accepting(o.conn_id);
         self.publish_info();
         let conn_id = o.conn_id;
-        ctx.run_later(self.directory.config().connect_timeout(), move |act, ctx| {
-            if matches!(act.state, State::Accepting(id) if id == conn_id) {
-                act.lost(ctx, "the accepted connection never came up");
-            }
-        });
+        ctx.run_later(
+            self.directory.config().connect_timeout(),
+            move |act, ctx| {
+                if matches!(act.state, State::Accepting(id) if id == conn_id) {
+                    act.lost(ctx, "the accepted connection never came up");
+                }
+            },
+        );
         Ok(())
     }
 }

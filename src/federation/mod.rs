@@ -245,10 +245,17 @@ impl PeerRoutes for PeerConnector {
 /// This node's discovery document, its URLs built from the request's host.
 async fn document(req: HttpRequest, connector: web::Data<Arc<PeerConnector>>) -> HttpResponse {
     let info = req.connection_info();
-    let ws = if info.scheme() == "https" { "wss" } else { "ws" };
+    let ws = if info.scheme() == "https" {
+        "wss"
+    } else {
+        "ws"
+    };
     let host = info.host();
     HttpResponse::Ok()
-        .insert_header((actix_web::http::header::CACHE_CONTROL, "public, max-age=300"))
+        .insert_header((
+            actix_web::http::header::CACHE_CONTROL,
+            "public, max-age=300",
+        ))
         .json(NodeDocument {
             domain: connector.directory().own().to_owned(),
             ws: format!("{ws}://{host}{FEDERATION_PATH}"),

@@ -172,8 +172,8 @@ mod idp;
 mod interceptor;
 mod jwt;
 mod keys;
-pub(crate) mod peer;
 mod model;
+pub(crate) mod peer;
 mod store;
 #[cfg(test)]
 mod tests;
@@ -182,10 +182,10 @@ mod verifier;
 mod wire;
 
 pub use self::cache::{AssertionCheck, PolicyVerifier};
+pub(crate) use self::config::valid_domain;
 pub use self::config::{
     IdmConfig, IdpConfig, KdfParams, DEFAULT_ASSERTION_AUDIENCE, MAX_PASSWORD_LEN, MAX_TOKEN_LEN,
 };
-pub(crate) use self::config::valid_domain;
 pub use self::error::IdentityError;
 pub use self::http::{configure, MAX_HTTP_BODY};
 pub use self::idm::{

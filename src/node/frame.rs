@@ -399,7 +399,10 @@ mod tests {
     fn reads_the_asserted_identity() {
         let t = r#"{"id":1,"type":"update","from":"hyperty://a/1","to":"hyperty://b/2","body":{"x":1,"assertedIdentity":"user://a/alice"}}"#;
         let h = Header::parse(t).unwrap();
-        assert_eq!(asserted_identity(t, h.body).as_deref(), Some("user://a/alice"));
+        assert_eq!(
+            asserted_identity(t, h.body).as_deref(),
+            Some("user://a/alice")
+        );
         let t = r#"{"id":1,"type":"update","from":"hyperty://a/1","to":"hyperty://b/2","body":{"assertedIdentity":"x","assertedIdentity":"y"}}"#;
         let h = Header::parse(t).unwrap();
         assert_eq!(asserted_identity(t, h.body), None, "ambiguous");

@@ -771,7 +771,10 @@ impl Router {
         let charge = route.queue.charge(frame.len());
         let sent = match charge {
             Charge::OverBudget => {
-                tracing::warn!(peer = domain, "closing a peer link past its outbound budget");
+                tracing::warn!(
+                    peer = domain,
+                    "closing a peer link past its outbound budget"
+                );
                 self.stats.slow_consumers.fetch_add(1, Relaxed);
                 route.kicker.do_send(Kick {
                     reason: "slow consumer: outbound budget exceeded".to_owned(),
@@ -942,7 +945,10 @@ mod tests {
     #[test]
     fn domains_of_addresses() {
         assert_eq!(domain_of_address("hyperty://b.org/1"), Some("b.org"));
-        assert_eq!(domain_of_address("domain://msg-node.b.org/sm"), Some("b.org"));
+        assert_eq!(
+            domain_of_address("domain://msg-node.b.org/sm"),
+            Some("b.org")
+        );
         assert_eq!(domain_of_address("domain://registry.b.org"), Some("b.org"));
         assert_eq!(domain_of_address("domain-idp://b.org"), Some("b.org"));
         assert_eq!(domain_of_address("user://b.org/alice"), Some("b.org"));
@@ -953,15 +959,22 @@ mod tests {
     #[test]
     fn frames_from_a_peer_never_go_to_a_peer() {
         let r = Router::new("d.org", 8);
-        r.subscribers.insert(
-            Arc::from("comm://d.org/o/changes"),
-            vec![peer_key("b.org")],
-        );
+        r.subscribers
+            .insert(Arc::from("comm://d.org/o/changes"), vec![peer_key("b.org")]);
         let to = ToRef::One("comm://d.org/o/changes".into());
         let f = ByteString::from_static("{}");
-        assert!(matches!(r.route(&to, &f), Routed::Delivered { dropped: 1, .. }));
-        assert!(matches!(r.route_from_peer(&to, &f, false), Routed::NoRoute(_)));
-        assert!(matches!(r.route_from_peer(&to, &f, true), Routed::NoRoute(_)));
+        assert!(matches!(
+            r.route(&to, &f),
+            Routed::Delivered { dropped: 1, .. }
+        ));
+        assert!(matches!(
+            r.route_from_peer(&to, &f, false),
+            Routed::NoRoute(_)
+        ));
+        assert!(matches!(
+            r.route_from_peer(&to, &f, true),
+            Routed::NoRoute(_)
+        ));
     }
 
     #[test]

@@ -276,7 +276,11 @@ impl Handler<Mirror> for SubscriptionManager {
     type Result = ();
     fn handle(&mut self, m: Mirror, _: &mut Context<Self>) {
         let subscribe = m.msg.kind == MessageType::Subscribe;
-        let legacy = if subscribe { "subscribe" } else { "unsubscribe" };
+        let legacy = if subscribe {
+            "subscribe"
+        } else {
+            "unsubscribe"
+        };
         let Ok(list) = Self::resources(&m.msg, legacy) else {
             return;
         };

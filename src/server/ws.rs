@@ -535,11 +535,13 @@ impl WsSession {
             return;
         }
         if let Ok(msg) = Message::parse(text) {
-            self.node.subscriptions.do_send(crate::node::subscriptions::Mirror {
-                session: self.key.clone(),
-                msg,
-                domain: domain.to_owned(),
-            });
+            self.node
+                .subscriptions
+                .do_send(crate::node::subscriptions::Mirror {
+                    session: self.key.clone(),
+                    msg,
+                    domain: domain.to_owned(),
+                });
         }
     }
 
@@ -1031,7 +1033,11 @@ pub(crate) fn answer_service(
 /// authenticated identity matches `policy.managers`: `create {value: <policy
 /// set>}` adds (or replaces) a set, `delete {resource: <set id>}` removes it,
 /// `read` lists the sets.
-fn manage_policies(node: &NodeState, identity: Option<&str>, msg: Message) -> ResponseFuture<Message> {
+fn manage_policies(
+    node: &NodeState,
+    identity: Option<&str>,
+    msg: Message,
+) -> ResponseFuture<Message> {
     let managers = &node.config.policy.managers;
     if !is_manager(managers, identity) {
         return Box::pin(async move {
@@ -1048,8 +1054,7 @@ fn manage_policies(node: &NodeState, identity: Option<&str>, msg: Message) -> Re
                 Some(Ok(set)) => pdp.add_policies(vec![set]).await.map(|()| Value::Null),
                 Some(Err(e)) => Err(e),
                 None => {
-                    return msg
-                        .reply_error(ResponseCode::BadRequest, "missing field 'body.value'")
+                    return msg.reply_error(ResponseCode::BadRequest, "missing field 'body.value'")
                 }
             },
             MessageType::Delete => {
@@ -1060,10 +1065,8 @@ fn manage_policies(node: &NodeState, identity: Option<&str>, msg: Message) -> Re
                     .flat_map(|r| r.iter().cloned())
                     .collect();
                 if ids.is_empty() {
-                    return msg.reply_error(
-                        ResponseCode::BadRequest,
-                        "missing field 'body.resource'",
-                    );
+                    return msg
+                        .reply_error(ResponseCode::BadRequest, "missing field 'body.resource'");
                 }
                 pdp.remove_policies(ids).await.map(|()| Value::Null)
             }
@@ -1085,7 +1088,6 @@ fn manage_policies(node: &NodeState, identity: Option<&str>, msg: Message) -> Re
         }
     })
 }
-
 
 /// The answer of a node component, or 500 if the component is gone.
 fn answered(
