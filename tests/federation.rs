@@ -544,27 +544,6 @@ async fn runtime(node: &NodeHandle, domain: &str, idm: Option<IdmConfig>) -> Run
     rt
 }
 
-struct Party {
-    addr: Address,
-    ep: EventEndpoint,
-    inbox: InboxReceiver,
-}
-
-async fn party(rt: &RuntimeHandle, domain: &str) -> Party {
-    let addr = rt
-        .spawn_hyperty(worker(domain))
-        .await
-        .unwrap()
-        .into_address();
-    let ep = rt.events().endpoint(addr.clone());
-    ep.register_entity(addr.clone()).await.unwrap();
-    let (listener, inbox) = EventInbox::start();
-    ep.add_listener(ListenerFilter::any().destination(addr.clone()), listener)
-        .await
-        .unwrap();
-    Party { addr, ep, inbox }
-}
-
 #[actix::test]
 async fn a_webinos_event_reaches_three_domains_once_each_with_bcc_narrowed() {
     let nodes = start_domains(&[A, B, C], |_, _| {});

@@ -168,7 +168,8 @@ pub(crate) fn http_client(timeout: Duration) -> awc::Client {
         .finish()
 }
 
-fn jitter(d: Duration) -> Duration {
+/// `d` ± 20 %, so that many clients do not retry in step.
+pub(crate) fn jitter(d: Duration) -> Duration {
     let r = std::collections::hash_map::RandomState::new()
         .build_hasher()
         .finish();

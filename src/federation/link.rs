@@ -54,7 +54,7 @@ use crate::node::subscriptions::DropSubscriptions;
 use crate::node::NodeState;
 use crate::server::inbound::{Admission, Gate, Gated, Refusal};
 use crate::server::ws::{
-    answer_service, answer_text, error_frame, full_message, permits, ServiceCaller,
+    answer_service, answer_text, error_frame, full_message, permits, refusal_rule, ServiceCaller,
 };
 
 /// The header carrying the accepting node's peer token in its upgrade response.
@@ -163,14 +163,6 @@ impl std::fmt::Debug for PeerLink {
             .field("state", &self.state)
             .finish_non_exhaustive()
     }
-}
-
-fn jitter(d: Duration) -> Duration {
-    use std::hash::{BuildHasher, Hasher};
-    let r = std::collections::hash_map::RandomState::new()
-        .build_hasher()
-        .finish();
-    d.mul_f64(0.8 + (r % 400) as f64 / 1000.0)
 }
 
 impl PeerLink {
@@ -368,7 +360,7 @@ impl PeerLink {
             .saturating_mul(1 << self.attempts.min(16))
             .min(f.reconnect_max());
         self.attempts += 1;
-        ctx.run_later(jitter(delay), |act, ctx| act.dial(ctx));
+        ctx.run_later(crate::bridge::jitter(delay), |act, ctx| act.dial(ctx));
         let grace = self.node.config.session.grace_period();
         ctx.run_later(grace, move |act, _| {
             if act.down_since == Some(since) {
@@ -474,29 +466,12 @@ impl PeerLink {
 
     /// Refuses a frame from the peer, as a session's are refused.
     fn refuse(&self, ctx: &mut Context<Self>, h: &Header<'_>, code: ResponseCode, why: &str) {
-        let stats = &self.node.router.stats;
-        let counter = match code {
-            ResponseCode::Forbidden => &stats.forbidden,
-            ResponseCode::NotFound => &stats.not_found,
-            ResponseCode::TooManyRequests => &stats.rate_limited,
-            _ => &stats.bad_requests,
-        };
-        counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         warn!(peer = %self.domain, id = %h.id, from = %h.loggable_from(), to = %h.to.first(), code = code.as_u16(), reason = why, "frame from a peer refused");
-        let abuse = matches!(
-            code,
-            ResponseCode::Forbidden | ResponseCode::BadRequest | ResponseCode::TooManyRequests
-        );
-        if abuse && self.count_refusal(ctx) {
+        let rule = refusal_rule(&self.node.router.stats, &h.kind, code);
+        if rule.abuse && self.count_refusal(ctx) {
             return;
         }
-        let report = match code {
-            ResponseCode::NotFound
-            | ResponseCode::RequestTimeout
-            | ResponseCode::TooManyRequests => h.kind.expects_response(),
-            _ => h.kind != MessageType::Response,
-        };
-        if report {
+        if rule.report {
             self.reply_text(error_frame(
                 Some(h.id.to_json()),
                 h.to.first(),

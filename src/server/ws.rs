@@ -259,6 +259,49 @@ impl Handler<Kick> for WsSession {
     }
 }
 
+/// How a refused frame is treated (sessions and peer links alike).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct RefusalRule {
+    /// It counts towards the connection's abuse account (400, 403, 429).
+    pub(crate) abuse: bool,
+    /// Its sender is told.
+    pub(crate) report: bool,
+}
+
+/// Counts a frame of `kind` refused with `code` and says how to treat it: a
+/// refusal (403/400) is reported for anything but a response; a missing route or
+/// capacity (404/408/429) only to requests — notifications are dropped and counted.
+pub(crate) fn refusal_rule(
+    stats: &crate::node::router::NodeStats,
+    kind: &MessageType,
+    code: ResponseCode,
+) -> RefusalRule {
+    use std::sync::atomic::Ordering::Relaxed;
+    let counter = match code {
+        ResponseCode::Forbidden => &stats.forbidden,
+        ResponseCode::NotFound => &stats.not_found,
+        ResponseCode::TooManyRequests => &stats.rate_limited,
+        _ => &stats.bad_requests,
+    };
+    counter.fetch_add(1, Relaxed);
+    let report = match code {
+        ResponseCode::NotFound | ResponseCode::RequestTimeout | ResponseCode::TooManyRequests => {
+            kind.expects_response()
+        }
+        _ => *kind != MessageType::Response,
+    };
+    if !report {
+        stats.dropped.fetch_add(1, Relaxed);
+    }
+    RefusalRule {
+        abuse: matches!(
+            code,
+            ResponseCode::Forbidden | ResponseCode::BadRequest | ResponseCode::TooManyRequests
+        ),
+        report,
+    }
+}
+
 /// A reTHINK error response as wire text.
 pub(crate) fn error_frame(
     id: Option<Value>,
@@ -342,31 +385,11 @@ impl WsSession {
         code: ResponseCode,
         description: &str,
     ) {
-        let stats = &self.node.router.stats;
-        let counter = match code {
-            ResponseCode::Forbidden => &stats.forbidden,
-            ResponseCode::NotFound => &stats.not_found,
-            ResponseCode::TooManyRequests => &stats.rate_limited,
-            _ => &stats.bad_requests,
-        };
-        counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let abuse = matches!(
-            code,
-            ResponseCode::Forbidden | ResponseCode::BadRequest | ResponseCode::TooManyRequests
-        );
-        if abuse && self.count_refusal(ctx) {
+        let rule = refusal_rule(&self.node.router.stats, &h.kind, code);
+        if rule.abuse && self.count_refusal(ctx) {
             return;
         }
-        // a refusal (403/400) is reported for anything but a response; a missing
-        // route or capacity (404/408/429) only to requests: notifications are
-        // dropped and counted
-        let report = match code {
-            ResponseCode::NotFound
-            | ResponseCode::RequestTimeout
-            | ResponseCode::TooManyRequests => h.kind.expects_response(),
-            _ => h.kind != MessageType::Response,
-        };
-        if report {
+        if rule.report {
             ctx.text(error_frame(
                 Some(h.id.to_json()),
                 h.to.first(),
@@ -374,12 +397,6 @@ impl WsSession {
                 code,
                 description,
             ));
-        } else {
-            self.node
-                .router
-                .stats
-                .dropped
-                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         }
     }
 

@@ -219,6 +219,30 @@ pub async fn link(
     (sa.url, sb.url)
 }
 
+/// A hyperty registered as a webinos event entity, with a listener on it.
+pub struct Party {
+    pub addr: Address,
+    pub ep: EventEndpoint,
+    pub inbox: InboxReceiver,
+}
+
+/// A hyperty of `domain` in `rt` (its address allocated by the node it is attached
+/// to) registered as an event entity.
+pub async fn party(rt: &RuntimeHandle, domain: &str) -> Party {
+    let addr = rt
+        .spawn_hyperty(worker(domain))
+        .await
+        .unwrap()
+        .into_address();
+    let ep = rt.events().endpoint(addr.clone());
+    ep.register_entity(addr.clone()).await.unwrap();
+    let (listener, inbox) = EventInbox::start();
+    ep.add_listener(ListenerFilter::any().destination(addr.clone()), listener)
+        .await
+        .unwrap();
+    Party { addr, ep, inbox }
+}
+
 /// Polls `cond` until it holds or the deadline passes.
 pub async fn eventually<F, Fut>(within: Duration, mut cond: F) -> bool
 where
