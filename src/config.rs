@@ -17,6 +17,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 pub use crate::domain_registry::DomainRegistryConfig;
+pub use crate::federation::{FederationSection, PeerEntry};
 pub use crate::identity::IdpConfig;
 pub use crate::qos::QosBrokerConfig;
 pub use hyperty_actors::policy::PolicyConfig;
@@ -225,6 +226,11 @@ pub struct NodeConfig {
     pub registry: DomainRegistryConfig,
     /// `[qos]`: the QoS broker at `domain://qos.<D>`.
     pub qos: QosBrokerConfig,
+    /// `[federation]`: links to other domains' nodes.
+    pub federation: FederationSection,
+    /// `[[peers]]`: other domains' nodes known without discovery.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub peers: Vec<PeerEntry>,
 }
 
 impl Default for NodeConfig {
@@ -243,6 +249,8 @@ impl Default for NodeConfig {
             registry: DomainRegistryConfig::default(),
             policy: PolicyConfig::default(),
             qos: QosBrokerConfig::default(),
+            federation: FederationSection::default(),
+            peers: Vec::new(),
         }
     }
 }
@@ -425,7 +433,7 @@ impl NodeConfig {
                 "max_reports and max_stubs_per_report must be positive",
             );
         }
-        Ok(())
+        self.federation.validate(&self.peers, &self.node.domain)
     }
 
     /// The configuration as TOML.

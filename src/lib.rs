@@ -13,6 +13,7 @@ pub mod bridge;
 pub mod config;
 pub mod domain_registry;
 pub mod error;
+pub mod federation;
 pub mod identity;
 pub mod node;
 mod private_files;

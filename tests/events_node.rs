@@ -18,24 +18,6 @@ async fn runtime(url: &str) -> RuntimeHandle {
     rt
 }
 
-struct Party {
-    addr: Address,
-    ep: EventEndpoint,
-    inbox: InboxReceiver,
-}
-
-/// A hyperty (its address allocated by the node) registered as an event entity.
-async fn party(rt: &RuntimeHandle) -> Party {
-    let addr = rt.spawn_hyperty(worker(D)).await.unwrap().into_address();
-    let ep = rt.events().endpoint(addr.clone());
-    ep.register_entity(addr.clone()).await.unwrap();
-    let (listener, inbox) = EventInbox::start();
-    ep.add_listener(ListenerFilter::any().destination(addr.clone()), listener)
-        .await
-        .unwrap();
-    Party { addr, ep, inbox }
-}
-
 #[actix::test]
 async fn cc_bcc_event_through_the_node_with_delivery_notifications() {
     let node = start_node(D, |_| {});
@@ -44,10 +26,10 @@ async fn cc_bcc_event_through_the_node_with_delivery_notifications() {
         runtime(&node.ws_url()).await,
         runtime(&node.ws_url()).await,
     );
-    let alice = party(&ra).await;
-    let mut bob = party(&rb).await;
-    let mut carol = party(&rc).await;
-    let mut dave = party(&rc).await;
+    let alice = party(&ra, D).await;
+    let mut bob = party(&rb, D).await;
+    let mut carol = party(&rc, D).await;
+    let mut dave = party(&rc, D).await;
 
     let event = alice
         .ep

@@ -33,9 +33,16 @@ const EXAMPLES: &[(&str, &[&str], &[&str])] = &[
         &["--once"],
         &["GET /hello -> 200 OK hello from the application"],
     ),
+    // three `hyperty` node processes, one per domain
+    (
+        "federation",
+        &["--once"],
+        &["federation scenario complete: 3 domains, 3 nodes"],
+    ),
 ];
 
-/// `target/<profile>/examples`, with every example built (once per test run).
+/// `target/<profile>/examples`, with every example (and the `hyperty` binary the
+/// federation example starts) built, once per test run.
 fn examples_dir() -> &'static Path {
     static DIR: OnceLock<PathBuf> = OnceLock::new();
     DIR.get_or_init(|| {
@@ -52,7 +59,7 @@ fn examples_dir() -> &'static Path {
         let target = profile_dir.parent().expect("target dir");
         let mut build = Command::new(env!("CARGO"));
         build
-            .args(["build", "--quiet", "--examples", "--target-dir"])
+            .args(["build", "--quiet", "--examples", "--bins", "--target-dir"])
             .arg(target)
             .current_dir(env!("CARGO_MANIFEST_DIR"));
         match profile {
@@ -139,12 +146,36 @@ fn embedded_server() {
 }
 
 #[test]
+fn federation() {
+    let (status, out) = run("federation", &["--once"]);
+    assert!(status.success(), "federation exited with {status}:\n{out}");
+    for piece in [
+        "bob    <- 200 \"hi from carol\"",
+        "alice  sees bob is \"busy\"",
+        "carol  got \"lunch at noon?\" (same id: true, bcc it sees: 1)",
+        "bob    got \"lunch at noon?\" (same id: true, bcc it sees: 0)",
+        "alice  delivery notification: delivered to hyperty://beta.test/",
+        "alice  found user://beta.test/bob: 200 -> hyperty://beta.test/",
+        "federation scenario complete: 3 domains, 3 nodes",
+    ] {
+        assert!(out.contains(piece), "no {piece:?} in:\n{out}");
+    }
+}
+
+#[test]
 fn every_example_is_run_here() {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples");
     let mut found: Vec<String> = std::fs::read_dir(&dir)
         .expect("examples/")
-        .filter_map(|e| e.ok()?.file_name().into_string().ok())
-        .filter_map(|f| f.strip_suffix(".rs").map(str::to_owned))
+        .filter_map(|e| {
+            let e = e.ok()?;
+            let name = e.file_name().into_string().ok()?;
+            // a file example, or a directory one (`<name>/main.rs`)
+            match name.strip_suffix(".rs") {
+                Some(n) => Some(n.to_owned()),
+                None => e.path().join("main.rs").exists().then_some(name),
+            }
+        })
         .collect();
     found.sort();
     let mut listed: Vec<String> = EXAMPLES.iter().map(|(n, _, _)| n.to_string()).collect();

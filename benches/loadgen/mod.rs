@@ -21,6 +21,9 @@ pub use baseline::{start_baseline_relay, RelayHandle};
 pub use client::check_loopback;
 pub use fanout::run_fanout;
 pub use relay_load::run_relay_load;
+// for benches/federation.rs (the loadgen binary does not use it)
+#[allow(unused_imports)]
+pub use relay_load::run_relay_between;
 
 /// Upper bounds on the parameters, so memory and time stay bounded.
 const MAX_PAIRS: usize = 1_000;

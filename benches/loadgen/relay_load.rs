@@ -50,16 +50,29 @@ struct RecvStats {
 /// run that stops early (deadline, stall, connection lost) is reported with
 /// [`Report::stopped`] set; call [`Report::verify`] to turn loss into an error.
 pub async fn run_relay_load(url: &str, p: &Params) -> Result<Report, LoadError> {
+    run_relay_between((url, &p.domain), (url, &p.domain), p).await
+}
+
+/// Like [`run_relay_load`], with the senders on the node at `from.0` (runtime URLs of
+/// domain `from.1`) and the receivers on the node at `to.0` (of domain `to.1`): with
+/// two federated nodes, every message crosses their link.
+pub async fn run_relay_between(
+    from: (&str, &str),
+    to: (&str, &str),
+    p: &Params,
+) -> Result<Report, LoadError> {
     p.validate()?;
-    check_loopback(url)?;
+    check_loopback(from.0)?;
+    check_loopback(to.0)?;
+    let url = from.0;
     let deadline = Instant::now() + p.time_limit;
     let tag = run_tag();
     let mut sessions = Vec::with_capacity(p.pairs);
     for i in 0..p.pairs {
-        let a = runtime_url(&p.domain, &tag, 'a', i);
-        let b = runtime_url(&p.domain, &tag, 'b', i);
-        let a_ws = open_session(url, &a, p, None, deadline).await?;
-        let b_ws = open_session(url, &b, p, None, deadline).await?;
+        let a = runtime_url(from.1, &tag, 'a', i);
+        let b = runtime_url(to.1, &tag, 'b', i);
+        let a_ws = open_session(from.0, &a, p, None, deadline).await?;
+        let b_ws = open_session(to.0, &b, p, None, deadline).await?;
         sessions.push((format!("{a}/h"), format!("{b}/h"), a_ws, b_ws));
     }
 

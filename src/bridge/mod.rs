@@ -162,6 +162,12 @@ impl std::fmt::Debug for NodeStub {
 }
 
 fn nodelay_client(config: &BridgeConfig) -> awc::Client {
+    http_client(config.connect_timeout)
+}
+
+/// An awc client whose connections set TCP_NODELAY, with `timeout` for connecting
+/// and for each request (plain TCP: this build has no TLS).
+pub(crate) fn http_client(timeout: Duration) -> awc::Client {
     let tcp = actix_tls::connect::Connector::default().service();
     let nodelay =
         actix_service::fn_service(move |req: actix_tls::connect::ConnectInfo<http::Uri>| {
@@ -173,16 +179,13 @@ fn nodelay_client(config: &BridgeConfig) -> awc::Client {
             }
         });
     awc::Client::builder()
-        .connector(
-            awc::Connector::new()
-                .connector(nodelay)
-                .timeout(config.connect_timeout),
-        )
-        .timeout(config.connect_timeout)
+        .connector(awc::Connector::new().connector(nodelay).timeout(timeout))
+        .timeout(timeout)
         .finish()
 }
 
-fn jitter(d: Duration) -> Duration {
+/// `d` ± 20 %, so that many clients do not retry in step.
+pub(crate) fn jitter(d: Duration) -> Duration {
     let r = std::collections::hash_map::RandomState::new()
         .build_hasher()
         .finish();

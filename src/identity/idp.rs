@@ -134,6 +134,18 @@ pub struct IssueAssertion {
     pub audience: String,
 }
 
+/// Issues a short-lived peer token: this node proving its domain D to the node of
+/// `peer` (`sub` = `domain://msg-node.<D>`, `aud` = `domain://msg-node.<peer>`,
+/// `token_use: peer`), checked there against D's published keys.
+#[derive(Debug, Clone, actix::Message)]
+#[rtype(result = "Result<String, IdentityError>")]
+pub struct IssuePeerToken {
+    /// The peer domain the token is for.
+    pub peer: String,
+    /// Lifetime, seconds.
+    pub lifetime_secs: u64,
+}
+
 /// Makes a new signing key. The old one stays published until every token it
 /// signed has expired. Answers the new `kid`.
 #[derive(Debug, Clone, Copy, actix::Message)]
@@ -912,6 +924,24 @@ impl Handler<IssueAssertion> for IdentityProvider {
     fn handle(&mut self, m: IssueAssertion, _: &mut Context<Self>) -> Self::Result {
         let _span = info_span!("idp.issue_assertion", domain = %self.domain).entered();
         self.issue_assertion(&m)
+    }
+}
+
+impl Handler<IssuePeerToken> for IdentityProvider {
+    type Result = Result<String, IdentityError>;
+
+    fn handle(&mut self, m: IssuePeerToken, _: &mut Context<Self>) -> Self::Result {
+        let _span = info_span!("idp.peer_token", domain = %self.domain, peer = %m.peer).entered();
+        if !super::config::valid_domain(&m.peer) {
+            return Err(IdentityError::invalid("peer", "a domain"));
+        }
+        let claims = self.claims(
+            format!("domain://msg-node.{}", self.domain),
+            format!("domain://msg-node.{}", m.peer),
+            m.lifetime_secs,
+            TokenUse::Peer,
+        );
+        self.sign(&claims)
     }
 }
 

@@ -175,6 +175,7 @@ mod interceptor;
 mod jwt;
 mod keys;
 mod model;
+pub(crate) mod peer;
 mod store;
 #[cfg(test)]
 mod tests;
@@ -183,6 +184,7 @@ mod verifier;
 mod wire;
 
 pub use self::cache::{AssertionCheck, PolicyVerifier};
+pub(crate) use self::config::valid_domain;
 pub use self::config::{
     IdmConfig, IdpConfig, KdfParams, DEFAULT_ASSERTION_AUDIENCE, MAX_PASSWORD_LEN, MAX_TOKEN_LEN,
 };
@@ -195,7 +197,8 @@ pub use self::idm::{
 };
 pub use self::idp::{
     DeleteDevice, DeleteUser, Deletion, DeviceToken, IdentityProvider, IdpRequest, IssueAssertion,
-    Jwks, Login, RegisterDevice, RegisterUser, RotateKeys, Shutdown, KEY_PRUNE_INTERVAL,
+    IssuePeerToken, Jwks, Login, RegisterDevice, RegisterUser, RotateKeys, Shutdown,
+    KEY_PRUNE_INTERVAL,
 };
 pub use self::interceptor::{IdentityInterceptor, INTERCEPTOR_NAME};
 pub use self::keys::{Jwk, JwkSet, KEY_FILE_NAME};

@@ -65,6 +65,9 @@ pub enum TokenUse {
     Device,
     /// An identity assertion binding a user to a hyperty, from `IssueAssertion`.
     Assertion,
+    /// A node proving its domain to another domain's node, from `IssuePeerToken`
+    /// (`sub` = `domain://msg-node.<D>`, `aud` = `domain://msg-node.<peer>`).
+    Peer,
 }
 
 impl TokenUse {
@@ -74,6 +77,7 @@ impl TokenUse {
             TokenUse::Id => "id",
             TokenUse::Device => "device",
             TokenUse::Assertion => "assertion",
+            TokenUse::Peer => "peer",
         }
     }
 }

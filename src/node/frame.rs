@@ -274,6 +274,23 @@ impl Header<'_> {
 /// for it.
 pub const ASSERTED_IDENTITY: &str = "assertedIdentity";
 
+/// The `body.assertedIdentity` string of `text` (whose `body` spans `body`), if it
+/// has exactly one.
+pub fn asserted_identity(text: &str, body: Option<(usize, usize)>) -> Option<String> {
+    let (start, end) = body?;
+    let inner = text.get(start..end)?;
+    if !inner.contains(ASSERTED_IDENTITY) {
+        return None;
+    }
+    let entries = serde_json::from_str::<Entries<'_>>(inner).ok()?;
+    let mut found = entries.0.iter().filter(|(k, _)| k == ASSERTED_IDENTITY);
+    let (_, v) = found.next()?;
+    if found.next().is_some() {
+        return None;
+    }
+    serde_json::from_str::<String>(v.get()).ok()
+}
+
 /// The top-level entries of a JSON object, in order, duplicates kept.
 struct Entries<'a>(Vec<(String, &'a RawValue)>);
 
@@ -377,6 +394,21 @@ mod tests {
     use super::*;
     use hyperty_actors::message::Message;
     use proptest::prelude::*;
+
+    #[test]
+    fn reads_the_asserted_identity() {
+        let t = r#"{"id":1,"type":"update","from":"hyperty://a/1","to":"hyperty://b/2","body":{"x":1,"assertedIdentity":"user://a/alice"}}"#;
+        let h = Header::parse(t).unwrap();
+        assert_eq!(
+            asserted_identity(t, h.body).as_deref(),
+            Some("user://a/alice")
+        );
+        let t = r#"{"id":1,"type":"update","from":"hyperty://a/1","to":"hyperty://b/2","body":{"assertedIdentity":"x","assertedIdentity":"y"}}"#;
+        let h = Header::parse(t).unwrap();
+        assert_eq!(asserted_identity(t, h.body), None, "ambiguous");
+        let t = r#"{"id":1,"type":"update","from":"hyperty://a/1","to":"hyperty://b/2"}"#;
+        assert_eq!(asserted_identity(t, Header::parse(t).unwrap().body), None);
+    }
 
     #[test]
     fn reads_the_routing_fields() {

@@ -11,12 +11,15 @@
 //!  │                        tokens; drops sessions in both above
 //!  ├── DomainRegistry (domain://registry.<D>) and QosBroker (domain://qos.<D>)
 //!  │                      — told of session lifecycle changes by the SessionManager
+//!  └── PeerConnector      — (when federation is on) owns the peer links, one
+//!                           actor per other domain (see crate::federation)
 //! HttpServer workers (one arbiter per core)
 //!  └── WsSession per connection (server::ws) — routes through the shared Router
 //! ```
 //!
 //! Time: [`NodeState::start_with_clock`] ([`NodeState::start`]: the system clock)
-//! hands one `Arc<dyn Clock>` to the policy engine, the QoS broker, the identity provider (whose
+//! hands one `Arc<dyn Clock>` to the policy engine, the QoS broker, the peer
+//! directory (peer token times), the identity provider (whose
 //! verifier the sessions check tokens with), the domain registry and the address
 //! holders, so expiry, token lifetimes and time conditions all follow one clock.
 //!
@@ -123,6 +126,8 @@ pub struct NodeState {
     pub(crate) verifier: TokenVerifier,
     pub(crate) pdp: PdpHandle,
     pub(crate) config: Arc<NodeConfig>,
+    pub(crate) federation: Option<Arc<crate::federation::PeerConnector>>,
+    pub(crate) clock: Arc<dyn Clock>,
 }
 
 impl NodeState {
@@ -181,7 +186,7 @@ impl NodeState {
         )?
         .start();
         let qos = crate::qos::QosBroker::new(&config.node.domain, config.qos.clone())
-            .with_clock(clock)
+            .with_clock(clock.clone())
             .start();
         let sessions = SessionManager::new(
             router.clone(),
@@ -200,7 +205,7 @@ impl NodeState {
         .start();
         router.set_evictions(sessions.clone().recipient());
         tracing::info!(domain = %config.node.domain, "messaging node started");
-        Ok(NodeState {
+        let mut state = NodeState {
             router,
             sessions,
             allocation,
@@ -211,7 +216,20 @@ impl NodeState {
             verifier,
             pdp,
             config: Arc::new(config),
-        })
+            federation: None,
+            clock,
+        };
+        if state.config.federation.enabled {
+            let peers = crate::federation::PeerConnector::start(&state);
+            state.router.set_peers(peers.clone());
+            state.federation = Some(peers);
+        }
+        Ok(state)
+    }
+
+    /// The peer connector (links to other domains' nodes), when federation is on.
+    pub fn federation(&self) -> Option<&Arc<crate::federation::PeerConnector>> {
+        self.federation.as_ref()
     }
 
     /// The routing tables and counters.
@@ -276,6 +294,9 @@ impl NodeState {
                 .configure(crate::domain_registry::configure)
                 .configure(crate::qos::configure)
                 .configure(crate::identity::configure);
+            if let Some(f) = &state.federation {
+                f.configure(cfg);
+            }
         }
     }
 }
@@ -288,6 +309,7 @@ async fn health(node: web::Data<NodeState>) -> HttpResponse {
         "sessions": r.session_count(),
         "live": r.live_count(),
         "stats": r.snapshot(),
+        "peers": node.federation.as_ref().map(|f| f.links()).unwrap_or_default(),
     }))
 }
 
@@ -337,6 +359,9 @@ impl NodeHandle {
         let _ = self.state.allocation.send(allocation::CloseStore).await;
         // closes the identity store, so the data directory can be opened again
         let _ = self.state.idp.send(crate::identity::Shutdown).await;
+        if let Some(f) = &self.state.federation {
+            f.stop().await;
+        }
     }
 }
 

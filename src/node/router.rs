@@ -16,6 +16,13 @@
 //! and everything under them) → every session subscribed to exactly that address
 //! (including the sender) → nothing (404 for requests, counted drop otherwise).
 //!
+//! An address of another domain (when federation is on) is owned by that domain's
+//! peer link, whose key is [`peer_key`]`(domain)`: the frame goes to the link's
+//! mailbox through [`PeerRoutes`] (the federation's peer connector, which owns the
+//! peer table) with the same byte account as a session's. A foreign address that
+//! local sessions subscribed to at its domain's node (`/sm` relayed there) goes to
+//! those subscribers instead.
+//!
 //! A frame is forwarded as the very text that arrived (a shared `ByteString`, one
 //! allocation for any fan-out). Each live recipient's queue has a byte budget (see
 //! [`outbound`](super::outbound)): above its slow-down mark the *sender* is told to
@@ -39,6 +46,52 @@ use super::outbound::{Charge, OutboundQueue};
 
 /// A session's stable key: its runtime token (it survives reconnection).
 pub type SessionKey = Arc<str>;
+
+/// The prefix of a peer link's session key (`peer:<domain>`); runtime session keys
+/// are UUIDs.
+pub const PEER_KEY_PREFIX: &str = "peer:";
+
+/// The session key of the link to `domain`'s node.
+pub fn peer_key(domain: &str) -> SessionKey {
+    Arc::from(format!("{PEER_KEY_PREFIX}{domain}"))
+}
+
+/// The domain an address belongs to: its authority, with the node-service prefixes
+/// of `domain://msg-node.<D>/…` and `domain://registry.<D>` taken off. `None` for
+/// `mn:/…` and malformed text.
+pub fn domain_of_address(addr: &str) -> Option<&str> {
+    let (scheme, rest) = addr.split_once("://")?;
+    let authority = &rest[..rest.find('/').unwrap_or(rest.len())];
+    if authority.is_empty() {
+        return None;
+    }
+    if scheme == "domain" {
+        for prefix in ["msg-node.", "registry."] {
+            if let Some(d) = authority.strip_prefix(prefix) {
+                return Some(d);
+            }
+        }
+    }
+    Some(authority)
+}
+
+/// Where frames for another domain's node go: the link's mailbox and its byte account.
+#[derive(Debug, Clone)]
+pub struct PeerRoute {
+    /// The link actor.
+    pub conn: Recipient<Outbound>,
+    /// Its outbound byte account.
+    pub queue: Arc<OutboundQueue>,
+    /// How to close its current connection (a peer past its budget).
+    pub kicker: Recipient<Kick>,
+}
+
+/// The federation's peer connector as the router sees it.
+pub trait PeerRoutes: Send + Sync + std::fmt::Debug {
+    /// The route to `domain`'s node, set up at first use; `None` if no link to it
+    /// may be made (too many peers).
+    fn route_to(&self, domain: &str) -> Option<PeerRoute>;
+}
 
 /// A frame for a session's client.
 #[derive(Debug, Clone, actix::Message)]
@@ -202,6 +255,19 @@ pub enum Delivered {
     Dropped,
 }
 
+/// Where a frame may go: anywhere, or (it came over a peer link) to local sessions only.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Hop {
+    Any,
+    Local,
+}
+
+impl Hop {
+    fn may(self, key: &str) -> bool {
+        self == Hop::Any || !key.starts_with(PEER_KEY_PREFIX)
+    }
+}
+
 /// Counts one more holder of `key`, unless it already has `limit`.
 fn acquire<K: std::hash::Hash + Eq>(map: &DashMap<K, usize>, key: K, limit: usize) -> bool {
     let mut n = map.entry(key).or_insert(0);
@@ -305,6 +371,8 @@ pub struct Router {
     per_user: DashMap<Arc<str>, usize>,
     /// Where evictions go (the session manager), set once at start-up.
     evictions: OnceLock<Recipient<Evict>>,
+    /// Links to other domains' nodes, set once at start-up when federation is on.
+    peers: OnceLock<Arc<dyn PeerRoutes>>,
     /// Counters.
     pub stats: NodeStats,
 }
@@ -347,6 +415,7 @@ impl Router {
             per_ip: DashMap::new(),
             per_user: DashMap::new(),
             evictions: OnceLock::new(),
+            peers: OnceLock::new(),
             stats: NodeStats::default(),
         }
     }
@@ -506,12 +575,31 @@ impl Router {
         self.slots.get(key).and_then(|s| s.runtime.clone())
     }
 
-    /// The session that owns `to`: an allocated address, or the longest runtime or
-    /// stub URL `to` is or lies under.
+    /// Sets where frames for other domains go (once, at start-up).
+    pub fn set_peers(&self, peers: Arc<dyn PeerRoutes>) {
+        let _ = self.peers.set(peers);
+    }
+
+    /// The other domain `addr` belongs to, when federation is on.
+    pub fn foreign_domain<'a>(&self, addr: &'a str) -> Option<&'a str> {
+        self.peers.get()?;
+        domain_of_address(addr).filter(|d| *d != self.domain)
+    }
+
+    /// The session that owns `to`: an allocated address, the longest runtime or
+    /// stub URL `to` is or lies under, or for an address of another domain that no
+    /// local session subscribed to, that domain's peer link.
     pub fn owner_of(&self, to: &str) -> Option<SessionKey> {
         if let Some(k) = self.owners.get(to) {
             return Some(k.clone());
         }
+        self.runtime_owner(to).or_else(|| {
+            let domain = self.foreign_domain(to)?;
+            (!self.subscribers.contains_key(to)).then(|| peer_key(domain))
+        })
+    }
+
+    fn runtime_owner(&self, to: &str) -> Option<SessionKey> {
         if !(to.starts_with("runtime://") || to.starts_with("hyperty-runtime://")) {
             return None;
         }
@@ -533,17 +621,31 @@ impl Router {
     /// Routes a client frame to the sessions behind the recipients `to` (one copy per
     /// session, however many of its addresses are listed).
     pub fn route(&self, to: &ToRef<'_>, frame: &ByteString) -> Routed {
+        self.route_via(to, frame, Hop::Any)
+    }
+
+    /// Routes a frame that came over a peer link: like [`route`](Self::route), but
+    /// never to a peer link (a frame crosses one link at most).
+    pub fn route_from_peer(&self, to: &ToRef<'_>, frame: &ByteString, event: bool) -> Routed {
+        if event {
+            self.route_event_via(to, frame, Hop::Local)
+        } else {
+            self.route_via(to, frame, Hop::Local)
+        }
+    }
+
+    fn route_via(&self, to: &ToRef<'_>, frame: &ByteString, hop: Hop) -> Routed {
         let mut tally = Tally::default();
         match to {
             ToRef::One(t) => {
                 if let Some(s) = self.service(t) {
                     return Routed::Service(s);
                 }
-                if let Some(k) = self.owner_of(t) {
+                if let Some(k) = self.owner_of(t).filter(|k| hop.may(k)) {
                     tally.add(self, &k, self.deliver(&k, frame));
                 } else if let Some(subs) = self.subscribers.get(t.as_ref()) {
                     // a resource's subscriber list holds each session once
-                    for k in subs.iter() {
+                    for k in subs.iter().filter(|k| hop.may(k)) {
                         tally.add(self, k, self.deliver(k, frame));
                     }
                 }
@@ -559,7 +661,7 @@ impl Router {
                     if let Some(s) = self.service(t) {
                         return Routed::Service(s);
                     }
-                    if let Some(k) = self.owner_of(t) {
+                    if let Some(k) = self.owner_of(t).filter(|k| hop.may(k)) {
                         if seen.insert(k.clone()) {
                             targets.push(k);
                         }
@@ -567,7 +669,7 @@ impl Router {
                     }
                     match self.subscribers.get(t.as_ref()) {
                         Some(subs) if !subs.is_empty() => {
-                            for k in subs.iter() {
+                            for k in subs.iter().filter(|k| hop.may(k)) {
                                 if seen.insert(k.clone()) {
                                     targets.push(k.clone());
                                 }
@@ -593,9 +695,14 @@ impl Router {
     /// `to` and the event's bcc narrowed to that session's entities (see
     /// [`events`](super::events)); unowned recipients go to subscribers as usual.
     pub fn route_event(&self, to: &ToRef<'_>, frame: &ByteString) -> Routed {
-        let (copies, unowned) = match super::events::split(frame, |t| self.owner_of(t)) {
+        self.route_event_via(to, frame, Hop::Any)
+    }
+
+    fn route_event_via(&self, to: &ToRef<'_>, frame: &ByteString, hop: Hop) -> Routed {
+        let owner = |t: &str| self.owner_of(t).filter(|k| hop.may(k));
+        let (copies, unowned) = match super::events::split(frame, owner) {
             Ok(split) => split,
-            Err(_) => return self.route(to, frame),
+            Err(_) => return self.route_via(to, frame, hop),
         };
         let mut tally = Tally::default();
         for c in copies {
@@ -606,7 +713,7 @@ impl Router {
         for t in &unowned {
             match self.subscribers.get(t.as_str()) {
                 Some(subs) if !subs.is_empty() => {
-                    for k in subs.iter() {
+                    for k in subs.iter().filter(|k| hop.may(k)) {
                         tally.add(self, k, self.deliver(k, frame));
                     }
                 }
@@ -623,6 +730,9 @@ impl Router {
 
     /// Hands `frame` to the session `key`.
     pub fn deliver(&self, key: &str, frame: &ByteString) -> Delivered {
+        if let Some(domain) = key.strip_prefix(PEER_KEY_PREFIX) {
+            return self.deliver_to_peer(domain, frame);
+        }
         let Some(slot) = self.slots.get(key) else {
             self.stats.dropped.fetch_add(1, Relaxed);
             return Delivered::Dropped;
@@ -658,8 +768,52 @@ impl Router {
         self.buffer(&slot, frame)
     }
 
-    /// The outbound queue of session `key`'s live connection.
+    /// Hands `frame` to the link to `domain`'s node (which queues it while the link
+    /// is down); a link past its byte budget is closed and reconnects.
+    fn deliver_to_peer(&self, domain: &str, frame: &ByteString) -> Delivered {
+        let Some(route) = self.peers.get().and_then(|p| p.route_to(domain)) else {
+            self.stats.dropped.fetch_add(1, Relaxed);
+            return Delivered::Dropped;
+        };
+        let charge = route.queue.charge(frame.len());
+        let sent = match charge {
+            Charge::OverBudget => {
+                tracing::warn!(
+                    peer = domain,
+                    "closing a peer link past its outbound budget"
+                );
+                self.stats.slow_consumers.fetch_add(1, Relaxed);
+                route.kicker.do_send(Kick {
+                    reason: "slow consumer: outbound budget exceeded".to_owned(),
+                });
+                false
+            }
+            Charge::Closed => false,
+            _ => match route.conn.try_send(Outbound(frame.clone())) {
+                Ok(()) => true,
+                Err(_) => {
+                    route.queue.refund(frame.len());
+                    false
+                }
+            },
+        };
+        if !sent {
+            self.stats.dropped.fetch_add(1, Relaxed);
+            return Delivered::Dropped;
+        }
+        self.stats.delivered.fetch_add(1, Relaxed);
+        if charge == Charge::Congested {
+            Delivered::Congested
+        } else {
+            Delivered::Queued
+        }
+    }
+
+    /// The outbound queue of session `key`'s live connection (or peer link).
     pub fn queue_of(&self, key: &str) -> Option<Arc<OutboundQueue>> {
+        if let Some(domain) = key.strip_prefix(PEER_KEY_PREFIX) {
+            return self.peers.get()?.route_to(domain).map(|r| r.queue);
+        }
         self.slots.get(key).and_then(|s| s.queue.clone())
     }
 
@@ -795,6 +949,41 @@ mod tests {
         assert!(r.owns("k2", "runtime://d.org/abc/deep/x"));
         assert!(!r.owns("k1", "runtime://d.org/abc/deep/x"));
         assert!(r.owns("k1", "runtime://d.org/abc/deeper"));
+    }
+
+    #[test]
+    fn domains_of_addresses() {
+        assert_eq!(domain_of_address("hyperty://b.org/1"), Some("b.org"));
+        assert_eq!(
+            domain_of_address("domain://msg-node.b.org/sm"),
+            Some("b.org")
+        );
+        assert_eq!(domain_of_address("domain://registry.b.org"), Some("b.org"));
+        assert_eq!(domain_of_address("domain-idp://b.org"), Some("b.org"));
+        assert_eq!(domain_of_address("user://b.org/alice"), Some("b.org"));
+        assert_eq!(domain_of_address("mn:/session"), None);
+        assert_eq!(peer_key("b.org").as_ref(), "peer:b.org");
+    }
+
+    #[test]
+    fn frames_from_a_peer_never_go_to_a_peer() {
+        let r = Router::new("d.org", 8);
+        r.subscribers
+            .insert(Arc::from("comm://d.org/o/changes"), vec![peer_key("b.org")]);
+        let to = ToRef::One("comm://d.org/o/changes".into());
+        let f = ByteString::from_static("{}");
+        assert!(matches!(
+            r.route(&to, &f),
+            Routed::Delivered { dropped: 1, .. }
+        ));
+        assert!(matches!(
+            r.route_from_peer(&to, &f, false),
+            Routed::NoRoute(_)
+        ));
+        assert!(matches!(
+            r.route_from_peer(&to, &f, true),
+            Routed::NoRoute(_)
+        ));
     }
 
     #[test]

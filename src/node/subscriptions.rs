@@ -15,6 +15,12 @@
 //! [`AddressAllocation`](super::allocation::AddressAllocation) ([`Reclaim`]) —
 //! 403 if another session holds one or another identity held it.
 //!
+//! Across domains (federation): a session's `subscribe` to another domain's
+//! `domain://msg-node.<B>/sm` travels to B's node, which holds the subscription for
+//! the peer link; this node records a [`Mirror`] of it, so the frames B's node
+//! sends over the link for those resources reach the session. A peer link may
+//! subscribe only to resources of this node's domain (403 otherwise).
+//!
 //! The session lifecycle events (`domain://msg-node.<D>/session-events`) may be
 //! subscribed to only by policy managers (`policy.managers`); anyone else → 403.
 
@@ -29,13 +35,26 @@ use tracing::debug;
 
 use super::allocation::{AddressAllocation, NodeRequest, Reclaim, Release};
 use super::rights::is_manager;
-use super::router::{Router, SessionKey};
+use super::router::{domain_of_address, Router, SessionKey, PEER_KEY_PREFIX};
 use crate::config::SubscriptionsSection;
 
 /// Removes every subscription of a session.
 #[derive(Debug, Clone, actix::Message)]
 #[rtype(result = "usize")]
 pub struct DropSubscriptions(pub SessionKey);
+
+/// A session's `/sm` request relayed to `domain`'s node: the same resources of
+/// that domain are routed here to the session (or no longer, for `unsubscribe`).
+#[derive(Debug, Clone, actix::Message)]
+#[rtype(result = "()")]
+pub struct Mirror {
+    /// The subscribing session.
+    pub session: SessionKey,
+    /// Its `subscribe` or `unsubscribe`.
+    pub msg: Message,
+    /// The domain whose node holds the subscription.
+    pub domain: String,
+}
 
 /// The subscription manager actor.
 #[derive(Debug)]
@@ -157,6 +176,15 @@ impl SubscriptionManager {
             Ok(l) => l,
             Err(e) => return Box::pin(fut::ready(r.msg.reply_error(ResponseCode::BadRequest, e))),
         };
+        if r.session.starts_with(PEER_KEY_PREFIX) {
+            let domain = self.router.domain();
+            if let Some(foreign) = list.iter().find(|a| domain_of_address(a) != Some(domain)) {
+                return Box::pin(fut::ready(r.msg.reply_error(
+                    ResponseCode::Forbidden,
+                    format!("a peer may subscribe only to resources of {domain}, not {foreign}"),
+                )));
+            }
+        }
         let events = self.router.events_address();
         if list.iter().any(|a| a == events)
             && !is_manager(
@@ -240,6 +268,34 @@ impl Handler<NodeRequest> for SubscriptionManager {
                     r.msg.kind
                 ),
             ))),
+        }
+    }
+}
+
+impl Handler<Mirror> for SubscriptionManager {
+    type Result = ();
+    fn handle(&mut self, m: Mirror, _: &mut Context<Self>) {
+        let subscribe = m.msg.kind == MessageType::Subscribe;
+        let legacy = if subscribe {
+            "subscribe"
+        } else {
+            "unsubscribe"
+        };
+        let Ok(list) = Self::resources(&m.msg, legacy) else {
+            return;
+        };
+        let list: Vec<String> = list
+            .into_iter()
+            .filter(|r| domain_of_address(r) == Some(m.domain.as_str()))
+            .collect();
+        if subscribe {
+            if let Err(e) = self.add(&m.session, &list) {
+                debug!(session = %m.session, error = %e, "mirrored subscription refused");
+            }
+        } else {
+            for r in &list {
+                self.remove(&m.session, r);
+            }
         }
     }
 }

@@ -10,12 +10,21 @@
 //!
 //! A [`Gate`] lets the session stop reading altogether while a recipient it sends to
 //! is congested (see [`outbound`](crate::node::outbound)); it is opened again when
-//! the recipient has drained.
+//! the recipient has drained. [`Gated`] puts the same gate on a stream that is
+//! decoded elsewhere (the frames of a federation link this node dialled).
+//!
+//! [`Admission`] is the rate and abuse account of one connection: every frame
+//! takes a token from its rate limiter, and a connection refused too often within
+//! a window is abusive and closed. Runtime sessions and federation links share
+//! these pieces, so a peer gets the same treatment as a session.
 
+use std::cell::Cell;
+use std::num::NonZeroU32;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
 use std::sync::Arc;
 use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
 
 use actix_codec::Decoder;
 use actix_http::ws::{Codec, Frame, Message, ProtocolError};
@@ -24,6 +33,12 @@ use bytes::{Bytes, BytesMut};
 use bytestring::ByteString;
 use futures_util::task::AtomicWaker;
 use futures_util::Stream;
+use governor::clock::DefaultClock;
+use governor::state::{InMemoryState, NotKeyed};
+use governor::{Quota, RateLimiter};
+
+use crate::config::LimitsSection;
+use crate::node::outbound::OutboundQueue;
 
 /// Pauses and resumes the reading of one connection.
 #[derive(Debug, Default)]
@@ -47,6 +62,139 @@ impl Gate {
     /// True while paused.
     pub fn is_paused(&self) -> bool {
         self.paused.load(Relaxed)
+    }
+
+    /// True if reading may go on; otherwise `cx` is woken at the next resume.
+    fn poll_open(&self, cx: &mut Context<'_>) -> bool {
+        if !self.is_paused() {
+            return true;
+        }
+        self.waker.register(cx.waker());
+        // re-check: a resume may have raced the registration
+        !self.is_paused()
+    }
+
+    /// Pauses reading until `queue` (a congested recipient's) has drained, is
+    /// closed, or `deadline` passed: the future to drive resumes the gate. `None` if
+    /// the gate is paused already.
+    pub fn hold(
+        self: &Arc<Self>,
+        queue: Arc<OutboundQueue>,
+        deadline: Duration,
+    ) -> Option<impl std::future::Future<Output = ()> + 'static> {
+        if self.is_paused() {
+            return None;
+        }
+        self.pause();
+        let gate = self.clone();
+        Some(async move {
+            queue.space(deadline).await;
+            gate.resume();
+        })
+    }
+}
+
+/// Any stream of frames, read only while its [`Gate`] is open.
+#[derive(Debug)]
+pub struct Gated<S> {
+    inner: S,
+    gate: Arc<Gate>,
+}
+
+impl<S> Gated<S> {
+    /// `inner`, paused by `gate`.
+    pub fn new(inner: S, gate: Arc<Gate>) -> Self {
+        Gated { inner, gate }
+    }
+}
+
+impl<S: Stream + Unpin> Stream for Gated<S> {
+    type Item = S::Item;
+
+    fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<S::Item>> {
+        let this = self.get_mut();
+        if !this.gate.poll_open(cx) {
+            return Poll::Pending;
+        }
+        Pin::new(&mut this.inner).poll_next(cx)
+    }
+}
+
+/// What counting one refused frame found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refusal {
+    /// Counted; the connection goes on.
+    Counted,
+    /// This refusal made the connection abusive: close it now.
+    NowAbusive,
+    /// The connection is abusive already (it is being closed).
+    Abusive,
+}
+
+/// The rate limit and abuse account of one connection (`[limits]`).
+pub struct Admission {
+    limiter: RateLimiter<NotKeyed, InMemoryState, DefaultClock>,
+    /// Refusals in the current window, and when the window began (cells: refusal
+    /// paths borrow their connection immutably).
+    refusals: Cell<(u32, Instant)>,
+    abusive: Cell<bool>,
+    threshold: u32,
+    window: Duration,
+}
+
+impl std::fmt::Debug for Admission {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Admission")
+            .field("refusals", &self.refusals.get().0)
+            .field("abusive", &self.abusive.get())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Admission {
+    /// `limits.messages_per_second` sustained plus `limits.burst`; abusive after
+    /// `limits.abuse_threshold` refusals within `limits.abuse_window_ms`.
+    pub fn new(limits: &LimitsSection) -> Admission {
+        let quota = Quota::per_second(
+            NonZeroU32::new(limits.messages_per_second).unwrap_or(NonZeroU32::MIN),
+        )
+        .allow_burst(NonZeroU32::new(limits.burst).unwrap_or(NonZeroU32::MIN));
+        Admission {
+            limiter: RateLimiter::direct(quota),
+            refusals: Cell::new((0, Instant::now())),
+            abusive: Cell::new(false),
+            threshold: limits.abuse_threshold,
+            window: Duration::from_millis(limits.abuse_window_ms),
+        }
+    }
+
+    /// Takes one frame's token: false if the connection is over its rate.
+    pub fn check(&self) -> bool {
+        self.limiter.check().is_ok()
+    }
+
+    /// Counts a refused frame.
+    pub fn refuse(&self) -> Refusal {
+        if self.abusive.get() {
+            return Refusal::Abusive;
+        }
+        let (mut n, mut since) = self.refusals.get();
+        let now = Instant::now();
+        if now.duration_since(since) > self.window {
+            (n, since) = (0, now);
+        }
+        n += 1;
+        self.refusals.set((n, since));
+        if n < self.threshold {
+            return Refusal::Counted;
+        }
+        self.abusive.set(true);
+        Refusal::NowAbusive
+    }
+
+    /// True once the connection was found abusive.
+    pub fn is_abusive(&self) -> bool {
+        self.abusive.get()
     }
 }
 
@@ -108,12 +256,8 @@ where
 
     fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
         let this = self.get_mut();
-        if this.gate.is_paused() {
-            this.gate.waker.register(cx.waker());
-            // re-check: a resume may have raced the registration
-            if this.gate.is_paused() {
-                return Poll::Pending;
-            }
+        if !this.gate.poll_open(cx) {
+            return Poll::Pending;
         }
         while this.discarding {
             match Pin::new(&mut this.payload).poll_next(cx) {
@@ -198,6 +342,36 @@ mod tests {
         let mut s = BoundedFrames::new(futures_util::stream::iter(chunks), 1024, Arc::default());
         assert!(matches!(s.next().await, Some(Err(ProtocolError::Overflow))));
         assert!(s.next().await.is_none(), "the rest is dropped");
+    }
+
+    #[test]
+    fn refusals_past_the_threshold_make_a_connection_abusive() {
+        let limits = LimitsSection {
+            messages_per_second: 1,
+            burst: 2,
+            abuse_threshold: 3,
+            ..LimitsSection::default()
+        };
+        let a = Admission::new(&limits);
+        assert!(a.check() && a.check());
+        assert!(!a.check(), "over the burst");
+        assert_eq!(a.refuse(), Refusal::Counted);
+        assert_eq!(a.refuse(), Refusal::Counted);
+        assert_eq!(a.refuse(), Refusal::NowAbusive);
+        assert_eq!(a.refuse(), Refusal::Abusive);
+        assert!(a.is_abusive());
+    }
+
+    #[actix::test]
+    async fn a_gated_stream_waits_for_its_gate() {
+        let gate = Arc::new(Gate::default());
+        let mut s = Gated::new(futures_util::stream::iter(vec![1, 2]), gate.clone());
+        gate.pause();
+        let waker = futures_util::task::noop_waker();
+        let mut cx = Context::from_waker(&waker);
+        assert!(Pin::new(&mut s).poll_next(&mut cx).is_pending());
+        gate.resume();
+        assert_eq!(s.next().await, Some(1));
     }
 
     #[actix::test]

@@ -23,7 +23,6 @@
 //!
 //! All uses of `actix-web-actors` are in this file.
 
-use std::num::NonZeroU32;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -32,9 +31,6 @@ use actix_web::{web, HttpRequest, HttpResponse};
 use actix_web_actors::ws;
 use bytes::BytesMut;
 use bytestring::ByteString;
-use governor::clock::DefaultClock;
-use governor::state::{InMemoryState, NotKeyed};
-use governor::{Quota, RateLimiter};
 use hyperty_actors::address::Address;
 use hyperty_actors::message::{Message, MessageType, ParseError, ResponseCode, To};
 use serde_json::{json, Value};
@@ -51,11 +47,16 @@ use crate::node::sessions::{
     Authenticated, BindStub, Close, Connected, Lost, Open, Opened, ReOpen, Renew, SessionRefused,
 };
 use crate::node::NodeState;
-use crate::server::inbound::{BoundedFrames, Gate};
+use crate::server::inbound::{Admission, BoundedFrames, Gate, Refusal};
 use hyperty_actors::error::ToResponseCode;
 use hyperty_actors::policy::{domain_of, judge, PolicyRequest, PolicySet};
 
 static NEXT_CONN: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+/// A fresh connection id (runtime sessions and federation links share the count).
+pub(crate) fn next_conn_id() -> u64 {
+    NEXT_CONN.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1
+}
 
 /// The actor of one WebSocket connection.
 pub struct WsSession {
@@ -75,11 +76,7 @@ pub struct WsSession {
     fragments: Option<BytesMut>,
     peer: String,
     ip: Option<std::net::IpAddr>,
-    limiter: RateLimiter<NotKeyed, InMemoryState, DefaultClock>,
-    /// Refusals in the current abuse window, and when the window began (cells: the
-    /// refusal paths borrow the session immutably).
-    refusals: std::cell::Cell<(u32, Instant)>,
-    abusive: std::cell::Cell<bool>,
+    admission: Admission,
     /// The client's frames, until the actor starts reading them.
     inbound: Option<BoundedFrames<web::Payload>>,
     gate: Arc<Gate>,
@@ -130,10 +127,6 @@ pub async fn upgrade(
             ));
         }
     }
-    let limits = &node.config.limits;
-    let quota =
-        Quota::per_second(NonZeroU32::new(limits.messages_per_second).unwrap_or(NonZeroU32::MIN))
-            .allow_burst(NonZeroU32::new(limits.burst).unwrap_or(NonZeroU32::MIN));
     let s = &node.config.session;
     let mut response = match ws::handshake(&req) {
         Ok(r) => r,
@@ -155,16 +148,14 @@ pub async fn upgrade(
     );
     let session = WsSession {
         ip,
-        limiter: RateLimiter::direct(quota),
-        refusals: std::cell::Cell::new((0, Instant::now())),
-        abusive: std::cell::Cell::new(false),
+        admission: Admission::new(&node.config.limits),
         inbound: Some(BoundedFrames::new(stream, s.max_frame_size, gate.clone())),
         gate,
         queue,
         batch: 0,
         closing: false,
         key: Arc::from(uuid::Uuid::new_v4().to_string()),
-        conn_id: NEXT_CONN.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1,
+        conn_id: next_conn_id(),
         runtime: None,
         identity: None,
         last_heard: Instant::now(),
@@ -221,7 +212,7 @@ impl Actor for WsSession {
     }
 
     fn stopped(&mut self, _: &mut Self::Context) {
-        if self.abusive.get() {
+        if self.admission.is_abusive() {
             self.stop_reason = "abusive";
         }
         // senders waiting for this queue go on; later frames go to the grace buffer
@@ -268,7 +259,51 @@ impl Handler<Kick> for WsSession {
     }
 }
 
-fn error_frame(
+/// How a refused frame is treated (sessions and peer links alike).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct RefusalRule {
+    /// It counts towards the connection's abuse account (400, 403, 429).
+    pub(crate) abuse: bool,
+    /// Its sender is told.
+    pub(crate) report: bool,
+}
+
+/// Counts a frame of `kind` refused with `code` and says how to treat it: a
+/// refusal (403/400) is reported for anything but a response; a missing route or
+/// capacity (404/408/429) only to requests — notifications are dropped and counted.
+pub(crate) fn refusal_rule(
+    stats: &crate::node::router::NodeStats,
+    kind: &MessageType,
+    code: ResponseCode,
+) -> RefusalRule {
+    use std::sync::atomic::Ordering::Relaxed;
+    let counter = match code {
+        ResponseCode::Forbidden => &stats.forbidden,
+        ResponseCode::NotFound => &stats.not_found,
+        ResponseCode::TooManyRequests => &stats.rate_limited,
+        _ => &stats.bad_requests,
+    };
+    counter.fetch_add(1, Relaxed);
+    let report = match code {
+        ResponseCode::NotFound | ResponseCode::RequestTimeout | ResponseCode::TooManyRequests => {
+            kind.expects_response()
+        }
+        _ => *kind != MessageType::Response,
+    };
+    if !report {
+        stats.dropped.fetch_add(1, Relaxed);
+    }
+    RefusalRule {
+        abuse: matches!(
+            code,
+            ResponseCode::Forbidden | ResponseCode::BadRequest | ResponseCode::TooManyRequests
+        ),
+        report,
+    }
+}
+
+/// A reTHINK error response as wire text.
+pub(crate) fn error_frame(
     id: Option<Value>,
     from: &str,
     to: Option<&str>,
@@ -289,8 +324,26 @@ fn error_frame(
     v.to_string()
 }
 
+/// The whole message of a frame whose header `h` is valid (a string id is carried
+/// aside: [`Message`] ids are numbers); a `body.assertedIdentity` is dropped.
+pub(crate) fn full_message(text: &str, h: &Header<'_>) -> Result<Message, ParseError> {
+    let parsed = match &h.id {
+        FrameId::Num(_) => Message::parse(text),
+        FrameId::Text(_) => serde_json::from_str::<Value>(text)
+            .map_err(|e| ParseError::Json(e.to_string()))
+            .and_then(|mut v| {
+                v["id"] = json!(1);
+                Message::from_value(v)
+            }),
+    };
+    parsed.map(|mut m| {
+        m.body.extra.remove(ASSERTED_IDENTITY);
+        m
+    })
+}
+
 /// A node answer on the wire, with the id the request came with.
-fn answer_text(msg: &Message, id: &FrameId<'_>) -> String {
+pub(crate) fn answer_text(msg: &Message, id: &FrameId<'_>) -> String {
     match id {
         FrameId::Num(_) => msg.to_json(),
         FrameId::Text(_) => {
@@ -332,31 +385,11 @@ impl WsSession {
         code: ResponseCode,
         description: &str,
     ) {
-        let stats = &self.node.router.stats;
-        let counter = match code {
-            ResponseCode::Forbidden => &stats.forbidden,
-            ResponseCode::NotFound => &stats.not_found,
-            ResponseCode::TooManyRequests => &stats.rate_limited,
-            _ => &stats.bad_requests,
-        };
-        counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let abuse = matches!(
-            code,
-            ResponseCode::Forbidden | ResponseCode::BadRequest | ResponseCode::TooManyRequests
-        );
-        if abuse && self.count_refusal(ctx) {
+        let rule = refusal_rule(&self.node.router.stats, &h.kind, code);
+        if rule.abuse && self.count_refusal(ctx) {
             return;
         }
-        // a refusal (403/400) is reported for anything but a response; a missing
-        // route or capacity (404/408/429) only to requests: notifications are
-        // dropped and counted
-        let report = match code {
-            ResponseCode::NotFound
-            | ResponseCode::RequestTimeout
-            | ResponseCode::TooManyRequests => h.kind.expects_response(),
-            _ => h.kind != MessageType::Response,
-        };
-        if report {
+        if rule.report {
             ctx.text(error_frame(
                 Some(h.id.to_json()),
                 h.to.first(),
@@ -364,12 +397,6 @@ impl WsSession {
                 code,
                 description,
             ));
-        } else {
-            self.node
-                .router
-                .stats
-                .dropped
-                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         }
     }
 
@@ -383,12 +410,12 @@ impl WsSession {
             Ok(h) => h,
             Err((e, partial)) => {
                 // a malformed frame costs its sender a token like any other
-                let _ = self.limiter.check();
+                let _ = self.admission.check();
                 return self.bad_request(ctx, &e, &partial);
             }
         };
         let _span = tracing::trace_span!("node.frame", id = %h.id, kind = %h.kind, from = %h.loggable_from(), to = %h.to.first()).entered();
-        if self.limiter.check().is_err() {
+        if !self.admission.check() {
             return self.refuse(
                 ctx,
                 &h,
@@ -469,7 +496,8 @@ impl WsSession {
         if let Some(s) = service {
             return self.service_request(s, text, ctx);
         }
-        let Some(stamp) = self.permitted(h) else {
+        let user = self.identity.as_ref().map(|(i, _)| &**i);
+        let Some(stamp) = permits(&self.node, h, user, user.map(domain_of)) else {
             return self.refuse(ctx, h, ResponseCode::Forbidden, "Blocked by policy");
         };
         // the client's own assertedIdentity never goes through; the node's does,
@@ -479,6 +507,9 @@ impl WsSession {
             .as_ref()
             .filter(|_| stamp)
             .map(|(_, json)| json.as_str());
+        if matches!(h.kind, MessageType::Subscribe | MessageType::Unsubscribe) {
+            self.mirror_foreign_subscription(h, text);
+        }
         let stamped_frame = stamped(text, h.body, identity).map(ByteString::from);
         let frame = stamped_frame.as_ref().unwrap_or(text);
         let router = &self.node.router;
@@ -509,92 +540,26 @@ impl WsSession {
         }
     }
 
-    /// The node's PEP: every recipient must be permitted by the node's policies,
-    /// decided by the one policy function ([`judge`]) on the header and the
-    /// session's authenticated identity (which counts as asserted: the node checked
-    /// it at `open`). `None`: blocked; `Some(stamp)`: deliver, stamping
-    /// `assertedIdentity` unless a `strip-identity` obligation says not to.
-    fn permitted(&self, h: &Header<'_>) -> Option<bool> {
-        let policies = self.node.pdp.policies();
-        let snap = policies.snapshot();
-        let user = self.identity.as_ref().map(|(i, _)| &**i);
-        let asserted_domain = user.map(domain_of);
-        let now = if snap.needs_time() {
-            policies.clock().now_ms()
-        } else {
-            0
+    /// A `subscribe`/`unsubscribe` to another domain's `/sm` goes there; its
+    /// resources are routed here to this session too (see
+    /// [`Mirror`](crate::node::subscriptions::Mirror)).
+    fn mirror_foreign_subscription(&self, h: &Header<'_>, text: &str) {
+        let to = h.to.first();
+        let Some(domain) = self.node.router.foreign_domain(to) else {
+            return;
         };
-        let mut stamp = true;
-        for t in h.to.iter() {
-            let req = PolicyRequest::new(h.kind.as_str(), &h.from, t)
-                .with_identity(user, user.is_some())
-                .at(now);
-            let v = judge(&snap, &req, asserted_domain);
-            if !v.permit {
-                return None;
-            }
-            stamp &= !v.strip_identity;
+        if to != format!("domain://msg-node.{domain}/sm") {
+            return;
         }
-        Some(stamp)
-    }
-
-    /// Policy management at `domain://msg-node.<D>/pep`, for sessions whose
-    /// authenticated identity matches `policy.managers`: `create {value: <policy
-    /// set>}` adds (or replaces) a set, `delete {resource: <set id>}` removes it,
-    /// `read` lists the sets.
-    fn manage_policies(&self, msg: Message) -> ResponseFuture<Message> {
-        let managers = &self.node.config.policy.managers;
-        if !is_manager(managers, self.identity.as_ref().map(|(i, _)| &**i)) {
-            return Box::pin(async move {
-                msg.reply_error(
-                    ResponseCode::Forbidden,
-                    "only policy managers may manage the node's policies",
-                )
-            });
+        if let Ok(msg) = Message::parse(text) {
+            self.node
+                .subscriptions
+                .do_send(crate::node::subscriptions::Mirror {
+                    session: self.key.clone(),
+                    msg,
+                    domain: domain.to_owned(),
+                });
         }
-        let pdp = self.node.pdp.clone();
-        Box::pin(async move {
-            let result = match msg.kind {
-                MessageType::Create => match msg.body.value.clone().map(PolicySet::from_value) {
-                    Some(Ok(set)) => pdp.add_policies(vec![set]).await.map(|()| Value::Null),
-                    Some(Err(e)) => Err(e),
-                    None => {
-                        return msg
-                            .reply_error(ResponseCode::BadRequest, "missing field 'body.value'")
-                    }
-                },
-                MessageType::Delete => {
-                    let ids: Vec<String> = msg
-                        .body
-                        .resource
-                        .iter()
-                        .flat_map(|r| r.iter().cloned())
-                        .collect();
-                    if ids.is_empty() {
-                        return msg.reply_error(
-                            ResponseCode::BadRequest,
-                            "missing field 'body.resource'",
-                        );
-                    }
-                    pdp.remove_policies(ids).await.map(|()| Value::Null)
-                }
-                MessageType::Read => pdp
-                    .list_policies()
-                    .await
-                    .map(|sets| serde_json::to_value(sets).unwrap_or_default()),
-                _ => {
-                    return msg.reply_error(
-                        ResponseCode::BadRequest,
-                        "the node PEP takes create, delete and read",
-                    )
-                }
-            };
-            match result {
-                Ok(Value::Null) => msg.reply(ResponseCode::Ok),
-                Ok(v) => msg.reply_value(ResponseCode::Ok, v),
-                Err(e) => msg.reply_error(e.response_code(), e.to_string()),
-            }
-        })
     }
 
     /// Sends a close frame, ignores the client from now on, and stops once the client
@@ -630,21 +595,11 @@ impl WsSession {
     /// Counts a refused frame; past `limits.abuse_threshold` refusals within
     /// `limits.abuse_window_ms` the connection is closed (true: it is).
     fn count_refusal(&self, ctx: &mut ws::WebsocketContext<Self>) -> bool {
-        if self.abusive.get() {
-            return true;
+        match self.admission.refuse() {
+            Refusal::Counted => return false,
+            Refusal::Abusive => return true,
+            Refusal::NowAbusive => {}
         }
-        let limits = &self.node.config.limits;
-        let (mut n, mut since) = self.refusals.get();
-        let now = Instant::now();
-        if now.duration_since(since) > Duration::from_millis(limits.abuse_window_ms) {
-            (n, since) = (0, now);
-        }
-        n += 1;
-        self.refusals.set((n, since));
-        if n < limits.abuse_threshold {
-            return false;
-        }
-        self.abusive.set(true);
         self.node
             .router
             .stats
@@ -658,7 +613,7 @@ impl WsSession {
     /// Frames that are not text (binary, ping, continuation) count against the rate
     /// too; over it they are dropped and count as refusals. True if admitted.
     fn admit(&self, ctx: &mut ws::WebsocketContext<Self>) -> bool {
-        if self.limiter.check().is_ok() {
+        if self.admission.check() {
             return true;
         }
         self.node
@@ -673,20 +628,16 @@ impl WsSession {
     /// A recipient's queue is congested: stop reading this client until it drains
     /// (or the recipient is evicted at its write deadline).
     fn slow_down(&mut self, queue: Arc<OutboundQueue>, ctx: &mut ws::WebsocketContext<Self>) {
-        if self.gate.is_paused() {
+        let deadline = self.node.config.session.write_deadline();
+        let Some(hold) = self.gate.hold(queue, deadline) else {
             return;
-        }
+        };
         self.node
             .router
             .stats
             .throttled
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        self.gate.pause();
-        let deadline = self.node.config.session.write_deadline();
-        ctx.spawn(
-            actix::fut::wrap_future(queue.space(deadline))
-                .map(|(), act: &mut WsSession, _| act.gate.resume()),
-        );
+        ctx.spawn(actix::fut::wrap_future(hold));
     }
 
     /// The whole message of a frame for a node service, with the id it came with
@@ -704,20 +655,8 @@ impl WsSession {
                 return None;
             }
         };
-        let parsed = match &h.id {
-            FrameId::Num(_) => Message::parse(text),
-            FrameId::Text(_) => serde_json::from_str::<Value>(text)
-                .map_err(|e| ParseError::Json(e.to_string()))
-                .and_then(|mut v| {
-                    v["id"] = json!(1);
-                    Message::from_value(v)
-                }),
-        };
-        match parsed {
-            Ok(mut m) => {
-                m.body.extra.remove(ASSERTED_IDENTITY);
-                Some((m, h.id.into_owned()))
-            }
+        match full_message(text, &h) {
+            Ok(m) => Some((m, h.id.into_owned())),
             Err(e) => {
                 let p = Partial {
                     id: Some(h.id.to_json()),
@@ -755,50 +694,14 @@ impl WsSession {
             );
             return self.reply(ctx, &r, &id);
         }
-        let request = NodeRequest {
-            session: self.key.clone(),
-            msg: msg.clone(),
+        let caller = ServiceCaller {
+            key: self.key.clone(),
+            identity: self.identity.as_ref().map(|(i, _)| i.clone()),
+            runtime: self.runtime.clone(),
+            ip: self.ip,
         };
-        let answer: ResponseFuture<Message> = match service {
-            Service::Allocation => answered(self.node.allocation.send(request), msg),
-            Service::Subscriptions => answered(self.node.subscriptions.send(request), msg),
-            Service::Registry => {
-                let (router, key, runtime) = (
-                    self.node.router.clone(),
-                    self.key.clone(),
-                    self.runtime.clone(),
-                );
-                let caller = crate::domain_registry::Caller {
-                    identity: self.identity.as_ref().map(|(i, _)| i.clone()),
-                    runtime: runtime.clone(),
-                    owns: Arc::new(move |url: &str| router.owns(&key, url)),
-                };
-                answered(
-                    self.node
-                        .registry
-                        .send(crate::domain_registry::RegistryRequest {
-                            msg: msg.clone(),
-                            caller,
-                        }),
-                    msg,
-                )
-            }
-            Service::Idp => answered(
-                self.node.idp.send(crate::identity::IdpRequest {
-                    message: msg.clone(),
-                    source: self.ip,
-                }),
-                msg,
-            ),
-            Service::Qos => answered(
-                self.node.qos.send(crate::qos::QosRequest {
-                    msg: msg.clone(),
-                    runtime: self.runtime.clone(),
-                }),
-                msg,
-            ),
-            Service::Policy => self.manage_policies(msg),
-            Service::Session => return,
+        let Some(answer) = answer_service(&self.node, service, msg, caller) else {
+            return;
         };
         // control-plane requests are answered in order: nothing else from this
         // client is read until the answer is written
@@ -1053,6 +956,161 @@ impl WsSession {
             }
         }
     }
+}
+
+/// The node's PEP: every recipient must be permitted by the node's policies,
+/// decided by the one policy function ([`judge`]) on the header and the sender's
+/// authenticated identity `user` (which counts as asserted: the node checked it
+/// at `open`, or the peer domain vouches for its own users). `None`: blocked;
+/// `Some(stamp)`: deliver, stamping `assertedIdentity` unless a `strip-identity`
+/// obligation says not to.
+pub(crate) fn permits(
+    node: &NodeState,
+    h: &Header<'_>,
+    user: Option<&str>,
+    asserted_domain: Option<&str>,
+) -> Option<bool> {
+    let policies = node.pdp.policies();
+    let snap = policies.snapshot();
+    let now = if snap.needs_time() {
+        policies.clock().now_ms()
+    } else {
+        0
+    };
+    let mut stamp = true;
+    for t in h.to.iter() {
+        let req = PolicyRequest::new(h.kind.as_str(), &h.from, t)
+            .with_identity(user, user.is_some())
+            .at(now);
+        let v = judge(&snap, &req, asserted_domain);
+        if !v.permit {
+            return None;
+        }
+        stamp &= !v.strip_identity;
+    }
+    Some(stamp)
+}
+
+/// Who asks a node service.
+#[derive(Debug, Clone)]
+pub(crate) struct ServiceCaller {
+    /// The session (or peer link) key.
+    pub(crate) key: SessionKey,
+    /// Its authenticated identity.
+    pub(crate) identity: Option<Arc<str>>,
+    /// Its runtime URL (none for a peer link).
+    pub(crate) runtime: Option<Arc<str>>,
+    /// Its client address.
+    pub(crate) ip: Option<std::net::IpAddr>,
+}
+
+/// The answer of node service `service` to `msg` from `caller` (`None` for
+/// `mn:/session`, which the session handles itself).
+pub(crate) fn answer_service(
+    node: &NodeState,
+    service: Service,
+    msg: Message,
+    caller: ServiceCaller,
+) -> Option<ResponseFuture<Message>> {
+    let request = NodeRequest {
+        session: caller.key.clone(),
+        msg: msg.clone(),
+    };
+    Some(match service {
+        Service::Allocation => answered(node.allocation.send(request), msg),
+        Service::Subscriptions => answered(node.subscriptions.send(request), msg),
+        Service::Registry => {
+            let (router, key) = (node.router.clone(), caller.key.clone());
+            let registry_caller = crate::domain_registry::Caller {
+                identity: caller.identity.clone(),
+                runtime: caller.runtime.clone(),
+                owns: Arc::new(move |url: &str| router.owns(&key, url)),
+            };
+            answered(
+                node.registry.send(crate::domain_registry::RegistryRequest {
+                    msg: msg.clone(),
+                    caller: registry_caller,
+                }),
+                msg,
+            )
+        }
+        Service::Idp => answered(
+            node.idp.send(crate::identity::IdpRequest {
+                message: msg.clone(),
+                source: caller.ip,
+            }),
+            msg,
+        ),
+        Service::Qos => answered(
+            node.qos.send(crate::qos::QosRequest {
+                msg: msg.clone(),
+                runtime: caller.runtime.clone(),
+            }),
+            msg,
+        ),
+        Service::Policy => manage_policies(node, caller.identity.as_deref(), msg),
+        Service::Session => return None,
+    })
+}
+
+/// Policy management at `domain://msg-node.<D>/pep`, for sessions whose
+/// authenticated identity matches `policy.managers`: `create {value: <policy
+/// set>}` adds (or replaces) a set, `delete {resource: <set id>}` removes it,
+/// `read` lists the sets.
+fn manage_policies(
+    node: &NodeState,
+    identity: Option<&str>,
+    msg: Message,
+) -> ResponseFuture<Message> {
+    let managers = &node.config.policy.managers;
+    if !is_manager(managers, identity) {
+        return Box::pin(async move {
+            msg.reply_error(
+                ResponseCode::Forbidden,
+                "only policy managers may manage the node's policies",
+            )
+        });
+    }
+    let pdp = node.pdp.clone();
+    Box::pin(async move {
+        let result = match msg.kind {
+            MessageType::Create => match msg.body.value.clone().map(PolicySet::from_value) {
+                Some(Ok(set)) => pdp.add_policies(vec![set]).await.map(|()| Value::Null),
+                Some(Err(e)) => Err(e),
+                None => {
+                    return msg.reply_error(ResponseCode::BadRequest, "missing field 'body.value'")
+                }
+            },
+            MessageType::Delete => {
+                let ids: Vec<String> = msg
+                    .body
+                    .resource
+                    .iter()
+                    .flat_map(|r| r.iter().cloned())
+                    .collect();
+                if ids.is_empty() {
+                    return msg
+                        .reply_error(ResponseCode::BadRequest, "missing field 'body.resource'");
+                }
+                pdp.remove_policies(ids).await.map(|()| Value::Null)
+            }
+            MessageType::Read => pdp
+                .list_policies()
+                .await
+                .map(|sets| serde_json::to_value(sets).unwrap_or_default()),
+            _ => {
+                return msg.reply_error(
+                    ResponseCode::BadRequest,
+                    "the node PEP takes create, delete and read",
+                )
+            }
+        };
+        match result {
+            Ok(Value::Null) => msg.reply(ResponseCode::Ok),
+            Ok(v) => msg.reply_value(ResponseCode::Ok, v),
+            Err(e) => msg.reply_error(e.response_code(), e.to_string()),
+        }
+    })
 }
 
 /// The answer of a node component, or 500 if the component is gone.

@@ -13,6 +13,20 @@ pub use hyperty_actors::testkit::{Probe, ProbeRx, TIMEOUT};
 pub mod wsclient;
 pub use wsclient::WsClient;
 
+/// The test defaults of a node for `domain`: anonymous sessions allowed, nothing
+/// on disk, fast password hashing.
+pub fn node_config(domain: &str) -> hyperty::config::NodeConfig {
+    let mut cfg = hyperty::config::NodeConfig::default();
+    cfg.node.domain = domain.to_owned();
+    cfg.node.workers = 2;
+    // most tests speak as anonymous runtimes; tests/auth.rs covers authentication
+    cfg.auth.mode = hyperty::config::AuthMode::Optional;
+    cfg.identity.data_dir = None;
+    cfg.node.data_dir = None;
+    cfg.identity.kdf = hyperty::identity::KdfParams::fast_insecure();
+    cfg
+}
+
 /// Starts a node for `domain` on 127.0.0.1:0 with `tune` applied to the defaults.
 pub fn start_node(
     domain: &str,
@@ -27,17 +41,38 @@ pub fn start_node_with_clock(
     clock: Arc<dyn hyperty_actors::clock::Clock>,
     tune: impl FnOnce(&mut hyperty::config::NodeConfig),
 ) -> hyperty::node::NodeHandle {
-    let mut cfg = hyperty::config::NodeConfig::default();
-    cfg.node.domain = domain.to_owned();
-    cfg.node.workers = 2;
-    // most tests speak as anonymous runtimes; tests/auth.rs covers authentication
-    cfg.auth.mode = hyperty::config::AuthMode::Optional;
-    cfg.identity.data_dir = None;
-    cfg.node.data_dir = None;
-    cfg.identity.kdf = hyperty::identity::KdfParams::fast_insecure();
+    let mut cfg = node_config(domain);
     tune(&mut cfg);
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     hyperty::node::start_with_clock(listener, cfg, clock).unwrap()
+}
+
+/// Starts one node per domain on 127.0.0.1:0, each able to find the others by
+/// discovery (`[federation] resolve` maps every domain to its node's port); `tune`
+/// gets each domain and its configuration.
+pub fn start_domains(
+    domains: &[&str],
+    mut tune: impl FnMut(&str, &mut hyperty::config::NodeConfig),
+) -> Vec<hyperty::node::NodeHandle> {
+    let listeners: Vec<_> = domains
+        .iter()
+        .map(|_| std::net::TcpListener::bind("127.0.0.1:0").unwrap())
+        .collect();
+    let resolve: std::collections::BTreeMap<String, String> = domains
+        .iter()
+        .zip(&listeners)
+        .map(|(d, l)| ((*d).to_owned(), l.local_addr().unwrap().to_string()))
+        .collect();
+    domains
+        .iter()
+        .zip(listeners)
+        .map(|(d, l)| {
+            let mut cfg = node_config(d);
+            cfg.federation.resolve = resolve.clone();
+            tune(d, &mut cfg);
+            hyperty::node::start(l, cfg).unwrap()
+        })
+        .collect()
 }
 
 /// A hyperty whose behaviour is chosen by the request's `value.action`:
@@ -191,6 +226,30 @@ pub async fn link(
     sa.connect().await.unwrap();
     sb.connect().await.unwrap();
     (sa.url, sb.url)
+}
+
+/// A hyperty registered as a webinos event entity, with a listener on it.
+pub struct Party {
+    pub addr: Address,
+    pub ep: EventEndpoint,
+    pub inbox: InboxReceiver,
+}
+
+/// A hyperty of `domain` in `rt` (its address allocated by the node it is attached
+/// to) registered as an event entity.
+pub async fn party(rt: &RuntimeHandle, domain: &str) -> Party {
+    let addr = rt
+        .spawn_hyperty(worker(domain))
+        .await
+        .unwrap()
+        .into_address();
+    let ep = rt.events().endpoint(addr.clone());
+    ep.register_entity(addr.clone()).await.unwrap();
+    let (listener, inbox) = EventInbox::start();
+    ep.add_listener(ListenerFilter::any().destination(addr.clone()), listener)
+        .await
+        .unwrap();
+    Party { addr, ep, inbox }
 }
 
 /// Polls `cond` until it holds or the deadline passes.
