@@ -13,6 +13,8 @@
 //! protocol stubs added with RuntimeHandle::add_stub run on the calling arbiter.
 //! with RuntimeConfig::identity: IdentityModule (calling arbiter) at <runtimeURL>/idm,
 //!   plus its identity interceptor on the bus (see crate::identity).
+//! SyncherManager at <runtime>/sm (calling arbiter; redb store at RuntimeConfig::syncher.path)
+//!      reported and observed data objects; every hyperty reaches it through ctx.syncher()
 //! Pdp (with `RuntimeConfig::policy`; calling arbiter) ── listens at <runtime>/pep;
 //!      its Pep is registered through the registry as a sealed bus interceptor,
 //!      and it is the event dispatcher's policy too (policy::RuntimeEventPolicy)
@@ -62,10 +64,12 @@ use hyperty_actors::policy::{Pdp, PdpHandle, PolicyConfig};
 use hyperty_actors::protostub::{Connect, Disconnect, ProtoStub, StubContext, StubStatus};
 use hyperty_actors::registry::{
     HypertyInfo, ListHyperties, ListStubs, NextStubUrl, RegisterHyperty, RegisterStub, Resolve,
-    Route, RuntimeRegistry, SetAllocator, StubInfo, UnregisterHyperty, UnregisterStub,
+    Route, RuntimeRegistry, SetAllocator, SetSyncher, StubInfo, UnregisterHyperty, UnregisterStub,
 };
 use hyperty_actors::routes::StubTable;
 use hyperty_actors::sandbox::{SandboxConfig, StartHyperty};
+use hyperty_actors::syncher::manager::{FlushStore, RegisterSchema, WatchStub};
+use hyperty_actors::syncher::{SyncherConfig, SyncherManager};
 
 pub use hyperty_actors::registry::RegistryConfig;
 
@@ -93,6 +97,8 @@ pub struct RuntimeConfig {
     /// Policy enforcement (a PDP at `<runtime>/pep` and its PEP on the bus);
     /// `None`: no PEP.
     pub policy: Option<PolicyConfig>,
+    /// The Syncher (store path, history window, limits, check timing).
+    pub syncher: SyncherConfig,
 }
 
 impl RuntimeConfig {
@@ -107,6 +113,7 @@ impl RuntimeConfig {
             identity: None,
             events: EventsConfig::default(),
             policy: None,
+            syncher: SyncherConfig::default(),
         }
     }
 }
@@ -157,6 +164,13 @@ impl Runtime {
                     )),
                 ));
         }
+        let syncher = SyncherManager::start(
+            bus.clone(),
+            Some(registry.clone().recipient()),
+            config.syncher,
+        )?;
+        // queued before any hyperty registers
+        registry.do_send(SetSyncher(syncher.clone()));
         tracing::info!(runtime = %url, "runtime started");
         Ok(RuntimeHandle {
             url,
@@ -165,6 +179,7 @@ impl Runtime {
             idm,
             events,
             pdp,
+            syncher,
         })
     }
 }
@@ -178,6 +193,7 @@ pub struct RuntimeHandle {
     idm: Option<IdmHandle>,
     events: EventsHandle,
     pdp: Option<PdpHandle>,
+    syncher: Addr<SyncherManager>,
 }
 
 impl fmt::Debug for RuntimeHandle {
@@ -256,6 +272,53 @@ impl RuntimeHandle {
         self.pdp.as_ref()
     }
 
+    /// The SyncherManager at `<runtime>/sm`.
+    pub fn syncher(&self) -> &Addr<SyncherManager> {
+        &self.syncher
+    }
+
+    /// Makes a data-object schema known by `name` (e.g. from a hyperty
+    /// descriptor), so `create` may name it instead of carrying it.
+    pub async fn register_schema(
+        &self,
+        name: &str,
+        schema: serde_json::Value,
+    ) -> Result<(), RuntimeError> {
+        self.syncher
+            .send(RegisterSchema {
+                name: name.to_owned(),
+                schema,
+            })
+            .await
+            .map_err(|_| RuntimeError::Unavailable("syncher"))??;
+        Ok(())
+    }
+
+    /// Re-claims `url` at the messaging node, if one is attached (a hyperty
+    /// resuming its address after a restart).
+    async fn claim(&self, url: &HypertyUrl) -> Result<(), RuntimeError> {
+        let domain = self.url.domain().unwrap_or("localhost");
+        let to: Address = format!("domain://msg-node.{domain}/address-allocation").parse()?;
+        let msg = hyperty_actors::message::Message::new(
+            hyperty_actors::message::MessageType::Create,
+            self.url.address().clone(),
+            to,
+        )
+        .with_value(serde_json::json!({ "reclaim": [url.as_str()] }));
+        match self.bus.post(msg).await {
+            Ok(r) if r.code().is_some_and(|c| c.is_success()) => Ok(()),
+            Ok(r) => Err(RuntimeError::Registry(
+                hyperty_actors::error::RegistryError::Allocation(format!(
+                    "the node refused {url}: {}",
+                    r.body.description_text().unwrap_or("refused")
+                )),
+            )),
+            // no node attached: the address is only local
+            Err(hyperty_actors::error::BusError::NoRoute(_)) => Ok(()),
+            Err(e) => Err(e.into()),
+        }
+    }
+
     /// Registers a hyperty, starts it in its provider's sandbox and returns its
     /// address once it listens.
     pub async fn spawn_hyperty(&self, spec: HypertySpec) -> Result<HypertyUrl, RuntimeError> {
@@ -265,9 +328,16 @@ impl RuntimeHandle {
                 name: spec.name().to_owned(),
                 provider: spec.provider().to_owned(),
                 user: spec.user().cloned(),
+                url: spec.url().cloned(),
             })
             .await
             .map_err(|_| RuntimeError::Unavailable("registry"))??;
+        if spec.url().is_some() {
+            if let Err(e) = self.claim(&reg.url).await {
+                let _ = self.registry.send(UnregisterHyperty(reg.url)).await;
+                return Err(e);
+            }
+        }
         if let Some(idm) = &self.idm {
             if let Err(e) = idm.hyperty_registered(&reg.url, spec.user()).await {
                 let _ = self.registry.send(UnregisterHyperty(reg.url)).await;
@@ -367,6 +437,11 @@ impl RuntimeHandle {
             })
             .await
             .map_err(|_| RuntimeError::Unavailable("registry"))??;
+        // the Syncher renews its node subscriptions whenever the stub comes back
+        self.syncher
+            .send(WatchStub(url.clone()))
+            .await
+            .map_err(|_| RuntimeError::Unavailable("syncher"))?;
         report.report(StubStatus::Created, None);
         Ok(StubHandle { url, addr })
     }
@@ -412,6 +487,9 @@ impl RuntimeHandle {
 
     /// Stops the runtime: every sandbox thread ends and pending requests fail.
     pub async fn shutdown(&self) {
+        if let Ok(Err(e)) = self.syncher.send(FlushStore).await {
+            tracing::warn!(error = %e, "sync store not written at shutdown");
+        }
         self.events.shutdown().await;
         self.bus.shutdown();
         // Stopping the registry stops every sandbox arbiter (see its `stopped`).

@@ -19,6 +19,7 @@
 //! | [`protostub`] | the protocol-stub API |
 //! | [`events`] | webinos events: dispatcher, delivery notifications, RPC, cache, pub/sub |
 //! | [`policy`] | the policy language, the PDP actor and the PEP bus interceptor |
+//! | [`syncher`] | reporter/observer data synchronisation: the SyncherManager at `<rt>/sm`, the hyperty's Syncher |
 //!
 //! # Supervision tree
 //!
@@ -30,6 +31,7 @@
 //! MessageBus (runtime arbiter) ── owns ListenerTable + interceptor chain
 //! Pdp (runtime arbiter) ── owns the policy sets; publishes snapshots read by the Pep
 //! protocol stubs (runtime arbiter) ── registered in the StubTable
+//! SyncherManager (runtime arbiter) ── owns reported/observed objects + their redb store
 //! ```
 //!
 //! A hyperty's crash ends only its own task; its sandbox restarts it. Stopping the
@@ -56,6 +58,7 @@ pub mod protostub;
 pub mod registry;
 pub mod routes;
 pub mod sandbox;
+pub mod syncher;
 #[cfg(any(test, feature = "testkit"))]
 pub mod testkit;
 
@@ -80,6 +83,10 @@ pub mod prelude {
     };
     pub use crate::registry::{Route, RuntimeRegistry};
     pub use crate::sandbox::{RestartPolicy, SandboxConfig};
+    pub use crate::syncher::{
+        Invitation, ObjectSpec, Observer, Reporter, SubscriptionDecision, SubscriptionRequest,
+        SyncEvent, Syncher, SyncherConfig,
+    };
     pub use actix::{
         fut, Actor, ActorContext, ActorFutureExt, Addr, Arbiter, AsyncContext, Context, Handler,
         Recipient, ResponseActFuture, ResponseFuture, Running, StreamHandler, Supervised, System,
