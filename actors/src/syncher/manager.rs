@@ -4,8 +4,8 @@
 //!
 //! * `<rt>/sm`: the §9 requests of the runtime's hyperties (their [`Syncher`](super::Syncher)s);
 //! * for each object it **reports**: `<obj>` (reads, gap fetches, child requests
-//!   of remote observers), `<obj>/subscription` (subscribe and unsubscribe from
-//!   observers' managers) and `<obj>/children/`;
+//!   of remote observers) and `<obj>/subscription` (subscribe and unsubscribe from
+//!   observers' managers);
 //! * for each object it **observes**: `<obj>/changes` and `<obj>/children/`;
 //! * `<stubURL>/status` of each protocol stub ([`WatchStub`]): when a stub comes
 //!   back, node subscriptions are renewed, reported addresses re-claimed and
@@ -31,10 +31,12 @@
 //! their [`SyncError`] and a description; nothing changes.
 //!
 //! Differences from runtime-core, forced by a node that checks who may send as
-//! which address: observers' managers answer `delete` from `<rt>/sm`; child
-//! requests of remote observers go to `<obj>` (the reporter sequences them and
-//! publishes them on `<obj>/children/`); the reporter decides subscriptions
-//! itself ([`SetPolicy`]) instead of forwarding them to the hyperty.
+//! which address and by a bus that prefers local listeners: observers' managers
+//! answer `delete` from `<rt>/sm`; child requests of remote observers go to
+//! `<obj>` (the reporter sequences them and publishes them on
+//! `<obj>/children/`, where it does not listen itself); the reporter decides
+//! subscriptions itself ([`SetPolicy`]) instead of forwarding them to the
+//! hyperty.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fmt;
@@ -454,12 +456,10 @@ impl SyncherManager {
         }
     }
 
+    /// What a reporter listens on. Not `<obj>/children/`: a local listener there
+    /// would keep the children it publishes from leaving the runtime.
     fn reported_channels(obj: &Address) -> Vec<Address> {
-        vec![
-            obj.clone(),
-            channel(obj, Channel::Subscription),
-            channel(obj, Channel::Children),
-        ]
+        vec![obj.clone(), channel(obj, Channel::Subscription)]
     }
 
     fn observed_channels(obj: &Address) -> Vec<Address> {
@@ -502,18 +502,7 @@ impl SyncherManager {
     }
 
     fn subscribe_reported_at_node(&self, obj: &Address, reporter: &Address, ctx: &mut Context<Self>) {
-        self.node_subscription(
-            MessageType::Subscribe,
-            vec![obj.clone(), channel(obj, Channel::Subscription)],
-            reporter,
-            ctx,
-        );
-        self.node_subscription(
-            MessageType::Subscribe,
-            vec![channel(obj, Channel::Children)],
-            reporter,
-            ctx,
-        );
+        self.node_subscription(MessageType::Subscribe, Self::reported_channels(obj), reporter, ctx);
     }
 
     fn registry_request(&self, kind: MessageType, body: Value, ctx: &mut Context<Self>) {
@@ -528,11 +517,20 @@ impl SyncherManager {
         let Some(r) = self.reported.get(obj) else {
             return;
         };
+        let domain = self.me.domain().unwrap_or("localhost");
         let value = r.view.with(|s| {
+            // the registry wants a schema URL and a name: the catalogue's, by default
+            let schema = s.schema.clone().unwrap_or_else(|| {
+                format!("hyperty-catalogue://catalogue.{domain}/.well-known/dataschema/{}", s.scheme)
+            });
+            let name = match s.name.is_empty() {
+                true => s.scheme.clone(),
+                false => s.name.clone(),
+            };
             json!({
                 "url": s.url.as_str(),
-                "name": s.name,
-                "schema": s.schema.clone().unwrap_or_default(),
+                "name": name,
+                "schema": schema,
                 "reporter": s.reporter.as_str(),
                 "expires": self.config.registry_expires.as_secs(),
                 "dataSchemes": [s.scheme],
@@ -1148,13 +1146,7 @@ impl SyncherManager {
         self.unlisten(&Self::reported_channels(obj));
         self.node_subscription(
             MessageType::Unsubscribe,
-            vec![obj.clone(), channel(obj, Channel::Subscription)],
-            &reporter,
-            ctx,
-        );
-        self.node_subscription(
-            MessageType::Unsubscribe,
-            vec![channel(obj, Channel::Children)],
+            Self::reported_channels(obj),
             &reporter,
             ctx,
         );
@@ -1912,25 +1904,6 @@ impl SyncherManager {
                     Some(source) => self.write(&msg, source, &via, ctx),
                     None => Err(SyncError::BadRequest("missing field 'body.source'".into())),
                 }
-            }
-            (Some(Channel::Children), MessageType::Create | MessageType::Update)
-                if msg.from != *obj && msg.body.extra.get("version").is_none() =>
-            {
-                // a runtime-core child reporter writes to <obj>/children/ directly
-                let mut m = msg.clone();
-                let id = resource(&msg).map(str::to_owned);
-                m.body.resource = Some(OneOrMany::One(match (&msg.kind, id) {
-                    (MessageType::Update, Some(id)) => format!("{obj}/children/{id}"),
-                    _ => format!("{obj}/children/"),
-                }));
-                let source = msg.from.clone();
-                let me = self.me.clone();
-                let manager = self
-                    .reported
-                    .get(obj)
-                    .and_then(|r| r.observers.iter().find(|l| l.hyperty == source))
-                    .map_or(me, |l| l.manager.clone());
-                self.write(&m, source, &manager, ctx)
             }
             (Some(_), _) => return, // echoes of our own publications, stray answers
             (None, kind) => Err(SyncError::BadRequest(format!("{kind} is not a request on {obj}"))),
