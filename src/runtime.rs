@@ -68,7 +68,7 @@ use hyperty_actors::registry::{
 };
 use hyperty_actors::routes::StubTable;
 use hyperty_actors::sandbox::{SandboxConfig, StartHyperty};
-use hyperty_actors::syncher::manager::{FlushStore, RegisterSchema, WatchStub};
+use hyperty_actors::syncher::manager::{RegisterSchema, Shutdown as StopSyncher, WatchStub};
 use hyperty_actors::syncher::{SyncherConfig, SyncherManager};
 
 pub use hyperty_actors::registry::RegistryConfig;
@@ -487,7 +487,7 @@ impl RuntimeHandle {
 
     /// Stops the runtime: every sandbox thread ends and pending requests fail.
     pub async fn shutdown(&self) {
-        if let Ok(Err(e)) = self.syncher.send(FlushStore).await {
+        if let Ok(Err(e)) = self.syncher.send(StopSyncher).await {
             tracing::warn!(error = %e, "sync store not written at shutdown");
         }
         self.events.shutdown().await;

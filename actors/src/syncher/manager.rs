@@ -129,6 +129,12 @@ pub struct RegisterSchema {
 #[rtype(result = "Result<(), SyncError>")]
 pub struct FlushStore;
 
+/// Writes what is pending, closes the store and stops the manager (runtime
+/// shutdown): once answered, the store file may be opened again.
+#[derive(Debug, actix::Message)]
+#[rtype(result = "Result<(), SyncError>")]
+pub struct Shutdown;
+
 /// Reads the counters.
 #[derive(Debug, actix::Message)]
 #[rtype(result = "SyncStats")]
@@ -244,7 +250,7 @@ pub struct SyncherManager {
     registry: Option<Address>,
     config: SyncherConfig,
     allocator: Option<Recipient<AllocateObjects>>,
-    store: SyncStore,
+    store: Option<SyncStore>,
     schemas: SchemaTable,
     reported: HashMap<Address, Reported>,
     observed: HashMap<Address, Observed>,
@@ -353,7 +359,7 @@ impl SyncherManager {
             runtime,
             config,
             allocator,
-            store,
+            store: Some(store),
             schemas: SchemaTable::default(),
             reported: HashMap::new(),
             observed: HashMap::new(),
@@ -369,7 +375,10 @@ impl SyncherManager {
     }
 
     fn restore(&mut self) -> Result<(), SyncError> {
-        let (reported, observed) = self.store.load()?;
+        let Some(store) = &self.store else {
+            return Ok(());
+        };
+        let (reported, observed) = store.load()?;
         for (url, doc) in reported {
             let d: ReportedDoc = match serde_json::from_str(&doc) {
                 Ok(d) => d,
@@ -593,7 +602,10 @@ impl SyncherManager {
                 }
             })
             .collect();
-        self.store.write(writes)
+        match &self.store {
+            Some(store) => store.write(writes),
+            None => Ok(()),
+        }
     }
 
     /// Pushes `ev` to every local handle of `obj` (dropping closed ones).
@@ -2092,6 +2104,16 @@ impl Handler<FlushStore> for SyncherManager {
     type Result = Result<(), SyncError>;
     fn handle(&mut self, _: FlushStore, _: &mut Context<Self>) -> Self::Result {
         self.flush()
+    }
+}
+
+impl Handler<Shutdown> for SyncherManager {
+    type Result = Result<(), SyncError>;
+    fn handle(&mut self, _: Shutdown, ctx: &mut Context<Self>) -> Self::Result {
+        let r = self.flush();
+        self.store = None;
+        ctx.stop();
+        r
     }
 }
 
