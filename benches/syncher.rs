@@ -59,7 +59,9 @@ async fn runtime(url: &str) -> RuntimeHandle {
     let mut c = RuntimeConfig::new(D);
     c.syncher.check_interval = Duration::from_secs(60);
     let rt = Runtime::start(c).expect("runtime");
-    rt.attach_node(BridgeConfig::new(url)).await.expect("attached");
+    rt.attach_node(BridgeConfig::new(url))
+        .await
+        .expect("attached");
     rt
 }
 
@@ -130,7 +132,12 @@ async fn fanout(url: &str, observers: usize, runtimes: usize, updates: u64) -> (
     }
     for i in 0..observers {
         let ctx = hyperty(&rts[i % runtimes]).await;
-        handles.push(ctx.syncher().subscribe(reporter.url()).await.expect("subscribe"));
+        handles.push(
+            ctx.syncher()
+                .subscribe(reporter.url())
+                .await
+                .expect("subscribe"),
+        );
     }
     let frame = update_frame_bytes(reporter.url(), alice.url().address());
     let payload = Value::String("x".repeat(PAYLOAD));
@@ -159,7 +166,11 @@ async fn throughput(url: &str, messages: u64) -> f64 {
         .create(ObjectSpec::new("bench", "comm").with_data(json!({"v": ""})))
         .await
         .expect("create");
-    let obs = bob.syncher().subscribe(reporter.url()).await.expect("subscribe");
+    let obs = bob
+        .syncher()
+        .subscribe(reporter.url())
+        .await
+        .expect("subscribe");
     let payload = Value::String("x".repeat(PAYLOAD));
     let t0 = Instant::now();
     let mut sent = 0;

@@ -54,7 +54,11 @@ impl Handler<Deliver> for Connector {
     type Result = ();
     fn handle(&mut self, Deliver(m): Deliver, _: &mut Context<Self>) {
         if let Some(inv) = Invitation::from_message(&m) {
-            println!("[{}] invited to {} — acknowledging", self.ctx.url(), inv.object);
+            println!(
+                "[{}] invited to {} — acknowledging",
+                self.ctx.url(),
+                inv.object
+            );
             self.ctx.reply(&m, ResponseCode::Ok, Value::Null);
             let _ = self.invitations.send(inv);
         }
@@ -86,7 +90,10 @@ async fn connector(
     Ok((ctx, rx))
 }
 
-async fn login(node: &hyperty::node::NodeHandle, user: &str) -> Result<String, Box<dyn std::error::Error>> {
+async fn login(
+    node: &hyperty::node::NodeHandle,
+    user: &str,
+) -> Result<String, Box<dyn std::error::Error>> {
     let idp = node.state().idp();
     let password = Secret::new("correct horse battery");
     idp.send(RegisterUser {
@@ -115,8 +122,16 @@ async fn next_change(who: &str, h: &mut Observer) -> Result<SyncEvent, Box<dyn s
         match &ev {
             SyncEvent::Changed(c) => {
                 match ev.attribute() {
-                    Some((attr, value)) => println!("[{who}] sees v{} {attr} = {}", c.version, value.cloned().unwrap_or_default()),
-                    None => println!("[{who}] sees v{} child {}", c.version, c.child.as_deref().unwrap_or("")),
+                    Some((attr, value)) => println!(
+                        "[{who}] sees v{} {attr} = {}",
+                        c.version,
+                        value.cloned().unwrap_or_default()
+                    ),
+                    None => println!(
+                        "[{who}] sees v{} child {}",
+                        c.version,
+                        c.child.as_deref().unwrap_or("")
+                    ),
                 }
                 return Ok(ev);
             }
@@ -138,15 +153,21 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     cfg.node.data_dir = None;
     let node = hyperty::node::start(TcpListener::bind("127.0.0.1:0")?, cfg)?;
 
-    let (alice_rt, bob_rt) = (Runtime::start(RuntimeConfig::new(domain))?, Runtime::start(RuntimeConfig::new(domain))?);
+    let (alice_rt, bob_rt) = (
+        Runtime::start(RuntimeConfig::new(domain))?,
+        Runtime::start(RuntimeConfig::new(domain))?,
+    );
     for (rt, user) in [(&alice_rt, "alice"), (&bob_rt, "bob")] {
         let mut bridge = BridgeConfig::new(node.ws_url());
         bridge.token = Some(login(&node, user).await?);
         rt.attach_node(bridge).await?;
-        rt.register_schema("Connection", connection_schema()).await?;
+        rt.register_schema("Connection", connection_schema())
+            .await?;
     }
-    let (alice, mut alice_invites) = connector(&alice_rt, format!("user://{domain}/alice").parse()?).await?;
-    let (bob, mut bob_invites) = connector(&bob_rt, format!("user://{domain}/bob").parse()?).await?;
+    let (alice, mut alice_invites) =
+        connector(&alice_rt, format!("user://{domain}/alice").parse()?).await?;
+    let (bob, mut bob_invites) =
+        connector(&bob_rt, format!("user://{domain}/bob").parse()?).await?;
 
     // 1. Alice reports her connection object with the offer and invites Bob
     let mut alice_conn = alice
@@ -161,7 +182,10 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
                 .invite([bob.url().address().clone()]),
         )
         .await?;
-    println!("[alice] reports {} (ringing) and invites bob", alice_conn.url());
+    println!(
+        "[alice] reports {} (ringing) and invites bob",
+        alice_conn.url()
+    );
 
     // 2. Bob's runtime is notified; Bob observes Alice's object and answers
     let invitation = bob_invites.recv().await.ok_or("bob was not invited")?;
@@ -172,7 +196,10 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         }
     }
     let mut bob_view = bob.syncher().subscribe(&invitation.object).await?;
-    println!("[bob] observes alice's offer: {}", bob_view.data()["connectionDescription"]["sdp"]);
+    println!(
+        "[bob] observes alice's offer: {}",
+        bob_view.data()["connectionDescription"]["sdp"]
+    );
     let bob_conn = bob
         .syncher()
         .create(
@@ -185,14 +212,24 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
                 .invite([alice.url().address().clone()]),
         )
         .await?;
-    println!("[bob] reports {} with his answer and invites alice", bob_conn.url());
+    println!(
+        "[bob] reports {} with his answer and invites alice",
+        bob_conn.url()
+    );
     let invitation = alice_invites.recv().await.ok_or("alice was not invited")?;
     let mut alice_view = alice.syncher().subscribe(&invitation.object).await?;
-    println!("[alice] observes bob's answer: {}", alice_view.data()["connectionDescription"]["type"]);
+    println!(
+        "[alice] observes bob's answer: {}",
+        alice_view.data()["connectionDescription"]["type"]
+    );
 
     // 3. ICE candidates travel as children, both ways
-    alice_conn.add_child(json!({"candidate": "candidate:1 1 UDP 2130706431 192.0.2.1 49170 typ host"})).await?;
-    bob_conn.add_child(json!({"candidate": "candidate:1 1 UDP 2130706431 192.0.2.2 49172 typ host"})).await?;
+    alice_conn
+        .add_child(json!({"candidate": "candidate:1 1 UDP 2130706431 192.0.2.1 49170 typ host"}))
+        .await?;
+    bob_conn
+        .add_child(json!({"candidate": "candidate:1 1 UDP 2130706431 192.0.2.2 49172 typ host"}))
+        .await?;
     next_change("bob", &mut bob_view).await?;
     next_change("alice", &mut alice_view).await?;
 

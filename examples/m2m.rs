@@ -30,7 +30,10 @@ impl Handler<Deliver> for Quiet {
     fn handle(&mut self, _: Deliver, _: &mut Context<Self>) {}
 }
 
-async fn quiet_hyperty(rt: &RuntimeHandle, name: &str) -> Result<HypertyContext, Box<dyn std::error::Error>> {
+async fn quiet_hyperty(
+    rt: &RuntimeHandle,
+    name: &str,
+) -> Result<HypertyContext, Box<dyn std::error::Error>> {
     let slot = Arc::new(Mutex::new(None));
     let s = slot.clone();
     rt.spawn_hyperty(HypertySpec::new(name, "example.com", move |ctx| {
@@ -127,9 +130,15 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     bridge.token = Some(idp.send(login("analyst")).await??.token.expose().to_owned());
     app_rt.attach_node(bridge).await?;
     let app = quiet_hyperty(&app_rt, "dashboard").await?;
-    let found = app.syncher().discover(&["context"], &["temperature"], None).await?;
+    let found = app
+        .syncher()
+        .discover(&["context"], &["temperature"], None)
+        .await?;
     let first = found.first().ok_or("nothing found")?;
-    println!("[app] discovered {} reported by {} ({})", first.url, first.reporter, first.status);
+    println!(
+        "[app] discovered {} reported by {} ({})",
+        first.url, first.reporter, first.status
+    );
     let mut observer = app.syncher().subscribe(&first.url.parse()?).await?;
 
     // pub-sub: readings are updates; the device's socket drops half-way
@@ -164,7 +173,10 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let values = observer.data()["values"].as_array().map_or(0, Vec::len);
     println!(
         "[app] application saw {values} readings up to version {last}, {}",
-        match (gaps, values as u64 == READINGS && observer.snapshot() == context.snapshot()) {
+        match (
+            gaps,
+            values as u64 == READINGS && observer.snapshot() == context.snapshot()
+        ) {
             (0, true) => "in order, no gap",
             _ => "with a gap",
         }

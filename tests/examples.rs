@@ -31,13 +31,14 @@ const EXAMPLES: &[(&str, &[&str], &[&str])] = &[
     (
         "h2h_call",
         &[],
-        &["call ended:", r#"alice's object "ended""#, r#"bob's object "ended""#, "both deleted"],
+        &[
+            "call ended:",
+            r#"alice's object "ended""#,
+            r#"bob's object "ended""#,
+            "both deleted",
+        ],
     ),
-    (
-        "m2m",
-        &[],
-        &["application saw", "readings", "no gap"],
-    ),
+    ("m2m", &[], &["application saw", "readings", "no gap"]),
     (
         "embedded_server",
         &["--once"],

@@ -14,7 +14,10 @@ const D: &str = "call.test";
 
 async fn event(h: &mut Observer) -> SyncEvent {
     loop {
-        match tokio::time::timeout(TIMEOUT, h.next()).await.expect("in time") {
+        match tokio::time::timeout(TIMEOUT, h.next())
+            .await
+            .expect("in time")
+        {
             Some(SyncEvent::Subscribed { .. } | SyncEvent::InvitationAnswered { .. }) => continue,
             Some(ev) => return ev,
             None => panic!("stream ended"),
@@ -31,7 +34,10 @@ fn status_change(ev: &SyncEvent) -> Option<String> {
 
 async fn answered(r: &mut Reporter) -> (Address, u16) {
     loop {
-        match tokio::time::timeout(TIMEOUT, r.next()).await.expect("in time") {
+        match tokio::time::timeout(TIMEOUT, r.next())
+            .await
+            .expect("in time")
+        {
             Some(SyncEvent::InvitationAnswered { invitee, code }) => return (invitee, code),
             Some(_) => continue,
             None => panic!("stream ended"),
@@ -53,29 +59,56 @@ fn connection(owner: &HypertyContext, peer: &HypertyContext, kind: &str, sdp: &s
 #[actix::test]
 async fn alice_invites_bob() {
     let node = start_node(D, |_| {});
-    let (ra, rb) = (Runtime::start(RuntimeConfig::new(D)).unwrap(), Runtime::start(RuntimeConfig::new(D)).unwrap());
-    ra.attach_node(BridgeConfig::new(node.ws_url())).await.unwrap();
-    rb.attach_node(BridgeConfig::new(node.ws_url())).await.unwrap();
+    let (ra, rb) = (
+        Runtime::start(RuntimeConfig::new(D)).unwrap(),
+        Runtime::start(RuntimeConfig::new(D)).unwrap(),
+    );
+    ra.attach_node(BridgeConfig::new(node.ws_url()))
+        .await
+        .unwrap();
+    rb.attach_node(BridgeConfig::new(node.ws_url()))
+        .await
+        .unwrap();
     let (alice, mut alice_in) = inbox_hyperty(&ra, D, None).await;
     let (bob, mut bob_in) = inbox_hyperty(&rb, D, None).await;
 
     // Alice reports her offer and invites Bob
-    let mut alice_conn = alice.syncher().create(connection(&alice, &bob, "offer", "v=0 alice")).await.unwrap();
+    let mut alice_conn = alice
+        .syncher()
+        .create(connection(&alice, &bob, "offer", "v=0 alice"))
+        .await
+        .unwrap();
     assert_eq!(alice_conn.url().scheme(), "connection");
     // Bob's runtime is notified; his hyperty acknowledges
-    let invite = tokio::time::timeout(TIMEOUT, bob_in.recv()).await.unwrap().unwrap();
+    let invite = tokio::time::timeout(TIMEOUT, bob_in.recv())
+        .await
+        .unwrap()
+        .unwrap();
     let inv = Invitation::from_message(&invite).expect("invitation");
     assert_eq!(&inv.object, alice_conn.url());
     assert_eq!(inv.value["scheme"], "connection");
     bob.reply(&invite, ResponseCode::Ok, Value::Null);
-    assert_eq!(answered(&mut alice_conn).await, (bob.url().address().clone(), 200));
+    assert_eq!(
+        answered(&mut alice_conn).await,
+        (bob.url().address().clone(), 200)
+    );
     // Bob observes the offer
     let mut bob_view = bob.syncher().subscribe(&inv.object).await.unwrap();
-    assert_eq!(bob_view.data()["connectionDescription"], json!({"type": "offer", "sdp": "v=0 alice"}));
+    assert_eq!(
+        bob_view.data()["connectionDescription"],
+        json!({"type": "offer", "sdp": "v=0 alice"})
+    );
     assert_eq!(bob_view.data()["status"], "ringing");
     // Bob answers with his own object and invites Alice
-    let mut bob_conn = bob.syncher().create(connection(&bob, &alice, "answer", "v=0 bob")).await.unwrap();
-    let invite = tokio::time::timeout(TIMEOUT, alice_in.recv()).await.unwrap().unwrap();
+    let mut bob_conn = bob
+        .syncher()
+        .create(connection(&bob, &alice, "answer", "v=0 bob"))
+        .await
+        .unwrap();
+    let invite = tokio::time::timeout(TIMEOUT, alice_in.recv())
+        .await
+        .unwrap()
+        .unwrap();
     let inv = Invitation::from_message(&invite).expect("invitation");
     assert_eq!(&inv.object, bob_conn.url());
     alice.reply(&invite, ResponseCode::Ok, Value::Null);
@@ -84,8 +117,14 @@ async fn alice_invites_bob() {
     assert_eq!(alice_view.data()["connectionDescription"]["type"], "answer");
 
     // ICE candidates as children, both ways
-    let ca = alice_conn.add_child(json!({"candidate": "a1"})).await.unwrap();
-    let cb = bob_conn.add_child(json!({"candidate": "b1"})).await.unwrap();
+    let ca = alice_conn
+        .add_child(json!({"candidate": "a1"}))
+        .await
+        .unwrap();
+    let cb = bob_conn
+        .add_child(json!({"candidate": "b1"}))
+        .await
+        .unwrap();
     for (view, id, from) in [(&mut bob_view, &ca, &alice), (&mut alice_view, &cb, &bob)] {
         let ev = event(view).await;
         let c = ev.change().expect("a change");
@@ -99,8 +138,14 @@ async fn alice_invites_bob() {
     for status in ["connected", "ended"] {
         alice_conn.set("status", status).await.unwrap();
         bob_conn.set("status", status).await.unwrap();
-        assert_eq!(status_change(&event(&mut bob_view).await).as_deref(), Some(status));
-        assert_eq!(status_change(&event(&mut alice_view).await).as_deref(), Some(status));
+        assert_eq!(
+            status_change(&event(&mut bob_view).await).as_deref(),
+            Some(status)
+        );
+        assert_eq!(
+            status_change(&event(&mut alice_view).await).as_deref(),
+            Some(status)
+        );
     }
     // both final states, equal on each side
     assert_eq!(bob_view.snapshot(), alice_conn.snapshot());
@@ -120,7 +165,15 @@ async fn alice_invites_bob() {
         assert!(matches!(e.code().as_u16(), 403 | 404), "{e}");
     }
     assert!(
-        eventually(TIMEOUT, || async { alice.syncher().discover(&["connection"], &[], None).await.unwrap().is_empty() }).await,
+        eventually(TIMEOUT, || async {
+            alice
+                .syncher()
+                .discover(&["connection"], &[], None)
+                .await
+                .unwrap()
+                .is_empty()
+        })
+        .await,
         "no connection object left in the registry"
     );
     ra.shutdown().await;

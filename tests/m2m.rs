@@ -24,12 +24,18 @@ async fn device_context_is_discovered_and_observed_without_gaps() {
     let idp = node.state().idp();
     let owner = user_token(&node, "operator").await;
     let creds = idp
-        .send(RegisterDevice { label: Some("meter".into()), id_token: Secret::new(owner) })
+        .send(RegisterDevice {
+            label: Some("meter".into()),
+            id_token: Secret::new(owner),
+        })
         .await
         .unwrap()
         .unwrap();
     let token = idp
-        .send(DeviceToken { device: creds.device.clone(), secret: creds.secret.clone() })
+        .send(DeviceToken {
+            device: creds.device.clone(),
+            secret: creds.secret.clone(),
+        })
         .await
         .unwrap()
         .unwrap();
@@ -61,36 +67,65 @@ async fn device_context_is_discovered_and_observed_without_gaps() {
     bridge.token = Some(user_token(&node, "analyst").await);
     app_rt.attach_node(bridge).await.unwrap();
     let (app, _) = inbox_hyperty(&app_rt, D, None).await;
-    assert!(app.syncher().discover(&["context"], &["temperature"], None).await.unwrap().is_empty());
-    let found = app.syncher().discover(&["context"], &["power"], None).await.unwrap();
+    assert!(app
+        .syncher()
+        .discover(&["context"], &["temperature"], None)
+        .await
+        .unwrap()
+        .is_empty());
+    let found = app
+        .syncher()
+        .discover(&["context"], &["power"], None)
+        .await
+        .unwrap();
     assert_eq!(found.len(), 1, "{found:?}");
     assert_eq!(found[0].url, ctx.url().as_str());
     assert_eq!(found[0].reporter, sensor.url().as_str());
     assert_eq!(found[0].status, "live");
-    let by_reporter = app.syncher().discover(&["context"], &[], Some(sensor.url().address())).await.unwrap();
+    let by_reporter = app
+        .syncher()
+        .discover(&["context"], &[], Some(sensor.url().address()))
+        .await
+        .unwrap();
     assert_eq!(by_reporter.len(), 1);
-    let mut obs = app.syncher().subscribe(&found[0].url.parse().unwrap()).await.unwrap();
+    let mut obs = app
+        .syncher()
+        .subscribe(&found[0].url.parse().unwrap())
+        .await
+        .unwrap();
 
     let router = node.state().router().clone();
     for i in 0..60u64 {
         ctx.push("values", i).await.unwrap();
         if i == 30 {
-            let key = router.session_of(device.url().as_str()).expect("device session");
+            let key = router
+                .session_of(device.url().as_str())
+                .expect("device session");
             router.kick(&key, "network lost");
         }
     }
     let mut seen = Vec::new();
     while seen.len() < 60 {
-        match tokio::time::timeout(Duration::from_secs(20), obs.next()).await.expect("in time") {
+        match tokio::time::timeout(Duration::from_secs(20), obs.next())
+            .await
+            .expect("in time")
+        {
             Some(SyncEvent::Changed(c)) => seen.push(c.version),
             Some(SyncEvent::Resync { version }) => panic!("a gap: resynchronised at {version}"),
             Some(_) => {}
             None => panic!("stream ended"),
         }
     }
-    assert_eq!(seen, (1..=60).collect::<Vec<_>>(), "every reading, in order");
+    assert_eq!(
+        seen,
+        (1..=60).collect::<Vec<_>>(),
+        "every reading, in order"
+    );
     assert_eq!(obs.snapshot(), ctx.snapshot());
-    assert!(router.snapshot().reopened >= 1, "the device came back on its session");
+    assert!(
+        router.snapshot().reopened >= 1,
+        "the device came back on its session"
+    );
     device.shutdown().await;
     app_rt.shutdown().await;
     node.stop().await;

@@ -72,7 +72,10 @@ async fn reporter_and_observers_in_one_runtime() {
 
     let mut obs = bob.syncher().subscribe(&url).await.unwrap();
     assert_eq!(obs.data(), json!({"topic": "lunch", "members": ["alice"]}));
-    assert_eq!(reporter.observers().await.unwrap(), vec![bob.url().address().clone()]);
+    assert_eq!(
+        reporter.observers().await.unwrap(),
+        vec![bob.url().address().clone()]
+    );
 
     assert_eq!(reporter.set("topic", "dinner").await.unwrap(), 1);
     assert_eq!(reporter.push("members", "bob").await.unwrap(), 2);
@@ -89,13 +92,22 @@ async fn reporter_and_observers_in_one_runtime() {
         versions.push(c.version);
         if c.version == 1 {
             assert_eq!(c.source, *alice.url().address());
-            assert!(matches!(&c.op, Op::Set { attribute, value } if attribute.as_str() == "topic" && value == "dinner"));
+            assert!(
+                matches!(&c.op, Op::Set { attribute, value } if attribute.as_str() == "topic" && value == "dinner")
+            );
         }
     }
-    assert_eq!(versions, (1..=8).collect::<Vec<_>>(), "every change, in order");
+    assert_eq!(
+        versions,
+        (1..=8).collect::<Vec<_>>(),
+        "every change, in order"
+    );
     let snap = obs.snapshot();
     assert_eq!(snap, reporter.snapshot());
-    assert_eq!(snap.data, json!({"topic": "dinner", "members": ["alice", "bob"]}));
+    assert_eq!(
+        snap.data,
+        json!({"topic": "dinner", "members": ["alice", "bob"]})
+    );
     assert_eq!(snap.children[&child].data, json!({"text": "hello"}));
     assert_eq!(snap.children[&child].reporter, *bob.url().address());
 
@@ -115,13 +127,41 @@ async fn reporter_and_observers_in_one_runtime() {
     assert!(e.to_string().contains("malformed attribute path"), "{e}");
     let e = reporter.remove("members.5", 1).await.unwrap_err();
     assert_eq!(e.code().as_u16(), 400, "{e}");
-    let r = raw(&bob, MessageType::Update, json!({"resource": url.as_str(), "attribute": "topic", "value": "x"})).await;
-    assert_eq!(code(&r), 403, "an observer does not update: {}", r.to_json());
-    assert!(r.body.description_text().unwrap().contains("only the reporter"));
-    let r = raw(&alice, MessageType::Update, json!({"resource": url.as_str(), "attribute": "topic", "value": "x", "version": 2})).await;
+    let r = raw(
+        &bob,
+        MessageType::Update,
+        json!({"resource": url.as_str(), "attribute": "topic", "value": "x"}),
+    )
+    .await;
+    assert_eq!(
+        code(&r),
+        403,
+        "an observer does not update: {}",
+        r.to_json()
+    );
+    assert!(r
+        .body
+        .description_text()
+        .unwrap()
+        .contains("only the reporter"));
+    let r = raw(
+        &alice,
+        MessageType::Update,
+        json!({"resource": url.as_str(), "attribute": "topic", "value": "x", "version": 2}),
+    )
+    .await;
     assert_eq!(code(&r), 400, "{}", r.to_json());
-    assert!(r.body.description_text().unwrap().contains("stale version 2"));
-    let r = raw(&alice, MessageType::Update, json!({"resource": "comm://sync.test/nothing", "attribute": "a", "value": 1})).await;
+    assert!(r
+        .body
+        .description_text()
+        .unwrap()
+        .contains("stale version 2"));
+    let r = raw(
+        &alice,
+        MessageType::Update,
+        json!({"resource": "comm://sync.test/nothing", "attribute": "a", "value": 1}),
+    )
+    .await;
     assert_eq!(code(&r), 404, "{}", r.to_json());
     let r = raw(&alice, MessageType::Read, json!({})).await;
     assert_eq!(code(&r), 400);
@@ -172,7 +212,11 @@ async fn schemas_refuse_invalid_creates_and_updates() {
     let (dev, _) = inbox_hyperty(&rt, D, None).await;
     let s = dev.syncher();
     let e = s
-        .create(ObjectSpec::new("t", "x").with_schema(json!("Reading")).with_data(json!({"unit": "K", "values": []})))
+        .create(
+            ObjectSpec::new("t", "x")
+                .with_schema(json!("Reading"))
+                .with_data(json!({"unit": "K", "values": []})),
+        )
         .await
         .unwrap_err();
     assert_eq!(e.code().as_u16(), 400);
@@ -185,7 +229,11 @@ async fn schemas_refuse_invalid_creates_and_updates() {
     assert!(e.to_string().contains("invalid JSON Schema"), "{e}");
 
     let r = s
-        .create(ObjectSpec::new("t", "x").with_schema(json!("Reading")).with_data(json!({"unit": "C", "values": [20.5]})))
+        .create(
+            ObjectSpec::new("t", "x")
+                .with_schema(json!("Reading"))
+                .with_data(json!({"unit": "C", "values": [20.5]})),
+        )
         .await
         .unwrap();
     assert_eq!(r.url().scheme(), "context", "the schema's scheme wins");
@@ -208,9 +256,14 @@ async fn attached(url: &str) -> RuntimeHandle {
 
 #[actix::test]
 async fn invite_observe_and_delete_across_the_node() {
-    let _ = tracing_subscriber::fmt().with_env_filter(tracing_subscriber::EnvFilter::from_default_env()).try_init();
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+        .try_init();
     let node = start_node(D, |_| {});
-    let (a, b) = (attached(&node.ws_url()).await, attached(&node.ws_url()).await);
+    let (a, b) = (
+        attached(&node.ws_url()).await,
+        attached(&node.ws_url()).await,
+    );
     let (alice, _) = inbox_hyperty(&a, D, None).await;
     let (bob, mut bob_inbox) = inbox_hyperty(&b, D, None).await;
 
@@ -227,13 +280,20 @@ async fn invite_observe_and_delete_across_the_node() {
     let url = reporter.url().clone();
 
     // Bob's hyperty is invited, acknowledges and subscribes
-    let invite = tokio::time::timeout(TIMEOUT, bob_inbox.recv()).await.unwrap().unwrap();
+    let invite = tokio::time::timeout(TIMEOUT, bob_inbox.recv())
+        .await
+        .unwrap()
+        .unwrap();
     let inv = Invitation::from_message(&invite).expect("an invitation");
     assert_eq!(inv.object, url);
     assert_eq!(inv.reporter.as_ref(), Some(alice.url().address()));
     bob.reply(&invite, ResponseCode::Ok, Value::Null);
     let answered = loop {
-        match tokio::time::timeout(TIMEOUT, reporter.next()).await.unwrap().unwrap() {
+        match tokio::time::timeout(TIMEOUT, reporter.next())
+            .await
+            .unwrap()
+            .unwrap()
+        {
             SyncEvent::InvitationAnswered { invitee, code } => break (invitee, code),
             _ => continue,
         }
@@ -243,9 +303,23 @@ async fn invite_observe_and_delete_across_the_node() {
     assert_eq!(obs.reporter(), *alice.url().address());
 
     // discovery through the domain registry
-    let found = bob.syncher().discover(&["comm"], &["chat"], None).await.unwrap();
-    assert!(found.iter().any(|f| f.url == url.as_str() && f.reporter == alice.url().as_str()), "{found:?}");
-    assert!(bob.syncher().discover(&["connection"], &[], None).await.unwrap().is_empty());
+    let found = bob
+        .syncher()
+        .discover(&["comm"], &["chat"], None)
+        .await
+        .unwrap();
+    assert!(
+        found
+            .iter()
+            .any(|f| f.url == url.as_str() && f.reporter == alice.url().as_str()),
+        "{found:?}"
+    );
+    assert!(bob
+        .syncher()
+        .discover(&["connection"], &[], None)
+        .await
+        .unwrap()
+        .is_empty());
 
     for i in 0..20 {
         reporter.push("messages", json!({"n": i})).await.unwrap();
@@ -258,8 +332,16 @@ async fn invite_observe_and_delete_across_the_node() {
         last = c.version;
     }
     assert_eq!(obs.snapshot(), reporter.snapshot());
-    assert_eq!(obs.snapshot().children[&child].reporter, *bob.url().address());
-    let r = raw(&bob, MessageType::Update, json!({"resource": url.as_str(), "attribute": "messages", "value": []})).await;
+    assert_eq!(
+        obs.snapshot().children[&child].reporter,
+        *bob.url().address()
+    );
+    let r = raw(
+        &bob,
+        MessageType::Update,
+        json!({"resource": url.as_str(), "attribute": "messages", "value": []}),
+    )
+    .await;
     assert_eq!(code(&r), 403, "{}", r.to_json());
 
     reporter.delete_object().await.unwrap();
@@ -272,7 +354,11 @@ async fn invite_observe_and_delete_across_the_node() {
     }
     assert!(
         eventually(Duration::from_secs(5), || async {
-            bob.syncher().discover(&["comm"], &["chat"], None).await.unwrap().is_empty()
+            bob.syncher()
+                .discover(&["comm"], &["chat"], None)
+                .await
+                .unwrap()
+                .is_empty()
         })
         .await,
         "the registry entry is gone"

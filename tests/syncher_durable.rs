@@ -20,12 +20,15 @@ fn db(name: &str) -> PathBuf {
 
 async fn runtime(
     id: &str,
-    path: &PathBuf,
+    path: &std::path::Path,
     node: &str,
-) -> (RuntimeHandle, hyperty::runtime::StubHandle<hyperty::bridge::NodeStub>) {
+) -> (
+    RuntimeHandle,
+    hyperty::runtime::StubHandle<hyperty::bridge::NodeStub>,
+) {
     let mut c = RuntimeConfig::new(D);
     c.runtime_id = Some(id.to_owned());
-    c.syncher.path = Some(path.clone());
+    c.syncher.path = Some(path.to_path_buf());
     c.syncher.check_interval = Duration::from_millis(50);
     let rt = Runtime::start(c).unwrap();
     let stub = rt.attach_node(BridgeConfig::new(node)).await.unwrap();
@@ -57,7 +60,13 @@ async fn reporters_and_observers_resume_after_a_restart() {
     for i in 0..5 {
         reporter.push("lines", i).await.unwrap();
     }
-    assert!(eventually(TIMEOUT, || { let v = obs.version(); async move { v == 5 } }).await);
+    assert!(
+        eventually(TIMEOUT, || {
+            let v = obs.version();
+            async move { v == 5 }
+        })
+        .await
+    );
     drop((reporter, obs));
 
     // the reporter's runtime restarts: same URL, same version, same observer
@@ -71,7 +80,10 @@ async fn reporters_and_observers_resume_after_a_restart() {
     assert_eq!(reporter.url(), &url);
     assert_eq!(reporter.version(), 5);
     assert_eq!(reporter.data(), json!({"lines": [0, 1, 2, 3, 4]}));
-    assert_eq!(reporter.observers().await.unwrap(), vec![bob_url.address().clone()]);
+    assert_eq!(
+        reporter.observers().await.unwrap(),
+        vec![bob_url.address().clone()]
+    );
     reporter.push("lines", 5).await.unwrap();
 
     // the observer's runtime restarts too, and catches up
@@ -83,7 +95,10 @@ async fn reporters_and_observers_resume_after_a_restart() {
     assert_eq!(observers.len(), 1);
     let obs = observers.pop().unwrap();
     assert_eq!(obs.url(), &url);
-    assert!(obs.version() >= 5, "resumed at its stored version, not from scratch");
+    assert!(
+        obs.version() >= 5,
+        "resumed at its stored version, not from scratch"
+    );
     assert!(
         eventually(Duration::from_secs(10), || {
             let v = obs.version();
@@ -94,7 +109,13 @@ async fn reporters_and_observers_resume_after_a_restart() {
         obs.version()
     );
     reporter.push("lines", 7).await.unwrap();
-    assert!(eventually(TIMEOUT, || { let v = obs.version(); async move { v == 8 } }).await);
+    assert!(
+        eventually(TIMEOUT, || {
+            let v = obs.version();
+            async move { v == 8 }
+        })
+        .await
+    );
     assert_eq!(obs.snapshot(), reporter.snapshot());
 
     // nothing to resume for a hyperty that reported nothing

@@ -135,7 +135,11 @@ fn drain_in_order(obs: &mut Observer, last: &mut u64) {
     }
 }
 
-async fn lossy_run(seed: u64, loss: Loss, history: usize) -> hyperty_actors::syncher::manager::SyncStats {
+async fn lossy_run(
+    seed: u64,
+    loss: Loss,
+    history: usize,
+) -> hyperty_actors::syncher::manager::SyncStats {
     let a = Runtime::start(config("a.test", history)).unwrap();
     let b = Runtime::start(config("b.test", history)).unwrap();
     let c = Runtime::start(config("c.test", history)).unwrap();
@@ -184,7 +188,7 @@ async fn lossy_run(seed: u64, loss: Loss, history: usize) -> hyperty_actors::syn
         .await
         .unwrap();
     let url = reporter.url().clone();
-    let mut observers = vec![
+    let mut observers = [
         bob.syncher().subscribe(&url).await.unwrap(),
         bea.syncher().subscribe(&url).await.unwrap(),
         carl.syncher().subscribe(&url).await.unwrap(),
@@ -250,7 +254,10 @@ async fn a_long_outage_is_recovered_from_a_snapshot() {
         blackout: (100, 200),
     };
     let stats = lossy_run(7, loss, 16).await;
-    assert!(stats.snapshots > 0, "the history window was too short: {stats:?}");
+    assert!(
+        stats.snapshots > 0,
+        "the history window was too short: {stats:?}"
+    );
 }
 
 #[actix::test]
@@ -261,8 +268,12 @@ async fn a_socket_cut_mid_stream_leaves_no_gap() {
     cfg.runtime_id = Some("reporter".into());
     let a = Runtime::start(cfg).unwrap();
     let b = Runtime::start(config("cut.test", 1024)).unwrap();
-    a.attach_node(BridgeConfig::new(node.ws_url())).await.unwrap();
-    b.attach_node(BridgeConfig::new(node.ws_url())).await.unwrap();
+    a.attach_node(BridgeConfig::new(node.ws_url()))
+        .await
+        .unwrap();
+    b.attach_node(BridgeConfig::new(node.ws_url()))
+        .await
+        .unwrap();
     let (alice, _) = inbox_hyperty(&a, "cut.test", None).await;
     let (bob, _) = inbox_hyperty(&b, "cut.test", None).await;
     let reporter = alice

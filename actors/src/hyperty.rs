@@ -55,9 +55,9 @@ use crate::bus::{BoundBus, Bus, Deliver, Holdings};
 use crate::error::{BusError, RegistryError};
 use crate::message::{Message, MessageType, ResponseCode};
 use crate::registry::AllocateObjects;
-use crate::syncher::{Syncher, SyncherManager};
 use crate::routes::ListenerId;
 use crate::sandbox::RestartPolicy;
+use crate::syncher::{Syncher, SyncherManager};
 
 /// What a hyperty is: an actor with a plain context that takes delivered messages.
 pub trait Hyperty: Actor<Context = Context<Self>> + Handler<Deliver> {}
@@ -186,7 +186,11 @@ impl HypertyContext {
     /// This hyperty's [`Syncher`]: report data objects, observe others'
     /// (rethink-wire.md §9). Its requests go through the bus to `<runtime>/sm`.
     pub fn syncher(&self) -> Syncher {
-        Syncher::new(self.bus.clone(), self.url.clone(), self.services.syncher.clone())
+        Syncher::new(
+            self.bus.clone(),
+            self.url.clone(),
+            self.services.syncher.clone(),
+        )
     }
 
     /// Allocates `number` data-object addresses of `scheme` (e.g. `comm`) for this

@@ -150,8 +150,14 @@ mod tests {
 
     #[test]
     fn object_channels() {
-        assert_eq!(object_of_channel("comm://d/1/subscription"), Some("comm://d/1"));
-        assert_eq!(object_of_channel("comm://d/1/children/"), Some("comm://d/1"));
+        assert_eq!(
+            object_of_channel("comm://d/1/subscription"),
+            Some("comm://d/1")
+        );
+        assert_eq!(
+            object_of_channel("comm://d/1/children/"),
+            Some("comm://d/1")
+        );
         assert_eq!(object_of_channel("comm://d/1/changes"), Some("comm://d/1"));
         assert_eq!(object_of_channel("comm://d/1"), None);
         assert_eq!(object_of_channel("comm://d/1/children/x"), None);

@@ -219,7 +219,8 @@ pub enum SubscriptionDecision {
 }
 
 /// Decides subscriptions of one object (runs on the manager's thread).
-pub type SubscriptionPolicy = Arc<dyn Fn(&SubscriptionRequest) -> SubscriptionDecision + Send + Sync>;
+pub type SubscriptionPolicy =
+    Arc<dyn Fn(&SubscriptionRequest) -> SubscriptionDecision + Send + Sync>;
 
 /// An invitation a hyperty received: `create` from `<obj>/subscription` (§9
 /// "Invite"). Answer it with a reply (1xx/2xx acknowledges), then
@@ -289,7 +290,9 @@ pub struct Syncher {
 
 impl fmt::Debug for Syncher {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Syncher").field("hyperty", &self.me).finish()
+        f.debug_struct("Syncher")
+            .field("hyperty", &self.me)
+            .finish()
     }
 }
 
@@ -340,13 +343,12 @@ impl Syncher {
         b: Value,
     ) -> Result<Message, SyncError> {
         let msg = Message::new(kind, me, sm).with_body(body(b)?);
-        let resp = bus
-            .post(msg)
-            .await
-            .map_err(|e| SyncError::from_response(
+        let resp = bus.post(msg).await.map_err(|e| {
+            SyncError::from_response(
                 crate::error::ToResponseCode::response_code(&e),
                 Some(&e.to_string()),
-            ))?;
+            )
+        })?;
         success(resp)
     }
 
@@ -599,9 +601,12 @@ impl Handle {
         if let Ok(ev) = self.rx.try_recv() {
             return Some(ev);
         }
-        self.view.lagged.swap(false, Ordering::SeqCst).then(|| SyncEvent::Resync {
-            version: self.view.with(|s| s.version),
-        })
+        self.view
+            .lagged
+            .swap(false, Ordering::SeqCst)
+            .then(|| SyncEvent::Resync {
+                version: self.view.with(|s| s.version),
+            })
     }
 
     async fn edit(&self, b: Value, kind: MessageType) -> Result<Message, SyncError> {
@@ -624,7 +629,10 @@ impl Handle {
     async fn add_child(&self, data: Value) -> Result<String, SyncError> {
         let children = format!("{}/children/", self.url);
         let resp = self
-            .edit(json!({"resource": children, "value": data}), MessageType::Create)
+            .edit(
+                json!({"resource": children, "value": data}),
+                MessageType::Create,
+            )
             .await?;
         resp.body
             .resource
@@ -633,7 +641,12 @@ impl Handle {
             .ok_or_else(|| SyncError::Unavailable("an answer without the child id".into()))
     }
 
-    async fn update_child(&self, child: &str, attribute: &str, value: Value) -> Result<u64, SyncError> {
+    async fn update_child(
+        &self,
+        child: &str,
+        attribute: &str,
+        value: Value,
+    ) -> Result<u64, SyncError> {
         let resource = format!("{}/children/{child}", self.url);
         let resp = self
             .edit(
@@ -646,9 +659,12 @@ impl Handle {
 
     async fn event(&self, value: Value) -> Result<(), SyncError> {
         let children = format!("{}/children/", self.url);
-        self.edit(json!({"resource": children, "value": value}), MessageType::Event)
-            .await
-            .map(drop)
+        self.edit(
+            json!({"resource": children, "value": value}),
+            MessageType::Event,
+        )
+        .await
+        .map(drop)
     }
 }
 
@@ -672,10 +688,9 @@ macro_rules! shared_handle_api {
 
             /// The current data as `T`.
             pub fn data_as<T: DeserializeOwned>(&self) -> Result<T, SyncError> {
-                self.0
-                    .view
-                    .with(|s| T::deserialize(&s.data))
-                    .map_err(|e| SyncError::BadRequest(format!("data is not of the type asked for: {e}")))
+                self.0.view.with(|s| T::deserialize(&s.data)).map_err(|e| {
+                    SyncError::BadRequest(format!("data is not of the type asked for: {e}"))
+                })
             }
 
             /// The current version.
@@ -708,7 +723,9 @@ macro_rules! shared_handle_api {
                 attribute: &str,
                 value: impl Serialize,
             ) -> Result<u64, SyncError> {
-                self.0.update_child(child, attribute, to_value(value)?).await
+                self.0
+                    .update_child(child, attribute, to_value(value)?)
+                    .await
             }
 
             /// Sends a child event (`event` on `<obj>/children/`) to every

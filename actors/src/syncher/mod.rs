@@ -54,7 +54,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 pub use handle::{
-    Invitation, Observer, ObjectSpec, Reporter, SubscriptionDecision, SubscriptionRequest,
+    Invitation, ObjectSpec, Observer, Reporter, SubscriptionDecision, SubscriptionRequest,
     SyncEvent, Syncher,
 };
 pub use manager::SyncherManager;

@@ -325,10 +325,7 @@ impl Change {
             version,
             source,
             last_modified: m.get("lastModified").and_then(Value::as_u64).unwrap_or(0),
-            child: m
-                .get("resource")
-                .and_then(Value::as_str)
-                .map(str::to_owned),
+            child: m.get("resource").and_then(Value::as_str).map(str::to_owned),
             op,
         })
     }
@@ -368,11 +365,14 @@ impl Op {
             (true, Some("remove"), v) => {
                 let count = match v {
                     None => 1,
-                    Some(v) => v.as_u64().and_then(|c| usize::try_from(c).ok()).ok_or_else(
-                        || SyncError::BadRequest(
-                            "an array remove's value is the number of items".into(),
-                        ),
-                    )?,
+                    Some(v) => v
+                        .as_u64()
+                        .and_then(|c| usize::try_from(c).ok())
+                        .ok_or_else(|| {
+                            SyncError::BadRequest(
+                                "an array remove's value is the number of items".into(),
+                            )
+                        })?,
                 };
                 Ok(Op::Remove { attribute, count })
             }

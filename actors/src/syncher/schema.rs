@@ -133,7 +133,10 @@ impl SchemaTable {
     /// Resolves a request's `body.schema`: an inline document or a known name
     /// (a name nobody registered is not checked, as reTHINK schema URLs that are
     /// not in the catalogue are not).
-    pub fn resolve(&self, given: Option<&Value>) -> Result<(Option<String>, Option<Schema>), SyncError> {
+    pub fn resolve(
+        &self,
+        given: Option<&Value>,
+    ) -> Result<(Option<String>, Option<Schema>), SyncError> {
         match given {
             None | Some(Value::Null) => Ok((None, None)),
             Some(Value::String(name)) => Ok((Some(name.clone()), self.get(name).cloned())),
@@ -174,14 +177,19 @@ mod tests {
     #[test]
     fn table_resolves_names_and_inline_documents() {
         let mut t = SchemaTable::default();
-        t.insert("Conn", json!({"properties": {"scheme": {"const": "connection"}}}))
-            .unwrap();
+        t.insert(
+            "Conn",
+            json!({"properties": {"scheme": {"const": "connection"}}}),
+        )
+        .unwrap();
         let (name, s) = t.resolve(Some(&json!("Conn"))).unwrap();
         assert_eq!(name.as_deref(), Some("Conn"));
         assert_eq!(s.unwrap().scheme(), Some("connection"));
         let (name, s) = t.resolve(Some(&json!("hyperty-catalogue://x/y"))).unwrap();
         assert!(name.is_some() && s.is_none());
-        let (_, s) = t.resolve(Some(&json!({"title": "T", "type": "object"}))).unwrap();
+        let (_, s) = t
+            .resolve(Some(&json!({"title": "T", "type": "object"})))
+            .unwrap();
         assert!(s.unwrap().check(&json!([])).is_err());
         assert!(t.resolve(Some(&json!({"type": 5}))).is_err());
     }

@@ -75,15 +75,16 @@ impl SyncStore {
     #[allow(clippy::type_complexity)]
     pub fn load(&self) -> Result<(Vec<(String, String)>, Vec<(String, String)>), SyncError> {
         let tx = self.db.begin_read().map_err(store_err)?;
-        let read = |def: TableDefinition<'_, &str, &str>| -> Result<Vec<(String, String)>, SyncError> {
-            let table = tx.open_table(def).map_err(store_err)?;
-            let mut out = Vec::new();
-            for item in table.iter().map_err(store_err)? {
-                let (k, v) = item.map_err(store_err)?;
-                out.push((k.value().to_owned(), v.value().to_owned()));
-            }
-            Ok(out)
-        };
+        let read =
+            |def: TableDefinition<'_, &str, &str>| -> Result<Vec<(String, String)>, SyncError> {
+                let table = tx.open_table(def).map_err(store_err)?;
+                let mut out = Vec::new();
+                for item in table.iter().map_err(store_err)? {
+                    let (k, v) = item.map_err(store_err)?;
+                    out.push((k.value().to_owned(), v.value().to_owned()));
+                }
+                Ok(out)
+            };
         Ok((read(REPORTED)?, read(OBSERVED)?))
     }
 
