@@ -31,7 +31,6 @@
 //! MessageBus (runtime arbiter) ── owns ListenerTable + interceptor chain
 //! Pdp (runtime arbiter) ── owns the policy sets; publishes snapshots read by the Pep
 //! protocol stubs (runtime arbiter) ── registered in the StubTable
-//! SyncherManager at <rt>/sm (runtime arbiter) ── owns reported objects, observed replicas, their redb store
 //! SyncherManager (runtime arbiter) ── owns reported/observed objects + their redb store
 //! ```
 //!
