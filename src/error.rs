@@ -41,6 +41,9 @@ pub enum RuntimeError {
     /// The policy configuration or files are invalid.
     #[error(transparent)]
     Policy(#[from] PolicyError),
+    /// The Syncher refused or could not start (e.g. its store).
+    #[error(transparent)]
+    Sync(#[from] hyperty_actors::syncher::SyncError),
 }
 
 impl ToResponseCode for RuntimeError {
@@ -50,6 +53,7 @@ impl ToResponseCode for RuntimeError {
             RuntimeError::Registry(e) => e.response_code(),
             RuntimeError::Sandbox(e) => e.response_code(),
             RuntimeError::Bus(e) => e.response_code(),
+            RuntimeError::Sync(e) => e.code(),
             RuntimeError::Events(e) => e.response_code(),
             RuntimeError::Stub(_) => ResponseCode::GatewayTimeout,
             RuntimeError::Identity(e) => e.response_code(),

@@ -15,6 +15,8 @@
 //!   read from the registry, on request and periodically to a broker (RuntimeConfig::qos).
 //! with RuntimeConfig::identity: IdentityModule (calling arbiter) at <runtimeURL>/idm,
 //!   plus its identity interceptor on the bus (see crate::identity).
+//! SyncherManager at <runtime>/sm (calling arbiter; redb store at RuntimeConfig::syncher.path)
+//!      reported and observed data objects; every hyperty reaches it through ctx.syncher()
 //! Pdp (with `RuntimeConfig::policy`; calling arbiter) ── listens at <runtime>/pep;
 //!      its Pep is registered through the registry as a sealed bus interceptor,
 //!      and it is the event dispatcher's policy too (policy::RuntimeEventPolicy)
@@ -22,8 +24,8 @@
 //!
 //! Time: [`RuntimeConfig::clock`] is the runtime's one clock. The same instance is
 //! handed to the PDP (time conditions), the Identity Module (token and key-cache
-//! times), the event dispatcher (expiry, timeouts, backoff, RPC deadlines) and the
-//! QoS agent (report stamps).
+//! times), the event dispatcher (expiry, timeouts, backoff, RPC deadlines), the
+//! Syncher (`created` / `lastModified`) and the QoS agent (report stamps).
 //!
 //! Nothing is global: several runtimes can live in one process and never see each
 //! other's listeners. [`RuntimeHandle::shutdown`] stops the registry (and with it
@@ -71,10 +73,12 @@ use hyperty_actors::protostub::{Connect, Disconnect, ProtoStub, StubContext, Stu
 use hyperty_actors::qos::{QosAgent, QosConfig};
 use hyperty_actors::registry::{
     HypertyInfo, ListHyperties, ListStubs, NextStubUrl, RegisterHyperty, RegisterStub, Resolve,
-    Route, RuntimeRegistry, SetAllocator, StubInfo, UnregisterHyperty, UnregisterStub,
+    Route, RuntimeRegistry, SetAllocator, SetSyncher, StubInfo, UnregisterHyperty, UnregisterStub,
 };
 use hyperty_actors::routes::StubTable;
 use hyperty_actors::sandbox::{SandboxConfig, StartHyperty};
+use hyperty_actors::syncher::manager::{RegisterSchema, Shutdown as StopSyncher, WatchStub};
+use hyperty_actors::syncher::{SyncherConfig, SyncherManager};
 
 pub use hyperty_actors::registry::RegistryConfig;
 
@@ -108,6 +112,8 @@ pub struct RuntimeConfig {
     /// The QoS user agent at `<runtime>/qos`: where and how often it reports the
     /// stubs' connectivity statistics (see [`hyperty_actors::qos`]).
     pub qos: QosConfig,
+    /// The Syncher (store path, history window, limits, check timing).
+    pub syncher: SyncherConfig,
 }
 
 /// Equal when every section is and both read the same clock instance.
@@ -122,6 +128,7 @@ impl PartialEq for RuntimeConfig {
             && self.events == o.events
             && self.policy == o.policy
             && self.qos == o.qos
+            && self.syncher == o.syncher
             && Arc::ptr_eq(&self.clock, &o.clock)
     }
 }
@@ -142,6 +149,7 @@ impl RuntimeConfig {
             policy: None,
             clock: Arc::new(SystemClock),
             qos: QosConfig::default(),
+            syncher: SyncherConfig::default(),
         }
     }
 
@@ -195,7 +203,7 @@ impl Runtime {
             registry.clone().recipient(),
             registry.clone().recipient(),
             config.events,
-            clock,
+            clock.clone(),
         )?;
         if let Some(pdp) = &pdp {
             // one policy file for messages and events; queued before any dispatch
@@ -207,6 +215,14 @@ impl Runtime {
                     )),
                 ));
         }
+        let syncher = SyncherManager::start(
+            bus.clone(),
+            Some(registry.clone().recipient()),
+            config.syncher,
+            clock,
+        )?;
+        // queued before any hyperty registers
+        registry.do_send(SetSyncher(syncher.clone()));
         tracing::info!(runtime = %url, "runtime started");
         Ok(RuntimeHandle {
             url,
@@ -216,6 +232,7 @@ impl Runtime {
             events,
             pdp,
             qos,
+            syncher,
         })
     }
 }
@@ -230,6 +247,7 @@ pub struct RuntimeHandle {
     events: EventsHandle,
     pdp: Option<PdpHandle>,
     qos: Addr<QosAgent>,
+    syncher: Addr<SyncherManager>,
 }
 
 impl fmt::Debug for RuntimeHandle {
@@ -313,6 +331,53 @@ impl RuntimeHandle {
         &self.qos
     }
 
+    /// The SyncherManager at `<runtime>/sm`.
+    pub fn syncher(&self) -> &Addr<SyncherManager> {
+        &self.syncher
+    }
+
+    /// Makes a data-object schema known by `name` (e.g. from a hyperty
+    /// descriptor), so `create` may name it instead of carrying it.
+    pub async fn register_schema(
+        &self,
+        name: &str,
+        schema: serde_json::Value,
+    ) -> Result<(), RuntimeError> {
+        self.syncher
+            .send(RegisterSchema {
+                name: name.to_owned(),
+                schema,
+            })
+            .await
+            .map_err(|_| RuntimeError::Unavailable("syncher"))??;
+        Ok(())
+    }
+
+    /// Re-claims `url` at the messaging node, if one is attached (a hyperty
+    /// resuming its address after a restart).
+    async fn claim(&self, url: &HypertyUrl) -> Result<(), RuntimeError> {
+        let domain = self.url.domain().unwrap_or("localhost");
+        let to: Address = format!("domain://msg-node.{domain}/address-allocation").parse()?;
+        let msg = hyperty_actors::message::Message::new(
+            hyperty_actors::message::MessageType::Create,
+            self.url.address().clone(),
+            to,
+        )
+        .with_value(serde_json::json!({ "reclaim": [url.as_str()] }));
+        match self.bus.post(msg).await {
+            Ok(r) if r.code().is_some_and(|c| c.is_success()) => Ok(()),
+            Ok(r) => Err(RuntimeError::Registry(
+                hyperty_actors::error::RegistryError::Allocation(format!(
+                    "the node refused {url}: {}",
+                    r.body.description_text().unwrap_or("refused")
+                )),
+            )),
+            // no node attached: the address is only local
+            Err(hyperty_actors::error::BusError::NoRoute(_)) => Ok(()),
+            Err(e) => Err(e.into()),
+        }
+    }
+
     /// Registers a hyperty, starts it in its provider's sandbox and returns its
     /// address once it listens.
     pub async fn spawn_hyperty(&self, spec: HypertySpec) -> Result<HypertyUrl, RuntimeError> {
@@ -322,9 +387,16 @@ impl RuntimeHandle {
                 name: spec.name().to_owned(),
                 provider: spec.provider().to_owned(),
                 user: spec.user().cloned(),
+                url: spec.url().cloned(),
             })
             .await
             .map_err(|_| RuntimeError::Unavailable("registry"))??;
+        if spec.url().is_some() {
+            if let Err(e) = self.claim(&reg.url).await {
+                let _ = self.registry.send(UnregisterHyperty(reg.url)).await;
+                return Err(e);
+            }
+        }
         if let Some(idm) = &self.idm {
             if let Err(e) = idm.hyperty_registered(&reg.url, spec.user()).await {
                 let _ = self.registry.send(UnregisterHyperty(reg.url)).await;
@@ -426,6 +498,11 @@ impl RuntimeHandle {
             })
             .await
             .map_err(|_| RuntimeError::Unavailable("registry"))??;
+        // the Syncher renews its node subscriptions whenever the stub comes back
+        self.syncher
+            .send(WatchStub(url.clone()))
+            .await
+            .map_err(|_| RuntimeError::Unavailable("syncher"))?;
         report.report(StubStatus::Created, None);
         Ok(StubHandle { url, addr })
     }
@@ -472,6 +549,9 @@ impl RuntimeHandle {
     /// Stops the runtime: every sandbox thread ends and pending requests fail.
     pub async fn shutdown(&self) {
         let _ = self.qos.send(hyperty_actors::qos::StopReporting).await;
+        if let Ok(Err(e)) = self.syncher.send(StopSyncher).await {
+            tracing::warn!(error = %e, "sync store not written at shutdown");
+        }
         self.events.shutdown().await;
         self.bus.shutdown();
         // Stopping the registry stops every sandbox arbiter (see its `stopped`).

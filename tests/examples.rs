@@ -29,6 +29,17 @@ const EXAMPLES: &[(&str, &[&str], &[&str])] = &[
     ),
     ("events", &[], &["same id as published: true"]),
     (
+        "h2h_call",
+        &[],
+        &[
+            "call ended:",
+            r#"alice's object "ended""#,
+            r#"bob's object "ended""#,
+            "both deleted",
+        ],
+    ),
+    ("m2m", &[], &["application saw", "readings", "no gap"]),
+    (
         "embedded_server",
         &["--once"],
         &["GET /hello -> 200 OK hello from the application"],
@@ -138,6 +149,16 @@ fn two_runtimes() {
 #[test]
 fn events() {
     check("events");
+}
+
+#[test]
+fn h2h_call() {
+    check("h2h_call");
+}
+
+#[test]
+fn m2m() {
+    check("m2m");
 }
 
 #[test]

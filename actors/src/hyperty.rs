@@ -57,6 +57,7 @@ use crate::message::{Message, MessageType, ResponseCode};
 use crate::registry::AllocateObjects;
 use crate::routes::ListenerId;
 use crate::sandbox::RestartPolicy;
+use crate::syncher::{Syncher, SyncherManager};
 
 /// What a hyperty is: an actor with a plain context that takes delivered messages.
 pub trait Hyperty: Actor<Context = Context<Self>> + Handler<Deliver> {}
@@ -70,8 +71,17 @@ pub struct HypertyContext {
     provider: Arc<str>,
     user: Option<UserUrl>,
     bus: BoundBus,
-    allocator: Option<Recipient<AllocateObjects>>,
+    services: HypertyServices,
     restarts: u32,
+}
+
+/// The runtime services a sandbox hands to every hyperty it starts.
+#[derive(Debug, Clone, Default)]
+pub struct HypertyServices {
+    /// Allocates data-object addresses ([`HypertyContext::allocate`]).
+    pub allocator: Option<Recipient<AllocateObjects>>,
+    /// The runtime's SyncherManager ([`HypertyContext::syncher`]).
+    pub syncher: Option<Addr<SyncherManager>>,
 }
 
 impl fmt::Debug for HypertyContext {
@@ -90,7 +100,7 @@ impl HypertyContext {
         provider: Arc<str>,
         user: Option<UserUrl>,
         bus: Bus,
-        allocator: Option<Recipient<AllocateObjects>>,
+        services: HypertyServices,
         restarts: u32,
     ) -> Self {
         HypertyContext {
@@ -99,7 +109,7 @@ impl HypertyContext {
             provider,
             user,
             bus: BoundBus::new(bus, holdings),
-            allocator,
+            services,
             restarts,
         }
     }
@@ -173,6 +183,16 @@ impl HypertyContext {
         self.bus.add_listener(address, recipient)
     }
 
+    /// This hyperty's [`Syncher`]: report data objects, observe others'
+    /// (rethink-wire.md §9). Its requests go through the bus to `<runtime>/sm`.
+    pub fn syncher(&self) -> Syncher {
+        Syncher::new(
+            self.bus.clone(),
+            self.url.clone(),
+            self.services.syncher.clone(),
+        )
+    }
+
     /// Allocates `number` data-object addresses of `scheme` (e.g. `comm`) for this
     /// hyperty — from the messaging node once the runtime is attached to one — and
     /// adds them to what it holds: it may then send from and listen on them and
@@ -182,7 +202,7 @@ impl HypertyContext {
         scheme: &str,
         number: usize,
     ) -> impl Future<Output = Result<Vec<Address>, RegistryError>> + 'static {
-        let req = self.allocator.as_ref().map(|a| {
+        let req = self.services.allocator.as_ref().map(|a| {
             a.send(AllocateObjects {
                 hyperty: self.url.clone(),
                 scheme: scheme.to_owned(),
@@ -234,6 +254,7 @@ pub struct HypertySpec {
     name: String,
     provider: String,
     user: Option<UserUrl>,
+    url: Option<HypertyUrl>,
     restart: RestartPolicy,
     pub(crate) starter: Starter,
 }
@@ -284,6 +305,7 @@ impl HypertySpec {
             name: name.into(),
             provider: provider.into(),
             user: None,
+            url: None,
             restart: RestartPolicy::default(),
             starter,
         }
@@ -293,6 +315,19 @@ impl HypertySpec {
     pub fn with_user(mut self, user: UserUrl) -> Self {
         self.user = Some(user);
         self
+    }
+
+    /// Starts the hyperty at `url` instead of a fresh address: a restarted
+    /// runtime brings its hyperties back under the URLs they had, so their
+    /// data objects resume ([`Syncher::resume_reporters`](crate::syncher::Syncher::resume_reporters)).
+    pub fn with_url(mut self, url: HypertyUrl) -> Self {
+        self.url = Some(url);
+        self
+    }
+
+    /// The address it resumes, if [`with_url`](Self::with_url) set one.
+    pub fn url(&self) -> Option<&HypertyUrl> {
+        self.url.as_ref()
     }
 
     /// Sets the restart policy.

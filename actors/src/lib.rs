@@ -21,6 +21,7 @@
 //! | [`qos`] | the QoS User Agent at `<runtime>/qos`: statistics on request and to a broker |
 //! | [`events`] | webinos events: dispatcher, delivery notifications, RPC, cache, pub/sub |
 //! | [`policy`] | the policy language, the PDP actor and the PEP bus interceptor |
+//! | [`syncher`] | reporter/observer data synchronisation: the SyncherManager at `<rt>/sm`, the hyperty's Syncher |
 //!
 //! # Supervision tree
 //!
@@ -34,6 +35,7 @@
 //! protocol stubs (runtime arbiter) ── registered in the StubTable, their
 //!      StubStats held by the registry
 //! QosAgent (runtime arbiter) at <runtime>/qos ── reads the registry's stub statistics
+//! SyncherManager (runtime arbiter) ── owns reported/observed objects + their redb store
 //! ```
 //!
 //! A hyperty's crash ends only its own task; its sandbox restarts it. Stopping the
@@ -62,6 +64,7 @@ pub mod qos;
 pub mod registry;
 pub mod routes;
 pub mod sandbox;
+pub mod syncher;
 #[cfg(any(test, feature = "testkit"))]
 pub mod testkit;
 
@@ -86,6 +89,10 @@ pub mod prelude {
     };
     pub use crate::registry::{Route, RuntimeRegistry};
     pub use crate::sandbox::{RestartPolicy, SandboxConfig};
+    pub use crate::syncher::{
+        Invitation, ObjectSpec, Observer, Reporter, SubscriptionDecision, SubscriptionRequest,
+        SyncEvent, Syncher, SyncherConfig,
+    };
     pub use actix::{
         fut, Actor, ActorContext, ActorFutureExt, Addr, Arbiter, AsyncContext, Context, Handler,
         Recipient, ResponseActFuture, ResponseFuture, Running, StreamHandler, Supervised, System,

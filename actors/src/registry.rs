@@ -87,6 +87,12 @@ pub struct AllocateObjects {
     pub number: usize,
 }
 
+/// Hands the runtime's SyncherManager to every hyperty started afterwards
+/// ([`HypertyContext::syncher`](crate::hyperty::HypertyContext::syncher)).
+#[derive(Debug, actix::Message)]
+#[rtype(result = "()")]
+pub struct SetSyncher(pub Addr<crate::syncher::SyncherManager>);
+
 /// Attaches (or detaches, with `None`) the address allocator.
 #[derive(Debug, actix::Message)]
 #[rtype(result = "()")]
@@ -102,6 +108,9 @@ pub struct RegisterHyperty {
     pub provider: String,
     /// The user bound to it.
     pub user: Option<UserUrl>,
+    /// The address it resumes (a restarted runtime's hyperty); `None`: a new one
+    /// is allocated.
+    pub url: Option<HypertyUrl>,
 }
 
 /// The outcome of [`RegisterHyperty`].
@@ -290,6 +299,7 @@ pub struct RuntimeRegistry {
     sandboxes: HashMap<String, SandboxRecord>,
     data_objects: HashMap<Address, HypertyUrl>,
     allocator: Option<Recipient<AllocateAddresses>>,
+    syncher: Option<Addr<crate::syncher::SyncherManager>>,
 }
 
 impl fmt::Debug for RuntimeRegistry {
@@ -325,6 +335,7 @@ impl RuntimeRegistry {
             sandboxes: HashMap::new(),
             data_objects: HashMap::new(),
             allocator: None,
+            syncher: None,
         }
     }
 
@@ -347,7 +358,10 @@ impl RuntimeRegistry {
             provider,
             self.bus.clone(),
             Some(ctx.address().recipient()),
-            Some(ctx.address().recipient()),
+            crate::hyperty::HypertyServices {
+                allocator: Some(ctx.address().recipient()),
+                syncher: self.syncher.clone(),
+            },
             self.sandbox_config.clone(),
         );
         info!(provider, "sandbox created");
@@ -399,6 +413,13 @@ impl Handler<SetAllocator> for RuntimeRegistry {
     }
 }
 
+impl Handler<SetSyncher> for RuntimeRegistry {
+    type Result = ();
+    fn handle(&mut self, m: SetSyncher, _: &mut Context<Self>) {
+        self.syncher = Some(m.0);
+    }
+}
+
 impl Handler<RegisterHyperty> for RuntimeRegistry {
     type Result = ResponseActFuture<Self, Result<Registration, RegistryError>>;
 
@@ -413,13 +434,26 @@ impl Handler<RegisterHyperty> for RuntimeRegistry {
             Ok(s) => s,
             Err(e) => return Box::pin(fut::ready(Err(e))),
         };
-        let allocation = match &self.allocator {
-            None => {
+        if let Some(url) = &m.url {
+            if self.hyperties.contains_key(url) {
+                return Box::pin(fut::ready(Err(RegistryError::Exists(url.to_string()))));
+            }
+            if url.address().domain() != Some(self.domain.as_str()) {
+                return Box::pin(fut::ready(Err(RegistryError::Allocation(format!(
+                    "{url} is not an address of {}",
+                    self.domain
+                )))));
+            }
+        }
+        let allocation = match (&self.allocator, m.url.clone()) {
+            (_, Some(url)) => Box::pin(async move { Ok(url) })
+                as std::pin::Pin<Box<dyn std::future::Future<Output = _>>>,
+            (None, None) => {
                 let url = HypertyUrl::generate(&self.domain).map_err(RegistryError::from);
                 Box::pin(async move { url })
                     as std::pin::Pin<Box<dyn std::future::Future<Output = _>>>
             }
-            Some(a) => {
+            (Some(a), None) => {
                 let req = a.send(AllocateAddresses {
                     scheme: "hyperty".to_owned(),
                     number: 1,

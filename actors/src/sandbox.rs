@@ -28,9 +28,8 @@ use tracing::{error, info, warn};
 use crate::address::{HypertyUrl, UserUrl};
 use crate::bus::{Bus, Holdings, RemoveListenersOf};
 use crate::error::SandboxError;
-use crate::hyperty::{Exit, HypertyContext, HypertySpec};
+use crate::hyperty::{Exit, HypertyContext, HypertyServices, HypertySpec};
 use crate::message::{Message, MessageType};
-use crate::registry::AllocateObjects;
 use crate::routes::ListenerId;
 
 /// Default mailbox capacity of a hosted hyperty (a full mailbox answers 429).
@@ -174,7 +173,7 @@ pub struct Sandbox {
     provider: Arc<str>,
     bus: Bus,
     registry: Option<Recipient<HypertyStatusChanged>>,
-    allocator: Option<Recipient<AllocateObjects>>,
+    services: HypertyServices,
     config: SandboxConfig,
     hosted: HashMap<HypertyUrl, Hosted>,
 }
@@ -190,13 +189,13 @@ impl fmt::Debug for Sandbox {
 
 impl Sandbox {
     /// Starts a sandbox for `provider` on `arbiter`. `registry` hears of status
-    /// changes; `allocator` allocates data-object addresses for its hyperties.
+    /// changes; `services` are handed to every hyperty it starts.
     pub fn start_in(
         arbiter: &ArbiterHandle,
         provider: &str,
         bus: Bus,
         registry: Option<Recipient<HypertyStatusChanged>>,
-        allocator: Option<Recipient<AllocateObjects>>,
+        services: HypertyServices,
         config: SandboxConfig,
     ) -> Addr<Sandbox> {
         let provider: Arc<str> = Arc::from(provider);
@@ -204,7 +203,7 @@ impl Sandbox {
             provider,
             bus,
             registry,
-            allocator,
+            services,
             config,
             hosted: HashMap::new(),
         })
@@ -225,7 +224,7 @@ impl Sandbox {
             self.provider.clone(),
             hosted.user.clone(),
             self.bus.clone(),
-            self.allocator.clone(),
+            self.services.clone(),
             hosted.restarts,
         );
         let started = (hosted.spec.starter)(hctx, self.config.mailbox_capacity)?;

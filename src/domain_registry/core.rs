@@ -328,6 +328,13 @@ impl Core {
                 .ok_or(DomainRegistryError::NotFound),
             Query::DataObjectName(name) => objects(&mut self.table.data_objects_named(name)),
             Query::DataObjectReporter(r) => objects(&mut self.table.data_objects_of_reporter(r)),
+            Query::DataObjects { criteria, reporter } => objects(
+                &mut self
+                    .table
+                    .data_objects()
+                    .filter(|d| reporter.as_ref().is_none_or(|r| &d.reporter == r))
+                    .filter(|d| criteria.matches_object(d)),
+            ),
         }
     }
 

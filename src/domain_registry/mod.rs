@@ -34,6 +34,7 @@
 //! | `read {resource:"<url>" \| "/hyperty/<url>" \| "/hyperty/url/<url>" \| "/dataobject/url/<url>"}` | `{code:200, value:<the entry>}` |
 //! | `read {resource:"<name>" \| "/dataobject/name/<name>"}` | `{code:200, value:{<url>: DataObject, …}}` |
 //! | `read {criteria:{reporter}}` / `{resource:"/dataobject/reporter/<r>"}` | data objects of a reporter, as above |
+//! | `read {criteria:{dataSchemes?, resources?, reporter?}}` (no `resource`) | discovery: data objects with every scheme and resource type asked for (of that reporter), as above |
 //! | `update {resource:<url>}` or `{…, method:"refresh"}` | keep-alive: restarts the entry's lifetime → `{code:200, value:{statusChanged:false, status, message:"Keep alive"}}` |
 //! | `update {resource:<url>, value:{status:"live"\|"disconnected", …}}` | keep-alive plus the given fields (status, user, expires, …) → `{statusChanged, status, message:"Updated"}` |
 //! | `update {resource:<url>, value:"disconnected"\|"live", attribute:"status"}` | the spec's unregister: **really sets the status** (the reference connector turned it into a keep-alive) |

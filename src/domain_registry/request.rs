@@ -83,6 +83,12 @@ pub struct Criteria {
 }
 
 impl Criteria {
+    /// True if the data object `d` offers everything asked for.
+    pub fn matches_object(&self, d: &DataObjectRecord) -> bool {
+        self.resources.iter().all(|r| d.resources.contains(r))
+            && self.data_schemes.iter().all(|s| d.data_schemes.contains(s))
+    }
+
     /// True if `h` offers everything asked for.
     pub fn matches(&self, h: &HypertyRecord) -> bool {
         self.resources.iter().all(|r| h.resources.contains(r))
@@ -110,6 +116,14 @@ pub(crate) enum Query {
     DataObjectName(String),
     /// Data objects of this reporter.
     DataObjectReporter(String),
+    /// Data objects offering every resource type and scheme asked for (and of
+    /// the reporter, if one is given): discovery by criteria.
+    DataObjects {
+        /// Resource types and schemes.
+        criteria: Criteria,
+        /// Only this reporter's.
+        reporter: Option<String>,
+    },
 }
 
 /// What a `resource` string names.
@@ -392,10 +406,14 @@ fn parse_criteria(msg: &Message) -> Result<(Criteria, Option<String>)> {
 
 fn parse_read(msg: &Message, domain: &str) -> Result<Query> {
     let (criteria, reporter) = parse_criteria(msg)?;
+    let raw = resource(msg)?;
+    if raw.is_none() && !criteria.is_empty() {
+        return Ok(Query::DataObjects { criteria, reporter });
+    }
     if let Some(r) = reporter {
         return Ok(Query::DataObjectReporter(r));
     }
-    let raw = resource(msg)?.ok_or_else(|| DomainRegistryError::missing("resource"))?;
+    let raw = raw.ok_or_else(|| DomainRegistryError::missing("resource"))?;
     Ok(match resolve(raw, domain)? {
         Target::User(user) => Query::User { user, criteria },
         Target::Email(email) => Query::Email { email, criteria },

@@ -261,6 +261,14 @@ impl Table {
         self.data_objects_in(&self.by_name, name)
     }
 
+    /// Every data object (discovery by criteria scans them; the table is bounded).
+    pub(crate) fn data_objects(&self) -> impl Iterator<Item = &DataObjectRecord> + '_ {
+        self.entries.values().filter_map(|s| match &s.record {
+            Record::DataObject(d) => Some(d),
+            _ => None,
+        })
+    }
+
     pub(crate) fn data_objects_of_reporter<'a>(
         &'a self,
         reporter: &str,

@@ -11,7 +11,10 @@
 //!   `body.stubURL` or bound at first use when no session holds them, for the
 //!   session's lifetime ([`stub_url`] says which prefix is bound);
 //! * the **addresses allocated** to it (`domain://msg-node.<D>/address-allocation`,
-//!   including re-claims, see [`Holders`](super::holders::Holders)).
+//!   including re-claims, see [`Holders`](super::holders::Holders)), and the
+//!   derived channels of an allocated data object ([`object_of_channel`]): its
+//!   reporter's runtime answers subscriptions from `<obj>/subscription` and
+//!   children from `<obj>/children/` (rethink-wire.md §9).
 //!
 //! Nothing else grants sending rights — subscribing to an address does not.
 //!
@@ -71,6 +74,15 @@ pub fn stub_url(from: &str, domain: &str) -> Option<String> {
         ("protostub", None) => None,
         _ => Some(format!("hyperty-runtime://{domain}/{first}")),
     }
+}
+
+/// The data object whose derived channel `addr` is (`<obj>/changes`,
+/// `<obj>/subscription`, `<obj>/children/`), if it is one.
+pub fn object_of_channel(addr: &str) -> Option<&str> {
+    ["/changes", "/subscription", "/children/"]
+        .iter()
+        .find_map(|c| addr.strip_suffix(c))
+        .filter(|base| !base.is_empty())
 }
 
 /// True if a session of `new` may replace the session of `old` on `runtime`.
@@ -134,6 +146,21 @@ mod tests {
         assert_eq!(stub_url("hyperty-runtime://e.org/abc", "d.org"), None);
         assert_eq!(stub_url("runtime://d.org/abc", "d.org"), None);
         assert_eq!(stub_url("hyperty://d.org/abc", "d.org"), None);
+    }
+
+    #[test]
+    fn object_channels() {
+        assert_eq!(
+            object_of_channel("comm://d/1/subscription"),
+            Some("comm://d/1")
+        );
+        assert_eq!(
+            object_of_channel("comm://d/1/children/"),
+            Some("comm://d/1")
+        );
+        assert_eq!(object_of_channel("comm://d/1/changes"), Some("comm://d/1"));
+        assert_eq!(object_of_channel("comm://d/1"), None);
+        assert_eq!(object_of_channel("comm://d/1/children/x"), None);
     }
 
     #[test]

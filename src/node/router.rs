@@ -555,11 +555,15 @@ impl Router {
         self.slots.get(key).and_then(|s| s.identity.clone())
     }
 
-    /// True if session `key` may send from `from`: `from` is allocated to it, or
-    /// lies under its runtime URL or one of its stub URLs and no deeper URL of
-    /// another session (see [`rights`](super::rights)).
+    /// True if session `key` may send from `from`: `from` is allocated to it (or
+    /// is a derived channel of a data object allocated to it), or lies under its
+    /// runtime URL or one of its stub URLs and no deeper URL of another session
+    /// (see [`rights`](super::rights)).
     pub fn owns(&self, key: &str, from: &str) -> bool {
         self.owner_of(from).is_some_and(|k| &*k == key)
+            || super::rights::object_of_channel(from)
+                .and_then(|obj| self.owners.get(obj))
+                .is_some_and(|k| &**k == key)
     }
 
     /// Who holds the addresses of session `key`: its authenticated identity, or for
@@ -942,7 +946,15 @@ mod tests {
         r.owners.insert(Arc::from("hyperty://d.org/1"), key.clone());
         assert!(r.owns("k1", "hyperty://d.org/1"));
         assert!(!r.owns("k2", "hyperty://d.org/1"));
-        assert_eq!(r.owner_of("hyperty://d.org/1"), Some(key));
+        assert_eq!(r.owner_of("hyperty://d.org/1"), Some(key.clone()));
+        // an allocated data object's channels speak for it; routing stays exact
+        r.owners.insert(Arc::from("comm://d.org/o"), key.clone());
+        assert!(r.owns("k1", "comm://d.org/o/subscription"));
+        assert!(r.owns("k1", "comm://d.org/o/children/"));
+        assert!(!r.owns("k2", "comm://d.org/o/subscription"));
+        assert!(!r.owns("k1", "comm://d.org/o/other"));
+        assert_eq!(r.owner_of("comm://d.org/o/changes"), None);
+        drop(key);
         // a deeper URL of another session is that session's, not the outer one's
         r.runtimes
             .insert(Arc::from("runtime://d.org/abc/deep"), Arc::from("k2"));

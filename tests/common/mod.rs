@@ -362,3 +362,44 @@ pub async fn user_token(node: &hyperty::node::NodeHandle, user: &str) -> String 
         .expect("logged in");
     t.token.expose().to_owned()
 }
+
+/// A hyperty that hands every message it is delivered to the test.
+pub struct Inbox {
+    pub tx: tokio::sync::mpsc::UnboundedSender<Message>,
+}
+
+impl Actor for Inbox {
+    type Context = Context<Self>;
+}
+
+impl Handler<Deliver> for Inbox {
+    type Result = ();
+    fn handle(&mut self, Deliver(m): Deliver, _: &mut Context<Self>) {
+        let _ = self.tx.send(m);
+    }
+}
+
+/// Starts an [`Inbox`] hyperty of `provider` in `rt` (at `url` if given): its
+/// context (for its Syncher) and what it is delivered.
+pub async fn inbox_hyperty(
+    rt: &RuntimeHandle,
+    provider: &str,
+    url: Option<HypertyUrl>,
+) -> (
+    HypertyContext,
+    tokio::sync::mpsc::UnboundedReceiver<Message>,
+) {
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+    let slot: Arc<Mutex<Option<HypertyContext>>> = Arc::new(Mutex::new(None));
+    let s = slot.clone();
+    let mut spec = HypertySpec::new("inbox", provider, move |ctx| {
+        *s.lock().unwrap() = Some(ctx);
+        Inbox { tx: tx.clone() }
+    });
+    if let Some(u) = url {
+        spec = spec.with_url(u);
+    }
+    rt.spawn_hyperty(spec).await.unwrap();
+    let ctx = slot.lock().unwrap().take().expect("factory ran");
+    (ctx, rx)
+}
