@@ -659,3 +659,116 @@ async fn an_assertion_from_alpha_is_validated_in_beta_with_keys_fetched_over_htt
     assert_eq!(v.user.as_str(), format!("user://{A}/alice"));
     assert_eq!(v.hyperty.as_ref(), Some(&h));
 }
+
+#[actix::test]
+async fn made_up_domains_never_crowd_out_real_peers() {
+    // Alpha knows beta from [[peers]] and may hold one discovered link; every
+    // x<n>.test resolves to alpha's own node, whose document names alpha: no node
+    // of x<n>.test runs there.
+    let listeners: Vec<_> = (0..2)
+        .map(|_| std::net::TcpListener::bind("127.0.0.1:0").unwrap())
+        .collect();
+    let addr = |i: usize| listeners[i].local_addr().unwrap().to_string();
+    let made_up: Vec<String> = (0..5).map(|i| format!("x{i}.test")).collect();
+    let mut ca = node_config(A);
+    ca.federation.max_peers = 1;
+    ca.federation.retire_after_ms = 200;
+    ca.federation.delivery_timeout_ms = 200;
+    for d in &made_up {
+        ca.federation.resolve.insert(d.clone(), addr(0));
+    }
+    // a discovered domain whose node is down: nothing listens there
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let down = closed.local_addr().unwrap().to_string();
+    drop(closed);
+    ca.federation.resolve.insert("down.test".to_owned(), down);
+    ca.peers = vec![hyperty::config::PeerEntry {
+        domain: B.to_owned(),
+        url: format!("ws://{}/federation", addr(1)),
+        jwks: None,
+    }];
+    let mut cb = node_config(B);
+    cb.federation.resolve.insert(A.to_owned(), addr(0));
+    let mut ls = listeners.into_iter();
+    let na = hyperty::node::start(ls.next().unwrap(), ca).unwrap();
+    let nb = hyperty::node::start(ls.next().unwrap(), cb).unwrap();
+    let mut alice = client(&na, A, "alice").await;
+    let mut bob = client(&nb, B, "bob").await;
+    let links = |n: &NodeHandle| n.state().federation().unwrap().links();
+
+    // each made-up domain is refused, and its link gives its place back
+    for d in &made_up {
+        let r = alice
+            .request(
+                json!({"type": "read", "from": rt(A, "alice"), "to": format!("hyperty://{d}/h")}),
+            )
+            .await;
+        assert_eq!(r["body"]["code"], 504, "{r}");
+        let why = r["body"]["description"].as_str().unwrap();
+        assert!(
+            why.contains(d.as_str()) && why.contains("names another domain"),
+            "{r}"
+        );
+        assert!(
+            eventually(TIMEOUT, || async { links(&na).iter().all(|(l, _)| l == B) }).await,
+            "{:?}",
+            links(&na)
+        );
+    }
+    // asked again soon, it is refused without another discovery
+    let r = alice
+        .request(json!({"type": "read", "from": rt(A, "alice"), "to": "hyperty://x0.test/h"}))
+        .await;
+    assert!(
+        r["body"]["description"]
+            .as_str()
+            .unwrap()
+            .contains("no node was found there recently"),
+        "{r}"
+    );
+
+    // a discovered peer that is down holds the one discovered place while a
+    // request waits for it...
+    alice
+        .send(json!({"id": 20, "type": "read", "from": rt(A, "alice"), "to": "hyperty://down.test/h"}))
+        .await;
+    assert!(
+        eventually(TIMEOUT, || async {
+            links(&na).iter().any(|(d, _)| d == "down.test")
+        })
+        .await
+    );
+    // ...so another discovered domain finds no place, but the configured peer does
+    let r = alice
+        .request(json!({"type": "read", "from": rt(A, "alice"), "to": "hyperty://other.test/h"}))
+        .await;
+    assert_eq!(r["body"]["code"], 503, "{r}");
+    assert!(
+        r["body"]["description"]
+            .as_str()
+            .unwrap()
+            .contains("other.test"),
+        "{r}"
+    );
+    alice
+        .send(json!({"id": 9, "type": "update", "from": rt(A, "alice"), "to": rt(B, "bob")}))
+        .await;
+    let got = bob.expect().await;
+    assert_eq!(got["id"], 9, "{got}");
+    assert!(live(&na, B));
+    // the waiting request gets 504, then the down peer's link retires
+    let r = alice.expect().await;
+    assert_eq!(
+        (r["id"].clone(), r["body"]["code"].clone()),
+        (json!(20), json!(504)),
+        "{r}"
+    );
+    assert!(
+        eventually(TIMEOUT, || async {
+            links(&na).iter().all(|(d, _)| d != "down.test")
+        })
+        .await,
+        "{:?}",
+        links(&na)
+    );
+}

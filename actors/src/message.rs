@@ -165,6 +165,8 @@ pub enum ResponseCode {
     TooManyRequests,
     /// 500
     InternalError,
+    /// 503: the node cannot take this now (e.g. no room for another peer link).
+    ServiceUnavailable,
     /// 504: a back end (e.g. the domain registry) was unreachable.
     GatewayTimeout,
     /// Any other numeric code.
@@ -186,6 +188,7 @@ impl ResponseCode {
             408 => ResponseCode::RequestTimeout,
             429 => ResponseCode::TooManyRequests,
             500 => ResponseCode::InternalError,
+            503 => ResponseCode::ServiceUnavailable,
             504 => ResponseCode::GatewayTimeout,
             other => ResponseCode::Other(other),
         }
@@ -203,6 +206,7 @@ impl ResponseCode {
             ResponseCode::RequestTimeout => 408,
             ResponseCode::TooManyRequests => 429,
             ResponseCode::InternalError | ResponseCode::LegacyError => 500,
+            ResponseCode::ServiceUnavailable => 503,
             ResponseCode::GatewayTimeout => 504,
             ResponseCode::Other(c) => c,
         }

@@ -70,8 +70,13 @@ pub struct FederationSection {
     /// A request that waited this long for its peer's link gets 504 "domain
     /// unreachable" naming the domain (ms).
     pub delivery_timeout_ms: u64,
-    /// Most peer domains linked or being linked at once.
+    /// Most discovered peer domains linked or being linked at once (`[[peers]]`
+    /// do not count: a flood of made-up domains never crowds them out).
     pub max_peers: usize,
+    /// A discovered peer's link that has been down this long with nothing waiting
+    /// is retired (its entry freed); a domain found not to run a node is refused
+    /// at once for as long (ms).
+    pub retire_after_ms: u64,
     /// A peer's key set is used for its `Cache-Control: max-age`, but at least this
     /// long (seconds)...
     pub jwks_min_age_secs: u64,
@@ -97,6 +102,7 @@ impl Default for FederationSection {
             queue_bytes: 16 << 20,
             delivery_timeout_ms: 5_000,
             max_peers: 64,
+            retire_after_ms: 30_000,
             jwks_min_age_secs: 5,
             jwks_max_age_secs: 3_600,
             max_document_bytes: 64 * 1024,
@@ -109,6 +115,11 @@ impl FederationSection {
     pub fn reconnect_initial(&self) -> Duration {
         Duration::from_millis(self.reconnect_initial_ms)
     }
+    /// How long an idle, down link of a discovered peer is kept.
+    pub fn retire_after(&self) -> Duration {
+        Duration::from_millis(self.retire_after_ms)
+    }
+
     /// Longest reconnect delay.
     pub fn reconnect_max(&self) -> Duration {
         Duration::from_millis(self.reconnect_max_ms)
@@ -130,6 +141,7 @@ impl FederationSection {
             || self.reconnect_max_ms < self.reconnect_initial_ms
             || self.connect_timeout_ms == 0
             || self.delivery_timeout_ms == 0
+            || self.retire_after_ms == 0
         {
             return bad(
                 "federation",

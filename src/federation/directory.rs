@@ -64,6 +64,8 @@ pub struct Directory {
     peers: Vec<PeerEntry>,
     discovered: Mutex<HashMap<String, (Endpoints, Instant)>>,
     keys: Mutex<HashMap<String, KeySet>>,
+    /// Domains whose discovery answered that no node runs there, and when.
+    unknown: Mutex<HashMap<String, Instant>>,
     clock: Arc<dyn Clock>,
 }
 
@@ -75,6 +77,9 @@ impl std::fmt::Debug for Directory {
             .finish_non_exhaustive()
     }
 }
+
+/// Most domains remembered as running no node (the oldest is forgotten first).
+const UNKNOWN_DOMAINS: usize = 4096;
 
 /// `max-age` of a `Cache-Control` value.
 fn max_age(cache_control: Option<&str>) -> Option<u64> {
@@ -114,6 +119,7 @@ impl Directory {
             peers,
             discovered: Mutex::new(HashMap::new()),
             keys: Mutex::new(HashMap::new()),
+            unknown: Mutex::new(HashMap::new()),
         }
     }
 
@@ -164,6 +170,40 @@ impl Directory {
                 return Ok(e.clone());
             }
         }
+        if self.recently_unknown(domain) {
+            return Err(FederationError::UnknownDomain(format!(
+                "{domain} (no node was found there recently)"
+            )));
+        }
+        let found = self.discover(domain).await;
+        if let Err(FederationError::UnknownDomain(_)) = &found {
+            let mut u = self.lock_unknown();
+            make_room(&mut u, UNKNOWN_DOMAINS, |at| *at);
+            u.insert(domain.to_owned(), Instant::now());
+        }
+        found
+    }
+
+    /// Whether `domain` is a configured peer (`[[peers]]`).
+    pub fn is_configured(&self, domain: &str) -> bool {
+        self.peers.iter().any(|p| p.domain == domain)
+    }
+
+    fn recently_unknown(&self, domain: &str) -> bool {
+        let retire = self.config.retire_after();
+        let mut u = self.lock_unknown();
+        match u.get(domain) {
+            Some(at) if at.elapsed() < retire => true,
+            Some(_) => {
+                u.remove(domain);
+                false
+            }
+            None => false,
+        }
+    }
+
+    /// Reads `domain`'s node document (discovery proper).
+    async fn discover(&self, domain: &str) -> Result<Endpoints, FederationError> {
         let url = self.discovery_url(domain);
         let _span = tracing::debug_span!("federation.discover", peer = domain, %url).entered();
         let body = self.get(domain, &url).await?.0;
@@ -196,6 +236,10 @@ impl Directory {
 
     fn lock_discovered(&self) -> std::sync::MutexGuard<'_, HashMap<String, (Endpoints, Instant)>> {
         self.discovered.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn lock_unknown(&self) -> std::sync::MutexGuard<'_, HashMap<String, Instant>> {
+        self.unknown.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     fn lock_keys(&self) -> std::sync::MutexGuard<'_, HashMap<String, KeySet>> {

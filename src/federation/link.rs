@@ -154,6 +154,8 @@ pub struct PeerLink {
     last_heard: Instant,
     down_since: Option<Instant>,
     opened: u64,
+    /// A `[[peers]]` entry: never retired.
+    configured: bool,
 }
 
 impl std::fmt::Debug for PeerLink {
@@ -172,6 +174,7 @@ impl PeerLink {
         directory: Arc<Directory>,
         links: Links,
         queue: Arc<OutboundQueue>,
+        configured: bool,
     ) -> PeerLink {
         PeerLink {
             domain: Arc::from(domain),
@@ -190,6 +193,7 @@ impl PeerLink {
             last_heard: Instant::now(),
             down_since: Some(Instant::now()),
             opened: 0,
+            configured,
         }
     }
 
@@ -289,9 +293,11 @@ impl PeerLink {
                     if matches!(
                         e,
                         FederationError::UnknownDomain(_) | FederationError::Disabled
-                    ) {
+                    ) && !act.configured
+                    {
                         // nothing to wait for
-                        act.fail_requests(&e.to_string());
+                        act.retire(ctx, &e.to_string());
+                        return;
                     }
                     act.lost(ctx, &e.to_string());
                 }
@@ -410,6 +416,28 @@ impl PeerLink {
         );
         let to = ToRef::One(from.as_str().into());
         self.node.router.route(&to, &ByteString::from(text));
+    }
+
+    /// Leaves the peer table for good (a discovered peer that runs no node, or
+    /// whose link stayed down with nothing waiting for `retire_after_ms`): waiting
+    /// requests get 504, waiting notifications are dropped, the peer's
+    /// subscriptions here end, and the domain's entry is free for a later link.
+    fn retire(&mut self, ctx: &mut Context<Self>, why: &str) {
+        info!(peer = %self.domain, reason = why, "peer link retired");
+        self.fail_requests(why);
+        let dropped = self.parked.len() as u64;
+        self.parked.clear();
+        self.parked_bytes = 0;
+        self.node
+            .router
+            .stats
+            .dropped
+            .fetch_add(dropped, std::sync::atomic::Ordering::Relaxed);
+        self.node
+            .subscriptions
+            .do_send(DropSubscriptions(self.key.clone()));
+        self.links.retire(&self.domain, &ctx.address());
+        ctx.stop();
     }
 
     /// Answers 504 to every waiting request.
@@ -667,7 +695,17 @@ impl Actor for PeerLink {
         self.publish_info();
         let f = self.directory.config();
         let every = (f.delivery_timeout() / 4).max(Duration::from_millis(20));
-        ctx.run_interval(every, |act, _| act.expire());
+        ctx.run_interval(every, |act, ctx| {
+            act.expire();
+            let idle = act.directory.config().retire_after();
+            if !act.configured
+                && act.parked.is_empty()
+                && matches!(act.state, State::Down)
+                && act.down_since.is_some_and(|t| t.elapsed() >= idle)
+            {
+                act.retire(ctx, "down with nothing waiting");
+            }
+        });
         let timeout = self.node.config.session.client_timeout();
         ctx.run_interval(
             self.node.config.session.heartbeat_interval(),

@@ -94,10 +94,25 @@ pub struct LinkInfo {
     pub queued: usize,
 }
 
-/// The link table shared with the link actors (they publish their state in it).
+/// The link table shared with the link actors (they publish their state in it,
+/// and a retiring link takes itself out of it).
 #[derive(Debug, Clone, Default)]
 pub(crate) struct Links {
     pub(crate) info: Arc<DashMap<String, LinkInfo>>,
+    pub(crate) routes: Arc<DashMap<String, (Addr<PeerLink>, PeerRoute)>>,
+}
+
+impl Links {
+    /// Takes `link` out of the tables of `domain` (unless another link replaced it).
+    pub(crate) fn retire(&self, domain: &str, link: &Addr<PeerLink>) {
+        if self
+            .routes
+            .remove_if(domain, |_, (l, _)| l == link)
+            .is_some()
+        {
+            self.info.remove(domain);
+        }
+    }
 }
 
 /// The peer connector: owns the peer table (domain → link actor), creates a link
@@ -106,7 +121,6 @@ pub(crate) struct Links {
 pub struct PeerConnector {
     node: NodeState,
     directory: Arc<Directory>,
-    routes: DashMap<String, (Addr<PeerLink>, PeerRoute)>,
     links: Links,
 }
 
@@ -114,7 +128,7 @@ impl std::fmt::Debug for PeerConnector {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("PeerConnector")
             .field("domain", &self.directory.own())
-            .field("peers", &self.routes.len())
+            .field("peers", &self.links.routes.len())
             .finish_non_exhaustive()
     }
 }
@@ -133,7 +147,6 @@ impl PeerConnector {
         let connector = Arc::new(PeerConnector {
             node: node.clone(),
             directory,
-            routes: DashMap::new(),
             links: Links::default(),
         });
         if config.federation.connect_at_start {
@@ -146,16 +159,22 @@ impl PeerConnector {
         connector
     }
 
-    /// The link actor and route of `domain`, created at first use; `None` past
-    /// `max_peers` or for this node's own domain.
+    /// The link actor and route of `domain`, created at first use; `None` for
+    /// this node's own domain, or for a domain not in `[[peers]]` when
+    /// `max_peers` discovered links exist already.
     pub(crate) fn link(&self, domain: &str) -> Option<(Addr<PeerLink>, PeerRoute)> {
-        if let Some(r) = self.routes.get(domain) {
+        let routes = &self.links.routes;
+        if let Some(r) = routes.get(domain) {
             return Some(r.clone());
         }
-        if domain == self.directory.own() || self.routes.len() >= self.max_peers() {
+        if domain == self.directory.own() {
             return None;
         }
-        let entry = self.routes.entry(domain.to_owned()).or_insert_with(|| {
+        let configured = self.directory.is_configured(domain);
+        if !configured && self.discovered_links() >= self.max_peers() {
+            return None;
+        }
+        let entry = routes.entry(domain.to_owned()).or_insert_with(|| {
             let s = &self.node.config.session;
             let queue = OutboundQueue::new(
                 QueueLimits {
@@ -174,7 +193,7 @@ impl PeerConnector {
             // on the calling thread: a link's frames then usually stay on the thread
             // of the sessions that use it (no hop to a thread of its own)
             let addr = PeerLink::start_in_arbiter(&Arbiter::current(), move |_| {
-                PeerLink::new(&d, node, directory, links, q)
+                PeerLink::new(&d, node, directory, links, q, configured)
             });
             let route = PeerRoute {
                 conn: addr.clone().recipient(),
@@ -184,6 +203,15 @@ impl PeerConnector {
             (addr, route)
         });
         Some(entry.clone())
+    }
+
+    /// Links to domains that are not in `[[peers]]`.
+    fn discovered_links(&self) -> usize {
+        self.links
+            .routes
+            .iter()
+            .filter(|r| !self.directory.is_configured(r.key()))
+            .count()
     }
 
     /// The peer links and their states, by domain.
@@ -222,8 +250,9 @@ impl PeerConnector {
 
     /// Closes every link (the node is stopping).
     pub async fn stop(&self) {
-        let links: Vec<Addr<PeerLink>> = self.routes.iter().map(|r| r.0.clone()).collect();
-        self.routes.clear();
+        let routes = &self.links.routes;
+        let links: Vec<Addr<PeerLink>> = routes.iter().map(|r| r.0.clone()).collect();
+        routes.clear();
         for l in links {
             let _ = l.send(link::Shutdown).await;
         }

@@ -523,12 +523,23 @@ impl WsSession {
                 queued: 0,
                 buffered: 0,
                 ..
-            } => self.refuse(
-                ctx,
-                h,
-                ResponseCode::RequestTimeout,
-                "recipient temporarily unavailable",
-            ),
+            } => match self.unlinked_domain(h.to.first()) {
+                Some(domain) => self.refuse(
+                    ctx,
+                    h,
+                    ResponseCode::ServiceUnavailable,
+                    &format!(
+                        "no link to {domain}: as many peer domains as allowed are linked \
+                         (federation.max_peers)"
+                    ),
+                ),
+                None => self.refuse(
+                    ctx,
+                    h,
+                    ResponseCode::RequestTimeout,
+                    "recipient temporarily unavailable",
+                ),
+            },
             Routed::Delivered {
                 congested: Some(q), ..
             } => self.slow_down(q, ctx),
@@ -538,6 +549,14 @@ impl WsSession {
                 self.refuse(ctx, h, ResponseCode::NotFound, &format!("no route to {t}"))
             }
         }
+    }
+
+    /// The domain of `to` when it is another domain's and this node has no link
+    /// to it (the peer table is full).
+    fn unlinked_domain<'a>(&self, to: &'a str) -> Option<&'a str> {
+        let domain = self.node.router.foreign_domain(to)?;
+        let federation = self.node.federation()?;
+        federation.link_info(domain).is_none().then_some(domain)
     }
 
     /// A `subscribe`/`unsubscribe` to another domain's `/sm` goes there; its
