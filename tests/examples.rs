@@ -176,6 +176,13 @@ fn federation() {
         "carol  got \"lunch at noon?\" (same id: true, bcc it sees: 1)",
         "bob    got \"lunch at noon?\" (same id: true, bcc it sees: 0)",
         "alice  delivery notification: delivered to hyperty://beta.test/",
+        "alice  reports connection://alpha.test/",
+        "bob    observes the offer: \"v=0 o=alice",
+        "alice  observes bob's answer in connection://beta.test/",
+        "both   see each other's ICE candidate (1 and 1 children)",
+        "both   see the call \"connected\"",
+        "both   see the call \"ended\"",
+        "both   connection objects deleted: the call is over",
         "alice  found user://beta.test/bob: 200 -> hyperty://beta.test/",
         "federation scenario complete: 3 domains, 3 nodes",
     ] {

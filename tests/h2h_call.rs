@@ -11,6 +11,8 @@ use hyperty_actors::syncher::object::Op;
 use serde_json::{json, Value};
 
 const D: &str = "call.test";
+const ALPHA: &str = "alpha.test";
+const BETA: &str = "beta.test";
 
 async fn event(h: &mut Observer) -> SyncEvent {
     loop {
@@ -59,18 +61,46 @@ fn connection(owner: &HypertyContext, peer: &HypertyContext, kind: &str, sdp: &s
 #[actix::test]
 async fn alice_invites_bob() {
     let node = start_node(D, |_| {});
-    let (ra, rb) = (
-        Runtime::start(RuntimeConfig::new(D)).unwrap(),
-        Runtime::start(RuntimeConfig::new(D)).unwrap(),
+    let ra = runtime(D, &node).await;
+    let rb = runtime(D, &node).await;
+    call(&ra, &rb).await;
+    ra.shutdown().await;
+    rb.shutdown().await;
+    node.stop().await;
+}
+
+/// The same call between two domains, each with its own node: the objects,
+/// invitations, subscriptions and changes cross the peer link.
+#[actix::test]
+async fn alice_in_alpha_invites_bob_in_beta() {
+    let nodes = start_domains(&[ALPHA, BETA], |_, _| {});
+    let ra = runtime(ALPHA, &nodes[0]).await;
+    let rb = runtime(BETA, &nodes[1]).await;
+    call(&ra, &rb).await;
+    ra.shutdown().await;
+    rb.shutdown().await;
+    for n in &nodes {
+        n.stop().await;
+    }
+}
+
+async fn runtime(domain: &str, node: &hyperty::node::NodeHandle) -> RuntimeHandle {
+    let rt = Runtime::start(RuntimeConfig::new(domain)).unwrap();
+    rt.attach_node(BridgeConfig::new(node.ws_url()))
+        .await
+        .unwrap();
+    rt
+}
+
+/// The whole call between a hyperty of `ra` (Alice) and one of `rb` (Bob),
+/// checked step by step.
+async fn call(ra: &RuntimeHandle, rb: &RuntimeHandle) {
+    let (da, db) = (
+        ra.url().domain().unwrap().to_owned(),
+        rb.url().domain().unwrap().to_owned(),
     );
-    ra.attach_node(BridgeConfig::new(node.ws_url()))
-        .await
-        .unwrap();
-    rb.attach_node(BridgeConfig::new(node.ws_url()))
-        .await
-        .unwrap();
-    let (alice, mut alice_in) = inbox_hyperty(&ra, D, None).await;
-    let (bob, mut bob_in) = inbox_hyperty(&rb, D, None).await;
+    let (alice, mut alice_in) = inbox_hyperty(ra, &da, None).await;
+    let (bob, mut bob_in) = inbox_hyperty(rb, &db, None).await;
 
     // Alice reports her offer and invites Bob
     let mut alice_conn = alice
@@ -162,21 +192,24 @@ async fn alice_invites_bob() {
     assert_eq!(event(&mut alice_view).await, SyncEvent::Deleted);
     for (ctx, url) in [(&alice, &b_url), (&bob, &a_url)] {
         let e = ctx.syncher().read(url).await.unwrap_err();
-        assert!(matches!(e.code().as_u16(), 403 | 404), "{e}");
+        assert!(
+            matches!(e.code().as_u16(), 403 | 404),
+            "{e:?} reading {url} from {}",
+            ctx.url()
+        );
     }
-    assert!(
-        eventually(TIMEOUT, || async {
-            alice
-                .syncher()
-                .discover(&["connection"], &[], None)
-                .await
-                .unwrap()
-                .is_empty()
-        })
-        .await,
-        "no connection object left in the registry"
-    );
-    ra.shutdown().await;
-    rb.shutdown().await;
-    node.stop().await;
+    for ctx in [&alice, &bob] {
+        assert!(
+            eventually(TIMEOUT, || async {
+                ctx.syncher()
+                    .discover(&["connection"], &[], None)
+                    .await
+                    .unwrap()
+                    .is_empty()
+            })
+            .await,
+            "no connection object left in {}'s registry",
+            ctx.url()
+        );
+    }
 }

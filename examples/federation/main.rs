@@ -11,7 +11,10 @@
 //!    presence channel, and bob's updates reach it;
 //! 3. a webinos event from alpha with cc in beta and bcc in gamma, and its
 //!    delivery notifications;
-//! 4. discovery of a beta user from alpha (a query to `domain://registry.beta.test`).
+//! 4. an H2H call from alpha to beta: each side reports a `connection://` object
+//!    (offer, answer) with the Syncher and invites the other, ICE candidates travel
+//!    as children, the status goes ringing → connected → ended, hang-up deletes both;
+//! 5. discovery of a beta user from alpha (a query to `domain://registry.beta.test`).
 //!
 //! Then it keeps the nodes running until Ctrl-C; with `--once` it stops them
 //! after the scenario. The nodes log errors only; `RUST_LOG=info` shows their logs
@@ -160,10 +163,12 @@ async fn login(ws_url: &str, user: &str) -> Result<String, Error> {
     Ok(v["idToken"].as_str().ok_or("no idToken")?.to_owned())
 }
 
-/// A chat participant: prints what it is sent and answers it.
+/// A chat participant: prints what it is sent and answers it; acknowledges
+/// invitations to data objects and hands them to `main`.
 struct Chat {
     ctx: HypertyContext,
     name: &'static str,
+    invitations: tokio::sync::mpsc::UnboundedSender<Invitation>,
 }
 
 impl Actor for Chat {
@@ -173,6 +178,11 @@ impl Actor for Chat {
 impl Handler<Deliver> for Chat {
     type Result = ();
     fn handle(&mut self, Deliver(m): Deliver, _: &mut Context<Self>) {
+        if let Some(invitation) = Invitation::from_message(&m) {
+            self.ctx.reply(&m, ResponseCode::Ok, Value::Null);
+            let _ = self.invitations.send(invitation);
+            return;
+        }
         let text = m.body.value.as_ref().and_then(|v| v.get("text"));
         match text.and_then(Value::as_str) {
             Some(text) if m.kind.expects_response() => {
@@ -209,6 +219,9 @@ struct User {
     name: &'static str,
     runtime: RuntimeHandle,
     hyperty: HypertyUrl,
+    /// The hyperty's context (its Syncher).
+    ctx: HypertyContext,
+    invitations: tokio::sync::mpsc::UnboundedReceiver<Invitation>,
 }
 
 async fn user(domain: &str, node: &str, name: &'static str) -> Result<User, Error> {
@@ -217,16 +230,30 @@ async fn user(domain: &str, node: &str, name: &'static str) -> Result<User, Erro
     let mut bridge = BridgeConfig::new(node);
     bridge.token = Some(token);
     runtime.attach_node(bridge).await?;
+    let (tx, invitations) = tokio::sync::mpsc::unbounded_channel();
+    let slot = std::sync::Arc::new(std::sync::Mutex::new(None));
+    let s = slot.clone();
     let hyperty = runtime
-        .spawn_hyperty(HypertySpec::new("chat", domain, move |ctx| Chat {
-            ctx,
-            name,
+        .spawn_hyperty(HypertySpec::new("chat", domain, move |ctx| {
+            *s.lock().unwrap_or_else(|e| e.into_inner()) = Some(ctx.clone());
+            Chat {
+                ctx,
+                name,
+                invitations: tx.clone(),
+            }
         }))
         .await?;
+    let ctx = slot
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .take()
+        .ok_or("the chat hyperty did not start")?;
     Ok(User {
         name,
         runtime,
         hyperty,
+        ctx,
+        invitations,
     })
 }
 
@@ -341,8 +368,96 @@ async fn event(alice: &User, bob: &User, bea: &User, carol: &User) -> Result<(),
     Err("no delivery notification".into())
 }
 
+/// `owner`'s connection object: its session description, ringing, `peer` invited.
+fn connection(owner: &User, peer: &User, kind: &str, sdp: &str) -> ObjectSpec {
+    ObjectSpec::new("call", "connection")
+        .with_schema(json!({
+            "properties": {"status": {"enum": ["ringing", "connected", "ended"]}},
+            "required": ["status", "connectionDescription"]
+        }))
+        .with_data(
+            json!({"owner": owner.hyperty.as_str(), "peer": peer.hyperty.as_str(),
+            "status": "ringing", "connectionDescription": {"type": kind, "sdp": sdp}}),
+        )
+        .invite([peer.hyperty.address().clone()])
+}
+
+/// Waits until `view` has reached `version` (or, with `None`, is deleted).
+async fn until(view: &mut Observer, version: Option<u64>) -> Result<(), Error> {
+    loop {
+        if version.is_some_and(|v| view.version() >= v) {
+            return Ok(());
+        }
+        match tokio::time::timeout(WAIT, view.next()).await? {
+            Some(SyncEvent::Deleted) if version.is_none() => return Ok(()),
+            Some(_) => continue,
+            None => return Err(format!("{} went away", view.url()).into()),
+        }
+    }
+}
+
+async fn call(alice: &mut User, bob: &mut User) -> Result<(), Error> {
+    println!("4. alice (alpha) calls bob (beta): connection objects of the Syncher");
+    let offer = connection(alice, bob, "offer", "v=0 o=alice 1 1 IN IP4 192.0.2.1");
+    let alice_conn = alice.ctx.syncher().create(offer).await?;
+    println!(
+        "    alice  reports {} (ringing), invites bob",
+        alice_conn.url()
+    );
+    let invitation = tokio::time::timeout(WAIT, bob.invitations.recv())
+        .await?
+        .ok_or("bob was not invited")?;
+    let mut bob_view = bob.ctx.syncher().subscribe(&invitation.object).await?;
+    println!(
+        "    bob    observes the offer: {}",
+        bob_view.data()["connectionDescription"]["sdp"]
+    );
+    let answer = connection(bob, alice, "answer", "v=0 o=bob 2 2 IN IP4 192.0.2.2");
+    let bob_conn = bob.ctx.syncher().create(answer).await?;
+    let invitation = tokio::time::timeout(WAIT, alice.invitations.recv())
+        .await?
+        .ok_or("alice was not invited")?;
+    let mut alice_view = alice.ctx.syncher().subscribe(&invitation.object).await?;
+    println!(
+        "    alice  observes bob's answer in {}: {}",
+        bob_conn.url(),
+        alice_view.data()["connectionDescription"]["sdp"]
+    );
+    alice_conn
+        .add_child(json!({"candidate": "candidate:1 1 UDP 2130706431 192.0.2.1 49170 typ host"}))
+        .await?;
+    bob_conn
+        .add_child(json!({"candidate": "candidate:1 1 UDP 2130706431 192.0.2.2 49172 typ host"}))
+        .await?;
+    until(&mut bob_view, Some(1)).await?;
+    until(&mut alice_view, Some(1)).await?;
+    println!(
+        "    both   see each other's ICE candidate ({} and {} children)",
+        bob_view.snapshot().children.len(),
+        alice_view.snapshot().children.len()
+    );
+    for (n, status) in [(2, "connected"), (3, "ended")] {
+        alice_conn.set("status", status).await?;
+        bob_conn.set("status", status).await?;
+        until(&mut bob_view, Some(n)).await?;
+        until(&mut alice_view, Some(n)).await?;
+        println!(
+            "    both   see the call {} (alice's v{}, bob's v{})",
+            bob_view.data()["status"],
+            bob_view.version(),
+            alice_view.version()
+        );
+    }
+    alice_conn.delete_object().await?;
+    bob_conn.delete_object().await?;
+    until(&mut bob_view, None).await?;
+    until(&mut alice_view, None).await?;
+    println!("    both   connection objects deleted: the call is over");
+    Ok(())
+}
+
 async fn discovery(alice: &User, bob: &User) -> Result<(), Error> {
-    println!("4. alice (alpha) discovers bob at beta's domain registry");
+    println!("5. alice (alpha) discovers bob at beta's domain registry");
     let registry: Address = "domain://registry.beta.test".parse()?;
     let runtime_url = bob.runtime.url().address().clone();
     let from: Address = format!("{runtime_url}/registry/").parse()?;
@@ -384,14 +499,15 @@ async fn main() -> Result<(), Error> {
     let once = std::env::args().any(|a| a == "--once");
     let dir = std::env::temp_dir().join(format!("hyperty-federation-{}", std::process::id()));
     let (nodes, urls) = start_nodes(&dir)?;
-    let alice = user(DOMAINS[0], &urls[0], "alice").await?;
-    let bob = user(DOMAINS[1], &urls[1], "bob").await?;
+    let mut alice = user(DOMAINS[0], &urls[0], "alice").await?;
+    let mut bob = user(DOMAINS[1], &urls[1], "bob").await?;
     let bea = user(DOMAINS[1], &urls[1], "bea").await?;
     let carol = user(DOMAINS[2], &urls[2], "carol").await?;
 
     chat(&alice, &bob, &carol).await?;
     presence(&alice, &bob).await?;
     event(&alice, &bob, &bea, &carol).await?;
+    call(&mut alice, &mut bob).await?;
     discovery(&alice, &bob).await?;
     println!("federation scenario complete: 3 domains, 3 nodes");
     std::io::stdout().flush()?;

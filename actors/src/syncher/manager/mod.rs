@@ -512,7 +512,15 @@ impl SyncherManager {
         source: &Address,
         ctx: &mut Context<Self>,
     ) {
-        let Some(sm) = self.node_sm.clone() else {
+        // an object of another domain is subscribed to at its own domain's node
+        // (federation carries the subscription there)
+        let sm = match resources.first().and_then(Address::domain) {
+            Some(d) if Some(d) != self.me.domain() => {
+                Address::parse(&format!("domain://msg-node.{d}/sm")).ok()
+            }
+            _ => self.node_sm.clone(),
+        };
+        let Some(sm) = sm else {
             return;
         };
         let mut m = Message::new(kind, self.me.clone(), sm);

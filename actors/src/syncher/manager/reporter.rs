@@ -568,7 +568,6 @@ impl SyncherManager {
             m.id = self.bus.next_id();
             self.bus.send(m);
         }
-        self.unlisten(&Self::reported_channels(obj));
         self.node_subscription(
             MessageType::Unsubscribe,
             Self::reported_channels(obj),
@@ -576,11 +575,19 @@ impl SyncherManager {
             ctx,
         );
         self.registry_request(MessageType::Delete, json!({"resource": obj.as_str()}), ctx);
-        if let Some(to) = self.node_allocation.clone() {
-            let mut m = Message::new(MessageType::Delete, self.me.clone(), to);
-            m.body.children_resources = Some(NestedList::from_items([obj.as_str()]));
-            self.post_logged(m, "address release", ctx);
-        }
+        // The address stays ours for a while: a request already on its way (an
+        // observer reading the object it was just told is gone) is answered 404
+        // from it, instead of meeting an address the node no longer lets us answer
+        // from.
+        let gone = obj.clone();
+        ctx.run_later(self.config.fetch_timeout, move |act, ctx| {
+            act.unlisten(&Self::reported_channels(&gone));
+            if let Some(to) = act.node_allocation.clone() {
+                let mut m = Message::new(MessageType::Delete, act.me.clone(), to);
+                m.body.children_resources = Some(NestedList::from_items([gone.as_str()]));
+                act.post_logged(m, "address release", ctx);
+            }
+        });
         self.mark(Key::Reported(obj.clone()), ctx);
         Ok(Reply::default())
     }
