@@ -367,3 +367,90 @@ async fn invite_observe_and_delete_across_the_node() {
     b.shutdown().await;
     node.stop().await;
 }
+
+/// The node lets only a reporter's accepted observers hear its object: a session
+/// that subscribes at the node's `/sm` to the object's channels without being
+/// accepted (as a runtime-core observer would, before asking) hears nothing, and
+/// only the object's holder names who may.
+#[actix::test]
+async fn only_accepted_observers_hear_an_object_at_the_node() {
+    let node = start_node(D, |_| {});
+    let (a, b) = (
+        attached(&node.ws_url()).await,
+        attached(&node.ws_url()).await,
+    );
+    let (alice, _) = inbox_hyperty(&a, D, None).await;
+    let (bob, _) = inbox_hyperty(&b, D, None).await;
+    let reporter = alice
+        .syncher()
+        .create(ObjectSpec::new("room", "comm").with_data(json!({"n": 0})))
+        .await
+        .unwrap();
+    let url = reporter.url().clone();
+    let mut obs = bob.syncher().subscribe(&url).await.unwrap();
+
+    // eve subscribes straight at the node, and tries to name herself the audience
+    let sm = format!("domain://msg-node.{D}/sm");
+    let mut eve = WsClient::connect(&node.ws_url()).await;
+    eve.open(&format!("runtime://{D}/eve")).await;
+    let channels = [format!("{url}/changes"), format!("{url}/children/")];
+    let r = eve
+        .request(
+            json!({"type": "subscribe", "from": format!("runtime://{D}/eve"), "to": sm,
+            "body": {"resources": channels}}),
+        )
+        .await;
+    assert_eq!(r["body"]["code"], 200, "{r}");
+    let r = eve
+        .request(json!({"type": "update", "from": format!("runtime://{D}/eve"), "to": sm,
+            "body": {"resource": url.as_str(), "value": {"audience": [format!("runtime://{D}/eve")]}}}))
+        .await;
+    assert_eq!(r["body"]["code"], 403, "{r}");
+    let r = eve
+        .request(
+            json!({"type": "update", "from": format!("runtime://{D}/eve"), "to": sm,
+            "body": {"resource": url.as_str(), "value": {"audience": "everyone"}}}),
+        )
+        .await;
+    assert_eq!(r["body"]["code"], 400, "{r}");
+
+    // the accepted observer hears every change and child; eve nothing
+    for n in 1..=3 {
+        reporter.set("n", n).await.unwrap();
+    }
+    reporter.add_child(json!({"note": "hi"})).await.unwrap();
+    while obs.version() < 4 {
+        next_change(&mut obs).await;
+    }
+    assert_eq!(obs.data()["n"], 3);
+    // the node wrote every copy of those frames before it answered bob's runtime's
+    // last read of them, so one more answer to eve shows what she was sent
+    let r = eve
+        .request(
+            json!({"type": "unsubscribe", "from": format!("runtime://{D}/eve"), "to": sm,
+            "body": {"resources": [format!("{url}/nothing")]}}),
+        )
+        .await;
+    assert_eq!(r["body"]["code"], 200, "{r}");
+    let heard = eve.recv(Duration::ZERO).await;
+    assert!(heard.is_none(), "eve heard {heard:?}");
+
+    // an observer that leaves is parked again at the node
+    obs.unsubscribe().await.unwrap();
+    let (carol, _) = inbox_hyperty(&b, D, None).await;
+    let mut carols = carol.syncher().subscribe(&url).await.unwrap();
+    reporter.set("n", 4).await.unwrap();
+    assert_eq!(next_change(&mut carols).await.version, 5);
+    let r = eve
+        .request(
+            json!({"type": "unsubscribe", "from": format!("runtime://{D}/eve"), "to": sm,
+            "body": {"resources": [format!("{url}/nothing")]}}),
+        )
+        .await;
+    assert_eq!(r["body"]["code"], 200, "{r}");
+    let heard = eve.recv(Duration::ZERO).await;
+    assert!(heard.is_none(), "eve heard {heard:?}");
+    a.shutdown().await;
+    b.shutdown().await;
+    node.stop().await;
+}

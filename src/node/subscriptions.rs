@@ -23,6 +23,17 @@
 //!
 //! The session lifecycle events (`domain://msg-node.<D>/session-events`) may be
 //! subscribed to only by policy managers (`policy.managers`); anyone else → 403.
+//!
+//! **Audiences.** The session that holds a data object `<obj>` may name who hears
+//! it: `update {resource:<obj>, value:{audience:[<address>…]}}`. From then on the
+//! object's `<obj>/changes` and `<obj>/children/` reach only the holder and the
+//! sessions whose runtime URL an audience address lies under (a peer link: when an
+//! audience address is of the peer's domain). Anyone else may still subscribe — a
+//! runtime-core observer subscribes before its reporter accepts it — but its
+//! subscription waits, unrouted, until the audience admits it, and is parked again
+//! when the audience drops it. An object whose holder never names an audience
+//! stays open to every subscriber, as on the reference nodes. The Syncher's
+//! reporters name their accepted observers' managers.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
@@ -56,6 +67,28 @@ pub struct Mirror {
     pub domain: String,
 }
 
+/// Who may hear a data object's channels (see the module docs).
+#[derive(Debug)]
+struct Audience {
+    /// The session holding the object.
+    holder: SessionKey,
+    /// Addresses whose runtimes (or, across a peer link, domains) may hear it.
+    admitted: Vec<String>,
+    /// Subscriptions to its channels waiting for admission: session → channels.
+    waiting: HashMap<SessionKey, HashSet<Arc<str>>>,
+}
+
+/// The two channels an audience covers.
+const AUDIENCE_CHANNELS: [&str; 2] = ["/changes", "/children/"];
+
+/// The object whose audience-covered channel `resource` is.
+fn covered_object(resource: &str) -> Option<&str> {
+    AUDIENCE_CHANNELS
+        .iter()
+        .find_map(|c| resource.strip_suffix(c))
+        .filter(|o| !o.is_empty())
+}
+
 /// The subscription manager actor.
 #[derive(Debug)]
 pub struct SubscriptionManager {
@@ -64,6 +97,7 @@ pub struct SubscriptionManager {
     config: SubscriptionsSection,
     managers: Vec<String>,
     by_session: HashMap<SessionKey, HashSet<Arc<str>>>,
+    audiences: HashMap<Arc<str>, Audience>,
 }
 
 impl SubscriptionManager {
@@ -81,7 +115,196 @@ impl SubscriptionManager {
             config,
             managers,
             by_session: HashMap::new(),
+            audiences: HashMap::new(),
         }
+    }
+
+    /// Whether `session` may hear `audience`'s object.
+    fn admits(&self, audience: &Audience, session: &SessionKey) -> bool {
+        if *session == audience.holder {
+            return true;
+        }
+        if let Some(domain) = session.strip_prefix(PEER_KEY_PREFIX) {
+            return audience
+                .admitted
+                .iter()
+                .any(|a| domain_of_address(a) == Some(domain));
+        }
+        let Some(runtime) = self.router.runtime_of(session) else {
+            return false;
+        };
+        let runtime = runtime.trim_end_matches('/');
+        audience.admitted.iter().any(|a| {
+            a.strip_prefix(runtime)
+                .is_some_and(|rest| rest.is_empty() || rest.starts_with('/'))
+        })
+    }
+
+    /// Routes `resource` to `session`, unless an audience keeps it waiting.
+    fn route(&mut self, session: &SessionKey, resource: Arc<str>) {
+        if let Some(obj) = covered_object(&resource) {
+            if let Some(a) = self.audiences.get(obj) {
+                if !self.admits(a, session) {
+                    if let Some(a) = self.audiences.get_mut(obj) {
+                        a.waiting
+                            .entry(session.clone())
+                            .or_default()
+                            .insert(resource);
+                    }
+                    return;
+                }
+            }
+        }
+        let mut subs = self.router.subscribers.entry(resource).or_default();
+        if !subs.contains(session) {
+            subs.push(session.clone());
+        }
+    }
+
+    fn unroute(&mut self, session: &SessionKey, resource: &str) {
+        if let Some(a) = covered_object(resource).and_then(|o| self.audiences.get_mut(o)) {
+            if let Some(w) = a.waiting.get_mut(session) {
+                w.remove(resource);
+                if w.is_empty() {
+                    a.waiting.remove(session);
+                }
+            }
+        }
+        self.router.subscribers.remove_if_mut(resource, |_, subs| {
+            subs.retain(|k| k != session);
+            subs.is_empty()
+        });
+    }
+
+    /// `update {resource:<obj>, value:{audience:[…]}}` from the object's holder.
+    fn set_audience(&mut self, r: &NodeRequest) -> Message {
+        let obj = match r
+            .msg
+            .body
+            .resource
+            .as_ref()
+            .map(|x| x.iter().collect::<Vec<_>>())
+        {
+            Some(o) if o.len() == 1 && Address::check(o[0]).is_ok() => o[0].clone(),
+            _ => {
+                return r.msg.reply_error(
+                    ResponseCode::BadRequest,
+                    "an audience needs body.resource: the data object's address",
+                )
+            }
+        };
+        let admitted = r
+            .msg
+            .body
+            .value
+            .as_ref()
+            .and_then(|v| v.get("audience"))
+            .and_then(Value::as_array)
+            .map(|items| {
+                items
+                    .iter()
+                    .map(|i| {
+                        i.as_str()
+                            .filter(|a| Address::check(a).is_ok())
+                            .map(str::to_owned)
+                    })
+                    .collect::<Option<Vec<_>>>()
+            });
+        let Some(Some(admitted)) = admitted else {
+            return r.msg.reply_error(
+                ResponseCode::BadRequest,
+                "body.value.audience must be an array of addresses",
+            );
+        };
+        if admitted.len() > self.config.max_per_session {
+            return r.msg.reply_error(
+                ResponseCode::BadRequest,
+                format!(
+                    "an audience names at most {} addresses",
+                    self.config.max_per_session
+                ),
+            );
+        }
+        if !self.router.owns(&r.session, &obj) {
+            return r.msg.reply_error(
+                ResponseCode::Forbidden,
+                format!("only the session holding {obj} names its audience"),
+            );
+        }
+        let limit = self.config.max_per_session;
+        if !self.audiences.contains_key(obj.as_str()) && self.audiences.len() >= limit {
+            // objects whose addresses were freed since take their audiences along
+            let router = self.router.clone();
+            self.audiences.retain(|o, a| router.owns(&a.holder, o));
+        }
+        let full = self.audiences.len() >= limit
+            && self
+                .audiences
+                .values()
+                .filter(|a| a.holder == r.session)
+                .count()
+                >= limit;
+        if !self.audiences.contains_key(obj.as_str()) && full {
+            return r.msg.reply_error(
+                ResponseCode::TooManyRequests,
+                format!(
+                    "a session names the audience of at most {} objects",
+                    self.config.max_per_session
+                ),
+            );
+        }
+        let key: Arc<str> = Arc::from(obj.as_str());
+        let mut audience = self.audiences.remove(&key).unwrap_or(Audience {
+            holder: r.session.clone(),
+            admitted: Vec::new(),
+            waiting: HashMap::new(),
+        });
+        audience.admitted = admitted;
+        // park who is no longer admitted, route who now is
+        for channel in AUDIENCE_CHANNELS.map(|c| format!("{obj}{c}")) {
+            let subscribed = self
+                .router
+                .subscribers
+                .get(channel.as_str())
+                .map(|s| s.clone())
+                .unwrap_or_default();
+            let parked: Vec<SessionKey> = subscribed
+                .iter()
+                .filter(|s| !self.admits(&audience, s))
+                .cloned()
+                .collect();
+            for s in &parked {
+                self.router
+                    .subscribers
+                    .remove_if_mut(channel.as_str(), |_, subs| {
+                        subs.retain(|k| k != s);
+                        subs.is_empty()
+                    });
+                audience
+                    .waiting
+                    .entry(s.clone())
+                    .or_default()
+                    .insert(Arc::from(channel.as_str()));
+            }
+        }
+        let now_admitted: Vec<SessionKey> = audience
+            .waiting
+            .keys()
+            .filter(|s| self.admits(&audience, s))
+            .cloned()
+            .collect();
+        let mut released = Vec::new();
+        for s in now_admitted {
+            if let Some(channels) = audience.waiting.remove(&s) {
+                released.extend(channels.into_iter().map(|c| (s.clone(), c)));
+            }
+        }
+        debug!(object = %obj, admitted = audience.admitted.len(), waiting = audience.waiting.len(), "audience named");
+        self.audiences.insert(key, audience);
+        for (s, c) in released {
+            self.route(&s, c);
+        }
+        r.msg.reply(ResponseCode::Ok)
     }
 
     fn resources(req: &Message, legacy: &str) -> Result<Vec<String>, String> {
@@ -149,14 +372,13 @@ impl SubscriptionManager {
                 self.config.max_per_session
             ));
         }
-        for r in list {
-            let r: Arc<str> = Arc::from(r.as_str());
-            if mine.insert(r.clone()) {
-                let mut subs = self.router.subscribers.entry(r).or_default();
-                if !subs.contains(session) {
-                    subs.push(session.clone());
-                }
-            }
+        let added: Vec<Arc<str>> = list
+            .iter()
+            .map(|r| Arc::from(r.as_str()))
+            .filter(|r: &Arc<str>| mine.insert(r.clone()))
+            .collect();
+        for r in added {
+            self.route(session, r);
         }
         Ok(())
     }
@@ -165,10 +387,7 @@ impl SubscriptionManager {
         if let Some(mine) = self.by_session.get_mut(session) {
             mine.remove(resource);
         }
-        self.router.subscribers.remove_if_mut(resource, |_, subs| {
-            subs.retain(|k| k != session);
-            subs.is_empty()
-        });
+        self.unroute(session, resource);
     }
 
     fn subscribe(&mut self, r: NodeRequest) -> ResponseActFuture<Self, Message> {
@@ -261,10 +480,12 @@ impl Handler<NodeRequest> for SubscriptionManager {
         match r.msg.kind {
             MessageType::Subscribe => self.subscribe(r),
             MessageType::Unsubscribe => Box::pin(fut::ready(self.unsubscribe(&r))),
+            MessageType::Update => Box::pin(fut::ready(self.set_audience(&r))),
             _ => Box::pin(fut::ready(r.msg.reply_error(
                 ResponseCode::BadRequest,
                 format!(
-                    "the subscription manager takes subscribe and unsubscribe, not {}",
+                    "the subscription manager takes subscribe, unsubscribe and update \
+                     (an audience), not {}",
                     r.msg.kind
                 ),
             ))),
@@ -303,14 +524,13 @@ impl Handler<Mirror> for SubscriptionManager {
 impl Handler<DropSubscriptions> for SubscriptionManager {
     type Result = usize;
     fn handle(&mut self, d: DropSubscriptions, _: &mut Context<Self>) -> usize {
+        // the audiences it named go with it (its objects' addresses go too)
+        self.audiences.retain(|_, a| a.holder != d.0);
         let Some(mine) = self.by_session.remove(&d.0) else {
             return 0;
         };
         for r in &mine {
-            self.router.subscribers.remove_if_mut(r, |_, subs| {
-                subs.retain(|k| *k != d.0);
-                subs.is_empty()
-            });
+            self.unroute(&d.0, r);
         }
         mine.len()
     }

@@ -315,6 +315,8 @@ impl SyncherManager {
                     Some(Ok(o)) => {
                         let r = self.accept(obj, o, via, msg.body.identity.clone());
                         if r.is_ok() {
+                            // admitted at the node before the observer hears of it
+                            self.publish_audience(obj, ctx);
                             self.mark(Key::Reported(obj.clone()), ctx);
                         }
                         r
@@ -330,6 +332,7 @@ impl SyncherManager {
                     Some(o) => {
                         let r = self.leave(obj, &o, &via);
                         if r.is_ok() {
+                            self.publish_audience(obj, ctx);
                             self.mark(Key::Reported(obj.clone()), ctx);
                         }
                         r

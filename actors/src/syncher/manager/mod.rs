@@ -541,6 +541,28 @@ impl SyncherManager {
             reporter,
             ctx,
         );
+        self.publish_audience(obj, ctx);
+    }
+
+    /// Tells the node who may hear a reported object's changes and children: the
+    /// managers of its accepted observers (the node parks every other
+    /// subscription to them, see the node's subscription manager).
+    pub(super) fn publish_audience(&self, obj: &Address, ctx: &mut Context<Self>) {
+        let (Some(r), Some(sm)) = (self.reported.get(obj), self.node_sm.clone()) else {
+            return;
+        };
+        let mut audience: Vec<&str> = r
+            .observers
+            .iter()
+            .filter(|l| l.manager != self.me)
+            .map(|l| l.manager.as_str())
+            .collect();
+        audience.sort_unstable();
+        audience.dedup();
+        let mut m = Message::new(MessageType::Update, self.me.clone(), sm);
+        m.body.resource = Some(OneOrMany::One(obj.to_string()));
+        m.body.value = Some(json!({ "audience": audience }));
+        self.post_logged(m, "object audience", ctx);
     }
 
     fn registry_request(&self, kind: MessageType, body: Value, ctx: &mut Context<Self>) {
