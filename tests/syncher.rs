@@ -368,6 +368,21 @@ async fn invite_observe_and_delete_across_the_node() {
     node.stop().await;
 }
 
+/// Asserts that `eve` (a raw session) was sent nothing before the node's answer to
+/// one more request of hers.
+async fn heard_nothing(eve: &mut WsClient, url: &Address) {
+    let r = eve
+        .request(
+            json!({"type": "unsubscribe", "from": format!("runtime://{D}/eve"),
+            "to": format!("domain://msg-node.{D}/sm"),
+            "body": {"resources": [format!("{url}/nothing")]}}),
+        )
+        .await;
+    assert_eq!(r["body"]["code"], 200, "{r}");
+    let heard = eve.recv(Duration::ZERO).await;
+    assert!(heard.is_none(), "eve heard {heard:?}");
+}
+
 /// The node lets only a reporter's accepted observers hear its object: a session
 /// that subscribes at the node's `/sm` to the object's channels without being
 /// accepted (as a runtime-core observer would, before asking) hears nothing, and
@@ -425,15 +440,7 @@ async fn only_accepted_observers_hear_an_object_at_the_node() {
     assert_eq!(obs.data()["n"], 3);
     // the node wrote every copy of those frames before it answered bob's runtime's
     // last read of them, so one more answer to eve shows what she was sent
-    let r = eve
-        .request(
-            json!({"type": "unsubscribe", "from": format!("runtime://{D}/eve"), "to": sm,
-            "body": {"resources": [format!("{url}/nothing")]}}),
-        )
-        .await;
-    assert_eq!(r["body"]["code"], 200, "{r}");
-    let heard = eve.recv(Duration::ZERO).await;
-    assert!(heard.is_none(), "eve heard {heard:?}");
+    heard_nothing(&mut eve, &url).await;
 
     // an observer that leaves is parked again at the node
     obs.unsubscribe().await.unwrap();
@@ -441,15 +448,7 @@ async fn only_accepted_observers_hear_an_object_at_the_node() {
     let mut carols = carol.syncher().subscribe(&url).await.unwrap();
     reporter.set("n", 4).await.unwrap();
     assert_eq!(next_change(&mut carols).await.version, 5);
-    let r = eve
-        .request(
-            json!({"type": "unsubscribe", "from": format!("runtime://{D}/eve"), "to": sm,
-            "body": {"resources": [format!("{url}/nothing")]}}),
-        )
-        .await;
-    assert_eq!(r["body"]["code"], 200, "{r}");
-    let heard = eve.recv(Duration::ZERO).await;
-    assert!(heard.is_none(), "eve heard {heard:?}");
+    heard_nothing(&mut eve, &url).await;
     a.shutdown().await;
     b.shutdown().await;
     node.stop().await;
