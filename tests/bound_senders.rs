@@ -457,9 +457,7 @@ async fn a_hyperty_cannot_act_as_another() {
 
     a.shutdown().await;
     b.shutdown().await;
-    for n in &nodes {
-        n.stop().await;
-    }
+    stop_all(&nodes).await;
     server.stop(true).await;
 }
 

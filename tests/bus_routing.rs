@@ -275,6 +275,7 @@ async fn requests_cross_domains_and_responses_come_back() {
         .to_string();
     let (nodes, rts) = federated(vec![config("a.org"), config("b.org")], |_, cfg| {
         cfg.federation.resolve.insert("c.org".into(), dead.clone());
+        cfg.federation.delivery_timeout_ms = 300;
     })
     .await;
     let (a, b) = (&rts[0], &rts[1]);
@@ -305,9 +306,7 @@ async fn requests_cross_domains_and_responses_come_back() {
     assert!(r.to_json().contains("c.org"), "{r:?}");
     a.shutdown().await;
     b.shutdown().await;
-    for n in &nodes {
-        n.stop().await;
-    }
+    stop_all(&nodes).await;
 }
 
 #[actix::test]
@@ -402,9 +401,7 @@ async fn a_recipient_list_crosses_to_another_domain_once() {
         .is_none());
     a.shutdown().await;
     b.shutdown().await;
-    for n in &nodes {
-        n.stop().await;
-    }
+    stop_all(&nodes).await;
 }
 
 #[actix::test]

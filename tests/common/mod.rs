@@ -87,12 +87,25 @@ pub async fn federated(
     let mut runtimes = Vec::new();
     for (cfg, node) in configs.into_iter().zip(&nodes) {
         let rt = Runtime::start(cfg).unwrap();
-        rt.attach_node(hyperty::bridge::BridgeConfig::new(node.ws_url()))
-            .await
-            .unwrap();
+        attach(&rt, node).await;
         runtimes.push(rt);
     }
     (nodes, runtimes)
+}
+
+/// Attaches `rt` to `node` through the WebSocket bridge (the node allocates the
+/// addresses of the hyperties spawned afterwards).
+pub async fn attach(rt: &RuntimeHandle, node: &hyperty::node::NodeHandle) {
+    rt.attach_node(hyperty::bridge::BridgeConfig::new(node.ws_url()))
+        .await
+        .unwrap();
+}
+
+/// Stops every node of `nodes`.
+pub async fn stop_all(nodes: &[hyperty::node::NodeHandle]) {
+    for n in nodes {
+        n.stop().await;
+    }
 }
 
 /// A hyperty whose behaviour is chosen by the request's `value.action`:
