@@ -325,12 +325,7 @@ async fn a_hyperty_cannot_act_as_another() {
     // 1. post and send with a forged `from`
     let out = attack(a, &evil, with("attack", json!("post-as-victim"))).await;
     assert_eq!(out["code"], 403, "{out}");
-    let out = attack(
-        &a,
-        &evil,
-        with("attack", json!("send-as-victim")).tap_id(77),
-    )
-    .await;
+    let out = attack(a, &evil, with("attack", json!("send-as-victim")).tap_id(77)).await;
     assert_eq!(out, json!({}));
     // the forged request is answered 403 at the attacker's own address
     assert!(
@@ -382,7 +377,7 @@ async fn a_hyperty_cannot_act_as_another() {
     let ask = request(&me, victim.address(), action("silent")).with_id(4242);
     let pending = a.bus().post(ask);
     let out = attack(
-        &a,
+        a,
         &evil,
         with("attack", json!("answer-for-victim"))
             .tap_id(4242)
@@ -408,7 +403,7 @@ async fn a_hyperty_cannot_act_as_another() {
         "delivered"
     );
     let out = attack(
-        &a,
+        a,
         &evil,
         with("attack", json!("answer-for-victim"))
             .tap_id(5151)

@@ -12,9 +12,9 @@ use serde_json::Value;
 
 pub use hyperty_actors::testkit::TIMEOUT;
 
+/// The shared test helpers (nodes, hyperties), for the event tests that need them.
 #[path = "../common/mod.rs"]
-mod common;
-pub use common::stop_all;
+pub mod common;
 
 /// The manual clock's start: 2023-11-14T22:13:20Z.
 pub const T0: u64 = 1_700_000_000_000;
@@ -79,6 +79,11 @@ pub async fn federated(
         |_, _| {},
     )
     .await
+}
+
+/// Stops every node of `nodes`.
+pub async fn stop_all(nodes: &[hyperty::node::NodeHandle]) {
+    common::stop_all(nodes).await;
 }
 
 async fn entity_at(rt: &RuntimeHandle, a: Address, owner: Address) -> Entity {
