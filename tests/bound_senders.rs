@@ -3,7 +3,7 @@
 //! listeners on the victim's address, removing the victim's listener, asking the
 //! identity module for the victim's assertion, answering requests sent to the
 //! victim (local and remote) — through a real runtime with an identity provider
-//! on HTTP and a second runtime linked by stubs. Each attempt is refused (403),
+//! on HTTP and a second runtime of another domain, each on its own federated node. Each attempt is refused (403),
 //! nothing reaches the victim's peers, and alice's assertion never leaves with a
 //! message of the attacker.
 
@@ -252,7 +252,14 @@ async fn a_hyperty_cannot_act_as_another() {
     };
     idm.idp_endpoints.insert("a.example".into(), base);
     cfg.identity = Some(idm);
-    let a = Runtime::start(cfg).unwrap();
+    let cfg_a = cfg;
+
+    // runtime B (b.example) holds the victim's peer; short timeout for the
+    // requests a forged answer must not complete. Each domain has its own node.
+    let mut cfg = RuntimeConfig::new("b.example");
+    cfg.bus.request_timeout = Duration::from_secs(2);
+    let (nodes, rts) = federated(vec![cfg_a, cfg], |_, _| {}).await;
+    let (a, b) = (&rts[0], &rts[1]);
     a.idm()
         .unwrap()
         .addr()
@@ -265,13 +272,6 @@ async fn a_hyperty_cannot_act_as_another() {
         .await
         .unwrap()
         .unwrap();
-
-    // runtime B (b.example) holds the victim's peer; short timeout for the
-    // requests a forged answer must not complete
-    let mut cfg = RuntimeConfig::new("b.example");
-    cfg.bus.request_timeout = Duration::from_secs(2);
-    let b = Runtime::start(cfg).unwrap();
-    link(&a, Some("a.example"), &b, Some("b.example")).await;
 
     let peer_inbox: Inbox = Arc::default();
     let pi = peer_inbox.clone();
@@ -323,14 +323,9 @@ async fn a_hyperty_cannot_act_as_another() {
     let rejected_before = a.bus().stats().rejected;
 
     // 1. post and send with a forged `from`
-    let out = attack(&a, &evil, with("attack", json!("post-as-victim"))).await;
+    let out = attack(a, &evil, with("attack", json!("post-as-victim"))).await;
     assert_eq!(out["code"], 403, "{out}");
-    let out = attack(
-        &a,
-        &evil,
-        with("attack", json!("send-as-victim")).tap_id(77),
-    )
-    .await;
+    let out = attack(a, &evil, with("attack", json!("send-as-victim")).tap_id(77)).await;
     assert_eq!(out, json!({}));
     // the forged request is answered 403 at the attacker's own address
     assert!(
@@ -345,15 +340,15 @@ async fn a_hyperty_cannot_act_as_another() {
         "the attacker hears 403"
     );
     // 2. `body.source` naming the victim, and dot segments
-    let out = attack(&a, &evil, with("attack", json!("source-is-victim"))).await;
+    let out = attack(a, &evil, with("attack", json!("source-is-victim"))).await;
     assert_eq!(out["code"], 403, "{out}");
-    let out = attack(&a, &evil, with("attack", json!("dot-segments"))).await;
+    let out = attack(a, &evil, with("attack", json!("dot-segments"))).await;
     assert!(out["code"] == 403 || out["code"] == "unparsable", "{out}");
 
     // 3. listeners on the victim's addresses, and removing the victim's
-    let out = attack(&a, &evil, with("attack", json!("listen-on-victim"))).await;
+    let out = attack(a, &evil, with("attack", json!("listen-on-victim"))).await;
     assert_eq!(out["codes"], json!([403, 403]), "{out}");
-    let out = attack(&a, &evil, with("attack", json!("remove-victim-listener"))).await;
+    let out = attack(a, &evil, with("attack", json!("remove-victim-listener"))).await;
     assert_eq!(out["removed"], 0, "{out}");
     let me = a.url().component("test");
     let r = a
@@ -368,7 +363,7 @@ async fn a_hyperty_cannot_act_as_another() {
     );
 
     // 4. the identity module: no assertion for the victim, none for itself
-    let out = attack(&a, &evil, with("attack", json!("assertion-for-victim"))).await;
+    let out = attack(a, &evil, with("attack", json!("assertion-for-victim"))).await;
     let codes: Vec<u64> = out
         .as_array()
         .unwrap()
@@ -382,7 +377,7 @@ async fn a_hyperty_cannot_act_as_another() {
     let ask = request(&me, victim.address(), action("silent")).with_id(4242);
     let pending = a.bus().post(ask);
     let out = attack(
-        &a,
+        a,
         &evil,
         with("attack", json!("answer-for-victim"))
             .tap_id(4242)
@@ -397,7 +392,7 @@ async fn a_hyperty_cannot_act_as_another() {
         "no forged answer completed it"
     );
 
-    // ...and one that came from the peer's runtime through its stub
+    // ...and one that came from the peer's runtime in the other domain
     let far = b.url().component("asker");
     let ask = request(&far, victim.address(), action("silent")).with_id(5151);
     let delivered = a.bus().stats().delivered;
@@ -408,7 +403,7 @@ async fn a_hyperty_cannot_act_as_another() {
         "delivered"
     );
     let out = attack(
-        &a,
+        a,
         &evil,
         with("attack", json!("answer-for-victim"))
             .tap_id(5151)
@@ -420,13 +415,13 @@ async fn a_hyperty_cannot_act_as_another() {
     assert_eq!(
         r.unwrap_err(),
         BusError::Timeout,
-        "no forged answer crossed the stub"
+        "no forged answer crossed the domains"
     );
 
     // control: what it holds, it may use — and its messages carry no assertion
-    let out = attack(&a, &evil, with("attack", json!("own-message"))).await;
+    let out = attack(a, &evil, with("attack", json!("own-message"))).await;
     assert_eq!(out["code"], 200, "{out}");
-    let out = attack(&a, &evil, with("attack", json!("own-object"))).await;
+    let out = attack(a, &evil, with("attack", json!("own-object"))).await;
     assert_eq!(
         (out["listen"].as_bool(), out["code"].as_u64()),
         (Some(true), Some(200)),
@@ -457,6 +452,7 @@ async fn a_hyperty_cannot_act_as_another() {
 
     a.shutdown().await;
     b.shutdown().await;
+    stop_all(&nodes).await;
     server.stop(true).await;
 }
 

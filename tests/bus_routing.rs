@@ -266,10 +266,19 @@ async fn two_runtimes_in_one_process_do_not_share_listeners() {
 }
 
 #[actix::test]
-async fn requests_cross_stubs_and_responses_come_back() {
-    let a = Runtime::start(config("a.org")).unwrap();
-    let b = Runtime::start(config("b.org")).unwrap();
-    link(&a, Some("a.org"), &b, Some("b.org")).await;
+async fn requests_cross_domains_and_responses_come_back() {
+    // c.org resolves to a port nothing listens on: no node serves it
+    let dead = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .to_string();
+    let (nodes, rts) = federated(vec![config("a.org"), config("b.org")], |_, cfg| {
+        cfg.federation.resolve.insert("c.org".into(), dead.clone());
+        cfg.federation.delivery_timeout_ms = 300;
+    })
+    .await;
+    let (a, b) = (&rts[0], &rts[1]);
     let wb = b.spawn_hyperty(worker("b.org")).await.unwrap();
     let wa = a.spawn_hyperty(worker("a.org")).await.unwrap();
     // a hyperty of A asks a hyperty of B, exactly as if it were local
@@ -280,7 +289,7 @@ async fn requests_cross_stubs_and_responses_come_back() {
         .unwrap();
     assert_eq!(r.from, *wb.address());
     assert_eq!(r.body.value.unwrap()["body"]["value"]["q"], json!(1));
-    // an unknown hyperty of B: B answers 404 back across the stub
+    // an unknown hyperty of B: B's domain answers 404 back across the link
     let ghost = addr("hyperty://b.org/ghost");
     let r = a.bus().post(request(&wa, &ghost, json!({}))).await.unwrap();
     assert_eq!(r.code(), Some(ResponseCode::NotFound));
@@ -290,12 +299,14 @@ async fn requests_cross_stubs_and_responses_come_back() {
         a.bus().post(request(&wa, &internal, json!({}))).await,
         Err(BusError::NoRoute(_))
     ));
-    // a domain nobody serves
+    // a domain nobody serves: refused, naming the domain
     let far = addr("hyperty://c.org/1");
-    assert!(matches!(
-        a.bus().post(request(&wa, &far, json!({}))).await,
-        Err(BusError::NoRoute(_))
-    ));
+    let r = a.bus().post(request(&wa, &far, json!({}))).await.unwrap();
+    assert_eq!(r.code(), Some(ResponseCode::GatewayTimeout), "{r:?}");
+    assert!(r.to_json().contains("c.org"), "{r:?}");
+    a.shutdown().await;
+    b.shutdown().await;
+    stop_all(&nodes).await;
 }
 
 #[actix::test]
@@ -363,39 +374,34 @@ async fn the_bus_actor_accepts_plain_actor_messages() {
 }
 
 #[actix::test]
-async fn a_recipient_list_crosses_a_stub_once() {
-    let a = Runtime::start(config("a.org")).unwrap();
-    let b = Runtime::start(config("b.org")).unwrap();
-    link(&a, Some("a.org"), &b, Some("b.org")).await;
-    let (r1, mut p1) = Probe::start();
-    let (r2, mut p2) = Probe::start();
-    let (r3, mut p3) = Probe::start();
-    let (b1, b2, a3) = (
-        addr("hyperty://b.org/1"),
-        addr("hyperty://b.org/2"),
-        addr("hyperty://a.org/3"),
-    );
-    b.bus().add_listener(b1.clone(), r1, None).await.unwrap();
-    b.bus().add_listener(b2.clone(), r2, None).await.unwrap();
-    a.bus().add_listener(a3.clone(), r3, None).await.unwrap();
+async fn a_recipient_list_crosses_to_another_domain_once() {
+    let (nodes, rts) = federated(vec![config("a.org"), config("b.org")], |_, _| {}).await;
+    let (a, b) = (&rts[0], &rts[1]);
+    let (h1, mut p1) = inbox_hyperty(b, "b.org", None).await;
+    let (h2, mut p2) = inbox_hyperty(b, "b.org", None).await;
+    let (h3, mut p3) = inbox_hyperty(a, "a.org", None).await;
+    let src = a.spawn_hyperty(worker("a.org")).await.unwrap();
+    let [b1, b2, a3] = [h1, h2, h3].map(|h| h.url().address().clone());
     let before = a.bus().stats().delivered;
     let to = To::many(vec![b1.clone(), a3.clone(), b2.clone()]).unwrap();
-    a.bus().send(Message::new(
-        MessageType::Update,
-        addr("hyperty://a.org/src"),
-        to,
-    ));
-    // the stub carried one message, narrowed to the recipients it serves
-    let m1 = p1.recv(TIMEOUT).await.unwrap();
+    a.bus()
+        .send(Message::new(MessageType::Update, src.address().clone(), to));
+    // the bridge carried one message, narrowed to the recipients of the other domain
+    let m1 = next_message(&mut p1, TIMEOUT).await.unwrap();
     assert_eq!(m1.to, To::many(vec![b1.clone(), b2.clone()]).unwrap());
-    assert_eq!(p2.recv(TIMEOUT).await.unwrap().to, m1.to);
-    assert!(p3.recv(TIMEOUT).await.is_some());
+    assert_eq!(next_message(&mut p2, TIMEOUT).await.unwrap().to, m1.to);
+    assert!(next_message(&mut p3, TIMEOUT).await.is_some());
     assert_eq!(
         a.bus().stats().delivered - before,
         2,
-        "one local delivery + one stub hand-off"
+        "one local delivery + one hand-off to the node"
     );
-    assert!(p1.recv(Duration::from_millis(30)).await.is_none());
+    assert!(next_message(&mut p1, Duration::from_millis(30))
+        .await
+        .is_none());
+    a.shutdown().await;
+    b.shutdown().await;
+    stop_all(&nodes).await;
 }
 
 #[actix::test]

@@ -4,13 +4,12 @@
 //! engine's time conditions together; moving a runtime's clock moves its policy
 //! time conditions and its event expiry together. Nothing sleeps.
 
-mod common;
 mod events_support;
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::{start_node_with_clock, user_token, WsClient};
+use events_support::common::{start_node_with_clock, user_token, WsClient};
 use events_support::{entity, error_code, first_report, is_delivery, QUIET, TIMEOUT};
 use hyperty::config::AuthMode;
 use hyperty::prelude::*;

@@ -46,7 +46,8 @@ async fn an_unreachable_recipient_is_reached_once_a_route_appears() {
     assert_eq!(k, ReportKind::Caching);
     assert!(cached(&a, 1).await);
 
-    // the route appears, but the first retry is not due before the backoff
+    // the route appears, but the first retry is not due before the backoff (an
+    // in-process stub: the test decides when the link exists)
     link(&a, Some("a.org"), &b, Some("b.org")).await;
     clock.advance(Duration::from_millis(100));
     a.events().tick().await;
@@ -84,6 +85,7 @@ async fn a_stub_that_is_not_live_means_the_cache() {
     let clock = ManualClock::new(T0);
     let a = start("a.org", &clock);
     let b = start("b.org", &clock);
+    // an in-process stub: the test takes the link down
     let (ab, _ba) = link(&a, Some("a.org"), &b, Some("b.org")).await;
     let s = entity(&a, "hyperty://a.org/s").await;
     let mut r = entity(&b, "hyperty://b.org/r").await;
@@ -138,7 +140,8 @@ async fn an_event_expiring_in_the_cache_is_reported_expired_and_dropped() {
         }
     );
     assert!(cached(&a, 0).await);
-    // a route now would be too late: nothing left to send
+    // a route now (an in-process stub, added when the test says) would be too
+    // late: nothing left to send
     link(&a, Some("a.org"), &b, Some("b.org")).await;
     clock.advance(Duration::from_secs(60));
     a.events().tick().await;
@@ -173,6 +176,7 @@ async fn a_gracefully_restarted_runtime_resumes_retransmission_of_its_cache() {
     let a2 = start_a();
     let _s = entity(&a2, "hyperty://a.org/s").await;
     assert_eq!(a2.events().cached().await, 1);
+    // an in-process stub: the test decides when B becomes reachable
     link(&a2, Some("a.org"), &b, Some("b.org")).await;
     a2.events().tick().await;
     assert_eq!(r.inbox.recv(TIMEOUT).await.unwrap().event.id(), ev.id());
@@ -213,6 +217,7 @@ async fn a_burst_larger_than_the_stub_mailbox_loses_nothing() {
     let clock = ManualClock::new(T0);
     let a = start("a.org", &clock);
     let b = start("b.org", &clock);
+    // an in-process stub: its small mailbox is what the burst must overflow
     link(&a, Some("a.org"), &b, Some("b.org")).await;
     let s = entity(&a, "hyperty://a.org/s").await;
     let mut r = entity(&b, "hyperty://b.org/r").await;

@@ -493,6 +493,7 @@ async fn the_spec_example_a_to_i() {
     let x = start("x.org", &clock);
     let y = start("y.org", &clock);
     let z = start("z.org", &clock);
+    // recording stubs: the test counts the transmissions per runtime on the wire
     let (lx, _) = link(&l, Some("a.org"), &x, Some("x.org")).await;
     let (ly, _) = link(&l, Some("a.org"), &y, Some("y.org")).await;
     let (lz, _) = link(&l, Some("a.org"), &z, Some("z.org")).await;
@@ -630,6 +631,7 @@ async fn bad_events_are_invalid_and_never_delivered() {
     let clock = ManualClock::new(T0);
     let a = start("a.org", &clock);
     let b = start("b.org", &clock);
+    // a recording stub: the test injects malformed events as if from the wire
     let (_ab, ba) = link(&a, Some("a.org"), &b, Some("b.org")).await;
     let stub_in_b = ba.stub.url.clone();
     let _s = entity(&a, "hyperty://a.org/s").await;

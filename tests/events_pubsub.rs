@@ -26,6 +26,8 @@ async fn world() -> World {
     let clock = ManualClock::new(T0);
     let p = start("a.org", &clock);
     let b = start("b.org", &clock);
+    // an in-process stub: through a messaging node the pub/sub nodes'
+    // addresses (`<provider>/<name>`) have no route
     link(&p, Some("a.org"), &b, Some("b.org")).await;
     PubSubProvider::start(p.events(), addr(PROVIDER))
         .await

@@ -45,6 +45,7 @@ async fn setup() -> Setup {
     let clock = ManualClock::new(T0);
     let a = start("a.org", &clock);
     let b = start("b.org", &clock);
+    // recording stubs: these tests read the request and response events on the wire
     let (ab, ba) = link(&a, Some("a.org"), &b, Some("b.org")).await;
     let client = entity(&a, "hyperty://a.org/client").await;
     let server = entity(&b, "hyperty://b.org/calc").await;
@@ -110,6 +111,51 @@ async fn a_call_across_runtimes_returns_its_result() {
     // RPC events never reach application listeners
     assert!(s.server.inbox.recv(QUIET).await.is_none());
     assert!(s.client.inbox.drain().is_empty());
+}
+
+#[actix::test]
+async fn a_call_across_domains_through_their_nodes_returns_its_result() {
+    let clock = ManualClock::new(T0);
+    let (nodes, rts) = federated(&["a.org", "b.org"], &clock).await;
+    let (a, b) = (&rts[0], &rts[1]);
+    let client = hyperty_entity(a).await;
+    let server = hyperty_entity(b).await;
+    let logged = Arc::new(AtomicUsize::new(0));
+    server
+        .ep
+        .serve_rpc(
+            server.addr.clone(),
+            calculator(logged.clone()).start_handler(),
+        )
+        .await
+        .unwrap();
+    let r = client
+        .ep
+        .call(
+            client.addr.clone(),
+            server.addr.clone(),
+            "add",
+            Some(json!([2, 3])),
+        )
+        .await
+        .unwrap();
+    assert_eq!(r, json!(5));
+    let me = client
+        .ep
+        .call(client.addr.clone(), server.addr.clone(), "whoami", None)
+        .await
+        .unwrap();
+    assert_eq!(me, json!({"caller": client.addr.as_str(), "local": false}));
+    // a notification is executed across the domains too
+    client
+        .ep
+        .notify(client.addr.clone(), server.addr.clone(), "log", None)
+        .await
+        .unwrap();
+    assert!(eventually_count(&logged, 1).await);
+    a.shutdown().await;
+    b.shutdown().await;
+    stop_all(&nodes).await;
 }
 
 #[actix::test]

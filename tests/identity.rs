@@ -589,8 +589,11 @@ async fn bound_identities_travel_across_domains_and_validate_there() {
     register(&a, "alice").await;
     register(&b, "bob").await;
 
-    // a runtime of sp.org whose users come from a.org and b.org
+    // a runtime of sp.org whose users come from a.org and b.org, its domain's node
+    // federated with b.org's
+    let nodes = start_domains(&["sp.org", "b.org"], |_, _| {});
     let sp = runtime("sp.org", idm_config(&[("a.org", &a), ("b.org", &b)]));
+    attach(&sp, &nodes[0]).await;
     let idm = sp.idm().unwrap().clone();
     for (idp, name) in [("a.org", "alice"), ("b.org", "bob")] {
         let s = idm
@@ -610,7 +613,7 @@ async fn bound_identities_travel_across_domains_and_validate_there() {
 
     // a runtime of b.org that trusts a.org's provider only
     let far = runtime("b.org", idm_config(&[("a.org", &a)]));
-    link(&sp, Some("sp.org"), &far, Some("b.org")).await;
+    attach(&far, &nodes[1]).await;
     let w = far.spawn_hyperty(worker("b.org")).await.unwrap();
 
     // alice's hyperty: bound at registration
@@ -759,6 +762,9 @@ async fn bound_identities_travel_across_domains_and_validate_there() {
         r.body.value.unwrap()["body"]["identity"],
         json!({"userProfile": {"guid": "anonymous"}})
     );
+    sp.shutdown().await;
+    far.shutdown().await;
+    stop_all(&nodes).await;
     a.server.stop(true).await;
     b.server.stop(true).await;
 }

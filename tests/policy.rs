@@ -236,10 +236,12 @@ async fn default_behaviour_deny_blocks_what_no_policy_permits() {
 }
 
 #[actix::test]
-async fn a_deny_rule_blocks_an_outgoing_message_before_the_stub() {
+async fn a_deny_rule_blocks_an_outgoing_message_before_it_leaves_the_runtime() {
+    let nodes = start_domains(&["a.org", "b.org"], |_, _| {});
     let (a, pdp) = runtime("a.org").await;
     let b = Runtime::start(RuntimeConfig::new("b.org")).unwrap();
-    link(&a, Some("a.org"), &b, Some("b.org")).await;
+    attach(&a, &nodes[0]).await;
+    attach(&b, &nodes[1]).await;
     let (target, mut rx) = recorder(&b).await;
     pdp.add_policies(vec![policy(json!({"id": "out", "rules": [{
         "id": "no-creates-to-b", "effect": "deny",
@@ -268,15 +270,20 @@ async fn a_deny_rule_blocks_an_outgoing_message_before_the_stub() {
         .await
         .unwrap();
     assert_eq!(d.decision.effect, DecisionEffect::NotApplicable);
-    // what is permitted crosses the stub, and nothing came before it
+    // what is permitted crosses to the other domain, and nothing came before it
     assert_nothing_before_marker(a.bus(), &from, &target, &mut rx).await;
+    a.shutdown().await;
+    b.shutdown().await;
+    stop_all(&nodes).await;
 }
 
 #[actix::test]
-async fn a_deny_rule_blocks_an_incoming_message_and_answers_403_across_the_stub() {
+async fn a_deny_rule_blocks_an_incoming_message_and_answers_403_across_domains() {
+    let nodes = start_domains(&["a.org", "b.org"], |_, _| {});
     let a = Runtime::start(RuntimeConfig::new("a.org")).unwrap();
     let (b, pdp) = runtime("b.org").await;
-    link(&a, Some("a.org"), &b, Some("b.org")).await;
+    attach(&a, &nodes[0]).await;
+    attach(&b, &nodes[1]).await;
     let (target, mut rx) = recorder(&b).await;
     pdp.add_policies(vec![policy(json!({"id": "in", "rules": [{
         "id": "no-updates-from-a", "effect": "deny",
@@ -300,6 +307,9 @@ async fn a_deny_rule_blocks_an_incoming_message_and_answers_403_across_the_stub(
     assert_eq!(r.from, target);
     assert_nothing_before_marker(a.bus(), &from, &target, &mut rx).await;
     assert_eq!(b.bus().stats().rejected, 1);
+    a.shutdown().await;
+    b.shutdown().await;
+    stop_all(&nodes).await;
 }
 
 // ---- run-time changes ----------------------------------------------------------------

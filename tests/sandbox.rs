@@ -97,9 +97,12 @@ async fn requests_queued_for_a_crashing_hyperty_get_500() {
 
 #[actix::test]
 async fn remote_requesters_of_a_crashing_hyperty_get_a_500_response() {
-    let a = Runtime::start(RuntimeConfig::new("a.org")).unwrap();
-    let b = Runtime::start(RuntimeConfig::new("b.org")).unwrap();
-    link(&a, Some("a.org"), &b, Some("b.org")).await;
+    let (nodes, rts) = federated(
+        vec![RuntimeConfig::new("a.org"), RuntimeConfig::new("b.org")],
+        |_, _| {},
+    )
+    .await;
+    let (a, b) = (&rts[0], &rts[1]);
     let wb = b.spawn_hyperty(worker("b.org")).await.unwrap();
     let wa = a.spawn_hyperty(worker("a.org")).await.unwrap();
     let r = a
@@ -109,6 +112,9 @@ async fn remote_requesters_of_a_crashing_hyperty_get_a_500_response() {
         .unwrap();
     assert_eq!(r.code(), Some(ResponseCode::InternalError));
     assert_eq!(r.from, *wb.address());
+    a.shutdown().await;
+    b.shutdown().await;
+    stop_all(&nodes).await;
 }
 
 #[actix::test]

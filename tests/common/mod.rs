@@ -75,6 +75,39 @@ pub fn start_domains(
         .collect()
 }
 
+/// One node per domain of `configs` (started by [`start_domains`], linked by
+/// discovery) and a runtime of each configuration attached to its domain's node
+/// through the WebSocket bridge, in the same order.
+pub async fn federated(
+    configs: Vec<RuntimeConfig>,
+    tune: impl FnMut(&str, &mut hyperty::config::NodeConfig),
+) -> (Vec<hyperty::node::NodeHandle>, Vec<RuntimeHandle>) {
+    let domains: Vec<&str> = configs.iter().map(|c| c.domain.as_str()).collect();
+    let nodes = start_domains(&domains, tune);
+    let mut runtimes = Vec::new();
+    for (cfg, node) in configs.into_iter().zip(&nodes) {
+        let rt = Runtime::start(cfg).unwrap();
+        attach(&rt, node).await;
+        runtimes.push(rt);
+    }
+    (nodes, runtimes)
+}
+
+/// Attaches `rt` to `node` through the WebSocket bridge (the node allocates the
+/// addresses of the hyperties spawned afterwards).
+pub async fn attach(rt: &RuntimeHandle, node: &hyperty::node::NodeHandle) {
+    rt.attach_node(hyperty::bridge::BridgeConfig::new(node.ws_url()))
+        .await
+        .unwrap();
+}
+
+/// Stops every node of `nodes`.
+pub async fn stop_all(nodes: &[hyperty::node::NodeHandle]) {
+    for n in nodes {
+        n.stop().await;
+    }
+}
+
 /// A hyperty whose behaviour is chosen by the request's `value.action`:
 /// `"crash"` panics, `"silent"` never answers, `"progress"` answers 100 then 200,
 /// `"stop"` stops the actor, anything else echoes `{body, restarts}` with 200.
@@ -402,4 +435,12 @@ pub async fn inbox_hyperty(
     rt.spawn_hyperty(spec).await.unwrap();
     let ctx = slot.lock().unwrap().take().expect("factory ran");
     (ctx, rx)
+}
+
+/// The next message an [`Inbox`] hyperty was delivered, if one comes `within`.
+pub async fn next_message(
+    rx: &mut tokio::sync::mpsc::UnboundedReceiver<Message>,
+    within: Duration,
+) -> Option<Message> {
+    tokio::time::timeout(within, rx.recv()).await.ok().flatten()
 }

@@ -12,6 +12,10 @@ use serde_json::Value;
 
 pub use hyperty_actors::testkit::TIMEOUT;
 
+/// The shared test helpers (nodes, hyperties), for the event tests that need them.
+#[path = "../common/mod.rs"]
+pub mod common;
+
 /// The manual clock's start: 2023-11-14T22:13:20Z.
 pub const T0: u64 = 1_700_000_000_000;
 
@@ -49,8 +53,41 @@ pub async fn entity(rt: &RuntimeHandle, url: &str) -> Entity {
 
 /// An entity owned by `owner`, with a listener of that owner on this entity only.
 pub async fn entity_owned_by(rt: &RuntimeHandle, url: &str, owner: &str) -> Entity {
-    let a = addr(url);
-    let ep = rt.events().endpoint(addr(owner));
+    entity_at(rt, addr(url), addr(owner)).await
+}
+
+/// A hyperty of `rt`'s domain (its address allocated by the node `rt` is attached
+/// to) registered as an entity that owns itself, with a listener hearing everything.
+pub async fn hyperty_entity(rt: &RuntimeHandle) -> Entity {
+    let domain = rt.url().domain().unwrap_or_default().to_owned();
+    let a = rt
+        .spawn_hyperty(common::worker(&domain))
+        .await
+        .unwrap()
+        .into_address();
+    entity_at(rt, a.clone(), a).await
+}
+
+/// One federated node per domain (see `start_domains`) and a runtime of each
+/// domain on `clock` attached to its node, in the same order.
+pub async fn federated(
+    domains: &[&str],
+    clock: &ManualClock,
+) -> (Vec<hyperty::node::NodeHandle>, Vec<RuntimeHandle>) {
+    common::federated(
+        domains.iter().map(|d| config(d, clock)).collect(),
+        |_, _| {},
+    )
+    .await
+}
+
+/// Stops every node of `nodes`.
+pub async fn stop_all(nodes: &[hyperty::node::NodeHandle]) {
+    common::stop_all(nodes).await;
+}
+
+async fn entity_at(rt: &RuntimeHandle, a: Address, owner: Address) -> Entity {
+    let ep = rt.events().endpoint(owner);
     ep.register_entity(a.clone()).await.unwrap();
     let (rec, inbox) = EventInbox::start();
     let listener = ep
