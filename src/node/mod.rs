@@ -355,13 +355,14 @@ impl NodeHandle {
         for k in keys {
             self.state.router.kick(&k, "node shutting down");
         }
+        // peer links first: their connections would hold the graceful stop
+        if let Some(f) = &self.state.federation {
+            f.stop().await;
+        }
         self.server.stop(true).await;
         let _ = self.state.allocation.send(allocation::CloseStore).await;
         // closes the identity store, so the data directory can be opened again
         let _ = self.state.idp.send(crate::identity::Shutdown).await;
-        if let Some(f) = &self.state.federation {
-            f.stop().await;
-        }
     }
 }
 
