@@ -202,6 +202,29 @@ impl Default for LimitsSection {
     }
 }
 
+/// `[metrics]`: the node's Prometheus exposition at `GET /metrics`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MetricsSection {
+    /// Serves `GET /metrics` and keeps the per-type counts and the sampled
+    /// latencies on the routing path; when false neither is done (the `/health`
+    /// counters stay).
+    pub enabled: bool,
+    /// Lets anyone read `/metrics`. When false and sessions must authenticate,
+    /// a read needs a valid ID or device token (`Authorization: Bearer …`), as
+    /// for the registry's HTTP reads.
+    pub public_reads: bool,
+}
+
+impl Default for MetricsSection {
+    fn default() -> Self {
+        MetricsSection {
+            enabled: true,
+            public_reads: false,
+        }
+    }
+}
+
 /// The whole node configuration.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -226,6 +249,8 @@ pub struct NodeConfig {
     pub registry: DomainRegistryConfig,
     /// `[qos]`: the QoS broker at `domain://qos.<D>`.
     pub qos: QosBrokerConfig,
+    /// `[metrics]`: `GET /metrics` (see [`crate::metrics`]).
+    pub metrics: MetricsSection,
     /// `[federation]`: links to other domains' nodes.
     pub federation: FederationSection,
     /// `[[peers]]`: other domains' nodes known without discovery.
@@ -249,6 +274,7 @@ impl Default for NodeConfig {
             registry: DomainRegistryConfig::default(),
             policy: PolicyConfig::default(),
             qos: QosBrokerConfig::default(),
+            metrics: MetricsSection::default(),
             federation: FederationSection::default(),
             peers: Vec::new(),
         }

@@ -306,6 +306,13 @@ impl RuntimeHandle {
         &self.bus
     }
 
+    /// The bus statistics in the Prometheus text exposition format (see
+    /// [`metrics`](crate::metrics)), for an embedding application to serve with
+    /// `Content-Type:` [`CONTENT_TYPE`](crate::metrics::CONTENT_TYPE).
+    pub fn metrics(&self) -> String {
+        crate::metrics::render_bus(&self.bus.stats())
+    }
+
     /// The registry actor.
     pub fn registry(&self) -> &Addr<RuntimeRegistry> {
         &self.registry

@@ -34,6 +34,7 @@ pub mod allocation;
 pub mod events;
 pub mod frame;
 pub mod holders;
+pub mod metrics;
 pub mod outbound;
 pub mod rights;
 pub mod router;
@@ -149,7 +150,8 @@ impl NodeState {
         config.validate()?;
         let router = Arc::new(
             Router::new(&config.node.domain, config.session.grace_buffer)
-                .with_grace_bytes(config.session.max_pending_bytes),
+                .with_grace_bytes(config.session.max_pending_bytes)
+                .with_metrics(config.metrics.enabled),
         );
         let pdp = Pdp::new(config.policy.clone())?
             .with_clock(clock.clone())
@@ -268,8 +270,8 @@ impl NodeState {
         &self.idp
     }
 
-    /// Mounts the node's routes (`/ws`, `/health`, `/registry/…`, `/qos…`, `/idp/…`,
-    /// `/.well-known/jwks.json`) into an actix-web app:
+    /// Mounts the node's routes (`/ws`, `/health`, `/metrics`, `/registry/…`, `/qos…`,
+    /// `/idp/…`, `/.well-known/jwks.json`) into an actix-web app:
     /// `App::new().configure(state.configure())`.
     pub fn configure(&self) -> impl Fn(&mut web::ServiceConfig) + Clone + Send + 'static {
         let state = self.clone();
@@ -282,6 +284,9 @@ impl NodeState {
         };
         let registry_reads = web::Data::new(reads(state.config.registry.public_reads));
         let qos_reads = web::Data::new(crate::qos::QosReads(reads(state.config.qos.public_reads)));
+        let metrics_reads = web::Data::new(metrics::MetricsReads(reads(
+            state.config.metrics.public_reads,
+        )));
         move |cfg: &mut web::ServiceConfig| {
             cfg.app_data(web::Data::new(state.clone()))
                 .app_data(web::Data::new(state.registry.clone()))
@@ -294,6 +299,10 @@ impl NodeState {
                 .configure(crate::domain_registry::configure)
                 .configure(crate::qos::configure)
                 .configure(crate::identity::configure);
+            if state.config.metrics.enabled {
+                cfg.app_data(metrics_reads.clone())
+                    .route("/metrics", web::get().to(metrics::serve));
+            }
             if let Some(f) = &state.federation {
                 f.configure(cfg);
             }

@@ -375,6 +375,8 @@ pub struct Router {
     peers: OnceLock<Arc<dyn PeerRoutes>>,
     /// Counters.
     pub stats: NodeStats,
+    /// Counters by type and code, latency histograms (`GET /metrics`).
+    pub metrics: super::metrics::NodeMetrics,
 }
 
 /// A live connection must go: its queue exceeded its budget or made no write
@@ -417,7 +419,14 @@ impl Router {
             evictions: OnceLock::new(),
             peers: OnceLock::new(),
             stats: NodeStats::default(),
+            metrics: super::metrics::NodeMetrics::new(true),
         }
+    }
+
+    /// Counts by type and code and samples latencies (`enabled`), or does not.
+    pub fn with_metrics(mut self, enabled: bool) -> Router {
+        self.metrics = super::metrics::NodeMetrics::new(enabled);
+        self
     }
 
     /// Bounds the bytes kept for a dropped session (default 64 MiB).

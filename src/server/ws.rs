@@ -40,6 +40,7 @@ use crate::config::AuthMode;
 use crate::identity::TokenUse;
 use crate::node::allocation::NodeRequest;
 use crate::node::frame::{stamped, FrameId, Header, Partial, ASSERTED_IDENTITY};
+use crate::node::metrics::SAMPLE_EVERY;
 use crate::node::outbound::{ConnSocket, OutboundQueue, QueueLimits};
 use crate::node::rights::{is_manager, stub_url};
 use crate::node::router::{Kick, Outbound, Routed, Service, SessionKey};
@@ -74,6 +75,10 @@ pub struct WsSession {
     closed: bool,
     stop_reason: &'static str,
     fragments: Option<BytesMut>,
+    /// Frames seen (one in [`SAMPLE_EVERY`] is timed), and when the one being
+    /// timed arrived.
+    tick: u32,
+    parsed: Option<Instant>,
     peer: String,
     ip: Option<std::net::IpAddr>,
     admission: Admission,
@@ -163,6 +168,8 @@ pub async fn upgrade(
         closed: false,
         stop_reason: "socket closed",
         fragments: None,
+        tick: 0,
+        parsed: None,
         peer: req.peer_addr().map(|a| a.to_string()).unwrap_or_default(),
         node,
     };
@@ -356,6 +363,7 @@ pub(crate) fn answer_text(msg: &Message, id: &FrameId<'_>) -> String {
 
 impl WsSession {
     fn reply(&self, ctx: &mut ws::WebsocketContext<Self>, msg: &Message, id: &FrameId<'_>) {
+        self.node.router.metrics.answered(msg.body.code);
         ctx.text(answer_text(msg, id));
     }
 
@@ -369,6 +377,10 @@ impl WsSession {
             .bad_requests
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         debug!(peer = %self.peer, error = %e, "bad frame");
+        self.node
+            .router
+            .metrics
+            .refused(ResponseCode::BadRequest, true);
         ctx.text(error_frame(
             p.id.clone(),
             p.to.as_deref().unwrap_or("mn:/validator"),
@@ -386,9 +398,12 @@ impl WsSession {
         description: &str,
     ) {
         let rule = refusal_rule(&self.node.router.stats, &h.kind, code);
+        let metrics = &self.node.router.metrics;
         if rule.abuse && self.count_refusal(ctx) {
+            metrics.refused(code, false);
             return;
         }
+        metrics.refused(code, rule.report);
         if rule.report {
             ctx.text(error_frame(
                 Some(h.id.to_json()),
@@ -401,14 +416,25 @@ impl WsSession {
     }
 
     fn on_text(&mut self, text: ByteString, ctx: &mut ws::WebsocketContext<Self>) {
+        self.parsed = None;
+        if self.node.router.metrics.enabled() {
+            if self.tick % SAMPLE_EVERY == 0 {
+                self.parsed = Some(Instant::now());
+            }
+            self.tick = self.tick.wrapping_add(1);
+        }
         let router = &self.node.router;
         router
             .stats
             .frames_in
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let h = match Header::parse(&text) {
-            Ok(h) => h,
+            Ok(h) => {
+                router.metrics.frame_in(Some(&h.kind));
+                h
+            }
             Err((e, partial)) => {
+                router.metrics.frame_in(None);
                 // a malformed frame costs its sender a token like any other
                 let _ = self.admission.check();
                 return self.bad_request(ctx, &e, &partial);
@@ -512,12 +538,25 @@ impl WsSession {
         }
         let stamped_frame = stamped(text, h.body, identity).map(ByteString::from);
         let frame = stamped_frame.as_ref().unwrap_or(text);
+        let parsed = self.parsed.take();
         let router = &self.node.router;
         let routed = if h.kind == MessageType::Event {
             router.route_event(&h.to, frame)
         } else {
             router.route(&h.to, frame)
         };
+        let metrics = &router.metrics;
+        if let Routed::Delivered {
+            queued, buffered, ..
+        } = &routed
+        {
+            metrics.frames_out(&h.kind, queued + buffered);
+        }
+        match parsed {
+            Some(t0) => metrics.routed(h, t0),
+            None if h.kind == MessageType::Response && metrics.enabled() => metrics.response(h),
+            None => {}
+        }
         match routed {
             Routed::Delivered {
                 queued: 0,
@@ -600,7 +639,12 @@ impl WsSession {
             .stats
             .bad_requests
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        if !self.count_refusal(ctx) {
+        let answered = !self.count_refusal(ctx);
+        self.node
+            .router
+            .metrics
+            .refused(ResponseCode::BadRequest, answered);
+        if answered {
             ctx.text(error_frame(
                 None,
                 "mn:/validator",

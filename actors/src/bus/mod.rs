@@ -170,7 +170,7 @@ impl fmt::Debug for dyn Interceptor {
     }
 }
 
-/// Counters of a bus (monotonic).
+/// Counters of a bus (monotonic), and the sizes of its tables at the time.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct BusStats {
     /// Messages handed to a listener or stub.
@@ -189,6 +189,12 @@ pub struct BusStats {
     pub timeouts: u64,
     /// Notifications and responses dropped for lack of a route.
     pub dropped: u64,
+    /// Requests awaiting their response (local posts and tracked remote requests).
+    pub pending: usize,
+    /// Listeners registered.
+    pub listeners: usize,
+    /// Protocol stubs registered for a domain (the default stub not counted).
+    pub stubs: usize,
 }
 
 #[derive(Default)]
@@ -489,6 +495,9 @@ impl Shared {
             unavailable: c.unavailable.load(Relaxed),
             timeouts: c.timeouts.load(Relaxed),
             dropped: c.dropped.load(Relaxed),
+            pending: self.pending.len(),
+            listeners: self.listeners.len(),
+            stubs: self.stubs.len(),
         }
     }
 

@@ -104,7 +104,6 @@ impl PendingTable {
     }
 
     /// Entries of both kinds.
-    #[cfg(test)]
     pub(crate) fn len(&self) -> usize {
         self.tracked.load(Relaxed)
     }
