@@ -23,10 +23,19 @@ fn run_node(env: Vec<(&'static str, String)>) -> std::io::Result<Output> {
         .map(|e| e.path())
         .filter(|p| p.to_string_lossy().ends_with(".test.mjs"))
         .collect();
-    Command::new("node")
-        .current_dir(&dir)
-        .args(["--experimental-websocket", "--no-warnings", "--test", "--test-concurrency=1"])
-        .args(&tests)
+    let mut node = Command::new("node");
+    node.current_dir(&dir).args([
+        "--experimental-websocket",
+        "--no-warnings",
+        "--test",
+        "--test-concurrency=1",
+        "--test-timeout=60000",
+    ]);
+    // `JS_TEST_PATTERN=<regex>` runs only the JavaScript tests whose names match
+    if let Ok(p) = std::env::var("JS_TEST_PATTERN") {
+        node.arg(format!("--test-name-pattern={p}"));
+    }
+    node.args(&tests)
         .envs(env)
         .output()
 }

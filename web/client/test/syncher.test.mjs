@@ -24,8 +24,9 @@ test("a JavaScript observer of a Rust reporter: every change in order, children"
     assert.equal(obs.children[r.child].data.text, "rust child");
 
     // a child from the JavaScript side, sequenced by the Rust reporter
+    const created = until(obs, (e) => e.type === "change" && e.change.type === "create" && e.change.source === me);
     const id = await obs.addChild({ text: "js child" });
-    await until(obs, (e) => e.type === "change" && e.change.resource === id);
+    assert.equal((await created).change.resource, id);
     assert.equal(obs.children[id].data.text, "js child");
     assert.equal(obs.children[id].reporter, me);
   } finally {
