@@ -35,9 +35,7 @@ fn run_node(env: Vec<(&'static str, String)>) -> std::io::Result<Output> {
     if let Ok(p) = std::env::var("JS_TEST_PATTERN") {
         node.arg(format!("--test-name-pattern={p}"));
     }
-    node.args(&tests)
-        .envs(env)
-        .output()
+    node.args(&tests).envs(env).output()
 }
 
 /// What the driver hyperty does for the JavaScript tests, one command at a time.
@@ -50,7 +48,12 @@ struct Driver {
 
 impl Driver {
     async fn handle(&mut self, m: Message) {
-        let method = m.body.extra.get("method").and_then(Value::as_str).unwrap_or("");
+        let method = m
+            .body
+            .extra
+            .get("method")
+            .and_then(Value::as_str)
+            .unwrap_or("");
         let params = m.body.extra.get("params").cloned().unwrap_or(Value::Null);
         let r = match method {
             "report" => self.report(&params).await,
@@ -85,9 +88,13 @@ impl Driver {
     async fn change(&mut self, p: &Value) -> Result<Value, String> {
         let r = self.reporter.as_ref().ok_or("report first")?;
         for i in 0..p["n"].as_u64().unwrap_or(1) {
-            r.push("messages", json!({ "n": i })).await.map_err(|e| e.to_string())?;
+            r.push("messages", json!({ "n": i }))
+                .await
+                .map_err(|e| e.to_string())?;
         }
-        r.set("topic", "from rust").await.map_err(|e| e.to_string())?;
+        r.set("topic", "from rust")
+            .await
+            .map_err(|e| e.to_string())?;
         let child = r
             .add_child(json!({ "text": "rust child" }))
             .await
@@ -97,8 +104,17 @@ impl Driver {
 
     /// A Rust observer of the JavaScript reporter's object.
     async fn observe(&mut self, p: &Value) -> Result<Value, String> {
-        let url: Address = p["url"].as_str().ok_or("params.url")?.parse().map_err(|e| format!("{e}"))?;
-        let o = self.ctx.syncher().subscribe(&url).await.map_err(|e| e.to_string())?;
+        let url: Address = p["url"]
+            .as_str()
+            .ok_or("params.url")?
+            .parse()
+            .map_err(|e| format!("{e}"))?;
+        let o = self
+            .ctx
+            .syncher()
+            .subscribe(&url)
+            .await
+            .map_err(|e| e.to_string())?;
         let snap = o.snapshot().to_value();
         self.observer = Some(o);
         Ok(snap)
@@ -129,9 +145,14 @@ impl Driver {
         if !gone {
             return Err("the socket stayed up".into());
         }
-        let to: Address = p["to"].as_str().ok_or("params.to")?.parse().map_err(|e| format!("{e}"))?;
+        let to: Address = p["to"]
+            .as_str()
+            .ok_or("params.to")?
+            .parse()
+            .map_err(|e| format!("{e}"))?;
         for i in 0..p["n"].as_u64().unwrap_or(1) {
-            self.ctx.notify(MessageType::Update, to.clone(), json!({ "n": i }));
+            self.ctx
+                .notify(MessageType::Update, to.clone(), json!({ "n": i }));
         }
         Ok(Value::Null)
     }
@@ -141,7 +162,9 @@ impl Driver {
 async fn javascript_client_against_a_real_node() {
     let node = start_node(D, |_| {});
     let rt = Runtime::start(RuntimeConfig::new(D)).unwrap();
-    rt.attach_node(BridgeConfig::new(node.ws_url())).await.unwrap();
+    rt.attach_node(BridgeConfig::new(node.ws_url()))
+        .await
+        .unwrap();
     let (ctx, mut inbox) = inbox_hyperty(&rt, D, None).await;
     let env = vec![
         ("HYPERTY_WS", node.ws_url()),
@@ -192,8 +215,18 @@ async fn the_node_serves_the_library() {
     let url = format!("{}/client/hyperty.js", node.http_url());
     let resp = awc::Client::new().get(&url).send().await.unwrap();
     assert_eq!(resp.status(), 200);
-    let h = |n: &str| resp.headers().get(n).and_then(|v| v.to_str().ok()).unwrap_or("").to_owned();
-    assert!(h("content-type").starts_with("text/javascript"), "{}", h("content-type"));
+    let h = |n: &str| {
+        resp.headers()
+            .get(n)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+            .to_owned()
+    };
+    assert!(
+        h("content-type").starts_with("text/javascript"),
+        "{}",
+        h("content-type")
+    );
     assert!(h("cache-control").contains("max-age"));
     let etag = h("etag");
     assert!(etag.starts_with('"') && etag.len() > 2, "{etag}");
