@@ -15,6 +15,7 @@ const PROVIDER: &str = "hyperty://a.org/pubsub";
 struct World {
     p: RuntimeHandle,
     _b: RuntimeHandle,
+    _nodes: Vec<hyperty::node::NodeHandle>,
     owner: Entity,
     s1: Entity,
     s2: Entity,
@@ -22,12 +23,63 @@ struct World {
     remote_outsider: Entity,
 }
 
+/// Binds `addresses` (bare hyperty URLs of `rt`'s domain) to `rt`'s session at its
+/// node, the way runtime-core makes its locally generated URLs routable.
+async fn claim(rt: &RuntimeHandle, addresses: &[&str]) {
+    let domain = rt.url().domain().unwrap().to_owned();
+    let runtime = rt.url().address().clone();
+    let mut m = Message::new(
+        MessageType::Subscribe,
+        runtime.clone(),
+        addr(&format!("domain://msg-node.{domain}/sm")),
+    );
+    m.body.resources = Some(addresses.iter().map(|a| (*a).to_owned()).collect());
+    m.body.source = Some(addr(&format!("{runtime}/address-allocation")));
+    let r = rt.bus().post(m).await.unwrap();
+    assert_eq!(r.code(), Some(ResponseCode::Ok), "{}", r.to_json());
+}
+
+/// The provider and three entities in a.org, two entities in b.org, each domain
+/// its own node, federated.
 async fn world() -> World {
+    let clock = ManualClock::new(T0);
+    let (nodes, mut runtimes) = federated(&["a.org", "b.org"], &clock).await;
+    let b = runtimes.pop().unwrap();
+    let p = runtimes.pop().unwrap();
+    claim(
+        &p,
+        &[
+            PROVIDER,
+            "hyperty://a.org/owner",
+            "hyperty://a.org/s1",
+            "hyperty://a.org/outsider",
+        ],
+    )
+    .await;
+    claim(&b, &["hyperty://b.org/s2", "hyperty://b.org/outsider"]).await;
+    PubSubProvider::start(p.events(), addr(PROVIDER))
+        .await
+        .unwrap();
+    World {
+        owner: entity(&p, "hyperty://a.org/owner").await,
+        s1: entity(&p, "hyperty://a.org/s1").await,
+        outsider: entity(&p, "hyperty://a.org/outsider").await,
+        s2: entity(&b, "hyperty://b.org/s2").await,
+        remote_outsider: entity(&b, "hyperty://b.org/outsider").await,
+        p,
+        _b: b,
+        _nodes: nodes,
+    }
+}
+
+/// The same world with the domains linked by an in-process stub: a destroyed
+/// node's address must be reported `badDestination` to its sender, which the
+/// runtime knows only when no stub takes the event (through a node the event is
+/// carried to the provider's runtime and dropped there unanswered).
+async fn stub_world() -> World {
     let clock = ManualClock::new(T0);
     let p = start("a.org", &clock);
     let b = start("b.org", &clock);
-    // an in-process stub: through a messaging node the pub/sub nodes'
-    // addresses (`<provider>/<name>`) have no route
     link(&p, Some("a.org"), &b, Some("b.org")).await;
     PubSubProvider::start(p.events(), addr(PROVIDER))
         .await
@@ -40,6 +92,7 @@ async fn world() -> World {
         remote_outsider: entity(&b, "hyperty://b.org/outsider").await,
         p,
         _b: b,
+        _nodes: Vec::new(),
     }
 }
 
@@ -236,7 +289,7 @@ async fn non_publishers_are_refused() {
 
 #[actix::test]
 async fn owner_only_methods_lists_configuration_and_discovery() {
-    let w = world().await;
+    let w = stub_world().await;
     let node = create(
         &w.owner,
         "club",
@@ -410,7 +463,7 @@ async fn owner_only_methods_lists_configuration_and_discovery() {
 
 #[actix::test]
 async fn nodes_subscribed_in_a_loop_deliver_once_and_stop() {
-    let mut w = world().await;
+    let mut w = stub_world().await;
     let n1 = create(&w.owner, "n1", json!({})).await;
     let n2 = create(&w.owner, "n2", json!({})).await;
     let n3 = create(&w.owner, "n3", json!({})).await;

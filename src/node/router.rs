@@ -14,7 +14,9 @@
 //! Delivery order for each `to` (rethink-wire.md §3b, issue §5): node service →
 //! the session that owns the address (its allocations, or its runtime or stub URLs
 //! and everything under them) → every session subscribed to exactly that address
-//! (including the sender) → nothing (404 for requests, counted drop otherwise).
+//! (including the sender) → the holder of the nearest allocated `hyperty://` URL
+//! above it (a hyperty's sub-addresses, such as a pub/sub provider's nodes at
+//! `<provider>/<name>`) → nothing (404 for requests, counted drop otherwise).
 //!
 //! An address of another domain (when federation is on) is owned by that domain's
 //! peer link, whose key is [`peer_key`]`(domain)`: the frame goes to the link's
@@ -344,6 +346,10 @@ pub enum Routed {
     NoRoute(String),
 }
 
+/// How many levels above an address [`Router::owner_of`] looks for the hyperty
+/// it lies under.
+pub const MAX_SUBTREE_DEPTH: usize = 8;
+
 /// The shared routing state of one node.
 #[derive(Debug)]
 pub struct Router {
@@ -607,9 +613,31 @@ impl Router {
             return Some(k.clone());
         }
         self.runtime_owner(to).or_else(|| {
-            let domain = self.foreign_domain(to)?;
-            (!self.subscribers.contains_key(to)).then(|| peer_key(domain))
+            if self.subscribers.contains_key(to) {
+                return None;
+            }
+            self.hyperty_owner(to)
+                .or_else(|| self.foreign_domain(to).map(peer_key))
         })
+    }
+
+    /// The holder of the nearest allocated hyperty URL above `to` (what lies under
+    /// a hyperty's URL is its own, e.g. the nodes of a webinos pub/sub provider at
+    /// `<provider>/<name>`), looking at most [`MAX_SUBTREE_DEPTH`] levels up.
+    fn hyperty_owner(&self, to: &str) -> Option<SessionKey> {
+        let rest = to.strip_prefix("hyperty://")?;
+        let path_start = "hyperty://".len() + rest.find('/')?;
+        let mut end = to.len();
+        for _ in 0..MAX_SUBTREE_DEPTH {
+            match to[..end].rfind('/') {
+                Some(i) if i > path_start => end = i,
+                _ => return None,
+            }
+            if let Some(k) = self.owners.get(&to[..end]) {
+                return Some(k.clone());
+            }
+        }
+        None
     }
 
     fn runtime_owner(&self, to: &str) -> Option<SessionKey> {
@@ -963,6 +991,17 @@ mod tests {
         assert!(!r.owns("k2", "comm://d.org/o/subscription"));
         assert!(!r.owns("k1", "comm://d.org/o/other"));
         assert_eq!(r.owner_of("comm://d.org/o/changes"), None);
+        // what lies under an allocated hyperty URL is its holder's, unless subscribed
+        assert_eq!(r.owner_of("hyperty://d.org/1/news"), Some(key.clone()));
+        assert_eq!(r.owner_of("hyperty://d.org/1/a/b"), Some(key.clone()));
+        assert!(r.owns("k1", "hyperty://d.org/1/news"));
+        assert_eq!(r.owner_of("hyperty://d.org/10/news"), None);
+        assert_eq!(r.owner_of("hyperty://d.org/2/news"), None);
+        r.subscribers.insert(
+            Arc::from("hyperty://d.org/1/presence"),
+            vec![Arc::from("k3")],
+        );
+        assert_eq!(r.owner_of("hyperty://d.org/1/presence"), None);
         drop(key);
         // a deeper URL of another session is that session's, not the outer one's
         r.runtimes
