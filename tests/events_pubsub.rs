@@ -72,10 +72,11 @@ async fn world() -> World {
     }
 }
 
-/// The same world with the domains linked by an in-process stub: a destroyed
-/// node's address must be reported `badDestination` to its sender, which the
-/// runtime knows only when no stub takes the event (through a node the event is
-/// carried to the provider's runtime and dropped there unanswered).
+/// The same world with the domains linked by an in-process stub, for an event the
+/// provider's own runtime sends to one of its destroyed nodes: through a node that
+/// event would come back to the runtime it left, which drops it as its own (no
+/// `badDestination` report); without a stub for its domain the runtime knows at
+/// once that nobody takes it.
 async fn stub_world() -> World {
     let clock = ManualClock::new(T0);
     let p = start("a.org", &clock);
@@ -289,7 +290,7 @@ async fn non_publishers_are_refused() {
 
 #[actix::test]
 async fn owner_only_methods_lists_configuration_and_discovery() {
-    let w = stub_world().await;
+    let w = world().await;
     let node = create(
         &w.owner,
         "club",
@@ -451,12 +452,13 @@ async fn owner_only_methods_lists_configuration_and_discovery() {
         code(rpc(&w.owner, "getConfiguration", json!({"node": node})).await),
         -32001
     );
+    // an event from the other domain to the destroyed node: badDestination
     let (cb, mut rep) = EventCallbacks::channel(CallbackSet::delivery());
-    let ev = Event::builder("t", w.owner.addr.clone())
+    let ev = Event::builder("t", w.s2.addr.clone())
         .to(node)
         .build()
         .unwrap();
-    w.owner.ep.dispatch(ev, Some(cb), None).await.unwrap();
+    w.s2.ep.dispatch(ev, Some(cb), None).await.unwrap();
     let k = rep.recv(TIMEOUT).await.unwrap().kind;
     assert_eq!(error_code(&k), Some(DeliveryErrorCode::BadDestination));
 }
@@ -509,4 +511,21 @@ async fn nodes_subscribed_in_a_loop_deliver_once_and_stop() {
         1,
         "no further rounds"
     );
+}
+
+#[actix::test]
+async fn a_local_event_to_a_destroyed_node_is_a_bad_destination() {
+    let w = stub_world().await;
+    let node = create(&w.owner, "gone", json!({})).await;
+    rpc(&w.owner, "destroyNode", json!({"node": node}))
+        .await
+        .unwrap();
+    let (cb, mut rep) = EventCallbacks::channel(CallbackSet::delivery());
+    let ev = Event::builder("t", w.owner.addr.clone())
+        .to(node)
+        .build()
+        .unwrap();
+    w.owner.ep.dispatch(ev, Some(cb), None).await.unwrap();
+    let k = rep.recv(TIMEOUT).await.unwrap().kind;
+    assert_eq!(error_code(&k), Some(DeliveryErrorCode::BadDestination));
 }
