@@ -526,3 +526,28 @@ async fn a_notification_from_someone_who_is_not_a_primary_recipient_is_ignored()
     assert_eq!(st.notifications_received, 2);
     assert!(rep.recv(QUIET).await.is_none(), "nothing about mallory");
 }
+
+/// An event for an address nobody holds, sent through the nodes — of the other
+/// domain or of the sender's own — is reported `badDestination`: the node answers
+/// the event's message 404 and the sender's dispatcher names its recipients.
+#[actix::test]
+async fn an_event_nobody_holds_is_a_bad_destination_through_the_nodes() {
+    let clock = ManualClock::new(T0);
+    let (nodes, rts) = federated(&["a.org", "b.org"], &clock).await;
+    let s = hyperty_entity(&rts[1]).await;
+    for to in ["hyperty://a.org/nobody", "hyperty://b.org/nobody"] {
+        let (cb, mut rep) = EventCallbacks::channel(CallbackSet::delivery());
+        let ev = Event::builder("t", s.addr.clone())
+            .to(addr(to))
+            .build()
+            .unwrap();
+        s.ep.dispatch(ev, Some(cb), None).await.unwrap();
+        let r = rep.recv(TIMEOUT).await.expect("a report");
+        assert_eq!(
+            error_code(&r.kind),
+            Some(DeliveryErrorCode::BadDestination),
+            "{to}: {r:?}"
+        );
+    }
+    stop_all(&nodes).await;
+}

@@ -292,9 +292,10 @@ pub(crate) fn refusal_rule(
     };
     counter.fetch_add(1, Relaxed);
     let report = match code {
-        ResponseCode::NotFound | ResponseCode::RequestTimeout | ResponseCode::TooManyRequests => {
-            kind.expects_response()
-        }
+        // an event nobody holds is answered too: its sender's dispatcher turns the
+        // 404 into the recipients' `badDestination`
+        ResponseCode::NotFound => kind.expects_response() || *kind == MessageType::Event,
+        ResponseCode::RequestTimeout | ResponseCode::TooManyRequests => kind.expects_response(),
         _ => *kind != MessageType::Response,
     };
     if !report {

@@ -165,6 +165,19 @@ impl Handler<Deliver> for EventDispatcher {
     fn handle(&mut self, Deliver(msg): Deliver, ctx: &mut Context<Self>) {
         if msg.kind == MessageType::Event {
             self.incoming(msg, ctx);
+        } else if msg.code() == Some(ResponseCode::NotFound) {
+            // a node found nobody holding the recipients of one of our transmissions
+            if let Some((ev, group)) = self.transmitted.take(msg.id) {
+                debug!(id = %ev.id(), to = %msg.from, "transmission refused: no such recipient");
+                self.cache.do_send(CacheAck {
+                    id: ev.id(),
+                    sender: ev.sender().clone(),
+                    recipients: group.clone(),
+                });
+                let key = (ev.id(), ev.sender().clone());
+                self.notify_bad(&ev, group, ctx);
+                self.release_if_done(&key);
+            }
         }
     }
 }

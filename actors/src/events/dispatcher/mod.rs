@@ -98,6 +98,32 @@ use crate::registry::{ListStubs, Resolve, Route};
 
 /// The dispatcher's component name: it listens at `<runtime>/events`.
 pub const DISPATCHER_COMPONENT: &str = "events";
+
+/// How many recent transmissions are remembered for a refusal to be matched.
+const TRACKED_TRANSMISSIONS: usize = 4096;
+
+/// Recent transmissions: message id → the event and the recipients it carried.
+#[derive(Default)]
+struct Transmissions {
+    by_id: HashMap<crate::message::MessageId, (Arc<Event>, Vec<Address>)>,
+    order: std::collections::VecDeque<crate::message::MessageId>,
+}
+
+impl Transmissions {
+    fn record(&mut self, id: crate::message::MessageId, ev: Arc<Event>, group: Vec<Address>) {
+        while self.order.len() >= TRACKED_TRANSMISSIONS {
+            if let Some(old) = self.order.pop_front() {
+                self.by_id.remove(&old);
+            }
+        }
+        self.order.push_back(id);
+        self.by_id.insert(id, (ev, group));
+    }
+
+    fn take(&mut self, id: crate::message::MessageId) -> Option<(Arc<Event>, Vec<Address>)> {
+        self.by_id.remove(&id)
+    }
+}
 /// Body member where [`InboundEvents`] keeps the original `to` of an incoming event.
 pub const RECIPIENTS_KEY: &str = "eventRecipients";
 /// Mailbox capacity of the dispatcher.
@@ -232,6 +258,9 @@ pub struct EventDispatcher {
     rpc_servers: HashMap<Address, Recipient<RpcCall>>,
     rpc_calls: HashMap<EventId, PendingCall>,
     sent: HashMap<(EventId, Address), SentRecord>,
+    /// Recent transmissions by message id, so a node's 404 for one (nobody holds
+    /// its recipients) becomes their `badDestination`; bounded, oldest first out.
+    transmitted: Transmissions,
     /// Reference timeouts by due time: (due, event, sender).
     timeouts: BTreeSet<(u64, EventId, Address)>,
     stats: EventStats,
@@ -322,6 +351,7 @@ impl EventDispatcher {
                     rpc_servers: HashMap::new(),
                     rpc_calls: HashMap::new(),
                     sent: HashMap::new(),
+                    transmitted: Transmissions::default(),
                     timeouts: BTreeSet::new(),
                     stats: EventStats::default(),
                     last_purge: 0,

@@ -334,8 +334,9 @@ impl EventDispatcher {
                 None => return Ok(()),
             },
         };
+        let id = self.bus.next_id();
         let msg = Message::new(MessageType::Event, self.address.clone(), to)
-            .with_id(self.bus.next_id())
+            .with_id(id)
             .with_value(copy.to_value());
         let failures = |s: crate::bus::BusStats| s.busy + s.unavailable + s.not_found;
         let before = failures(self.bus.stats());
@@ -346,6 +347,7 @@ impl EventDispatcher {
         }
         trace!(%stub, id = %ev.id(), "event transmitted");
         self.stats.transmissions += 1;
+        self.transmitted.record(id, ev.clone(), group.clone());
         let key = (ev.id(), ev.sender().clone());
         for r in &group {
             self.report(
