@@ -81,6 +81,26 @@ pub enum MessageType {
 }
 
 impl MessageType {
+    /// Every named type, in declaration order (everything but [`MessageType::Other`]).
+    pub const KNOWN: [MessageType; 16] = [
+        MessageType::Create,
+        MessageType::Read,
+        MessageType::Update,
+        MessageType::Delete,
+        MessageType::Subscribe,
+        MessageType::Unsubscribe,
+        MessageType::Response,
+        MessageType::Forward,
+        MessageType::Execute,
+        MessageType::Open,
+        MessageType::ReOpen,
+        MessageType::Close,
+        MessageType::Ping,
+        MessageType::Pong,
+        MessageType::Event,
+        MessageType::Handshake,
+    ];
+
     /// The wire spelling.
     pub fn as_str(&self) -> &str {
         match self {
@@ -818,25 +838,8 @@ mod tests {
 
     #[test]
     fn every_type_round_trips() {
-        for t in [
-            "create",
-            "read",
-            "update",
-            "delete",
-            "subscribe",
-            "unsubscribe",
-            "response",
-            "forward",
-            "execute",
-            "open",
-            "re-open",
-            "close",
-            "ping",
-            "pong",
-            "event",
-            "handshake",
-            "custom-thing",
-        ] {
+        let known = MessageType::KNOWN.map(|k| k.as_str().to_owned());
+        for t in known.iter().map(String::as_str).chain(["custom-thing"]) {
             let m = Message::from_value(with("type", json!(t))).unwrap();
             assert_eq!(m.kind.as_str(), t);
             if t != "custom-thing" {

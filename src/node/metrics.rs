@@ -44,30 +44,23 @@ use crate::metrics::{LatencyHistogram, RequestClock, CONTENT_TYPE};
 /// One frame in this many of each session is timed.
 pub const SAMPLE_EVERY: u32 = 16;
 
-/// `type` label values, by [`type_index`].
-const TYPES: [&str; 18] = [
-    "create",
-    "read",
-    "update",
-    "delete",
-    "subscribe",
-    "unsubscribe",
-    "response",
-    "forward",
-    "execute",
-    "open",
-    "re-open",
-    "close",
-    "ping",
-    "pong",
-    "event",
-    "handshake",
-    "other",
-    "invalid",
-];
+/// Label slots by [`type_index`]: [`MessageType::KNOWN`], then these two.
+const TYPE_SLOTS: usize = MessageType::KNOWN.len() + 2;
+
+/// The index of frames of a type the node does not name.
+const OTHER: usize = MessageType::KNOWN.len();
+
+/// The `type` label of slot `i`.
+fn type_label(i: usize) -> &'static str {
+    match MessageType::KNOWN.get(i) {
+        Some(t) => t.as_str(),
+        None if i == OTHER => "other",
+        None => "invalid",
+    }
+}
 
 /// The index of frames that did not parse.
-const INVALID: usize = 17;
+const INVALID: usize = OTHER + 1;
 
 /// `code` label values, by [`code_index`].
 const CODES: [&str; 10] = [
@@ -92,7 +85,7 @@ fn type_index(t: &MessageType) -> usize {
         MessageType::Pong => 13,
         MessageType::Event => 14,
         MessageType::Handshake => 15,
-        MessageType::Other(_) => 16,
+        MessageType::Other(_) => OTHER,
     }
 }
 
@@ -117,8 +110,8 @@ fn code_index(c: ResponseCode) -> Option<usize> {
 #[derive(Debug)]
 pub struct NodeMetrics {
     enabled: bool,
-    frames_in: [AtomicU64; 18],
-    frames_out: [AtomicU64; 18],
+    frames_in: [AtomicU64; TYPE_SLOTS],
+    frames_out: [AtomicU64; TYPE_SLOTS],
     errors: [AtomicU64; 10],
     routing: LatencyHistogram,
     requests: LatencyHistogram,
@@ -256,11 +249,11 @@ pub async fn render(node: &NodeState) -> String {
             "hyperty_frames_out_total",
             "Frames sent to clients: routed copies by type, the node's answers as response."
         );
-        for (i, t) in TYPES.iter().enumerate() {
-            counter!("hyperty_frames_in_total", "type" => *t)
-                .absolute(m.frames_in[i].load(Relaxed));
+        for i in 0..TYPE_SLOTS {
+            let t = type_label(i);
+            counter!("hyperty_frames_in_total", "type" => t).absolute(m.frames_in[i].load(Relaxed));
             if i != INVALID {
-                counter!("hyperty_frames_out_total", "type" => *t)
+                counter!("hyperty_frames_out_total", "type" => t)
                     .absolute(m.frames_out[i].load(Relaxed));
             }
         }
@@ -399,4 +392,22 @@ pub(crate) async fn serve(
     Ok(HttpResponse::Ok()
         .content_type(CONTENT_TYPE)
         .body(render(&node).await))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_named_type_has_its_own_slot_and_label() {
+        for (i, t) in MessageType::KNOWN.iter().enumerate() {
+            assert_eq!(type_index(t), i);
+            assert_eq!(type_label(i), t.as_str());
+        }
+        assert_eq!(type_index(&MessageType::from_wire("custom")), OTHER);
+        assert_eq!(
+            (type_label(OTHER), type_label(INVALID)),
+            ("other", "invalid")
+        );
+    }
 }
