@@ -57,19 +57,7 @@ async fn world() -> World {
     )
     .await;
     claim(&b, &["hyperty://b.org/s2", "hyperty://b.org/outsider"]).await;
-    PubSubProvider::start(p.events(), addr(PROVIDER))
-        .await
-        .unwrap();
-    World {
-        owner: entity(&p, "hyperty://a.org/owner").await,
-        s1: entity(&p, "hyperty://a.org/s1").await,
-        outsider: entity(&p, "hyperty://a.org/outsider").await,
-        s2: entity(&b, "hyperty://b.org/s2").await,
-        remote_outsider: entity(&b, "hyperty://b.org/outsider").await,
-        p,
-        _b: b,
-        _nodes: nodes,
-    }
+    populate(p, b, nodes).await
 }
 
 /// The same world with the domains linked by an in-process stub, for an event the
@@ -82,6 +70,15 @@ async fn stub_world() -> World {
     let p = start("a.org", &clock);
     let b = start("b.org", &clock);
     link(&p, Some("a.org"), &b, Some("b.org")).await;
+    populate(p, b, Vec::new()).await
+}
+
+/// Starts the provider in `p` and the entities of both runtimes.
+async fn populate(
+    p: RuntimeHandle,
+    b: RuntimeHandle,
+    nodes: Vec<hyperty::node::NodeHandle>,
+) -> World {
     PubSubProvider::start(p.events(), addr(PROVIDER))
         .await
         .unwrap();
@@ -93,7 +90,7 @@ async fn stub_world() -> World {
         remote_outsider: entity(&b, "hyperty://b.org/outsider").await,
         p,
         _b: b,
-        _nodes: Vec::new(),
+        _nodes: nodes,
     }
 }
 
