@@ -41,14 +41,8 @@ struct Setup {
     logged: Arc<AtomicUsize>,
 }
 
-async fn setup() -> Setup {
-    let clock = ManualClock::new(T0);
-    let a = start("a.org", &clock);
-    let b = start("b.org", &clock);
-    // recording stubs: these tests read the request and response events on the wire
-    let (ab, ba) = link(&a, Some("a.org"), &b, Some("b.org")).await;
-    let client = entity(&a, "hyperty://a.org/client").await;
-    let server = entity(&b, "hyperty://b.org/calc").await;
+/// Serves the calculator at `server`; the count of calls it logged.
+async fn serve_calculator(server: &Entity) -> Arc<AtomicUsize> {
     let logged = Arc::new(AtomicUsize::new(0));
     server
         .ep
@@ -58,6 +52,18 @@ async fn setup() -> Setup {
         )
         .await
         .unwrap();
+    logged
+}
+
+async fn setup() -> Setup {
+    let clock = ManualClock::new(T0);
+    let a = start("a.org", &clock);
+    let b = start("b.org", &clock);
+    // recording stubs: these tests read the request and response events on the wire
+    let (ab, ba) = link(&a, Some("a.org"), &b, Some("b.org")).await;
+    let client = entity(&a, "hyperty://a.org/client").await;
+    let server = entity(&b, "hyperty://b.org/calc").await;
+    let logged = serve_calculator(&server).await;
     Setup {
         a,
         b,
@@ -120,15 +126,7 @@ async fn a_call_across_domains_through_their_nodes_returns_its_result() {
     let (a, b) = (&rts[0], &rts[1]);
     let client = hyperty_entity(a).await;
     let server = hyperty_entity(b).await;
-    let logged = Arc::new(AtomicUsize::new(0));
-    server
-        .ep
-        .serve_rpc(
-            server.addr.clone(),
-            calculator(logged.clone()).start_handler(),
-        )
-        .await
-        .unwrap();
+    let logged = serve_calculator(&server).await;
     let r = client
         .ep
         .call(
