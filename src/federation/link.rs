@@ -54,7 +54,7 @@ use crate::node::subscriptions::DropSubscriptions;
 use crate::node::NodeState;
 use crate::server::inbound::{Admission, Gate, Gated, Refusal};
 use crate::server::ws::{
-    answer_service, answer_text, error_frame, full_message, permits, refusal_rule, ServiceCaller,
+    answer_service, answer_text, error_frame, full_message, permits, refusal_answer, ServiceCaller,
 };
 
 /// The header carrying the accepting node's peer token in its upgrade response.
@@ -495,18 +495,8 @@ impl PeerLink {
     /// Refuses a frame from the peer, as a session's are refused.
     fn refuse(&self, ctx: &mut Context<Self>, h: &Header<'_>, code: ResponseCode, why: &str) {
         warn!(peer = %self.domain, id = %h.id, from = %h.loggable_from(), to = %h.to.first(), code = code.as_u16(), reason = why, "frame from a peer refused");
-        let rule = refusal_rule(&self.node.router.stats, &h.kind, code);
-        if rule.abuse && self.count_refusal(ctx) {
-            return;
-        }
-        if rule.report {
-            self.reply_text(error_frame(
-                Some(h.id.to_json()),
-                h.to.first(),
-                Some(&h.from),
-                code,
-                why,
-            ));
+        if let Some(answer) = refusal_answer(&self.node, h, code, why, || self.count_refusal(ctx)) {
+            self.reply_text(answer);
         }
     }
 

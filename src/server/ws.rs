@@ -275,6 +275,34 @@ pub(crate) struct RefusalRule {
     pub(crate) report: bool,
 }
 
+/// Treats a refused frame alike on sessions and peer links: counts it, asks
+/// `closed_as_abusive` (the connection's abuse account) for refusals that count,
+/// and returns the error frame to send back, if its sender is to be told.
+pub(crate) fn refusal_answer(
+    node: &NodeState,
+    h: &Header<'_>,
+    code: ResponseCode,
+    description: &str,
+    closed_as_abusive: impl FnOnce() -> bool,
+) -> Option<String> {
+    let rule = refusal_rule(&node.router.stats, &h.kind, code);
+    let metrics = &node.router.metrics;
+    if rule.abuse && closed_as_abusive() {
+        metrics.refused(code, false);
+        return None;
+    }
+    metrics.refused(code, rule.report);
+    rule.report.then(|| {
+        error_frame(
+            Some(h.id.to_json()),
+            h.to.first(),
+            Some(&h.from),
+            code,
+            description,
+        )
+    })
+}
+
 /// Counts a frame of `kind` refused with `code` and says how to treat it: a
 /// refusal (403/400) is reported for anything but a response; a missing route or
 /// capacity (404/408/429) only to requests — notifications are dropped and counted.
@@ -398,21 +426,10 @@ impl WsSession {
         code: ResponseCode,
         description: &str,
     ) {
-        let rule = refusal_rule(&self.node.router.stats, &h.kind, code);
-        let metrics = &self.node.router.metrics;
-        if rule.abuse && self.count_refusal(ctx) {
-            metrics.refused(code, false);
-            return;
-        }
-        metrics.refused(code, rule.report);
-        if rule.report {
-            ctx.text(error_frame(
-                Some(h.id.to_json()),
-                h.to.first(),
-                Some(&h.from),
-                code,
-                description,
-            ));
+        if let Some(answer) =
+            refusal_answer(&self.node, h, code, description, || self.count_refusal(ctx))
+        {
+            ctx.text(answer);
         }
     }
 
