@@ -65,8 +65,8 @@ fn receiver_child() {
         ep.add_listener(ListenerFilter::any().destination(me), listener)
             .await
             .unwrap();
-        // refused while the node still holds the killed incarnation's session:
-        // the bridge keeps trying by itself
+        // refused while a restarted node is not listening yet: the bridge keeps
+        // trying by itself
         if let Err(e) = rt.attach_node(bridge(&url)).await {
             eprintln!("attach: {e}");
         }
@@ -134,16 +134,13 @@ impl Drop for Proc {
 }
 
 /// The `hyperty` node on `port` (0: any); `None` if it did not start listening.
-/// Its grace period for dropped sockets is short: a killed runtime's session
-/// blocks a fresh `open` of its runtime URL until it ends.
+/// Its defaults hold: a restarted receiver's `open` replaces the killed
+/// incarnation's session, still in its grace period, and takes over what it had
+/// buffered.
 async fn node(dir: &Path, port: u16) -> Option<(Proc, u16)> {
-    let config = dir.join("node.toml");
-    std::fs::write(&config, "[session]\ngrace_period_ms = 300\n").unwrap();
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_hyperty"));
     cmd.args(["--listen", &format!("127.0.0.1:{port}"), "--domain", D])
         .args(["--auth", "optional"])
-        .arg("--config")
-        .arg(&config)
         .current_dir(dir)
         .env("RUST_LOG", "warn");
     let mut p = Proc::spawn(cmd, &dir.join("node.log"));

@@ -493,6 +493,57 @@ async fn a_new_open_replaces_a_session_of_the_same_identity_only() {
     assert_eq!(r["body"]["code"], 403, "{r}");
 }
 
+/// A runtime restarted while its dropped session is in its grace period opens
+/// afresh (it lost its token): the new session takes over what the old one had
+/// buffered, its runtime URL is never unrouted (no 404 for frames to it), and the
+/// user's session count passes over (a cap of one session still lets it in).
+#[actix::test]
+async fn a_replacing_open_takes_over_the_old_sessions_buffer_and_count() {
+    let node = start_node(D, |c| {
+        c.auth.mode = AuthMode::Required;
+        c.session.grace_period_ms = 60_000;
+        c.limits.max_sessions_per_user = 1;
+    });
+    let alice = user_token(&node, "alice").await;
+    let bob = user_token(&node, "bob").await;
+    let (old, r) = open_as(&node, &rt("x"), &alice).await;
+    assert_eq!(r["body"]["code"], 200, "{r}");
+    let (mut b, r) = open_as(&node, &rt("b"), &bob).await;
+    assert_eq!(r["body"]["code"], 200, "{r}");
+    old.drop_socket().await;
+    assert!(eventually(TIMEOUT, || async { health(&node).await["live"] == 1 }).await);
+    // frames sent while alice's runtime is away are buffered, never refused
+    for i in 1..=3 {
+        b.send(
+            json!({"id": i, "type": "update", "from": rt("b"), "to": format!("{}/inbox", rt("x"))}),
+        )
+        .await;
+    }
+    let (mut new, r) = open_as(&node, &rt("x"), &user_token_again(&node, "alice").await).await;
+    assert_eq!(r["body"]["code"], 200, "{r}");
+    let mut ids = Vec::new();
+    while ids.len() < 3 {
+        let m = new.expect().await;
+        if m["type"] == "update" {
+            ids.push(m["id"].as_u64().unwrap());
+        }
+    }
+    ids.sort_unstable();
+    assert_eq!(ids, [1, 2, 3], "the buffered frames reach the new session");
+    // the first frame b hears is the answer to its next request: no refusal came
+    b.send(json!({"id": 9, "type": "ping", "from": rt("b"), "to": "mn:/session"}))
+        .await;
+    let r = b.expect().await;
+    assert_eq!(
+        (r["id"].clone(), r["body"]["code"].clone()),
+        (json!(9), json!(200)),
+        "{r}"
+    );
+    // the count passed over: alice holds one session, so a second runtime is refused
+    let (_, r) = open_as(&node, &rt("y"), &user_token_again(&node, "alice").await).await;
+    assert_eq!(r["body"]["code"], 429, "{r}");
+}
+
 #[actix::test]
 async fn string_ids_are_answered_as_they_came_and_errors_carry_id_from_and_to() {
     let node = start_node(D, |_| {});

@@ -7,7 +7,9 @@
 //! `200 {runtimeToken}`: a fresh bearer secret, never logged. An `open` for a
 //! runtime URL that still has a session replaces that session when
 //! [`may_replace`] allows it (its socket is closed, its addresses and
-//! subscriptions freed); otherwise 403. A second `open` or a `re-open` on a
+//! subscriptions freed; the runtime URL passes to the new session without a
+//! moment unrouted, and the frames the old one had buffered go out on the new
+//! connection); otherwise 403. A second `open` or a `re-open` on a
 //! connection that already has a session is refused.
 //!
 //! A socket dropped without `close` keeps its session — addresses, subscriptions,
@@ -326,6 +328,15 @@ impl SessionManager {
         event: &'static str,
         reason: Option<&str>,
     ) -> impl std::future::Future<Output = ()> + 'static {
+        if let Some(rt) = self.router.runtime_of(key) {
+            self.publish(event, &rt, reason);
+        }
+        self.unbind(key)
+    }
+
+    /// Removes a session from every table without telling anyone; resolves once
+    /// its addresses and subscriptions are gone.
+    fn unbind(&mut self, key: &SessionKey) -> impl std::future::Future<Output = ()> + 'static {
         let slot = self.router.slots.remove(key).map(|(_, s)| s);
         if let Some(id) = slot.as_ref().and_then(|s| s.identity.as_ref()) {
             self.router.release_user(id);
@@ -340,7 +351,6 @@ impl SessionManager {
         }
         if let Some(rt) = slot.as_ref().and_then(|s| s.runtime.as_ref()) {
             self.router.runtimes.remove_if(rt, |_, k| k == key);
-            self.publish(event, rt, reason);
         }
         let addresses = self.allocation.send(DropSession(key.clone()));
         let subscriptions = self.subscriptions.send(DropSubscriptions(key.clone()));
@@ -456,10 +466,16 @@ impl SessionManager {
         ))
     }
 
-    /// Binds the admitted `open` to its connection.
-    fn bind_open(&mut self, o: Open, ctx: &mut Context<Self>) -> Result<Opened, SessionRefused> {
+    /// Binds the admitted `open` to its connection; `counted`: the identity's
+    /// session is already counted (passed on by the session it replaces).
+    fn bind(
+        &mut self,
+        o: Open,
+        counted: bool,
+        ctx: &mut Context<Self>,
+    ) -> Result<Opened, SessionRefused> {
         let identity = o.identity.as_ref().map(|a| a.identity.clone());
-        if let Some(id) = &identity {
+        if let Some(id) = identity.as_ref().filter(|_| !counted) {
             if !self.router.acquire_user(id, self.max_per_user) {
                 return Err(refuse(
                     ResponseCode::TooManyRequests,
@@ -548,15 +564,60 @@ impl Handler<Open> for SessionManager {
                 key,
             });
         }
-        if let Some(old) = self.admit(&o)? {
-            info!(runtime = %o.runtime, "a new open replaces the runtime's session");
-            self.router
-                .kick(&old, "replaced by a new open of this runtime");
-            // the old session's tables are freed before the new one takes the URL
-            let dropped = self.drop_session(&old, "close", Some("replaced by a new open"));
-            ctx.wait(dropped.into_actor(self));
+        match self.admit(&o)? {
+            Some(old) => self.replace(old, o, ctx),
+            None => self.bind(o, false, ctx),
         }
-        self.bind_open(o, ctx)
+    }
+}
+
+impl SessionManager {
+    /// Hands the runtime URL of session `old` to the admitted `open` without a
+    /// moment unrouted (a frame for the runtime then would be answered 404): the
+    /// new binding is in place before the old session leaves the tables, and what
+    /// the old one had buffered goes out on the new connection. Listeners hear the
+    /// old session's `close` before the new `open`.
+    fn replace(
+        &mut self,
+        old: SessionKey,
+        o: Open,
+        ctx: &mut Context<Self>,
+    ) -> Result<Opened, SessionRefused> {
+        info!(runtime = %o.runtime, "a new open replaces the runtime's session");
+        self.router
+            .kick(&old, "replaced by a new open of this runtime");
+        self.publish("close", &o.runtime, Some("replaced by a new open"));
+        // the same identity's session count passes from the old session to the new
+        let inherited = match self.router.slots.get_mut(&old) {
+            Some(mut slot)
+                if slot.identity.is_some()
+                    && slot.identity.as_deref() == o.identity.as_ref().map(|a| &*a.identity) =>
+            {
+                slot.identity.take()
+            }
+            _ => None,
+        };
+        // (a refused bind releases the count it was given)
+        let opened = self.bind(o, inherited.is_some(), ctx);
+        if let Ok(new) = &opened {
+            let buffered = self
+                .router
+                .slots
+                .get_mut(&old)
+                .and_then(|mut s| s.buffer.get_mut().map(GraceBuffer::take).ok())
+                .unwrap_or_default();
+            if let Some(slot) = self.router.slots.get(&new.key) {
+                if let (Some(conn), Some(queue)) = (&slot.conn, &slot.queue) {
+                    for f in buffered {
+                        queue.force(f.len());
+                        conn.do_send(Outbound(f));
+                    }
+                }
+            }
+        }
+        let dropped = self.unbind(&old);
+        ctx.wait(dropped.into_actor(self));
+        opened
     }
 }
 
