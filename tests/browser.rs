@@ -28,7 +28,7 @@ fn repo() -> PathBuf {
 /// The browser to drive: `CHROMIUM`, `/usr/bin/chromium`, or `chromium` on `PATH`.
 fn chromium() -> Option<PathBuf> {
     if let Some(p) = std::env::var_os("CHROMIUM") {
-        return Some(PathBuf::from(p));
+        return Some(PathBuf::from(p)).filter(|p| p.exists());
     }
     let default = PathBuf::from("/usr/bin/chromium");
     if default.exists() {

@@ -147,6 +147,7 @@ async function stop(message) {
   await s.rt.close();
   people.clear();
   conversations.clear();
+  shownKey = "";
   chatPeer = null;
   $("online").replaceChildren();
   $("messages").replaceChildren();
@@ -203,11 +204,15 @@ async function refresh() {
 }
 $("refresh").addEventListener("click", refresh);
 
-/** What the list shows now. */
+/** What the list shows now, and as a key to tell when it changes. */
 let shown = [];
+let shownKey = "";
 
 function render(list) {
+  const key = JSON.stringify(list.map((p) => [p.hyperty, p.user, conversations.get(p.hyperty)?.unread || 0]));
+  if (key === shownKey) return;
   shown = list;
+  shownKey = key;
   const ul = $("online");
   const seen = new Map();
   const items = list.map(({ hyperty, user }) => {
@@ -314,7 +319,8 @@ $("chat-form").addEventListener("submit", async (ev) => {
  * The call in progress.
  * @type {null | {peer: string, user: string, role: "caller"|"callee", pc: RTCPeerConnection | null,
  *   dc: RTCDataChannel | null, mine: any, theirs: any, stream: MediaStream | null, pending: any[],
- *   remoteSet: boolean, early: any[], applied: Set<string>, ended: boolean, invitation?: any}}
+ *   remoteSet: boolean, early: any[], applied: Set<string>, ended: boolean, invitation?: any,
+ *   theirsGone: Promise<void>, gone: () => void}}
  */
 let call = null;
 
@@ -410,6 +416,10 @@ function follow(c, theirs) {
   };
   for (const [id, child] of Object.entries(theirs.children)) take(id, child);
   theirs.onChange((e) => {
+    if (e.type === "deleted") {
+      c.gone();
+      if (call === c) $("call").dataset.theirs = "deleted";
+    }
     if (call !== c || c.ended) return;
     if (e.type === "deleted") return hangup(`${nameOf(c.user)} hung up.`);
     if (e.type === "change" && e.change.type === "create") take(e.change.resource, theirs.children[e.change.resource]);
@@ -442,8 +452,12 @@ async function report(c, description) {
 }
 
 function newCall(peer, user, role) {
-  call = { peer, user, role, pc: null, dc: null, mine: null, theirs: null, stream: null, pending: [], remoteSet: false, early: [], applied: new Set(), ended: false };
+  let gone = () => {};
+  const theirsGone = new Promise((resolve) => (gone = resolve));
+  call = { peer, user, role, pc: null, dc: null, mine: null, theirs: null, stream: null, pending: [], remoteSet: false, early: [], applied: new Set(), ended: false, theirsGone, gone };
   $("dc-messages").replaceChildren();
+  $("call").dataset.mine = "";
+  $("call").dataset.theirs = "";
   return call;
 }
 
@@ -515,7 +529,14 @@ async function accept() {
   await report(c, /** @type {RTCSessionDescription} */ (pc.localDescription));
 }
 
-/** Ends the call: status ended, our object deleted, theirs left, media stopped. */
+/** How long a hung-up call waits for the other side to delete its object, ms. */
+const PEER_DELETE_MS = 5000;
+
+/**
+ * Ends the call: media stopped, our object's status ended and the object
+ * deleted; the other side, seeing that, deletes its own (if it does not in
+ * time, or never answered, we stop observing it).
+ */
 async function hangup(text = "Call ended.") {
   const c = call;
   if (!c || c.ended) return;
@@ -535,8 +556,12 @@ async function hangup(text = "Call ended.") {
       // already deleted
     }
     await c.mine.delete().catch(() => {});
+    if (call === c) $("call").dataset.mine = "deleted";
   }
-  if (c.theirs && !c.theirs.deleted) await c.theirs.unsubscribe().catch(() => {});
+  if (c.theirs && !c.theirs.deleted) {
+    if (c.mine) await Promise.race([c.theirsGone, new Promise((r) => setTimeout(r, PEER_DELETE_MS))]);
+    if (!c.theirs.deleted) await c.theirs.unsubscribe().catch(() => {});
+  }
 }
 
 $("hangup").addEventListener("click", () => hangup("You hung up."));

@@ -2,7 +2,8 @@
 // tests/browser.rs, which starts the node): they sign up and log in, see each
 // other online, chat both ways, and alice calls bob: both peer connections reach
 // `connected`, video arrives on both sides, the data channel carries a message
-// each way, alice hangs up and both pages show the call ended.
+// each way, alice hangs up and both pages show the call ended (and both
+// connection objects deleted); then bob calls alice, who declines.
 //
 // HYPERTY_HTTP: the node. CHROMIUM: the browser (default /usr/bin/chromium).
 // HYPERTY_SCREENSHOT_DIR: where to write the pages mid-call (unset: nowhere).
@@ -139,6 +140,17 @@ test("two browsers: sign up, log in, see each other, chat both ways, call with m
     assert.equal(await alice.locator("#call-status").textContent(), "You hung up.");
     assert.equal(await bob.locator("#call-status").textContent(), `${ALICE} hung up.`);
     assert.equal(await bob.locator("#hangup").isDisabled(), true);
+    // each side deleted its connection object and saw the other's deleted
+    for (const page of [alice, bob]) await page.locator('#call[data-mine="deleted"][data-theirs="deleted"]').waitFor();
+
+    // a second call, bob to alice this time: alice declines it
+    await bob.getByRole("button", { name: `Call ${ALICE}` }).click();
+    await alice.getByRole("alertdialog").waitFor();
+    await alice.getByRole("button", { name: "Decline" }).click();
+    await alice.locator('#call[data-state="ended"]').waitFor();
+    await bob.locator('#call[data-state="ended"]').waitFor();
+    assert.equal(await alice.locator("#call-status").textContent(), "You declined the call.");
+    assert.equal(await bob.locator("#call-status").textContent(), `${ALICE} declined.`);
 
     for (const page of [alice, bob]) assert.deepEqual(page.errors, [], "no script errors on the page");
     assert.notEqual(await bob.title(), "pwned");
