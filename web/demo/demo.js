@@ -25,8 +25,16 @@ const KEEPALIVE_MS = 20000;
 const ENTRY_EXPIRES_S = 60;
 const REFRESH_MS = 2000;
 const MAX_TEXT = 2000;
+/** Most messages a log keeps (the oldest go first). */
+const MAX_LOG = 500;
 
 const $ = (id) => /** @type {HTMLElement} */ (document.getElementById(id));
+
+/** Appends `item` to the log `list`, dropping the oldest past MAX_LOG. */
+function log(list, item) {
+  list.append(item);
+  while (list.children.length > MAX_LOG) list.firstElementChild?.remove();
+}
 
 /** Builds an element; strings become text, never markup. */
 function el(tag, props = {}, ...children) {
@@ -53,7 +61,7 @@ function notice(text, kind = "info") {
 
 const problem = (e) => (e instanceof HypertyError ? `${e.description} (${e.code})` : String(e && e.message ? e.message : e));
 
-/** @type {{rt: any, me: string, user: string, token: string, lobby: any, timers: any[]} | null} */
+/** @type {{rt: any, me: string, user: string, lobby: any, timers: any[]} | null} */
 let session = null;
 /** hyperty URL → user URL, of the people seen online */
 const people = new Map();
@@ -97,14 +105,20 @@ $("login-form").addEventListener("submit", async (ev) => {
 async function start(token, user) {
   const ws = `${location.protocol === "https:" ? "wss" : "ws"}://${location.host}/ws`;
   const rt = await connect({ url: ws, token });
-  const me = await rt.allocate();
-  const descriptor = `hyperty-catalogue://catalogue.${rt.domain}/.well-known/hyperty/DemoConnector`;
-  const hyperty = { user, descriptor, resources: ["chat", "audio", "video"], dataSchemes: ["connection"], expires: ENTRY_EXPIRES_S };
-  await rt.registry.registerHyperty(me, hyperty);
-  const lobby = await rt.syncher.report("context", { user, since: Date.now() }, { reporter: me, name: LOBBY, onSubscription: () => "presence is read through the registry" });
-  const presence = { name: LOBBY, reporter: me, schema: `hyperty-catalogue://catalogue.${rt.domain}/.well-known/dataschema/Context`, resources: ["presence"], dataSchemes: ["context"], expires: ENTRY_EXPIRES_S };
-  await rt.registry.registerObject(lobby.url, presence);
-  session = { rt, me, user, token, lobby, timers: [] };
+  let me, lobby;
+  try {
+    me = await rt.allocate();
+    const catalogue = `hyperty-catalogue://catalogue.${rt.domain}/.well-known`;
+    const hyperty = { user, descriptor: `${catalogue}/hyperty/DemoConnector`, resources: ["chat", "audio", "video"], dataSchemes: ["connection"], expires: ENTRY_EXPIRES_S };
+    await rt.registry.registerHyperty(me, hyperty);
+    lobby = await rt.syncher.report("context", { user, since: Date.now() }, { reporter: me, name: LOBBY, onSubscription: () => "presence is read through the registry" });
+    const presence = { name: LOBBY, reporter: me, schema: `${catalogue}/dataschema/Context`, resources: ["presence"], dataSchemes: ["context"], expires: ENTRY_EXPIRES_S };
+    await rt.registry.registerObject(lobby.url, presence);
+  } catch (e) {
+    await rt.close();
+    throw e;
+  }
+  session = { rt, me, user, lobby, timers: [] };
 
   rt.listen(me, onChat);
   rt.syncher.onInvitation(me, (inv) => onInvitation(inv).catch((e) => notice(`Call failed: ${problem(e)}`, "error")));
@@ -151,6 +165,12 @@ async function stop(message) {
   chatPeer = null;
   $("online").replaceChildren();
   $("messages").replaceChildren();
+  $("dc-messages").replaceChildren();
+  $("chat-title").textContent = "Chat";
+  $("chat-with").textContent = "Choose someone to chat with.";
+  for (const id of ["chat-text", "chat-send"]) /** @type {HTMLInputElement} */ ($(id)).disabled = true;
+  call = null;
+  setCall("idle", "No call.");
   $("whoami").hidden = true;
   $("app").hidden = true;
   $("login").hidden = false;
@@ -273,8 +293,8 @@ function messageItem(m) {
 function addMessage(hyperty, m) {
   const c = conversation(hyperty);
   c.messages.push(m);
-  if (c.messages.length > 500) c.messages.shift();
-  if (chatPeer === hyperty) $("messages").append(messageItem(m));
+  if (c.messages.length > MAX_LOG) c.messages.shift();
+  if (chatPeer === hyperty) log($("messages"), messageItem(m));
   else {
     c.unread += 1;
     render(shown);
@@ -384,7 +404,7 @@ function channel(c, dc) {
   dc.onclose = () => enable(false);
   dc.onmessage = (e) => {
     if (typeof e.data !== "string") return;
-    $("dc-messages").append(el("li", { class: "theirs" }, el("span", { class: "who" }, nameOf(c.user)), el("span", { class: "text" }, clip(e.data))));
+    log($("dc-messages"), el("li", { class: "theirs" }, el("span", { class: "who" }, nameOf(c.user)), el("span", { class: "text" }, clip(e.data))));
   };
   if (dc.readyState === "open") enable(true);
 }
@@ -396,7 +416,7 @@ $("dc-form").addEventListener("submit", (ev) => {
   if (!text || !call || !call.dc || call.dc.readyState !== "open") return;
   call.dc.send(text);
   input.value = "";
-  $("dc-messages").append(el("li", { class: "mine" }, el("span", { class: "who" }, "You"), el("span", { class: "text" }, text)));
+  log($("dc-messages"), el("li", { class: "mine" }, el("span", { class: "who" }, "You"), el("span", { class: "text" }, text)));
 });
 
 function showLocal(stream) {
