@@ -82,6 +82,13 @@ test("two browsers: sign up, log in, see each other, chat both ways, call with m
     assert.match(await mallory.locator("#notice").textContent(), /Could not log in: .*\(401\)/);
     await mallory.context().close();
 
+    // every control has a name a screen reader can say
+    const unnamed = await alice.evaluate(() => [
+      ...[...document.querySelectorAll("input")].filter((i) => !i.labels || !i.labels.length).map((i) => `input#${i.id}`),
+      ...[...document.querySelectorAll("button")].filter((b) => !(b.getAttribute("aria-label") || b.textContent.trim())).map((b) => `button#${b.id}`),
+    ]);
+    assert.deepEqual(unnamed, []);
+
     // both see each other online (through the domain registry)
     await person(alice, BOB).waitFor();
     await person(bob, ALICE).waitFor();
