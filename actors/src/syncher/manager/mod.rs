@@ -193,6 +193,8 @@ struct Observed {
     idle: u32,
     level: u32,
     waiters: Vec<Message>,
+    /// Since when (the clock's ms) fetches find nobody holding the object.
+    unheld_since: Option<u64>,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -512,6 +514,18 @@ impl SyncherManager {
         source: &Address,
         ctx: &mut Context<Self>,
     ) {
+        if let Some(m) = self.node_subscription_request(kind, resources, source) {
+            self.post_logged(m, "node subscription", ctx);
+        }
+    }
+
+    /// The request [`node_subscription`](Self::node_subscription) sends.
+    fn node_subscription_request(
+        &self,
+        kind: MessageType,
+        resources: Vec<Address>,
+        source: &Address,
+    ) -> Option<Message> {
         // an object of another domain is subscribed to at its own domain's node
         // (federation carries the subscription there)
         let sm = match resources.first().and_then(Address::domain) {
@@ -520,13 +534,10 @@ impl SyncherManager {
             }
             _ => self.node_sm.clone(),
         };
-        let Some(sm) = sm else {
-            return;
-        };
-        let mut m = Message::new(kind, self.me.clone(), sm);
+        let mut m = Message::new(kind, self.me.clone(), sm?);
         m.body.resources = Some(resources.iter().map(|a| a.to_string()).collect());
         m.body.source = Some(source.clone());
-        self.post_logged(m, "node subscription", ctx);
+        Some(m)
     }
 
     fn subscribe_reported_at_node(
@@ -535,13 +546,36 @@ impl SyncherManager {
         reporter: &Address,
         ctx: &mut Context<Self>,
     ) {
-        self.node_subscription(
-            MessageType::Subscribe,
-            Self::reported_channels(obj),
-            reporter,
-            ctx,
-        );
+        let subscribed = self.subscribe_reported_at_node_then(obj, reporter, ctx);
+        ctx.spawn(subscribed.into_actor(self));
+    }
+
+    /// Like [`subscribe_reported_at_node`](Self::subscribe_reported_at_node);
+    /// the future resolves once the node has answered the subscription, so that
+    /// what depends on it (the `create`'s answer: observers then subscribe
+    /// through `<obj>/subscription`) comes after.
+    fn subscribe_reported_at_node_then(
+        &self,
+        obj: &Address,
+        reporter: &Address,
+        ctx: &mut Context<Self>,
+    ) -> impl std::future::Future<Output = ()> + 'static {
+        let post = self
+            .node_subscription_request(
+                MessageType::Subscribe,
+                Self::reported_channels(obj),
+                reporter,
+            )
+            .map(|m| self.bus.post(m));
         self.publish_audience(obj, ctx);
+        async move {
+            let Some(post) = post else { return };
+            match post.await {
+                Ok(r) if r.code().is_some_and(ResponseCode::is_success) => {}
+                Ok(r) => debug!(response = %r.to_json(), "node subscription refused"),
+                Err(e) => debug!(error = %e, "node subscription failed"),
+            }
+        }
     }
 
     /// Tells the node who may hear a reported object's changes and children: the
@@ -712,6 +746,7 @@ impl Observed {
             idle: 0,
             level: 0,
             waiters: Vec::new(),
+            unheld_since: None,
         }
     }
 }

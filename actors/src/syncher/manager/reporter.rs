@@ -427,25 +427,28 @@ impl SyncherManager {
                 },
             );
             act.listen(Self::reported_channels(&url), ctx);
-            act.subscribe_reported_at_node(&url, reporter.address(), ctx);
+            let subscribed = act.subscribe_reported_at_node_then(&url, reporter.address(), ctx);
             act.register_object(&url, ctx);
             act.mark(Key::Reported(url.clone()), ctx);
-            let invited = match authorise.is_empty() {
-                true => Ok(()),
-                false => act.invite(&url, authorise, ctx),
-            };
-            act.respond(
-                &req,
-                None,
-                invited.map(|()| Reply {
-                    resource: Some(url.to_string()),
-                    value: Some(json!({"version": 0})),
-                    extra: vec![(
-                        "childrenResources",
-                        json!([channel(&url, Channel::Children)]),
-                    )],
-                }),
-            );
+            // answered (and invitations sent) once the node routes <obj>/subscription
+            ctx.spawn(subscribed.into_actor(act).map(move |(), act, ctx| {
+                let invited = match authorise.is_empty() {
+                    true => Ok(()),
+                    false => act.invite(&url, authorise, ctx),
+                };
+                act.respond(
+                    &req,
+                    None,
+                    invited.map(|()| Reply {
+                        resource: Some(url.to_string()),
+                        value: Some(json!({"version": 0})),
+                        extra: vec![(
+                            "childrenResources",
+                            json!([channel(&url, Channel::Children)]),
+                        )],
+                    }),
+                );
+            }));
         }));
     }
 
