@@ -53,7 +53,7 @@ use super::handle::{
     success, ObjectView, Sink, SubscriptionDecision, SubscriptionPolicy, SubscriptionRequest,
     SyncEvent,
 };
-use super::object::{Change, History, ObjectState, Op};
+use super::object::{child_data, Change, History, ObjectState, Op};
 use super::schema::{Schema, SchemaTable};
 use super::store::{SyncStore, Write};
 use super::{SyncError, SyncherConfig};
@@ -68,6 +68,8 @@ mod local;
 mod observer;
 mod reporter;
 
+/// Longest child id a sender may name.
+const MAX_CHILD_ID: usize = 256;
 /// Addresses per re-claim request to the node.
 const RECLAIM_BATCH: usize = 100;
 /// Longest idle-check backoff, as a power of two of the check interval.
@@ -476,10 +478,16 @@ impl SyncherManager {
         }
     }
 
-    /// What a reporter listens on. Not `<obj>/children/`: a local listener there
-    /// would keep the children it publishes from leaving the runtime.
+    /// What a reporter listens on and subscribes to at the node (§9 Create step 2):
+    /// `<obj>`, `<obj>/subscription` and `<obj>/children/`, where runtime-core
+    /// observers send their children. What it publishes on `<obj>/children/`
+    /// itself goes past its own listener ([`Bus::send_to_stub`]).
     fn reported_channels(obj: &Address) -> Vec<Address> {
-        vec![obj.clone(), channel(obj, Channel::Subscription)]
+        vec![
+            obj.clone(),
+            channel(obj, Channel::Subscription),
+            channel(obj, Channel::Children),
+        ]
     }
 
     fn observed_channels(obj: &Address) -> Vec<Address> {

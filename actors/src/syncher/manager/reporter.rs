@@ -61,9 +61,14 @@ impl SyncherManager {
             (Some(_), _) => (MessageType::Update, channel(obj, Channel::Children)),
             (None, _) => (MessageType::Update, channel(obj, Channel::Changes)),
         };
+        let children = change.child.is_some();
         let mut m = Message::new(kind, obj.clone(), to).with_body(body_of(change.to_body(obj)));
         m.id = self.bus.next_id();
-        self.bus.send(m);
+        match children {
+            // the reporter listens on `<obj>/children/` itself
+            true => self.bus.send_to_stub(m),
+            false => self.bus.send(m),
+        };
     }
 
     /// May `source` (via the manager `via`) write children of `r`?
@@ -74,12 +79,15 @@ impl SyncherManager {
                 .any(|l| &l.hyperty == source && &l.manager == via)
     }
 
-    /// A write to a reported object by `source` through the manager `via`.
+    /// A write to a reported object by `source` through the manager `via`; a new
+    /// child takes `child_id` when the sender named it (runtime-core's children),
+    /// else the next one of the object.
     pub(super) fn write(
         &mut self,
         req: &Message,
         source: Address,
         via: &Address,
+        child_id: Option<String>,
         ctx: &mut Context<Self>,
     ) -> Result<Reply, SyncError> {
         let res = resource(req)
@@ -117,8 +125,18 @@ impl SyncherManager {
                         "{source} neither reports nor observes {obj}"
                     )));
                 }
-                let value = req.body.value.clone().unwrap_or(Value::Null);
-                let id = {
+                let value = child_data(req.body.value.clone().unwrap_or(Value::Null));
+                let id = if let Some(id) = child_id {
+                    if id.is_empty() || id.len() > MAX_CHILD_ID {
+                        return Err(SyncError::BadRequest(format!(
+                            "a child id has 1 to {MAX_CHILD_ID} characters"
+                        )));
+                    }
+                    if r.view.with(|s| s.children.contains_key(&id)) {
+                        return Err(SyncError::BadRequest(format!("child {id} of {obj} exists")));
+                    }
+                    id
+                } else {
                     let r = self
                         .reported
                         .get_mut(&obj)
@@ -193,7 +211,7 @@ impl SyncherManager {
                     .with_value(value);
                     m.body.source = Some(source);
                     m.id = self.bus.next_id();
-                    self.bus.send(m);
+                    self.bus.send_to_stub(m);
                 }
                 Ok(Reply::default())
             }
