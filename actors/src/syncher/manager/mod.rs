@@ -520,6 +520,19 @@ impl SyncherManager {
         source: &Address,
         ctx: &mut Context<Self>,
     ) {
+        if let Some(m) = self.node_subscription_request(kind, resources, source) {
+            self.post_logged(m, "node subscription", ctx);
+        }
+    }
+
+    /// The request of [`node_subscription`](Self::node_subscription), if there is a
+    /// node to ask.
+    fn node_subscription_request(
+        &self,
+        kind: MessageType,
+        resources: Vec<Address>,
+        source: &Address,
+    ) -> Option<Message> {
         // an object of another domain is subscribed to at its own domain's node
         // (federation carries the subscription there)
         let sm = match resources.first().and_then(Address::domain) {
@@ -527,14 +540,11 @@ impl SyncherManager {
                 Address::parse(&format!("domain://msg-node.{d}/sm")).ok()
             }
             _ => self.node_sm.clone(),
-        };
-        let Some(sm) = sm else {
-            return;
-        };
+        }?;
         let mut m = Message::new(kind, self.me.clone(), sm);
         m.body.resources = Some(resources.iter().map(|a| a.to_string()).collect());
         m.body.source = Some(source.clone());
-        self.post_logged(m, "node subscription", ctx);
+        Some(m)
     }
 
     fn subscribe_reported_at_node(

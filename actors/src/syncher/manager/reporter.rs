@@ -445,25 +445,43 @@ impl SyncherManager {
                 },
             );
             act.listen(Self::reported_channels(&url), ctx);
-            act.subscribe_reported_at_node(&url, reporter.address(), ctx);
+            // the creator hears of the object once the node routes its channels
+            // here: an observer it tells at once finds it
+            let subscribed = act
+                .node_subscription_request(
+                    MessageType::Subscribe,
+                    Self::reported_channels(&url),
+                    reporter.address(),
+                )
+                .map(|m| act.bus.post(m));
+            act.publish_audience(&url, ctx);
             act.register_object(&url, ctx);
             act.mark(Key::Reported(url.clone()), ctx);
             let invited = match authorise.is_empty() {
                 true => Ok(()),
                 false => act.invite(&url, authorise, ctx),
             };
-            act.respond(
-                &req,
-                None,
-                invited.map(|()| Reply {
-                    resource: Some(url.to_string()),
-                    value: Some(json!({"version": 0})),
-                    extra: vec![(
-                        "childrenResources",
-                        json!([channel(&url, Channel::Children)]),
-                    )],
-                }),
-            );
+            let reply = invited.map(|()| Reply {
+                resource: Some(url.to_string()),
+                value: Some(json!({"version": 0})),
+                extra: vec![(
+                    "childrenResources",
+                    json!([channel(&url, Channel::Children)]),
+                )],
+            });
+            let Some(subscribed) = subscribed else {
+                return act.respond(&req, None, reply);
+            };
+            ctx.spawn(subscribed.into_actor(act).map(move |r, act, _| {
+                match r {
+                    Ok(r) if r.code().is_some_and(ResponseCode::is_success) => {}
+                    Ok(r) => {
+                        warn!(object = %url, response = %r.to_json(), "node subscription refused")
+                    }
+                    Err(e) => debug!(object = %url, error = %e, "no node subscription"),
+                }
+                act.respond(&req, None, reply);
+            }));
         }));
     }
 
