@@ -4,8 +4,9 @@
 //!
 //! * `<rt>/sm`: the §9 requests of the runtime's hyperties (their [`Syncher`](super::Syncher)s);
 //! * for each object it **reports**: `<obj>` (reads, gap fetches, child requests
-//!   of remote observers) and `<obj>/subscription` (subscribe and unsubscribe from
-//!   observers' managers);
+//!   of remote observers), `<obj>/subscription` (subscribe and unsubscribe from
+//!   observers' managers) and `<obj>/children/` (children as runtime-core's
+//!   observers send them);
 //! * for each object it **observes**: `<obj>/changes` and `<obj>/children/`;
 //! * `<stubURL>/status` of each protocol stub ([`WatchStub`]): when a stub comes
 //!   back, node subscriptions are renewed, reported addresses re-claimed and
@@ -30,13 +31,19 @@
 //! violation, a write by anyone but the reporter) are answered with the code of
 //! their [`SyncError`] and a description; nothing changes.
 //!
+//! Children reach the reporter both ways: our observers' managers send their
+//! hyperties' child requests to `<obj>`, runtime-core's observers send theirs
+//! straight to `<obj>/children/` (with a child id of their own, kept). Either way
+//! the reporter checks the sender (its reporter or an accepted observer, else
+//! 403), sequences the change and publishes it on `<obj>/children/` — past its
+//! own listener there ([`Bus::send_to_stub`]) — and observers apply only that
+//! sequenced publication; one heard straight from its creator is answered 100.
+//!
 //! Differences from runtime-core, forced by a node that checks who may send as
-//! which address and by a bus that prefers local listeners: observers' managers
-//! answer `delete` from `<rt>/sm`; child requests of remote observers go to
-//! `<obj>` (the reporter sequences them and publishes them on
-//! `<obj>/children/`, where it does not listen itself); the reporter decides
-//! subscriptions itself ([`SetPolicy`]) instead of forwarding them to the
-//! hyperty.
+//! which address: observers' managers answer `delete` and child creates from
+//! `<rt>/sm` (only the reporter's runtime speaks from the object's channels); the
+//! reporter decides subscriptions itself ([`SetPolicy`]) instead of forwarding
+//! them to the hyperty.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fmt;
