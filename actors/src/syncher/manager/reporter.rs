@@ -457,22 +457,10 @@ impl SyncherManager {
             act.publish_audience(&url, ctx);
             act.register_object(&url, ctx);
             act.mark(Key::Reported(url.clone()), ctx);
-            let invited = match authorise.is_empty() {
-                true => Ok(()),
-                false => act.invite(&url, authorise, ctx),
-            };
-            let reply = invited.map(|()| Reply {
-                resource: Some(url.to_string()),
-                value: Some(json!({"version": 0})),
-                extra: vec![(
-                    "childrenResources",
-                    json!([channel(&url, Channel::Children)]),
-                )],
-            });
             let Some(subscribed) = subscribed else {
-                return act.respond(&req, None, reply);
+                return act.created(req, url, authorise, ctx);
             };
-            ctx.spawn(subscribed.into_actor(act).map(move |r, act, _| {
+            ctx.spawn(subscribed.into_actor(act).map(move |r, act, ctx| {
                 match r {
                     Ok(r) if r.code().is_some_and(ResponseCode::is_success) => {}
                     Ok(r) => {
@@ -480,9 +468,33 @@ impl SyncherManager {
                     }
                     Err(e) => debug!(object = %url, error = %e, "no node subscription"),
                 }
-                act.respond(&req, None, reply);
+                act.created(req, url, authorise, ctx);
             }));
         }));
+    }
+
+    /// A created object is routed here: its invitees are invited and its creator
+    /// answered.
+    fn created(
+        &mut self,
+        req: Message,
+        url: Address,
+        authorise: Vec<Address>,
+        ctx: &mut Context<Self>,
+    ) {
+        let invited = match authorise.is_empty() {
+            true => Ok(()),
+            false => self.invite(&url, authorise, ctx),
+        };
+        let reply = invited.map(|()| Reply {
+            resource: Some(url.to_string()),
+            value: Some(json!({"version": 0})),
+            extra: vec![(
+                "childrenResources",
+                json!([channel(&url, Channel::Children)]),
+            )],
+        });
+        self.respond(&req, None, reply);
     }
 
     #[allow(clippy::type_complexity)]
