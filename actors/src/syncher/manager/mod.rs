@@ -4,8 +4,9 @@
 //!
 //! * `<rt>/sm`: the §9 requests of the runtime's hyperties (their [`Syncher`](super::Syncher)s);
 //! * for each object it **reports**: `<obj>` (reads, gap fetches, child requests
-//!   of remote observers) and `<obj>/subscription` (subscribe and unsubscribe from
-//!   observers' managers);
+//!   of remote observers), `<obj>/subscription` (subscribe and unsubscribe from
+//!   observers' managers) and `<obj>/children/` (children as runtime-core's
+//!   observers send them);
 //! * for each object it **observes**: `<obj>/changes` and `<obj>/children/`;
 //! * `<stubURL>/status` of each protocol stub ([`WatchStub`]): when a stub comes
 //!   back, node subscriptions are renewed, reported addresses re-claimed and
@@ -30,13 +31,19 @@
 //! violation, a write by anyone but the reporter) are answered with the code of
 //! their [`SyncError`] and a description; nothing changes.
 //!
+//! Children reach the reporter both ways: our observers' managers send their
+//! hyperties' child requests to `<obj>`, runtime-core's observers send theirs
+//! straight to `<obj>/children/` (with a child id of their own, kept). Either way
+//! the reporter checks the sender (its reporter or an accepted observer, else
+//! 403), sequences the change and publishes it on `<obj>/children/` — past its
+//! own listener there ([`Bus::send_to_stub`]) — and observers apply only that
+//! sequenced publication; one heard straight from its creator is answered 100.
+//!
 //! Differences from runtime-core, forced by a node that checks who may send as
-//! which address and by a bus that prefers local listeners: observers' managers
-//! answer `delete` from `<rt>/sm`; child requests of remote observers go to
-//! `<obj>` (the reporter sequences them and publishes them on
-//! `<obj>/children/`, where it does not listen itself); the reporter decides
-//! subscriptions itself ([`SetPolicy`]) instead of forwarding them to the
-//! hyperty.
+//! which address: observers' managers answer `delete` and child creates from
+//! `<rt>/sm` (only the reporter's runtime speaks from the object's channels); the
+//! reporter decides subscriptions itself ([`SetPolicy`]) instead of forwarding
+//! them to the hyperty.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fmt;
@@ -53,7 +60,7 @@ use super::handle::{
     success, ObjectView, Sink, SubscriptionDecision, SubscriptionPolicy, SubscriptionRequest,
     SyncEvent,
 };
-use super::object::{Change, History, ObjectState, Op};
+use super::object::{child_data, Change, History, ObjectState, Op};
 use super::schema::{Schema, SchemaTable};
 use super::store::{SyncStore, Write};
 use super::{SyncError, SyncherConfig};
@@ -68,6 +75,8 @@ mod local;
 mod observer;
 mod reporter;
 
+/// Longest child id a sender may name.
+const MAX_CHILD_ID: usize = 256;
 /// Addresses per re-claim request to the node.
 const RECLAIM_BATCH: usize = 100;
 /// Longest idle-check backoff, as a power of two of the check interval.
@@ -478,10 +487,16 @@ impl SyncherManager {
         }
     }
 
-    /// What a reporter listens on. Not `<obj>/children/`: a local listener there
-    /// would keep the children it publishes from leaving the runtime.
+    /// What a reporter listens on and subscribes to at the node (§9 Create step 2):
+    /// `<obj>`, `<obj>/subscription` and `<obj>/children/`, where runtime-core
+    /// observers send their children. What it publishes on `<obj>/children/`
+    /// itself goes past its own listener ([`Bus::send_to_stub`]).
     fn reported_channels(obj: &Address) -> Vec<Address> {
-        vec![obj.clone(), channel(obj, Channel::Subscription)]
+        vec![
+            obj.clone(),
+            channel(obj, Channel::Subscription),
+            channel(obj, Channel::Children),
+        ]
     }
 
     fn observed_channels(obj: &Address) -> Vec<Address> {
@@ -519,7 +534,8 @@ impl SyncherManager {
         }
     }
 
-    /// The request [`node_subscription`](Self::node_subscription) sends.
+    /// The request of [`node_subscription`](Self::node_subscription), if there is a
+    /// node to ask.
     fn node_subscription_request(
         &self,
         kind: MessageType,
@@ -533,8 +549,8 @@ impl SyncherManager {
                 Address::parse(&format!("domain://msg-node.{d}/sm")).ok()
             }
             _ => self.node_sm.clone(),
-        };
-        let mut m = Message::new(kind, self.me.clone(), sm?);
+        }?;
+        let mut m = Message::new(kind, self.me.clone(), sm);
         m.body.resources = Some(resources.iter().map(|a| a.to_string()).collect());
         m.body.source = Some(source.clone());
         Some(m)
@@ -546,36 +562,13 @@ impl SyncherManager {
         reporter: &Address,
         ctx: &mut Context<Self>,
     ) {
-        let subscribed = self.subscribe_reported_at_node_then(obj, reporter, ctx);
-        ctx.spawn(subscribed.into_actor(self));
-    }
-
-    /// Like [`subscribe_reported_at_node`](Self::subscribe_reported_at_node);
-    /// the future resolves once the node has answered the subscription, so that
-    /// what depends on it (the `create`'s answer: observers then subscribe
-    /// through `<obj>/subscription`) comes after.
-    fn subscribe_reported_at_node_then(
-        &self,
-        obj: &Address,
-        reporter: &Address,
-        ctx: &mut Context<Self>,
-    ) -> impl std::future::Future<Output = ()> + 'static {
-        let post = self
-            .node_subscription_request(
-                MessageType::Subscribe,
-                Self::reported_channels(obj),
-                reporter,
-            )
-            .map(|m| self.bus.post(m));
+        self.node_subscription(
+            MessageType::Subscribe,
+            Self::reported_channels(obj),
+            reporter,
+            ctx,
+        );
         self.publish_audience(obj, ctx);
-        async move {
-            let Some(post) = post else { return };
-            match post.await {
-                Ok(r) if r.code().is_some_and(ResponseCode::is_success) => {}
-                Ok(r) => debug!(response = %r.to_json(), "node subscription refused"),
-                Err(e) => debug!(error = %e, "node subscription failed"),
-            }
-        }
     }
 
     /// Tells the node who may hear a reported object's changes and children: the

@@ -485,6 +485,13 @@ impl SyncherManager {
                     Err(e) => warn!(object = %obj, error = %e, "unreadable change dropped"),
                 }
             }
+            MessageType::Create if *msg.to.first() == channel(obj, Channel::Children) => {
+                // a child created straight on the channel (runtime-core): every
+                // receiver answers 100; it is applied once the reporter publishes it
+                debug!(object = %obj, from = %msg.from, "child create heard, waiting for the reporter's");
+                let progress = msg.reply_from(self.me.clone(), ResponseCode::Provisional);
+                self.bus.send(progress);
+            }
             _ => {
                 debug!(object = %obj, from = %msg.from, kind = %msg.kind, "not from the reporter: dropped")
             }
