@@ -725,8 +725,11 @@ impl Shared {
         // Recorded before the hand-off: the listener runs on another thread and may
         // answer, or crash and have its requests failed, before `deliver` returns.
         if let Some(key) = &requester {
-            self.pending
-                .track_remote(key.clone(), target.shared().clone());
+            self.pending.track_remote(
+                key.clone(),
+                target.shared().clone(),
+                tokio::time::Instant::now(),
+            );
         }
         let delivery = match origin {
             Origin::Outward => Delivery::NoListener(Deliver(msg)),

@@ -8,6 +8,10 @@
 //!   request's recipients (only they may answer it) and a deadline;
 //! * **remote**: a request that came in through a protocol stub and was handed to
 //!   a local listener: the recipient, so the requester gets a 500 if it crashes.
+//!   Its requester gives up after its own timeout; an entry older than this
+//!   table's timeout is dropped when room is needed, so requests nobody answers
+//!   (a listener that ignores them, provisional answers only) cannot fill the
+//!   table and lock the runtime's own requests out.
 //!
 //! Both share one bound ([`BusConfig::max_pending`](super::BusConfig::max_pending)).
 //! The bus is the only user; the table is plain data with its own tests.
@@ -75,8 +79,13 @@ pub(crate) struct PendingTable {
     max: usize,
     timeout: Duration,
     local: DashMap<Key, Local>,
-    remote: DashMap<Key, Arc<str>>,
+    remote: DashMap<Key, RemoteEntry>,
     tracked: AtomicUsize,
+}
+
+struct RemoteEntry {
+    recipient: Arc<str>,
+    since: Instant,
 }
 
 impl PendingTable {
@@ -103,6 +112,23 @@ impl PendingTable {
         self.tracked.fetch_sub(1, Relaxed);
     }
 
+    /// [`reserve`](Self::reserve), dropping remote entries older than the
+    /// timeout first when the table is full.
+    fn reserve_at(&self, now: Instant) -> bool {
+        if self.reserve() {
+            return true;
+        }
+        let stale = now.checked_sub(self.timeout);
+        self.remote.retain(|_, e| {
+            let keep = stale.is_none_or(|s| e.since > s);
+            if !keep {
+                self.release();
+            }
+            keep
+        });
+        self.reserve()
+    }
+
     /// Entries of both kinds.
     pub(crate) fn len(&self) -> usize {
         self.tracked.load(Relaxed)
@@ -119,7 +145,7 @@ impl PendingTable {
         progress: Option<mpsc::Sender<Message>>,
         now: Instant,
     ) -> Result<(), BusError> {
-        if !self.reserve() {
+        if !self.reserve_at(now) {
             return Err(BusError::Busy("the bus (pending requests)".to_owned()));
         }
         let entry = Local {
@@ -209,13 +235,17 @@ impl PendingTable {
         self.local.get(key).map(|e| e.deadline)
     }
 
-    /// Records that the remote request `key` was handed to `recipient`. When the
-    /// table is full the request goes untracked (it is still delivered).
-    pub(crate) fn track_remote(&self, key: Key, recipient: Arc<str>) {
-        if !self.reserve() {
+    /// Records that the remote request `key` was handed to `recipient` at `now`.
+    /// When the table is full the request goes untracked (it is still delivered).
+    pub(crate) fn track_remote(&self, key: Key, recipient: Arc<str>, now: Instant) {
+        if !self.reserve_at(now) {
             return;
         }
-        if self.remote.insert(key, recipient).is_some() {
+        let entry = RemoteEntry {
+            recipient,
+            since: now,
+        };
+        if self.remote.insert(key, entry).is_some() {
             self.release();
         }
     }
@@ -236,7 +266,7 @@ impl PendingTable {
         final_response: bool,
         may_answer: Option<&dyn Fn(&str) -> bool>,
     ) -> Remote {
-        let allowed = |r: &Arc<str>| may_answer.is_none_or(|f| f(r));
+        let allowed = |r: &RemoteEntry| may_answer.is_none_or(|f| f(&r.recipient));
         if !final_response {
             return match self.remote.get(key) {
                 Some(r) if allowed(&r) => Remote::Answered,
@@ -271,7 +301,7 @@ impl PendingTable {
         let remote: Vec<Key> = self
             .remote
             .iter()
-            .filter(|e| &**e.value() == recipient)
+            .filter(|e| &*e.value().recipient == recipient)
             .map(|e| e.key().clone())
             .collect();
         let remote = remote
@@ -374,7 +404,7 @@ mod tests {
             .insert(key(&req), req.to.clone(), oneshot::channel().0, None, now)
             .unwrap_err();
         assert!(matches!(err, BusError::Busy(_)));
-        t.track_remote((Arc::from(E), 9), Arc::from(B));
+        t.track_remote((Arc::from(E), 9), Arc::from(B), now);
         assert_eq!(
             t.len(),
             2,
@@ -389,6 +419,46 @@ mod tests {
         t.insert(key(&req), req.to.clone(), oneshot::channel().0, None, now)
             .unwrap();
         assert_eq!(t.len(), 1);
+    }
+
+    /// Remote requests nobody answers leave room once they are older than the
+    /// timeout: the runtime's own requests are not locked out.
+    #[test]
+    fn unanswered_remote_requests_give_way_after_the_timeout() {
+        let t = PendingTable::new(2, T);
+        let start = Instant::now();
+        for id in 1..=2 {
+            t.track_remote((Arc::from(E), id), Arc::from(B), start);
+        }
+        let req = request(A, B, 3);
+        let early = t.insert(
+            key(&req),
+            req.to.clone(),
+            oneshot::channel().0,
+            None,
+            start + T / 2,
+        );
+        assert!(
+            matches!(early, Err(BusError::Busy(_))),
+            "within the timeout they count"
+        );
+        t.insert(
+            key(&req),
+            req.to.clone(),
+            oneshot::channel().0,
+            None,
+            start + T * 2,
+        )
+        .unwrap();
+        assert_eq!(
+            t.len(),
+            1,
+            "both stale entries dropped, the new one counted"
+        );
+        assert_eq!(
+            t.answer_remote(&(Arc::from(E), 1), true, None),
+            Remote::Untracked
+        );
     }
 
     #[test]
@@ -432,7 +502,7 @@ mod tests {
             .unwrap();
         t.insert(key(&to_e), to_e.to.clone(), tx_e, None, now)
             .unwrap();
-        t.track_remote((Arc::from(E), 7), Arc::from(B));
+        t.track_remote((Arc::from(E), 7), Arc::from(B), Instant::now());
         let (failed, remote) = t.drop_recipient(B);
         assert_eq!(failed, 1);
         assert_eq!(remote, vec![(Arc::from(E), 7)]);
@@ -451,7 +521,7 @@ mod tests {
     fn remote_requests_are_answered_by_their_recipient_only() {
         let t = PendingTable::new(10, T);
         let k: Key = (Arc::from(A), 8);
-        t.track_remote(k.clone(), Arc::from(B));
+        t.track_remote(k.clone(), Arc::from(B), Instant::now());
         let evil = |a: &str| crate::address::is_under(a, E);
         assert_eq!(t.answer_remote(&k, true, Some(&evil)), Remote::NotAddressed);
         assert_eq!(
@@ -465,9 +535,9 @@ mod tests {
         assert_eq!(t.answer_remote(&k, true, Some(&b)), Remote::Answered);
         assert_eq!(t.len(), 0);
         assert_eq!(t.answer_remote(&k, true, Some(&evil)), Remote::Untracked);
-        t.track_remote(k.clone(), Arc::from(B));
+        t.track_remote(k.clone(), Arc::from(B), Instant::now());
         assert_eq!(t.answer_remote(&k, true, None), Remote::Answered);
-        t.track_remote(k.clone(), Arc::from(B));
+        t.track_remote(k.clone(), Arc::from(B), Instant::now());
         t.untrack_remote(&k);
         assert_eq!(t.len(), 0);
     }
