@@ -287,8 +287,12 @@ impl NodeState {
         let metrics_reads = web::Data::new(metrics::MetricsReads(reads(
             state.config.metrics.public_reads,
         )));
+        let http_sessions = web::Data::new(crate::server::http::HttpSessions::default());
+        let sio_sessions = web::Data::new(crate::server::socketio::SioSessions::default());
         move |cfg: &mut web::ServiceConfig| {
             cfg.app_data(web::Data::new(state.clone()))
+                .app_data(http_sessions.clone())
+                .app_data(sio_sessions.clone())
                 .app_data(web::Data::new(state.registry.clone()))
                 .app_data(registry_reads.clone())
                 .app_data(web::Data::new(state.qos.clone()))
@@ -297,6 +301,8 @@ impl NodeState {
                 .route("/ws", web::get().to(crate::server::ws::upgrade))
                 .route("/health", web::get().to(health))
                 .configure(crate::server::client::configure)
+                .configure(crate::server::http::configure)
+                .configure(crate::server::socketio::configure)
                 .configure(crate::domain_registry::configure)
                 .configure(crate::qos::configure)
                 .configure(crate::identity::configure);
