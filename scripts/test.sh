@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The test command: installs what the tests need and is missing (Node.js 20 or
 # newer for the JavaScript client's tests, and its npm devDependencies if it has
-# any), then runs every test of the workspace.
+# any; socket.io-client 1.x for tests/socketio.rs), then runs every test of the workspace.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -18,6 +18,9 @@ if ! node_ok; then
     $sudo apt-get install -y -qq nodejs npm
     node_ok || { echo "Node.js 20 or newer is needed; apt installed $(node --version 2>/dev/null || echo none)" >&2; exit 1; }
 fi
+
+# the reference socket.io-client 1.x that tests/socketio.rs drives
+(cd tests/socketio && npm ci --no-audit --no-fund)
 
 if grep -q '"devDependencies"' web/client/package.json; then
     (cd web/client && npm ci --no-audit --no-fund)

@@ -68,7 +68,7 @@ socket.on('connect', async () => {
     const r = await answer;
     if (r.body.code !== 200 || r.body.value !== 'pong é ✓') fail('answer: ' + JSON.stringify(r));
     // a frame nobody can take is acknowledged with its reTHINK code
-    const nack = await acked({ id: 4, type: 'execute', from: RUNTIME, to: 'runtime://nobody.test/x' });
+    const nack = await acked({ id: 4, type: 'execute', from: RUNTIME, to: RUNTIME.replace(/[^/]*$/, 'nobody') });
     if (nack.code === 200) fail('ack of an unroutable frame: ' + JSON.stringify(nack));
     const closed = await request({ id: 5, type: 'close', from: RUNTIME, to: 'mn:/session' });
     if (closed.body.code !== 200) fail('close: ' + JSON.stringify(closed));
