@@ -232,6 +232,36 @@ async fn http_sessions_refuse_bad_requests_and_expire() {
 }
 
 #[actix::test]
+async fn http_acknowledges_each_frame_of_a_batch_when_asked() {
+    let node = start_node(D, |_| {});
+    let (ra, rb) = (rt("ack-a"), rt("ack-b"));
+    let mut b = Peer::open(Kind::Ws, &node, &rb).await;
+    let Peer::Http(a, _) = Peer::open(Kind::Http, &node, &ra).await else {
+        unreachable!()
+    };
+    let batch = json!([
+        {"id": 1, "type": "update", "from": ra, "to": rb},
+        {"id": 2, "type": "update", "from": ra, "to": rt("nobody")},
+        {"id": 3, "type": "update", "from": rb, "to": ra},
+    ]);
+    let (status, body) = a
+        .call(
+            "POST",
+            "/http/send?ack=1",
+            a.session.as_deref(),
+            Some(batch.to_string()),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let v: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(v["accepted"], 3);
+    assert_eq!(v["acks"][0], json!({"code": 200}), "{v}");
+    assert_eq!(v["acks"][1]["code"], 404, "{v}");
+    assert_eq!(v["acks"][2]["code"], 403, "{v}");
+    assert_eq!(b.expect().await["id"], 1);
+}
+
+#[actix::test]
 async fn the_bearer_token_opens_an_http_session_when_authentication_is_required() {
     let node = start_node(D, |c| c.auth.mode = hyperty::config::AuthMode::Required);
     let token = user_token(&node, "alice").await;

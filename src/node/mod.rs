@@ -14,7 +14,11 @@
 //!  └── PeerConnector      — (when federation is on) owns the peer links, one
 //!                           actor per other domain (see crate::federation)
 //! HttpServer workers (one arbiter per core)
-//!  └── WsSession per connection (server::ws) — routes through the shared Router
+//!  ├── WsSession per connection (server::ws) — routes through the shared Router
+//!  ├── HttpSession per HTTP long-poll session (server::http) — ends when it expires
+//!  └── SioSession per Socket.IO session (server::socketio), and an EioSocket per
+//!      WebSocket it uses; the socket dies with its session
+//!  (all three run the session core, server::session)
 //! ```
 //!
 //! Time: [`NodeState::start_with_clock`] ([`NodeState::start`]: the system clock)

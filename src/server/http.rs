@@ -3,7 +3,7 @@
 //! | request | body | answer |
 //! |---|---|---|
 //! | `POST /http/session` | the `open` message (as on the WebSocket; `Authorization: Bearer <ID token>` stands for `body.idToken`) | `200 {"session":"<id>","frames":[<open response>, …]}`, the id also in the `Hyperty-Session` header and the `hyperty_session` cookie; a refused open gets its code (`401`, `400`, …) with the frames and no session |
-//! | `POST /http/send` | one message, or a JSON array of messages | `200 {"accepted":<n>}` |
+//! | `POST /http/send` | one message, or a JSON array of messages | `200 {"accepted":<n>}`; with `?ack=1` also `"acks":[{"code":200}, {"code":<reTHINK code>,"description":…}, …]`, one per frame, each given once the frame is queued to every recipient or refused |
 //! | `GET /http/poll?wait=<ms>` | — | `200 [<frame>, …]`: what waits for the session, or what arrives within `wait` (at most `transports.poll_max_wait_ms`); `[]` when nothing did |
 //!
 //! `send` and `poll` name their session by the `Hyperty-Session` header, the
@@ -28,6 +28,7 @@ use actix_web::{web, HttpRequest, HttpResponse};
 use bytestring::ByteString;
 use dashmap::DashMap;
 use futures_util::StreamExt;
+use hyperty_actors::message::ResponseCode;
 use serde_json::value::RawValue;
 use serde_json::{json, Value};
 use tokio::sync::oneshot;
@@ -54,10 +55,20 @@ struct Entry {
     gate: Arc<Gate>,
 }
 
-/// One reTHINK frame from the client; false if the session has ended.
+/// One reTHINK frame from the client, and whether it is to be acknowledged.
 #[derive(Debug, actix::Message)]
-#[rtype(result = "bool")]
-struct Submit(ByteString);
+#[rtype(result = "Submitted")]
+struct Submit(ByteString, bool);
+
+/// What became of a submitted frame.
+#[derive(Debug)]
+enum Submitted {
+    /// The session has ended: not taken.
+    Ended,
+    /// Taken; with its acknowledgement (`{"code":200}` or the refusal's code and
+    /// description) when one was asked for.
+    Taken(Option<Value>),
+}
 
 /// Takes the frames waiting, once the frames submitted before are handled; and
 /// whether the session is open.
@@ -174,14 +185,26 @@ impl Handler<Kick> for HttpSession {
 }
 
 impl Handler<Submit> for HttpSession {
-    type Result = bool;
-    fn handle(&mut self, Submit(text): Submit, ctx: &mut Self::Context) -> bool {
+    type Result = ResponseFuture<Submitted>;
+    fn handle(&mut self, Submit(text, ack): Submit, ctx: &mut Self::Context) -> Self::Result {
         self.last_request = Instant::now();
         if self.ended {
-            return false;
+            return Box::pin(async { Submitted::Ended });
         }
+        self.core.refused = None;
         session::on_text(self, text, ctx);
-        true
+        if !ack {
+            return Box::pin(async { Submitted::Taken(None) });
+        }
+        // after everything the frame set off (bindings, service answers)
+        let (tx, rx) = oneshot::channel();
+        ctx.wait(actix::fut::ready(()).map(move |(), act: &mut Self, _| {
+            let _ = tx.send(match act.core.refused.take() {
+                None => json!({"code": ResponseCode::Ok}),
+                Some((code, description)) => json!({"code": code, "description": description}),
+            });
+        }));
+        Box::pin(async move { Submitted::Taken(rx.await.ok()) })
     }
 }
 
@@ -347,7 +370,7 @@ async fn open(
         ended: false,
     }
     .start();
-    let _ = addr.send(Submit(ByteString::from(text))).await;
+    let _ = addr.send(Submit(ByteString::from(text), false)).await;
     let Ok((frames, open)) = addr.send(Drain).await else {
         return Err(error(StatusCode::INTERNAL_SERVER_ERROR, "session ended"));
     };
@@ -417,6 +440,7 @@ fn session_of(req: &HttpRequest, sessions: &HttpSessions) -> Result<Entry, HttpE
 struct SessionQuery {
     session: Option<String>,
     wait: Option<u64>,
+    ack: Option<String>,
 }
 
 /// `POST /http/send`: one frame or a JSON array of frames.
@@ -439,16 +463,27 @@ async fn send(
     } else {
         vec![text]
     };
+    let ack = web::Query::<SessionQuery>::from_query(req.query_string())
+        .ok()
+        .and_then(|q| q.into_inner().ack)
+        .is_some_and(|a| a == "1" || a == "true");
     let mut accepted = 0;
+    let mut acks = Vec::new();
     for frame in frames {
         entry.gate.opened().await;
-        match entry.addr.send(Submit(ByteString::from(frame))).await {
-            Ok(true) => accepted += 1,
-            Ok(false) => return Err(error(StatusCode::GONE, "the session has ended")),
+        match entry.addr.send(Submit(ByteString::from(frame), ack)).await {
+            Ok(Submitted::Taken(a)) => {
+                accepted += 1;
+                acks.extend(a);
+            }
+            Ok(Submitted::Ended) => return Err(error(StatusCode::GONE, "the session has ended")),
             Err(_) => return Err(error(StatusCode::NOT_FOUND, "unknown or expired session")),
         }
     }
-    Ok(HttpResponse::Ok().json(json!({ "accepted": accepted })))
+    Ok(HttpResponse::Ok().json(match ack {
+        true => json!({ "accepted": accepted, "acks": acks }),
+        false => json!({ "accepted": accepted }),
+    }))
 }
 
 /// `GET /http/poll?wait=<ms>`: the frames waiting, or arriving within `wait`.
