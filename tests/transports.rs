@@ -348,7 +348,7 @@ async fn socketio_refuses_bad_packets_in_its_own_dialect() {
 
 #[actix::test]
 async fn socketio_polling_speaks_engine_io_3_payloads() {
-    let node = start_node(D, |_| {});
+    let node = start_node(D, |c| c.session.max_frame_size = 4096);
     let http = HttpPeer::new(&node.http_url());
     // handshake, text payloads (b64=1)
     let (status, body) = http
@@ -399,5 +399,31 @@ async fn socketio_polling_speaks_engine_io_3_payloads() {
         })
         .await
     );
+    assert!(eventually(TIMEOUT, || async { live(&node).await == 0 }).await);
+}
+
+#[actix::test]
+async fn an_abusive_socketio_client_is_told_and_disconnected() {
+    let node = start_node(D, |c| c.limits.abuse_threshold = 5);
+    let mut s = SioPeer::connect(&node.http_url()).await;
+    s.send(&json!({"id": 1, "type": "open", "from": rt("abuser"), "to": "mn:/session"}))
+        .await;
+    assert_eq!(
+        s.recv(TIMEOUT).await.expect("open answer")["body"]["code"],
+        200
+    );
+    for _ in 0..10 {
+        s.send_packet("42[").await;
+    }
+    loop {
+        let p = s.next_packet(TIMEOUT).await.expect("the refusal");
+        if p.contains("too many refused frames") {
+            assert_eq!(p, r#"44"rate limit exceeded: too many refused frames""#);
+            break;
+        }
+        assert!(p.starts_with("44\""), "{p}");
+    }
+    assert_eq!(s.expect_packet("41").await, "41");
+    assert!(s.closes().await);
     assert!(eventually(TIMEOUT, || async { live(&node).await == 0 }).await);
 }
