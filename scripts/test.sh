@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # The test command: installs what the tests need and is missing (Node.js 20 or
 # newer for the JavaScript tests, Chromium for the browser test, and the npm
-# devDependencies of web/client and web/test), then runs every test of the
-# workspace.
+# packages of web/client, web/test and tests/socketio — the reference
+# socket.io-client 1.x), then runs every test of the workspace.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -34,8 +34,8 @@ if [ ! -x /usr/bin/chromium ] && ! command -v chromium >/dev/null 2>&1; then
 fi
 
 # npm ci where the lock file changed since the last install
-for pkg in web/client web/test; do
-    grep -q '"devDependencies"' "$pkg/package.json" || continue
+for pkg in web/client web/test tests/socketio; do
+    grep -Eq '"(devD|d)ependencies"' "$pkg/package.json" || continue
     if [ ! -d "$pkg/node_modules" ] || [ "$pkg/package-lock.json" -nt "$pkg/node_modules" ] ||
         [ "$pkg/package.json" -nt "$pkg/node_modules" ]; then
         (cd "$pkg" && npm ci --no-audit --no-fund --loglevel=error >/dev/null)

@@ -139,6 +139,53 @@ pub struct SessionSection {
     pub max_sessions: usize,
 }
 
+/// `[transports]`: the session transports besides the raw WebSocket (HTTP POST +
+/// long-poll at `/http/…`, Socket.IO at `/socket.io/`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TransportsSection {
+    /// An HTTP or Socket.IO polling session not heard from for this long ends (ms).
+    pub session_expiry_ms: u64,
+    /// The longest a long-poll waits for frames (ms); a longer `wait` is cut to this.
+    pub poll_max_wait_ms: u64,
+    /// Most frames one poll returns.
+    pub poll_max_frames: usize,
+    /// Most bytes of frames one poll returns (at least one frame is returned).
+    pub poll_max_bytes: usize,
+    /// Socket.IO: the ping interval announced to clients (ms)...
+    pub socketio_ping_interval_ms: u64,
+    /// ...and how long after an expected ping a silent client is dropped (ms).
+    pub socketio_ping_timeout_ms: u64,
+}
+
+impl Default for TransportsSection {
+    fn default() -> Self {
+        TransportsSection {
+            session_expiry_ms: 60_000,
+            poll_max_wait_ms: 30_000,
+            poll_max_frames: 1000,
+            poll_max_bytes: 1 << 20,
+            socketio_ping_interval_ms: 25_000,
+            socketio_ping_timeout_ms: 60_000,
+        }
+    }
+}
+
+impl TransportsSection {
+    /// See [`TransportsSection::session_expiry_ms`].
+    pub fn session_expiry(&self) -> Duration {
+        Duration::from_millis(self.session_expiry_ms)
+    }
+    /// See [`TransportsSection::poll_max_wait_ms`].
+    pub fn poll_max_wait(&self) -> Duration {
+        Duration::from_millis(self.poll_max_wait_ms)
+    }
+    /// The silence after which a Socket.IO client is dropped.
+    pub fn socketio_timeout(&self) -> Duration {
+        Duration::from_millis(self.socketio_ping_interval_ms + self.socketio_ping_timeout_ms)
+    }
+}
+
 /// `[allocation]`
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -251,6 +298,8 @@ pub struct NodeConfig {
     pub qos: QosBrokerConfig,
     /// `[metrics]`: `GET /metrics` (see [`crate::metrics`]).
     pub metrics: MetricsSection,
+    /// `[transports]`: HTTP long-poll and Socket.IO sessions.
+    pub transports: TransportsSection,
     /// `[federation]`: links to other domains' nodes.
     pub federation: FederationSection,
     /// `[[peers]]`: other domains' nodes known without discovery.
@@ -275,6 +324,7 @@ impl Default for NodeConfig {
             policy: PolicyConfig::default(),
             qos: QosBrokerConfig::default(),
             metrics: MetricsSection::default(),
+            transports: TransportsSection::default(),
             federation: FederationSection::default(),
             peers: Vec::new(),
         }
@@ -389,6 +439,18 @@ impl NodeConfig {
             return bad(
                 "node.domain",
                 "must be a host name (letters, digits, '.', '-', ':')",
+            );
+        }
+        let t = &self.transports;
+        if t.session_expiry_ms == 0
+            || t.poll_max_frames == 0
+            || t.poll_max_bytes == 0
+            || t.socketio_ping_interval_ms == 0
+        {
+            return bad(
+                "transports",
+                "session_expiry_ms, poll_max_frames, poll_max_bytes and \
+                 socketio_ping_interval_ms must be positive",
             );
         }
         let s = &self.session;

@@ -53,9 +53,9 @@ use crate::node::router::{domain_of_address, Kick, Outbound, Routed, Service, Se
 use crate::node::subscriptions::DropSubscriptions;
 use crate::node::NodeState;
 use crate::server::inbound::{Admission, Gate, Gated, Refusal};
-use crate::server::ws::{
-    answer_service, answer_text, error_frame, full_message, permits, refusal_answer, ServiceCaller,
-};
+use crate::server::policy::permits;
+use crate::server::refusal::{error_frame, refusal_answer};
+use crate::server::services::{answer_service, answer_text, full_message, ServiceCaller};
 
 /// The header carrying the accepting node's peer token in its upgrade response.
 pub const PEER_TOKEN_HEADER: &str = "hyperty-peer-token";
@@ -281,7 +281,7 @@ impl PeerLink {
             }
             match result {
                 Ok((frames, out)) => {
-                    let conn_id = crate::server::ws::next_conn_id();
+                    let conn_id = crate::server::session::next_conn_id();
                     act.attach(conn_id, frames, out, true, ctx);
                 }
                 Err(FederationError::LinkExists(_)) => {

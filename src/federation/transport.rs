@@ -181,7 +181,7 @@ async fn open(
         .await
         .map_err(|e| FederationError::unreachable(domain, e))?
         .map_err(|e| FederationError::unreachable(domain, e))?;
-    let conn_id = crate::server::ws::next_conn_id();
+    let conn_id = crate::server::session::next_conn_id();
     link.send(Offer { conn_id })
         .await
         .map_err(|e| FederationError::unreachable(domain, e))??;

@@ -14,7 +14,11 @@
 //!  └── PeerConnector      — (when federation is on) owns the peer links, one
 //!                           actor per other domain (see crate::federation)
 //! HttpServer workers (one arbiter per core)
-//!  └── WsSession per connection (server::ws) — routes through the shared Router
+//!  ├── WsSession per connection (server::ws) — routes through the shared Router
+//!  ├── HttpSession per HTTP long-poll session (server::http) — ends when it expires
+//!  └── SioSession per Socket.IO session (server::socketio), and an EioSocket per
+//!      WebSocket it uses; the socket dies with its session
+//!  (all three run the session core, server::session)
 //! ```
 //!
 //! Time: [`NodeState::start_with_clock`] ([`NodeState::start`]: the system clock)
@@ -287,8 +291,12 @@ impl NodeState {
         let metrics_reads = web::Data::new(metrics::MetricsReads(reads(
             state.config.metrics.public_reads,
         )));
+        let http_sessions = web::Data::new(crate::server::http::HttpSessions::default());
+        let sio_sessions = web::Data::new(crate::server::socketio::SioSessions::default());
         move |cfg: &mut web::ServiceConfig| {
             cfg.app_data(web::Data::new(state.clone()))
+                .app_data(http_sessions.clone())
+                .app_data(sio_sessions.clone())
                 .app_data(web::Data::new(state.registry.clone()))
                 .app_data(registry_reads.clone())
                 .app_data(web::Data::new(state.qos.clone()))
@@ -297,6 +305,8 @@ impl NodeState {
                 .route("/ws", web::get().to(crate::server::ws::upgrade))
                 .route("/health", web::get().to(health))
                 .configure(crate::server::assets::configure)
+                .configure(crate::server::http::configure)
+                .configure(crate::server::socketio::configure)
                 .configure(crate::domain_registry::configure)
                 .configure(crate::qos::configure)
                 .configure(crate::identity::configure);

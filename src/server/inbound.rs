@@ -74,6 +74,18 @@ impl Gate {
         !self.is_paused()
     }
 
+    /// Resolves once the gate is open.
+    pub async fn opened(&self) {
+        futures_util::future::poll_fn(|cx| {
+            if self.poll_open(cx) {
+                Poll::Ready(())
+            } else {
+                Poll::Pending
+            }
+        })
+        .await
+    }
+
     /// Pauses reading until `queue` (a congested recipient's) has drained, is
     /// closed, or `deadline` passed: the future to drive resumes the gate. `None` if
     /// the gate is paused already.
