@@ -16,6 +16,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+pub use crate::dashboard::DashboardSection;
 pub use crate::domain_registry::DomainRegistryConfig;
 pub use crate::federation::{FederationSection, PeerEntry};
 pub use crate::identity::IdpConfig;
@@ -251,6 +252,8 @@ pub struct NodeConfig {
     pub qos: QosBrokerConfig,
     /// `[metrics]`: `GET /metrics` (see [`crate::metrics`]).
     pub metrics: MetricsSection,
+    /// `[dashboard]`: the live dashboard at `GET /dashboard` (see [`crate::dashboard`]).
+    pub dashboard: DashboardSection,
     /// `[federation]`: links to other domains' nodes.
     pub federation: FederationSection,
     /// `[[peers]]`: other domains' nodes known without discovery.
@@ -275,6 +278,7 @@ impl Default for NodeConfig {
             policy: PolicyConfig::default(),
             qos: QosBrokerConfig::default(),
             metrics: MetricsSection::default(),
+            dashboard: DashboardSection::default(),
             federation: FederationSection::default(),
             peers: Vec::new(),
         }
@@ -458,6 +462,9 @@ impl NodeConfig {
                 "qos",
                 "max_reports and max_stubs_per_report must be positive",
             );
+        }
+        if let Err(reason) = self.dashboard.check() {
+            return bad("dashboard", reason);
         }
         self.federation.validate(&self.peers, &self.node.domain)
     }
