@@ -12,7 +12,9 @@
 //!   frames of the same size between two raw sessions (loadgen's relay mode,
 //!   window 64).
 //!
-//! Run: `cargo bench --bench syncher` (add `-- --quick` for a short run).
+//! Run: `cargo bench --bench syncher` (add `-- --quick` for a short run; add
+//! `-- --json FILE` to also write the results as JSON, which
+//! `scripts/plot_benchmarks.py` plots).
 
 #[path = "loadgen/mod.rs"]
 #[allow(dead_code, unreachable_pub, unused_imports)]
@@ -65,11 +67,17 @@ async fn runtime(url: &str) -> RuntimeHandle {
     rt
 }
 
-fn arg(name: &str, default: u64) -> u64 {
+/// The value after `name` on the command line.
+fn arg_text(name: &str) -> Option<String> {
     let args: Vec<String> = std::env::args().collect();
     args.iter()
         .position(|a| a == name)
         .and_then(|i| args.get(i + 1))
+        .cloned()
+}
+
+fn arg(name: &str, default: u64) -> u64 {
+    arg_text(name)
         .and_then(|v| v.parse().ok())
         .unwrap_or(default)
 }
@@ -198,6 +206,7 @@ fn main() {
     let runtimes = arg("--runtimes", 20).max(1) as usize;
     let updates = arg("--updates", if quick { 20 } else { 100 });
     let messages = arg("--messages", if quick { 2_000 } else { 20_000 });
+    let json_file = arg_text("--json");
     actix::System::new().block_on(async move {
         let mut cfg = hyperty::config::NodeConfig::default();
         cfg.node.domain = D.to_owned();
@@ -252,6 +261,19 @@ fn main() {
             relay.frame_bytes,
             rate / relay.msgs_per_sec.max(1.0),
         );
+        if let Some(path) = &json_file {
+            let doc = json!({
+                "bench": "syncher",
+                "params": {"observers": observers, "runtimes": runtimes, "updates": updates,
+                    "messages": messages, "frame_bytes": frame},
+                "fanout": {
+                    "syncher": {"p50_us": s50, "p99_us": s99, "samples": sync.len()},
+                    "raw": raw,
+                },
+                "throughput": {"syncher_updates_per_sec": rate, "relay": relay},
+            });
+            std::fs::write(path, format!("{doc}\n")).expect("write the --json file");
+        }
         node.stop().await;
     });
 }

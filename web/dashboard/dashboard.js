@@ -90,12 +90,15 @@ function clock(t) {
   return new Date(t).toLocaleTimeString([], { hour: "2-digit", minute: "2-digit", second: "2-digit" });
 }
 
-// A round upper bound for an axis: 1, 2 or 5 times a power of ten.
-function niceMax(v) {
-  if (!(v > 0)) return 1;
+// A round upper bound for an axis and its number of divisions, so that every
+// tick is a round number: at least 4, then 1, 2, 4, 5 or 10 times a power of ten.
+function niceAxis(v) {
+  if (!(v > 4)) return { top: 4, divisions: 4 };
   const p = 10 ** Math.floor(Math.log10(v));
-  for (const m of [1, 2, 5, 10]) if (v <= m * p) return m * p;
-  return 10 * p;
+  for (const [m, divisions] of [[1, 4], [2, 4], [4, 4], [5, 5], [10, 5]]) {
+    if (v <= m * p) return { top: m * p, divisions };
+  }
+  return { top: 10 * p, divisions: 5 };
 }
 
 // ---- charts -------------------------------------------------------------------
@@ -110,7 +113,7 @@ function lineChart({ title, series, fmt }) {
   const span = Math.max(t1 - t0, 1);
   let max = 0;
   for (const s of samples) for (const { key } of series) if (s[key] > max) max = s[key];
-  const top = niceMax(max);
+  const { top, divisions } = niceAxis(max);
   const iw = W - PAD.left - PAD.right;
   const ih = H - PAD.top - PAD.bottom;
   const x = (t) => PAD.left + ((t - t0) / span) * iw;
@@ -125,8 +128,8 @@ function lineChart({ title, series, fmt }) {
   const chart = svg("svg", { viewBox: `0 0 ${W} ${H}`, role: "img", "aria-labelledby": `${id}-t ${id}-d` },
     svg("title", { id: `${id}-t` }, title),
     svg("desc", { id: `${id}-d` }, desc));
-  for (let i = 0; i <= 4; i += 1) {
-    const v = (top * i) / 4;
+  for (let i = 0; i <= divisions; i += 1) {
+    const v = (top * i) / divisions;
     chart.append(svg("line", { class: "axis", x1: PAD.left, x2: W - PAD.right, y1: y(v), y2: y(v) }),
       svg("text", { x: PAD.left - 4, y: y(v) + 4, "text-anchor": "end" }, fmt(v)));
   }
