@@ -274,3 +274,66 @@ async fn dashboard_page_is_html_that_polls_its_data() {
     assert_eq!(status, 404);
     off.stop().await;
 }
+
+#[actix::test]
+async fn dashboard_shows_rate_limited_frames() {
+    let node = start_node(D, |c| {
+        c.dashboard.interval_ms = 50;
+        c.limits.messages_per_second = 50;
+        c.limits.burst = 20;
+        c.limits.abuse_threshold = 100_000;
+    });
+    let mut flood = WsClient::connect(&node.ws_url()).await;
+    flood.open(&rt("flood")).await;
+    let mut b = WsClient::connect(&node.ws_url()).await;
+    b.open(&rt("b")).await;
+    for i in 1..=200u64 {
+        flood
+            .send(json!({"id": i, "type": "read", "from": rt("flood"), "to": rt("b")}))
+            .await;
+    }
+    flood.recv_matching(|r| r["body"]["code"] == 429).await;
+    let d = data_until(&node, "rate-limited frames", |d| {
+        d["totals"]["rate_limited"].as_u64().unwrap_or(0) > 0
+            && any(d, "rate_limited_rate", |v| v > 0.0)
+            && any(d, "error_rate", |v| v > 0.0)
+    })
+    .await;
+    assert!(
+        d["totals"]["errors"].as_u64().unwrap() >= d["totals"]["rate_limited"].as_u64().unwrap()
+    );
+    node.stop().await;
+}
+
+#[actix::test]
+async fn dashboard_shows_peer_domains_once_linked() {
+    let nodes = start_domains(&["one.test", "two.test"], |_, c| {
+        c.dashboard.interval_ms = 50
+    });
+    let (one, two) = (&nodes[0], &nodes[1]);
+    let d = data(one, "").await;
+    assert_eq!(d["peers"], json!([]), "no link before a frame needs one");
+    let mut a = WsClient::connect(&one.ws_url()).await;
+    a.open("runtime://one.test/a").await;
+    let ha = a
+        .allocate("runtime://one.test/a", "one.test", 1)
+        .await
+        .remove(0);
+    let mut b = WsClient::connect(&two.ws_url()).await;
+    b.open("runtime://two.test/b").await;
+    let hb = b
+        .allocate("runtime://two.test/b", "two.test", 1)
+        .await
+        .remove(0);
+    a.send(json!({"id": 7, "type": "update", "from": ha, "to": hb, "body": {"value": 1}}))
+        .await;
+    b.recv_matching(|m| m["id"] == 7).await;
+    let d = data_until(one, "the live link to two.test", |d| {
+        let last = samples(d).last().cloned().unwrap_or_default();
+        d["peers"][0]["state"] == "live" && last["peers_up"] == 1
+    })
+    .await;
+    assert_eq!(d["peers"][0]["domain"], "two.test");
+    assert_eq!(d["peers"].as_array().unwrap().len(), 1);
+    stop_all(&nodes).await;
+}

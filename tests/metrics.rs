@@ -318,3 +318,35 @@ async fn metrics_count_the_nodes_own_frames_and_the_frames_it_holds() {
     );
     node.stop().await;
 }
+
+#[actix::test]
+async fn frames_a_peer_link_routes_to_local_sessions_count_as_frames_out() {
+    let nodes = start_domains(&["one.test", "two.test"], |_, _| {});
+    let (one, two) = (&nodes[0], &nodes[1]);
+    let mut a = WsClient::connect(&one.ws_url()).await;
+    a.open("runtime://one.test/a").await;
+    let ha = a
+        .allocate("runtime://one.test/a", "one.test", 1)
+        .await
+        .remove(0);
+    let mut b = WsClient::connect(&two.ws_url()).await;
+    b.open("runtime://two.test/b").await;
+    let hb = b
+        .allocate("runtime://two.test/b", "two.test", 1)
+        .await
+        .remove(0);
+    for i in 0..3 {
+        a.send(json!({"id": 70 + i, "type": "update", "from": ha, "to": hb, "body": {"value": i}}))
+            .await;
+        b.recv_matching(|m| m["id"] == 70 + i).await;
+    }
+    let m = scrape_until(one, "the frames sent to the link", |_| true).await;
+    assert_eq!(get(&m, "hyperty_frames_in_total{type=\"update\"}"), 3.0);
+    assert_eq!(get(&m, "hyperty_frames_out_total{type=\"update\"}"), 3.0);
+    assert_eq!(get(&m, "hyperty_peer_links{state=\"live\"}"), 1.0);
+    // on the other side no client sent them, the link brought them
+    let m = scrape_until(two, "the frames from the link", |_| true).await;
+    assert_eq!(get(&m, "hyperty_frames_in_total{type=\"update\"}"), 0.0);
+    assert_eq!(get(&m, "hyperty_frames_out_total{type=\"update\"}"), 3.0);
+    stop_all(&nodes).await;
+}
