@@ -1,5 +1,6 @@
 //! The live dashboard of a real node: `/dashboard/data` after real WebSocket
-//! traffic, its bounded history, who may read it, and the page itself.
+//! traffic, its bounded history, who may read it, and the page itself — served,
+//! and run in headless Chromium (`/usr/bin/chromium`, or `$CHROMIUM`).
 
 mod common;
 
@@ -336,4 +337,130 @@ async fn dashboard_shows_peer_domains_once_linked() {
     assert_eq!(d["peers"][0]["domain"], "two.test");
     assert_eq!(d["peers"].as_array().unwrap().len(), 1);
     stop_all(&nodes).await;
+}
+
+/// The DOM of `url` after Chromium (headless, `/usr/bin/chromium` or
+/// `$CHROMIUM`) has run its scripts for a few seconds of virtual time. Runs on a
+/// thread of its own so the node's actors on this one keep answering.
+async fn chromium_dom(url: String) -> String {
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    std::thread::spawn(move || {
+        static RUNS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let run = RUNS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let profile = std::env::temp_dir().join(format!(
+            "hyperty-dashboard-chromium-{}-{run}",
+            std::process::id()
+        ));
+        let out = std::process::Command::new(
+            std::env::var("CHROMIUM").unwrap_or_else(|_| "/usr/bin/chromium".to_owned()),
+        )
+        .args([
+            "--headless=new",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--no-first-run",
+            "--virtual-time-budget=3000",
+            "--dump-dom",
+        ])
+        .arg(format!("--user-data-dir={}", profile.display()))
+        .arg(&url)
+        .output();
+        let _ = std::fs::remove_dir_all(&profile);
+        let _ = tx.send(out);
+    });
+    let out = tokio::time::timeout(Duration::from_secs(60), rx)
+        .await
+        .expect("chromium ends within a minute")
+        .expect("chromium thread")
+        .expect("chromium runs");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).expect("UTF-8 DOM")
+}
+
+#[actix::test]
+async fn dashboard_page_draws_its_charts_in_chromium() {
+    let node = start_node(D, |c| c.dashboard.interval_ms = 50);
+    let mut a = WsClient::connect(&node.ws_url()).await;
+    a.open(&rt("a")).await;
+    let ha = a.allocate(&rt("a"), D, 1).await.remove(0);
+    for i in 0..20u64 {
+        a.send(json!({"id": 10 + i, "type": "update", "from": ha, "to": ha, "body": {"value": i}}))
+            .await;
+        a.recv_matching(|m| m["id"] == 10 + i).await;
+    }
+    data_until(&node, "a few samples of traffic", |d| {
+        samples(d).len() > 3 && any(d, "in_rate", |v| v > 0.0)
+    })
+    .await;
+    let dom = chromium_dom(format!("{}/dashboard", node.http_url())).await;
+    assert!(
+        dom.contains(&format!("Messaging node <span id=\"domain\">{D}</span>")),
+        "{dom}"
+    );
+    assert!(!dom.contains("Cannot reach the node"), "{dom}");
+    assert!(
+        dom.contains("<main id=\"dashboard\" data-source=\"/dashboard/data\">"),
+        "shown: {dom}"
+    );
+    for title in [
+        "Sessions and addresses",
+        "Frames per second",
+        "Deliveries and errors per second",
+        "Routing latency (sampled)",
+        "Request → response latency",
+        "Outbound queues",
+    ] {
+        assert!(
+            dom.contains(&format!(">{title}</title>")),
+            "no chart {title:?}: {dom}"
+        );
+    }
+    assert!(dom.contains("role=\"img\""), "{dom}");
+    assert!(
+        dom.contains("<path class=\"line s0\""),
+        "lines are drawn: {dom}"
+    );
+    assert!(dom.contains("<table>"), "each chart has a table: {dom}");
+    assert!(
+        dom.contains("live sessions: 1"),
+        "the bars' description: {dom}"
+    );
+    assert!(
+        dom.contains("<section id=\"peers-section\" aria-labelledby=\"peers-title\" hidden=\"\">"),
+        "no peers, no section: {dom}"
+    );
+    assert!(
+        dom.contains("<form id=\"login\" hidden=\"\">"),
+        "no token asked: {dom}"
+    );
+    node.stop().await;
+}
+
+#[actix::test]
+async fn the_page_asks_for_a_token_and_uses_one_from_its_link() {
+    let node = start_node(D, |c| {
+        c.auth.mode = hyperty::config::AuthMode::Required;
+        c.dashboard.interval_ms = 50;
+    });
+    let page = format!("{}/dashboard", node.http_url());
+    let dom = chromium_dom(page.clone()).await;
+    assert!(
+        dom.contains("<form id=\"login\">"),
+        "the form is shown: {dom}"
+    );
+    assert!(dom.contains("A token is needed."), "{dom}");
+    assert!(
+        dom.contains("<main id=\"dashboard\" data-source=\"/dashboard/data\" hidden=\"\">"),
+        "{dom}"
+    );
+    let token = user_token(&node, "alice").await;
+    let dom = chromium_dom(format!("{page}#token={token}")).await;
+    assert!(dom.contains("<form id=\"login\" hidden=\"\">"), "{dom}");
+    assert!(dom.contains(">Frames per second</title>"), "{dom}");
+    assert!(!dom.contains(&token), "the token is not shown: {dom}");
+    node.stop().await;
 }
