@@ -1,10 +1,21 @@
 #!/usr/bin/env bash
 # The test command: installs what the tests need and is missing (Node.js 20 or
-# newer for the JavaScript client's tests, and its npm devDependencies if it has
-# any; Chromium for the dashboard's page tests), then runs every test of the
+# newer for the JavaScript tests, Chromium for the browser test, and the npm
+# devDependencies of web/client and web/test), then runs every test of the
 # workspace.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+
+sudo=""
+if [ "$(id -u)" -ne 0 ]; then sudo="sudo"; fi
+apt_updated=""
+apt_install() {
+    if [ -z "$apt_updated" ]; then
+        $sudo apt-get update -qq
+        apt_updated=1
+    fi
+    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "$@" >/dev/null
+}
 
 node_ok() {
     command -v node >/dev/null 2>&1 &&
@@ -12,24 +23,24 @@ node_ok() {
 }
 
 if ! node_ok; then
-    echo "installing Node.js (needed by tests/js_client.rs)" >&2
-    sudo=""
-    if [ "$(id -u)" -ne 0 ]; then sudo="sudo"; fi
-    $sudo apt-get update -qq
-    $sudo apt-get install -y -qq nodejs npm
+    echo "installing Node.js (needed by tests/js_client.rs and tests/browser.rs)" >&2
+    apt_install nodejs npm
     node_ok || { echo "Node.js 20 or newer is needed; apt installed $(node --version 2>/dev/null || echo none)" >&2; exit 1; }
 fi
 
-if ! command -v "${CHROMIUM:-chromium}" >/dev/null 2>&1; then
-    echo "installing Chromium (needed by tests/dashboard.rs)" >&2
-    sudo=""
-    if [ "$(id -u)" -ne 0 ]; then sudo="sudo"; fi
-    $sudo apt-get update -qq
-    $sudo apt-get install -y -qq chromium
+if [ ! -x /usr/bin/chromium ] && ! command -v chromium >/dev/null 2>&1; then
+    echo "installing Chromium (needed by tests/browser.rs and tests/dashboard.rs)" >&2
+    apt_install chromium
 fi
 
-if grep -q '"devDependencies"' web/client/package.json; then
-    (cd web/client && npm ci --no-audit --no-fund)
-fi
+# npm ci where the lock file changed since the last install
+for pkg in web/client web/test; do
+    grep -q '"devDependencies"' "$pkg/package.json" || continue
+    if [ ! -d "$pkg/node_modules" ] || [ "$pkg/package-lock.json" -nt "$pkg/node_modules" ] ||
+        [ "$pkg/package.json" -nt "$pkg/node_modules" ]; then
+        (cd "$pkg" && npm ci --no-audit --no-fund --loglevel=error >/dev/null)
+        touch "$pkg/node_modules"
+    fi
+done
 
 cargo test --workspace "$@"

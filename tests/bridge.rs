@@ -164,3 +164,70 @@ async fn reopen_keeps_the_session_when_only_the_socket_dropped() {
         "re-open, not a new open"
     );
 }
+
+/// A recipient that does not read: the node stops reading the sending runtime's
+/// socket, and the bridge keeps what its writer holds within its budget — past
+/// its queue, requests are answered 503 at once instead of piling up in memory —
+/// and everything it took reaches the recipient, in order, once it reads.
+#[actix::test]
+async fn a_congested_link_holds_the_bridge_to_its_budget_and_loses_nothing() {
+    const N: u64 = 1500;
+    let node = start_node(D, |c| {
+        c.session.slow_down_bytes = 64 << 10;
+        c.session.write_deadline_ms = 60_000;
+    });
+    let sink_url = format!("hyperty-runtime://{D}/sink");
+    let mut sink = WsClient::connect(&node.ws_url()).await;
+    sink.open(&sink_url).await;
+    let mut cfg = RuntimeConfig::new(D);
+    cfg.bus.request_timeout = std::time::Duration::from_secs(60);
+    let rt = Runtime::start(cfg).unwrap();
+    let mut bridge = BridgeConfig::new(node.ws_url());
+    bridge.write_budget = 256 << 10;
+    bridge.queue_limit = 64;
+    rt.attach_node(bridge).await.unwrap();
+    let w = rt.spawn_hyperty(worker(D)).await.unwrap();
+    let to = addr(&format!("{sink_url}/inbox"));
+    let pad = "x".repeat(32 << 10);
+    let (tx, mut answers) = tokio::sync::mpsc::unbounded_channel();
+    for i in 0..N {
+        let answer = rt.bus().post(request(&w, &to, json!({"i": i, "pad": pad})));
+        let tx = tx.clone();
+        actix::spawn(async move {
+            let code = answer.await.ok().and_then(|m| m.code());
+            let _ = tx.send((i, code));
+        });
+        tokio::task::yield_now().await;
+    }
+    // the bridge refuses what it cannot hold, while the sink still reads nothing
+    let (_, first) = tokio::time::timeout(TIMEOUT, answers.recv())
+        .await
+        .expect("a refusal while the sink reads nothing")
+        .unwrap();
+    assert_eq!(first, Some(ResponseCode::ServiceUnavailable));
+    let mut refused = 1;
+    let mut answered = 0;
+    let mut last_seen = None;
+    let deadline = std::time::Instant::now() + TIMEOUT * 6;
+    while refused + answered < N {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{refused} refused, {answered} answered of {N}"
+        );
+        while let Some(m) = sink.recv(std::time::Duration::from_millis(20)).await {
+            let i = m["body"]["value"]["i"].as_u64().unwrap();
+            assert!(last_seen < Some(i), "{i} after {last_seen:?}: out of order");
+            last_seen = Some(i);
+            sink.send(json!({"id": m["id"], "type": "response", "from": m["to"], "to": m["from"], "body": {"code": 200}}))
+                .await;
+        }
+        while let Ok((i, code)) = answers.try_recv() {
+            match code {
+                Some(ResponseCode::Ok) => answered += 1,
+                Some(ResponseCode::ServiceUnavailable) => refused += 1,
+                other => panic!("request {i}: {other:?}"),
+            }
+        }
+    }
+    assert!(answered > 0, "the link drained");
+}

@@ -421,3 +421,40 @@ async fn a_hand_built_empty_recipient_list_is_refused_not_a_panic() {
         Err(BusError::Invalid(_)) | Err(BusError::Shutdown)
     ));
 }
+
+/// `send_to_stub` goes past a local listener on `to` to the protocol stub (a
+/// reporter publishing on `<obj>/children/`, where it also listens for what
+/// remote senders write there); `send` prefers the local listener.
+#[actix::test]
+async fn send_to_stub_passes_local_listeners() {
+    let a = Runtime::start(config("a.org")).unwrap();
+    let b = Runtime::start(config("b.org")).unwrap();
+    let (_sa, _sb) = link(&a, None, &b, None).await;
+    let channel = addr("comm://b.org/obj/children/");
+    let (ra, mut pa) = Probe::start();
+    let (rb, mut pb) = Probe::start();
+    a.bus()
+        .add_listener(channel.clone(), ra, None)
+        .await
+        .unwrap();
+    b.bus()
+        .add_listener(channel.clone(), rb, None)
+        .await
+        .unwrap();
+    let from = addr("comm://b.org/obj");
+    let published =
+        Message::new(MessageType::Event, from.clone(), channel.clone()).with_value(json!("out"));
+    a.bus().send_to_stub(published);
+    a.bus()
+        .send(Message::new(MessageType::Event, from, channel).with_value(json!("local")));
+    let far = pb.recv(TIMEOUT).await.unwrap();
+    assert_eq!(far.body.value, Some(json!("out")));
+    let near = pa.recv(TIMEOUT).await.unwrap();
+    assert_eq!(
+        near.body.value,
+        Some(json!("local")),
+        "the local listener got only the local one"
+    );
+    a.shutdown().await;
+    b.shutdown().await;
+}

@@ -772,3 +772,126 @@ async fn made_up_domains_never_crowd_out_real_peers() {
         links(&na)
     );
 }
+
+/// The next change of `h` (subscription notices skipped).
+async fn next_version(h: &mut Observer) -> u64 {
+    loop {
+        match tokio::time::timeout(TIMEOUT, h.next()).await {
+            Ok(Some(SyncEvent::Changed(c))) => return c.version,
+            Ok(Some(_)) => continue,
+            other => panic!("no change in time: {other:?}"),
+        }
+    }
+}
+
+/// Asserts that session `c` of `node`'s domain was sent nothing `unexpected`
+/// before the node's answer to one more request of its.
+async fn heard_nothing(
+    c: &mut WsClient,
+    domain: &str,
+    name: &str,
+    unexpected: impl Fn(&Value) -> bool,
+) {
+    let r = c
+        .request(json!({"type": "unsubscribe", "from": rt(domain, name),
+            "to": format!("domain://msg-node.{domain}/sm"),
+            "body": {"resources": [format!("{}/nothing", rt(domain, name))]}}))
+        .await;
+    assert_eq!(r["body"]["code"], 200, "{r}");
+    while let Some(f) = c.recv(Duration::ZERO).await {
+        assert!(!unexpected(&f), "{name} heard {f}");
+    }
+}
+
+/// Subscription admission holds across domains: of the sessions of beta that
+/// subscribe to an object reported in alpha, only those its reporter accepted
+/// hear it — however they subscribed (at alpha's node through their own, or at
+/// their own) — and one that leaves hears nothing more, even if it keeps its
+/// node subscription.
+#[actix::test]
+async fn only_admitted_observers_in_another_domain_hear_an_object() {
+    let (nodes, rts) = federated(
+        vec![RuntimeConfig::new(A), RuntimeConfig::new(B)],
+        |_, _| {},
+    )
+    .await;
+    let nb = &nodes[1];
+    let (alice, _) = inbox_hyperty(&rts[0], A, None).await;
+    let (bob, _) = inbox_hyperty(&rts[1], B, None).await;
+    let reporter = alice
+        .syncher()
+        .create(ObjectSpec::new("room", "comm").with_data(json!({"n": 0})))
+        .await
+        .unwrap();
+    let url = reporter.url().clone();
+    let channels = [format!("{url}/changes"), format!("{url}/children/")];
+    let heard = |f: &Value| f["from"] == url.as_str();
+
+    // eve, in beta, subscribes at alpha's node and at her own, and is never accepted
+    let mut eve = client(nb, B, "eve").await;
+    for domain in [A, B] {
+        let r = eve
+            .subscribe(&rt(B, "eve"), domain, &[&channels[0], &channels[1]])
+            .await;
+        assert_eq!(r["body"]["code"], 200, "{r}");
+    }
+    // carol, a runtime-core observer in beta, subscribes and is accepted
+    let mut carol = client(nb, B, "carol").await;
+    let carol_h = format!("hyperty://{B}/carol-{}", uuid::Uuid::new_v4());
+    let r = carol
+        .request(json!({"type": "subscribe", "from": rt(B, "carol"), "to": format!("domain://msg-node.{B}/sm"),
+            "body": {"resources": [carol_h], "source": format!("{}/address-allocation", rt(B, "carol"))}}))
+        .await;
+    assert_eq!(r["body"]["code"], 200, "{r}");
+    let carol_sm = format!("{}/sm", rt(B, "carol"));
+    let r = carol
+        .request(
+            json!({"type": "subscribe", "from": carol_sm, "to": format!("domain://msg-node.{A}/sm"),
+            "body": {"resources": channels, "source": carol_h}}),
+        )
+        .await;
+    assert_eq!(r["body"]["code"], 200, "{r}");
+    let r = carol
+        .request(
+            json!({"type": "subscribe", "from": carol_sm, "to": format!("{url}/subscription"),
+            "body": {"subscriber": carol_h}}),
+        )
+        .await;
+    assert_eq!(r["body"]["code"], 200, "{r}");
+    // bob, our observer in beta
+    let mut obs = bob.syncher().subscribe(&url).await.unwrap();
+
+    for n in 1..=3 {
+        reporter.set("n", n).await.unwrap();
+    }
+    for v in 1..=3 {
+        assert_eq!(next_version(&mut obs).await, v);
+    }
+    for v in 1..=3 {
+        let f = carol
+            .recv_matching(|f| f["to"] == channels[0] && f["type"] == "update")
+            .await;
+        assert_eq!(f["body"]["version"], v, "{f}");
+    }
+    // bob's runtime and eve share beta's node and the link's frames: by now eve
+    // was sent whatever she would be sent
+    heard_nothing(&mut eve, B, "eve", heard).await;
+
+    // carol leaves at the reporter, but keeps her node subscriptions
+    let r = carol
+        .request(
+            json!({"type": "unsubscribe", "from": carol_sm, "to": format!("{url}/subscription"),
+            "body": {"source": carol_h}}),
+        )
+        .await;
+    assert_eq!(r["body"]["code"], 200, "{r}");
+    heard_nothing(&mut carol, B, "carol", heard).await;
+    reporter.set("n", 4).await.unwrap();
+    assert_eq!(next_version(&mut obs).await, 4);
+    heard_nothing(&mut carol, B, "carol", heard).await;
+    heard_nothing(&mut eve, B, "eve", heard).await;
+    for rt in &rts {
+        rt.shutdown().await;
+    }
+    stop_all(&nodes).await;
+}

@@ -397,3 +397,95 @@ async fn identities_survive_a_restart_on_the_same_data_dir() {
     node.stop().await;
     std::fs::remove_dir_all(&dir).ok();
 }
+
+/// Live sessions go with their identity: deleting a device closes the session
+/// its device token opened, deleting a user closes theirs — each is sent a
+/// `close` with code 401 and ends for good (no grace period to re-open into) —
+/// while other users' sessions go on.
+#[actix::test]
+async fn deleting_a_user_or_device_closes_its_live_sessions() {
+    let node = start_node(D, |c| {
+        c.auth.mode = AuthMode::Required;
+        c.session.grace_period_ms = 60_000;
+    });
+    for name in ["alice", "bob"] {
+        assert_eq!(register(&node, name).await.status, 201);
+    }
+    let (alice, bob) = (id_token(&node, "alice").await, id_token(&node, "bob").await);
+    let dev = http(&node, ip(1), "POST", "/idp/devices", Some(&alice), None).await;
+    assert_eq!(dev.status, 201);
+    let device = dev.body["device"].as_str().unwrap().to_owned();
+    let t = http(
+        &node,
+        ip(1),
+        "POST",
+        "/idp/devices/token",
+        None,
+        Some(json!({"device": device, "secret": dev.body["secret"]})),
+    )
+    .await;
+    let device_token = t.body["deviceToken"].as_str().unwrap().to_owned();
+    let runtime = t.body["runtimeURL"].as_str().unwrap().to_owned();
+    let open = |from: String, token: String| {
+        let ws = node.ws_url();
+        async move {
+            let mut c = WsClient::connect(&ws).await;
+            let r = c
+                .request(json!({"type": "open", "from": from, "to": "mn:/session", "body": {"idToken": token}}))
+                .await;
+            assert_eq!(r["body"]["code"], 200, "{r}");
+            c
+        }
+    };
+    let mut on_device = open(runtime.clone(), device_token).await;
+    let mut as_alice = open(format!("runtime://{D}/a"), alice.clone()).await;
+    let mut as_bob = open(format!("runtime://{D}/b"), bob).await;
+    assert_eq!(health(&node).await["sessions"], 3);
+    let closed = |m: serde_json::Value| {
+        assert_eq!(
+            (m["type"].clone(), m["body"]["code"].clone()),
+            (json!("close"), json!(401)),
+            "{m}"
+        );
+    };
+
+    let path = format!("/idp/devices/{device}");
+    assert_eq!(
+        http(&node, ip(1), "DELETE", &path, Some(&alice), None)
+            .await
+            .status,
+        200
+    );
+    closed(
+        on_device
+            .recv(TIMEOUT)
+            .await
+            .expect("a close for the device's session"),
+    );
+    assert!(on_device.recv(TIMEOUT).await.is_none(), "the socket closes");
+
+    let a = http(
+        &node,
+        ip(1),
+        "DELETE",
+        "/idp/users/alice",
+        Some(&alice),
+        None,
+    )
+    .await;
+    assert_eq!(a.status, 200, "{}", a.body);
+    closed(
+        as_alice
+            .recv(TIMEOUT)
+            .await
+            .expect("a close for alice's session"),
+    );
+    assert!(as_alice.recv(TIMEOUT).await.is_none(), "the socket closes");
+
+    // gone for good, not waiting in a grace period; bob's session is untouched
+    assert!(eventually(TIMEOUT, || async { health(&node).await["sessions"] == 1 }).await);
+    let r = as_bob
+        .request(json!({"type": "ping", "from": format!("runtime://{D}/b"), "to": "mn:/session"}))
+        .await;
+    assert_eq!(r["body"]["code"], 200, "{r}");
+}

@@ -232,7 +232,7 @@ async fn the_node_serves_the_library() {
     assert!(etag.starts_with('"') && etag.len() > 2, "{etag}");
     let mut resp = resp;
     let body = resp.body().await.unwrap();
-    assert_eq!(body, hyperty::server::client::HYPERTY_JS.as_bytes());
+    assert_eq!(body, hyperty::server::assets::HYPERTY_JS.as_bytes());
     let again = awc::Client::new()
         .get(&url)
         .insert_header(("If-None-Match", etag.as_str()))

@@ -16,6 +16,11 @@
 //! * reconnects with exponential backoff (with jitter) after any loss, buffering up
 //!   to `queue_limit` outbound messages meanwhile; beyond that, requests are answered
 //!   504 "messaging node unreachable";
+//! * keeps at most `write_budget` bytes written but not yet taken by the socket
+//!   (the node stops reading a sender whose recipients fall behind, and the writer
+//!   would otherwise buffer without limit): past it, messages wait in the same
+//!   bounded queue until the socket drains to half, and beyond the queue requests
+//!   are answered 503 "the link to the messaging node is congested";
 //! * pings the node and treats `silence_timeout` without a frame as a lost connection;
 //! * records its connectivity statistics in its [`StubStats`] (reported by the
 //!   runtime's QoS user agent): the round trip of each ping (its payload is a
@@ -60,8 +65,11 @@ pub struct BridgeConfig {
     pub reconnect_max: Duration,
     /// How long `connect` (and a control request) may take.
     pub connect_timeout: Duration,
-    /// Outbound messages kept while disconnected.
+    /// Outbound messages kept while disconnected or congested.
     pub queue_limit: usize,
+    /// Bytes written to the socket's writer but not yet taken by the socket, past
+    /// which messages wait in the queue.
+    pub write_budget: usize,
     /// Largest frame accepted from the node.
     pub max_frame_size: usize,
     /// Ping interval.
@@ -80,6 +88,7 @@ impl BridgeConfig {
             reconnect_max: Duration::from_secs(5),
             connect_timeout: Duration::from_secs(5),
             queue_limit: 4096,
+            write_budget: 4 << 20,
             max_frame_size: 1 << 20,
             heartbeat: Duration::from_secs(10),
             silence_timeout: Duration::from_secs(30),
@@ -88,6 +97,76 @@ impl BridgeConfig {
 }
 
 type WsSink = SplitSink<Framed<BoxedSocket, Codec>, WsMessage>;
+
+/// The socket's writer, counting the text bytes [`SinkWrite`] holds for it:
+/// `SinkWrite` buffers whatever it is given, so the bridge charges each text frame
+/// to `pending` and this sink refunds it when the socket's codec takes the frame
+/// (the codec's own buffer is bounded: it stops taking frames while the socket
+/// does not accept more). Once the count is back to zero after the bridge held
+/// messages back, the bridge is told ([`Drained`]).
+struct Metered {
+    inner: WsSink,
+    pending: std::rc::Rc<Pending>,
+    bridge: Recipient<Drained>,
+}
+
+/// Bytes held by a connection's [`SinkWrite`], and whether messages wait for them.
+#[derive(Default)]
+struct Pending {
+    bytes: std::cell::Cell<usize>,
+    waiting: std::cell::Cell<bool>,
+}
+
+impl futures_util::Sink<WsMessage> for Metered {
+    type Error = awc::error::WsProtocolError;
+
+    fn poll_ready(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), Self::Error>> {
+        std::pin::Pin::new(&mut self.inner).poll_ready(cx)
+    }
+
+    fn start_send(mut self: std::pin::Pin<&mut Self>, item: WsMessage) -> Result<(), Self::Error> {
+        if let WsMessage::Text(t) = &item {
+            let p = &self.pending;
+            p.bytes.set(p.bytes.get().saturating_sub(t.len()));
+        }
+        std::pin::Pin::new(&mut self.inner).start_send(item)
+    }
+
+    fn poll_flush(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), Self::Error>> {
+        let flushed = std::pin::Pin::new(&mut self.inner).poll_flush(cx);
+        self.drained();
+        flushed
+    }
+
+    fn poll_close(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), Self::Error>> {
+        std::pin::Pin::new(&mut self.inner).poll_close(cx)
+    }
+}
+
+impl Metered {
+    /// Tells the bridge, once, that its held-back messages may go.
+    fn drained(&self) {
+        let p = &self.pending;
+        if p.waiting.get() && p.bytes.get() == 0 {
+            p.waiting.set(false);
+            self.bridge.do_send(Drained);
+        }
+    }
+}
+
+/// The socket's writer drained: held-back messages may go.
+#[derive(actix::Message)]
+#[rtype(result = "()")]
+struct Drained;
 
 /// How long a socket closed by the runtime stays open for its last frames
 /// (the `close`) to go out, unless the node closes it first.
@@ -136,7 +215,9 @@ pub struct NodeStub {
     domain: String,
     state: State,
     generation: u64,
-    sink: Option<SinkWrite<WsMessage, WsSink>>,
+    sink: Option<SinkWrite<WsMessage, Metered>>,
+    /// What the current connection's writer holds (see [`Metered`]).
+    pending: std::rc::Rc<Pending>,
     token: Option<String>,
     control: HashMap<u64, Control>,
     queue: VecDeque<Message>,
@@ -210,6 +291,7 @@ impl NodeStub {
             state: State::Idle,
             generation: 0,
             sink: None,
+            pending: Default::default(),
             token: None,
             control: HashMap::new(),
             queue: VecDeque::new(),
@@ -251,7 +333,13 @@ impl NodeStub {
             match result {
                 Ok((_, framed)) => {
                     let (sink, stream) = framed.split();
-                    act.sink = Some(SinkWrite::new(sink, ctx));
+                    act.pending = Default::default();
+                    let metered = Metered {
+                        inner: sink,
+                        pending: act.pending.clone(),
+                        bridge: ctx.address().recipient(),
+                    };
+                    act.sink = Some(SinkWrite::new(metered, ctx));
                     ctx.add_stream(stream.map(move |f| Inbound::Frame(generation, f)).chain(
                         futures_util::stream::once(async move { Inbound::Ended(generation) }),
                     ));
@@ -297,6 +385,7 @@ impl NodeStub {
         self.write(&msg);
     }
 
+    /// Writes `msg` to the socket; false if there is none.
     fn write(&mut self, msg: &Message) -> bool {
         let Some(sink) = &mut self.sink else {
             return false;
@@ -305,9 +394,31 @@ impl NodeStub {
         let len = text.len();
         let written = sink.write(WsMessage::Text(text.into())).is_ok();
         if written {
+            self.pending.bytes.set(self.pending.bytes.get() + len);
             self.stats.sent(len);
         }
         written
+    }
+
+    /// Writes `msg` if the socket's writer is within its budget; false otherwise
+    /// (the writer then says when it has drained).
+    fn write_within_budget(&mut self, msg: &Message) -> bool {
+        if self.pending.bytes.get() >= self.config.write_budget {
+            self.pending.waiting.set(true);
+            return false;
+        }
+        self.write(msg)
+    }
+
+    /// Sends what waits in the queue, in order, as far as the budget allows.
+    fn flush_queue(&mut self) {
+        while let Some(m) = self.queue.pop_front() {
+            if !self.write_within_budget(&m) {
+                self.queue.push_front(m);
+                break;
+            }
+        }
+        self.stats.queue_depth(self.queue.len());
     }
 
     /// Sends a ping whose payload is its sequence number; a pong echoing it gives
@@ -339,13 +450,7 @@ impl NodeStub {
         self.stats.connected(self.was_live);
         self.was_live = true;
         self.send_ping();
-        while let Some(m) = self.queue.pop_front() {
-            if !self.write(&m) {
-                self.queue.push_front(m);
-                break;
-            }
-        }
-        self.stats.queue_depth(self.queue.len());
+        self.flush_queue();
         for w in self.waiters.drain(..) {
             let _ = w.send(());
         }
@@ -476,10 +581,19 @@ impl NodeStub {
         self.ctx.inject(msg);
     }
 
+    /// Answers a request that finds the queue full: 503 while the link is up but
+    /// congested, 504 while the node cannot be reached.
     fn unreachable(&self, m: &Message) {
         if m.kind.expects_response() {
-            let mut r = m.reply(ResponseCode::GatewayTimeout);
-            r.body.description = Some("messaging node unreachable".to_owned());
+            let (code, why) = match self.state {
+                State::Live => (
+                    ResponseCode::ServiceUnavailable,
+                    "the link to the messaging node is congested",
+                ),
+                _ => (ResponseCode::GatewayTimeout, "messaging node unreachable"),
+            };
+            let mut r = m.reply(code);
+            r.body.description = Some(why.to_owned());
             self.ctx.inject(r);
         }
     }
@@ -606,7 +720,8 @@ impl Handler<Deliver> for NodeStub {
     type Result = ();
     fn handle(&mut self, Deliver(m): Deliver, _: &mut Context<Self>) {
         let _span = tracing::trace_span!("bridge.out", id = m.id, to = %m.to.first()).entered();
-        if self.state == State::Live && self.write(&m) {
+        // behind what already waits, so that order holds
+        if self.state == State::Live && self.queue.is_empty() && self.write_within_budget(&m) {
             return;
         }
         if self.queue.len() < self.config.queue_limit {
@@ -614,6 +729,15 @@ impl Handler<Deliver> for NodeStub {
             self.stats.queue_depth(self.queue.len());
         } else {
             self.unreachable(&m);
+        }
+    }
+}
+
+impl Handler<Drained> for NodeStub {
+    type Result = ();
+    fn handle(&mut self, _: Drained, _: &mut Context<Self>) {
+        if self.state == State::Live {
+            self.flush_queue();
         }
     }
 }

@@ -675,10 +675,18 @@ impl PeerLink {
         let Some(answer) = answer_service(&self.node, service, msg, caller) else {
             return;
         };
-        ctx.spawn(answer.into_actor(self).map(move |resp, act, _| {
+        let answer = answer.into_actor(self).map(move |resp, act, _| {
             act.node.router.metrics.answered(resp.body.code);
             act.reply_text(answer_text(&resp, &id))
-        }));
+        });
+        match service {
+            // subscriptions and audiences take effect before the peer's next frames
+            // are routed, as a session's control-plane requests do
+            Service::Subscriptions => ctx.wait(answer),
+            _ => {
+                ctx.spawn(answer);
+            }
+        }
     }
 }
 

@@ -30,8 +30,8 @@
 //! (get it with [`IdentityProvider::verifier`] before starting the actor). It
 //! shares the provider's key set and revocations, so rotations and deletions are
 //! seen at once; [`TokenVerifier::revocation_epoch`] and
-//! [`TokenVerifier::is_revoked`] let the node find live sessions of deleted
-//! users or devices cheaply.
+//! [`TokenVerifier::is_token_revoked`] let the node's session manager find live
+//! sessions of deleted users or devices cheaply and close them (401).
 //!
 //! Token claims are described at [`Claims`]: `iss` = `domain-idp://<D>`, `sub` =
 //! `user://<D>/<username>` (ID tokens, assertions) or

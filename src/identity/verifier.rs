@@ -168,14 +168,19 @@ impl TokenVerifier {
             .is_some_and(|at| issued_at <= *at)
     }
 
+    /// Whether a token of `subject`, issued at `issued_at` for `device` (a device
+    /// id, the token's `device` claim), was revoked since: its subject or its
+    /// device deleted.
+    pub fn is_token_revoked(&self, subject: &str, device: Option<&str>, issued_at: u64) -> bool {
+        self.is_revoked(subject, issued_at)
+            || device.is_some_and(|d| {
+                let url = format!("hyperty-runtime://{}/{d}", self.inner.domain);
+                self.is_revoked(&url, issued_at)
+            })
+    }
+
     fn refuse_revoked(&self, claims: &Claims) -> Result<(), IdentityError> {
-        let device = claims
-            .device
-            .as_ref()
-            .map(|d| format!("hyperty-runtime://{}/{d}", self.inner.domain));
-        let revoked = self.is_revoked(&claims.sub, claims.iat)
-            || device.is_some_and(|d| self.is_revoked(&d, claims.iat));
-        if revoked {
+        if self.is_token_revoked(&claims.sub, claims.device.as_deref(), claims.iat) {
             return Err(IdentityError::Revoked);
         }
         Ok(())

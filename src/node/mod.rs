@@ -278,8 +278,9 @@ impl NodeState {
         &self.idp
     }
 
-    /// Mounts the node's routes (`/ws`, `/health`, `/metrics`, `/dashboard…`, `/client/hyperty.js`,
-    /// `/registry/…`, `/qos…`, `/idp/…`, `/.well-known/jwks.json`) into an actix-web app:
+    /// Mounts the node's routes (`/ws`, `/health`, `/metrics`, `/dashboard…`, `/`, `/demo/…`,
+    /// `/client/hyperty.js`, `/registry/…`, `/qos…`, `/idp/…`, `/.well-known/jwks.json`)
+    /// into an actix-web app:
     /// `App::new().configure(state.configure())`.
     pub fn configure(&self) -> impl Fn(&mut web::ServiceConfig) + Clone + Send + 'static {
         let state = self.clone();
@@ -307,7 +308,7 @@ impl NodeState {
                 .app_data(web::Data::new(state.idp.clone()))
                 .route("/ws", web::get().to(crate::server::ws::upgrade))
                 .route("/health", web::get().to(health))
-                .configure(crate::server::client::configure)
+                .configure(crate::server::assets::configure)
                 .configure(crate::domain_registry::configure)
                 .configure(crate::qos::configure)
                 .configure(crate::identity::configure);

@@ -88,6 +88,11 @@ pub struct Authenticated {
     pub identity: Arc<str>,
     /// The token's expiry, seconds since the epoch.
     pub expires: u64,
+    /// When the token was issued (its `iat`): a deletion of the identity, or of
+    /// the device the token names, after that revokes it.
+    pub issued_at: u64,
+    /// The device the token was issued for (its `device` claim), if any.
+    pub device: Option<Arc<str>>,
 }
 
 /// `open` from `runtime`.
@@ -213,6 +218,8 @@ pub struct SessionManager {
     tokens: HashMap<Arc<str>, SessionKey>,
     /// session key → its token, stub URLs, and token expiry.
     sessions: HashMap<SessionKey, Held>,
+    /// The identity provider's revocation count as of the last sweep.
+    revocations_seen: u64,
 }
 
 #[derive(Debug, Default)]
@@ -220,6 +227,8 @@ struct Held {
     token: Option<Arc<str>>,
     stubs: Vec<Arc<str>>,
     expires: Option<u64>,
+    /// The token that authenticated the session (or renewed it last).
+    credentials: Option<Authenticated>,
 }
 
 /// A lifecycle change, for other node components (e.g. the domain registry).
@@ -256,6 +265,7 @@ impl SessionManager {
             verifier,
             tokens: HashMap::new(),
             sessions: HashMap::new(),
+            revocations_seen: 0,
         }
     }
 
@@ -366,7 +376,10 @@ impl Actor for SessionManager {
 
     fn started(&mut self, ctx: &mut Context<Self>) {
         let every = (self.write_deadline / 4).max(Duration::from_millis(10));
-        ctx.run_interval(every, |act, _| act.sweep_stalls());
+        ctx.run_interval(every, |act, ctx| {
+            act.sweep_stalls();
+            act.sweep_revoked(ctx);
+        });
     }
 }
 
@@ -512,10 +525,11 @@ impl SessionManager {
                 token: Some(token.clone()),
                 stubs,
                 expires: None,
+                credentials: None,
             },
         );
         if let Some(a) = &o.identity {
-            self.set_expiry(&o.key, a.expires, ctx);
+            self.set_credentials(&o.key, a, ctx);
         }
         self.router
             .stats
@@ -529,13 +543,16 @@ impl SessionManager {
         })
     }
 
-    /// Records when the session's token expires and makes sure a check is due then.
-    fn set_expiry(&mut self, key: &SessionKey, expires: u64, ctx: &mut Context<Self>) {
+    /// Records the session's token — when it expires (making sure a check is due
+    /// then) and what would revoke it.
+    fn set_credentials(&mut self, key: &SessionKey, a: &Authenticated, ctx: &mut Context<Self>) {
         let Some(held) = self.sessions.get_mut(key) else {
             return;
         };
+        let expires = a.expires;
         let armed = held.expires.is_some();
         held.expires = Some(expires);
+        held.credentials = Some(a.clone());
         if !armed {
             self.arm_expiry(key.clone(), expires, ctx);
         }
@@ -630,7 +647,7 @@ impl Handler<Renew> for SessionManager {
                 "the token is not of this session's identity",
             ));
         }
-        self.set_expiry(&r.key, r.identity.expires, ctx);
+        self.set_credentials(&r.key, &r.identity, ctx);
         Ok(())
     }
 }
@@ -649,18 +666,56 @@ impl Handler<ExpiryCheck> for SessionManager {
         if let Some(h) = self.sessions.get_mut(&e.key) {
             h.expires = None;
         }
-        let Some(runtime) = self.router.runtime_of(&e.key) else {
+        info!(session = %e.key, "session token expired, closing");
+        self.close_unauthorised(
+            &e.key,
+            "the session's token expired: open again with a fresh one",
+        );
+        self.router.kick(&e.key, "401: the session's token expired");
+    }
+}
+
+impl SessionManager {
+    /// Sends the session's runtime a `close` with code 401 and `why`.
+    fn close_unauthorised(&self, key: &SessionKey, why: &str) {
+        let Some(runtime) = self.router.runtime_of(key) else {
             return;
         };
-        info!(runtime = %runtime, "session token expired, closing");
         if let (Ok(to), Ok(from)) = (Address::parse(&runtime), Address::parse("mn:/session")) {
             let mut m = Message::new(MessageType::Close, from, to).with_id(self.router.next_id());
             m.body.code = Some(ResponseCode::Unauthorized);
-            m.body.description =
-                Some("the session's token expired: open again with a fresh one".to_owned());
+            m.body.description = Some(why.to_owned());
             self.router.send_to_owner(&m);
         }
-        self.router.kick(&e.key, "401: the session's token expired");
+    }
+
+    /// Ends, at once and for good, every session whose token a deletion of its
+    /// user or device revoked (checked when the provider's revocations changed).
+    fn sweep_revoked(&mut self, ctx: &mut Context<Self>) {
+        let epoch = self.verifier.revocation_epoch();
+        if epoch == self.revocations_seen {
+            return;
+        }
+        self.revocations_seen = epoch;
+        let revoked: Vec<SessionKey> = self
+            .sessions
+            .iter()
+            .filter(|(_, h)| {
+                h.credentials.as_ref().is_some_and(|a| {
+                    self.verifier
+                        .is_token_revoked(&a.identity, a.device.as_deref(), a.issued_at)
+                })
+            })
+            .map(|(k, _)| k.clone())
+            .collect();
+        for key in revoked {
+            info!(session = %key, "the session's identity was deleted, closing");
+            self.close_unauthorised(&key, "the session's identity was deleted");
+            self.router
+                .kick(&key, "401: the session's identity was deleted");
+            let dropped = self.drop_session(&key, "close", Some("identity deleted"));
+            ctx.spawn(dropped.into_actor(self));
+        }
     }
 }
 
@@ -786,7 +841,7 @@ impl Handler<ReOpen> for SessionManager {
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         self.publish("re-open", &r.runtime, None);
         if let Some(a) = &r.identity {
-            self.set_expiry(&key, a.expires, ctx);
+            self.set_credentials(&key, a, ctx);
         }
         Ok(Opened {
             token: r.token,

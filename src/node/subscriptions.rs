@@ -34,13 +34,20 @@
 //! when the audience drops it. An object whose holder never names an audience
 //! stays open to every subscriber, as on the reference nodes. The Syncher's
 //! reporters name their accepted observers' managers.
+//!
+//! Across domains the node passes an audience on to each peer domain it admits
+//! (and to each it no longer admits): `update` from this node's `/sm` to the
+//! peer's, naming the admitted addresses of the peer's domain. The peer's node
+//! keeps it for the object (held by the link) and parks its own sessions'
+//! subscriptions to the object's channels the same way, so only the admitted
+//! runtimes of that domain hear what the link carries.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 use actix::prelude::*;
 use hyperty_actors::address::{Address, AddressKind};
-use hyperty_actors::message::{Message, MessageType, ResponseCode};
+use hyperty_actors::message::{Message, MessageType, OneOrMany, ResponseCode};
 use serde_json::Value;
 use tracing::debug;
 
@@ -225,7 +232,13 @@ impl SubscriptionManager {
                 ),
             );
         }
-        if !self.router.owns(&r.session, &obj) {
+        let from_peer = r.session.strip_prefix(PEER_KEY_PREFIX);
+        let holds = match from_peer {
+            // the holder's node speaks for the objects of its domain
+            Some(peer) => domain_of_address(&obj) == Some(peer),
+            None => self.router.owns(&r.session, &obj),
+        };
+        if !holds {
             return r.msg.reply_error(
                 ResponseCode::Forbidden,
                 format!("only the session holding {obj} names its audience"),
@@ -259,6 +272,9 @@ impl SubscriptionManager {
             admitted: Vec::new(),
             waiting: HashMap::new(),
         });
+        if from_peer.is_none() {
+            self.tell_peers(&obj, &audience.admitted, &admitted);
+        }
         audience.admitted = admitted;
         // park who is no longer admitted, route who now is
         for channel in AUDIENCE_CHANNELS.map(|c| format!("{obj}{c}")) {
@@ -305,6 +321,46 @@ impl SubscriptionManager {
             self.route(&s, c);
         }
         r.msg.reply(ResponseCode::Ok)
+    }
+
+    /// Passes an audience on to the nodes of the other domains it admits (or
+    /// admitted): a peer link admitted here carries the object's frames to every
+    /// session of its domain that subscribed, so that node parks those it does
+    /// not name. Frames the peer reads after this one come after it, so nobody
+    /// there hears the object before its admission is known.
+    fn tell_peers(&self, obj: &str, before: &[String], now: &[String]) {
+        let own = self.router.domain();
+        let mut domains: Vec<&str> = before
+            .iter()
+            .chain(now)
+            .filter_map(|a| domain_of_address(a))
+            .filter(|d| *d != own)
+            .collect();
+        domains.sort_unstable();
+        domains.dedup();
+        let (Ok(from), Ok(resource)) = (
+            Address::parse(&format!("domain://msg-node.{own}/sm")),
+            Address::parse(obj),
+        ) else {
+            return;
+        };
+        for d in domains {
+            let Ok(to) = Address::parse(&format!("domain://msg-node.{d}/sm")) else {
+                continue;
+            };
+            let theirs: Vec<&str> = now
+                .iter()
+                .filter(|a| domain_of_address(a) == Some(d))
+                .map(String::as_str)
+                .collect();
+            let mut m = Message::new(MessageType::Update, from.clone(), to);
+            m.id = self.router.next_id();
+            m.body.resource = Some(OneOrMany::One(resource.to_string()));
+            m.body.value = Some(serde_json::json!({ "audience": theirs }));
+            if !self.router.send_to_owner(&m) {
+                debug!(object = %obj, peer = d, "no link to pass the audience on");
+            }
+        }
     }
 
     fn resources(req: &Message, legacy: &str) -> Result<Vec<String>, String> {

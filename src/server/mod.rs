@@ -1,5 +1,6 @@
-//! The node's HTTP side: the WebSocket endpoint and the JavaScript client library.
+//! The node's HTTP side: the WebSocket endpoint and the files it ships for
+//! browsers (the JavaScript client library and the demo page).
 
-pub mod client;
+pub mod assets;
 pub mod inbound;
 pub mod ws;

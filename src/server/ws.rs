@@ -976,6 +976,8 @@ impl WsSession {
         Ok(Some(Authenticated {
             identity: Arc::from(claims.sub.as_str()),
             expires: claims.exp,
+            issued_at: claims.iat,
+            device: claims.device.as_deref().map(Arc::from),
         }))
     }
 

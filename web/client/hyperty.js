@@ -25,8 +25,13 @@
 //   with `body.version`, write children to `<obj>`; reporters publish from `<obj>`
 //   to `<obj>/changes` and `<obj>/children/`, answer subscriptions with the
 //   snapshot, answer reads from a bounded history, and name their observers'
-//   managers as the object's audience. What it does not do: register objects in
-//   the domain registry, persist anything, or check JSON Schemas.
+//   managers as the object's audience. `syncher.onInvitation` acknowledges the
+//   invitations to observe that reach a hyperty. What it does not do: persist
+//   anything, or check JSON Schemas.
+// * Registry: `rt.registry` speaks to the domain registry (`domain://registry.<D>`)
+//   from `<runtime>/registry`: register hyperties and data objects (the node lets
+//   a session register only its own addresses, under its own identity), look
+//   them up, keep them alive, unregister them.
 
 /** @typedef {{id?: number|string, type: string, from: string, to: string, body?: Record<string, any>}} Message */
 /** @typedef {(msg: Message) => void} Handler */
@@ -159,6 +164,7 @@ export class Runtime extends Emitter {
     this._attempt = 0;
     this._ws = null;
     this.syncher = new Syncher(this);
+    this.registry = new Registry(this);
   }
 
   get smUrl() {
@@ -560,6 +566,87 @@ export class Runtime extends Emitter {
   }
 }
 
+/** Drops the fields whose value is `undefined`. */
+const defined = (o) => Object.fromEntries(Object.entries(o).filter(([, v]) => v !== undefined));
+
+/**
+ * The domain registry of the runtime's domain (`domain://registry.<D>`): which
+ * hyperty runs for which user, which data objects exist. Entries live `expires`
+ * seconds after their last registration or keep-alive; the node marks a
+ * runtime's entries `disconnected` while its session is away. A lookup that
+ * finds nothing rejects with 404, one that finds only disconnected entries with
+ * 408 (the entries are in the error's `response.body.value`).
+ */
+export class Registry {
+  /** @param {Runtime} rt */
+  constructor(rt) {
+    this.rt = rt;
+  }
+  /** The registry's address. */
+  get url() {
+    return `domain://registry.${this.rt.domain}`;
+  }
+
+  async _ask(type, body) {
+    const res = await this.rt.post({ type, from: `${this.rt.runtimeUrl}/registry`, to: this.url, body });
+    return res.body.value;
+  }
+
+  /**
+   * Registers (or replaces) the hyperty instance at `url`, hosted by this runtime.
+   * @param {string} url a hyperty address this runtime allocated
+   * @param {{user: string, descriptor: string, resources?: string[], dataSchemes?: string[], expires?: number, guid?: string}} entry
+   *   `user`: the session's identity (a user URL); `resources`: `chat`, `audio`, `video`, …
+   */
+  registerHyperty(url, { user, descriptor, resources, dataSchemes, expires, guid }) {
+    return this._ask("create", { value: defined({ url, user, descriptor, resources, dataSchemes, expires, guid, runtime: this.rt.runtimeUrl }) });
+  }
+
+  /**
+   * Registers (or replaces) the data object at `url`, reported by `reporter`.
+   * @param {string} url
+   * @param {{name: string, schema: string, reporter: string, resources?: string[], dataSchemes?: string[], expires?: number}} entry
+   */
+  registerObject(url, { name, schema, reporter, resources, dataSchemes, expires }) {
+    return this._ask("create", { value: defined({ url, name, schema, reporter, resources, dataSchemes, expires, runtime: this.rt.runtimeUrl }) });
+  }
+
+  /**
+   * Looks up `resource`: a hyperty or object URL (that entry), a user URL or
+   * `<name>@<domain>` (the user's hyperties, `{<url>: entry}`), a data object's
+   * name (`{<url>: entry}`), or one of the registry's paths (`/dataobject/reporter/<r>`, …).
+   * @param {string} resource
+   * @param {{resources?: string[], dataSchemes?: string[]}} [criteria] what the hyperties must offer
+   */
+  lookup(resource, criteria) {
+    return this._ask("read", defined({ resource, criteria }));
+  }
+
+  /**
+   * The data objects offering every resource type and scheme asked for (of
+   * `reporter`, if given): `{<url>: entry}`.
+   * @param {{resources?: string[], dataSchemes?: string[], reporter?: string}} criteria
+   */
+  discover(criteria) {
+    return this._ask("read", { criteria });
+  }
+
+  /**
+   * Restarts the lifetime of the entry at `url`; `fields` (`{status: "live"}`, …)
+   * change it as well.
+   * @param {string} url
+   * @param {Record<string, any>} [fields]
+   */
+  keepAlive(url, fields) {
+    return this._ask("update", defined({ resource: url, value: fields }));
+  }
+
+  /** Removes the entry at `url`. @param {string} url */
+  unregister(url) {
+    return this._ask("delete", { resource: url });
+  }
+}
+
 // ---- attribute paths (the Rust Syncher's `path` module) ----------------------
 
 const index = (s) => (/^(0|[1-9][0-9]*)$/.test(s) ? Number(s) : null);
@@ -828,6 +915,28 @@ export class Syncher {
       throw e;
     }
     return o;
+  }
+
+  /**
+   * Calls `handler` for every invitation to observe a data object that reaches
+   * `address` (a `create` from `<object>/subscription`), once it is acknowledged
+   * with 200. `identity` is who invited, as the node asserts it.
+   * @param {string} address
+   * @param {(inv: {object: string, scheme: string, name: string, reporter: string, identity?: string, message: Message}) => void} handler
+   * @returns {{remove: () => void}}
+   */
+  onInvitation(address, handler) {
+    const suffix = "/subscription";
+    return this.rt.listen(address, (m) => {
+      if (m.type !== "create" || typeof m.from !== "string" || !m.from.endsWith(suffix)) return;
+      const object = m.from.slice(0, -suffix.length);
+      const v = m.body.value;
+      if (!v || typeof v !== "object" || (v.url !== undefined && v.url !== object))
+        return this.rt.reply(m, 400, undefined, { description: "an invitation's body.value describes the object it comes from" });
+      this.rt.reply(m, 200);
+      const reporter = typeof v.reporter === "string" ? v.reporter : m.body.source;
+      handler({ object, scheme: String(v.scheme ?? object.split(":")[0]), name: String(v.name ?? ""), reporter, identity: m.body.assertedIdentity, message: m });
+    });
   }
 
   async _resumed() {

@@ -218,6 +218,9 @@ enum Origin<'a> {
     Bound(&'a Holdings),
     /// The protocol stub at this address.
     Stub(&'a Address),
+    /// A runtime component sending past local listeners, to the protocol stub
+    /// ([`Bus::send_to_stub`]).
+    Outward,
 }
 
 impl Origin<'_> {
@@ -408,6 +411,15 @@ impl Bus {
         self.shared.send(msg, Origin::Local)
     }
 
+    /// Sends without waiting to the protocol stub serving `to`, past any local
+    /// listener on `to`: a channel a component listens on for what remote senders
+    /// publish there, and publishes on itself (a reporter's `<obj>/children/`,
+    /// which runtime-core observers write to directly). A request with no stub
+    /// for `to` is answered 404 like any other.
+    pub fn send_to_stub(&self, msg: Message) -> MessageId {
+        self.shared.send(msg, Origin::Outward)
+    }
+
     /// Hands in a message that arrived through the protocol stub `stub`: it goes
     /// through the incoming pipeline and is never routed back to that stub.
     pub fn inject(&self, msg: Message, stub: &Address) {
@@ -576,6 +588,7 @@ impl Shared {
     fn direction(&self, msg: &Message, origin: Origin<'_>) -> Direction {
         match origin {
             Origin::Stub(_) => Direction::Incoming,
+            Origin::Outward => Direction::Outgoing,
             _ if msg.to.iter().all(|a| self.is_local(a)) => Direction::Local,
             _ => Direction::Outgoing,
         }
@@ -715,7 +728,10 @@ impl Shared {
             self.pending
                 .track_remote(key.clone(), target.shared().clone());
         }
-        let delivery = self.listeners.deliver(target.as_str(), Deliver(msg));
+        let delivery = match origin {
+            Origin::Outward => Delivery::NoListener(Deliver(msg)),
+            _ => self.listeners.deliver(target.as_str(), Deliver(msg)),
+        };
         if !matches!(delivery, Delivery::Delivered(_)) {
             if let Some(key) = &requester {
                 self.pending.untrack_remote(key);

@@ -172,6 +172,11 @@ pub struct SyncherConfig {
     pub registry_expires: Duration,
     /// How long changes may wait before they are written to the store.
     pub flush_interval: Duration,
+    /// How long an observed object may go unheld — fetches answered 404 because
+    /// no session holds it, e.g. while its reporter's runtime restarts — before
+    /// the replica is dropped as deleted (a `delete` from the reporter drops it
+    /// at once).
+    pub gone_after: Duration,
 }
 
 impl Default for SyncherConfig {
@@ -188,6 +193,7 @@ impl Default for SyncherConfig {
             fetch_timeout: Duration::from_secs(5),
             registry_expires: Duration::from_secs(3600),
             flush_interval: Duration::from_millis(5),
+            gone_after: Duration::from_secs(60),
         }
     }
 }

@@ -51,8 +51,10 @@ pub struct ObjectState {
     /// The object URL (`<scheme>://<domain>/<id>`).
     pub url: Address,
     /// Its scheme (`connection`, `comm`, `context`, …).
+    #[serde(default)]
     pub scheme: String,
     /// Its name.
+    #[serde(default)]
     pub name: String,
     /// The reporter hyperty.
     pub reporter: Address,
@@ -67,8 +69,10 @@ pub struct ObjectState {
     #[serde(default, rename = "childrenObjects")]
     pub children: BTreeMap<String, ChildState>,
     /// Creation time (ms since the epoch).
+    #[serde(default)]
     pub created: u64,
     /// Time of the last change (ms since the epoch).
+    #[serde(default)]
     pub last_modified: u64,
 }
 
@@ -101,10 +105,16 @@ impl ObjectState {
         serde_json::to_value(self).unwrap_or(Value::Null)
     }
 
-    /// A snapshot from JSON.
+    /// A snapshot from JSON. Beside `url`, `reporter`, `version` and `data` it
+    /// may leave out what runtime-core's metadata does not always carry (`scheme`:
+    /// the URL's, `name`, the times).
     pub fn from_value(v: &Value) -> Result<ObjectState, SyncError> {
-        ObjectState::deserialize(v)
-            .map_err(|e| SyncError::BadRequest(format!("malformed object snapshot: {e}")))
+        let mut s = ObjectState::deserialize(v)
+            .map_err(|e| SyncError::BadRequest(format!("malformed object snapshot: {e}")))?;
+        if s.scheme.is_empty() {
+            s.scheme = s.url.scheme().to_owned();
+        }
+        Ok(s)
     }
 
     /// Applies `change` if it is the next version; the state is unchanged on error.
@@ -290,7 +300,12 @@ impl Change {
             Op::CreateChild { value } => {
                 m.insert(
                     "value".into(),
-                    json!({"parent": parent.as_str(), "reporter": self.source.as_str(), "data": value}),
+                    json!({
+                        "url": self.child,
+                        "parent": parent.as_str(),
+                        "reporter": self.source.as_str(),
+                        "data": value,
+                    }),
                 );
             }
         }
@@ -336,12 +351,9 @@ impl Op {
     pub fn parse(kind: &MessageType, m: &Map<String, Value>) -> Result<Op, SyncError> {
         if *kind == MessageType::Create {
             let value = m.get("value").cloned().unwrap_or(Value::Null);
-            // the wire form wraps the data: {parent, reporter, data}
-            let data = match (value.get("data"), value.get("parent")) {
-                (Some(d), Some(_)) => d.clone(),
-                _ => value,
-            };
-            return Ok(Op::CreateChild { value: data });
+            return Ok(Op::CreateChild {
+                value: child_data(value),
+            });
         }
         if *kind != MessageType::Update {
             return Err(SyncError::BadRequest(format!(
@@ -385,6 +397,17 @@ impl Op {
             (false, _, None) => Ok(Op::Delete { attribute }),
             (false, _, Some(value)) => Ok(Op::Set { attribute, value }),
         }
+    }
+}
+
+/// The data of a child create's `value`: the wire form wraps it
+/// (`{url, parent, reporter, data}`); a hyperty's own request may give it bare.
+pub fn child_data(value: Value) -> Value {
+    match value {
+        Value::Object(mut m) if m.contains_key("parent") && m.contains_key("data") => {
+            m.remove("data").unwrap_or(Value::Null)
+        }
+        v => v,
     }
 }
 

@@ -13,15 +13,21 @@ let users = 0;
 
 /** Registers a fresh user at the node's identity provider and logs in: an ID token. */
 export async function idToken() {
+  return (await login()).token;
+}
+
+/** Registers a fresh user and logs in: the ID token and the user's URL. */
+export async function login() {
   users += 1;
   const user = { username: `js${process.pid}x${users}`, password: "correct horse battery" };
   const post = (path) =>
     fetch(`${HTTP}${path}`, { method: "POST", headers: { "content-type": "application/json" }, body: JSON.stringify(user) });
   const reg = await post("/idp/users");
   assert.equal(reg.status, 201, await reg.text());
-  const login = await post("/idp/login");
-  assert.equal(login.status, 200);
-  return (await login.json()).idToken;
+  const res = await post("/idp/login");
+  assert.equal(res.status, 200);
+  const body = await res.json();
+  return { token: body.idToken, user: body.userURL };
 }
 
 /** A runtime connected with a fresh user's token. */

@@ -79,7 +79,7 @@ impl SyncherManager {
         };
         if self.reported.contains_key(&obj) {
             let me = self.me.clone();
-            let r = self.write(&req, req.from.clone(), &me, ctx);
+            let r = self.write(&req, req.from.clone(), &me, None, ctx);
             return self.respond(&req, None, r);
         }
         let Some(o) = self.observed.get(&obj) else {
@@ -343,15 +343,77 @@ impl SyncherManager {
             (None, MessageType::Read) => self.read_reported(&msg, obj, &via),
             (None, MessageType::Create | MessageType::Update | MessageType::Event) => {
                 match msg.body.source.clone() {
-                    Some(source) => self.write(&msg, source, &via, ctx),
+                    Some(source) => self.write(&msg, source, &via, None, ctx),
                     None => Err(SyncError::BadRequest("missing field 'body.source'".into())),
                 }
             }
+            (Some(Channel::Children), _) => return self.on_children(obj, msg, ctx),
             (Some(_), _) => return, // echoes of our own publications, stray answers
             (None, kind) => Err(SyncError::BadRequest(format!(
                 "{kind} is not a request on {obj}"
             ))),
         };
         self.respond(&msg, None, r);
+    }
+
+    /// A child request straight on `<obj>/children/`, as runtime-core's observers
+    /// and reporters send them (§9 Children): the sender must be the reporter or
+    /// an accepted observer (else 403, nothing applied); a new child keeps the id
+    /// the sender gave it (`body.resource`); the change is sequenced, stored and
+    /// published like any other. A create is answered 100, as every receiver
+    /// answers it, then 200 with the child's id and version; updates and events
+    /// are answered only when refused (§9: updates get no reply).
+    pub(super) fn on_children(&mut self, obj: &Address, msg: Message, ctx: &mut Context<Self>) {
+        if msg.from == *obj || msg.kind == MessageType::Response {
+            return; // our own publications, echoed by the node
+        }
+        let source = msg.from.clone();
+        let via =
+            self.reported
+                .get(obj)
+                .and_then(|r| match r.view.with(|s| s.reporter == source) {
+                    true => Some(self.me.clone()),
+                    false => r
+                        .observers
+                        .iter()
+                        .find(|l| l.hyperty == source)
+                        .map(|l| l.manager.clone()),
+                });
+        let Some(via) = via else {
+            let e = SyncError::Forbidden(format!("{source} neither reports nor observes {obj}"));
+            return self.respond(&msg, None, Err(e));
+        };
+        let children = channel(obj, Channel::Children);
+        let (res, child_id) = match (&msg.kind, resource(&msg)) {
+            (MessageType::Create, id) => (children.to_string(), id.map(str::to_owned)),
+            (MessageType::Update, Some(id)) => (format!("{children}{id}"), None),
+            (MessageType::Event, _) => (children.to_string(), None),
+            (MessageType::Update, None) => {
+                let e = SyncError::BadRequest(
+                    "a child update needs body.resource: the child id".into(),
+                );
+                return self.respond(&msg, None, Err(e));
+            }
+            (kind, _) => {
+                let e = SyncError::BadRequest(format!("{kind} is not a child request"));
+                return self.respond(&msg, None, Err(e));
+            }
+        };
+        let mut req = msg.clone();
+        req.body.resource = Some(OneOrMany::One(res));
+        // a runtime-core child counts versions of its own; the reporter sequences
+        req.body.extra.remove("version");
+        let _span =
+            tracing::debug_span!("sm.child", object = %obj, kind = %msg.kind, %source).entered();
+        if msg.kind == MessageType::Create {
+            self.bus
+                .send(msg.reply_from(children, ResponseCode::Provisional));
+        }
+        let r = self.write(&req, source, &via, child_id, ctx);
+        match (&msg.kind, r) {
+            (MessageType::Create, r) => self.respond(&msg, None, r),
+            (_, Ok(_)) => {}
+            (_, Err(e)) => self.respond(&msg, None, Err(e)),
+        }
     }
 }

@@ -4,8 +4,9 @@
 //!
 //! * `<rt>/sm`: the §9 requests of the runtime's hyperties (their [`Syncher`](super::Syncher)s);
 //! * for each object it **reports**: `<obj>` (reads, gap fetches, child requests
-//!   of remote observers) and `<obj>/subscription` (subscribe and unsubscribe from
-//!   observers' managers);
+//!   of remote observers), `<obj>/subscription` (subscribe and unsubscribe from
+//!   observers' managers) and `<obj>/children/` (children as runtime-core's
+//!   observers send them);
 //! * for each object it **observes**: `<obj>/changes` and `<obj>/children/`;
 //! * `<stubURL>/status` of each protocol stub ([`WatchStub`]): when a stub comes
 //!   back, node subscriptions are renewed, reported addresses re-claimed and
@@ -30,13 +31,19 @@
 //! violation, a write by anyone but the reporter) are answered with the code of
 //! their [`SyncError`] and a description; nothing changes.
 //!
+//! Children reach the reporter both ways: our observers' managers send their
+//! hyperties' child requests to `<obj>`, runtime-core's observers send theirs
+//! straight to `<obj>/children/` (with a child id of their own, kept). Either way
+//! the reporter checks the sender (its reporter or an accepted observer, else
+//! 403), sequences the change and publishes it on `<obj>/children/` — past its
+//! own listener there ([`Bus::send_to_stub`]) — and observers apply only that
+//! sequenced publication; one heard straight from its creator is answered 100.
+//!
 //! Differences from runtime-core, forced by a node that checks who may send as
-//! which address and by a bus that prefers local listeners: observers' managers
-//! answer `delete` from `<rt>/sm`; child requests of remote observers go to
-//! `<obj>` (the reporter sequences them and publishes them on
-//! `<obj>/children/`, where it does not listen itself); the reporter decides
-//! subscriptions itself ([`SetPolicy`]) instead of forwarding them to the
-//! hyperty.
+//! which address: observers' managers answer `delete` and child creates from
+//! `<rt>/sm` (only the reporter's runtime speaks from the object's channels); the
+//! reporter decides subscriptions itself ([`SetPolicy`]) instead of forwarding
+//! them to the hyperty.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fmt;
@@ -53,7 +60,7 @@ use super::handle::{
     success, ObjectView, Sink, SubscriptionDecision, SubscriptionPolicy, SubscriptionRequest,
     SyncEvent,
 };
-use super::object::{Change, History, ObjectState, Op};
+use super::object::{child_data, Change, History, ObjectState, Op};
 use super::schema::{Schema, SchemaTable};
 use super::store::{SyncStore, Write};
 use super::{SyncError, SyncherConfig};
@@ -68,6 +75,8 @@ mod local;
 mod observer;
 mod reporter;
 
+/// Longest child id a sender may name.
+const MAX_CHILD_ID: usize = 256;
 /// Addresses per re-claim request to the node.
 const RECLAIM_BATCH: usize = 100;
 /// Longest idle-check backoff, as a power of two of the check interval.
@@ -193,6 +202,8 @@ struct Observed {
     idle: u32,
     level: u32,
     waiters: Vec<Message>,
+    /// Since when (the clock's ms) fetches find nobody holding the object.
+    unheld_since: Option<u64>,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -476,10 +487,16 @@ impl SyncherManager {
         }
     }
 
-    /// What a reporter listens on. Not `<obj>/children/`: a local listener there
-    /// would keep the children it publishes from leaving the runtime.
+    /// What a reporter listens on and subscribes to at the node (§9 Create step 2):
+    /// `<obj>`, `<obj>/subscription` and `<obj>/children/`, where runtime-core
+    /// observers send their children. What it publishes on `<obj>/children/`
+    /// itself goes past its own listener ([`Bus::send_to_stub`]).
     fn reported_channels(obj: &Address) -> Vec<Address> {
-        vec![obj.clone(), channel(obj, Channel::Subscription)]
+        vec![
+            obj.clone(),
+            channel(obj, Channel::Subscription),
+            channel(obj, Channel::Children),
+        ]
     }
 
     fn observed_channels(obj: &Address) -> Vec<Address> {
@@ -512,6 +529,19 @@ impl SyncherManager {
         source: &Address,
         ctx: &mut Context<Self>,
     ) {
+        if let Some(m) = self.node_subscription_request(kind, resources, source) {
+            self.post_logged(m, "node subscription", ctx);
+        }
+    }
+
+    /// The request of [`node_subscription`](Self::node_subscription), if there is a
+    /// node to ask.
+    fn node_subscription_request(
+        &self,
+        kind: MessageType,
+        resources: Vec<Address>,
+        source: &Address,
+    ) -> Option<Message> {
         // an object of another domain is subscribed to at its own domain's node
         // (federation carries the subscription there)
         let sm = match resources.first().and_then(Address::domain) {
@@ -519,14 +549,11 @@ impl SyncherManager {
                 Address::parse(&format!("domain://msg-node.{d}/sm")).ok()
             }
             _ => self.node_sm.clone(),
-        };
-        let Some(sm) = sm else {
-            return;
-        };
+        }?;
         let mut m = Message::new(kind, self.me.clone(), sm);
         m.body.resources = Some(resources.iter().map(|a| a.to_string()).collect());
         m.body.source = Some(source.clone());
-        self.post_logged(m, "node subscription", ctx);
+        Some(m)
     }
 
     fn subscribe_reported_at_node(
@@ -712,6 +739,7 @@ impl Observed {
             idle: 0,
             level: 0,
             waiters: Vec::new(),
+            unheld_since: None,
         }
     }
 }

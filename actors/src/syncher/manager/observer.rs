@@ -353,10 +353,24 @@ impl SyncherManager {
             }
         };
         match resp.code().map(ResponseCode::as_u16) {
-            Some(200) => {}
+            Some(200) => o.unheld_since = None,
             Some(404) => {
-                info!(object = %obj, "observed object is gone");
-                return self.observed_deleted(obj, ctx);
+                // nobody holds it: deleted, or its reporter's runtime is away
+                let now = self.clock.now_ms();
+                let since = *o.unheld_since.get_or_insert(now);
+                let gone_after =
+                    u64::try_from(self.config.gone_after.as_millis()).unwrap_or(u64::MAX);
+                if now.saturating_sub(since) >= gone_after {
+                    info!(object = %obj, "observed object is gone");
+                    return self.observed_deleted(obj, ctx);
+                }
+                debug!(object = %obj, "nobody holds the observed object; the replica is kept");
+                let waiters = std::mem::take(&mut o.waiters);
+                let e = SyncError::Unavailable(format!("nobody holds {obj} at the moment"));
+                for w in waiters {
+                    self.respond(&w, None, Err(e.clone()));
+                }
+                return;
             }
             _ => {
                 warn!(object = %obj, response = %resp.to_json(), "the reporter refused a fetch");
@@ -470,6 +484,13 @@ impl SyncherManager {
                     Ok(c) => self.receive(obj, c, ctx),
                     Err(e) => warn!(object = %obj, error = %e, "unreadable change dropped"),
                 }
+            }
+            MessageType::Create if *msg.to.first() == channel(obj, Channel::Children) => {
+                // a child created straight on the channel (runtime-core): every
+                // receiver answers 100; it is applied once the reporter publishes it
+                debug!(object = %obj, from = %msg.from, "child create heard, waiting for the reporter's");
+                let progress = msg.reply_from(self.me.clone(), ResponseCode::Provisional);
+                self.bus.send(progress);
             }
             _ => {
                 debug!(object = %obj, from = %msg.from, kind = %msg.kind, "not from the reporter: dropped")

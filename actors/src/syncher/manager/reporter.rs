@@ -61,9 +61,14 @@ impl SyncherManager {
             (Some(_), _) => (MessageType::Update, channel(obj, Channel::Children)),
             (None, _) => (MessageType::Update, channel(obj, Channel::Changes)),
         };
+        let children = change.child.is_some();
         let mut m = Message::new(kind, obj.clone(), to).with_body(body_of(change.to_body(obj)));
         m.id = self.bus.next_id();
-        self.bus.send(m);
+        match children {
+            // the reporter listens on `<obj>/children/` itself
+            true => self.bus.send_to_stub(m),
+            false => self.bus.send(m),
+        };
     }
 
     /// May `source` (via the manager `via`) write children of `r`?
@@ -74,12 +79,15 @@ impl SyncherManager {
                 .any(|l| &l.hyperty == source && &l.manager == via)
     }
 
-    /// A write to a reported object by `source` through the manager `via`.
+    /// A write to a reported object by `source` through the manager `via`; a new
+    /// child takes `child_id` when the sender named it (runtime-core's children),
+    /// else the next one of the object.
     pub(super) fn write(
         &mut self,
         req: &Message,
         source: Address,
         via: &Address,
+        child_id: Option<String>,
         ctx: &mut Context<Self>,
     ) -> Result<Reply, SyncError> {
         let res = resource(req)
@@ -117,8 +125,18 @@ impl SyncherManager {
                         "{source} neither reports nor observes {obj}"
                     )));
                 }
-                let value = req.body.value.clone().unwrap_or(Value::Null);
-                let id = {
+                let value = child_data(req.body.value.clone().unwrap_or(Value::Null));
+                let id = if let Some(id) = child_id {
+                    if id.is_empty() || id.len() > MAX_CHILD_ID {
+                        return Err(SyncError::BadRequest(format!(
+                            "a child id has 1 to {MAX_CHILD_ID} characters"
+                        )));
+                    }
+                    if r.view.with(|s| s.children.contains_key(&id)) {
+                        return Err(SyncError::BadRequest(format!("child {id} of {obj} exists")));
+                    }
+                    id
+                } else {
                     let r = self
                         .reported
                         .get_mut(&obj)
@@ -193,7 +211,7 @@ impl SyncherManager {
                     .with_value(value);
                     m.body.source = Some(source);
                     m.id = self.bus.next_id();
-                    self.bus.send(m);
+                    self.bus.send_to_stub(m);
                 }
                 Ok(Reply::default())
             }
@@ -427,26 +445,56 @@ impl SyncherManager {
                 },
             );
             act.listen(Self::reported_channels(&url), ctx);
-            act.subscribe_reported_at_node(&url, reporter.address(), ctx);
+            // the creator hears of the object once the node routes its channels
+            // here: an observer it tells at once finds it
+            let subscribed = act
+                .node_subscription_request(
+                    MessageType::Subscribe,
+                    Self::reported_channels(&url),
+                    reporter.address(),
+                )
+                .map(|m| act.bus.post(m));
+            act.publish_audience(&url, ctx);
             act.register_object(&url, ctx);
             act.mark(Key::Reported(url.clone()), ctx);
-            let invited = match authorise.is_empty() {
-                true => Ok(()),
-                false => act.invite(&url, authorise, ctx),
+            let Some(subscribed) = subscribed else {
+                return act.created(req, url, authorise, ctx);
             };
-            act.respond(
-                &req,
-                None,
-                invited.map(|()| Reply {
-                    resource: Some(url.to_string()),
-                    value: Some(json!({"version": 0})),
-                    extra: vec![(
-                        "childrenResources",
-                        json!([channel(&url, Channel::Children)]),
-                    )],
-                }),
-            );
+            ctx.spawn(subscribed.into_actor(act).map(move |r, act, ctx| {
+                match r {
+                    Ok(r) if r.code().is_some_and(ResponseCode::is_success) => {}
+                    Ok(r) => {
+                        warn!(object = %url, response = %r.to_json(), "node subscription refused")
+                    }
+                    Err(e) => debug!(object = %url, error = %e, "no node subscription"),
+                }
+                act.created(req, url, authorise, ctx);
+            }));
         }));
+    }
+
+    /// A created object is routed here: its invitees are invited and its creator
+    /// answered.
+    fn created(
+        &mut self,
+        req: Message,
+        url: Address,
+        authorise: Vec<Address>,
+        ctx: &mut Context<Self>,
+    ) {
+        let invited = match authorise.is_empty() {
+            true => Ok(()),
+            false => self.invite(&url, authorise, ctx),
+        };
+        let reply = invited.map(|()| Reply {
+            resource: Some(url.to_string()),
+            value: Some(json!({"version": 0})),
+            extra: vec![(
+                "childrenResources",
+                json!([channel(&url, Channel::Children)]),
+            )],
+        });
+        self.respond(&req, None, reply);
     }
 
     #[allow(clippy::type_complexity)]
