@@ -247,6 +247,7 @@ fn main() {
         println!(
             "fan-out: syncher, {observers} observers in {runtimes} runtimes, frame {frame} B: p50 {s50:.0} µs p99 {s99:.0} µs"
         );
+        let mut raws = Vec::new();
         for sessions in [observers, runtimes] {
             let raw = raw_fanout(sessions).await;
             println!(
@@ -257,6 +258,7 @@ fn main() {
                 s50 / raw.all_received.p50_us.max(1.0),
                 s99 / raw.all_received.p99_us.max(1.0),
             );
+            raws.push(json!({"sessions": sessions, "report": raw}));
         }
 
         let rate = throughput(&url, messages).await;
@@ -287,7 +289,7 @@ fn main() {
                     "messages": messages, "frame_bytes": frame},
                 "fanout": {
                     "syncher": {"p50_us": s50, "p99_us": s99, "samples": sync.len()},
-                    "raw": raw,
+                    "raw": raws,
                 },
                 "throughput": {"syncher_updates_per_sec": rate, "relay": relay},
             });

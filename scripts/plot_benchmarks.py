@@ -148,16 +148,22 @@ def fanout_groups(docs):
                            f"{p.get('updates', '?')} updates", bars))
         elif k == "syncher":
             f = d.get("fanout", {})
-            s, raw = f.get("syncher", {}), f.get("raw", {}).get("all_received", {})
+            s = f.get("syncher", {})
             p = d.get("params", {})
+            # a list of {sessions, report}, or (older results) one report to as
+            # many sessions as runtimes
+            raws = f.get("raw", [])
+            if isinstance(raws, dict):
+                raws = [{"sessions": p.get("runtimes", "?"), "report": raws}]
+            bars = [("Syncher p50", num(s.get("p50_us")), "syncher"),
+                    ("Syncher p99", num(s.get("p99_us")), "syncher")]
+            for r in raws:
+                a = r.get("report", {}).get("all_received", {})
+                n = r.get("sessions", "?")
+                bars += [(f"raw /sm fan-out to {n} sessions p50", num(a.get("p50_us")), "node"),
+                         (f"raw /sm fan-out to {n} sessions p99", num(a.get("p99_us")), "node")]
             groups.append((f"Syncher: {p.get('observers', '?')} observers in "
-                           f"{p.get('runtimes', '?')} runtimes", [
-                               ("Syncher p50", num(s.get("p50_us")), "syncher"),
-                               ("Syncher p99", num(s.get("p99_us")), "syncher"),
-                               (f"raw /sm fan-out to {p.get('runtimes', '?')} sessions p50",
-                                num(raw.get("p50_us")), "node"),
-                               ("raw /sm fan-out p99", num(raw.get("p99_us")), "node"),
-                           ]))
+                           f"{p.get('runtimes', '?')} runtimes", bars))
     return groups
 
 

@@ -89,6 +89,8 @@ fn plots_are_well_formed_svg_with_the_results() {
         "{fanout}"
     );
     assert!(fanout.contains("Syncher p50") && fanout.contains("654.0 µs"));
+    assert!(fanout.contains("raw /sm fan-out to 1000 sessions p50") && fanout.contains("14.10 ms"));
+    assert!(fanout.contains("raw /sm fan-out to 20 sessions p99") && fanout.contains("347.0 µs"));
     let _ = std::fs::remove_dir_all(&out);
 }
 
