@@ -15,6 +15,7 @@
 //! ```sh
 //! cargo bench --bench federation
 //! cargo bench --bench federation -- --rounds 5 --pairs 2 --messages 50000
+//! cargo bench --bench federation -- --json federation.json   # also as JSON, for the plots
 //! ```
 
 use std::io::{BufRead, BufReader};
@@ -45,6 +46,9 @@ struct Args {
     /// Bytes of each message's body.value.
     #[arg(long, default_value_t = 100)]
     size: usize,
+    /// Also write the rounds and medians as JSON to FILE (`scripts/plot_benchmarks.py`).
+    #[arg(long, value_name = "FILE")]
+    json: Option<std::path::PathBuf>,
     /// Criterion passes `--bench`; ignored.
     #[arg(long, hide = true)]
     bench: bool,
@@ -168,6 +172,7 @@ fn main() -> ExitCode {
         return ExitCode::FAILURE;
     }
     let mut ok = true;
+    let mut runs = Vec::new();
     let (mut rates, mut p50s) = ((Vec::new(), Vec::new()), (Vec::new(), Vec::new()));
     for round in 1..=args.rounds {
         let order: [bool; 2] = if round % 2 == 1 {
@@ -185,6 +190,7 @@ fn main() -> ExitCode {
                         r.delivered, r.sent, r.msgs_per_sec, r.latency.p50_us, r.latency.p99_us, r.frame_bytes
                     );
                     ok &= r.verify().is_ok();
+                    runs.push(serde_json::json!({"round": round, "side": label, "report": r}));
                     let (rv, pv) = if inter {
                         (&mut rates.1, &mut p50s.1)
                     } else {
@@ -208,6 +214,23 @@ fn main() -> ExitCode {
         rx / ri.max(1.0),
         px / pi.max(1.0)
     );
+    if let Some(path) = &args.json {
+        let doc = serde_json::json!({
+            "bench": "federation",
+            "params": {"pairs": p.pairs, "messages": p.messages, "window": p.window,
+                "size": p.size, "rounds": args.rounds},
+            "runs": runs,
+            "medians": {
+                "intra": {"msgs_per_sec": ri, "p50_us": pi},
+                "inter": {"msgs_per_sec": rx, "p50_us": px},
+            },
+            "ok": ok,
+        });
+        if let Err(e) = std::fs::write(path, format!("{doc}\n")) {
+            eprintln!("cannot write {}: {e}", path.display());
+            return ExitCode::FAILURE;
+        }
+    }
     if ok {
         ExitCode::SUCCESS
     } else {

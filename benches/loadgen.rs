@@ -44,6 +44,7 @@
 //! cargo bench --bench loadgen -- --self-test --rounds 5
 //! cargo bench --bench loadgen -- --url ws://127.0.0.1:9090/ws --pairs 4 --messages 50000
 //! cargo bench --bench loadgen -- --url ws://127.0.0.1:9090/ws --fanout 1000 --updates 200
+//! cargo bench --bench loadgen -- --self-test --json relay.json   # also as JSON, for the plots
 //! cargo bench --bench loadgen -- --help
 //! ```
 //!
@@ -133,15 +134,34 @@ struct Args {
     /// Stop a run when no delivery progress is seen for this long.
     #[arg(long, default_value_t = 10)]
     stall_secs: u64,
-    /// Print one machine-readable JSON line instead of the text report.
-    #[arg(long)]
-    json: bool,
+    /// Print one machine-readable JSON line instead of the text report; with a FILE,
+    /// write it there and print the text report as well (`scripts/plot_benchmarks.py`
+    /// reads these files).
+    #[arg(long, value_name = "FILE", num_args = 0..=1)]
+    json: Option<Option<std::path::PathBuf>>,
     /// Passed by `cargo bench`; ignored.
     #[arg(long, hide = true)]
     bench: bool,
 }
 
 impl Args {
+    /// `--json` without a file: the JSON line replaces the text report.
+    fn json_only(&self) -> bool {
+        matches!(self.json, Some(None))
+    }
+
+    /// Prints `line` (`--json`) or writes it to the file (`--json FILE`).
+    fn write_json(&self, line: &serde_json::Value) -> Result<(), String> {
+        match &self.json {
+            Some(Some(path)) => std::fs::write(path, format!("{line}\n"))
+                .map_err(|e| format!("cannot write {}: {e}", path.display())),
+            _ => {
+                println!("{line}");
+                Ok(())
+            }
+        }
+    }
+
     fn params(&self) -> Params {
         Params {
             pairs: self.pairs,
@@ -362,7 +382,7 @@ async fn relay_mode(
     let throughput_ratio = ratio(rate(&rounds.node), rate(&rounds.baseline));
     let p50_ratio = ratio(p50(&rounds.node), p50(&rounds.baseline));
 
-    if !args.json {
+    if !args.json_only() {
         let frame_bytes = rounds.baseline.first().map_or(0, |r| r.frame_bytes);
         println!(
             "relay load: {} pairs x {} messages, body.value {} B (frames of {frame_bytes} B), window {}, {} round(s)",
@@ -389,7 +409,7 @@ async fn relay_mode(
         }
     }
     let problems = problems(&rounds, Report::verify);
-    if args.json {
+    if args.json.is_some() {
         let line = serde_json::json!({
             "mode": "relay",
             "params": {
@@ -412,7 +432,10 @@ async fn relay_mode(
             "errors": problems,
             "ok": problems.is_empty(),
         });
-        println!("{line}");
+        if let Err(e) = args.write_json(&line) {
+            eprintln!("loadgen: {e}");
+            return false;
+        }
     }
     problems.is_empty()
 }
@@ -452,7 +475,7 @@ async fn fanout_mode(
     let p99 = |rs: &[FanoutReport]| median(rs.iter().map(|r| r.all_received.p99_us).collect());
     let p50_ratio = ratio(p50(&rounds.node), p50(&rounds.baseline));
 
-    if !args.json {
+    if !args.json_only() {
         let frame_bytes = rounds.baseline.first().map_or(0, |r| r.frame_bytes);
         println!(
             "fan-out: {} subscribers, {} updates one at a time, body.value {} B (frames of {frame_bytes} B), {} round(s)",
@@ -477,7 +500,7 @@ async fn fanout_mode(
         }
     }
     let problems = problems(&rounds, FanoutReport::verify);
-    if args.json {
+    if args.json.is_some() {
         let line = serde_json::json!({
             "mode": "fanout",
             "params": {
@@ -495,7 +518,10 @@ async fn fanout_mode(
             "errors": problems,
             "ok": problems.is_empty(),
         });
-        println!("{line}");
+        if let Err(e) = args.write_json(&line) {
+            eprintln!("loadgen: {e}");
+            return false;
+        }
     }
     problems.is_empty()
 }

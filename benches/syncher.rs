@@ -15,7 +15,9 @@
 //!   frames of the same size between two raw sessions (loadgen's relay mode,
 //!   window 64).
 //!
-//! Run: `cargo bench --bench syncher` (add `-- --quick` for a short run).
+//! Run: `cargo bench --bench syncher` (add `-- --quick` for a short run; add
+//! `-- --json FILE` to also write the results as JSON, which
+//! `scripts/plot_benchmarks.py` plots).
 
 #[path = "loadgen/mod.rs"]
 #[allow(dead_code, unreachable_pub, unused_imports)]
@@ -68,11 +70,17 @@ async fn runtime(url: &str) -> RuntimeHandle {
     rt
 }
 
-fn arg(name: &str, default: u64) -> u64 {
+/// The value after `name` on the command line.
+fn arg_text(name: &str) -> Option<String> {
     let args: Vec<String> = std::env::args().collect();
     args.iter()
         .position(|a| a == name)
         .and_then(|i| args.get(i + 1))
+        .cloned()
+}
+
+fn arg(name: &str, default: u64) -> u64 {
+    arg_text(name)
         .and_then(|v| v.parse().ok())
         .unwrap_or(default)
 }
@@ -201,6 +209,7 @@ fn main() {
     let runtimes = arg("--runtimes", 20).max(1) as usize;
     let updates = arg("--updates", if quick { 20 } else { 100 });
     let messages = arg("--messages", if quick { 2_000 } else { 20_000 });
+    let json_file = arg_text("--json");
     actix::System::new().block_on(async move {
         let mut cfg = hyperty::config::NodeConfig::default();
         cfg.node.domain = D.to_owned();
@@ -238,6 +247,7 @@ fn main() {
         println!(
             "fan-out: syncher, {observers} observers in {runtimes} runtimes, frame {frame} B: p50 {s50:.0} µs p99 {s99:.0} µs"
         );
+        let mut raws = Vec::new();
         for sessions in [observers, runtimes] {
             let raw = raw_fanout(sessions).await;
             println!(
@@ -248,6 +258,7 @@ fn main() {
                 s50 / raw.all_received.p50_us.max(1.0),
                 s99 / raw.all_received.p99_us.max(1.0),
             );
+            raws.push(json!({"sessions": sessions, "report": raw}));
         }
 
         let rate = throughput(&url, messages).await;
@@ -271,6 +282,19 @@ fn main() {
             relay.frame_bytes,
             rate / relay.msgs_per_sec.max(1.0),
         );
+        if let Some(path) = &json_file {
+            let doc = json!({
+                "bench": "syncher",
+                "params": {"observers": observers, "runtimes": runtimes, "updates": updates,
+                    "messages": messages, "frame_bytes": frame},
+                "fanout": {
+                    "syncher": {"p50_us": s50, "p99_us": s99, "samples": sync.len()},
+                    "raw": raws,
+                },
+                "throughput": {"syncher_updates_per_sec": rate, "relay": relay},
+            });
+            std::fs::write(path, format!("{doc}\n")).expect("write the --json file");
+        }
         node.stop().await;
     });
 }

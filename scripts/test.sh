@@ -29,7 +29,7 @@ if ! node_ok; then
 fi
 
 if [ ! -x /usr/bin/chromium ] && ! command -v chromium >/dev/null 2>&1; then
-    echo "installing Chromium (needed by tests/browser.rs)" >&2
+    echo "installing Chromium (needed by tests/browser.rs and tests/dashboard.rs)" >&2
     apt_install chromium
 fi
 

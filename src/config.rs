@@ -16,6 +16,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+pub use crate::dashboard::DashboardSection;
 pub use crate::domain_registry::DomainRegistryConfig;
 pub use crate::federation::{FederationSection, PeerEntry};
 pub use crate::identity::IdpConfig;
@@ -300,6 +301,8 @@ pub struct NodeConfig {
     pub metrics: MetricsSection,
     /// `[transports]`: HTTP long-poll and Socket.IO sessions.
     pub transports: TransportsSection,
+    /// `[dashboard]`: the live dashboard at `GET /dashboard` (see [`crate::dashboard`]).
+    pub dashboard: DashboardSection,
     /// `[federation]`: links to other domains' nodes.
     pub federation: FederationSection,
     /// `[[peers]]`: other domains' nodes known without discovery.
@@ -325,6 +328,7 @@ impl Default for NodeConfig {
             qos: QosBrokerConfig::default(),
             metrics: MetricsSection::default(),
             transports: TransportsSection::default(),
+            dashboard: DashboardSection::default(),
             federation: FederationSection::default(),
             peers: Vec::new(),
         }
@@ -520,6 +524,9 @@ impl NodeConfig {
                 "qos",
                 "max_reports and max_stubs_per_report must be positive",
             );
+        }
+        if let Err(reason) = self.dashboard.check() {
+            return bad("dashboard", reason);
         }
         self.federation.validate(&self.peers, &self.node.domain)
     }

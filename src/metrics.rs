@@ -86,6 +86,11 @@ impl LatencyHistogram {
         self.buckets.iter().map(|b| b.load(Relaxed)).sum()
     }
 
+    /// The count of each bucket (not cumulative; the last is `+Inf`).
+    pub fn buckets(&self) -> [u64; 17] {
+        std::array::from_fn(|i| self.buckets[i].load(Relaxed))
+    }
+
     /// Appends the histogram `name` (cumulative `_bucket`s, `_sum`, `_count`).
     pub fn render(&self, out: &mut String, name: &str, help: &str) {
         let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} histogram");
@@ -104,6 +109,40 @@ impl LatencyHistogram {
         let sum = self.sum_ns.load(Relaxed) as f64 / 1e9;
         let _ = writeln!(out, "{name}_sum {sum}\n{name}_count {cumulative}\n");
     }
+}
+
+/// The `q` quantile (0 < q ≤ 1) of samples counted per bucket (`counts`, as
+/// [`LatencyHistogram::buckets`] gives them, or the difference of two such
+/// readings), interpolated linearly inside its bucket; samples above the last
+/// bound count as that bound. `None` without samples.
+///
+/// ```
+/// let mut counts = [0u64; 17];
+/// counts[7] = 10; // ten samples in (500 µs, 1 ms]
+/// let p50 = hyperty::metrics::quantile(&counts, 0.5).unwrap();
+/// assert_eq!(p50, std::time::Duration::from_micros(750));
+/// ```
+pub fn quantile(counts: &[u64; 17], q: f64) -> Option<Duration> {
+    let total: u64 = counts.iter().sum();
+    if total == 0 {
+        return None;
+    }
+    let rank = (q.clamp(0.0, 1.0) * total as f64).max(1.0);
+    let mut below = 0u64;
+    for (i, &c) in counts.iter().enumerate() {
+        if c > 0 && (below + c) as f64 >= rank {
+            let Some(&hi) = BUCKET_NS.get(i) else {
+                return Some(Duration::from_nanos(BUCKET_NS[15]));
+            };
+            let lo = if i == 0 { 0 } else { BUCKET_NS[i - 1] };
+            let within = (rank - below as f64) / c as f64;
+            return Some(Duration::from_nanos(
+                lo + ((hi - lo) as f64 * within).round() as u64,
+            ));
+        }
+        below += c;
+    }
+    Some(Duration::from_nanos(BUCKET_NS[15]))
 }
 
 /// Slots of a [`RequestClock`]: requests waiting for their response at once that
@@ -261,6 +300,20 @@ mod tests {
         assert!(out.contains("x_seconds_bucket{le=\"+Inf\"} 3"), "{out}");
         assert!(out.contains("x_seconds_count 3"), "{out}");
         assert_eq!(h.count(), 3);
+    }
+
+    #[test]
+    fn quantiles_come_from_the_buckets() {
+        let mut counts = [0u64; 17];
+        assert_eq!(quantile(&counts, 0.5), None);
+        counts[0] = 1; // ≤ 5 µs
+        counts[7] = 98; // (500 µs, 1 ms]
+        counts[16] = 1; // > 1 s
+        assert_eq!(quantile(&counts, 0.001), Some(Duration::from_micros(5)));
+        let p50 = quantile(&counts, 0.5).unwrap();
+        assert!(p50 > Duration::from_micros(500) && p50 <= Duration::from_millis(1));
+        assert_eq!(quantile(&counts, 0.99), Some(Duration::from_millis(1)));
+        assert_eq!(quantile(&counts, 1.0), Some(Duration::from_secs(1)));
     }
 
     #[test]

@@ -161,9 +161,24 @@ fn m2m() {
     check("m2m");
 }
 
+/// Also: the application's `/metrics` carries the node's series and its
+/// runtime's bus.
 #[test]
 fn embedded_server() {
-    check("embedded_server");
+    let (status, out) = run("embedded_server", &["--once"]);
+    assert!(
+        status.success(),
+        "embedded_server exited with {status}:\n{out}"
+    );
+    for line in [
+        "GET /hello -> 200 OK hello from the application",
+        "GET /metrics -> 200 OK: node series true, runtime bus series true",
+    ] {
+        assert!(
+            out.lines().any(|l| l.contains(line)),
+            "no {line:?} in:\n{out}"
+        );
+    }
 }
 
 #[test]

@@ -242,3 +242,111 @@ async fn a_runtime_renders_its_bus_statistics() {
         );
     }
 }
+
+/// Scrapes until `cond` holds for the parsed series (the node's tables change
+/// after the frames that change them are answered or delivered).
+async fn scrape_until(
+    node: &hyperty::node::NodeHandle,
+    what: &str,
+    mut cond: impl FnMut(&HashMap<String, f64>) -> bool,
+) -> HashMap<String, f64> {
+    let deadline = tokio::time::Instant::now() + TIMEOUT;
+    loop {
+        let (_, _, body) = scrape(node, None).await;
+        let m = parse(&body);
+        if cond(&m) {
+            return m;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "never saw {what}: {m:?}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+}
+
+#[actix::test]
+async fn metrics_count_the_nodes_own_frames_and_the_frames_it_holds() {
+    let node = start_node(D, |_| {});
+    let mut a = WsClient::connect(&node.ws_url()).await;
+    a.open(&rt("a")).await;
+    let ha = a.allocate(&rt("a"), D, 1).await.remove(0);
+    let mut w = WsClient::connect(&node.ws_url()).await;
+    w.open(&rt("w")).await;
+    w.subscribe(&rt("w"), D, &[&format!("{ha}/registration")])
+        .await;
+    // registering a's hyperty makes the node publish its status to the watcher:
+    // an `update` no client sent
+    let r = a
+        .request(json!({"type": "create", "from": rt("a"), "to": format!("domain://registry.{D}"),
+            "body": {"value": {"user": format!("user://{D}/alice"), "url": ha, "runtime": rt("a"),
+                "status": "live", "descriptor": "hyperty-catalogue://catalogue.metrics.test/.well-known/hyperty/Chat",
+                "expires": 3600, "resources": ["chat"], "dataSchemes": ["comm"]}}}))
+        .await;
+    assert_eq!(r["body"]["code"], 200, "{r}");
+    let n = w.recv_matching(|v| v["type"] == "update").await;
+    assert_eq!(n["from"], format!("domain://registry.{D}"));
+    let m = scrape_until(&node, "the node's own update", |_| true).await;
+    assert_eq!(get(&m, "hyperty_frames_in_total{type=\"update\"}"), 0.0);
+    assert_eq!(get(&m, "hyperty_frames_out_total{type=\"update\"}"), 1.0);
+    assert_eq!(get(&m, "hyperty_grace_buffered_frames"), 0.0);
+    assert_eq!(get(&m, "hyperty_peer_link_queued_frames"), 0.0);
+
+    // a session that lost its socket keeps what is sent to it for its grace period
+    let mut b = WsClient::connect(&node.ws_url()).await;
+    b.open(&rt("b")).await;
+    let hb = b.allocate(&rt("b"), D, 1).await.remove(0);
+    b.drop_socket().await;
+    scrape_until(&node, "b in its grace period", |m| {
+        m.get("hyperty_sessions{state=\"grace\"}") == Some(&1.0)
+    })
+    .await;
+    for i in 0..3 {
+        a.send(
+            json!({"id": 900 + i, "type": "update", "from": ha, "to": hb,
+            "body": {"value": {"n": i}}}),
+        )
+        .await;
+    }
+    let m = scrape_until(&node, "three frames held for b", |m| {
+        m.get("hyperty_grace_buffered_frames") == Some(&3.0)
+    })
+    .await;
+    assert_eq!(
+        get(&m, "hyperty_deliveries_total{outcome=\"buffered\"}"),
+        3.0
+    );
+    node.stop().await;
+}
+
+#[actix::test]
+async fn frames_a_peer_link_routes_to_local_sessions_count_as_frames_out() {
+    let nodes = start_domains(&["one.test", "two.test"], |_, _| {});
+    let (one, two) = (&nodes[0], &nodes[1]);
+    let mut a = WsClient::connect(&one.ws_url()).await;
+    a.open("runtime://one.test/a").await;
+    let ha = a
+        .allocate("runtime://one.test/a", "one.test", 1)
+        .await
+        .remove(0);
+    let mut b = WsClient::connect(&two.ws_url()).await;
+    b.open("runtime://two.test/b").await;
+    let hb = b
+        .allocate("runtime://two.test/b", "two.test", 1)
+        .await
+        .remove(0);
+    for i in 0..3 {
+        a.send(json!({"id": 70 + i, "type": "update", "from": ha, "to": hb, "body": {"value": i}}))
+            .await;
+        b.recv_matching(|m| m["id"] == 70 + i).await;
+    }
+    let m = scrape_until(one, "the frames sent to the link", |_| true).await;
+    assert_eq!(get(&m, "hyperty_frames_in_total{type=\"update\"}"), 3.0);
+    assert_eq!(get(&m, "hyperty_frames_out_total{type=\"update\"}"), 3.0);
+    assert_eq!(get(&m, "hyperty_peer_links{state=\"live\"}"), 1.0);
+    // on the other side no client sent them, the link brought them
+    let m = scrape_until(two, "the frames from the link", |_| true).await;
+    assert_eq!(get(&m, "hyperty_frames_in_total{type=\"update\"}"), 0.0);
+    assert_eq!(get(&m, "hyperty_frames_out_total{type=\"update\"}"), 3.0);
+    stop_all(&nodes).await;
+}

@@ -605,6 +605,12 @@ impl PeerLink {
             .map(ByteString::from);
         let frame = restamped.as_ref().unwrap_or(&text);
         let routed = router.route_from_peer(&h.to, frame, h.kind == MessageType::Event);
+        if let Routed::Delivered {
+            queued, buffered, ..
+        } = &routed
+        {
+            router.metrics.frames_out(&h.kind, queued + buffered);
+        }
         match routed {
             Routed::Delivered {
                 queued: 0,
@@ -669,9 +675,10 @@ impl PeerLink {
         let Some(answer) = answer_service(&self.node, service, msg, caller) else {
             return;
         };
-        let answer = answer
-            .into_actor(self)
-            .map(move |resp, act, _| act.reply_text(answer_text(&resp, &id)));
+        let answer = answer.into_actor(self).map(move |resp, act, _| {
+            act.node.router.metrics.answered(resp.body.code);
+            act.reply_text(answer_text(&resp, &id))
+        });
         match service {
             // subscriptions and audiences take effect before the peer's next frames
             // are routed, as a session's control-plane requests do

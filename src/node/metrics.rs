@@ -9,12 +9,13 @@
 //! | series | kind | labels |
 //! |---|---|---|
 //! | `hyperty_frames_in_total` | counter | `type` (the 16 reTHINK types, `other`, `invalid`) |
-//! | `hyperty_frames_out_total` | counter | `type`: routed copies by the routed frame's type, the node's own answers as `response` |
+//! | `hyperty_frames_out_total` | counter | `type`: copies routed to sessions and peer links (also those arriving over a peer link) by the routed frame's type, the node's own notifications by theirs, the node's answers (to sessions and to peers) as `response` |
 //! | `hyperty_deliveries_total` | counter | `outcome` = `delivered`, `buffered`, `dropped` |
 //! | `hyperty_errors_total` | counter | `code`: error responses the node sent (400 … 504, `other`) |
 //! | `hyperty_rate_limited_total`, `hyperty_slow_consumers_total`, `hyperty_throttled_total`, `hyperty_abusive_sessions_total`, `hyperty_sessions_opened_total`, `hyperty_sessions_reopened_total` | counter | — |
 //! | `hyperty_sessions` | gauge | `state` = `live`, `grace` |
 //! | `hyperty_outbound_queue_bytes`, `hyperty_outbound_queue_max_bytes` | gauge | — (sum and largest over live sessions) |
+//! | `hyperty_grace_buffered_frames`, `hyperty_peer_link_queued_frames` | gauge | — (frames held for sessions in their grace period; frames waiting for a peer link) |
 //! | `hyperty_subscriptions`, `hyperty_subscribed_resources`, `hyperty_allocated_addresses` | gauge | — |
 //! | `hyperty_peer_links` | gauge | `state` = `down`, `connecting`, `live` |
 //! | `hyperty_registry_entries` | gauge | `kind` = `hyperty`, `data_object` |
@@ -200,6 +201,33 @@ impl NodeMetrics {
     pub fn routing_samples(&self) -> u64 {
         self.routing.count()
     }
+
+    /// The running totals (a few relaxed loads; what the dashboard samples).
+    pub fn totals(&self) -> MetricTotals {
+        let sum = |a: &[AtomicU64]| a.iter().map(|c| c.load(Relaxed)).sum();
+        MetricTotals {
+            frames_in: sum(&self.frames_in),
+            frames_out: sum(&self.frames_out),
+            errors: sum(&self.errors),
+            routing: self.routing.buckets(),
+            requests: self.requests.buckets(),
+        }
+    }
+}
+
+/// Totals of [`NodeMetrics`] at one moment.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct MetricTotals {
+    /// Frames received, every type.
+    pub frames_in: u64,
+    /// Frames sent, every type (routed copies and the node's own frames).
+    pub frames_out: u64,
+    /// Error responses of the node, every code.
+    pub errors: u64,
+    /// Routing latency samples per bucket ([`crate::metrics::LATENCY_BUCKETS`]).
+    pub routing: [u64; 17],
+    /// Request/response latency samples per bucket.
+    pub requests: [u64; 17],
 }
 
 fn request_key(id: &FrameId<'_>, requester: &str) -> u64 {
@@ -220,11 +248,13 @@ pub async fn render(node: &NodeState) -> String {
     let s = r.snapshot();
     let m = &r.metrics;
     let (mut live, mut grace, mut queued, mut max_queue) = (0u64, 0u64, 0u64, 0u64);
+    let mut held = 0u64;
     for slot in r.slots.iter() {
         if slot.conn.is_some() {
             live += 1;
         } else {
             grace += 1;
+            held += slot.buffer.lock().map_or(0, |b| b.len()) as u64;
         }
         if let Some(q) = &slot.queue {
             let p = q.pending() as u64;
@@ -233,10 +263,11 @@ pub async fn render(node: &NodeState) -> String {
         }
     }
     let subscriptions: usize = r.subscribers.iter().map(|e| e.value().len()).sum();
-    let mut links = [0u64; 3];
+    let (mut links, mut link_queued) = ([0u64; 3], 0u64);
     if let Some(f) = &node.federation {
         for (_, info) in f.links() {
             links[info.state as usize] += 1;
+            link_queued += info.queued as u64;
         }
     }
     let recorder = crate::metrics::scrape_recorder();
@@ -323,6 +354,16 @@ pub async fn render(node: &NodeState) -> String {
                 "outbound_queue_max_bytes",
                 max_queue,
                 "Bytes queued to the fullest live session.",
+            ),
+            (
+                "grace_buffered_frames",
+                held,
+                "Frames kept for sessions in their grace period.",
+            ),
+            (
+                "peer_link_queued_frames",
+                link_queued,
+                "Frames waiting for a peer link to come up.",
             ),
             (
                 "subscriptions",

@@ -11,6 +11,8 @@
 //!  │                        tokens; drops sessions in both above
 //!  ├── DomainRegistry (domain://registry.<D>) and QosBroker (domain://qos.<D>)
 //!  │                      — told of session lifecycle changes by the SessionManager
+//!  ├── dashboard::Sampler — (when the dashboard is on) samples the counters above
+//!  │                        into the dashboard's history once a second
 //!  └── PeerConnector      — (when federation is on) owns the peer links, one
 //!                           actor per other domain (see crate::federation)
 //! HttpServer workers (one arbiter per core)
@@ -133,6 +135,7 @@ pub struct NodeState {
     pub(crate) config: Arc<NodeConfig>,
     pub(crate) federation: Option<Arc<crate::federation::PeerConnector>>,
     pub(crate) clock: Arc<dyn Clock>,
+    pub(crate) dashboard: Option<Addr<crate::dashboard::Sampler>>,
 }
 
 impl NodeState {
@@ -224,11 +227,16 @@ impl NodeState {
             config: Arc::new(config),
             federation: None,
             clock,
+            dashboard: None,
         };
         if state.config.federation.enabled {
             let peers = crate::federation::PeerConnector::start(&state);
             state.router.set_peers(peers.clone());
             state.federation = Some(peers);
+        }
+        if state.config.dashboard.enabled {
+            let sampler = crate::dashboard::Sampler::new(&state, &state.config.dashboard);
+            state.dashboard = Some(sampler.start());
         }
         Ok(state)
     }
@@ -274,8 +282,9 @@ impl NodeState {
         &self.idp
     }
 
-    /// Mounts the node's routes (`/ws`, `/health`, `/metrics`, `/`, `/demo/…`, `/client/hyperty.js`,
-    /// `/registry/…`, `/qos…`, `/idp/…`, `/.well-known/jwks.json`) into an actix-web app:
+    /// Mounts the node's routes (`/ws`, `/health`, `/metrics`, `/dashboard…`, `/`, `/demo/…`,
+    /// `/client/hyperty.js`, `/registry/…`, `/qos…`, `/idp/…`, `/.well-known/jwks.json`)
+    /// into an actix-web app:
     /// `App::new().configure(state.configure())`.
     pub fn configure(&self) -> impl Fn(&mut web::ServiceConfig) + Clone + Send + 'static {
         let state = self.clone();
@@ -293,6 +302,9 @@ impl NodeState {
         )));
         let http_sessions = web::Data::new(crate::server::http::HttpSessions::default());
         let sio_sessions = web::Data::new(crate::server::socketio::SioSessions::default());
+        let dashboard = state.dashboard.clone().map(|sampler| {
+            crate::dashboard::http::Routes::new(sampler, reads(state.config.dashboard.public_reads))
+        });
         move |cfg: &mut web::ServiceConfig| {
             cfg.app_data(web::Data::new(state.clone()))
                 .app_data(http_sessions.clone())
@@ -313,6 +325,9 @@ impl NodeState {
             if state.config.metrics.enabled {
                 cfg.app_data(metrics_reads.clone())
                     .route("/metrics", web::get().to(metrics::serve));
+            }
+            if let Some(d) = &dashboard {
+                d.configure(cfg);
             }
             if let Some(f) = &state.federation {
                 f.configure(cfg);

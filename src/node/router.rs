@@ -137,6 +137,11 @@ impl GraceBuffer {
         self.bytes = 0;
         std::mem::take(&mut self.frames)
     }
+
+    /// Frames kept.
+    pub(crate) fn len(&self) -> usize {
+        self.frames.len()
+    }
 }
 
 impl Slot {
@@ -913,16 +918,19 @@ impl Router {
                 n += 1;
             }
         }
+        self.metrics.frames_out(&msg.kind, n);
         n
     }
 
     /// Sends a node-originated message to the session that owns its `to`.
     pub fn send_to_owner(&self, msg: &Message) -> bool {
         let to = msg.to.first().as_str();
-        match self.owner_of(to) {
+        let sent = match self.owner_of(to) {
             Some(k) => self.deliver(&k, &ByteString::from(msg.to_json())) != Delivered::Dropped,
             None => false,
-        }
+        };
+        self.metrics.frames_out(&msg.kind, usize::from(sent));
+        sent
     }
 }
 
