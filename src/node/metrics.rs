@@ -178,14 +178,19 @@ impl NodeMetrics {
         }
     }
 
-    /// A sampled frame `h`, parsed at `parsed`, was handed off now: its routing
-    /// latency is counted; a request starts its request clock, a response stops
-    /// its request's.
-    pub fn routed(&self, h: &Header<'_>, parsed: Instant) {
-        self.routing.record(parsed.elapsed());
+    /// A sampled request `h` is about to be handed off: its request clock starts
+    /// (before the hand-off, so that a quick answer is not missed).
+    pub fn routing(&self, h: &Header<'_>) {
         if h.kind.expects_response() {
             self.pending.start(request_key(&h.id, &h.from));
-        } else if h.kind == MessageType::Response {
+        }
+    }
+
+    /// A sampled frame `h`, parsed at `parsed`, was handed off now: its routing
+    /// latency is counted; a response stops its request's clock.
+    pub fn routed(&self, h: &Header<'_>, parsed: Instant) {
+        self.routing.record(parsed.elapsed());
+        if h.kind == MessageType::Response {
             self.response(h);
         }
     }

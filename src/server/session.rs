@@ -430,6 +430,9 @@ fn route_owned<A>(
     let parsed = act.core().parsed.take();
     let core = act.core_ref();
     let router = &core.node.router;
+    if parsed.is_some() {
+        router.metrics.routing(h);
+    }
     let routed = if h.kind == MessageType::Event {
         router.route_event(&h.to, frame)
     } else {
