@@ -253,6 +253,8 @@ pub struct NodeConfig {
     pub metrics: MetricsSection,
     /// `[federation]`: links to other domains' nodes.
     pub federation: FederationSection,
+    /// `[catalogue]`: the descriptors served under `/.well-known/`.
+    pub catalogue: crate::catalogue::CatalogueSection,
     /// `[[peers]]`: other domains' nodes known without discovery.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub peers: Vec<PeerEntry>,
@@ -276,6 +278,7 @@ impl Default for NodeConfig {
             qos: QosBrokerConfig::default(),
             metrics: MetricsSection::default(),
             federation: FederationSection::default(),
+            catalogue: crate::catalogue::CatalogueSection::default(),
             peers: Vec::new(),
         }
     }

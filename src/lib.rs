@@ -10,6 +10,7 @@
 pub use hyperty_actors as actors;
 
 pub mod bridge;
+pub mod catalogue;
 pub mod config;
 pub mod domain_registry;
 pub mod error;
