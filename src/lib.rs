@@ -16,6 +16,7 @@ pub mod domain_registry;
 pub mod error;
 pub mod federation;
 pub mod identity;
+pub mod jsbox;
 pub mod metrics;
 pub mod node;
 mod private_files;
