@@ -23,6 +23,7 @@ mod private_files;
 pub mod qos;
 pub mod runtime;
 pub mod server;
+pub mod ua;
 
 pub use error::RuntimeError;
 pub use runtime::{Runtime, RuntimeConfig, RuntimeHandle, StubHandle};
