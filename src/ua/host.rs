@@ -405,10 +405,19 @@ impl Handler<Connect> for JsStub {
         let url = self.ctx.url().clone();
         Box::pin(async move {
             sent?;
-            let live = status.wait_for(|s| matches!(s, StubStatus::Live | StubStatus::Failed));
-            match tokio::time::timeout(timeout, live).await {
+            let settled = status.wait_for(|s| {
+                matches!(
+                    s,
+                    StubStatus::Live | StubStatus::Failed | StubStatus::Disconnected
+                )
+            });
+            match tokio::time::timeout(timeout, settled).await {
                 Ok(Ok(s)) if *s == StubStatus::Live => Ok(()),
-                Ok(_) => Err(StubError::Connect(format!("stub {url} failed"))),
+                Ok(Ok(s)) => Err(StubError::Connect(format!(
+                    "stub {url} reported {} while connecting",
+                    s.as_str()
+                ))),
+                Ok(Err(_)) => Err(StubError::Connect(format!("stub {url} stopped"))),
                 Err(_) => Err(StubError::Connect(format!(
                     "stub {url} did not connect within {timeout:?}"
                 ))),
