@@ -44,6 +44,15 @@ const EXAMPLES: &[(&str, &[&str], &[&str])] = &[
         &["--once"],
         &["GET /hello -> 200 OK hello from the application"],
     ),
+    (
+        "protofly",
+        &[],
+        &[
+            "6. [domain A] received:",
+            r#""code":200"#,
+            "hello from b.example",
+        ],
+    ),
     // three `hyperty` node processes, one per domain
     (
         "federation",

@@ -136,7 +136,10 @@ async fn a_runtime_reaches_another_domain_through_the_stub_it_downloads() {
         .unwrap();
     assert_eq!(r.code(), Some(ResponseCode::GatewayTimeout));
     let why = r.body.description.unwrap();
-    assert!(why.contains("d.org"), "{why}");
+    assert!(
+        why.contains("d.org") && why.contains("while connecting"),
+        "{why}"
+    );
     assert!(!rt_a
         .stubs()
         .await
