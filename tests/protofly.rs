@@ -182,6 +182,8 @@ mod mysite {
         addr
     }
 
+    // the handshake callback's error type is tungstenite's, not ours
+    #[allow(clippy::result_large_err)]
     async fn session(tcp: tokio::net::TcpStream, online: Online) {
         let mut user = None;
         let ws = tokio_tungstenite::accept_hdr_async(
