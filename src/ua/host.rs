@@ -220,6 +220,7 @@ impl Handler<Replace> for JsHyperty {
 struct StubPowers {
     ctx: StubContext,
     endpoint: Option<String>,
+    protocols: Vec<String>,
     arbiter: actix::ArbiterHandle,
     socket: Mutex<Option<mpsc::Sender<String>>>,
     status: watch::Sender<StubStatus>,
@@ -249,9 +250,10 @@ impl JsHost for StubPowers {
         }
         let timeout = self.connect_timeout;
         let stub = self.ctx.url().clone();
+        let protocols = self.protocols.clone();
         let spawned = self.arbiter.spawn_fn(move || {
             actix_rt::spawn(async move {
-                let why = socket(&url, timeout, rx, &events).await;
+                let why = socket(&url, &protocols, timeout, rx, &events).await;
                 info!(%stub, endpoint = %url, reason = %why, "stub socket closed");
                 let _ = events.send(JsEvent::WsClosed(why));
             });
@@ -286,11 +288,16 @@ impl JsHost for StubPowers {
 /// Runs one WebSocket to `url` until either side closes; answers why it ended.
 async fn socket(
     url: &str,
+    protocols: &[String],
     timeout: Duration,
     mut outbound: mpsc::Receiver<String>,
     events: &JsEvents,
 ) -> String {
-    let connecting = crate::bridge::http_client(timeout).ws(url).connect();
+    let mut request = crate::bridge::http_client(timeout).ws(url);
+    if !protocols.is_empty() {
+        request = request.protocols(protocols);
+    }
+    let connecting = request.connect();
     let (_, framed) = match tokio::time::timeout(timeout, connecting).await {
         Ok(Ok(c)) => c,
         Ok(Err(e)) => return format!("cannot connect to {url}: {e}"),
@@ -349,17 +356,20 @@ impl std::fmt::Debug for JsStub {
 }
 
 impl JsStub {
-    /// The powers for a stub with `ctx` whose descriptor declares `endpoint`,
-    /// and the status they report.
+    /// The powers for a stub with `ctx` whose descriptor declares `endpoint`
+    /// (and the WebSocket subprotocols to ask for there), and the status they
+    /// report.
     pub(crate) fn powers(
         ctx: StubContext,
         endpoint: Option<String>,
+        protocols: Vec<String>,
         connect_timeout: Duration,
     ) -> (Box<dyn JsHost>, watch::Receiver<StubStatus>) {
         let (tx, rx) = watch::channel(StubStatus::Created);
         let powers = StubPowers {
             ctx,
             endpoint,
+            protocols,
             arbiter: actix::Arbiter::current(),
             socket: Mutex::new(None),
             status: tx,

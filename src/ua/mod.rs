@@ -456,9 +456,20 @@ async fn load_stub(
         Some(domain.clone()),
         runtime.bus().clone(),
     );
+    let protocols = d
+        .configuration
+        .get("protocols")
+        .and_then(Value::as_array)
+        .map(|p| {
+            p.iter()
+                .filter_map(|s| s.as_str().map(str::to_owned))
+                .collect()
+        })
+        .unwrap_or_default();
     let (powers, status) = JsStub::powers(
         sctx.clone(),
         d.endpoint().map(str::to_owned),
+        protocols,
         config.connect_timeout,
     );
     let sandbox = JsSandbox::start(
