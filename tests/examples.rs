@@ -171,6 +171,11 @@ fn m2m() {
 }
 
 #[test]
+fn protofly() {
+    check("protofly");
+}
+
+#[test]
 fn embedded_server() {
     check("embedded_server");
 }

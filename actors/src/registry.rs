@@ -998,3 +998,135 @@ impl Handler<GetSandbox> for RuntimeRegistry {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+    use crate::bus::{BusConfig, MessageBus};
+    use crate::message::{Message, ResponseCode};
+    use crate::protostub::StubContext;
+
+    /// A stub that answers every request 200.
+    struct Answering(StubContext);
+    impl Actor for Answering {
+        type Context = Context<Self>;
+    }
+    impl Handler<Deliver> for Answering {
+        type Result = ();
+        fn handle(&mut self, Deliver(m): Deliver, _: &mut Context<Self>) {
+            self.0.inject(m.reply(crate::message::ResponseCode::Ok));
+        }
+    }
+
+    /// Loads per `mode`: registers an answering stub, refuses, or never answers.
+    struct Loader {
+        registry: Addr<RuntimeRegistry>,
+        bus: Bus,
+        mode: &'static str,
+    }
+    impl Actor for Loader {
+        type Context = Context<Self>;
+    }
+    impl Handler<LoadStubFor> for Loader {
+        type Result = ResponseFuture<Result<(), String>>;
+        fn handle(&mut self, m: LoadStubFor, _: &mut Context<Self>) -> Self::Result {
+            let (registry, bus, mode) = (self.registry.clone(), self.bus.clone(), self.mode);
+            Box::pin(async move {
+                match mode {
+                    "load" => {
+                        let url = registry.send(NextStubUrl).await.unwrap().unwrap();
+                        let sctx = StubContext::new(url.clone(), Some(m.domain.clone()), bus);
+                        let stats = sctx.stats().clone();
+                        let stub = Answering(sctx).start();
+                        registry
+                            .send(RegisterStub {
+                                domain: Some(m.domain),
+                                url,
+                                recipient: stub.recipient(),
+                                stats,
+                            })
+                            .await
+                            .unwrap()
+                            .map_err(|e| e.to_string())
+                    }
+                    "refuse" => Err("catalogue unreachable".to_owned()),
+                    _ => std::future::pending().await,
+                }
+            })
+        }
+    }
+
+    async fn runtime(mode: &'static str) -> (Bus, Addr<RuntimeRegistry>) {
+        let stubs = Arc::new(StubTable::default());
+        let bus = MessageBus::start(
+            "hyperty-runtime://a.org/rt".parse().unwrap(),
+            BusConfig::default(),
+            stubs.clone(),
+        );
+        let config = RegistryConfig {
+            stub_load_timeout: Duration::from_millis(200),
+            ..RegistryConfig::default()
+        };
+        let registry =
+            RuntimeRegistry::new(bus.clone(), stubs, config, SandboxConfig::default()).start();
+        let loader = Loader {
+            registry: registry.clone(),
+            bus: bus.clone(),
+            mode,
+        }
+        .start();
+        registry
+            .send(SetStubLoader(Some(loader.recipient())))
+            .await
+            .unwrap();
+        (bus, registry)
+    }
+
+    fn req(to: &str) -> Message {
+        Message::new(
+            MessageType::Read,
+            "hyperty-runtime://a.org/rt/app".parse().unwrap(),
+            to.parse::<Address>().unwrap(),
+        )
+    }
+
+    #[actix::test]
+    async fn waiting_messages_go_through_the_loaded_stub() {
+        let (bus, registry) = runtime("load").await;
+        let posts: Vec<_> = (0..3).map(|_| bus.post(req("hyperty://b.org/x"))).collect();
+        for r in futures_util::future::join_all(posts).await {
+            assert_eq!(r.unwrap().code(), Some(ResponseCode::Ok));
+        }
+        assert!(registry
+            .send(DiscoverProtostub("b.org".into()))
+            .await
+            .unwrap()
+            .is_some());
+        // the runtime's own domain is never loaded on demand
+        assert!(matches!(
+            bus.post(req("hyperty://a.org/y")).await,
+            Err(crate::error::BusError::NoRoute(_))
+        ));
+    }
+
+    #[actix::test]
+    async fn a_failed_or_slow_load_answers_504_naming_the_domain() {
+        for (mode, why) in [
+            ("refuse", "catalogue unreachable"),
+            ("hang", "no stub within"),
+        ] {
+            let (bus, registry) = runtime(mode).await;
+            let r = bus.post(req("hyperty://c.org/x")).await.unwrap();
+            assert_eq!(r.code(), Some(ResponseCode::GatewayTimeout), "{mode}");
+            let d = r.body.description.unwrap();
+            assert!(d.contains("c.org") && d.contains(why), "{mode}: {d}");
+            assert!(registry
+                .send(DiscoverProtostub("c.org".into()))
+                .await
+                .unwrap()
+                .is_none());
+        }
+    }
+}
