@@ -4,7 +4,7 @@
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use actix::prelude::*;
 use awc::ws::{Frame, Message as WsMessage};
@@ -26,7 +26,7 @@ pub const MAX_UNANSWERED: usize = 4096;
 pub const SOCKET_QUEUE: usize = 1024;
 
 /// Requests delivered to a JS hyperty and not yet answered, by (sender, id).
-pub(crate) type UnansweredTable = Arc<Mutex<HashMap<(String, MessageId), Message>>>;
+pub(crate) type UnansweredTable = Arc<Mutex<HashMap<(String, MessageId), (Instant, Message)>>>;
 type Unanswered = UnansweredTable;
 
 /// Reports `update {value, desc}` from `url` to `<url>/status`.
@@ -83,9 +83,9 @@ impl JsHost for HypertyPowers {
 }
 
 /// Swaps the running code for a newer version (same address, unanswered
-/// requests handed to the new code).
+/// requests handed to the new code); refused once the hyperty has failed.
 #[derive(Debug, actix::Message)]
-#[rtype(result = "()")]
+#[rtype(result = "Result<(), super::UaError>")]
 pub struct Replace(pub JsSandbox);
 
 /// Hosts a downloaded hyperty at its address.
@@ -174,10 +174,18 @@ impl Handler<Deliver> for JsHyperty {
                 return;
             };
             if u.len() >= MAX_UNANSWERED {
+                // requests their senders stopped waiting for are forgotten
+                let expired = self.bus.config().request_timeout;
+                u.retain(|_, (at, _)| at.elapsed() < expired);
+            }
+            if u.len() >= MAX_UNANSWERED {
                 drop(u);
                 return self.refuse(&m, ResponseCode::TooManyRequests, "hyperty busy");
             }
-            u.insert((m.from.as_str().to_owned(), m.id), m.clone());
+            u.insert(
+                (m.from.as_str().to_owned(), m.id),
+                (Instant::now(), m.clone()),
+            );
         }
         let key = (m.from.as_str().to_owned(), m.id);
         match sandbox.events().send(JsEvent::Message(m.to_json())) {
@@ -197,14 +205,17 @@ impl Handler<Deliver> for JsHyperty {
 }
 
 impl Handler<Replace> for JsHyperty {
-    type Result = ();
-    fn handle(&mut self, Replace(new): Replace, _: &mut Context<Self>) {
+    type Result = Result<(), super::UaError>;
+    fn handle(&mut self, Replace(new): Replace, _: &mut Context<Self>) -> Self::Result {
+        if !self.bus.has_listener(self.url.as_str()) {
+            return Err(super::UaError::Unknown(format!("{} (it failed)", self.url)));
+        }
         // the old code stops here; what it left unanswered goes to the new one
         self.sandbox = Some(new);
         let pending: Vec<Message> = self
             .unanswered
             .lock()
-            .map(|u| u.values().cloned().collect())
+            .map(|u| u.values().map(|(_, m)| m.clone()).collect())
             .unwrap_or_default();
         info!(hyperty = %self.url, handed_over = pending.len(), "hyperty replaced by a newer version");
         if let Some(sb) = &self.sandbox {
@@ -212,6 +223,7 @@ impl Handler<Replace> for JsHyperty {
                 let _ = sb.events().send(JsEvent::Message(m.to_json()));
             }
         }
+        Ok(())
     }
 }
 

@@ -412,7 +412,7 @@ impl Handler<CheckForUpdate> for RuntimeUa {
             })?;
             host.send(host::Replace(sandbox))
                 .await
-                .map_err(|_| gone("hyperty host"))?;
+                .map_err(|_| gone("hyperty host"))??;
             Ok((
                 Update::Replaced(current_text, d.version.clone()),
                 Some((d.version_key(), d.version.clone())),
