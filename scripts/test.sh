@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # The test command: installs what the tests need and is missing (Node.js 20 or
-# newer for the JavaScript tests, Chromium for the browser test, and the npm
-# packages of web/client, web/test and tests/socketio — the reference
-# socket.io-client 1.x), then runs every test of the workspace.
+# newer for the JavaScript tests, Chromium for the browser test, Debian's prosody
+# for tests/xmpp.rs, and the npm packages of web/client, web/test and
+# tests/socketio — the reference socket.io-client 1.x), then runs every test of
+# the workspace.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -31,6 +32,11 @@ fi
 if [ ! -x /usr/bin/chromium ] && ! command -v chromium >/dev/null 2>&1; then
     echo "installing Chromium (needed by tests/browser.rs and tests/dashboard.rs)" >&2
     apt_install chromium
+fi
+
+if ! command -v prosody >/dev/null 2>&1; then
+    echo "installing prosody (needed by tests/xmpp.rs)" >&2
+    apt_install prosody
 fi
 
 # npm ci where the lock file changed since the last install

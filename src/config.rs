@@ -305,6 +305,8 @@ pub struct NodeConfig {
     pub dashboard: DashboardSection,
     /// `[federation]`: links to other domains' nodes.
     pub federation: FederationSection,
+    /// `[catalogue]`: the descriptors served under `/.well-known/`.
+    pub catalogue: crate::catalogue::CatalogueSection,
     /// `[[peers]]`: other domains' nodes known without discovery.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub peers: Vec<PeerEntry>,
@@ -330,6 +332,7 @@ impl Default for NodeConfig {
             transports: TransportsSection::default(),
             dashboard: DashboardSection::default(),
             federation: FederationSection::default(),
+            catalogue: crate::catalogue::CatalogueSection::default(),
             peers: Vec::new(),
         }
     }

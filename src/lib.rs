@@ -10,18 +10,21 @@
 pub use hyperty_actors as actors;
 
 pub mod bridge;
+pub mod catalogue;
 pub mod config;
 pub mod dashboard;
 pub mod domain_registry;
 pub mod error;
 pub mod federation;
 pub mod identity;
+pub mod jsbox;
 pub mod metrics;
 pub mod node;
 mod private_files;
 pub mod qos;
 pub mod runtime;
 pub mod server;
+pub mod ua;
 
 pub use error::RuntimeError;
 pub use runtime::{Runtime, RuntimeConfig, RuntimeHandle, StubHandle};

@@ -11,6 +11,8 @@
 //!  └── EventDispatcher at <runtime>/events (actor on the calling arbiter)
 //!       └── LocalEventCache (actor on the calling arbiter; redb database)
 //! protocol stubs added with RuntimeHandle::add_stub run on the calling arbiter.
+//! RuntimeUa at <runtime>/ua (crate::ua, started with RuntimeUa::start; calling arbiter)
+//!   └── downloaded code: one JsSandbox thread each, hosted by a JsHyperty or JsStub actor
 //! QosAgent at <runtime>/qos (calling arbiter): the stubs' connectivity statistics,
 //!   read from the registry, on request and periodically to a broker (RuntimeConfig::qos).
 //! with RuntimeConfig::identity: IdentityModule (calling arbiter) at <runtimeURL>/idm,

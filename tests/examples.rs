@@ -44,6 +44,15 @@ const EXAMPLES: &[(&str, &[&str], &[&str])] = &[
         &["--once"],
         &["GET /hello -> 200 OK hello from the application"],
     ),
+    (
+        "protofly",
+        &[],
+        &[
+            "6. [domain A] received:",
+            r#""code":200"#,
+            "hello from b.example",
+        ],
+    ),
     // three `hyperty` node processes, one per domain
     (
         "federation",
@@ -163,6 +172,11 @@ fn m2m() {
 
 /// Also: the application's `/metrics` carries the node's series and its
 /// runtime's bus.
+#[test]
+fn protofly() {
+    check("protofly");
+}
+
 #[test]
 fn embedded_server() {
     let (status, out) = run("embedded_server", &["--once"]);

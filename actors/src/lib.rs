@@ -10,7 +10,7 @@
 //! | [`message`] | the reTHINK message model and its one parser |
 //! | [`error`] | typed errors per layer and their mapping to response codes |
 //! | [`routes`] | the routing tables the bus reads on every message |
-//! | [`catalogue`] | catalogue descriptors, SHA-256 code authenticity (T3), factory table |
+//! | [`catalogue`] | catalogue descriptors (reTHINK form and the factory form), SHA-256 code authenticity (T3), factory table |
 //! | [`clock`] | the one injectable clock (system or manual) every time rule of a runtime or node reads |
 //! | [`bus`] | the Message Bus actor and its handle: post/send, listeners, interceptors |
 //! | [`registry`] | the Runtime Registry actor: hyperties, stubs, PEPs, sandboxes, resolve |
@@ -28,6 +28,7 @@
 //! ```text
 //! RuntimeRegistry (runtime arbiter)
 //!  ├── owns StubTable ─────────── read by every Bus handle
+//!  ├── holds messages for domains without a stub while its stub loader loads one
 //!  └── Sandbox per provider (own arbiter/thread, stopped with the registry)
 //!       └── hyperty tasks (catch_unwind; restarted per RestartPolicy)
 //! MessageBus (runtime arbiter) ── owns ListenerTable + interceptor chain

@@ -10,6 +10,10 @@
 //! * is the only writer of the [`StubTable`] the bus routes by, and listens on each
 //!   stub's `<stubURL>/status` to track its status;
 //! * answers [`Resolve`], [`IsLocal`], [`DiscoverProtostub`] and [`GetSandbox`];
+//! * with a stub loader attached ([`SetStubLoader`], the runtime's user agent),
+//!   holds messages for a domain without a stub ([`AwaitStub`], from the bus)
+//!   while it asks the loader for one ([`LoadStubFor`]), then sends them through
+//!   it, or answers 504 naming the domain;
 //! * holds each stub's [`StubStats`] and answers [`ListStubStatistics`] with a
 //!   snapshot per stub, without a hop through the stubs' mailboxes.
 //!
@@ -29,7 +33,7 @@ use crate::connectivity::{StubStatistics, StubStats};
 use crate::error::RegistryError;
 use crate::message::MessageType;
 use crate::protostub::StubStatus;
-use crate::routes::{StubRoute, StubTable};
+use crate::routes::{AwaitStub, OnDemand, StubDelivery, StubRoute, StubTable};
 use crate::sandbox::{HypertyStatus, HypertyStatusChanged, Sandbox, SandboxConfig, StopHyperty};
 
 /// Limits of the registry's tables.
@@ -45,6 +49,10 @@ pub struct RegistryConfig {
     pub max_data_objects: usize,
     /// Most PEPs.
     pub max_peps: usize,
+    /// How long messages wait for a stub loaded on demand before 504.
+    pub stub_load_timeout: std::time::Duration,
+    /// Most messages waiting for one domain's stub; beyond, 429.
+    pub max_waiting_per_domain: usize,
 }
 
 impl Default for RegistryConfig {
@@ -55,6 +63,8 @@ impl Default for RegistryConfig {
             max_sandboxes: 64,
             max_data_objects: 100_000,
             max_peps: 32,
+            stub_load_timeout: std::time::Duration::from_secs(10),
+            max_waiting_per_domain: 1024,
         }
     }
 }
@@ -204,6 +214,30 @@ pub struct ListStubStatistics;
 #[rtype(result = "Option<Address>")]
 pub struct DiscoverProtostub(pub String);
 
+/// Asks a stub loader (the runtime's user agent) to load, register and connect
+/// the stub of `domain`; `Err` names what failed.
+#[derive(Debug, Clone, actix::Message)]
+#[rtype(result = "Result<(), String>")]
+pub struct LoadStubFor {
+    /// The domain.
+    pub domain: String,
+}
+
+/// Attaches (or detaches, with `None`) the stub loader: from then on, a message
+/// for another domain that has no stub waits while the loader loads one
+/// (bounded by [`RegistryConfig::stub_load_timeout`]), then goes through it; if
+/// loading fails, waiting requests are answered 504 naming the domain.
+#[derive(Debug, actix::Message)]
+#[rtype(result = "()")]
+pub struct SetStubLoader(pub Option<Recipient<LoadStubFor>>);
+
+#[derive(Debug, actix::Message)]
+#[rtype(result = "()")]
+struct StubLoaded {
+    domain: String,
+    result: Result<(), String>,
+}
+
 /// Installs a PEP as a bus interceptor.
 #[derive(actix::Message)]
 #[rtype(result = "Result<Address, RegistryError>")]
@@ -300,6 +334,9 @@ pub struct RuntimeRegistry {
     data_objects: HashMap<Address, HypertyUrl>,
     allocator: Option<Recipient<AllocateAddresses>>,
     syncher: Option<Addr<crate::syncher::SyncherManager>>,
+    stub_loader: Option<Recipient<LoadStubFor>>,
+    /// Messages waiting for a domain's stub, by domain.
+    waiting: HashMap<String, Vec<(Address, Deliver)>>,
 }
 
 impl fmt::Debug for RuntimeRegistry {
@@ -336,6 +373,8 @@ impl RuntimeRegistry {
             data_objects: HashMap::new(),
             allocator: None,
             syncher: None,
+            stub_loader: None,
+            waiting: HashMap::new(),
         }
     }
 
@@ -685,6 +724,114 @@ impl Handler<DiscoverProtostub> for RuntimeRegistry {
     }
 }
 
+impl Handler<SetStubLoader> for RuntimeRegistry {
+    type Result = ();
+    fn handle(&mut self, m: SetStubLoader, ctx: &mut Context<Self>) {
+        self.stubs.set_on_demand(m.0.as_ref().map(|_| OnDemand {
+            own_domain: self.domain.clone(),
+            recipient: ctx.address().recipient(),
+        }));
+        self.stub_loader = m.0;
+    }
+}
+
+impl Handler<AwaitStub> for RuntimeRegistry {
+    type Result = ();
+    fn handle(&mut self, m: AwaitStub, ctx: &mut Context<Self>) {
+        let _span = tracing::info_span!("registry.await_stub", domain = %m.domain).entered();
+        if self.stubs.stub_for(&m.domain).is_some() {
+            // registered meanwhile
+            return self.flush_one(m.target, m.msg);
+        }
+        let Some(loader) = self.stub_loader.clone() else {
+            return self.answer_unreachable(m.msg.0, &m.domain, "no stub loader");
+        };
+        let first = !self.waiting.contains_key(&m.domain);
+        if !first && self.waiting.len() >= self.config.max_stubs {
+            return self.answer_unreachable(m.msg.0, &m.domain, "too many domains loading");
+        }
+        let queue = self.waiting.entry(m.domain.clone()).or_default();
+        if queue.len() >= self.config.max_waiting_per_domain {
+            let msg = m.msg.0;
+            if msg.kind.expects_response() {
+                self.bus.send(msg.reply_error(
+                    crate::message::ResponseCode::TooManyRequests,
+                    format!("too many messages waiting for the stub of {}", m.domain),
+                ));
+            }
+            return;
+        }
+        queue.push((m.target, m.msg));
+        if !first {
+            return;
+        }
+        info!(domain = %m.domain, "no stub for the domain: loading one");
+        let domain = m.domain;
+        let timeout = self.config.stub_load_timeout;
+        let load = loader.send(LoadStubFor {
+            domain: domain.clone(),
+        });
+        let me = ctx.address();
+        actix::spawn(async move {
+            let result = match tokio::time::timeout(timeout, load).await {
+                Ok(Ok(r)) => r,
+                Ok(Err(_)) => Err("the stub loader is gone".to_owned()),
+                Err(_) => Err(format!("no stub within {timeout:?}")),
+            };
+            me.do_send(StubLoaded { domain, result });
+        });
+    }
+}
+
+impl Handler<StubLoaded> for RuntimeRegistry {
+    type Result = ();
+    fn handle(&mut self, m: StubLoaded, _: &mut Context<Self>) {
+        let waiting = self.waiting.remove(&m.domain).unwrap_or_default();
+        match m.result {
+            Ok(()) if self.stubs.stub_for(&m.domain).is_some() => {
+                info!(domain = %m.domain, messages = waiting.len(), "stub loaded: waiting messages go through it");
+                for (target, msg) in waiting {
+                    self.flush_one(target, msg);
+                }
+            }
+            r => {
+                let why = r
+                    .err()
+                    .unwrap_or_else(|| "loaded but not registered".to_owned());
+                warn!(domain = %m.domain, reason = %why, messages = waiting.len(), "no stub for the domain");
+                for (_, msg) in waiting {
+                    self.answer_unreachable(msg.0, &m.domain, &why);
+                }
+            }
+        }
+    }
+}
+
+impl RuntimeRegistry {
+    fn flush_one(&self, target: Address, msg: Deliver) {
+        match self.stubs.deliver(&target, msg, None) {
+            StubDelivery::Sent(_) => {}
+            StubDelivery::Waiting(d) => warn!(domain = %d, "stub vanished while flushing"),
+            StubDelivery::NoStub(Deliver(m)) | StubDelivery::Refused(Deliver(m), _) => {
+                let d = target.routing_domain().unwrap_or_default().to_owned();
+                self.answer_unreachable(m, &d, "the stub refused the message");
+            }
+        }
+    }
+
+    /// 504 "domain unreachable: <domain>: <why>" to a waiting request.
+    fn answer_unreachable(&self, msg: crate::message::Message, domain: &str, why: &str) {
+        if msg.kind.expects_response() {
+            self.bus.send(msg.reply_error(
+                crate::message::ResponseCode::GatewayTimeout,
+                format!("domain unreachable: {domain}: {why}"),
+            ));
+        } else {
+            debug!(%domain, kind = %msg.kind, "notification for an unreachable domain dropped");
+        }
+    }
+}
+
 impl Handler<RegisterPep> for RuntimeRegistry {
     type Result = ResponseActFuture<Self, Result<Address, RegistryError>>;
     fn handle(&mut self, m: RegisterPep, _: &mut Context<Self>) -> Self::Result {
@@ -849,5 +996,137 @@ impl Handler<GetSandbox> for RuntimeRegistry {
             provider,
             addr: s.addr.clone(),
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+    use crate::bus::{BusConfig, MessageBus};
+    use crate::message::{Message, ResponseCode};
+    use crate::protostub::StubContext;
+
+    /// A stub that answers every request 200.
+    struct Answering(StubContext);
+    impl Actor for Answering {
+        type Context = Context<Self>;
+    }
+    impl Handler<Deliver> for Answering {
+        type Result = ();
+        fn handle(&mut self, Deliver(m): Deliver, _: &mut Context<Self>) {
+            self.0.inject(m.reply(crate::message::ResponseCode::Ok));
+        }
+    }
+
+    /// Loads per `mode`: registers an answering stub, refuses, or never answers.
+    struct Loader {
+        registry: Addr<RuntimeRegistry>,
+        bus: Bus,
+        mode: &'static str,
+    }
+    impl Actor for Loader {
+        type Context = Context<Self>;
+    }
+    impl Handler<LoadStubFor> for Loader {
+        type Result = ResponseFuture<Result<(), String>>;
+        fn handle(&mut self, m: LoadStubFor, _: &mut Context<Self>) -> Self::Result {
+            let (registry, bus, mode) = (self.registry.clone(), self.bus.clone(), self.mode);
+            Box::pin(async move {
+                match mode {
+                    "load" => {
+                        let url = registry.send(NextStubUrl).await.unwrap().unwrap();
+                        let sctx = StubContext::new(url.clone(), Some(m.domain.clone()), bus);
+                        let stats = sctx.stats().clone();
+                        let stub = Answering(sctx).start();
+                        registry
+                            .send(RegisterStub {
+                                domain: Some(m.domain),
+                                url,
+                                recipient: stub.recipient(),
+                                stats,
+                            })
+                            .await
+                            .unwrap()
+                            .map_err(|e| e.to_string())
+                    }
+                    "refuse" => Err("catalogue unreachable".to_owned()),
+                    _ => std::future::pending().await,
+                }
+            })
+        }
+    }
+
+    async fn runtime(mode: &'static str) -> (Bus, Addr<RuntimeRegistry>) {
+        let stubs = Arc::new(StubTable::default());
+        let bus = MessageBus::start(
+            "hyperty-runtime://a.org/rt".parse().unwrap(),
+            BusConfig::default(),
+            stubs.clone(),
+        );
+        let config = RegistryConfig {
+            stub_load_timeout: Duration::from_millis(200),
+            ..RegistryConfig::default()
+        };
+        let registry =
+            RuntimeRegistry::new(bus.clone(), stubs, config, SandboxConfig::default()).start();
+        let loader = Loader {
+            registry: registry.clone(),
+            bus: bus.clone(),
+            mode,
+        }
+        .start();
+        registry
+            .send(SetStubLoader(Some(loader.recipient())))
+            .await
+            .unwrap();
+        (bus, registry)
+    }
+
+    fn req(to: &str) -> Message {
+        Message::new(
+            MessageType::Read,
+            "hyperty-runtime://a.org/rt/app".parse().unwrap(),
+            to.parse::<Address>().unwrap(),
+        )
+    }
+
+    #[actix::test]
+    async fn waiting_messages_go_through_the_loaded_stub() {
+        let (bus, registry) = runtime("load").await;
+        let posts: Vec<_> = (0..3).map(|_| bus.post(req("hyperty://b.org/x"))).collect();
+        for r in futures_util::future::join_all(posts).await {
+            assert_eq!(r.unwrap().code(), Some(ResponseCode::Ok));
+        }
+        assert!(registry
+            .send(DiscoverProtostub("b.org".into()))
+            .await
+            .unwrap()
+            .is_some());
+        // the runtime's own domain is never loaded on demand
+        assert!(matches!(
+            bus.post(req("hyperty://a.org/y")).await,
+            Err(crate::error::BusError::NoRoute(_))
+        ));
+    }
+
+    #[actix::test]
+    async fn a_failed_or_slow_load_answers_504_naming_the_domain() {
+        for (mode, why) in [
+            ("refuse", "catalogue unreachable"),
+            ("hang", "no stub within"),
+        ] {
+            let (bus, registry) = runtime(mode).await;
+            let r = bus.post(req("hyperty://c.org/x")).await.unwrap();
+            assert_eq!(r.code(), Some(ResponseCode::GatewayTimeout), "{mode}");
+            let d = r.body.description.unwrap();
+            assert!(d.contains("c.org") && d.contains(why), "{mode}: {d}");
+            assert!(registry
+                .send(DiscoverProtostub("c.org".into()))
+                .await
+                .unwrap()
+                .is_none());
+        }
     }
 }

@@ -203,11 +203,35 @@ pub struct StubRoute {
     pub recipient: Recipient<Deliver>,
 }
 
-/// Domain → protocol stub, plus a default stub for every other domain.
+/// A message for a domain that has no stub yet, handed to whoever loads stubs
+/// on demand (the registry, which asks the runtime's user agent).
+#[derive(Debug, actix::Message)]
+#[rtype(result = "()")]
+pub struct AwaitStub {
+    /// The domain without a stub.
+    pub domain: String,
+    /// The recipient the message is for.
+    pub target: Address,
+    /// The message.
+    pub msg: Deliver,
+}
+
+/// Where messages for domains without a stub wait (see [`AwaitStub`]).
+#[derive(Debug)]
+pub struct OnDemand {
+    /// The runtime's own domain, never loaded on demand.
+    pub own_domain: String,
+    /// Who takes the waiting messages.
+    pub recipient: Recipient<AwaitStub>,
+}
+
+/// Domain → protocol stub, plus a default stub for every other domain, plus
+/// (optionally) a loader of stubs on demand, consulted before the default.
 #[derive(Debug, Default)]
 pub struct StubTable {
     by_domain: DashMap<String, StubRoute>,
     default: RwLock<Option<StubRoute>>,
+    on_demand: RwLock<Option<OnDemand>>,
 }
 
 /// Outcome of handing a message to a stub.
@@ -217,6 +241,8 @@ pub enum StubDelivery {
     Sent(Address),
     /// No stub for the address (or only the one it came from): handed back.
     NoStub(Deliver),
+    /// Waiting for the domain's stub to be loaded.
+    Waiting(String),
     /// The stub refused: handed back with the reason.
     Refused(Deliver, Refusal),
 }
@@ -238,6 +264,11 @@ impl StubTable {
             &mut *self.default.write().unwrap_or_else(|e| e.into_inner()),
             route,
         )
+    }
+
+    /// Sets (or clears) the on-demand loader.
+    pub fn set_on_demand(&self, on_demand: Option<OnDemand>) {
+        *self.on_demand.write().unwrap_or_else(|e| e.into_inner()) = on_demand;
     }
 
     /// The URL of the stub that would carry a message to `target`.
@@ -285,6 +316,26 @@ impl StubTable {
         if let Some(r) = target.routing_domain().and_then(|d| self.by_domain.get(d)) {
             return send(&r, msg);
         }
+        let msg = match (
+            &*self.on_demand.read().unwrap_or_else(|e| e.into_inner()),
+            target.routing_domain(),
+        ) {
+            (Some(od), Some(domain)) if came_from.is_none() && domain != od.own_domain => {
+                let wait = AwaitStub {
+                    domain: domain.to_owned(),
+                    target: target.clone(),
+                    msg,
+                };
+                return match od.recipient.try_send(wait) {
+                    Ok(()) => StubDelivery::Waiting(domain.to_owned()),
+                    Err(e) => {
+                        let why = Refusal::from(&e);
+                        StubDelivery::Refused(into_inner(e).msg, why)
+                    }
+                };
+            }
+            _ => msg,
+        };
         match &*self.default.read().unwrap_or_else(|e| e.into_inner()) {
             Some(r) => send(r, msg),
             None => StubDelivery::NoStub(msg),

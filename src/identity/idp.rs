@@ -146,6 +146,14 @@ pub struct IssuePeerToken {
     pub lifetime_secs: u64,
 }
 
+/// Signs a catalogue descriptor with the provider's current key: answers a
+/// compact JWS whose payload is [`DescriptorClaims`](super::DescriptorClaims)
+/// (`iss` = this provider), checked with
+/// [`verify_descriptor`](super::verify_descriptor) against the published JWK set.
+#[derive(Debug, Clone, actix::Message)]
+#[rtype(result = "Result<String, IdentityError>")]
+pub struct SignDescriptor(pub hyperty_actors::catalogue::CatalogueDescriptor);
+
 /// Makes a new signing key. The old one stays published until every token it
 /// signed has expired. Answers the new `kid`.
 #[derive(Debug, Clone, Copy, actix::Message)]
@@ -942,6 +950,22 @@ impl Handler<IssuePeerToken> for IdentityProvider {
             TokenUse::Peer,
         );
         self.sign(&claims)
+    }
+}
+
+impl Handler<SignDescriptor> for IdentityProvider {
+    type Result = Result<String, IdentityError>;
+
+    fn handle(&mut self, m: SignDescriptor, _: &mut Context<Self>) -> Self::Result {
+        let _span =
+            info_span!("idp.sign_descriptor", domain = %self.domain, name = %m.0.object_name)
+                .entered();
+        let claims = super::jwt::DescriptorClaims {
+            iss: self.issuer.clone(),
+            iat: self.now(),
+            descriptor: m.0,
+        };
+        super::jwt::sign_descriptor(self.keys.current()?, &claims)
     }
 }
 

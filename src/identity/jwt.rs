@@ -25,6 +25,66 @@ pub(crate) fn sign(key: &KeyEntry, claims: &Claims) -> Result<String, IdentityEr
         .map_err(|_| IdentityError::Internal("signing failed"))
 }
 
+/// The payload of a signed catalogue descriptor: the IdP that signed it, when,
+/// and the descriptor.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DescriptorClaims {
+    /// `domain-idp://<D>`.
+    pub iss: String,
+    /// Signing time, seconds since the epoch.
+    pub iat: u64,
+    /// The descriptor.
+    pub descriptor: hyperty_actors::catalogue::CatalogueDescriptor,
+}
+
+/// Signs a descriptor payload with `key` (a JWS: header `alg: EdDSA`, `kid`).
+pub(crate) fn sign_descriptor(
+    key: &KeyEntry,
+    claims: &DescriptorClaims,
+) -> Result<String, IdentityError> {
+    let mut header = Header::new(Algorithm::EdDSA);
+    header.kid = Some(key.kid.clone());
+    header.typ = Some("JWT".to_owned());
+    header.cty = Some("hyperty-descriptor".to_owned());
+    jsonwebtoken::encode(&header, claims, &key.encoding)
+        .map_err(|_| IdentityError::Internal("signing failed"))
+}
+
+/// Checks a signed descriptor against `jwks`: the key named by its `kid`, EdDSA
+/// only, issued by `issuer` (`domain-idp://<D>`) when given. Answers the payload.
+pub fn verify_descriptor(
+    jws: &str,
+    jwks: &super::keys::JwkSet,
+    issuer: Option<&str>,
+) -> Result<DescriptorClaims, IdentityError> {
+    let peeked = peek(jws)?;
+    let jwk = jwks
+        .keys
+        .iter()
+        .find(|k| k.kid == peeked.kid)
+        .ok_or(IdentityError::InvalidToken(
+            "signed by a key the domain does not publish",
+        ))?;
+    let key = jwk.decoding_key()?;
+    let mut v = Validation::new(Algorithm::EdDSA);
+    v.set_required_spec_claims::<&str>(&[]);
+    v.validate_exp = false;
+    v.validate_nbf = false;
+    v.validate_aud = false;
+    if let Some(i) = issuer {
+        v.set_issuer(&[i]);
+    }
+    v.leeway = 0;
+    let claims = jsonwebtoken::decode::<DescriptorClaims>(jws, &key, &v)
+        .map_err(|e| map_jwt_error(&e))?
+        .claims;
+    if issuer.is_some_and(|i| claims.iss != i) {
+        return Err(IdentityError::WrongIssuer);
+    }
+    Ok(claims)
+}
+
 /// What the unverified token says about itself.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct Peeked {

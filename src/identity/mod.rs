@@ -21,6 +21,7 @@
 //! | same | [`DeleteUser`] / [`DeleteDevice`] (the user's / owner's or an admin's ID token) | [`Deletion`]; every token of the subject is revoked; 403 someone else's |
 //! | same | [`DeviceToken`] | [`IssuedToken`] (device token for the runtime itself) |
 //! | same | [`IssueAssertion`] | [`IdentityAssertion`] binding the ID token's user to a hyperty |
+//! | the node's catalogue | [`SignDescriptor`] | a JWS of the descriptor, checked with [`verify_descriptor`] |
 //! | operators | [`RotateKeys`] | the new `kid`; old keys stay published until their tokens expire |
 //! | the node, when it stops | [`Shutdown`] | the provider stops and closes its store |
 //! | HTTP `/.well-known/jwks.json` | [`Jwks`] | [`JwkSet`] |
@@ -198,9 +199,10 @@ pub use self::idm::{
 pub use self::idp::{
     DeleteDevice, DeleteUser, Deletion, DeviceToken, IdentityProvider, IdpRequest, IssueAssertion,
     IssuePeerToken, Jwks, Login, RegisterDevice, RegisterUser, RotateKeys, Shutdown,
-    KEY_PRUNE_INTERVAL,
+    SignDescriptor, KEY_PRUNE_INTERVAL,
 };
 pub use self::interceptor::{IdentityInterceptor, INTERCEPTOR_NAME};
+pub use self::jwt::{verify_descriptor, DescriptorClaims};
 pub use self::keys::{Jwk, JwkSet, KEY_FILE_NAME};
 pub use self::model::{
     Claims, DeviceCredentials, IdentityAssertion, IssuedToken, Profile, Secret, TokenUse, UserInfo,

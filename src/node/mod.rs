@@ -91,6 +91,9 @@ pub enum NodeError {
     /// The node's durable records could not be opened.
     #[error(transparent)]
     Store(#[from] holders::HoldersError),
+    /// The catalogue directory could not be read.
+    #[error(transparent)]
+    Catalogue(#[from] crate::catalogue::CatalogueError),
 }
 
 /// Publishes node-originated notifications (registry status changes) to the
@@ -134,6 +137,7 @@ pub struct NodeState {
     pub(crate) pdp: PdpHandle,
     pub(crate) config: Arc<NodeConfig>,
     pub(crate) federation: Option<Arc<crate::federation::PeerConnector>>,
+    pub(crate) catalogue: Arc<crate::catalogue::Catalogue>,
     pub(crate) clock: Arc<dyn Clock>,
     pub(crate) dashboard: Option<Addr<crate::dashboard::Sampler>>,
 }
@@ -155,6 +159,7 @@ impl NodeState {
         clock: Arc<dyn Clock>,
     ) -> Result<NodeState, NodeError> {
         config.validate()?;
+        let catalogue = Arc::new(crate::catalogue::Catalogue::load(&config.catalogue)?);
         let router = Arc::new(
             Router::new(&config.node.domain, config.session.grace_buffer)
                 .with_grace_bytes(config.session.max_pending_bytes)
@@ -226,6 +231,7 @@ impl NodeState {
             pdp,
             config: Arc::new(config),
             federation: None,
+            catalogue,
             clock,
             dashboard: None,
         };
@@ -271,6 +277,11 @@ impl NodeState {
         &self.pdp
     }
 
+    /// The catalogue served under `/.well-known/` (see [`crate::catalogue`]).
+    pub fn catalogue(&self) -> &Arc<crate::catalogue::Catalogue> {
+        &self.catalogue
+    }
+
     /// The QoS broker (`domain://qos.<D>`, `GET /qos`).
     pub fn qos(&self) -> &Addr<crate::qos::QosBroker> {
         &self.qos
@@ -282,8 +293,9 @@ impl NodeState {
         &self.idp
     }
 
-    /// Mounts the node's routes (`/ws`, `/health`, `/metrics`, `/dashboard…`, `/`, `/demo/…`,
-    /// `/client/hyperty.js`, `/registry/…`, `/qos…`, `/idp/…`, `/.well-known/jwks.json`)
+    /// Mounts the node's routes (`/ws`, `/http/…`, `/socket.io/`, `/health`, `/metrics`,
+    /// `/dashboard…`, `/`, `/demo/…`, `/client/hyperty.js`, `/registry/…`, `/qos…`,
+    /// `/idp/…`, `/.well-known/jwks.json`, the catalogue's `/.well-known/<type>/<name>`)
     /// into an actix-web app:
     /// `App::new().configure(state.configure())`.
     pub fn configure(&self) -> impl Fn(&mut web::ServiceConfig) + Clone + Send + 'static {
@@ -332,6 +344,9 @@ impl NodeState {
             if let Some(f) = &state.federation {
                 f.configure(cfg);
             }
+            // after the federation's /.well-known/hyperty/node
+            cfg.app_data(web::Data::new(state.catalogue.clone()))
+                .configure(crate::catalogue::configure);
         }
     }
 }

@@ -659,9 +659,10 @@ impl Shared {
                         None => groups.push((stub, vec![t.clone()])),
                     },
                     None => {
+                        // no route yet: a stub may be loaded on demand
                         let mut m = msg.clone();
                         m.to = To::One(t.clone());
-                        self.no_route(m, t);
+                        self.route_to(m, t, origin);
                     }
                 }
             }
@@ -756,6 +757,10 @@ impl Shared {
                         StubDelivery::Sent(stub) => {
                             self.counters.delivered.fetch_add(1, Relaxed);
                             trace!(%target, %stub, "handed to protocol stub");
+                        }
+                        StubDelivery::Waiting(domain) => {
+                            self.counters.delivered.fetch_add(1, Relaxed);
+                            trace!(%target, %domain, "waiting for the domain's stub");
                         }
                         StubDelivery::Refused(Deliver(m), why) => self.refused(m, target, why),
                         StubDelivery::NoStub(Deliver(m)) => self.no_route(m, target),

@@ -1,0 +1,390 @@
+//! Protocol on the fly: a runtime of domain A reaches a hyperty of domain B
+//! through the stub it downloads from B's catalogue, with no gateway and no
+//! federation between the nodes.
+
+mod common;
+
+use std::net::TcpListener;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use common::*;
+use hyperty::prelude::*;
+use hyperty::ua::{RuntimeUa, UaConfig};
+use serde_json::json;
+
+/// B's stub for its node's raw WebSocket dialect.
+const RAW_STUB: &str = include_str!("../examples/protofly/raw_stub.js");
+
+/// A catalogue serving `code` as the domain's `default` protocol stub.
+fn stub_catalogue(domain: &str, endpoint: &str, code: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("protofly-{}", uuid::Uuid::new_v4()));
+    std::fs::create_dir_all(d.join("protocolstub")).unwrap();
+    std::fs::write(
+        d.join("protocolstub/default.json"),
+        json!({"objectName": "default", "objectType": "protocolstub", "version": "1.0.0",
+               "sourcePackageURL": "default.js",
+               "configuration": {"url": endpoint, "domain": domain},
+               "constraints": {"browser": true}, "policies": [], "dataObjects": []})
+        .to_string(),
+    )
+    .unwrap();
+    std::fs::write(d.join("protocolstub/default.js"), code).unwrap();
+    d
+}
+
+/// A node for `domain` without federation (no node-to-node link exists), with
+/// `catalogue` served.
+fn isolated_node(
+    domain: &str,
+    listener: TcpListener,
+    catalogue: Option<PathBuf>,
+) -> hyperty::node::NodeHandle {
+    let mut cfg = node_config(domain);
+    cfg.federation.enabled = false;
+    cfg.catalogue.dir = catalogue;
+    hyperty::node::start(listener, cfg).unwrap()
+}
+
+#[actix::test]
+async fn a_runtime_reaches_another_domain_through_the_stub_it_downloads() {
+    // domain B: a node serving its catalogue, a runtime with a hyperty
+    let lb = TcpListener::bind("127.0.0.1:0").unwrap();
+    let b_addr = lb.local_addr().unwrap();
+    let b_dir = stub_catalogue("b.org", &format!("ws://{b_addr}/ws"), RAW_STUB);
+    let node_b = isolated_node("b.org", lb, Some(b_dir.clone()));
+    let rt_b = Runtime::start(RuntimeConfig::new("b.org")).unwrap();
+    attach(&rt_b, &node_b).await;
+    let bob = rt_b.spawn_hyperty(worker("b.org")).await.unwrap();
+
+    // domain D: its catalogue's stub points at an endpoint where nothing listens
+    let ld = TcpListener::bind("127.0.0.1:0").unwrap();
+    let d_addr = ld.local_addr().unwrap();
+    let nowhere = TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let d_dir = stub_catalogue("d.org", &format!("ws://{nowhere}/ws"), RAW_STUB);
+    let node_d = isolated_node("d.org", ld, Some(d_dir.clone()));
+
+    // domain A: its own node, a runtime with a user agent that knows where catalogues are
+    let node_a = isolated_node("a.org", TcpListener::bind("127.0.0.1:0").unwrap(), None);
+    let rt_a = Runtime::start(RuntimeConfig::new("a.org")).unwrap();
+    attach(&rt_a, &node_a).await;
+    let mut ua = UaConfig::default();
+    ua.resolve.insert("b.org".into(), b_addr.to_string());
+    ua.resolve.insert("c.org".into(), nowhere.to_string());
+    ua.resolve.insert("d.org".into(), d_addr.to_string());
+    ua.connect_timeout = Duration::from_secs(2);
+    RuntimeUa::start(&rt_a, ua).await.unwrap();
+    assert!(rt_a.stubs().await.iter().all(|s| s.domain.is_none()));
+
+    // the first messages for b.org wait while the stub is fetched, checked and started
+    let me = rt_a.url().component("app");
+    let first: Vec<_> = (0..3)
+        .map(|i| {
+            rt_a.bus()
+                .post(request(&me, bob.address(), json!({"n": i})))
+        })
+        .collect();
+    for (i, r) in futures_util::future::join_all(first)
+        .await
+        .into_iter()
+        .enumerate()
+    {
+        let r = r.unwrap();
+        assert_eq!(r.code(), Some(ResponseCode::Ok), "{r:?}");
+        assert_eq!(r.body.value.unwrap()["body"]["value"], json!({"n": i}));
+        assert_eq!(r.to.first(), &me);
+    }
+    let stubs = rt_a.stubs().await;
+    let b_stub = stubs
+        .iter()
+        .find(|s| s.domain.as_deref() == Some("b.org"))
+        .expect("b.org's stub registered");
+    assert_eq!(b_stub.status, StubStatus::Live);
+    // later messages go straight through it
+    let r = rt_a
+        .bus()
+        .post(request(&me, bob.address(), json!("again")))
+        .await
+        .unwrap();
+    assert_eq!(r.code(), Some(ResponseCode::Ok));
+    // node A never saw b.org's traffic: it has no federation
+    assert!(node_a.state().federation().is_none());
+
+    // a catalogue that cannot be reached: 504 naming the domain
+    let carol: Address = "hyperty://c.org/carol".parse().unwrap();
+    let r = rt_a
+        .bus()
+        .post(request(&me, &carol, json!("hi")))
+        .await
+        .unwrap();
+    assert_eq!(r.code(), Some(ResponseCode::GatewayTimeout));
+    let why = r.body.description.unwrap();
+    assert!(
+        why.contains("c.org") && why.contains("unreachable"),
+        "{why}"
+    );
+
+    // a stub that never connects: 504 naming the domain, and nothing left registered
+    let dave: Address = "hyperty://d.org/dave".parse().unwrap();
+    let r = rt_a
+        .bus()
+        .post(request(&me, &dave, json!("hi")))
+        .await
+        .unwrap();
+    assert_eq!(r.code(), Some(ResponseCode::GatewayTimeout));
+    let why = r.body.description.unwrap();
+    assert!(
+        why.contains("d.org") && why.contains("while connecting"),
+        "{why}"
+    );
+    assert!(!rt_a
+        .stubs()
+        .await
+        .iter()
+        .any(|s| s.domain.as_deref() == Some("d.org")));
+
+    rt_a.shutdown().await;
+    rt_b.shutdown().await;
+    stop_all(&[node_a, node_b, node_d]).await;
+    let _ = std::fs::remove_dir_all(b_dir);
+    let _ = std::fs::remove_dir_all(d_dir);
+}
+
+/// seed 003's "mysite.com": a WebSocket server for its own in-the-wire protocol.
+/// A connection to `/rtc?user=<U>` is U online; a frame is routed to its
+/// `destination-user` (without the cookie) once its `cookie` is checked against
+/// its `source-user`, who must be the connection's user; a request to someone
+/// offline is answered `not-online`.
+mod mysite {
+    use std::collections::HashMap;
+    use std::sync::{Arc, Mutex};
+
+    use futures_util::{SinkExt, StreamExt};
+    use serde_json::{json, Value};
+    use tokio::sync::mpsc;
+    use tokio_tungstenite::tungstenite::Message as Ws;
+
+    pub const COOKIES: &[(&str, &str)] = &[("Bob", "kj87kjsdhf"), ("Alice", "t112mnkszz")];
+    type Online = Arc<Mutex<HashMap<String, mpsc::UnboundedSender<String>>>>;
+
+    pub async fn serve() -> std::net::SocketAddr {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let online: Online = Arc::default();
+        actix_rt::spawn(async move {
+            while let Ok((tcp, _)) = listener.accept().await {
+                actix_rt::spawn(session(tcp, online.clone()));
+            }
+        });
+        addr
+    }
+
+    // the handshake callback's error type is tungstenite's, not ours
+    #[allow(clippy::result_large_err)]
+    async fn session(tcp: tokio::net::TcpStream, online: Online) {
+        let mut user = None;
+        let ws = tokio_tungstenite::accept_hdr_async(
+            tcp,
+            |req: &tokio_tungstenite::tungstenite::handshake::server::Request, resp| {
+                user = req
+                    .uri()
+                    .query()
+                    .and_then(|q| q.strip_prefix("user="))
+                    .map(str::to_owned);
+                Ok(resp)
+            },
+        )
+        .await
+        .unwrap();
+        let Some(user) = user else { return };
+        let (mut sink, mut stream) = ws.split();
+        let (tx, mut rx) = mpsc::unbounded_channel::<String>();
+        online.lock().unwrap().insert(user.clone(), tx.clone());
+        actix_rt::spawn(async move {
+            while let Some(text) = rx.recv().await {
+                if sink.send(Ws::Text(text.into())).await.is_err() {
+                    return;
+                }
+            }
+        });
+        while let Some(Ok(Ws::Text(text))) = stream.next().await {
+            let Ok(mut frame) = serde_json::from_str::<Value>(&text) else {
+                continue;
+            };
+            let kind = if frame.get("request").is_some() {
+                "request"
+            } else {
+                "response"
+            };
+            let Some(body) = frame.get_mut(kind).and_then(Value::as_object_mut) else {
+                continue;
+            };
+            let source = body
+                .get("source-user")
+                .and_then(Value::as_str)
+                .unwrap_or_default()
+                .to_owned();
+            let cookie = body
+                .remove("cookie")
+                .and_then(|c| c.as_str().map(str::to_owned));
+            let authorised = source == user
+                && COOKIES
+                    .iter()
+                    .any(|(u, c)| *u == source && Some(*c) == cookie.as_deref());
+            if !authorised {
+                continue;
+            }
+            let dest = body
+                .get("destination-user")
+                .and_then(Value::as_str)
+                .unwrap_or_default()
+                .to_owned();
+            let target = online.lock().unwrap().get(&dest).cloned();
+            match target {
+                Some(t) => {
+                    let _ = t.send(frame.to_string());
+                }
+                None if kind == "request" => {
+                    let _ = tx.send(json!({"response": {
+                        "call-id": body.get("call-id"), "transaction-id": body.get("transaction-id"),
+                        "status": "not-online", "source-user": dest, "destination-user": source}})
+                    .to_string());
+                }
+                None => {}
+            }
+        }
+        online.lock().unwrap().remove(&user);
+    }
+}
+
+/// The next text frame of `ws`, as JSON (bounded wait).
+async fn next_frame<S>(ws: &mut tokio_tungstenite::WebSocketStream<S>) -> serde_json::Value
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
+    use futures_util::StreamExt;
+    use tokio_tungstenite::tungstenite::Message as Ws;
+    match tokio::time::timeout(TIMEOUT, ws.next()).await {
+        Ok(Some(Ok(Ws::Text(t)))) => serde_json::from_str(&t).unwrap(),
+        other => panic!("no frame: {other:?}"),
+    }
+}
+
+#[actix::test]
+async fn a_hyperty_calls_a_user_of_a_site_speaking_its_own_json_dialect() {
+    use futures_util::SinkExt;
+    use tokio_tungstenite::tungstenite::Message as Ws;
+
+    let rtc = mysite::serve().await;
+    // mysite.com's catalogue: its stub for its protocol, logged in as Bob
+    let lm = TcpListener::bind("127.0.0.1:0").unwrap();
+    let m_addr = lm.local_addr().unwrap();
+    let dir = std::env::temp_dir().join(format!("protofly-{}", uuid::Uuid::new_v4()));
+    std::fs::create_dir_all(dir.join("protocolstub")).unwrap();
+    std::fs::write(
+        dir.join("protocolstub/default.json"),
+        json!({"objectName": "default", "objectType": "protocolstub", "version": "1.0.0",
+               "sourcePackageURL": "default.js",
+               "configuration": {"url": format!("ws://{rtc}/rtc?user=Bob"), "domain": "mysite.com",
+                                 "user": "Bob", "cookie": "kj87kjsdhf"}})
+        .to_string(),
+    )
+    .unwrap();
+    std::fs::write(
+        dir.join("protocolstub/default.js"),
+        include_str!("../examples/protofly/rtc_stub.js"),
+    )
+    .unwrap();
+    let catalogue = isolated_node("mysite.com", lm, Some(dir.clone()));
+
+    // Alice is online at mysite.com in her browser
+    let (mut alice, _) = tokio_tungstenite::connect_async(format!("ws://{rtc}/rtc?user=Alice"))
+        .await
+        .unwrap();
+
+    let rt = Runtime::start(RuntimeConfig::new("a.org")).unwrap();
+    let mut ua = UaConfig::default();
+    ua.resolve.insert("mysite.com".into(), m_addr.to_string());
+    RuntimeUa::start(&rt, ua).await.unwrap();
+    let me = rt.url().component("bob");
+    let (probe, mut inbox) = Probe::start();
+    rt.bus()
+        .add_listener(me.clone(), probe, None)
+        .await
+        .unwrap();
+
+    let alice_addr: Address = "hyperty://mysite.com/Alice".parse().unwrap();
+    let call = rt.bus().post(request(
+        &me,
+        &alice_addr,
+        json!({"subject": "lunch?", "media": {"type": "OFFER", "sdp": "v=0"}}),
+    ));
+    let call = actix_rt::spawn(call);
+
+    // Alice's browser gets the call in mysite.com's dialect, without Bob's cookie
+    let frame = next_frame(&mut alice).await;
+    let req = &frame["request"];
+    assert_eq!(req["request-type"], "call");
+    assert_eq!(req["source-user"], "Bob");
+    assert_eq!(req["destination-user"], "Alice");
+    assert_eq!(req["subject"], "lunch?");
+    assert_eq!(req["media"]["type"], "OFFER");
+    assert!(req.get("cookie").is_none());
+    let call_id = req["call-id"].clone();
+    let tid = req["transaction-id"].clone();
+    alice
+        .send(Ws::Text(
+            json!({"response": {"call-id": call_id, "transaction-id": tid, "status": "accepted",
+                                "source-user": "Alice", "destination-user": "Bob",
+                                "cookie": "t112mnkszz", "media": {"type": "ANSWER", "sdp": "v=0"}}})
+            .to_string()
+            .into(),
+        ))
+        .await
+        .unwrap();
+
+    // Bob's hyperty gets a reTHINK response; Alice gets the ack
+    let r = call.await.unwrap().unwrap();
+    assert_eq!(r.code(), Some(ResponseCode::Ok), "{r:?}");
+    let v = r.body.value.unwrap();
+    assert_eq!(v["status"], "accepted");
+    assert_eq!(v["media"]["type"], "ANSWER");
+    assert_eq!(r.from, alice_addr);
+    let ack = next_frame(&mut alice).await;
+    assert_eq!(ack["request"]["request-type"], "ack");
+    assert_eq!(ack["request"]["call-id"], call_id);
+
+    // Alice hangs up: Bob's hyperty gets a delete from her address
+    alice
+        .send(Ws::Text(
+            json!({"request": {"call-id": call_id, "transaction-id": 1002, "request-type": "hangup",
+                               "source-user": "Alice", "destination-user": "Bob", "cookie": "t112mnkszz"}})
+            .to_string()
+            .into(),
+        ))
+        .await
+        .unwrap();
+    let hangup = inbox
+        .recv_matching(TIMEOUT, |m| m.kind == MessageType::Delete)
+        .await
+        .expect("hangup delivered");
+    assert_eq!(hangup.from, alice_addr);
+    assert_eq!(hangup.body.value.unwrap()["callId"], call_id);
+
+    // someone offline: 404 from the site, in reTHINK terms
+    let carol: Address = "hyperty://mysite.com/Carol".parse().unwrap();
+    let r = rt
+        .bus()
+        .post(request(&me, &carol, json!({})))
+        .await
+        .unwrap();
+    assert_eq!(r.code(), Some(ResponseCode::NotFound));
+    assert_eq!(r.body.value.unwrap()["status"], "not-online");
+
+    rt.shutdown().await;
+    catalogue.stop().await;
+    let _ = std::fs::remove_dir_all(dir);
+}
