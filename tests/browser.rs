@@ -1,14 +1,15 @@
 //! The demo page (`/`, `web/demo/`) in a real browser: `web/test/browser.test.mjs`
 //! drives headless Chromium with playwright-core against a real node (auth
 //! required) — two people sign up and log in, chat, and call each other over
-//! WebRTC with the signalling through the node — then the node's counters are
-//! checked for that traffic.
+//! WebRTC with the signalling through the node — then the node's dashboard (in
+//! the browser) and its counters are checked for that traffic.
 //!
 //! Needs Chromium (`/usr/bin/chromium`, or `CHROMIUM=<path>`) and
 //! `npm ci` in `web/test` (both done by `scripts/test.sh`). Without them the
 //! browser test fails under CI (`CI` set) and is skipped, saying so, elsewhere.
 //! `HYPERTY_SCREENSHOTS=docs` writes the two pages mid-call to
-//! `docs/demo-alice.png` and `docs/demo-bob.png`.
+//! `docs/demo-alice.png` and `docs/demo-bob.png`, and the dashboard to
+//! `docs/dashboard.png`.
 
 mod common;
 
@@ -116,6 +117,7 @@ async fn two_browsers_chat_and_call_through_the_node() {
     let node = start_node(D, |c| c.auth.mode = AuthMode::Required);
     let mut env = vec![
         ("HYPERTY_HTTP", node.http_url()),
+        ("HYPERTY_DASHBOARD_TOKEN", token(&node, "operator").await),
         (
             "CHROMIUM",
             chromium().unwrap_or_default().display().to_string(),

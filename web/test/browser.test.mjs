@@ -6,7 +6,9 @@
 // connection objects deleted); then bob calls alice, who declines.
 //
 // HYPERTY_HTTP: the node. CHROMIUM: the browser (default /usr/bin/chromium).
-// HYPERTY_SCREENSHOT_DIR: where to write the pages mid-call (unset: nowhere).
+// HYPERTY_DASHBOARD_TOKEN: an ID token for the node's dashboard, which is then
+// checked to show the traffic. HYPERTY_SCREENSHOT_DIR: where to write the pages
+// mid-call and the dashboard (unset: nowhere).
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import path from "node:path";
@@ -15,6 +17,7 @@ import { chromium } from "playwright-core";
 const HTTP = process.env.HYPERTY_HTTP;
 const CHROMIUM = process.env.CHROMIUM || "/usr/bin/chromium";
 const SHOTS = process.env.HYPERTY_SCREENSHOT_DIR;
+const DASHBOARD_TOKEN = process.env.HYPERTY_DASHBOARD_TOKEN;
 /** How long any one condition may take to become true, ms. */
 const WAIT = 15000;
 assert.ok(HTTP, "run this through `cargo test --test browser`");
@@ -161,6 +164,31 @@ test("two browsers: sign up, log in, see each other, chat both ways, call with m
 
     for (const page of [alice, bob]) assert.deepEqual(page.errors, [], "no script errors on the page");
     assert.notEqual(await bob.title(), "pwned");
+
+    // the node's dashboard shows the two people's traffic
+    if (DASHBOARD_TOKEN) {
+      const context = await browser.newContext({ viewport: { width: 1000, height: 1400 } });
+      const dash = await context.newPage();
+      dash.setDefaultTimeout(WAIT);
+      const errors = [];
+      dash.on("pageerror", (e) => errors.push(String(e)));
+      await dash.goto(`${HTTP}/dashboard#token=${encodeURIComponent(DASHBOARD_TOKEN)}`);
+      await dash.locator("#dashboard:not([hidden])").waitFor();
+      const value = (chart, label) =>
+        dash.locator(`details[data-key="${chart}"] tr`, { has: dash.locator("td", { hasText: new RegExp(`^${label}$`) }) }).locator("td").nth(1);
+      // alice and bob are still online; frames went through and were delivered
+      await dash.waitForFunction(() => {
+        const row = (chart, label) => [...document.querySelectorAll(`details[data-key="${chart}"] tr`)]
+          .find((tr) => tr.cells[0]?.textContent === label)?.cells[1]?.textContent;
+        return Number(row("Sessions and addresses", "live sessions")) >= 2 &&
+          !["0", undefined].includes(row("Frames since start", "delivered")) &&
+          document.querySelectorAll("#traffic path.line").length > 0;
+      }, null, { timeout: WAIT });
+      assert.notEqual(await value("Frames since start", "received").textContent(), "0");
+      assert.deepEqual(errors, [], "no script errors on the dashboard");
+      if (SHOTS) await dash.screenshot({ path: path.join(SHOTS, "dashboard.png"), fullPage: true });
+      await context.close();
+    }
   } finally {
     await browser.close();
   }
