@@ -93,6 +93,29 @@ async fn login_from(
     http(node, source, "POST", "/idp/login", None, Some(body)).await
 }
 
+/// A device registered by the owner of `owner_token`: its id, a device token and
+/// its runtime URL.
+async fn new_device(
+    node: &hyperty::node::NodeHandle,
+    owner_token: &str,
+) -> (String, String, String) {
+    let dev = http(node, ip(1), "POST", "/idp/devices", Some(owner_token), None).await;
+    assert_eq!(dev.status, 201);
+    let device = dev.body["device"].as_str().unwrap().to_owned();
+    let t = http(
+        node,
+        ip(1),
+        "POST",
+        "/idp/devices/token",
+        None,
+        Some(json!({"device": device, "secret": dev.body["secret"]})),
+    )
+    .await;
+    let token = t.body["deviceToken"].as_str().unwrap().to_owned();
+    let runtime = t.body["runtimeURL"].as_str().unwrap().to_owned();
+    (device, token, runtime)
+}
+
 async fn id_token(node: &hyperty::node::NodeHandle, name: &str) -> String {
     let a = login_from(node, ip(1), name, PASSWORD).await;
     assert_eq!(a.status, 200, "{}", a.body);
@@ -228,20 +251,7 @@ async fn deleting_a_user_or_device_revokes_its_tokens() {
         id_token(&node, "bob").await,
         id_token(&node, "root").await,
     );
-    let dev = http(&node, ip(1), "POST", "/idp/devices", Some(&alice), None).await;
-    assert_eq!(dev.status, 201);
-    let device = dev.body["device"].as_str().unwrap().to_owned();
-    let t = http(
-        &node,
-        ip(1),
-        "POST",
-        "/idp/devices/token",
-        None,
-        Some(json!({"device": device, "secret": dev.body["secret"]})),
-    )
-    .await;
-    let device_token = t.body["deviceToken"].as_str().unwrap().to_owned();
-    let runtime = t.body["runtimeURL"].as_str().unwrap().to_owned();
+    let (device, device_token, runtime) = new_device(&node, &alice).await;
     let ws = node.ws_url();
     let opens = |from: &str, token: &str| {
         let open =
@@ -412,20 +422,7 @@ async fn deleting_a_user_or_device_closes_its_live_sessions() {
         assert_eq!(register(&node, name).await.status, 201);
     }
     let (alice, bob) = (id_token(&node, "alice").await, id_token(&node, "bob").await);
-    let dev = http(&node, ip(1), "POST", "/idp/devices", Some(&alice), None).await;
-    assert_eq!(dev.status, 201);
-    let device = dev.body["device"].as_str().unwrap().to_owned();
-    let t = http(
-        &node,
-        ip(1),
-        "POST",
-        "/idp/devices/token",
-        None,
-        Some(json!({"device": device, "secret": dev.body["secret"]})),
-    )
-    .await;
-    let device_token = t.body["deviceToken"].as_str().unwrap().to_owned();
-    let runtime = t.body["runtimeURL"].as_str().unwrap().to_owned();
+    let (device, device_token, runtime) = new_device(&node, &alice).await;
     let open = |from: String, token: String| {
         let ws = node.ws_url();
         async move {

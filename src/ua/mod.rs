@@ -304,23 +304,11 @@ async fn start_hyperty(
     let bus = runtime.bus().clone();
     let (powers, unanswered) =
         JsHyperty::powers(&bus, &url, runtime.registry().clone().recipient());
-    let started = JsSandbox::start(
-        &d.object_name,
-        JsKind::Hyperty,
-        url.as_str(),
-        fetched.package.clone(),
-        Value::Object(d.configuration.clone()),
-        powers,
-        config.js.clone(),
-    );
-    let sandbox = match started {
+    let sandbox = match sandbox_of(&fetched, JsKind::Hyperty, url.as_str(), powers, &config) {
         Ok(s) => s,
-        Err(error) => {
+        Err(e) => {
             let _ = runtime.registry().send(UnregisterHyperty(url)).await;
-            return Err(UaError::Code {
-                name: d.object_name.clone(),
-                error,
-            });
+            return Err(e);
         }
     };
     let host = JsHyperty::new(url.clone(), bus.clone(), sandbox, unanswered.clone()).start();
@@ -397,19 +385,7 @@ impl Handler<CheckForUpdate> for RuntimeUa {
                 return Ok::<_, UaError>((Update::UpToDate(current_text), None));
             }
             let powers = JsHyperty::replacement_powers(&bus, &url, registry, &unanswered);
-            let sandbox = JsSandbox::start(
-                &d.object_name,
-                JsKind::Hyperty,
-                url.as_str(),
-                fetched.package.clone(),
-                Value::Object(d.configuration.clone()),
-                powers,
-                config.js.clone(),
-            )
-            .map_err(|error| UaError::Code {
-                name: d.object_name.clone(),
-                error,
-            })?;
+            let sandbox = sandbox_of(&fetched, JsKind::Hyperty, url.as_str(), powers, &config)?;
             host.send(host::Replace(sandbox))
                 .await
                 .map_err(|_| gone("hyperty host"))??;
@@ -472,19 +448,7 @@ async fn load_stub(
         protocols,
         config.connect_timeout,
     );
-    let sandbox = JsSandbox::start(
-        &d.object_name,
-        JsKind::Stub,
-        stub_url.as_str(),
-        fetched.package.clone(),
-        Value::Object(d.configuration.clone()),
-        powers,
-        config.js.clone(),
-    )
-    .map_err(|error| UaError::Code {
-        name: d.object_name.clone(),
-        error,
-    })?;
+    let sandbox = sandbox_of(&fetched, JsKind::Stub, stub_url.as_str(), powers, &config)?;
     let stats = sctx.stats().clone();
     let stub = JsStub::new(sctx, sandbox, status, config.connect_timeout).start();
     runtime
@@ -675,4 +639,29 @@ impl Handler<Deliver> for RuntimeUa {
             bus.send(reply);
         });
     }
+}
+
+/// Starts `fetched`'s package in a sandbox of `kind` at `url` with `powers`, its
+/// descriptor's configuration and `config`'s limits.
+fn sandbox_of(
+    fetched: &Fetched,
+    kind: JsKind,
+    url: &str,
+    powers: Box<dyn crate::jsbox::JsHost>,
+    config: &UaConfig,
+) -> Result<JsSandbox, UaError> {
+    let d = &fetched.descriptor;
+    JsSandbox::start(
+        &d.object_name,
+        kind,
+        url,
+        fetched.package.clone(),
+        Value::Object(d.configuration.clone()),
+        powers,
+        config.js.clone(),
+    )
+    .map_err(|error| UaError::Code {
+        name: d.object_name.clone(),
+        error,
+    })
 }
