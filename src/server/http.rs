@@ -102,9 +102,6 @@ impl std::fmt::Debug for HttpSession {
     }
 }
 
-/// How long an ended session keeps its last frames for a poll.
-const LINGER: Duration = Duration::from_secs(5);
-
 impl SessionHost for HttpSession {
     fn core(&mut self) -> &mut SessionCore {
         &mut self.core
@@ -126,12 +123,7 @@ impl SessionHost for HttpSession {
         }
         debug!(session = %self.id, ?end, "http session ends");
         self.ended = true;
-        self.outbox.flush();
-        if self.outbox.is_empty() {
-            ctx.stop();
-        } else {
-            ctx.run_later(LINGER, |_, ctx| ctx.stop());
-        }
+        self.outbox.end(ctx);
     }
 }
 

@@ -7,8 +7,13 @@
 //! packets and about `transports.poll_max_bytes` (always at least one packet).
 
 use std::collections::VecDeque;
+use std::time::Duration;
 
+use actix::{Actor, ActorContext, AsyncContext, Context};
 use tokio::sync::oneshot;
+
+/// How long an ended polled session keeps its last packets for a poll.
+const LINGER: Duration = Duration::from_secs(5);
 
 /// Packets for one polled client.
 #[derive(Debug)]
@@ -101,6 +106,18 @@ impl Outbox {
             if let Some((_, tx)) = self.parked.take() {
                 let _ = tx.send(Vec::new());
             }
+        }
+    }
+
+    /// The session of this outbox has ended: the parked poll gets what waits,
+    /// and the session stops — at once if nothing is left, else after [`LINGER`]
+    /// for a last poll to take it.
+    pub(crate) fn end<A: Actor<Context = Context<A>>>(&mut self, ctx: &mut Context<A>) {
+        self.flush();
+        if self.is_empty() {
+            ctx.stop();
+        } else {
+            ctx.run_later(LINGER, |_, ctx| ctx.stop());
         }
     }
 

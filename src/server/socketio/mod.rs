@@ -130,9 +130,6 @@ impl std::fmt::Debug for SioSession {
     }
 }
 
-/// How long an ended polling session keeps its last packets for a poll.
-const LINGER: Duration = Duration::from_secs(5);
-
 impl SessionHost for SioSession {
     fn core(&mut self) -> &mut SessionCore {
         &mut self.core
@@ -158,14 +155,7 @@ impl SessionHost for SioSession {
         self.ended = true;
         match &self.transport {
             Transport::Socket(..) => ctx.stop(),
-            Transport::Polling => {
-                self.outbox.flush();
-                if self.outbox.is_empty() {
-                    ctx.stop();
-                } else {
-                    ctx.run_later(LINGER, |_, ctx| ctx.stop());
-                }
-            }
+            Transport::Polling => self.outbox.end(ctx),
         }
     }
 }
