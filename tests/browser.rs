@@ -18,7 +18,6 @@ use std::process::{Command, Output};
 
 use common::*;
 use hyperty::config::AuthMode;
-use hyperty::identity::{Login, Profile, RegisterUser, Secret};
 
 const D: &str = "demo.test";
 
@@ -70,31 +69,6 @@ fn run_script(env: Vec<(&'static str, String)>) -> std::io::Result<Output> {
         .output()
 }
 
-/// An ID token of a fresh user of `node`'s identity provider.
-async fn token(node: &hyperty::node::NodeHandle, user: &str) -> String {
-    let idp = node.state().idp();
-    let password = Secret::new("correct horse battery");
-    idp.send(RegisterUser {
-        username: user.to_owned(),
-        password: password.clone(),
-        profile: Profile::default(),
-    })
-    .await
-    .unwrap()
-    .unwrap();
-    let t = idp
-        .send(Login {
-            username: user.to_owned(),
-            password,
-            device: None,
-            source: None,
-        })
-        .await
-        .unwrap()
-        .unwrap();
-    t.token.expose().to_owned()
-}
-
 /// The value of the sample `series` (name and labels, exactly as rendered) in a
 /// Prometheus text exposition.
 fn sample(text: &str, series: &str) -> f64 {
@@ -117,7 +91,10 @@ async fn two_browsers_chat_and_call_through_the_node() {
     let node = start_node(D, |c| c.auth.mode = AuthMode::Required);
     let mut env = vec![
         ("HYPERTY_HTTP", node.http_url()),
-        ("HYPERTY_DASHBOARD_TOKEN", token(&node, "operator").await),
+        (
+            "HYPERTY_DASHBOARD_TOKEN",
+            user_token(&node, "operator").await,
+        ),
         (
             "CHROMIUM",
             chromium().unwrap_or_default().display().to_string(),
@@ -144,7 +121,7 @@ async fn two_browsers_chat_and_call_through_the_node() {
     );
 
     // the node counted what the two pages did
-    let bearer = format!("Bearer {}", token(&node, "scraper").await);
+    let bearer = format!("Bearer {}", user_token(&node, "scraper").await);
     let mut resp = awc::Client::new()
         .get(format!("{}/metrics", node.http_url()))
         .insert_header(("Authorization", bearer.as_str()))
