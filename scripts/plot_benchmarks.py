@@ -109,19 +109,25 @@ def relay_groups(docs):
     return groups
 
 
+def percentile_bars(d, prefix):
+    """p50 and p99 bars (fields `<prefix>p50_us`, `<prefix>p99_us`) of the node,
+    when the run measured it, and of the baseline."""
+    bars = []
+    for who, median, cls in ((node_label(d), "node_median", "node"),
+                             ("baseline", "baseline_median", "baseline")):
+        if cls == "node" and not d.get("node"):
+            continue
+        m = d.get(median, {})
+        bars += [(f"{who} p{q}", num(m.get(f"{prefix}p{q}_us")), cls) for q in (50, 99)]
+    return bars
+
+
 def latency_groups(docs):
     groups = []
     for d in docs:
         k = kind(d)
         if k == "relay":
-            n, b = d.get("node_median", {}), d.get("baseline_median", {})
-            bars = []
-            if d.get("node"):
-                bars += [(f"{node_label(d)} p50", num(n.get("p50_us")), "node"),
-                         (f"{node_label(d)} p99", num(n.get("p99_us")), "node")]
-            bars += [("baseline p50", num(b.get("p50_us")), "baseline"),
-                     ("baseline p99", num(b.get("p99_us")), "baseline")]
-            groups.append((relay_title(d.get("params", {})), bars))
+            groups.append((relay_title(d.get("params", {})), percentile_bars(d, "")))
         elif k == "federation":
             m = d.get("medians", {})
             groups.append(("federation, one-way p50 under load", [
@@ -136,13 +142,7 @@ def fanout_groups(docs):
     for d in docs:
         k = kind(d)
         if k == "fanout":
-            n, b = d.get("node_median", {}), d.get("baseline_median", {})
-            bars = []
-            if d.get("node"):
-                bars += [(f"{node_label(d)} p50", num(n.get("all_received_p50_us")), "node"),
-                         (f"{node_label(d)} p99", num(n.get("all_received_p99_us")), "node")]
-            bars += [("baseline p50", num(b.get("all_received_p50_us")), "baseline"),
-                     ("baseline p99", num(b.get("all_received_p99_us")), "baseline")]
+            bars = percentile_bars(d, "all_received_")
             p = d.get("params", {})
             groups.append((f"fan-out to {p.get('subscribers', '?')} sessions, "
                            f"{p.get('updates', '?')} updates", bars))
