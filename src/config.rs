@@ -307,6 +307,8 @@ pub struct NodeConfig {
     pub federation: FederationSection,
     /// `[catalogue]`: the descriptors served under `/.well-known/`.
     pub catalogue: crate::catalogue::CatalogueSection,
+    /// `[cluster]`: many nodes of this domain sharing state through Redis.
+    pub cluster: crate::cluster::ClusterSection,
     /// `[[peers]]`: other domains' nodes known without discovery.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub peers: Vec<PeerEntry>,
@@ -333,6 +335,7 @@ impl Default for NodeConfig {
             dashboard: DashboardSection::default(),
             federation: FederationSection::default(),
             catalogue: crate::catalogue::CatalogueSection::default(),
+            cluster: crate::cluster::ClusterSection::default(),
             peers: Vec::new(),
         }
     }
@@ -447,6 +450,14 @@ impl NodeConfig {
                 "node.domain",
                 "must be a host name (letters, digits, '.', '-', ':')",
             );
+        }
+        if self.cluster.redis.is_some() {
+            if let Err(reason) = self.cluster.validate() {
+                return Err(ConfigError::Invalid {
+                    field: "cluster",
+                    reason,
+                });
+            }
         }
         let t = &self.transports;
         if t.session_expiry_ms == 0

@@ -11,6 +11,7 @@ pub use hyperty_actors as actors;
 
 pub mod bridge;
 pub mod catalogue;
+pub mod cluster;
 pub mod config;
 pub mod dashboard;
 pub mod domain_registry;

@@ -32,6 +32,10 @@ struct Cli {
     /// identity provider; `optional`: sessions without one are anonymous.
     #[arg(long, env = "HYPERTY_AUTH", global = true)]
     auth: Option<hyperty::config::AuthMode>,
+    /// The Redis this domain's nodes share (`redis://127.0.0.1:6379`): run this node
+    /// as one of many serving the domain (sets `[cluster] redis`).
+    #[arg(long, env = "HYPERTY_CLUSTER", global = true)]
+    cluster: Option<String>,
     /// Print the configuration and exit.
     #[arg(long)]
     print_config: bool,
@@ -61,6 +65,9 @@ fn load(cli: &Cli) -> Result<NodeConfig, String> {
     }
     if let Some(a) = cli.auth {
         cfg.auth.mode = a;
+    }
+    if let Some(url) = &cli.cluster {
+        cfg.cluster.redis = Some(url.clone());
     }
     cfg.validate().map_err(|e| e.to_string())?;
     Ok(cfg)
@@ -139,7 +146,8 @@ fn main() -> ExitCode {
         let untouched = cli.config.is_none()
             && cli.listen.is_none()
             && cli.domain.is_none()
-            && cli.auth.is_none();
+            && cli.auth.is_none()
+            && cli.cluster.is_none();
         print!(
             "{}",
             if untouched {
