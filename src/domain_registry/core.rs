@@ -17,7 +17,8 @@ use super::config::DomainRegistryConfig;
 use super::error::DomainRegistryError;
 use super::model::{Availability, DataObjectRecord, HypertyRecord, Record, Status};
 use super::request::{self, email_user, Draft, Op, Patch, Query};
-use super::table::Table;
+use super::shared::Changes;
+use super::table::{Slot, Table};
 use super::Clock;
 
 /// What a lookup found.
@@ -130,6 +131,11 @@ impl Core {
         self.respond(req, result)
     }
 
+    /// The error response to `req`.
+    pub(crate) fn refuse(&self, req: &Message, err: DomainRegistryError) -> Message {
+        self.respond(req, Err(err))
+    }
+
     /// Runs a typed lookup.
     pub(crate) fn query(&mut self, q: &Query) -> Result<Found, DomainRegistryError> {
         self.expire_due();
@@ -162,6 +168,25 @@ impl Core {
             }
         }
         changed
+    }
+
+    /// Brings the table to what another node (or Redis) holds: `changes.rows`
+    /// replace the entries at their URLs, or the whole table when `changes.full`.
+    /// Answers the version the table is then at.
+    pub(crate) fn sync(&mut self, changes: Changes) -> u64 {
+        if changes.full {
+            self.table.clear();
+        }
+        for (url, slot) in changes.rows {
+            self.table.load(&url, slot);
+        }
+        changes.version
+    }
+
+    /// The entries changed since the last call (`None`: removed), for a shared
+    /// registry to write through.
+    pub(crate) fn take_changed(&mut self) -> Vec<(String, Option<Slot>)> {
+        self.table.take_dirty()
     }
 
     pub(crate) fn take_notifications(&mut self) -> Vec<Message> {

@@ -48,6 +48,10 @@ pub enum DomainRegistryError {
     /// The configuration or the domain is unusable (500; only at construction).
     #[error("invalid domain registry configuration: {0}")]
     InvalidConfig(String),
+    /// The Redis the domain's nodes share the registry through cannot be reached
+    /// or did not answer in time (503); nothing was acknowledged.
+    #[error("the shared domain registry is unreachable: {0}")]
+    Shared(String),
     /// The registry actor is gone (500).
     #[error("the domain registry is unavailable")]
     Unavailable,
@@ -78,10 +82,17 @@ impl ToResponseCode for DomainRegistryError {
             DomainRegistryError::OwnerLimit { .. } | DomainRegistryError::Full { .. } => {
                 ResponseCode::TooManyRequests
             }
+            DomainRegistryError::Shared(_) => ResponseCode::ServiceUnavailable,
             DomainRegistryError::InvalidConfig(_) | DomainRegistryError::Unavailable => {
                 ResponseCode::InternalError
             }
         }
+    }
+}
+
+impl From<crate::cluster::ClusterError> for DomainRegistryError {
+    fn from(e: crate::cluster::ClusterError) -> Self {
+        DomainRegistryError::Shared(e.to_string())
     }
 }
 
@@ -116,6 +127,7 @@ mod tests {
             ),
             (DomainRegistryError::Full { limit: 1 }, 429),
             (DomainRegistryError::Unavailable, 500),
+            (DomainRegistryError::Shared("down".into()), 503),
         ];
         for (e, code) in cases {
             assert_eq!(e.response_code().as_u16(), code, "{e}");

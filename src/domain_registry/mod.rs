@@ -18,6 +18,13 @@
 //! The registry is the only owner of its tables; everything reaches them through
 //! its mailbox.
 //!
+//! # Many nodes of one domain
+//!
+//! Given a [`ClusterStore`] ([`DomainRegistry::with_cluster`]), the N nodes of a
+//! domain share one registry in Redis: each catches its table up before every
+//! request, commits what a write changed before acknowledging it, and answers 503
+//! while Redis cannot be reached. The `shared` module says how and why.
+//!
 //! # Wire forms (requests from runtimes)
 //!
 //! Responses follow the reTHINK response rule (`id` copied, `type:"response"`,
@@ -189,17 +196,22 @@ mod error;
 mod http;
 mod model;
 mod request;
+mod shared;
 mod table;
 #[cfg(test)]
 mod tests;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
+use std::rc::Rc;
 use std::sync::Arc;
 
-use actix::prelude::{Actor, AsyncContext, Context, Handler, MessageResult, Recipient};
+use actix::fut::{ready, wrap_future, ActorFutureExt, LocalBoxActorFuture};
+use actix::prelude::{
+    Actor, AsyncContext, AtomicResponse, Context, Handler, MessageResult, Recipient,
+};
 use hyperty_actors::address::Address;
 use hyperty_actors::message::Message;
-use tracing::{debug, info_span};
+use tracing::{debug, info_span, warn, Instrument};
 
 pub use self::access::Caller;
 pub use self::config::DomainRegistryConfig;
@@ -212,6 +224,8 @@ pub use hyperty_actors::clock::{Clock, ManualClock, SystemClock};
 
 use self::core::{Core, Found};
 use self::request::Query;
+use self::shared::{CommitError, Shared, COMMIT_ATTEMPTS};
+use crate::cluster::ClusterStore;
 
 /// A reTHINK message addressed to `domain://registry.<D>`, already parsed and
 /// validated by the node, with the session it comes from. Answered with the
@@ -327,7 +341,18 @@ pub struct GetStats;
 pub struct DomainRegistry {
     core: Core,
     notify: Recipient<RegistryNotification>,
+    /// Set when the domain's nodes share the registry through Redis.
+    shared: Option<Shared>,
+    /// The shared version the table is at (`None`: unknown, reload it whole).
+    version: Option<u64>,
+    /// URLs whose local entry a refused commit left unlike Redis's.
+    reload: BTreeSet<String>,
 }
+
+/// A registry operation on the caught-up table, run again after a conflict.
+type Op<R> = Rc<dyn Fn(&mut DomainRegistry) -> R>;
+/// Its answer when the shared store cannot be reached.
+type Failed<R> = Rc<dyn Fn(&DomainRegistry, DomainRegistryError) -> R>;
 
 impl DomainRegistry {
     /// A registry for `domain` (listening at `domain://registry.<domain>`), sending
@@ -344,7 +369,17 @@ impl DomainRegistry {
         Ok(DomainRegistry {
             core: Core::new(domain, config, clock)?,
             notify,
+            shared: None,
+            version: None,
+            reload: BTreeSet::new(),
         })
+    }
+
+    /// Shares the entries with every node of the domain on the same cluster store
+    /// (see [`shared`](self::shared) for how); `None` keeps them in this node.
+    pub fn with_cluster(mut self, store: Option<ClusterStore>) -> DomainRegistry {
+        self.shared = store.map(Shared::new);
+        self
     }
 
     /// `domain://registry.<domain>`.
@@ -359,37 +394,129 @@ impl DomainRegistry {
         }
     }
 
-    fn query(&mut self, q: &Query) -> Result<Found, DomainRegistryError> {
-        let found = self.core.query(q);
-        self.flush();
-        found
-    }
-
-    fn hyperties(
+    /// Runs `op` on a table caught up with the shared store, commits what it
+    /// changed and only then sends its notifications; `failed` answers when the
+    /// store cannot be reached. Without a shared store, runs `op` at once.
+    fn synced<R: 'static>(
         &mut self,
-        q: &Query,
-    ) -> Result<BTreeMap<String, HypertyRecord>, DomainRegistryError> {
-        match self.query(q)? {
-            Found::Hyperties(m) => Ok(m),
-            _ => Err(DomainRegistryError::NotFound),
-        }
+        op: Op<R>,
+        failed: Failed<R>,
+        attempts: u32,
+    ) -> LocalBoxActorFuture<Self, R> {
+        let Some(shared) = self.shared.clone() else {
+            let r = op(self);
+            self.core.take_changed();
+            self.flush();
+            return Box::pin(ready(r));
+        };
+        let fetch = shared
+            .clone()
+            .fetch(self.version, std::mem::take(&mut self.reload));
+        Box::pin(wrap_future::<_, Self>(fetch.in_current_span()).then(
+            move |fetched, act, _| -> LocalBoxActorFuture<Self, R> {
+                let changes = match fetched {
+                    Ok(c) => c,
+                    Err(e) => {
+                        act.version = None;
+                        return Box::pin(ready(failed(act, e.into())));
+                    }
+                };
+                let version = act.core.sync(changes);
+                act.version = Some(version);
+                let r = op(act);
+                let rows = act.core.take_changed();
+                if rows.is_empty() {
+                    act.flush();
+                    return Box::pin(ready(r));
+                }
+                let urls: Vec<String> = rows.iter().map(|(u, _)| u.clone()).collect();
+                let commit = shared.commit(version, rows).in_current_span();
+                Box::pin(wrap_future::<_, Self>(commit).then(
+                    move |done, act, _| -> LocalBoxActorFuture<Self, R> {
+                        let err = match done {
+                            Ok(v) => {
+                                act.version = Some(v);
+                                act.flush();
+                                return Box::pin(ready(r));
+                            }
+                            Err(e) => e,
+                        };
+                        act.core.take_notifications();
+                        match err {
+                            CommitError::Conflict if attempts > 1 => {
+                                debug!("another node wrote the registry first; again");
+                                act.reload.extend(urls);
+                                act.synced(op, failed, attempts - 1)
+                            }
+                            CommitError::Conflict => {
+                                act.reload.extend(urls);
+                                let e = DomainRegistryError::Shared(format!(
+                                    "other nodes wrote first {COMMIT_ATTEMPTS} times"
+                                ));
+                                Box::pin(ready(failed(act, e)))
+                            }
+                            CommitError::Cluster(e) => {
+                                // whether the commit ran is unknown: reload whole
+                                act.version = None;
+                                Box::pin(ready(failed(act, e.into())))
+                            }
+                        }
+                    },
+                ))
+            },
+        ))
     }
 
-    fn data_objects(
+    /// [`synced`](Self::synced) for operations answering a count (0 when the
+    /// store cannot be reached; the failure is logged).
+    fn counted(&mut self, op: Op<usize>) -> LocalBoxActorFuture<Self, usize> {
+        let failed: Failed<usize> = Rc::new(|_, e| {
+            warn!(error = %e, "shared domain registry unreachable");
+            0
+        });
+        self.synced(op, failed, COMMIT_ATTEMPTS)
+    }
+
+    /// [`synced`](Self::synced) for typed queries.
+    fn queried<T: 'static>(
         &mut self,
-        q: &Query,
-    ) -> Result<BTreeMap<String, DataObjectRecord>, DomainRegistryError> {
-        match self.query(q)? {
-            Found::DataObjects(m) => Ok(m),
-            _ => Err(DomainRegistryError::NotFound),
-        }
+        q: Query,
+        pick: fn(Found) -> Option<T>,
+    ) -> AtomicResponse<Self, Result<T, DomainRegistryError>> {
+        let op: Op<Result<T, DomainRegistryError>> = Rc::new(move |act| {
+            act.core
+                .query(&q)
+                .and_then(|f| pick(f).ok_or(DomainRegistryError::NotFound))
+        });
+        AtomicResponse::new(self.synced(op, Rc::new(|_, e| Err(e)), COMMIT_ATTEMPTS))
     }
+}
 
-    fn entry(&mut self, url: &str) -> Result<Record, DomainRegistryError> {
-        match self.query(&Query::Url(url.to_owned()))? {
-            Found::Entry(r) => Ok(*r),
-            _ => Err(DomainRegistryError::NotFound),
-        }
+fn hyperties(f: Found) -> Option<BTreeMap<String, HypertyRecord>> {
+    match f {
+        Found::Hyperties(m) => Some(m),
+        _ => None,
+    }
+}
+
+fn data_objects(f: Found) -> Option<BTreeMap<String, DataObjectRecord>> {
+    match f {
+        Found::DataObjects(m) => Some(m),
+        _ => None,
+    }
+}
+
+fn entry(f: Found) -> Option<Record> {
+    match f {
+        Found::Entry(r) => Some(*r),
+        _ => None,
+    }
+}
+
+fn data_object(f: Found) -> Option<DataObjectRecord> {
+    match entry(f) {
+        Some(Record::DataObject(d)) => Some(d),
+        _ => None,
     }
 }
 
@@ -397,15 +524,16 @@ impl Actor for DomainRegistry {
     type Context = Context<Self>;
 
     fn started(&mut self, ctx: &mut Context<Self>) {
-        ctx.run_interval(self.core.config().sweep_interval(), |act, _| {
-            act.core.expire_due();
-            act.flush();
+        ctx.run_interval(self.core.config().sweep_interval(), |act, ctx| {
+            // waited on, so it does not interleave with a request's catch-up and commit
+            let sweep = act.counted(Rc::new(|act| act.core.expire_due()));
+            ctx.wait(sweep.map(|_, _, _| ()));
         });
     }
 }
 
 impl Handler<RegistryRequest> for DomainRegistry {
-    type Result = MessageResult<RegistryRequest>;
+    type Result = AtomicResponse<Self, Message>;
 
     fn handle(
         &mut self,
@@ -415,111 +543,121 @@ impl Handler<RegistryRequest> for DomainRegistry {
         let span = info_span!("domain_registry", id = req.id, kind = %req.kind, from = %req.from,
             identity = caller.identity.as_deref().unwrap_or("-"));
         let _entered = span.enter();
-        let resp = self.core.handle(&req, &caller);
-        self.flush();
-        MessageResult(resp)
+        let req = Rc::new(req);
+        let failed_req = req.clone();
+        let op: Op<Message> = Rc::new(move |act| act.core.handle(&req, &caller));
+        let failed: Failed<Message> = Rc::new(move |act, e| act.core.refuse(&failed_req, e));
+        AtomicResponse::new(self.synced(op, failed, COMMIT_ATTEMPTS))
     }
 }
 
 impl Handler<RuntimeDisconnected> for DomainRegistry {
-    type Result = usize;
+    type Result = AtomicResponse<Self, usize>;
 
-    fn handle(&mut self, m: RuntimeDisconnected, _: &mut Context<Self>) -> usize {
+    fn handle(&mut self, m: RuntimeDisconnected, _: &mut Context<Self>) -> Self::Result {
         let _entered = info_span!("domain_registry", runtime_disconnected = %m.runtime).entered();
-        let n = self
-            .core
-            .set_runtime_status(&m.runtime, Status::Disconnected);
-        self.flush();
-        n
+        AtomicResponse::new(self.counted(Rc::new(move |act| {
+            act.core
+                .set_runtime_status(&m.runtime, Status::Disconnected)
+        })))
     }
 }
 
 impl Handler<RuntimeReconnected> for DomainRegistry {
-    type Result = usize;
+    type Result = AtomicResponse<Self, usize>;
 
-    fn handle(&mut self, m: RuntimeReconnected, _: &mut Context<Self>) -> usize {
+    fn handle(&mut self, m: RuntimeReconnected, _: &mut Context<Self>) -> Self::Result {
         let _entered = info_span!("domain_registry", runtime_reconnected = %m.runtime).entered();
-        let n = self.core.set_runtime_status(&m.runtime, Status::Live);
-        self.flush();
-        n
+        AtomicResponse::new(self.counted(Rc::new(move |act| {
+            act.core.set_runtime_status(&m.runtime, Status::Live)
+        })))
     }
 }
 
 impl Handler<Sweep> for DomainRegistry {
-    type Result = usize;
+    type Result = AtomicResponse<Self, usize>;
 
-    fn handle(&mut self, _: Sweep, _: &mut Context<Self>) -> usize {
-        let n = self.core.expire_due();
-        self.flush();
-        n
+    fn handle(&mut self, _: Sweep, _: &mut Context<Self>) -> Self::Result {
+        AtomicResponse::new(self.counted(Rc::new(|act| act.core.expire_due())))
     }
 }
 
 impl Handler<GetUserHyperties> for DomainRegistry {
-    type Result = Result<BTreeMap<String, HypertyRecord>, DomainRegistryError>;
+    type Result =
+        AtomicResponse<Self, Result<BTreeMap<String, HypertyRecord>, DomainRegistryError>>;
 
     fn handle(&mut self, m: GetUserHyperties, _: &mut Context<Self>) -> Self::Result {
-        self.hyperties(&Query::User {
-            user: m.user,
-            criteria: m.criteria,
-        })
+        self.queried(
+            Query::User {
+                user: m.user,
+                criteria: m.criteria,
+            },
+            hyperties,
+        )
     }
 }
 
 impl Handler<GetByEmail> for DomainRegistry {
-    type Result = Result<BTreeMap<String, HypertyRecord>, DomainRegistryError>;
+    type Result =
+        AtomicResponse<Self, Result<BTreeMap<String, HypertyRecord>, DomainRegistryError>>;
 
     fn handle(&mut self, m: GetByEmail, _: &mut Context<Self>) -> Self::Result {
-        self.hyperties(&Query::Email {
-            email: m.email,
-            criteria: m.criteria,
-        })
+        self.queried(
+            Query::Email {
+                email: m.email,
+                criteria: m.criteria,
+            },
+            hyperties,
+        )
     }
 }
 
 impl Handler<GetByGuid> for DomainRegistry {
-    type Result = Result<BTreeMap<String, HypertyRecord>, DomainRegistryError>;
+    type Result =
+        AtomicResponse<Self, Result<BTreeMap<String, HypertyRecord>, DomainRegistryError>>;
 
     fn handle(&mut self, m: GetByGuid, _: &mut Context<Self>) -> Self::Result {
-        self.hyperties(&Query::Guid {
-            guid: m.guid,
-            criteria: Criteria::default(),
-        })
+        self.queried(
+            Query::Guid {
+                guid: m.guid,
+                criteria: Criteria::default(),
+            },
+            hyperties,
+        )
     }
 }
 
 impl Handler<GetByUrl> for DomainRegistry {
-    type Result = Result<Record, DomainRegistryError>;
+    type Result = AtomicResponse<Self, Result<Record, DomainRegistryError>>;
 
     fn handle(&mut self, m: GetByUrl, _: &mut Context<Self>) -> Self::Result {
-        self.entry(&m.url)
+        self.queried(Query::Url(m.url), entry)
     }
 }
 
 impl Handler<GetDataObject> for DomainRegistry {
-    type Result = Result<DataObjectRecord, DomainRegistryError>;
+    type Result = AtomicResponse<Self, Result<DataObjectRecord, DomainRegistryError>>;
 
     fn handle(&mut self, m: GetDataObject, _: &mut Context<Self>) -> Self::Result {
-        match self.entry(&m.url)? {
-            Record::DataObject(d) => Ok(d),
-            Record::Hyperty(_) => Err(DomainRegistryError::NotFound),
-        }
+        self.queried(Query::Url(m.url), data_object)
     }
 }
 
 impl Handler<GetDataObjectsByName> for DomainRegistry {
-    type Result = Result<BTreeMap<String, DataObjectRecord>, DomainRegistryError>;
+    type Result =
+        AtomicResponse<Self, Result<BTreeMap<String, DataObjectRecord>, DomainRegistryError>>;
 
     fn handle(&mut self, m: GetDataObjectsByName, _: &mut Context<Self>) -> Self::Result {
-        self.data_objects(&Query::DataObjectName(m.name))
+        self.queried(Query::DataObjectName(m.name), data_objects)
     }
 }
 
 impl Handler<GetDataObjectsByReporter> for DomainRegistry {
-    type Result = Result<BTreeMap<String, DataObjectRecord>, DomainRegistryError>;
+    type Result =
+        AtomicResponse<Self, Result<BTreeMap<String, DataObjectRecord>, DomainRegistryError>>;
 
     fn handle(&mut self, m: GetDataObjectsByReporter, _: &mut Context<Self>) -> Self::Result {
-        self.data_objects(&Query::DataObjectReporter(m.reporter))
+        self.queried(Query::DataObjectReporter(m.reporter), data_objects)
     }
 }
 

@@ -4,11 +4,16 @@
 use std::collections::{BTreeSet, HashMap};
 use std::time::SystemTime;
 
+use serde::{Deserialize, Serialize};
+
 use super::error::DomainRegistryError;
 use super::model::{DataObjectRecord, HypertyRecord, Record, Status};
 
-#[derive(Debug)]
-struct Slot {
+/// One entry with its holder and deadline: also the form a shared registry keeps
+/// in Redis (see [`super::shared`]).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(crate) struct Slot {
+    #[serde(with = "super::shared::RecordDef")]
     record: Record,
     /// Who registered the entry: the caller's identity, or its runtime URL if it
     /// is anonymous. Only the holder may change the entry, and caps count per holder.
@@ -50,6 +55,9 @@ pub(crate) struct Table {
     by_name: Index,
     by_runtime: Index,
     deadlines: BTreeSet<(SystemTime, String)>,
+    /// URLs changed since the last [`Table::take_dirty`] (what a shared registry
+    /// writes through).
+    dirty: BTreeSet<String>,
     max_entries: usize,
     max_per_holder: usize,
 }
@@ -65,6 +73,7 @@ impl Table {
             by_name: Index::new(),
             by_runtime: Index::new(),
             deadlines: BTreeSet::new(),
+            dirty: BTreeSet::new(),
             max_entries,
             max_per_holder,
         }
@@ -119,9 +128,7 @@ impl Table {
             });
         }
         let old = self.remove(&url);
-        self.index(&record, holder, &url);
-        self.deadlines.insert((deadline, url.clone()));
-        self.entries.insert(
+        self.place(
             url,
             Slot {
                 record,
@@ -130,6 +137,40 @@ impl Table {
             },
         );
         Ok(old)
+    }
+
+    fn place(&mut self, url: String, slot: Slot) {
+        self.index(&slot.record, &slot.holder, &url);
+        self.deadlines.insert((slot.deadline, url.clone()));
+        self.dirty.insert(url.clone());
+        self.entries.insert(url, slot);
+    }
+
+    /// The URLs changed since the last call, with their entries now (`None`:
+    /// removed).
+    pub(crate) fn take_dirty(&mut self) -> Vec<(String, Option<Slot>)> {
+        std::mem::take(&mut self.dirty)
+            .into_iter()
+            .map(|url| {
+                let slot = self.entries.get(&url).cloned();
+                (url, slot)
+            })
+            .collect()
+    }
+
+    /// Replaces the entry at `url` by `slot` (`None`: removes it) as another node
+    /// wrote it: no limit applies and nothing is marked changed.
+    pub(crate) fn load(&mut self, url: &str, slot: Option<Slot>) {
+        self.remove(url);
+        if let Some(slot) = slot {
+            self.place(url.to_owned(), slot);
+        }
+        self.dirty.remove(url);
+    }
+
+    /// Forgets every entry (before a full reload).
+    pub(crate) fn clear(&mut self) {
+        *self = Table::new(self.max_entries, self.max_per_holder);
     }
 
     fn index(&mut self, record: &Record, holder: &str, url: &str) {
@@ -158,6 +199,7 @@ impl Table {
             holder,
             deadline,
         } = self.entries.remove(url)?;
+        self.dirty.insert(url.to_owned());
         self.deadlines.remove(&(deadline, url.to_owned()));
         index_remove(&mut self.by_holder, &holder, url);
         match &record {
@@ -190,6 +232,7 @@ impl Table {
         if before != status {
             slot.record.set_status(status);
             slot.record.set_times(None, now);
+            self.dirty.insert(url.to_owned());
         }
         Some(before)
     }

@@ -198,6 +198,10 @@ impl NodeState {
             publisher.recipient(),
             clock.clone(),
         )?
+        .with_cluster(
+            crate::cluster::ClusterStore::open(&config.cluster)
+                .map_err(DomainRegistryError::from)?,
+        )
         .start();
         let qos = crate::qos::QosBroker::new(&config.node.domain, config.qos.clone())
             .with_clock(clock.clone())
