@@ -54,8 +54,13 @@ use tracing::{debug, info, warn};
 /// How a runtime reaches its messaging node.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct BridgeConfig {
-    /// `ws://HOST:PORT/ws`.
+    /// `ws://HOST:PORT/ws`: the node tried first.
     pub url: String,
+    /// Other nodes of the same domain (`ws://HOST:PORT/ws` each), tried in turn
+    /// after `url` when a connection attempt fails; the session is re-opened there
+    /// with the runtime token (opened afresh, its addresses claimed again, if that
+    /// node does not know it).
+    pub fallback_urls: Vec<String>,
     /// An ID or device token from the node's identity provider, sent in `open` as
     /// `body.idToken` (nodes require one unless their `auth.mode` is `optional`).
     pub token: Option<String>,
@@ -79,10 +84,32 @@ pub struct BridgeConfig {
 }
 
 impl BridgeConfig {
+    /// Defaults for the nodes at `urls`, tried in this order (`None` if the list
+    /// is empty).
+    pub fn with_urls<I, S>(urls: I) -> Option<BridgeConfig>
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        let mut urls = urls.into_iter().map(Into::into);
+        let mut config = BridgeConfig::new(urls.next()?);
+        config.fallback_urls = urls.collect();
+        Some(config)
+    }
+
+    /// The `n`-th node URL (`url` first, then `fallback_urls`, round again).
+    pub fn node_url(&self, n: usize) -> &str {
+        match n % (1 + self.fallback_urls.len()) {
+            0 => &self.url,
+            i => &self.fallback_urls[i - 1],
+        }
+    }
+
     /// Defaults for the node at `url`.
     pub fn new(url: impl Into<String>) -> BridgeConfig {
         BridgeConfig {
             url: url.into(),
+            fallback_urls: Vec::new(),
             token: None,
             reconnect_initial: Duration::from_millis(50),
             reconnect_max: Duration::from_secs(5),
@@ -231,12 +258,14 @@ pub struct NodeStub {
     pings: u64,
     /// The bridge has been live before (a later `live` is a reconnection).
     was_live: bool,
+    /// Which of the configured node URLs it connects to ([`BridgeConfig::node_url`]).
+    node: usize,
 }
 
 impl std::fmt::Debug for NodeStub {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("NodeStub")
-            .field("url", &self.config.url)
+            .field("url", &self.node_url())
             .field("state", &self.state)
             .finish_non_exhaustive()
     }
@@ -303,7 +332,12 @@ impl NodeStub {
             ping: None,
             pings: 0,
             was_live: false,
+            node: 0,
         }
+    }
+
+    fn node_url(&self) -> &str {
+        self.config.node_url(self.node)
     }
 
     fn node_address(&self, path: &str) -> Option<Address> {
@@ -323,7 +357,7 @@ impl NodeStub {
         self.ctx.report(StubStatus::InProgress, None);
         let client = nodelay_client(&self.config);
         let request = client
-            .ws(self.config.url.as_str())
+            .ws(self.node_url())
             .max_frame_size(self.config.max_frame_size);
         let connecting = async move { request.connect().await };
         ctx.spawn(connecting.into_actor(self).map(move |result, act, ctx| {
@@ -346,7 +380,12 @@ impl NodeStub {
                     act.last_heard = Instant::now();
                     act.handshake(ctx);
                 }
-                Err(e) => act.lost(ctx, &format!("cannot connect to {}: {e}", act.config.url)),
+                Err(e) => {
+                    let why = format!("cannot connect to {}: {e}", act.node_url());
+                    // this node is gone: the next attempt goes to the next one
+                    act.node += 1;
+                    act.lost(ctx, &why)
+                }
             }
         }));
     }
@@ -438,14 +477,14 @@ impl NodeStub {
                 self.stats.round_trip(at.elapsed());
                 self.ping = None;
             }
-            _ => debug!(node = %self.config.url, "pong for no ping in flight ignored"),
+            _ => debug!(node = %self.node_url(), "pong for no ping in flight ignored"),
         }
     }
 
     fn go_live(&mut self) {
         self.state = State::Live;
         self.attempts = 0;
-        info!(node = %self.config.url, runtime = %self.runtime, "bridge live");
+        info!(node = %self.node_url(), runtime = %self.runtime, "bridge live");
         self.ctx.report(StubStatus::Live, None);
         self.stats.connected(self.was_live);
         self.was_live = true;
@@ -474,7 +513,7 @@ impl NodeStub {
         if self.state == State::Stopped {
             return;
         }
-        warn!(node = %self.config.url, reason = why, "bridge disconnected");
+        warn!(node = %self.node_url(), reason = why, "bridge disconnected");
         self.sink = None;
         self.ping = None;
         self.stats.disconnected();
@@ -526,7 +565,7 @@ impl NodeStub {
             Control::ReOpen => {
                 // the node no longer knows the session (it restarted, or the grace
                 // period ended): start afresh and claim our addresses again
-                debug!(node = %self.config.url, "re-open refused, opening a new session");
+                debug!(node = %self.node_url(), "re-open refused, opening a new session");
                 self.token = None;
                 self.handshake(ctx);
             }
@@ -680,7 +719,7 @@ impl Handler<Connect> for NodeStub {
         self.waiters.push(tx);
         self.connect(ctx);
         let timeout = self.config.connect_timeout;
-        let url = self.config.url.clone();
+        let url = self.node_url().to_owned();
         Box::pin(async move {
             match tokio::time::timeout(timeout, rx).await {
                 Ok(Ok(())) => Ok(()),
