@@ -128,6 +128,10 @@ pub enum IdentityError {
     /// The actor is gone (500).
     #[error("the identity component is unavailable")]
     Unavailable,
+    /// The Redis the domain's nodes share the provider through cannot be reached
+    /// (503).
+    #[error("the shared identity store is unreachable: {0}")]
+    Shared(String),
 }
 
 impl IdentityError {
@@ -174,10 +178,17 @@ impl ToResponseCode for IdentityError {
             IdpUnreachable { .. } => ResponseCode::GatewayTimeout,
             NotFound(_) => ResponseCode::NotFound,
             Full { .. } | Busy | Throttled { .. } => ResponseCode::TooManyRequests,
+            Shared(_) => ResponseCode::ServiceUnavailable,
             KeyStore(_) | Store(_) | InvalidConfig(_) | Internal(_) | Unavailable => {
                 ResponseCode::InternalError
             }
         }
+    }
+}
+
+impl From<crate::cluster::ClusterError> for IdentityError {
+    fn from(e: crate::cluster::ClusterError) -> Self {
+        IdentityError::Shared(e.to_string())
     }
 }
 
@@ -233,6 +244,7 @@ mod tests {
             (IdentityError::Store("x".into()), 500),
             (IdentityError::KeyStore("x".into()), 500),
             (IdentityError::Unavailable, 500),
+            (IdentityError::Shared("down".into()), 503),
         ];
         for (e, code) in cases {
             assert_eq!(e.response_code().as_u16(), code, "{e}");

@@ -28,9 +28,11 @@ use super::model::{
     check_label, Claims, DeviceCredentials, IdentityAssertion, IssuedToken, Profile, Secret,
     TokenUse, UserInfo, MAX_LABEL_LEN, MAX_USERNAME_LEN,
 };
+use super::shared::{SharedKeys, KEYS_RETRY};
 use super::store::{Change, IdentityStore, StoredDevice, StoredUser};
 use super::throttle::{Attempt, LoginThrottle};
 use super::verifier::{short, TokenVerifier};
+use crate::cluster::ClusterStore;
 
 /// How often retired keys whose tokens have all expired are dropped.
 pub const KEY_PRUNE_INTERVAL: Duration = Duration::from_secs(60);
@@ -245,6 +247,10 @@ pub struct IdentityProvider {
     /// Usernames whose registration hash is being computed.
     pending: HashSet<String>,
     devices: HashMap<String, DeviceRecord>,
+    /// Set when the domain's nodes share their signing keys through Redis.
+    shared_keys: Option<SharedKeys>,
+    /// Whether `keys` is the domain's shared set (always, without a cluster).
+    keys_agreed: bool,
 }
 
 impl std::fmt::Debug for IdentityProvider {
@@ -339,7 +345,45 @@ impl IdentityProvider {
             users,
             pending: HashSet::new(),
             devices,
+            shared_keys: None,
+            keys_agreed: true,
         })
+    }
+
+    /// Shares the signing keys with every node of the domain on the same cluster
+    /// store (see [`shared`](super::shared)); `None` keeps this node's own.
+    pub fn with_cluster(mut self, store: Option<ClusterStore>) -> IdentityProvider {
+        self.keys_agreed = store.is_none();
+        self.shared_keys = store.map(SharedKeys::new);
+        self
+    }
+
+    /// Offers this ring to the domain and takes the domain's set.
+    fn agree_keys(&mut self, ctx: &mut Context<Self>) {
+        let (Some(shared), false) = (self.shared_keys.clone(), self.keys_agreed) else {
+            return;
+        };
+        let ours = match self.keys.encode() {
+            Ok(b) => b,
+            Err(e) => {
+                warn!(error = %e, "cannot encode the signing keys");
+                return;
+            }
+        };
+        ctx.wait(shared.agree(ours).into_actor(self).map(|agreed, act, _| {
+            let adopted = agreed
+                .map_err(IdentityError::from)
+                .and_then(|bytes| act.keys.adopt(&bytes))
+                .and_then(|()| act.keys.public_keys());
+            match adopted {
+                Ok(public) => {
+                    act.verifier.publish(public);
+                    act.keys_agreed = true;
+                    info!(domain = %act.domain, "the domain's shared signing keys loaded");
+                }
+                Err(e) => warn!(error = %e, "cannot load the domain's shared signing keys yet"),
+            }
+        }));
     }
 
     /// The synchronous token verifier sharing this provider's keys.
@@ -361,8 +405,18 @@ impl IdentityProvider {
         self.clock.now_secs()
     }
 
+    /// The current key, once it is the domain's (see [`super::shared`]).
+    fn signing_key(&self) -> Result<&super::keys::KeyEntry, IdentityError> {
+        if !self.keys_agreed {
+            return Err(IdentityError::Shared(
+                "the domain's signing keys are not loaded yet".into(),
+            ));
+        }
+        self.keys.current()
+    }
+
     fn sign(&self, claims: &Claims) -> Result<String, IdentityError> {
-        jwt::sign(self.keys.current()?, claims)
+        jwt::sign(self.signing_key()?, claims)
     }
 
     fn claims(&self, sub: String, aud: String, lifetime: u64, token_use: TokenUse) -> Claims {
@@ -784,6 +838,11 @@ impl IdentityProvider {
     }
 
     fn rotate(&mut self) -> Result<String, IdentityError> {
+        if self.shared_keys.is_some() {
+            return Err(IdentityError::Unsupported(
+                "rotating the signing keys of a domain served by several nodes".into(),
+            ));
+        }
         let keep = self
             .config
             .longest_lifetime_secs()
@@ -856,6 +915,8 @@ impl Actor for IdentityProvider {
 
     fn started(&mut self, ctx: &mut Context<Self>) {
         info!(domain = %self.domain, issuer = %self.issuer, "identity provider started");
+        self.agree_keys(ctx);
+        ctx.run_interval(KEYS_RETRY, |act, ctx| act.agree_keys(ctx));
         ctx.run_interval(KEY_PRUNE_INTERVAL, |act, _| {
             act.prune_keys();
             act.forget_revocations();
@@ -965,7 +1026,7 @@ impl Handler<SignDescriptor> for IdentityProvider {
             iat: self.now(),
             descriptor: m.0,
         };
-        super::jwt::sign_descriptor(self.keys.current()?, &claims)
+        super::jwt::sign_descriptor(self.signing_key()?, &claims)
     }
 }
 

@@ -325,6 +325,12 @@ impl KeyRing {
         let Some(path) = &self.path else {
             return Ok(());
         };
+        let text = self.encode()?;
+        write_atomically(path, &text).map_err(|e| store_err("cannot write the key file", e))
+    }
+
+    /// The ring in its key-file form (also the form the nodes of a domain share).
+    pub(crate) fn encode(&self) -> Result<Vec<u8>, IdentityError> {
         let mut keys = Vec::with_capacity(self.entries.len());
         for e in &self.entries {
             let der = e
@@ -339,9 +345,22 @@ impl KeyRing {
                 pkcs8: STANDARD.encode(der.as_bytes()),
             });
         }
-        let text = serde_json::to_vec_pretty(&KeyFile { version: 1, keys })
-            .map_err(|e| store_err("cannot encode the key file", e))?;
-        write_atomically(path, &text).map_err(|e| store_err("cannot write the key file", e))
+        serde_json::to_vec_pretty(&KeyFile { version: 1, keys })
+            .map_err(|e| store_err("cannot encode the key file", e))
+    }
+
+    /// Takes the keys of `bytes` (a ring in [`KeyRing::encode`] form, e.g. the
+    /// domain's shared one) in place of its own, and saves them if it has a file.
+    pub(crate) fn adopt(&mut self, bytes: &[u8]) -> Result<(), IdentityError> {
+        let entries = decode(bytes)?;
+        if entries.last().is_none_or(|e| e.retired.is_some()) {
+            return Err(IdentityError::KeyStore(
+                "the shared key set has no signing key".to_owned(),
+            ));
+        }
+        self.entries = entries;
+        self.save_quietly();
+        Ok(())
     }
 }
 
@@ -354,8 +373,12 @@ fn load(path: &Path) -> Result<Vec<KeyEntry>, IdentityError> {
     }
     warn_if_readable_by_others(path, &meta);
     let bytes = fs::read(path).map_err(|e| store_err("cannot read the key file", e))?;
+    decode(&bytes)
+}
+
+fn decode(bytes: &[u8]) -> Result<Vec<KeyEntry>, IdentityError> {
     // serde errors could quote key material: report the position only
-    let file: KeyFile = serde_json::from_slice(&bytes).map_err(|e| {
+    let file: KeyFile = serde_json::from_slice(bytes).map_err(|e| {
         IdentityError::KeyStore(format!(
             "the key file is not valid (line {}, column {})",
             e.line(),

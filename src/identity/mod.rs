@@ -177,6 +177,7 @@ mod jwt;
 mod keys;
 mod model;
 pub(crate) mod peer;
+mod shared;
 mod store;
 #[cfg(test)]
 mod tests;

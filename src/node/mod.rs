@@ -168,11 +168,14 @@ impl NodeState {
         let pdp = Pdp::new(config.policy.clone())?
             .with_clock(clock.clone())
             .start();
+        let cluster = crate::cluster::ClusterStore::open(&config.cluster)
+            .map_err(DomainRegistryError::from)?;
         let idp = IdentityProvider::with_clock(
             &config.node.domain,
             config.identity.clone(),
             clock.clone(),
-        )?;
+        )?
+        .with_cluster(cluster.clone());
         let verifier = idp.verifier();
         let idp = idp.start();
         let a = &config.allocation;
@@ -198,10 +201,7 @@ impl NodeState {
             publisher.recipient(),
             clock.clone(),
         )?
-        .with_cluster(
-            crate::cluster::ClusterStore::open(&config.cluster)
-                .map_err(DomainRegistryError::from)?,
-        )
+        .with_cluster(cluster)
         .start();
         let qos = crate::qos::QosBroker::new(&config.node.domain, config.qos.clone())
             .with_clock(clock.clone())

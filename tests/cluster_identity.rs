@@ -1,0 +1,130 @@
+//! The identity provider's signing keys shared by the nodes of one domain through
+//! Redis: one key set for the domain, so a token issued by one node verifies on
+//! another and the JWKS are the same; no signing before the set is loaded (503).
+
+mod cluster_support;
+
+use std::time::Duration;
+
+use cluster_support::{clean, section, unique, until_up, PrivateRedis, REDIS};
+use hyperty::cluster::ClusterStore;
+use hyperty::identity::{
+    IdentityError, IdentityProvider, IdpConfig, Jwks, KdfParams, Login, Profile, RegisterUser,
+    Secret, TokenVerifier,
+};
+use hyperty::prelude::*;
+
+const DOMAIN: &str = "example.com";
+
+fn provider(url: &str, prefix: &str) -> (Addr<IdentityProvider>, TokenVerifier, ClusterStore) {
+    let store = ClusterStore::open(&section(url, prefix))
+        .expect("settings")
+        .expect("a store");
+    let config = IdpConfig {
+        kdf: KdfParams::fast_insecure(),
+        ..IdpConfig::default()
+    };
+    let idp = IdentityProvider::new(DOMAIN, config)
+        .expect("provider")
+        .with_cluster(Some(store.clone()));
+    let verifier = idp.verifier();
+    (idp.start(), verifier, store)
+}
+
+async fn login(idp: &Addr<IdentityProvider>, user: &str) -> Result<String, IdentityError> {
+    let password = Secret::new("correct horse battery");
+    idp.send(RegisterUser {
+        username: user.to_owned(),
+        password: password.clone(),
+        profile: Profile::default(),
+    })
+    .await
+    .expect("idp answers")?;
+    let t = idp
+        .send(Login {
+            username: user.to_owned(),
+            password,
+            device: None,
+            source: None,
+        })
+        .await
+        .expect("idp answers")?;
+    Ok(t.token.expose().to_owned())
+}
+
+#[actix::test]
+async fn a_token_of_one_node_verifies_on_the_other() {
+    let prefix = unique("identity-keys");
+    let (a, verify_a, _) = provider(REDIS, &prefix);
+    let (b, verify_b, _) = provider(REDIS, &prefix);
+    let token = login(&a, "alice").await.expect("token from a");
+    let claims = verify_b
+        .verify_id_token(&token)
+        .expect("b verifies a's token");
+    assert!(claims.sub.contains("alice"), "{}", claims.sub);
+    let token_b = login(&b, "bob").await.expect("token from b");
+    verify_a
+        .verify_id_token(&token_b)
+        .expect("a verifies b's token");
+    let (ja, jb) = (
+        a.send(Jwks).await.expect("answers"),
+        b.send(Jwks).await.expect("answers"),
+    );
+    assert_eq!(
+        serde_json::to_value(&ja).expect("json"),
+        serde_json::to_value(&jb).expect("json")
+    );
+    assert!(!ja.keys.is_empty());
+    clean(REDIS, &prefix).await;
+}
+
+#[actix::test]
+async fn no_signing_until_the_domain_keys_are_loaded() {
+    let redis = PrivateRedis::start();
+    let prefix = unique("identity-outage");
+    let probe = ClusterStore::open(&section(&redis.url(), &prefix))
+        .expect("settings")
+        .expect("a store");
+    until_up(&probe).await;
+    redis.freeze();
+    let (a, verify_a, _) = provider(&redis.url(), &prefix);
+    match login(&a, "carol").await {
+        Err(e @ IdentityError::Shared(_)) => {
+            assert_eq!(
+                hyperty_actors::error::ToResponseCode::response_code(&e).as_u16(),
+                503
+            );
+        }
+        other => panic!("expected 503 while Redis is away, got {other:?}"),
+    }
+    redis.thaw();
+    let mut token = None;
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    for n in 0.. {
+        match login(&a, &format!("dave{n}")).await {
+            Ok(t) => {
+                token = Some(t);
+                break;
+            }
+            Err(IdentityError::Shared(_)) if std::time::Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(20)).await
+            }
+            Err(e) => panic!("login after Redis came back: {e}"),
+        }
+    }
+    let token = token.expect("a token");
+    // a second node loads the same keys and verifies it; then, Redis gone for
+    // good, both keep verifying from the keys they hold
+    let (_b, verify_b, _) = provider(&redis.url(), &prefix);
+    let started = std::time::Instant::now();
+    while verify_b.verify_id_token(&token).is_err() {
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "b never loaded the keys"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    drop(redis);
+    verify_a.verify_id_token(&token).expect("a still verifies");
+    verify_b.verify_id_token(&token).expect("b still verifies");
+}
