@@ -13,6 +13,10 @@
 //!   session, e.g. it restarted), re-claims them with an explicit allocation
 //!   request (`create {value:{reclaim:[…]}}` to the node's address allocation),
 //!   which the node grants only to the identity that held them;
+//! * given several nodes of one domain ([`BridgeConfig::with_urls`]), moves to the
+//!   next one when a connection attempt fails (its node is gone) and re-opens its
+//!   session there with the runtime token, or opens afresh and re-claims its
+//!   addresses if that node does not know the session;
 //! * reconnects with exponential backoff (with jitter) after any loss, buffering up
 //!   to `queue_limit` outbound messages meanwhile; beyond that, requests are answered
 //!   504 "messaging node unreachable";
