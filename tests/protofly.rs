@@ -388,3 +388,157 @@ async fn a_hyperty_calls_a_user_of_a_site_speaking_its_own_json_dialect() {
     catalogue.stop().await;
     let _ = std::fs::remove_dir_all(dir);
 }
+
+/// `m` as JSON without what legitimately differs between two runs (its `id`),
+/// with `me` (the sender's own address) written `<me>`.
+fn comparable(m: &Message, me: &Address) -> serde_json::Value {
+    let text = m.to_json().replace(me.as_str(), "<me>");
+    let mut v: serde_json::Value = serde_json::from_str(&text).unwrap();
+    v.as_object_mut().unwrap().remove("id");
+    v
+}
+
+/// What `rt` gets back, scenario by scenario, from B's node and B's runtime
+/// (bob: a worker; carol: an inbox; `resource`: a channel `rt` listens on).
+async fn run_scenarios(
+    rt: &RuntimeHandle,
+    bob: &Address,
+    carol: &Address,
+    resource: &Address,
+) -> (Vec<(&'static str, serde_json::Value)>, ProbeRx) {
+    let me = rt.url().component("app");
+    let mut out = Vec::new();
+    // request/response to a remote hyperty
+    let r = rt
+        .bus()
+        .post(request(&me, bob, json!({"n": 1})))
+        .await
+        .unwrap();
+    out.push(("request/response", comparable(&r, &me)));
+    // a message to an address nobody holds
+    let nobody: Address = "hyperty://b.org/nobody".parse().unwrap();
+    let r = rt
+        .bus()
+        .post(request(&me, &nobody, json!({})))
+        .await
+        .unwrap();
+    out.push(("unknown address", comparable(&r, &me)));
+    // /sm subscribe (the publication is sent once both runtimes subscribed)
+    let (probe, inbox) = Probe::start();
+    rt.bus()
+        .add_listener(resource.clone(), probe, None)
+        .await
+        .unwrap();
+    let sm: Address = "domain://msg-node.b.org/sm".parse().unwrap();
+    let mut sub = Message::new(MessageType::Subscribe, me.clone(), sm);
+    sub.body.resources = Some(vec![resource.as_str().to_owned()]);
+    let r = rt.bus().post(sub).await.unwrap();
+    out.push(("subscribe", comparable(&r, &me)));
+    // an update nobody answers
+    rt.bus().send(
+        Message::new(MessageType::Update, me.clone(), carol.clone())
+            .with_value(json!({"fire": "and forget"})),
+    );
+    // a large frame each way
+    let large = "x".repeat(300_000);
+    let r = rt
+        .bus()
+        .post(request(&me, bob, json!({"large": large})))
+        .await
+        .unwrap();
+    out.push(("large frame", comparable(&r, &me)));
+    (out, inbox)
+}
+
+#[actix::test]
+async fn the_downloaded_raw_stub_gives_the_same_results_as_the_built_in_bridge() {
+    let lb = TcpListener::bind("127.0.0.1:0").unwrap();
+    let b_addr = lb.local_addr().unwrap();
+    let dir = stub_catalogue("b.org", &format!("ws://{b_addr}/ws"), RAW_STUB);
+    let node = isolated_node("b.org", lb, Some(dir.clone()));
+    // B's runtime: bob answers, carol takes what comes
+    let rt_b = Runtime::start(RuntimeConfig::new("b.org")).unwrap();
+    attach(&rt_b, &node).await;
+    let bob = rt_b.spawn_hyperty(worker("b.org")).await.unwrap();
+    let (carol_ctx, mut carol_rx) = inbox_hyperty(&rt_b, "b.org", None).await;
+    let carol = carol_ctx.url().address().clone();
+    // the same scenarios through the built-in bridge (a runtime of b.org) and
+    // through the stub a runtime of a.org downloads from b.org's catalogue
+    let bridged = Runtime::start(RuntimeConfig::new("b.org")).unwrap();
+    attach(&bridged, &node).await;
+    let stubbed = Runtime::start(RuntimeConfig::new("a.org")).unwrap();
+    let mut ua = UaConfig::default();
+    ua.resolve.insert("b.org".into(), b_addr.to_string());
+    RuntimeUa::start(&stubbed, ua).await.unwrap();
+    let resource: Address = "comm://b.org/parity/changes".parse().unwrap();
+
+    let mut seen = Vec::new();
+    let mut inboxes = Vec::new();
+    for rt in [&bridged, &stubbed] {
+        let (results, inbox) = run_scenarios(rt, bob.address(), &carol, &resource).await;
+        inboxes.push(inbox);
+        // what carol got from the update: the sender as the node knows it
+        let update = next_message(&mut carol_rx, TIMEOUT)
+            .await
+            .expect("update delivered");
+        seen.push((results, update));
+    }
+    let (bridge_results, bridge_update) = &seen[0];
+    let (stub_results, stub_update) = &seen[1];
+    for ((name, via_bridge), (_, via_stub)) in bridge_results.iter().zip(stub_results) {
+        assert_eq!(
+            via_bridge, via_stub,
+            "{name}: the stub differs from the bridge"
+        );
+    }
+    assert_eq!(bridge_results[0].1["body"]["code"], 200);
+    assert_eq!(bridge_results[1].1["body"]["code"], 404);
+    assert_eq!(bridge_results[2].1["body"]["code"], 200);
+    assert_eq!(
+        bridge_results[3].1["body"]["value"]["body"]["value"]["large"]
+            .as_str()
+            .map(str::len),
+        Some(300_000)
+    );
+    // the update: the same but for its sender, which through the stub is an
+    // address of the stub's guest session at b.org's node
+    let bridge_me = bridged.url().component("app");
+    assert_eq!(bridge_update.from, bridge_me);
+    assert!(
+        stub_update
+            .from
+            .as_str()
+            .starts_with("hyperty-runtime://b.org/guest-"),
+        "{}",
+        stub_update.from
+    );
+    let mut a = comparable(bridge_update, &bridge_update.from);
+    let mut b = comparable(stub_update, &stub_update.from);
+    for v in [&mut a, &mut b] {
+        v["body"].as_object_mut().unwrap().remove("via");
+    }
+    assert_eq!(a, b, "update: the stub differs from the bridge");
+
+    // one publication fans out to both subscribers alike
+    carol_ctx.notify(
+        MessageType::Update,
+        resource.clone(),
+        json!({"published": 1}),
+    );
+    let mut got = Vec::new();
+    for inbox in &mut inboxes {
+        let m = inbox
+            .recv_matching(TIMEOUT, |m| m.kind == MessageType::Update)
+            .await
+            .expect("publication delivered");
+        got.push(comparable(&m, &carol));
+    }
+    assert_eq!(got[0], got[1], "publication: the stub differs from the bridge");
+    assert_eq!(got[0]["body"]["value"], json!({"published": 1}));
+
+    for rt in [bridged, stubbed, rt_b] {
+        rt.shutdown().await;
+    }
+    node.stop().await;
+    let _ = std::fs::remove_dir_all(dir);
+}

@@ -235,9 +235,13 @@ struct StubPowers {
     protocols: Vec<String>,
     arbiter: actix::ArbiterHandle,
     socket: Mutex<Option<mpsc::Sender<String>>>,
-    status: watch::Sender<StubStatus>,
+    status: watch::Sender<Reported>,
     connect_timeout: Duration,
+    max_frame_bytes: usize,
 }
+
+/// The last status a stub's code reported, with its description.
+pub(crate) type Reported = (StubStatus, Option<String>);
 
 impl JsHost for StubPowers {
     fn post(&self, msg: Message) -> Result<(), String> {
@@ -249,7 +253,7 @@ impl JsHost for StubPowers {
             warn!(stub = %self.ctx.url(), status, "unknown stub status ignored");
             return;
         };
-        let _ = self.status.send(s);
+        let _ = self.status.send((s, desc.map(str::to_owned)));
         self.ctx.report(s, desc);
     }
     fn ws_open(&self, events: JsEvents) -> Result<(), String> {
@@ -263,9 +267,10 @@ impl JsHost for StubPowers {
         let timeout = self.connect_timeout;
         let stub = self.ctx.url().clone();
         let protocols = self.protocols.clone();
+        let max_frame = self.max_frame_bytes;
         let spawned = self.arbiter.spawn_fn(move || {
             actix_rt::spawn(async move {
-                let why = socket(&url, &protocols, timeout, rx, &events).await;
+                let why = socket(&url, &protocols, (timeout, max_frame), rx, &events).await;
                 info!(%stub, endpoint = %url, reason = %why, "stub socket closed");
                 let _ = events.send(JsEvent::WsClosed(why));
             });
@@ -292,7 +297,7 @@ impl JsHost for StubPowers {
     }
     fn failed(&self, reason: &str) {
         self.ws_close();
-        let _ = self.status.send(StubStatus::Failed);
+        let _ = self.status.send((StubStatus::Failed, Some(reason.to_owned())));
         self.ctx.report(StubStatus::Failed, Some(reason));
     }
 }
@@ -301,11 +306,13 @@ impl JsHost for StubPowers {
 async fn socket(
     url: &str,
     protocols: &[String],
-    timeout: Duration,
+    (timeout, max_frame): (Duration, usize),
     mut outbound: mpsc::Receiver<String>,
     events: &JsEvents,
 ) -> String {
-    let mut request = crate::bridge::http_client(timeout).ws(url);
+    let mut request = crate::bridge::http_client(timeout)
+        .ws(url)
+        .max_frame_size(max_frame);
     if !protocols.is_empty() {
         request = request.protocols(protocols);
     }
@@ -355,7 +362,7 @@ async fn socket(
 pub struct JsStub {
     ctx: StubContext,
     sandbox: Option<JsSandbox>,
-    status: watch::Receiver<StubStatus>,
+    status: watch::Receiver<Reported>,
     connect_timeout: Duration,
 }
 
@@ -370,14 +377,14 @@ impl std::fmt::Debug for JsStub {
 impl JsStub {
     /// The powers for a stub with `ctx` whose descriptor declares `endpoint`
     /// (and the WebSocket subprotocols to ask for there), and the status they
-    /// report.
+    /// report. Frames up to `max_frame_bytes` are taken from the endpoint.
     pub(crate) fn powers(
         ctx: StubContext,
         endpoint: Option<String>,
         protocols: Vec<String>,
-        connect_timeout: Duration,
-    ) -> (Box<dyn JsHost>, watch::Receiver<StubStatus>) {
-        let (tx, rx) = watch::channel(StubStatus::Created);
+        (connect_timeout, max_frame_bytes): (Duration, usize),
+    ) -> (Box<dyn JsHost>, watch::Receiver<Reported>) {
+        let (tx, rx) = watch::channel((StubStatus::Created, None));
         let powers = StubPowers {
             ctx,
             endpoint,
@@ -386,6 +393,7 @@ impl JsStub {
             socket: Mutex::new(None),
             status: tx,
             connect_timeout,
+            max_frame_bytes,
         };
         (Box::new(powers), rx)
     }
@@ -394,7 +402,7 @@ impl JsStub {
     pub(crate) fn new(
         ctx: StubContext,
         sandbox: JsSandbox,
-        status: watch::Receiver<StubStatus>,
+        status: watch::Receiver<Reported>,
         connect_timeout: Duration,
     ) -> JsStub {
         JsStub {
@@ -427,17 +435,18 @@ impl Handler<Connect> for JsStub {
         let url = self.ctx.url().clone();
         Box::pin(async move {
             sent?;
-            let settled = status.wait_for(|s| {
+            let settled = status.wait_for(|(s, _)| {
                 matches!(
                     s,
                     StubStatus::Live | StubStatus::Failed | StubStatus::Disconnected
                 )
             });
             match tokio::time::timeout(timeout, settled).await {
-                Ok(Ok(s)) if *s == StubStatus::Live => Ok(()),
+                Ok(Ok(s)) if s.0 == StubStatus::Live => Ok(()),
                 Ok(Ok(s)) => Err(StubError::Connect(format!(
-                    "stub {url} reported {} while connecting",
-                    s.as_str()
+                    "stub {url} reported {} while connecting: {}",
+                    s.0.as_str(),
+                    s.1.as_deref().unwrap_or("no reason given")
                 ))),
                 Ok(Err(_)) => Err(StubError::Connect(format!("stub {url} stopped"))),
                 Err(_) => Err(StubError::Connect(format!(
@@ -454,8 +463,11 @@ impl Handler<Disconnect> for JsStub {
         if let Some(sb) = self.sandbox.take() {
             let _ = sb.events().send(JsEvent::Disconnect);
         }
-        self.ctx
-            .report(StubStatus::Disconnected, Some("closed by the runtime"));
+        // a stub that failed keeps `failed` (and its reason) as its last word
+        if self.status.borrow().0 != StubStatus::Failed {
+            self.ctx
+                .report(StubStatus::Disconnected, Some("closed by the runtime"));
+        }
         ctx.stop();
     }
 }

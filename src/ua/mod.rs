@@ -63,6 +63,9 @@ pub struct UaConfig {
     pub max_descriptor_bytes: usize,
     /// Largest source package read, bytes.
     pub max_package_bytes: usize,
+    /// Largest WebSocket frame a stub takes from its endpoint, bytes (the
+    /// built-in bridge's default).
+    pub max_frame_bytes: usize,
     /// Limits of each sandbox.
     pub js: JsLimits,
     /// When true the registry asks this agent for the stub of any other domain
@@ -79,6 +82,7 @@ impl Default for UaConfig {
             connect_timeout: Duration::from_secs(5),
             max_descriptor_bytes: 256 * 1024,
             max_package_bytes: 4 << 20,
+            max_frame_bytes: 1 << 20,
             js: JsLimits::default(),
             on_the_fly: true,
         }
@@ -446,7 +450,7 @@ async fn load_stub(
         sctx.clone(),
         d.endpoint().map(str::to_owned),
         protocols,
-        config.connect_timeout,
+        (config.connect_timeout, config.max_frame_bytes),
     );
     let sandbox = sandbox_of(&fetched, JsKind::Stub, stub_url.as_str(), powers, &config)?;
     let stats = sctx.stats().clone();
