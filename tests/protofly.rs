@@ -136,8 +136,11 @@ async fn a_runtime_reaches_another_domain_through_the_stub_it_downloads() {
         .unwrap();
     assert_eq!(r.code(), Some(ResponseCode::GatewayTimeout));
     let why = r.body.description.unwrap();
+    // the stub reported `failed`, naming the endpoint it could not reach
     assert!(
-        why.contains("d.org") && why.contains("while connecting"),
+        why.contains("d.org")
+            && why.contains("failed while connecting")
+            && why.contains(&format!("ws://{nowhere}/ws")),
         "{why}"
     );
     assert!(!rt_a
@@ -539,6 +542,121 @@ async fn the_downloaded_raw_stub_gives_the_same_results_as_the_built_in_bridge()
     for rt in [bridged, stubbed, rt_b] {
         rt.shutdown().await;
     }
+    node.stop().await;
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+/// The runtime URL of the guest session whose address `alias` is.
+fn guest_of(alias: &Address) -> String {
+    let s = alias.as_str();
+    let start = "hyperty-runtime://b.org/".len();
+    let end = s[start..].find('/').map_or(s.len(), |i| start + i);
+    s[..end].to_owned()
+}
+
+#[actix::test]
+async fn the_raw_stub_survives_a_dropped_socket_and_a_node_restart() {
+    let lb = TcpListener::bind("127.0.0.1:0").unwrap();
+    let b_addr = lb.local_addr().unwrap();
+    let dir = stub_catalogue("b.org", &format!("ws://{b_addr}/ws"), RAW_STUB);
+    let node = isolated_node("b.org", lb, Some(dir.clone()));
+    let rt_b = Runtime::start(RuntimeConfig::new("b.org")).unwrap();
+    attach(&rt_b, &node).await;
+    let bob = rt_b.spawn_hyperty(worker("b.org")).await.unwrap();
+    let (carol_ctx, mut carol_rx) = inbox_hyperty(&rt_b, "b.org", None).await;
+    let carol = carol_ctx.url().address().clone();
+
+    let rt = Runtime::start(RuntimeConfig::new("a.org")).unwrap();
+    let mut ua = UaConfig::default();
+    ua.resolve.insert("b.org".into(), b_addr.to_string());
+    RuntimeUa::start(&rt, ua).await.unwrap();
+    let me = rt.url().component("app");
+    let resource: Address = "comm://b.org/survivor/changes".parse().unwrap();
+    let (probe, mut inbox) = Probe::start();
+    rt.bus()
+        .add_listener(resource.clone(), probe, None)
+        .await
+        .unwrap();
+    let mut sub = Message::new(
+        MessageType::Subscribe,
+        me.clone(),
+        "domain://msg-node.b.org/sm".parse::<Address>().unwrap(),
+    );
+    sub.body.resources = Some(vec![resource.as_str().to_owned()]);
+    let r = rt.bus().post(sub).await.unwrap();
+    assert_eq!(r.code(), Some(ResponseCode::Ok));
+    // the address the node knows the sender by
+    rt.bus()
+        .send(Message::new(MessageType::Update, me.clone(), carol.clone()).with_value(json!(0)));
+    let alias = next_message(&mut carol_rx, TIMEOUT).await.unwrap().from;
+    let guest = guest_of(&alias);
+
+    let works = |n: u64| {
+        let rt = rt.clone();
+        let me = me.clone();
+        let bob = bob.address().clone();
+        async move {
+            matches!(rt.bus().post(request(&me, &bob, json!({"n": n}))).await,
+                     Ok(r) if r.code() == Some(ResponseCode::Ok))
+        }
+    };
+    // the published value reaches the subscriber (published until it does: the
+    // publisher's own bridge may be reconnecting too)
+    async fn heard(
+        carol: &HypertyContext,
+        resource: &Address,
+        inbox: &mut ProbeRx,
+        n: u64,
+    ) -> bool {
+        let deadline = tokio::time::Instant::now() + TIMEOUT;
+        while tokio::time::Instant::now() < deadline {
+            carol.notify(MessageType::Update, resource.clone(), json!({"n": n}));
+            let got = inbox
+                .recv_matching(Duration::from_millis(200), |m| {
+                    m.body.value == Some(json!({"n": n}))
+                })
+                .await;
+            if got.is_some() {
+                return true;
+            }
+        }
+        false
+    }
+
+    // 1. the node drops the stub's socket: it re-opens the same session
+    let key = node.state().router().session_of(&guest).expect("guest session");
+    assert!(node.state().router().kick(&key, "test"));
+    let router = node.state().router().clone();
+    assert!(eventually(TIMEOUT, || async { router.snapshot().reopened == 1 }).await);
+    assert!(eventually(TIMEOUT, || works(1)).await, "messages flow again");
+    assert!(heard(&carol_ctx, &resource, &mut inbox, 1).await, "subscription kept");
+    rt.bus()
+        .send(Message::new(MessageType::Update, me.clone(), carol.clone()).with_value(json!(1)));
+    let again = next_message(&mut carol_rx, TIMEOUT).await.unwrap();
+    assert_eq!(again.from, alias, "address kept");
+
+    // 2. the node restarts on the same port: a fresh session, same addresses,
+    // the subscription made again
+    node.stop().await;
+    let node = isolated_node("b.org", TcpListener::bind(b_addr).unwrap(), Some(dir.clone()));
+    assert!(eventually(TIMEOUT, || works(2)).await, "messages flow again");
+    assert!(node.state().router().session_of(&guest).is_some());
+    assert!(heard(&carol_ctx, &resource, &mut inbox, 2).await, "subscribed again");
+    rt.bus()
+        .send(Message::new(MessageType::Update, me.clone(), carol.clone()).with_value(json!(2)));
+    let again = next_message(&mut carol_rx, TIMEOUT).await.unwrap();
+    assert_eq!(again.from, alias, "address kept");
+    assert_eq!(
+        rt.stubs()
+            .await
+            .iter()
+            .filter(|s| s.domain.as_deref() == Some("b.org"))
+            .count(),
+        1
+    );
+
+    rt.shutdown().await;
+    rt_b.shutdown().await;
     node.stop().await;
     let _ = std::fs::remove_dir_all(dir);
 }
