@@ -25,7 +25,7 @@ fn stub_catalogue(domain: &str, endpoint: &str, code: &str) -> PathBuf {
         json!({"objectName": "default", "objectType": "protocolstub", "version": "1.0.0",
                "sourcePackageURL": "default.js",
                "configuration": {"url": endpoint, "domain": domain},
-               "constraints": {"browser": true}, "policies": [], "dataObjects": []})
+               "constraints": {"node": true, "websocket": true}, "policies": [], "dataObjects": []})
         .to_string(),
     )
     .unwrap();

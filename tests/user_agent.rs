@@ -367,3 +367,155 @@ async fn a_newer_version_replaces_the_old_keeping_address_and_pending_requests()
     let _ = std::fs::remove_dir_all(v1);
     let _ = std::fs::remove_dir_all(v2);
 }
+
+/// A catalogue directory with one hyperty `name` of `version` whose descriptor
+/// carries `constraints` and `policies`.
+fn catalogue_with(name: &str, version: &str, code: &str, constraints: Value, policies: Value) -> PathBuf {
+    let d = catalogue(&[(name, version, code)]);
+    let file = d.join(format!("hyperty/{name}.json"));
+    let mut doc: Value = serde_json::from_str(&std::fs::read_to_string(&file).unwrap()).unwrap();
+    doc["constraints"] = constraints;
+    doc["policies"] = policies;
+    std::fs::write(&file, doc.to_string()).unwrap();
+    d
+}
+
+#[actix::test]
+async fn a_descriptor_whose_constraints_the_runtime_cannot_meet_is_refused_before_anything_starts() {
+    let dir = catalogue_with("Browsery", "1.0.0", ECHO_V2, json!({"browser": true}), json!([]));
+    let stub_dir = dir.join("protocolstub");
+    std::fs::create_dir_all(&stub_dir).unwrap();
+    std::fs::write(
+        stub_dir.join("default.json"),
+        json!({"objectName": "default", "objectType": "protocolstub", "version": "1.0.0",
+               "sourcePackageURL": "default.js", "configuration": {"url": "ws://127.0.0.1:9/ws"},
+               "constraints": {"node": true, "camera": true}})
+        .to_string(),
+    )
+    .unwrap();
+    std::fs::write(stub_dir.join("default.js"), "stub.onconnect(function () {});").unwrap();
+    std::fs::write(
+        dir.join("hyperty/Nodey.json"),
+        json!({"objectName": "Nodey", "objectType": "hyperty", "version": "1.0.0",
+               "sourcePackageURL": "Browsery.js", "constraints": {"node": true, "browser": false}})
+        .to_string(),
+    )
+    .unwrap();
+    let node = start_node("b.org", |c| c.catalogue.dir = Some(dir.clone()));
+    let rt = Runtime::start(RuntimeConfig::new("a.org")).unwrap();
+    let ua = RuntimeUa::start(&rt, ua_config(&node)).await.unwrap();
+
+    let err = ua
+        .send(LoadHyperty {
+            url: "hyperty-catalogue://b.org/.well-known/hyperty/Browsery".into(),
+        })
+        .await
+        .unwrap()
+        .unwrap_err();
+    assert!(matches!(err, UaError::Unmet { .. }), "{err:?}");
+    assert_eq!(err.response_code(), ResponseCode::Forbidden);
+    assert!(err.to_string().contains("\"browser\""), "{err}");
+    assert!(rt.hyperties().await.is_empty(), "nothing registered");
+
+    let err = ua
+        .send(hyperty::ua::LoadStub {
+            domain: "b.org".into(),
+        })
+        .await
+        .unwrap()
+        .unwrap_err();
+    assert!(err.to_string().contains("\"camera\""), "{err}");
+    assert!(rt.stubs().await.iter().all(|s| s.domain.is_none()), "no stub registered");
+
+    // a descriptor the runtime meets loads
+    let nodey = ua
+        .send(LoadHyperty {
+            url: "hyperty-catalogue://b.org/.well-known/hyperty/Nodey".into(),
+        })
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        ask(&rt, &nodey, json!(1)).await.body.value,
+        Some(json!({"version": 2, "got": 1}))
+    );
+    rt.shutdown().await;
+    node.stop().await;
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[actix::test]
+async fn a_descriptors_policies_apply_to_its_hyperty_only_and_follow_its_updates() {
+    use hyperty::actors::policy::{ListPolicies, PolicyConfig};
+    let guard = json!([{"id": "no-deletes", "rules": [
+        {"id": "deny-delete", "effect": "deny", "target": {"types": ["delete"]}}]}]);
+    let v1 = catalogue_with("Guarded", "1.0.0", ECHO_V2, json!({}), guard);
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap();
+    let mut cfg = node_config("b.org");
+    cfg.catalogue.dir = Some(v1.clone());
+    let node = hyperty::node::start(listener, cfg).unwrap();
+
+    // a runtime without a policy engine cannot enforce them: refused
+    let bare = Runtime::start(RuntimeConfig::new("a.org")).unwrap();
+    let bare_ua = RuntimeUa::start(&bare, ua_config(&node)).await.unwrap();
+    let url = "hyperty-catalogue://b.org/.well-known/hyperty/Guarded".to_owned();
+    let err = bare_ua
+        .send(LoadHyperty { url: url.clone() })
+        .await
+        .unwrap()
+        .unwrap_err();
+    assert!(err.to_string().contains("no policy engine"), "{err}");
+    assert!(bare.hyperties().await.is_empty());
+    bare.shutdown().await;
+
+    let mut rc = RuntimeConfig::new("a.org");
+    rc.policy = Some(PolicyConfig::default());
+    let rt = Runtime::start(rc).unwrap();
+    let ua = RuntimeUa::start(&rt, ua_config(&node)).await.unwrap();
+    let guarded = ua
+        .send(LoadHyperty { url: url.clone() })
+        .await
+        .unwrap()
+        .unwrap();
+    let other = rt.spawn_hyperty(worker("a.org")).await.unwrap();
+    let me = rt.url().component("app");
+    let delete = |to: &Address| Message::new(MessageType::Delete, me.clone(), to.clone());
+
+    match rt.bus().post(delete(guarded.address())).await {
+        Err(BusError::Rejected(r)) => {
+            assert_eq!(r.code, ResponseCode::Forbidden);
+            assert_eq!(r.description, "Blocked by policy");
+        }
+        other => panic!("not blocked: {other:?}"),
+    }
+    // other messages to it, and deletes to other hyperties, pass
+    assert_eq!(
+        ask(&rt, &guarded, json!("hi")).await.code(),
+        Some(ResponseCode::Ok)
+    );
+    let r = rt.bus().post(delete(other.address())).await.unwrap();
+    assert_eq!(r.code(), Some(ResponseCode::Ok), "{r:?}");
+    let pdp = rt.pdp().unwrap().addr().clone();
+    let ids: Vec<String> = pdp.send(ListPolicies).await.unwrap().into_iter().map(|s| s.id).collect();
+    assert_eq!(ids, vec![format!("{}#no-deletes", guarded.as_str())]);
+
+    // version 2 ships no policies: its update removes them
+    node.stop().await;
+    let v2 = catalogue_with("Guarded", "2.0.0", ECHO_V2, json!({}), json!([]));
+    let mut cfg = node_config("b.org");
+    cfg.catalogue.dir = Some(v2.clone());
+    let node = hyperty::node::start(std::net::TcpListener::bind(port).unwrap(), cfg).unwrap();
+    assert_eq!(
+        ua.send(CheckForUpdate { hyperty: guarded.clone() }).await.unwrap(),
+        Ok(Update::Replaced("1.0.0".into(), "2.0.0".into()))
+    );
+    assert!(pdp.send(ListPolicies).await.unwrap().is_empty());
+    let r = rt.bus().post(delete(guarded.address())).await.unwrap();
+    assert_eq!(r.code(), Some(ResponseCode::Ok), "{r:?}");
+
+    rt.shutdown().await;
+    node.stop().await;
+    let _ = std::fs::remove_dir_all(v1);
+    let _ = std::fs::remove_dir_all(v2);
+}

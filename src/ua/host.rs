@@ -45,6 +45,8 @@ struct HypertyPowers {
     plain: Bus,
     url: HypertyUrl,
     unanswered: Unanswered,
+    /// Told when the code fails: the user agent, which removes the hyperty's
+    /// policies and unregisters it.
     registry: Recipient<UnregisterHyperty>,
 }
 
