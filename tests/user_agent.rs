@@ -519,3 +519,97 @@ async fn a_descriptors_policies_apply_to_its_hyperty_only_and_follow_its_updates
     let _ = std::fs::remove_dir_all(v1);
     let _ = std::fs::remove_dir_all(v2);
 }
+
+#[actix::test]
+async fn the_node_reloads_its_catalogue_and_check_for_update_replaces_the_running_hyperty() {
+    let dir = catalogue(&[("Echo", "1.0.0", ECHO_V1)]);
+    let node = start_node("b.org", |c| {
+        c.catalogue.dir = Some(dir.clone());
+        c.catalogue.reload_interval_ms = 50;
+    });
+    let served = format!("http://{}/.well-known/hyperty/Echo", node.local_addr());
+    let version = || {
+        let served = served.clone();
+        async move { http_get_json(&served, None).await.1["version"].clone() }
+    };
+    let rt = Runtime::start(RuntimeConfig::new("a.org")).unwrap();
+    let ua = RuntimeUa::start(&rt, ua_config(&node)).await.unwrap();
+    let echo = ua
+        .send(LoadHyperty {
+            url: "hyperty-catalogue://b.org/.well-known/hyperty/Echo".into(),
+        })
+        .await
+        .unwrap()
+        .unwrap();
+    let me = rt.url().component("app");
+    let held = actix_rt::spawn(
+        rt.bus()
+            .post(request(&me, echo.address(), json!({"hold": true}))),
+    );
+    assert_eq!(
+        ask(&rt, &echo, json!("before")).await.body.value,
+        Some(json!({"version": 1, "got": "before"}))
+    );
+
+    // the domain changes the descriptor in place: served without a restart
+    let write = |version: &str, code: &str| {
+        std::fs::write(dir.join("hyperty/Echo.js"), code).unwrap();
+        std::fs::write(
+            dir.join("hyperty/Echo.json"),
+            json!({"objectName": "Echo", "objectType": "hyperty", "version": version,
+                   "sourcePackageURL": "Echo.js"})
+            .to_string(),
+        )
+        .unwrap();
+    };
+    write("1.1.0", ECHO_V2);
+    assert!(eventually(TIMEOUT, || async { version().await == json!("1.1.0") }).await);
+    assert_eq!(
+        ua.send(CheckForUpdate {
+            hyperty: echo.clone()
+        })
+        .await
+        .unwrap(),
+        Ok(Update::Replaced("1.0.0".into(), "1.1.0".into()))
+    );
+    let r = held.await.unwrap().unwrap();
+    assert_eq!(r.body.value, Some(json!({"version": 2, "got": {"hold": true}})));
+    assert_eq!(r.from, *echo.address());
+
+    // a bad file: the previous catalogue stays served, and the error is kept
+    std::fs::write(dir.join("hyperty/Broken.json"), "{not json").unwrap();
+    write("1.2.0", ECHO_V1);
+    let state = node.state().clone();
+    assert!(
+        eventually(TIMEOUT, || async {
+            state
+                .catalogue()
+                .last_error()
+                .is_some_and(|e| e.contains("Broken.json"))
+        })
+        .await
+    );
+    assert_eq!(version().await, json!("1.1.0"));
+    assert_eq!(
+        http_get_json(&format!("http://{}/.well-known/hyperty", node.local_addr()), None)
+            .await
+            .1,
+        json!(["Echo"])
+    );
+    assert_eq!(
+        ua.send(CheckForUpdate {
+            hyperty: echo.clone()
+        })
+        .await
+        .unwrap(),
+        Ok(Update::UpToDate("1.1.0".into()))
+    );
+    // fixed: the next look serves the new catalogue
+    std::fs::remove_file(dir.join("hyperty/Broken.json")).unwrap();
+    assert!(eventually(TIMEOUT, || async { version().await == json!("1.2.0") }).await);
+    assert_eq!(node.state().catalogue().last_error(), None);
+
+    rt.shutdown().await;
+    node.stop().await;
+    let _ = std::fs::remove_dir_all(dir);
+}
