@@ -450,6 +450,14 @@ async fn run_scenarios(
         .await
         .unwrap();
     out.push(("large frame", comparable(&r, &me)));
+    // a burst: every request taken and answered, none refused as overloaded
+    let burst = (0..500).map(|i| rt.bus().post(request(&me, bob, json!({"burst": i}))));
+    let codes: Vec<_> = futures_util::future::join_all(burst)
+        .await
+        .into_iter()
+        .map(|r| r.map(|m| m.code()).map_err(|e| e.to_string()))
+        .collect();
+    out.push(("burst", json!(format!("{codes:?}"))));
     (out, inbox)
 }
 
@@ -497,6 +505,10 @@ async fn the_downloaded_raw_stub_gives_the_same_results_as_the_built_in_bridge()
     assert_eq!(bridge_results[0].1["body"]["code"], 200);
     assert_eq!(bridge_results[1].1["body"]["code"], 404);
     assert_eq!(bridge_results[2].1["body"]["code"], 200);
+    assert_eq!(
+        bridge_results[4].1,
+        json!(format!("{:?}", vec![Ok::<_, String>(Some(ResponseCode::Ok)); 500]))
+    );
     assert_eq!(
         bridge_results[3].1["body"]["value"]["body"]["value"]["large"]
             .as_str()

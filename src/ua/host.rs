@@ -96,6 +96,9 @@ pub struct JsHyperty {
     bus: Bus,
     sandbox: Option<JsSandbox>,
     unanswered: Unanswered,
+    /// Mailbox capacity: the sandbox's inbox, so a burst the code can queue is
+    /// not refused before it.
+    mailbox: usize,
 }
 
 impl std::fmt::Debug for JsHyperty {
@@ -123,11 +126,12 @@ impl JsHyperty {
         (Box::new(powers), unanswered)
     }
 
-    /// A host for `sandbox` (started with [`JsHyperty::powers`]).
+    /// A host for `sandbox` (started with [`JsHyperty::powers`]) whose inbox
+    /// holds `mailbox` events.
     pub(crate) fn new(
         url: HypertyUrl,
         bus: Bus,
-        sandbox: JsSandbox,
+        (sandbox, mailbox): (JsSandbox, usize),
         unanswered: Unanswered,
     ) -> Self {
         JsHyperty {
@@ -135,6 +139,7 @@ impl JsHyperty {
             bus,
             sandbox: Some(sandbox),
             unanswered,
+            mailbox,
         }
     }
 
@@ -163,6 +168,9 @@ impl JsHyperty {
 
 impl Actor for JsHyperty {
     type Context = Context<Self>;
+    fn started(&mut self, ctx: &mut Context<Self>) {
+        ctx.set_mailbox_capacity(self.mailbox.max(16));
+    }
 }
 
 impl Handler<Deliver> for JsHyperty {
@@ -366,6 +374,8 @@ pub struct JsStub {
     sandbox: Option<JsSandbox>,
     status: watch::Receiver<Reported>,
     connect_timeout: Duration,
+    /// Mailbox capacity (as [`JsHyperty`]'s).
+    mailbox: usize,
 }
 
 impl std::fmt::Debug for JsStub {
@@ -400,10 +410,10 @@ impl JsStub {
         (Box::new(powers), rx)
     }
 
-    /// A stub running `sandbox`.
+    /// A stub running `sandbox` (whose inbox holds `mailbox` events).
     pub(crate) fn new(
         ctx: StubContext,
-        sandbox: JsSandbox,
+        (sandbox, mailbox): (JsSandbox, usize),
         status: watch::Receiver<Reported>,
         connect_timeout: Duration,
     ) -> JsStub {
@@ -412,12 +422,16 @@ impl JsStub {
             sandbox: Some(sandbox),
             status,
             connect_timeout,
+            mailbox,
         }
     }
 }
 
 impl Actor for JsStub {
     type Context = Context<Self>;
+    fn started(&mut self, ctx: &mut Context<Self>) {
+        ctx.set_mailbox_capacity(self.mailbox.max(16));
+    }
 }
 
 impl Handler<Connect> for JsStub {

@@ -447,7 +447,13 @@ async fn start_hyperty(
             return Err(e);
         }
     };
-    let host = JsHyperty::new(url.clone(), bus.clone(), sandbox, unanswered.clone()).start();
+    let host = JsHyperty::new(
+        url.clone(),
+        bus.clone(),
+        (sandbox, config.js.inbox),
+        unanswered.clone(),
+    )
+    .start();
     if let Err(e) = bus
         .add_listener(
             url.address().clone(),
@@ -635,7 +641,13 @@ async fn load_stub(
         }
     };
     let stats = sctx.stats().clone();
-    let stub = JsStub::new(sctx, sandbox, status, config.connect_timeout).start();
+    let stub = JsStub::new(
+        sctx,
+        (sandbox, config.js.inbox),
+        status,
+        config.connect_timeout,
+    )
+    .start();
     let registered = runtime
         .registry()
         .send(RegisterStub {
