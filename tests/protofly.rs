@@ -672,3 +672,54 @@ async fn the_raw_stub_survives_a_dropped_socket_and_a_node_restart() {
     node.stop().await;
     let _ = std::fs::remove_dir_all(dir);
 }
+
+#[actix::test]
+async fn a_downloaded_stubs_policies_apply_to_its_domains_traffic_only() {
+    use hyperty::actors::policy::PolicyConfig;
+    let lb = TcpListener::bind("127.0.0.1:0").unwrap();
+    let b_addr = lb.local_addr().unwrap();
+    let dir = stub_catalogue("b.org", &format!("ws://{b_addr}/ws"), RAW_STUB);
+    let file = dir.join("protocolstub/default.json");
+    let mut doc: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&file).unwrap()).unwrap();
+    doc["policies"] = json!([{"id": "read-only", "rules": [
+        {"id": "no-deletes", "effect": "deny", "target": {"types": ["delete"]}}]}]);
+    std::fs::write(&file, doc.to_string()).unwrap();
+    let node = isolated_node("b.org", lb, Some(dir.clone()));
+    let rt_b = Runtime::start(RuntimeConfig::new("b.org")).unwrap();
+    attach(&rt_b, &node).await;
+    let bob = rt_b.spawn_hyperty(worker("b.org")).await.unwrap();
+
+    let mut rc = RuntimeConfig::new("a.org");
+    rc.policy = Some(PolicyConfig::default());
+    let rt = Runtime::start(rc).unwrap();
+    let mut ua = UaConfig::default();
+    ua.resolve.insert("b.org".into(), b_addr.to_string());
+    RuntimeUa::start(&rt, ua).await.unwrap();
+    let local = rt.spawn_hyperty(worker("a.org")).await.unwrap();
+    let me = rt.url().component("app");
+
+    // the first message loads the stub (and its policies); it passes
+    let r = rt
+        .bus()
+        .post(request(&me, bob.address(), json!("hi")))
+        .await
+        .unwrap();
+    assert_eq!(r.code(), Some(ResponseCode::Ok));
+    let delete = |to: &Address| Message::new(MessageType::Delete, me.clone(), to.clone());
+    match rt.bus().post(delete(bob.address())).await {
+        Err(BusError::Rejected(r)) => {
+            assert_eq!(r.code, ResponseCode::Forbidden);
+            assert_eq!(r.description, "Blocked by policy");
+        }
+        other => panic!("not blocked: {other:?}"),
+    }
+    // deletes within a.org are not the stub's business
+    let r = rt.bus().post(delete(local.address())).await.unwrap();
+    assert_eq!(r.code(), Some(ResponseCode::Ok));
+
+    rt.shutdown().await;
+    rt_b.shutdown().await;
+    node.stop().await;
+    let _ = std::fs::remove_dir_all(dir);
+}

@@ -24,6 +24,8 @@ use crate::jsbox::{JsError, JsEvent, JsEvents, JsHost, JsSandbox};
 pub const MAX_UNANSWERED: usize = 4096;
 /// Frames queued for a stub's socket.
 pub const SOCKET_QUEUE: usize = 1024;
+/// How long a disconnected stub's code lives on to close its socket.
+const CLOSE_LINGER: Duration = Duration::from_secs(1);
 
 /// Requests delivered to a JS hyperty and not yet answered, by (sender, id).
 pub(crate) type UnansweredTable = Arc<Mutex<HashMap<(String, MessageId), (Instant, Message)>>>;
@@ -477,7 +479,13 @@ impl Handler<Disconnect> for JsStub {
     type Result = ();
     fn handle(&mut self, _: Disconnect, ctx: &mut Context<Self>) {
         if let Some(sb) = self.sandbox.take() {
-            let _ = sb.events().send(JsEvent::Disconnect);
+            // the code says goodbye on its socket (e.g. a `close`) before it ends
+            if sb.events().send(JsEvent::Disconnect).is_ok() {
+                actix_rt::spawn(async move {
+                    tokio::time::sleep(CLOSE_LINGER).await;
+                    drop(sb);
+                });
+            }
         }
         // a stub that failed keeps `failed` (and its reason) as its last word
         if self.status.borrow().0 != StubStatus::Failed {
