@@ -514,6 +514,26 @@ async fn a_descriptors_policies_apply_to_its_hyperty_only_and_follow_its_updates
     let r = rt.bus().post(delete(guarded.address())).await.unwrap();
     assert_eq!(r.code(), Some(ResponseCode::Ok), "{r:?}");
 
+    // a hyperty that fails takes its policies with it
+    let fragile = json!({"objectName": "Fragile", "objectType": "hyperty", "version": "1.0.0",
+        "sourcePackage": {"sourceCode": FRAGILE},
+        "policies": [{"id": "p", "rules": [{"id": "r", "effect": "deny", "target": {"types": ["delete"]}}]}]});
+    std::fs::write(v2.join("hyperty/Fragile.json"), fragile.to_string()).unwrap();
+    node.state().catalogue().reload().unwrap();
+    let fragile = ua
+        .send(LoadHyperty {
+            url: "hyperty-catalogue://b.org/.well-known/hyperty/Fragile".into(),
+        })
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(pdp.send(ListPolicies).await.unwrap().len(), 1);
+    assert!(try_ask(&rt, &fragile, json!("throw")).await.is_err());
+    assert!(
+        eventually(TIMEOUT, || async { pdp.send(ListPolicies).await.unwrap().is_empty() }).await,
+        "policies removed"
+    );
+
     rt.shutdown().await;
     node.stop().await;
     let _ = std::fs::remove_dir_all(v1);
