@@ -180,8 +180,8 @@ async fn run(args: Args) -> Result<(), String> {
             Ok::<_, String>(rt)
         }
     };
-    let host = bridge(Runtime::start(RuntimeConfig::new("b.test")).map_err(|e| e.to_string())?)
-        .await?;
+    let host =
+        bridge(Runtime::start(RuntimeConfig::new("b.test")).map_err(|e| e.to_string())?).await?;
     let echo = host
         .spawn_hyperty(HypertySpec::new("echo", "b.test", |ctx| Echo { ctx }))
         .await
@@ -204,8 +204,8 @@ async fn run(args: Args) -> Result<(), String> {
     // relay through the JS stub and through the built-in bridge
     let stubbed = downloading_runtime(b).await?;
     ask(&stubbed, &echo).await?;
-    let bridged = bridge(Runtime::start(RuntimeConfig::new("b.test")).map_err(|e| e.to_string())?)
-        .await?;
+    let bridged =
+        bridge(Runtime::start(RuntimeConfig::new("b.test")).map_err(|e| e.to_string())?).await?;
     ask(&bridged, &echo).await?;
     let payload = json!("x".repeat(args.size));
     let mut results: [Vec<Run>; 2] = [Vec::new(), Vec::new()];

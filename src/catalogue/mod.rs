@@ -336,7 +336,10 @@ fn fingerprint(dir: &Path) -> Fingerprint {
 }
 
 /// Loads `dir`: its entries and the refused files.
-fn load_dir(dir: &Path, max_package: usize) -> Result<(Entries, Vec<CatalogueError>), CatalogueError> {
+fn load_dir(
+    dir: &Path,
+    max_package: usize,
+) -> Result<(Entries, Vec<CatalogueError>), CatalogueError> {
     let dir_err = |source| CatalogueError::Dir {
         path: dir.to_owned(),
         source,

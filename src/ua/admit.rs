@@ -137,7 +137,8 @@ mod tests {
 
     #[test]
     fn constraints_are_met_by_declared_capabilities_only() {
-        let caps = map(json!({"node": true, "websocket": true, "memoryMb": 16, "engine": "quickjs"}));
+        let caps =
+            map(json!({"node": true, "websocket": true, "memoryMb": 16, "engine": "quickjs"}));
         for ok in [
             json!({}),
             json!({"node": true}),
@@ -164,8 +165,12 @@ mod tests {
             {"id": "all", "effect": "deny", "target": {"types": ["delete"]}},
             {"id": "who", "effect": "deny", "target": {"from": ["hyperty://evil.org/*"]}}
         ]});
-        let sets = scoped_policies(&[p], "hyperty://b.org/h", Scope::Hyperty("hyperty://b.org/h"))
-            .unwrap();
+        let sets = scoped_policies(
+            &[p],
+            "hyperty://b.org/h",
+            Scope::Hyperty("hyperty://b.org/h"),
+        )
+        .unwrap();
         assert_eq!(sets[0].id, "hyperty://b.org/h#guard");
         let rules: Vec<(&str, &Vec<String>, &Vec<String>)> = sets[0]
             .rules
@@ -195,7 +200,10 @@ mod tests {
                    "target": {"from": ["x"], "to": ["y"]}}]}),
             json!({"rules": "none"}),
         ] {
-            assert!(scoped_policies(&[bad.clone()], "u", Scope::Hyperty("u")).is_err(), "{bad}");
+            assert!(
+                scoped_policies(&[bad.clone()], "u", Scope::Hyperty("u")).is_err(),
+                "{bad}"
+            );
         }
     }
 }

@@ -309,7 +309,9 @@ impl JsHost for StubPowers {
     }
     fn failed(&self, reason: &str) {
         self.ws_close();
-        let _ = self.status.send((StubStatus::Failed, Some(reason.to_owned())));
+        let _ = self
+            .status
+            .send((StubStatus::Failed, Some(reason.to_owned())));
         self.ctx.report(StubStatus::Failed, Some(reason));
     }
 }

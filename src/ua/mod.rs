@@ -48,8 +48,8 @@ use hyperty_actors::catalogue::{IntegrityError, ObjectType};
 use hyperty_actors::error::ToResponseCode;
 use hyperty_actors::hyperty::HypertySpec;
 use hyperty_actors::message::{Message, MessageType, ResponseCode};
-use hyperty_actors::protostub::{Connect, StubContext};
 use hyperty_actors::policy::{AddPolicies, PolicySet, RemovePolicies};
+use hyperty_actors::protostub::{Connect, StubContext};
 use hyperty_actors::registry::{
     LoadStubFor, NextStubUrl, RegisterHyperty, RegisterStub, SetStubLoader, UnregisterHyperty,
     UnregisterStub,
@@ -351,11 +351,12 @@ fn check_admission(
     if d.policies.is_empty() {
         return Ok(());
     }
-    admit::scoped_policies(&d.policies, "", admit::Scope::Hyperty(""))
-        .map_err(|reason| UaError::Policy {
+    admit::scoped_policies(&d.policies, "", admit::Scope::Hyperty("")).map_err(|reason| {
+        UaError::Policy {
             name: name(),
             reason,
-        })?;
+        }
+    })?;
     if runtime.pdp().is_none() {
         return Err(UaError::Unmet {
             name: name(),
@@ -427,14 +428,20 @@ async fn start_hyperty(
         .map_err(|e| UaError::Runtime(e.to_string()))?;
     let url = reg.url;
     let bus = runtime.bus().clone();
-    let policies =
-        match install_policies(&runtime, &fetched, url.as_str(), admit::Scope::Hyperty(url.as_str())).await {
-            Ok(ids) => ids,
-            Err(e) => {
-                let _ = runtime.registry().send(UnregisterHyperty(url)).await;
-                return Err(e);
-            }
-        };
+    let policies = match install_policies(
+        &runtime,
+        &fetched,
+        url.as_str(),
+        admit::Scope::Hyperty(url.as_str()),
+    )
+    .await
+    {
+        Ok(ids) => ids,
+        Err(e) => {
+            let _ = runtime.registry().send(UnregisterHyperty(url)).await;
+            return Err(e);
+        }
+    };
     let (powers, unanswered) = JsHyperty::powers(&bus, &url, ua);
     let undo = |runtime: RuntimeHandle, url: HypertyUrl, policies: Vec<String>| async move {
         remove_policies(&runtime, policies).await;
