@@ -201,7 +201,7 @@ mod tests {
             json!({"rules": "none"}),
         ] {
             assert!(
-                scoped_policies(&[bad.clone()], "u", Scope::Hyperty("u")).is_err(),
+                scoped_policies(std::slice::from_ref(&bad), "u", Scope::Hyperty("u")).is_err(),
                 "{bad}"
             );
         }
