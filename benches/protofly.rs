@@ -170,6 +170,9 @@ async fn run(args: Args) -> Result<(), String> {
     cfg.auth.mode = hyperty::config::AuthMode::Optional;
     cfg.federation.enabled = false;
     cfg.catalogue.dir = Some(dir.clone());
+    // the echo's session answers every request: no rate limit in its way
+    cfg.limits.messages_per_second = 10_000_000;
+    cfg.limits.burst = 10_000_000;
     let node = hyperty::node::start(listener, cfg).map_err(|e| e.to_string())?;
     let bridge = |rt: RuntimeHandle| {
         let url = node.ws_url();

@@ -767,3 +767,57 @@ async fn a_downloaded_stubs_policies_apply_to_its_domains_traffic_only() {
     assert_eq!(r.code(), Some(ResponseCode::Ok));
     b.stop(vec![rt]).await;
 }
+
+#[actix::test]
+async fn a_stub_whose_endpoint_never_opens_a_session_fails_naming_it_and_leaves_nothing() {
+    // an endpoint that takes the WebSocket and never answers on it
+    let silent = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let endpoint = format!("ws://{}/ws", silent.local_addr().unwrap());
+    actix_rt::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((tcp, _)) = silent.accept().await {
+            if let Ok(ws) = tokio_tungstenite::accept_async(tcp).await {
+                held.push(ws);
+            }
+        }
+    });
+    let b = DomainB::start(|doc| {
+        doc["configuration"]["url"] = json!(endpoint);
+        doc["configuration"]["handshakeTimeoutMs"] = json!(300);
+    })
+    .await;
+    let rt = b.downloading_runtime(None).await;
+    // the first stub of a runtime without a node is its protostub/1
+    let status: Address = format!("{}/protostub/1/status", rt.url().as_str())
+        .parse()
+        .unwrap();
+    let (probe, mut statuses) = Probe::start();
+    rt.bus().add_listener(status, probe, None).await.unwrap();
+    let me = rt.url().component("app");
+
+    let r = rt
+        .bus()
+        .post(request(&me, &b.bob, json!("hi")))
+        .await
+        .unwrap();
+    assert_eq!(r.code(), Some(ResponseCode::GatewayTimeout));
+    let why = r.body.description.unwrap();
+    assert!(
+        why.contains("b.org")
+            && why.contains(&endpoint)
+            && why.contains("no answer to the session request"),
+        "{why}"
+    );
+    let failed = statuses
+        .recv_matching(TIMEOUT, |m| m.body.value == Some(json!("failed")))
+        .await
+        .expect("failed reported");
+    let desc = failed.body.desc.unwrap();
+    assert!(desc.as_str().is_some_and(|d| d.contains(&endpoint)), "{desc}");
+    assert!(!rt
+        .stubs()
+        .await
+        .iter()
+        .any(|s| s.domain.as_deref() == Some("b.org")));
+    b.stop(vec![rt]).await;
+}

@@ -28,7 +28,7 @@ var guest = "hyperty-runtime://" + domain + "/guest-" + Math.floor(Math.random()
 
 // idle | connecting | handshaking | live | failed | stopped
 var state = "idle", socket = null, generation = 0, attempts = 0, everLive = false;
-var token = null, controlId = 0, control = {};
+var token = null, controlId = 0, control = {}, closing = null;
 var queue = [], subscriptions = {};
 var alias = {}, original = {}, aliases = 0;
 
@@ -66,7 +66,9 @@ function handshake() {
   else sendControl("open", "open", {});
   var g = generation;
   setTimeout(function () {
-    if (g === generation && state === "handshaking") socket.close();
+    if (g !== generation || state !== "handshaking") return;
+    closing = "no answer to the session request within " + handshakeTimeout + " ms";
+    socket.close();
   }, handshakeTimeout);
 }
 
@@ -140,18 +142,21 @@ function connect() {
     bus.post(m);
   };
   socket.onclose = function (e) {
+    var why = closing || e.reason;
+    if (why.indexOf(cfg.url) < 0) why = cfg.url + ": " + why;
     socket = null;
     control = {};
+    closing = null;
     if (state === "stopped") return;
     if (!everLive) {
       // never reached the endpoint: nothing to keep, nothing to retry
-      if (state !== "failed") stub.report("failed", e.reason);
+      if (state !== "failed") stub.report("failed", why);
       state = "failed";
-      refuseQueued(504, "stub for " + domain + ": " + e.reason);
+      refuseQueued(504, "stub for " + domain + ": " + why);
       return;
     }
     state = "idle";
-    stub.report("disconnected", e.reason);
+    stub.report("disconnected", why);
     var delay = Math.min(maxDelay, initialDelay * Math.pow(2, Math.min(attempts, 16)));
     attempts += 1;
     setTimeout(function () { if (state === "idle") connect(); }, delay * (0.8 + 0.4 * Math.random()));

@@ -12,9 +12,11 @@
 //! | `LoadStubFor` (from the registry) | [`LoadStub`] when the bus finds no stub for a domain | `Ok` once it is live |
 //!
 //! Errors are [`UaError`]s naming what failed: an unreachable catalogue (504),
-//! a bad signature or hash (403), a descriptor that does not parse (400), code
-//! that fails while loading or a stub that never connects (500). Nothing is
-//! half-started: a failure unregisters what was registered.
+//! a bad signature or hash (403), a descriptor or policies that do not parse
+//! (400), a constraint the runtime cannot meet (403), code that fails while
+//! loading or a stub that never connects (500; the stub's error names its
+//! endpoint). Nothing is half-started: a failure unregisters what was
+//! registered and removes the policies it installed.
 //!
 //! # Constraints and policies
 //!
@@ -351,7 +353,11 @@ fn check_admission(
     if d.policies.is_empty() {
         return Ok(());
     }
-    admit::scoped_policies(&d.policies, "", admit::Scope::Hyperty("")).map_err(|reason| {
+    let scope = match d.object_type {
+        ObjectType::Protocolstub => admit::Scope::Stub(""),
+        _ => admit::Scope::Hyperty(""),
+    };
+    admit::scoped_policies(&d.policies, "", scope).map_err(|reason| {
         UaError::Policy {
             name: name(),
             reason,
