@@ -813,7 +813,10 @@ async fn a_stub_whose_endpoint_never_opens_a_session_fails_naming_it_and_leaves_
         .await
         .expect("failed reported");
     let desc = failed.body.desc.unwrap();
-    assert!(desc.as_str().is_some_and(|d| d.contains(&endpoint)), "{desc}");
+    assert!(
+        desc.as_str().is_some_and(|d| d.contains(&endpoint)),
+        "{desc}"
+    );
     assert!(!rt
         .stubs()
         .await

@@ -357,11 +357,9 @@ fn check_admission(
         ObjectType::Protocolstub => admit::Scope::Stub(""),
         _ => admit::Scope::Hyperty(""),
     };
-    admit::scoped_policies(&d.policies, "", scope).map_err(|reason| {
-        UaError::Policy {
-            name: name(),
-            reason,
-        }
+    admit::scoped_policies(&d.policies, "", scope).map_err(|reason| UaError::Policy {
+        name: name(),
+        reason,
     })?;
     if runtime.pdp().is_none() {
         return Err(UaError::Unmet {
