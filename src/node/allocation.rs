@@ -37,9 +37,43 @@ use hyperty_actors::message::{Message, MessageType, ResponseCode};
 use serde_json::{json, Value};
 use tracing::{debug, info};
 
+use dashmap::mapref::one::Ref;
+use dashmap::DashMap;
+
 use super::holders::{Holders, HoldersError};
 use super::router::{Router, SessionKey};
 use crate::config::AllocationSection;
+
+/// The router's `owners` table: allocated address → session key. Read by anyone
+/// in the crate; written only here, by the [`AddressAllocation`].
+#[derive(Debug, Default)]
+pub struct Owners(DashMap<Arc<str>, SessionKey>);
+
+impl Owners {
+    /// The session holding exactly `addr`.
+    pub(crate) fn get(&self, addr: &str) -> Option<Ref<'_, Arc<str>, SessionKey>> {
+        self.0.get(addr)
+    }
+
+    /// Allocated addresses.
+    pub(crate) fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    fn insert(&self, addr: Arc<str>, key: SessionKey) {
+        self.0.insert(addr, key);
+    }
+
+    fn remove_if(&self, addr: &str, key: &SessionKey) {
+        self.0.remove_if(addr, |_, owner| owner == key);
+    }
+
+    /// Binds `addr` for a router unit test.
+    #[cfg(test)]
+    pub(crate) fn insert_for_test(&self, addr: Arc<str>, key: SessionKey) {
+        self.insert(addr, key);
+    }
+}
 
 /// Schemes of the web and of the node itself, never allocated as object schemes.
 const RESERVED_SCHEMES: &[&str] = &[
@@ -311,9 +345,7 @@ impl AddressAllocation {
         if !held.addresses.remove(addr) {
             return false;
         }
-        self.router
-            .owners
-            .remove_if(addr, |_, owner| owner == session);
+        self.router.owners.remove_if(addr, session);
         true
     }
 
@@ -475,7 +507,7 @@ impl Handler<DropSession> for AddressAllocation {
             return 0;
         };
         for a in &held.addresses {
-            self.router.owners.remove_if(a, |_, owner| *owner == d.0);
+            self.router.owners.remove_if(a, &d.0);
         }
         let addresses: Vec<Arc<str>> = held.addresses.into_iter().collect();
         // the retention of their records counts from now

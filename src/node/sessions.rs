@@ -45,8 +45,76 @@ use super::allocation::{AddressAllocation, DropSession};
 use super::outbound::OutboundQueue;
 use super::rights::{check_runtime_url, may_replace, stub_url, UrlRefused};
 use super::router::{Evict, GraceBuffer, Kick, Outbound, Router, SessionKey, Slot};
+use dashmap::mapref::one::{Ref, RefMut};
+use dashmap::DashMap;
 use super::subscriptions::{DropSubscriptions, SubscriptionManager};
 use crate::identity::TokenVerifier;
+
+/// The router's `slots` table: session key → connection state. Read by anyone in
+/// the crate; written only here, by the [`SessionManager`].
+#[derive(Debug, Default)]
+pub struct Slots(DashMap<SessionKey, Slot>);
+
+impl Slots {
+    /// The state of session `key`.
+    pub(crate) fn get(&self, key: &str) -> Option<Ref<'_, SessionKey, Slot>> {
+        self.0.get(key)
+    }
+
+    /// Every session.
+    pub(crate) fn iter(&self) -> dashmap::iter::Iter<'_, SessionKey, Slot> {
+        self.0.iter()
+    }
+
+    /// Sessions (live and in their grace period).
+    pub(crate) fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    fn insert(&self, key: SessionKey, slot: Slot) {
+        self.0.insert(key, slot);
+    }
+
+    fn get_mut(&self, key: &str) -> Option<RefMut<'_, SessionKey, Slot>> {
+        self.0.get_mut(key)
+    }
+
+    fn remove(&self, key: &str) -> Option<(SessionKey, Slot)> {
+        self.0.remove(key)
+    }
+
+    /// Puts a slot in place for a router unit test.
+    #[cfg(test)]
+    pub(crate) fn insert_for_test(&self, key: SessionKey, slot: Slot) {
+        self.insert(key, slot);
+    }
+}
+
+/// The router's `runtimes` table: runtime and stub URLs → session key. Read by
+/// anyone in the crate; written only here, by the [`SessionManager`].
+#[derive(Debug, Default)]
+pub struct Runtimes(DashMap<Arc<str>, SessionKey>);
+
+impl Runtimes {
+    /// The session bound to exactly `url`.
+    pub(crate) fn get(&self, url: &str) -> Option<Ref<'_, Arc<str>, SessionKey>> {
+        self.0.get(url)
+    }
+
+    fn insert(&self, url: Arc<str>, key: SessionKey) {
+        self.0.insert(url, key);
+    }
+
+    fn remove_if(&self, url: &str, key: &SessionKey) {
+        self.0.remove_if(url, |_, k| k == key);
+    }
+
+    /// Binds `url` for a router unit test.
+    #[cfg(test)]
+    pub(crate) fn insert_for_test(&self, url: Arc<str>, key: SessionKey) {
+        self.insert(url, key);
+    }
+}
 
 /// Why `open`/`re-open` was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -356,11 +424,11 @@ impl SessionManager {
                 self.tokens.remove(&t);
             }
             for stub in held.stubs {
-                self.router.runtimes.remove_if(&stub, |_, k| k == key);
+                self.router.runtimes.remove_if(&stub, key);
             }
         }
         if let Some(rt) = slot.as_ref().and_then(|s| s.runtime.as_ref()) {
-            self.router.runtimes.remove_if(rt, |_, k| k == key);
+            self.router.runtimes.remove_if(rt, key);
         }
         let addresses = self.allocation.send(DropSession(key.clone()));
         let subscriptions = self.subscriptions.send(DropSubscriptions(key.clone()));

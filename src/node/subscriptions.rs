@@ -51,10 +51,68 @@ use hyperty_actors::message::{Message, MessageType, OneOrMany, ResponseCode};
 use serde_json::Value;
 use tracing::debug;
 
+use dashmap::mapref::one::Ref;
+use dashmap::DashMap;
+
 use super::allocation::{AddressAllocation, NodeRequest, Reclaim, Release};
 use super::rights::is_manager;
 use super::router::{domain_of_address, Router, SessionKey, PEER_KEY_PREFIX};
 use crate::config::SubscriptionsSection;
+
+/// The router's `subscribers` table: resource → the sessions subscribed to it
+/// (each once). Read by anyone in the crate; written only here, by the
+/// [`SubscriptionManager`].
+#[derive(Debug, Default)]
+pub struct Subscribers(DashMap<Arc<str>, Vec<SessionKey>>);
+
+impl Subscribers {
+    /// The sessions subscribed to exactly `resource`.
+    pub(crate) fn get(&self, resource: &str) -> Option<Ref<'_, Arc<str>, Vec<SessionKey>>> {
+        self.0.get(resource)
+    }
+
+    /// Whether anyone subscribed to `resource`.
+    pub(crate) fn contains_key(&self, resource: &str) -> bool {
+        self.0.contains_key(resource)
+    }
+
+    /// Every subscribed resource.
+    pub(crate) fn iter(&self) -> dashmap::iter::Iter<'_, Arc<str>, Vec<SessionKey>> {
+        self.0.iter()
+    }
+
+    /// Subscribed resources.
+    pub(crate) fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    /// Adds `session` to `resource`'s list (once); true if it was not on it.
+    fn add(&self, resource: Arc<str>, session: &SessionKey) -> bool {
+        let mut subs = self.0.entry(resource).or_default();
+        if subs.contains(session) {
+            return false;
+        }
+        subs.push(session.clone());
+        true
+    }
+
+    /// Takes `session` off `resource`'s list; true if the list is now empty.
+    fn remove(&self, resource: &str, session: &SessionKey) -> bool {
+        let mut emptied = false;
+        self.0.remove_if_mut(resource, |_, subs| {
+            subs.retain(|k| k != session);
+            emptied = subs.is_empty();
+            emptied
+        });
+        emptied
+    }
+
+    /// Puts a subscriber list in place for a router unit test.
+    #[cfg(test)]
+    pub(crate) fn insert_for_test(&self, resource: Arc<str>, keys: Vec<SessionKey>) {
+        self.0.insert(resource, keys);
+    }
+}
 
 /// Removes every subscription of a session.
 #[derive(Debug, Clone, actix::Message)]
@@ -162,10 +220,7 @@ impl SubscriptionManager {
                 }
             }
         }
-        let mut subs = self.router.subscribers.entry(resource).or_default();
-        if !subs.contains(session) {
-            subs.push(session.clone());
-        }
+        self.router.subscribers.add(resource, session);
     }
 
     fn unroute(&mut self, session: &SessionKey, resource: &str) {
@@ -177,10 +232,7 @@ impl SubscriptionManager {
                 }
             }
         }
-        self.router.subscribers.remove_if_mut(resource, |_, subs| {
-            subs.retain(|k| k != session);
-            subs.is_empty()
-        });
+        self.router.subscribers.remove(resource, session);
     }
 
     /// `update {resource:<obj>, value:{audience:[…]}}` from the object's holder.
@@ -290,12 +342,7 @@ impl SubscriptionManager {
                 .cloned()
                 .collect();
             for s in &parked {
-                self.router
-                    .subscribers
-                    .remove_if_mut(channel.as_str(), |_, subs| {
-                        subs.retain(|k| k != s);
-                        subs.is_empty()
-                    });
+                self.router.subscribers.remove(channel.as_str(), s);
                 audience
                     .waiting
                     .entry(s.clone())
