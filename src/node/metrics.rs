@@ -74,6 +74,10 @@ pub struct NodeStats {
     pub abusive: AtomicU64,
     /// `open`s refused with 401.
     pub unauthorised: AtomicU64,
+    /// Frames published to other nodes of the cluster (one per node).
+    pub forwarded: AtomicU64,
+    /// Frames received from other nodes of the cluster.
+    pub from_cluster: AtomicU64,
 }
 
 /// A snapshot of [`NodeStats`], as served on `/health`.
@@ -107,6 +111,10 @@ pub struct StatsSnapshot {
     pub abusive: u64,
     /// `open`s refused with 401.
     pub unauthorised: u64,
+    /// Frames published to other nodes of the cluster.
+    pub forwarded: u64,
+    /// Frames received from other nodes of the cluster.
+    pub from_cluster: u64,
 }
 
 impl NodeStats {
@@ -128,6 +136,8 @@ impl NodeStats {
             rate_limited: s.rate_limited.load(Relaxed),
             abusive: s.abusive.load(Relaxed),
             unauthorised: s.unauthorised.load(Relaxed),
+            forwarded: s.forwarded.load(Relaxed),
+            from_cluster: s.from_cluster.load(Relaxed),
         }
     }
 

@@ -328,6 +328,8 @@ pub struct Router {
     evictions: OnceLock<Recipient<Evict>>,
     /// Links to other domains' nodes, set once at start-up when federation is on.
     peers: OnceLock<Arc<dyn PeerRoutes>>,
+    /// The other nodes of this domain, set once at start-up with `[cluster] redis`.
+    cluster: OnceLock<Arc<crate::cluster::ClusterNode>>,
     /// Counters.
     pub stats: NodeStats,
     /// Counters by type and code, latency histograms (`GET /metrics`).
@@ -373,6 +375,7 @@ impl Router {
             per_user: DashMap::new(),
             evictions: OnceLock::new(),
             peers: OnceLock::new(),
+            cluster: OnceLock::new(),
             stats: NodeStats::default(),
             metrics: super::metrics::NodeMetrics::new(true),
         }
@@ -530,6 +533,64 @@ impl Router {
     /// Sets where frames for other domains go (once, at start-up).
     pub fn set_peers(&self, peers: Arc<dyn PeerRoutes>) {
         let _ = self.peers.set(peers);
+    }
+
+    /// Sets this node's cluster handle (once, at start-up).
+    pub fn set_cluster(&self, cluster: Arc<crate::cluster::ClusterNode>) {
+        let _ = self.cluster.set(cluster);
+    }
+
+    /// This node's cluster handle, with `[cluster] redis`.
+    pub fn cluster(&self) -> Option<&Arc<crate::cluster::ClusterNode>> {
+        self.cluster.get()
+    }
+
+    /// Hands the recipients of `to` no local session owns to the cluster's
+    /// forwarder (see [`crate::cluster::forward`]); `answer`: nothing local took
+    /// the frame, so `sender` is answered if no node does. False without a
+    /// cluster, or when there is nothing to forward; a full forwarder queue
+    /// answers the sender 503 itself.
+    pub fn forward(
+        &self,
+        to: &ToRef<'_>,
+        frame: &ByteString,
+        sender: Option<&SessionKey>,
+        answer: bool,
+    ) -> bool {
+        let Some(cluster) = self.cluster.get() else {
+            return false;
+        };
+        let targets: Vec<String> = to
+            .iter()
+            .filter(|t| self.owner_of(t).is_none())
+            .map(str::to_owned)
+            .collect();
+        if targets.is_empty() {
+            return false;
+        }
+        let queued = cluster.forward(crate::cluster::node::Forward {
+            targets,
+            frame: frame.clone(),
+            sender: sender.cloned(),
+            answer,
+        });
+        if !queued {
+            if let Some(s) = sender.filter(|_| answer) {
+                if let Ok(h) = super::frame::Header::parse(frame) {
+                    if h.kind.expects_response() {
+                        let text = crate::server::refusal::error_frame(
+                            Some(h.id.to_json()),
+                            h.to.first(),
+                            Some(&h.from),
+                            hyperty_actors::message::ResponseCode::ServiceUnavailable,
+                            "the cluster forwarder is overloaded",
+                        );
+                        self.deliver(s, &ByteString::from(text));
+                    }
+                }
+            }
+        }
+        true
     }
 
     /// The other domain `addr` belongs to, when federation is on.
@@ -847,6 +908,13 @@ impl Router {
             }
         }
         self.metrics.frames_out(&msg.kind, n);
+        if self.cluster.get().is_some() {
+            let to = match msg.to.iter().collect::<Vec<_>>().as_slice() {
+                [one] => ToRef::One(one.as_str().into()),
+                many => ToRef::Many(many.iter().map(|t| t.as_str().into()).collect()),
+            };
+            self.forward(&to, &frame, None, false);
+        }
         n
     }
 

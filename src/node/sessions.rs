@@ -41,13 +41,15 @@ use hyperty_actors::message::{Message, MessageType, ResponseCode};
 use serde_json::json;
 use tracing::info;
 
-use super::allocation::{AddressAllocation, DropSession};
+use super::allocation::{AddressAllocation, AdoptAddresses, DropSession, HandOverAddresses};
 use super::outbound::OutboundQueue;
 use super::rights::{check_runtime_url, may_replace, stub_url, UrlRefused};
 use super::router::{Evict, GraceBuffer, Kick, Outbound, Router, SessionKey, Slot};
 use dashmap::mapref::one::{Ref, RefMut};
 use dashmap::DashMap;
-use super::subscriptions::{DropSubscriptions, SubscriptionManager};
+use super::subscriptions::{
+    AdoptSubscriptions, DropSubscriptions, HandOverSubscriptions, SubscriptionManager,
+};
 use crate::identity::TokenVerifier;
 
 /// The router's `slots` table: session key → connection state. Read by anyone in
@@ -242,6 +244,15 @@ pub struct Lost {
     pub reason: String,
 }
 
+/// Session `key` was re-opened on another node of the cluster: it leaves this
+/// node (socket closed, tables cleared) and keeps its cluster entries.
+#[derive(Debug, actix::Message)]
+#[rtype(result = "()")]
+pub struct HandedOver {
+    /// The session.
+    pub key: SessionKey,
+}
+
 #[derive(Debug, actix::Message)]
 #[rtype(result = "()")]
 struct GraceExpired {
@@ -409,32 +420,123 @@ impl SessionManager {
         if let Some(rt) = self.router.runtime_of(key) {
             self.publish(event, &rt, reason);
         }
-        self.unbind(key)
+        self.unbind(key, false)
     }
 
     /// Removes a session from every table without telling anyone; resolves once
     /// its addresses and subscriptions are gone.
-    fn unbind(&mut self, key: &SessionKey) -> impl std::future::Future<Output = ()> + 'static {
+    fn unbind(
+        &mut self,
+        key: &SessionKey,
+        handed_over: bool,
+    ) -> impl std::future::Future<Output = ()> + 'static {
         let slot = self.router.slots.remove(key).map(|(_, s)| s);
         if let Some(id) = slot.as_ref().and_then(|s| s.identity.as_ref()) {
             self.router.release_user(id);
         }
+        let mut entries = Vec::new();
         if let Some(held) = self.sessions.remove(key) {
             if let Some(t) = held.token {
                 self.tokens.remove(&t);
+                entries.push(vec!["token".to_owned(), t.to_string()]);
             }
             for stub in held.stubs {
                 self.router.runtimes.remove_if(&stub, key);
+                entries.push(vec!["rt".to_owned(), stub.to_string()]);
             }
         }
         if let Some(rt) = slot.as_ref().and_then(|s| s.runtime.as_ref()) {
             self.router.runtimes.remove_if(rt, key);
+            entries.push(vec!["rt".to_owned(), rt.to_string()]);
         }
-        let addresses = self.allocation.send(DropSession(key.clone()));
-        let subscriptions = self.subscriptions.send(DropSubscriptions(key.clone()));
+        if let Some(cluster) = self.router.cluster().cloned() {
+            let keys: Vec<String> = entries
+                .iter()
+                .map(|e| cluster.key(&[&e[0], &e[1]]))
+                .collect();
+            if handed_over {
+                keys.iter().for_each(|k| cluster.forget(k));
+            } else {
+                let urls: Vec<String> = entries
+                    .into_iter()
+                    .filter(|e| e[0] == "rt")
+                    .map(|e| e[1].clone())
+                    .collect();
+                actix::spawn(async move {
+                    let r = async {
+                        cluster.release(&keys).await?;
+                        cluster.invalidate(urls).await
+                    };
+                    if let Err(e) = r.await {
+                        tracing::debug!(error = %e, "freeing a session in the cluster failed (it expires)");
+                    }
+                });
+            }
+        }
+        // both are queued now, before anything else reaches those actors
+        use futures_util::FutureExt;
+        let (addresses, subscriptions) = if handed_over {
+            (
+                self.allocation
+                    .send(HandOverAddresses(key.clone()))
+                    .map(drop)
+                    .boxed(),
+                self.subscriptions
+                    .send(HandOverSubscriptions(key.clone()))
+                    .map(drop)
+                    .boxed(),
+            )
+        } else {
+            (
+                self.allocation.send(DropSession(key.clone())).map(drop).boxed(),
+                self.subscriptions
+                    .send(DropSubscriptions(key.clone()))
+                    .map(drop)
+                    .boxed(),
+            )
+        };
         async move {
-            let _ = addresses.await;
-            let _ = subscriptions.await;
+            addresses.await;
+            subscriptions.await;
+        }
+    }
+
+    /// Records session `key` (its token, runtime and stub URLs) in the cluster, so
+    /// a `re-open` reaches it from any node and frames for its URLs come here.
+    fn assert_in_cluster(
+        &self,
+        key: &SessionKey,
+        token: &str,
+        runtime: &str,
+        stubs: &[Arc<str>],
+        identity: Option<&str>,
+    ) -> impl std::future::Future<Output = ()> + 'static {
+        let cluster = self.router.cluster().cloned();
+        let record = cluster.as_ref().map(|c| {
+            format!(
+                "{} {key} {runtime} {}",
+                c.id(),
+                identity.unwrap_or("-")
+            )
+        });
+        let token = token.to_owned();
+        let mut urls = vec![runtime.to_owned()];
+        urls.extend(stubs.iter().map(|s| s.to_string()));
+        async move {
+            let (Some(cluster), Some(record)) = (cluster, record) else {
+                return;
+            };
+            let r = async {
+                cluster
+                    .claim(&[cluster.key(&["token", &token])], &record, true)
+                    .await?;
+                let keys: Vec<String> = urls.iter().map(|u| cluster.key(&["rt", u])).collect();
+                cluster.claim(&keys, cluster.id(), true).await?;
+                cluster.invalidate(urls).await
+            };
+            if let Err(e) = r.await {
+                tracing::warn!(error = %e, "recording a session in the cluster failed (retried at the next heartbeat)");
+            }
         }
     }
 }
@@ -599,6 +701,19 @@ impl SessionManager {
         if let Some(a) = &o.identity {
             self.set_credentials(&o.key, a, ctx);
         }
+        let stubs = self
+            .sessions
+            .get(&o.key)
+            .map(|h| h.stubs.clone())
+            .unwrap_or_default();
+        let recorded = self.assert_in_cluster(
+            &o.key,
+            &token,
+            &o.runtime,
+            &stubs,
+            identity.as_deref(),
+        );
+        ctx.wait(recorded.into_actor(self));
         self.router
             .stats
             .opened
@@ -700,7 +815,7 @@ impl SessionManager {
                 }
             }
         }
-        let dropped = self.unbind(&old);
+        let dropped = self.unbind(&old, false);
         ctx.wait(dropped.into_actor(self));
         opened
     }
@@ -820,14 +935,40 @@ impl Handler<BindStub> for SessionManager {
         }
         let stub: Arc<str> = Arc::from(stub);
         held.stubs.push(stub.clone());
-        self.router.runtimes.insert(stub, b.key);
+        self.router.runtimes.insert(stub.clone(), b.key);
+        if let Some(cluster) = self.router.cluster().cloned() {
+            actix::spawn(async move {
+                let key = cluster.key(&["rt", &stub]);
+                let r = async {
+                    cluster.claim(&[key], cluster.id(), true).await?;
+                    cluster.invalidate(vec![stub.to_string()]).await
+                };
+                if let Err(e) = r.await {
+                    tracing::warn!(error = %e, "recording a stub URL in the cluster failed");
+                }
+            });
+        }
         Ok(())
     }
 }
 
 impl Handler<ReOpen> for SessionManager {
-    type Result = Result<Opened, SessionRefused>;
+    type Result = ResponseActFuture<Self, Result<Opened, SessionRefused>>;
     fn handle(&mut self, r: ReOpen, ctx: &mut Context<Self>) -> Self::Result {
+        let known = self.tokens.contains_key(r.token.as_str());
+        match self.router.cluster().cloned() {
+            Some(cluster) if !known => self.reopen_from_cluster(cluster, r),
+            _ => Box::pin(fut::ready(self.reopen_here(r, ctx))),
+        }
+    }
+}
+
+impl SessionManager {
+    fn reopen_here(
+        &mut self,
+        r: ReOpen,
+        ctx: &mut Context<Self>,
+    ) -> Result<Opened, SessionRefused> {
         let _span = tracing::info_span!("node.reopen", runtime = %r.runtime).entered();
         let unknown = || {
             refuse(
@@ -916,6 +1057,214 @@ impl Handler<ReOpen> for SessionManager {
             identity: session_identity,
             key,
         })
+    }
+}
+
+/// A session as the cluster records it (`token:<token>`).
+#[derive(Debug)]
+struct Recorded {
+    node: String,
+    key: SessionKey,
+    runtime: String,
+    identity: Option<Arc<str>>,
+}
+
+impl Recorded {
+    fn parse(v: &str) -> Option<Recorded> {
+        let mut parts = v.split(' ');
+        let (node, key, runtime, identity) =
+            (parts.next()?, parts.next()?, parts.next()?, parts.next()?);
+        Some(Recorded {
+            node: node.to_owned(),
+            key: Arc::from(key),
+            runtime: runtime.to_owned(),
+            identity: (identity != "-").then(|| Arc::from(identity)),
+        })
+    }
+}
+
+impl SessionManager {
+    /// `re-open` of a session another node holds (or held until it died): this
+    /// node takes it over — its runtime URL, addresses and subscriptions — and
+    /// tells the old node to drop it.
+    fn reopen_from_cluster(
+        &mut self,
+        cluster: Arc<crate::cluster::ClusterNode>,
+        r: ReOpen,
+    ) -> ResponseActFuture<Self, Result<Opened, SessionRefused>> {
+        let unknown = || {
+            refuse(
+                ResponseCode::Unauthorized,
+                "Reconnection fail. Incorrect runtime token!",
+            )
+        };
+        if self
+            .router
+            .slots
+            .get(&r.key)
+            .is_none_or(|s| s.runtime.is_some())
+        {
+            return Box::pin(fut::ready(Err(refuse(
+                ResponseCode::BadRequest,
+                "this connection already has a session: re-open from a new connection",
+            ))));
+        }
+        let c = cluster.clone();
+        let token = r.token.clone();
+        let lookup = async move {
+            let unavailable = |e: crate::cluster::ClusterError| {
+                refuse(
+                    ResponseCode::ServiceUnavailable,
+                    format!("cannot reach the cluster to re-open the session: {e}"),
+                )
+            };
+            let v: Option<String> = c
+                .store()
+                .run(redis::cmd("GET").arg(c.key(&["token", &token])))
+                .await
+                .map_err(unavailable)?;
+            let Some(rec) = v.as_deref().and_then(Recorded::parse) else {
+                return Err(unknown());
+            };
+            let mut pipe = redis::pipe();
+            pipe.cmd("SMEMBERS").arg(c.key(&["sess", &rec.key, "addrs"]));
+            pipe.cmd("SMEMBERS").arg(c.key(&["sess", &rec.key, "subs"]));
+            let (addrs, subs): (Vec<String>, Vec<String>) =
+                c.store().pipe(&pipe).await.map_err(unavailable)?;
+            Ok((rec, addrs, subs))
+        };
+        Box::pin(lookup.into_actor(self).then(move |found, act, ctx| -> ResponseActFuture<Self, Result<Opened, SessionRefused>> {
+            let adopted = found.and_then(|(rec, addrs, subs)| {
+                act.adopt(&cluster, &r, &rec, ctx)
+                    .map(|opened| (opened, rec, addrs, subs))
+            });
+            let (opened, rec, addrs, subs) = match adopted {
+                Ok(x) => x,
+                Err(e) => return Box::pin(fut::ready(Err(e))),
+            };
+            info!(runtime = %r.runtime, from = %rec.node, "re-open takes the session over from another node");
+            let key = opened.key.clone();
+            let addresses = act.allocation.send(AdoptAddresses {
+                session: key.clone(),
+                addresses: addrs.iter().map(|a| Arc::from(a.as_str())).collect(),
+            });
+            let subscriptions = act.subscriptions.send(AdoptSubscriptions {
+                session: key.clone(),
+                resources: subs,
+            });
+            let recorded =
+                act.assert_in_cluster(&key, &r.token, &r.runtime, &[], rec.identity.as_deref());
+            let old = rec.node.clone();
+            let handover = async move {
+                recorded.await;
+                if let Ok(Err(e)) = addresses.await {
+                    tracing::warn!(error = %e, "taking over a session's addresses failed");
+                }
+                let _ = subscriptions.await;
+                if old != cluster.id() {
+                    let c = crate::cluster::Control::HandOver {
+                        node: old,
+                        key: key.to_string(),
+                    };
+                    if let Err(e) = cluster.control(&c).await {
+                        tracing::warn!(error = %e, "telling the old node of a hand-over failed");
+                    }
+                }
+            };
+            Box::pin(handover.into_actor(act).map(move |(), act, _| {
+                act.router
+                    .stats
+                    .reopened
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                act.publish("re-open", &r.runtime, None);
+                Ok(opened)
+            }))
+        }))
+    }
+
+    /// Binds the new connection of `r` to the session `rec` recorded in the cluster.
+    fn adopt(
+        &mut self,
+        cluster: &crate::cluster::ClusterNode,
+        r: &ReOpen,
+        rec: &Recorded,
+        ctx: &mut Context<Self>,
+    ) -> Result<Opened, SessionRefused> {
+        let unknown = || {
+            refuse(
+                ResponseCode::Unauthorized,
+                "Reconnection fail. Incorrect runtime token!",
+            )
+        };
+        if rec.runtime != r.runtime || rec.node == cluster.id() {
+            return Err(unknown());
+        }
+        let presented = r.identity.as_ref().map(|a| &a.identity);
+        if rec.identity.as_ref() != presented {
+            return Err(refuse(
+                ResponseCode::Unauthorized,
+                match rec.identity {
+                    Some(_) => "re-open needs a valid token of the session's own identity",
+                    None => "this session is anonymous: re-open it without a token",
+                },
+            ));
+        }
+        if self.router.slots.get(&rec.key).is_some() {
+            return Err(refuse(
+                ResponseCode::BadRequest,
+                "this session is being re-opened on this node already",
+            ));
+        }
+        if let Some(id) = &rec.identity {
+            if !self.router.acquire_user(id, self.max_per_user) {
+                return Err(refuse(
+                    ResponseCode::TooManyRequests,
+                    format!("{id} already holds {} sessions", self.max_per_user),
+                ));
+            }
+        }
+        let Some((_, fresh)) = self.router.slots.remove(&r.key) else {
+            if let Some(id) = &rec.identity {
+                self.router.release_user(id);
+            }
+            return Err(refuse(ResponseCode::InternalError, "unknown connection"));
+        };
+        let runtime: Arc<str> = Arc::from(r.runtime.as_str());
+        let mut slot = fresh;
+        slot.runtime = Some(runtime.clone());
+        slot.identity = rec.identity.clone();
+        self.router.slots.insert(rec.key.clone(), slot);
+        self.router.runtimes.insert(runtime, rec.key.clone());
+        let token: Arc<str> = Arc::from(r.token.as_str());
+        self.tokens.insert(token.clone(), rec.key.clone());
+        self.sessions.insert(
+            rec.key.clone(),
+            Held {
+                token: Some(token),
+                ..Held::default()
+            },
+        );
+        if let Some(a) = &r.identity {
+            self.set_credentials(&rec.key, a, ctx);
+        }
+        Ok(Opened {
+            key: rec.key.clone(),
+            token: r.token.clone(),
+            identity: rec.identity.clone(),
+        })
+    }
+}
+
+impl Handler<HandedOver> for SessionManager {
+    type Result = ();
+    fn handle(&mut self, h: HandedOver, ctx: &mut Context<Self>) {
+        if self.router.slots.get(&h.key).is_none() {
+            return;
+        }
+        info!(session = %h.key, "the session was re-opened on another node, dropping it here");
+        self.router.kick(&h.key, "re-opened on another node");
+        let dropped = self.unbind(&h.key, true);
+        ctx.spawn(dropped.into_actor(self));
     }
 }
 

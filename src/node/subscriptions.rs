@@ -48,6 +48,7 @@ use std::sync::Arc;
 use actix::prelude::*;
 use hyperty_actors::address::{Address, AddressKind};
 use hyperty_actors::message::{Message, MessageType, OneOrMany, ResponseCode};
+use futures_util::FutureExt;
 use serde_json::Value;
 use tracing::debug;
 
@@ -86,14 +87,14 @@ impl Subscribers {
         self.0.len()
     }
 
-    /// Adds `session` to `resource`'s list (once); true if it was not on it.
+    /// Adds `session` to `resource`'s list (once); true if it is the first one.
     fn add(&self, resource: Arc<str>, session: &SessionKey) -> bool {
         let mut subs = self.0.entry(resource).or_default();
         if subs.contains(session) {
             return false;
         }
         subs.push(session.clone());
-        true
+        subs.len() == 1
     }
 
     /// Takes `session` off `resource`'s list; true if the list is now empty.
@@ -163,6 +164,35 @@ pub struct SubscriptionManager {
     managers: Vec<String>,
     by_session: HashMap<SessionKey, HashSet<Arc<str>>>,
     audiences: HashMap<Arc<str>, Audience>,
+    /// Cluster writes not yet sent (see [`flush`](Self::flush)).
+    writes: Writes,
+}
+
+/// Cluster writes waiting to be sent.
+#[derive(Default)]
+struct Writes(Vec<futures_util::future::BoxFuture<'static, ()>>);
+
+impl std::fmt::Debug for Writes {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Writes({})", self.0.len())
+    }
+}
+
+/// Session `key` was re-opened on another node: its subscriptions leave this
+/// node's tables, and the cluster's record of them stays for the new node.
+#[derive(Debug, Clone, actix::Message)]
+#[rtype(result = "usize")]
+pub struct HandOverSubscriptions(pub SessionKey);
+
+/// Session `session`, re-opened here, takes over the subscriptions it held on
+/// another node.
+#[derive(Debug, Clone, actix::Message)]
+#[rtype(result = "()")]
+pub struct AdoptSubscriptions {
+    /// The session.
+    pub session: SessionKey,
+    /// Its resources.
+    pub resources: Vec<String>,
 }
 
 impl SubscriptionManager {
@@ -181,6 +211,7 @@ impl SubscriptionManager {
             managers,
             by_session: HashMap::new(),
             audiences: HashMap::new(),
+            writes: Writes::default(),
         }
     }
 
@@ -220,10 +251,38 @@ impl SubscriptionManager {
                 }
             }
         }
-        self.router.subscribers.add(resource, session);
+        let first = self.router.subscribers.add(resource.clone(), session);
+        let Some(cluster) = self.router.cluster().cloned() else {
+            return;
+        };
+        let record = cluster.key(&["sess", session, "subs"]);
+        let set = cluster.key(&["subs", &resource]);
+        self.writes.0.push(Box::pin(async move {
+            let mut r = cluster.add_members(&record, &[resource.to_string()]).await;
+            if first && r.is_ok() {
+                r = cluster.add_members(&set, &[cluster.id().to_owned()]).await;
+                if r.is_ok() {
+                    r = cluster.invalidate(vec![resource.to_string()]).await;
+                }
+            }
+            if let Err(e) = r {
+                tracing::warn!(error = %e, "recording a subscription in the cluster failed (retried at the next heartbeat)");
+            }
+        }));
+    }
+
+    /// The cluster writes queued so far, to await (or spawn).
+    fn flush(&mut self) -> impl std::future::Future<Output = ()> + 'static {
+        futures_util::future::join_all(std::mem::take(&mut self.writes.0)).map(|_| ())
     }
 
     fn unroute(&mut self, session: &SessionKey, resource: &str) {
+        self.unroute_with(session, resource, true);
+    }
+
+    /// Unroutes `resource` from `session`; `record`: also from the cluster's
+    /// record of the session's subscriptions.
+    fn unroute_with(&mut self, session: &SessionKey, resource: &str, record: bool) {
         if let Some(a) = covered_object(resource).and_then(|o| self.audiences.get_mut(o)) {
             if let Some(w) = a.waiting.get_mut(session) {
                 w.remove(resource);
@@ -232,7 +291,28 @@ impl SubscriptionManager {
                 }
             }
         }
-        self.router.subscribers.remove(resource, session);
+        let emptied = self.router.subscribers.remove(resource, session);
+        let Some(cluster) = self.router.cluster().cloned() else {
+            return;
+        };
+        let record = record.then(|| cluster.key(&["sess", session, "subs"]));
+        let set = cluster.key(&["subs", resource]);
+        let resource = resource.to_owned();
+        self.writes.0.push(Box::pin(async move {
+            let mut r = match &record {
+                Some(k) => cluster.remove_member(k, &resource).await,
+                None => Ok(()),
+            };
+            if emptied && r.is_ok() {
+                r = cluster.remove_member(&set, cluster.id()).await;
+                if r.is_ok() {
+                    r = cluster.invalidate(vec![resource]).await;
+                }
+            }
+            if let Err(e) = r {
+                tracing::debug!(error = %e, "removing a subscription from the cluster failed (it expires)");
+            }
+        }));
     }
 
     /// `update {resource:<obj>, value:{audience:[…]}}` from the object's holder.
@@ -540,17 +620,17 @@ impl SubscriptionManager {
                 })?
                 .map_err(|e| (e.code, e.description))
         };
-        Box::pin(work.into_actor(self).map(move |bound, act, _| {
-            if let Err((code, why)) = bound {
-                return r.msg.reply_error(code, why);
-            }
-            match act.add(&r.session, &list) {
-                Ok(()) => {
+        Box::pin(work.into_actor(self).then(move |bound, act, _| {
+            let reply = match bound.map(|()| act.add(&r.session, &list)) {
+                Err((code, why)) => r.msg.reply_error(code, why),
+                Ok(Ok(())) => {
                     debug!(session = %r.session, n = list.len(), "subscribed");
                     r.msg.reply(ResponseCode::Ok)
                 }
-                Err(e) => r.msg.reply_error(ResponseCode::TooManyRequests, e),
-            }
+                Ok(Err(e)) => r.msg.reply_error(ResponseCode::TooManyRequests, e),
+            };
+            // the other nodes know of the subscription before its 200 goes out
+            fut::wrap_future::<_, Self>(act.flush()).map(move |(), _, _| reply)
         }))
     }
 
@@ -582,8 +662,15 @@ impl Handler<NodeRequest> for SubscriptionManager {
         let _span = tracing::debug_span!("node.sm", id = r.msg.id, session = %r.session).entered();
         match r.msg.kind {
             MessageType::Subscribe => self.subscribe(r),
-            MessageType::Unsubscribe => Box::pin(fut::ready(self.unsubscribe(&r))),
-            MessageType::Update => Box::pin(fut::ready(self.set_audience(&r))),
+            MessageType::Unsubscribe => {
+                let reply = self.unsubscribe(&r);
+                Box::pin(fut::wrap_future::<_, Self>(self.flush()).map(move |(), _, _| reply))
+            }
+            MessageType::Update => {
+                let reply = self.set_audience(&r);
+                actix::spawn(self.flush());
+                Box::pin(fut::ready(reply))
+            }
             _ => Box::pin(fut::ready(r.msg.reply_error(
                 ResponseCode::BadRequest,
                 format!(
@@ -621,20 +708,67 @@ impl Handler<Mirror> for SubscriptionManager {
                 self.remove(&m.session, r);
             }
         }
+        actix::spawn(self.flush());
     }
 }
 
 impl Handler<DropSubscriptions> for SubscriptionManager {
     type Result = usize;
     fn handle(&mut self, d: DropSubscriptions, _: &mut Context<Self>) -> usize {
+        let n = self.drop_session(&d.0, true);
+        actix::spawn(self.flush());
+        n
+    }
+}
+
+impl SubscriptionManager {
+    /// Drops every subscription of `session`; `record`: from the cluster's record
+    /// of the session too (not when the session moved to another node).
+    fn drop_session(&mut self, session: &SessionKey, record: bool) -> usize {
         // the audiences it named go with it (its objects' addresses go too)
-        self.audiences.retain(|_, a| a.holder != d.0);
-        let Some(mine) = self.by_session.remove(&d.0) else {
+        self.audiences.retain(|_, a| a.holder != *session);
+        let Some(mine) = self.by_session.remove(session) else {
             return 0;
         };
         for r in &mine {
-            self.unroute(&d.0, r);
+            self.unroute_with(session, r, record);
+        }
+        if let Some(cluster) = self.router.cluster().cloned() {
+            let key = cluster.key(&["sess", session, "subs"]);
+            if record {
+                self.writes.0.push(Box::pin(async move {
+                    let _ = cluster.delete(&key).await;
+                }));
+            } else {
+                cluster.forget(&key);
+            }
         }
         mine.len()
+    }
+}
+
+impl Handler<HandOverSubscriptions> for SubscriptionManager {
+    type Result = usize;
+    fn handle(&mut self, d: HandOverSubscriptions, _: &mut Context<Self>) -> usize {
+        let n = self.drop_session(&d.0, false);
+        actix::spawn(self.flush());
+        n
+    }
+}
+
+impl Handler<AdoptSubscriptions> for SubscriptionManager {
+    type Result = ResponseFuture<()>;
+    fn handle(&mut self, a: AdoptSubscriptions, _: &mut Context<Self>) -> Self::Result {
+        let mine = self.by_session.entry(a.session.clone()).or_default();
+        let fresh: Vec<Arc<str>> = a
+            .resources
+            .iter()
+            .map(|r| Arc::from(r.as_str()))
+            .filter(|r: &Arc<str>| mine.insert(r.clone()))
+            .collect();
+        for r in fresh {
+            self.route(&a.session, r);
+        }
+        Box::pin(self.flush())
     }
 }
