@@ -1,0 +1,148 @@
+//! Failover with three real node processes on the shared Redis: one is killed
+//! (-9) under traffic; its runtime re-opens on another node and keeps its address
+//! and subscription; the request in flight to it is answered 504.
+
+mod common;
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use common::cluster::{clean, unique_prefix, REDIS};
+use common::{eventually, http_get_json, WsClient};
+use serde_json::json;
+
+const D: &str = "failover.test";
+
+fn rt(name: &str) -> String {
+    format!("runtime://{D}/{name}")
+}
+
+/// A node process, killed on drop.
+struct NodeProcess {
+    child: Child,
+    port: u16,
+    dir: std::path::PathBuf,
+}
+
+impl NodeProcess {
+    fn start(prefix: &str, n: usize) -> NodeProcess {
+        let dir = std::env::temp_dir().join(format!("{prefix}-{n}"));
+        std::fs::create_dir_all(&dir).expect("a working directory");
+        let config = dir.join("node.toml");
+        std::fs::write(
+            &config,
+            format!(
+                "[node]\ndomain = \"{D}\"\n[auth]\nmode = \"optional\"\n\
+                 [cluster]\nprefix = \"{prefix}\"\nnode_id = \"n{n}\"\nheartbeat_ms = 100\n\
+                 entry_ttl_ms = 4000\nrequest_timeout_ms = 3000\n"
+            ),
+        )
+        .expect("a config file");
+        let mut child = Command::new(env!("CARGO_BIN_EXE_hyperty"))
+            .current_dir(&dir)
+            .args(["--cluster", REDIS, "--listen", "127.0.0.1:0", "--config"])
+            .arg(&config)
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("the node binary runs");
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().expect("stdout"))
+            .read_line(&mut line)
+            .expect("the listening line");
+        let port = line
+            .strip_prefix("listening on ws://127.0.0.1:")
+            .and_then(|l| l.trim_end().strip_suffix("/ws"))
+            .and_then(|p| p.parse().ok())
+            .unwrap_or_else(|| panic!("unexpected first line {line:?}"));
+        NodeProcess { child, port, dir }
+    }
+
+    fn ws(&self) -> String {
+        format!("ws://127.0.0.1:{}/ws", self.port)
+    }
+
+    fn kill(&mut self) {
+        let _ = self.child.kill(); // SIGKILL
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for NodeProcess {
+    fn drop(&mut self) {
+        self.kill();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+async fn members_seen(port: u16) -> usize {
+    let (code, h) = http_get_json(&format!("http://127.0.0.1:{port}/health"), None).await;
+    if code != 200 {
+        return 0;
+    }
+    h["cluster"]["members"].as_array().map_or(0, Vec::len)
+}
+
+#[actix::test]
+async fn a_killed_nodes_runtime_reopens_elsewhere_and_keeps_its_address_and_subscription() {
+    let prefix = unique_prefix("failover");
+    let mut nodes: Vec<NodeProcess> = (0..3).map(|n| NodeProcess::start(&prefix, n)).collect();
+    for n in &nodes {
+        let port = n.port;
+        assert!(
+            eventually(Duration::from_secs(10), || async move { members_seen(port).await == 3 })
+                .await,
+            "every node sees three members"
+        );
+    }
+    let mut x = WsClient::connect(&nodes[0].ws()).await;
+    let token = x.open(&rt("x")).await;
+    let hx = x.allocate(&rt("x"), D, 1).await.remove(0);
+    let topic = format!("comm://{D}/room/changes");
+    let r = x.subscribe(&format!("{}/sm", rt("x")), D, &[&topic]).await;
+    assert_eq!(r["body"]["code"], 200, "{r}");
+    let mut y = WsClient::connect(&nodes[1].ws()).await;
+    y.open(&rt("y")).await;
+    let hy = y.allocate(&rt("y"), D, 1).await.remove(0);
+    let mut z = WsClient::connect(&nodes[2].ws()).await;
+    z.open(&rt("z")).await;
+    let hz = z.allocate(&rt("z"), D, 1).await.remove(0);
+    // traffic: y asks x, x answers, across nodes
+    for id in 1..=20 {
+        y.send(json!({"id": id, "type": "read", "from": hy, "to": hx})).await;
+        let q = x.expect().await;
+        assert_eq!(q["id"], id);
+        x.send(json!({"id": id, "type": "response", "from": hx, "to": hy, "body": {"code": 200}}))
+            .await;
+        assert_eq!(y.expect().await["body"]["code"], 200);
+    }
+    // a request reaches x, and x's node dies before it answers
+    y.send(json!({"id": 100, "type": "read", "from": hy, "to": hx})).await;
+    assert_eq!(x.expect().await["id"], 100);
+    nodes[0].kill();
+    let r = y.expect().await;
+    assert_eq!((r["id"].clone(), r["body"]["code"].clone()), (json!(100), json!(504)), "{r}");
+    // x's runtime reconnects to another node with its token
+    let mut x2 = WsClient::connect(&nodes[2].ws()).await;
+    let r = x2
+        .request(json!({"type": "re-open", "from": rt("x"), "to": "mn:/session",
+            "body": {"runtimeToken": token}}))
+        .await;
+    assert_eq!(r["body"]["code"], 200, "{r}");
+    // its address and its subscription followed it
+    y.send(json!({"id": 101, "type": "read", "from": hy, "to": hx})).await;
+    assert_eq!(x2.expect().await["id"], 101);
+    x2.send(json!({"id": 101, "type": "response", "from": hx, "to": hy, "body": {"code": 200}}))
+        .await;
+    let r = y.expect().await;
+    assert_eq!((r["id"].clone(), r["body"]["code"].clone()), (json!(101), json!(200)));
+    for id in [200, 201] {
+        z.send(json!({"id": id, "type": "update", "from": hz, "to": topic})).await;
+    }
+    // each exactly once, in order
+    assert_eq!(x2.expect().await["id"], 200);
+    assert_eq!(x2.expect().await["id"], 201);
+    clean(REDIS, &prefix).await;
+}
