@@ -19,7 +19,7 @@ use tokio_tungstenite::tungstenite::Error as WsError;
 
 pub use baseline::{start_baseline_relay, RelayHandle};
 pub use client::check_loopback;
-pub use fanout::run_fanout;
+pub use fanout::{run_fanout, run_fanout_spread};
 pub use relay_load::run_relay_load;
 // for benches/federation.rs (the loadgen binary does not use it)
 #[allow(unused_imports)]
