@@ -130,7 +130,10 @@ fn members(ws: &str) -> usize {
     let Ok(mut s) = std::net::TcpStream::connect(host) else {
         return 0;
     };
-    let _ = write!(s, "GET /health HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n");
+    let _ = write!(
+        s,
+        "GET /health HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n"
+    );
     let mut text = String::new();
     let _ = s.read_to_string(&mut text);
     let body = text.split("\r\n\r\n").nth(1).unwrap_or_default();
@@ -222,7 +225,10 @@ async fn run(urls: &[String], a: &Args) -> Result<(), String> {
             rate / base.max(1e-9)
         );
     }
-    println!("fan-out to {} subscribers, {} updates:", a.subscribers, a.updates);
+    println!(
+        "fan-out to {} subscribers, {} updates:",
+        a.subscribers, a.updates
+    );
     let one = fanout(u0, &[u0], a).await?;
     let three = fanout(u0, &[u0, u1, u2], a).await?;
     println!(

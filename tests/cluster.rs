@@ -41,7 +41,10 @@ async fn frames_and_responses_cross_nodes_unchanged() {
     b.send(json!({"id": 7, "type": "response", "from": hb, "to": ha, "body": {"code": 200}}))
         .await;
     let r = a.expect().await;
-    assert_eq!((r["id"].clone(), r["body"]["code"].clone()), (json!(7), json!(200)));
+    assert_eq!(
+        (r["id"].clone(), r["body"]["code"].clone()),
+        (json!(7), json!(200))
+    );
     // a runtime URL (and what lies under it) is found on its node too
     a.send(json!({"id": 8, "type": "update", "from": ha, "to": format!("{}/sm", rt("b"))}))
         .await;
@@ -67,10 +70,17 @@ async fn an_address_is_held_by_one_node_only() {
             "body": {"value": {"reclaim": [ha]}}}))
         .await;
     assert_eq!(r["body"]["code"], 403, "{r}");
-    assert!(r["body"]["description"].as_str().unwrap().contains("another node"), "{r}");
+    assert!(
+        r["body"]["description"]
+            .as_str()
+            .unwrap()
+            .contains("another node"),
+        "{r}"
+    );
     // the refused address stays a's
     let hb = b.allocate(&rt("b"), D, 1).await.remove(0);
-    b.send(json!({"id": 3, "type": "read", "from": hb, "to": ha})).await;
+    b.send(json!({"id": 3, "type": "read", "from": hb, "to": ha}))
+        .await;
     assert_eq!(a.expect().await["id"], 3);
     // freed, it may be claimed elsewhere
     let r = a
@@ -103,20 +113,31 @@ async fn sm_fan_out_is_published_once_per_node() {
     let obj = p.allocate(&rt("p"), D, 1).await.remove(0);
     let changes = format!("{obj}/changes");
     let mut subs = Vec::new();
-    for (i, node) in [&nodes[0], &nodes[1], &nodes[1], &nodes[1]].iter().enumerate() {
+    for (i, node) in [&nodes[0], &nodes[1], &nodes[1], &nodes[1]]
+        .iter()
+        .enumerate()
+    {
         let name = format!("s{i}");
         let (mut s, _) = client(node, &name).await;
-        let r = s.subscribe(&format!("{}/sm", rt(&name)), D, &[&changes]).await;
+        let r = s
+            .subscribe(&format!("{}/sm", rt(&name)), D, &[&changes])
+            .await;
         assert_eq!(r["body"]["code"], 200, "{r}");
         subs.push(s);
     }
     let before = forwarded(&nodes[0]);
-    let frame = format!(r#"{{"id":1,"type":"update","from":"{obj}","to":"{changes}","body":{{"value":1}}}}"#);
+    let frame = format!(
+        r#"{{"id":1,"type":"update","from":"{obj}","to":"{changes}","body":{{"value":1}}}}"#
+    );
     p.send_text(&frame).await;
     for s in &mut subs {
         assert_eq!(s.recv_text(TIMEOUT).await.unwrap(), frame);
     }
-    assert_eq!(forwarded(&nodes[0]) - before, 1, "one publish for the three on the other node");
+    assert_eq!(
+        forwarded(&nodes[0]) - before,
+        1,
+        "one publish for the three on the other node"
+    );
     clean(REDIS, &prefix).await;
 }
 
@@ -127,14 +148,19 @@ async fn reopen_on_another_node_keeps_addresses_and_subscriptions() {
     let (mut a, token) = client(&nodes[0], "a").await;
     let ha = a.allocate(&rt("a"), D, 1).await.remove(0);
     let topic = format!("comm://{D}/topic/changes");
-    assert_eq!(a.subscribe(&format!("{}/sm", rt("a")), D, &[&topic]).await["body"]["code"], 200);
+    assert_eq!(
+        a.subscribe(&format!("{}/sm", rt("a")), D, &[&topic]).await["body"]["code"],
+        200
+    );
     let (mut b, _) = client(&nodes[0], "b").await;
     let hb = b.allocate(&rt("b"), D, 1).await.remove(0);
     a.drop_socket().await;
     let mut a2 = WsClient::connect(&nodes[1].ws_url()).await;
     let r = a2
-        .request(json!({"type": "re-open", "from": rt("a"), "to": "mn:/session",
-            "body": {"runtimeToken": token}}))
+        .request(
+            json!({"type": "re-open", "from": rt("a"), "to": "mn:/session",
+            "body": {"runtimeToken": token}}),
+        )
         .await;
     assert_eq!(r["body"]["code"], 200, "{r}");
     // the old node let the session go
@@ -146,9 +172,11 @@ async fn reopen_on_another_node_keeps_addresses_and_subscriptions() {
         })
         .await
     );
-    b.send(json!({"id": 5, "type": "read", "from": hb, "to": ha})).await;
+    b.send(json!({"id": 5, "type": "read", "from": hb, "to": ha}))
+        .await;
     assert_eq!(a2.expect().await["id"], 5);
-    b.send(json!({"id": 6, "type": "update", "from": hb, "to": topic})).await;
+    b.send(json!({"id": 6, "type": "update", "from": hb, "to": topic}))
+        .await;
     assert_eq!(a2.expect().await["id"], 6);
     // and it may send from its address on the new node
     a2.send(json!({"id": 9, "type": "response", "from": ha, "to": hb, "body": {"code": 200}}))

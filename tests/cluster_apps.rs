@@ -49,14 +49,24 @@ async fn a_cc_bcc_event_reaches_runtimes_on_three_nodes() {
         .unwrap();
     let b = bob.inbox.recv(TIMEOUT).await.expect("bob got it");
     assert_eq!(b.event.id(), id, "same id end to end");
-    assert!(b.event.addressing().bcc().is_empty(), "bob never sees the bcc");
+    assert!(
+        b.event.addressing().bcc().is_empty(),
+        "bob never sees the bcc"
+    );
     let c = carol.inbox.recv(TIMEOUT).await.expect("carol got it");
-    assert!(c.event.addressing().bcc().is_empty(), "carol is not dave's owner");
+    assert!(
+        c.event.addressing().bcc().is_empty(),
+        "carol is not dave's owner"
+    );
     let d = dave.inbox.recv(TIMEOUT).await.expect("dave got it");
     assert_eq!(d.event.addressing().bcc(), std::slice::from_ref(&dave.addr));
     let mut delivered = false;
     while let Some(r) = reports.recv(TIMEOUT).await {
-        if let ReportKind::Delivery { recipient, duplicate } = &r.kind {
+        if let ReportKind::Delivery {
+            recipient,
+            duplicate,
+        } = &r.kind
+        {
             assert_eq!(recipient, &bob.addr);
             assert!(!duplicate);
             delivered = true;
@@ -112,7 +122,11 @@ async fn a_syncher_object_is_invited_observed_and_deleted_across_nodes() {
     assert_eq!(inv.object, url);
     bob.reply(&invite, ResponseCode::Ok, Value::Null);
     loop {
-        match tokio::time::timeout(TIMEOUT, reporter.next()).await.unwrap().unwrap() {
+        match tokio::time::timeout(TIMEOUT, reporter.next())
+            .await
+            .unwrap()
+            .unwrap()
+        {
             SyncEvent::InvitationAnswered { code, .. } => {
                 assert_eq!(code, 200);
                 break;
@@ -133,7 +147,10 @@ async fn a_syncher_object_is_invited_observed_and_deleted_across_nodes() {
         last = c.version;
     }
     assert_eq!(obs.snapshot(), reporter.snapshot());
-    assert_eq!(obs.snapshot().children[&child].reporter, *bob.url().address());
+    assert_eq!(
+        obs.snapshot().children[&child].reporter,
+        *bob.url().address()
+    );
     reporter.delete_object().await.unwrap();
     loop {
         match tokio::time::timeout(TIMEOUT, obs.next()).await.unwrap() {

@@ -92,8 +92,10 @@ async fn a_killed_nodes_runtime_reopens_elsewhere_and_keeps_its_address_and_subs
     for n in &nodes {
         let port = n.port;
         assert!(
-            eventually(Duration::from_secs(10), || async move { members_seen(port).await == 3 })
-                .await,
+            eventually(Duration::from_secs(10), || async move {
+                members_seen(port).await == 3
+            })
+            .await,
             "every node sees three members"
         );
     }
@@ -111,7 +113,8 @@ async fn a_killed_nodes_runtime_reopens_elsewhere_and_keeps_its_address_and_subs
     let hz = z.allocate(&rt("z"), D, 1).await.remove(0);
     // traffic: y asks x, x answers, across nodes
     for id in 1..=20 {
-        y.send(json!({"id": id, "type": "read", "from": hy, "to": hx})).await;
+        y.send(json!({"id": id, "type": "read", "from": hy, "to": hx}))
+            .await;
         let q = x.expect().await;
         assert_eq!(q["id"], id);
         x.send(json!({"id": id, "type": "response", "from": hx, "to": hy, "body": {"code": 200}}))
@@ -119,27 +122,39 @@ async fn a_killed_nodes_runtime_reopens_elsewhere_and_keeps_its_address_and_subs
         assert_eq!(y.expect().await["body"]["code"], 200);
     }
     // a request reaches x, and x's node dies before it answers
-    y.send(json!({"id": 100, "type": "read", "from": hy, "to": hx})).await;
+    y.send(json!({"id": 100, "type": "read", "from": hy, "to": hx}))
+        .await;
     assert_eq!(x.expect().await["id"], 100);
     nodes[0].kill();
     let r = y.expect().await;
-    assert_eq!((r["id"].clone(), r["body"]["code"].clone()), (json!(100), json!(504)), "{r}");
+    assert_eq!(
+        (r["id"].clone(), r["body"]["code"].clone()),
+        (json!(100), json!(504)),
+        "{r}"
+    );
     // x's runtime reconnects to another node with its token
     let mut x2 = WsClient::connect(&nodes[2].ws()).await;
     let r = x2
-        .request(json!({"type": "re-open", "from": rt("x"), "to": "mn:/session",
-            "body": {"runtimeToken": token}}))
+        .request(
+            json!({"type": "re-open", "from": rt("x"), "to": "mn:/session",
+            "body": {"runtimeToken": token}}),
+        )
         .await;
     assert_eq!(r["body"]["code"], 200, "{r}");
     // its address and its subscription followed it
-    y.send(json!({"id": 101, "type": "read", "from": hy, "to": hx})).await;
+    y.send(json!({"id": 101, "type": "read", "from": hy, "to": hx}))
+        .await;
     assert_eq!(x2.expect().await["id"], 101);
     x2.send(json!({"id": 101, "type": "response", "from": hx, "to": hy, "body": {"code": 200}}))
         .await;
     let r = y.expect().await;
-    assert_eq!((r["id"].clone(), r["body"]["code"].clone()), (json!(101), json!(200)));
+    assert_eq!(
+        (r["id"].clone(), r["body"]["code"].clone()),
+        (json!(101), json!(200))
+    );
     for id in [200, 201] {
-        z.send(json!({"id": id, "type": "update", "from": hz, "to": topic})).await;
+        z.send(json!({"id": id, "type": "update", "from": hz, "to": topic}))
+            .await;
     }
     // each exactly once, in order
     assert_eq!(x2.expect().await["id"], 200);

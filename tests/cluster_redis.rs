@@ -81,7 +81,8 @@ async fn without_redis_local_routing_goes_on_and_cluster_operations_answer_503()
     drop(redis);
     assert!(redis_is(&nodes[0], false).await, "the node notices");
     // local routing goes on
-    a.send(json!({"id": 1, "type": "read", "from": ha, "to": hb})).await;
+    a.send(json!({"id": 1, "type": "read", "from": ha, "to": hb}))
+        .await;
     assert_eq!(b.expect().await["id"], 1);
     // allocation needs the cluster: 503 with a reason
     let r = a
@@ -89,7 +90,13 @@ async fn without_redis_local_routing_goes_on_and_cluster_operations_answer_503()
             "to": format!("domain://msg-node.{D}/address-allocation"), "body": {}}))
         .await;
     assert_eq!(r["body"]["code"], 503, "{r}");
-    assert!(r["body"]["description"].as_str().unwrap().contains("cluster"), "{r}");
+    assert!(
+        r["body"]["description"]
+            .as_str()
+            .unwrap()
+            .contains("cluster"),
+        "{r}"
+    );
     // an owner nobody here knows cannot be looked up: 503, not 404
     let r = a
         .request(json!({"type": "read", "from": ha, "to": format!("hyperty://{D}/elsewhere")}))
@@ -114,7 +121,10 @@ async fn without_redis_local_routing_goes_on_and_cluster_operations_answer_503()
         if v.is_some() {
             break;
         }
-        assert!(tokio::time::Instant::now() < deadline, "the owner entry is written again");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the owner entry is written again"
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     // and cross-node routing works again (the channels were subscribed again)
@@ -122,7 +132,8 @@ async fn without_redis_local_routing_goes_on_and_cluster_operations_answer_503()
     let mut id = 10;
     loop {
         id += 1;
-        a.send(json!({"id": id, "type": "read", "from": ha, "to": hc})).await;
+        a.send(json!({"id": id, "type": "read", "from": ha, "to": hc}))
+            .await;
         match c.recv(Duration::from_millis(200)).await {
             Some(m) if m["id"] == id => break,
             _ => {}
@@ -131,6 +142,9 @@ async fn without_redis_local_routing_goes_on_and_cluster_operations_answer_503()
         while let Some(r) = a.recv(Duration::from_millis(1)).await {
             assert_eq!(r["type"], "response", "{r}");
         }
-        assert!(tokio::time::Instant::now() < deadline, "cross-node routing resumes");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "cross-node routing resumes"
+        );
     }
 }

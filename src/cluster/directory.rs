@@ -115,7 +115,10 @@ impl Actor for ClusterDirectory {
 
     fn started(&mut self, ctx: &mut Context<Self>) {
         tracing::info!(node = self.cluster.id(), "joining the cluster");
-        actix::spawn(forward::forwarder(self.cluster.clone(), self.router.clone()));
+        actix::spawn(forward::forwarder(
+            self.cluster.clone(),
+            self.router.clone(),
+        ));
         let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
         actix::spawn(forward::receiver(
             self.cluster.clone(),
@@ -166,7 +169,10 @@ impl Handler<Beat> for ClusterDirectory {
                     tracing::info!(node = self.cluster.id(), "cluster store reachable");
                 }
                 if again > 0 {
-                    tracing::info!(entries = again, "re-asserted entries the cluster store had lost");
+                    tracing::info!(
+                        entries = again,
+                        "re-asserted entries the cluster store had lost"
+                    );
                 }
                 let horizon = super::node::now_ms()
                     .saturating_sub(3 * self.cluster.heartbeat.as_millis() as u64);

@@ -132,13 +132,7 @@ fn answer(router: &Router, sender: &str, frame: &str, code: ResponseCode, why: &
     let rule = refusal_rule(&router.stats, &h.kind, code);
     router.metrics.refused(code, rule.report);
     if rule.report {
-        let text = error_frame(
-            Some(h.id.to_json()),
-            h.to.first(),
-            Some(&h.from),
-            code,
-            why,
-        );
+        let text = error_frame(Some(h.id.to_json()), h.to.first(), Some(&h.from), code, why);
         router.deliver(sender, &ByteString::from(text));
     }
 }
@@ -215,7 +209,10 @@ pub(crate) async fn forwarder(cluster: Arc<ClusterNode>, router: Arc<Router>) {
             }
             let Some(sender) = f.sender.as_deref().filter(|_| f.answer) else {
                 for n in nodes {
-                    publish.cmd("PUBLISH").arg(cluster.channel_of(n)).arg(&*f.frame);
+                    publish
+                        .cmd("PUBLISH")
+                        .arg(cluster.channel_of(n))
+                        .arg(&*f.frame);
                     sent.push((i, n.to_owned()));
                 }
                 continue;
@@ -251,7 +248,10 @@ pub(crate) async fn forwarder(cluster: Arc<ClusterNode>, router: Arc<Router>) {
                 track(&cluster, sender, &f.frame, nodes[0]);
             }
             for n in nodes {
-                publish.cmd("PUBLISH").arg(cluster.channel_of(n)).arg(&*f.frame);
+                publish
+                    .cmd("PUBLISH")
+                    .arg(cluster.channel_of(n))
+                    .arg(&*f.frame);
                 sent.push((i, n.to_owned()));
             }
         }
@@ -260,7 +260,10 @@ pub(crate) async fn forwarder(cluster: Arc<ClusterNode>, router: Arc<Router>) {
         }
         match cluster.store().pipe::<Vec<i64>>(&publish).await {
             Ok(heard) => {
-                router.stats.forwarded.fetch_add(sent.len() as u64, std::sync::atomic::Ordering::Relaxed);
+                router
+                    .stats
+                    .forwarded
+                    .fetch_add(sent.len() as u64, std::sync::atomic::Ordering::Relaxed);
                 // nobody listens on a node's channel: it is gone
                 for ((i, node), n) in sent.iter().zip(heard) {
                     if n == 0 {
@@ -268,7 +271,13 @@ pub(crate) async fn forwarder(cluster: Arc<ClusterNode>, router: Arc<Router>) {
                         let f = &forwards[*i];
                         if let Some(s) = f.sender.as_deref().filter(|_| f.answer) {
                             if untrack(&cluster, &f.frame).is_some() {
-                                answer(&router, s, &f.frame, ResponseCode::Other(504), &format!("node {node} is gone"));
+                                answer(
+                                    &router,
+                                    s,
+                                    &f.frame,
+                                    ResponseCode::Other(504),
+                                    &format!("node {node} is gone"),
+                                );
                             }
                         }
                     }
@@ -279,7 +288,13 @@ pub(crate) async fn forwarder(cluster: Arc<ClusterNode>, router: Arc<Router>) {
                     let f = &forwards[*i];
                     if let Some(s) = f.sender.as_deref().filter(|_| f.answer) {
                         untrack(&cluster, &f.frame);
-                        answer(&router, s, &f.frame, ResponseCode::ServiceUnavailable, &format!("cannot reach the cluster: {e}"));
+                        answer(
+                            &router,
+                            s,
+                            &f.frame,
+                            ResponseCode::ServiceUnavailable,
+                            &format!("cannot reach the cluster: {e}"),
+                        );
                     }
                 }
             }
@@ -336,7 +351,13 @@ pub(crate) fn expire_pending(cluster: &ClusterNode, router: &Router) {
             format!("the node holding {} ({}) is gone", p.to, p.node)
         };
         router.metrics.refused(ResponseCode::Other(504), true);
-        let text = error_frame(Some(p.id), &p.to, Some(&p.from), ResponseCode::Other(504), &why);
+        let text = error_frame(
+            Some(p.id),
+            &p.to,
+            Some(&p.from),
+            ResponseCode::Other(504),
+            &why,
+        );
         router.deliver(&p.sender, &ByteString::from(text));
     }
 }
@@ -411,6 +432,9 @@ pub(crate) async fn receiver(cluster: Arc<ClusterNode>, router: Arc<Router>, han
                 Err(e) => tracing::warn!(error = %e, "ignoring a malformed control message"),
             }
         }
-        tracing::warn!(node = cluster.id(), "lost the cluster channels, reconnecting");
+        tracing::warn!(
+            node = cluster.id(),
+            "lost the cluster channels, reconnecting"
+        );
     }
 }

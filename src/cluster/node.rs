@@ -310,7 +310,12 @@ impl ClusterNode {
         let mut pipe = redis::pipe();
         for k in keys {
             if force {
-                pipe.cmd("SET").arg(k).arg(value).arg("PX").arg(ttl).ignore();
+                pipe.cmd("SET")
+                    .arg(k)
+                    .arg(value)
+                    .arg("PX")
+                    .arg(ttl)
+                    .ignore();
                 pipe.cmd("ECHO").arg(1);
             } else {
                 pipe.cmd("EVAL")
@@ -385,11 +390,7 @@ impl ClusterNode {
     pub async fn control(&self, c: &Control) -> Result<(), ClusterError> {
         let text = serde_json::to_string(c).map_err(|e| ClusterError::Protocol(e.to_string()))?;
         self.store
-            .run::<()>(
-                redis::cmd("PUBLISH")
-                    .arg(self.control_channel())
-                    .arg(text),
-            )
+            .run::<()>(redis::cmd("PUBLISH").arg(self.control_channel()).arg(text))
             .await
     }
 

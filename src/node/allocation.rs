@@ -368,7 +368,7 @@ impl AddressAllocation {
             if addr.kind() == AddressKind::DataObject {
                 self.check_scheme(addr.scheme()).map_err(|e| bad(&e))?;
             }
-            if self.router.owners.get(&**a).is_some_and(|k| *k != *session) {
+            if self.router.owners.get(a).is_some_and(|k| *k != *session) {
                 return Err(refused(
                     ResponseCode::Forbidden,
                     format!("{a} belongs to another session"),
@@ -584,10 +584,13 @@ impl Handler<NodeRequest> for AddressAllocation {
             ),
         };
         // the cluster holds the new addresses before the 200 goes out
-        Box::pin(self.claim(&r.session, false).map(move |claimed, _, _| match claimed {
-            Ok(()) => reply,
-            Err(e) => r.msg.reply_error(e.code, e.description),
-        }))
+        Box::pin(
+            self.claim(&r.session, false)
+                .map(move |claimed, _, _| match claimed {
+                    Ok(()) => reply,
+                    Err(e) => r.msg.reply_error(e.code, e.description),
+                }),
+        )
     }
 }
 

@@ -35,8 +35,8 @@ use std::time::Instant;
 
 use actix_web::{web, HttpRequest, HttpResponse};
 use hyperty_actors::message::{MessageType, ResponseCode};
-use serde::Serialize;
 use metrics::{counter, describe_counter, describe_gauge, gauge};
+use serde::Serialize;
 
 use super::frame::{FrameId, Header};
 use super::NodeState;
@@ -140,7 +140,6 @@ impl NodeStats {
             from_cluster: s.from_cluster.load(Relaxed),
         }
     }
-
 }
 
 /// One frame in this many of each session is timed.

@@ -49,9 +49,9 @@ use bytestring::ByteString;
 use dashmap::DashMap;
 use hyperty_actors::message::Message;
 
+use super::allocation::Owners;
 use super::frame::ToRef;
 pub use super::metrics::{NodeStats, StatsSnapshot};
-use super::allocation::Owners;
 use super::outbound::{Charge, OutboundQueue};
 use super::sessions::{Runtimes, Slots};
 use super::subscriptions::Subscribers;
@@ -984,12 +984,14 @@ mod tests {
         assert_eq!(r.owner_of("runtime://d.org"), None);
         assert!(r.owns("k1", "runtime://d.org/abc/registry"));
         assert!(!r.owns("k1", "runtime://d.org/abcd"));
-        r.owners.insert_for_test(Arc::from("hyperty://d.org/1"), key.clone());
+        r.owners
+            .insert_for_test(Arc::from("hyperty://d.org/1"), key.clone());
         assert!(r.owns("k1", "hyperty://d.org/1"));
         assert!(!r.owns("k2", "hyperty://d.org/1"));
         assert_eq!(r.owner_of("hyperty://d.org/1"), Some(key.clone()));
         // an allocated data object's channels speak for it; routing stays exact
-        r.owners.insert_for_test(Arc::from("comm://d.org/o"), key.clone());
+        r.owners
+            .insert_for_test(Arc::from("comm://d.org/o"), key.clone());
         assert!(r.owns("k1", "comm://d.org/o/subscription"));
         assert!(r.owns("k1", "comm://d.org/o/children/"));
         assert!(!r.owns("k2", "comm://d.org/o/subscription"));

@@ -45,12 +45,12 @@ use super::allocation::{AddressAllocation, AdoptAddresses, DropSession, HandOver
 use super::outbound::OutboundQueue;
 use super::rights::{check_runtime_url, may_replace, stub_url, UrlRefused};
 use super::router::{Evict, GraceBuffer, Kick, Outbound, Router, SessionKey, Slot};
-use dashmap::mapref::one::{Ref, RefMut};
-use dashmap::DashMap;
 use super::subscriptions::{
     AdoptSubscriptions, DropSubscriptions, HandOverSubscriptions, SubscriptionManager,
 };
 use crate::identity::TokenVerifier;
+use dashmap::mapref::one::{Ref, RefMut};
+use dashmap::DashMap;
 
 /// The router's `slots` table: session key → connection state. Read by anyone in
 /// the crate; written only here, by the [`SessionManager`].
@@ -488,7 +488,10 @@ impl SessionManager {
             )
         } else {
             (
-                self.allocation.send(DropSession(key.clone())).map(drop).boxed(),
+                self.allocation
+                    .send(DropSession(key.clone()))
+                    .map(drop)
+                    .boxed(),
                 self.subscriptions
                     .send(DropSubscriptions(key.clone()))
                     .map(drop)
@@ -512,13 +515,9 @@ impl SessionManager {
         identity: Option<&str>,
     ) -> impl std::future::Future<Output = ()> + 'static {
         let cluster = self.router.cluster().cloned();
-        let record = cluster.as_ref().map(|c| {
-            format!(
-                "{} {key} {runtime} {}",
-                c.id(),
-                identity.unwrap_or("-")
-            )
-        });
+        let record = cluster
+            .as_ref()
+            .map(|c| format!("{} {key} {runtime} {}", c.id(), identity.unwrap_or("-")));
         let token = token.to_owned();
         let mut urls = vec![runtime.to_owned()];
         urls.extend(stubs.iter().map(|s| s.to_string()));
@@ -706,13 +705,8 @@ impl SessionManager {
             .get(&o.key)
             .map(|h| h.stubs.clone())
             .unwrap_or_default();
-        let recorded = self.assert_in_cluster(
-            &o.key,
-            &token,
-            &o.runtime,
-            &stubs,
-            identity.as_deref(),
-        );
+        let recorded =
+            self.assert_in_cluster(&o.key, &token, &o.runtime, &stubs, identity.as_deref());
         ctx.wait(recorded.into_actor(self));
         self.router
             .stats
@@ -1127,7 +1121,8 @@ impl SessionManager {
                 return Err(unknown());
             };
             let mut pipe = redis::pipe();
-            pipe.cmd("SMEMBERS").arg(c.key(&["sess", &rec.key, "addrs"]));
+            pipe.cmd("SMEMBERS")
+                .arg(c.key(&["sess", &rec.key, "addrs"]));
             pipe.cmd("SMEMBERS").arg(c.key(&["sess", &rec.key, "subs"]));
             let (addrs, subs): (Vec<String>, Vec<String>) =
                 c.store().pipe(&pipe).await.map_err(unavailable)?;

@@ -46,9 +46,9 @@ use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 use actix::prelude::*;
+use futures_util::FutureExt;
 use hyperty_actors::address::{Address, AddressKind};
 use hyperty_actors::message::{Message, MessageType, OneOrMany, ResponseCode};
-use futures_util::FutureExt;
 use serde_json::Value;
 use tracing::debug;
 

@@ -39,7 +39,12 @@ pub async fn start_cluster(
         })
         .collect();
     for node in &nodes {
-        let c = node.state().router().cluster().expect("a cluster node").clone();
+        let c = node
+            .state()
+            .router()
+            .cluster()
+            .expect("a cluster node")
+            .clone();
         assert!(
             eventually(Duration::from_secs(10), || {
                 let c = c.clone();
