@@ -184,3 +184,31 @@ async fn reopen_on_another_node_keeps_addresses_and_subscriptions() {
     assert_eq!(b.expect().await["id"], 9);
     clean(REDIS, &prefix).await;
 }
+
+#[actix::test]
+async fn health_shows_the_members_and_a_stopped_node_leaves() {
+    let prefix = unique_prefix("health");
+    let nodes = start_cluster(2, D, &prefix, |_| {}).await;
+    let h = common::health(&nodes[0]).await;
+    let c = &h["cluster"];
+    assert_eq!(c["redis"], "reachable", "{h}");
+    let members = c["members"].as_array().expect("members");
+    assert_eq!(members.len(), 2, "{h}");
+    for m in members {
+        assert!(m["heartbeat"].as_u64().unwrap() >= m["started_at"].as_u64().unwrap(), "{m}");
+        assert!(m["url"].as_str().unwrap().starts_with("ws://127.0.0.1:"), "{m}");
+    }
+    let ids: Vec<&str> = members.iter().map(|m| m["node"].as_str().unwrap()).collect();
+    assert!(ids.contains(&c["node"].as_str().unwrap()), "{h}");
+    nodes[1].stop().await;
+    let first = nodes[0].state().router().cluster().unwrap().clone();
+    assert!(
+        common::eventually(TIMEOUT, || {
+            let first = first.clone();
+            async move { first.members().len() == 1 }
+        })
+        .await,
+        "the stopped node left"
+    );
+    clean(REDIS, &prefix).await;
+}

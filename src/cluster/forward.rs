@@ -369,12 +369,7 @@ pub(crate) fn received(cluster: &ClusterNode, router: &Router, frame: ByteString
         return;
     };
     if h.kind == MessageType::Response {
-        let key = (h.to.first().to_owned(), h.id.to_json().to_string());
-        cluster
-            .pending
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .remove(&key);
+        cluster.answered(h.to.first(), &h.id.to_json());
     }
     let _span = tracing::trace_span!("cluster.received", id = %h.id, to = %h.to.first()).entered();
     router

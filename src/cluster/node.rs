@@ -220,6 +220,23 @@ impl ClusterNode {
             .any(|m| m.node == id && m.heartbeat >= horizon)
     }
 
+    /// A response to `to` with `id` went by: a request forwarded for it is answered.
+    pub(crate) fn answered(&self, to: &str, id: &serde_json::Value) {
+        let mut pending = self.pending.lock().unwrap_or_else(|e| e.into_inner());
+        if !pending.is_empty() {
+            pending.remove(&(to.to_owned(), id.to_string()));
+        }
+    }
+
+    /// Leaves the cluster: deletes this node's membership record, so the others
+    /// see it gone at once (its entries expire, so its runtimes may re-open elsewhere).
+    pub async fn leave(&self) -> Result<(), ClusterError> {
+        tracing::info!(node = %self.id, "leaving the cluster");
+        self.store
+            .run::<()>(redis::cmd("DEL").arg(self.key(&["member", &self.id])))
+            .await
+    }
+
     /// Whether Redis answered the last heartbeat.
     pub fn redis_up(&self) -> bool {
         self.redis_up.load(Relaxed)

@@ -430,6 +430,11 @@ impl NodeHandle {
             f.stop().await;
         }
         self.server.stop(true).await;
+        if let Some(c) = self.state.router.cluster() {
+            if let Err(e) = c.leave().await {
+                tracing::warn!(error = %e, "could not leave the cluster (its record expires)");
+            }
+        }
         let _ = self.state.allocation.send(allocation::CloseStore).await;
         // closes the identity store, so the data directory can be opened again
         let _ = self.state.idp.send(crate::identity::Shutdown).await;

@@ -438,6 +438,11 @@ fn route_owned<A>(
     } else {
         router.route(&h.to, frame)
     };
+    if h.kind == MessageType::Response {
+        if let Some(c) = router.cluster() {
+            c.answered(h.to.first(), &h.id.to_json());
+        }
+    }
     // recipients no local session owns may live on another node of the cluster
     let forwarded = router.forward(
         &h.to,
