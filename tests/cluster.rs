@@ -195,10 +195,19 @@ async fn health_shows_the_members_and_a_stopped_node_leaves() {
     let members = c["members"].as_array().expect("members");
     assert_eq!(members.len(), 2, "{h}");
     for m in members {
-        assert!(m["heartbeat"].as_u64().unwrap() >= m["started_at"].as_u64().unwrap(), "{m}");
-        assert!(m["url"].as_str().unwrap().starts_with("ws://127.0.0.1:"), "{m}");
+        assert!(
+            m["heartbeat"].as_u64().unwrap() >= m["started_at"].as_u64().unwrap(),
+            "{m}"
+        );
+        assert!(
+            m["url"].as_str().unwrap().starts_with("ws://127.0.0.1:"),
+            "{m}"
+        );
     }
-    let ids: Vec<&str> = members.iter().map(|m| m["node"].as_str().unwrap()).collect();
+    let ids: Vec<&str> = members
+        .iter()
+        .map(|m| m["node"].as_str().unwrap())
+        .collect();
     assert!(ids.contains(&c["node"].as_str().unwrap()), "{h}");
     nodes[1].stop().await;
     let first = nodes[0].state().router().cluster().unwrap().clone();

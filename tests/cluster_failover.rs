@@ -161,3 +161,128 @@ async fn a_killed_nodes_runtime_reopens_elsewhere_and_keeps_its_address_and_subs
     assert_eq!(x2.expect().await["id"], 201);
     clean(REDIS, &prefix).await;
 }
+
+const N: usize = 300;
+const RECEIVER: &str = "hyperty-runtime://failover.test/receiver/inbox";
+const SENDER: &str = "hyperty-runtime://failover.test/sender/app";
+
+fn bridge(url: &str) -> hyperty::bridge::BridgeConfig {
+    let mut b = hyperty::bridge::BridgeConfig::new(url);
+    b.reconnect_max = Duration::from_millis(200);
+    b
+}
+
+fn addr(s: &str) -> hyperty::prelude::Address {
+    s.parse().unwrap()
+}
+
+#[actix::test]
+async fn durable_events_arrive_exactly_once_when_the_receivers_node_is_killed() {
+    use hyperty::prelude::*;
+    let prefix = unique_prefix("durable");
+    let mut nodes: Vec<NodeProcess> = (0..3).map(|n| NodeProcess::start(&prefix, n)).collect();
+    for n in &nodes {
+        let port = n.port;
+        assert!(
+            eventually(Duration::from_secs(10), || async move {
+                members_seen(port).await == 3
+            })
+            .await
+        );
+    }
+    let dir = std::env::temp_dir().join(format!("{prefix}-caches"));
+    std::fs::create_dir_all(&dir).unwrap();
+    // the receiver, durable, on the node that will die
+    let mut cfg = RuntimeConfig::new(D);
+    cfg.runtime_id = Some("receiver".into());
+    cfg.events.cache.path = Some(dir.join("receiver.redb"));
+    let receiver = Runtime::start(cfg).unwrap();
+    let me = addr(RECEIVER);
+    let rep = receiver.events().endpoint(me.clone());
+    rep.register_entity_with(me.clone(), EntityOptions::durable())
+        .await
+        .unwrap();
+    let (listener, mut inbox) = EventInbox::start();
+    rep.add_listener(ListenerFilter::any().destination(me), listener)
+        .await
+        .unwrap();
+    receiver.attach_node(bridge(&nodes[0].ws())).await.unwrap();
+    // the sender, with a durable cache and quick retransmission, on another node
+    let mut cfg = RuntimeConfig::new(D);
+    cfg.runtime_id = Some("sender".into());
+    cfg.events.cache.path = Some(dir.join("sender.redb"));
+    cfg.events.cache.ack_timeout = Duration::from_secs(1);
+    cfg.events.cache.retry_base = Duration::from_millis(100);
+    cfg.events.cache.retry_max = Duration::from_millis(500);
+    cfg.events.tick_interval = Some(Duration::from_millis(50));
+    let sender = Runtime::start(cfg).unwrap();
+    let ep = sender.events().endpoint(addr(SENDER));
+    ep.register_entity(addr(SENDER)).await.unwrap();
+    sender.attach_node(bridge(&nodes[1].ws())).await.unwrap();
+
+    let (callbacks, mut reports) = EventCallbacks::channel(CallbackSet::delivery());
+    for n in 1..=N {
+        let ev = ep
+            .builder("numbered", addr(SENDER))
+            .to(addr(RECEIVER))
+            .payload(n.to_string())
+            .build()
+            .unwrap();
+        ep.dispatch(ev, Some(callbacks.clone()), None)
+            .await
+            .unwrap();
+    }
+    let mut got = std::collections::BTreeMap::<usize, usize>::new();
+    let note = |e: Option<hyperty_actors::events::listeners::IncomingEvent>,
+                got: &mut std::collections::BTreeMap<usize, usize>| {
+        let e = e.expect("an event within the deadline");
+        let n: usize = e.event.payload().unwrap().parse().unwrap();
+        *got.entry(n).or_default() += 1;
+    };
+    // a part arrives, then the receiver's node dies under the burst
+    while got.len() < N / 4 {
+        note(inbox.recv(Duration::from_secs(10)).await, &mut got);
+    }
+    nodes[0].kill();
+    // the receiver's runtime moves to another node
+    receiver.remove_stub(None).await.unwrap();
+    receiver.attach_node(bridge(&nodes[2].ws())).await.unwrap();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    while got.len() < N {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{} of {N} arrived",
+            got.len()
+        );
+        note(inbox.recv(Duration::from_secs(30)).await, &mut got);
+    }
+    // every one confirmed to the sender
+    let mut delivered = std::collections::BTreeSet::new();
+    while delivered.len() < N {
+        let r = reports
+            .recv(Duration::from_secs(30))
+            .await
+            .unwrap_or_else(|| panic!("{} of {N} confirmed", delivered.len()));
+        if let ReportKind::Delivery { .. } = r.kind {
+            delivered.insert(r.event.payload().unwrap().to_owned());
+        }
+    }
+    // settled: nothing left to retransmit, and nothing arrived twice
+    let settled = eventually(Duration::from_secs(30), || async {
+        sender.events().cached().await == 0
+    })
+    .await;
+    assert!(settled, "the sender's cache empties");
+    while let Some(e) = inbox.recv(Duration::from_millis(300)).await {
+        note(Some(e), &mut got);
+    }
+    assert!(
+        got.values().all(|&c| c == 1),
+        "each exactly once: {:?}",
+        got.iter().filter(|(_, c)| **c > 1).collect::<Vec<_>>()
+    );
+    sender.shutdown().await;
+    receiver.shutdown().await;
+    let _ = std::fs::remove_dir_all(&dir);
+    clean(REDIS, &prefix).await;
+}

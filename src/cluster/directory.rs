@@ -146,7 +146,7 @@ impl Handler<Tick> for ClusterDirectory {
     type Result = ();
     fn handle(&mut self, _: Tick, ctx: &mut Context<Self>) {
         forward::expire_pending(&self.cluster, &self.router);
-        if self.beating {
+        if self.beating || self.cluster.has_left() {
             return;
         }
         self.beating = true;
@@ -163,6 +163,14 @@ impl Handler<Beat> for ClusterDirectory {
     type Result = ();
     fn handle(&mut self, b: Beat, _: &mut Context<Self>) {
         self.beating = false;
+        if self.cluster.has_left() {
+            // a beat that was under way when the node left wrote the record again
+            let cluster = self.cluster.clone();
+            actix::spawn(async move {
+                let _ = cluster.leave().await;
+            });
+            return;
+        }
         match b.0 {
             Ok((members, again)) => {
                 if !self.cluster.set_redis_up(true) {

@@ -128,6 +128,7 @@ pub struct ClusterNode {
     rx: Mutex<Option<mpsc::Receiver<Input>>>,
     members: RwLock<Vec<Member>>,
     redis_up: AtomicBool,
+    left: AtomicBool,
     /// Requests forwarded to other nodes: (requester address, id) → who asked.
     pub(crate) pending: Mutex<HashMap<(String, String), Pending>>,
 }
@@ -164,6 +165,7 @@ impl ClusterNode {
             rx: Mutex::new(Some(rx)),
             members: RwLock::new(Vec::new()),
             redis_up: AtomicBool::new(false),
+            left: AtomicBool::new(false),
             pending: Mutex::new(HashMap::new()),
         })))
     }
@@ -232,9 +234,15 @@ impl ClusterNode {
     /// see it gone at once (its entries expire, so its runtimes may re-open elsewhere).
     pub async fn leave(&self) -> Result<(), ClusterError> {
         tracing::info!(node = %self.id, "leaving the cluster");
+        self.left.store(true, Relaxed);
         self.store
             .run::<()>(redis::cmd("DEL").arg(self.key(&["member", &self.id])))
             .await
+    }
+
+    /// Whether this node left the cluster (it heartbeats no more).
+    pub fn has_left(&self) -> bool {
+        self.left.load(Relaxed)
     }
 
     /// Whether Redis answered the last heartbeat.
