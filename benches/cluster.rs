@@ -80,7 +80,7 @@ fn start(n: usize, prefix: &str) -> Result<(Nodes, Vec<String>), String> {
             format!(
                 "[node]\ndomain = \"{DOMAIN}\"\nlisten = \"127.0.0.1:0\"\ndata_dir = {:?}\n\
                  [auth]\nmode = \"optional\"\n\
-                 [limits]\nmessages_per_second = 100000000\nburst = 100000000\n\
+                 [limits]\nmessages_per_second = 100000000\nburst = 100000000\nmax_sessions_per_ip = 100000\nmax_sessions_per_user = 100000\n\
                  [identity]\ndata_dir = {:?}\n\
                  [cluster]\nprefix = \"{prefix}\"\nnode_id = \"n{i}\"\nheartbeat_ms = 500\n",
                 dir.join("node").display().to_string(),
