@@ -221,3 +221,30 @@ async fn health_shows_the_members_and_a_stopped_node_leaves() {
     );
     clean(REDIS, &prefix).await;
 }
+
+#[actix::test]
+async fn a_gone_nodes_addresses_free_up_when_its_entries_expire() {
+    let prefix = unique_prefix("expiry");
+    let nodes = start_cluster(2, D, &prefix, |_| {}).await;
+    let (mut a, _) = client(&nodes[1], "a").await;
+    let ha = a.allocate(&rt("a"), D, 1).await.remove(0);
+    let (mut b, _) = client(&nodes[0], "b").await;
+    let reclaim = json!({"type": "create", "from": rt("b"),
+        "to": format!("domain://msg-node.{D}/address-allocation"),
+        "body": {"value": {"reclaim": [ha]}}});
+    assert_eq!(b.request(reclaim.clone()).await["body"]["code"], 403);
+    // the node goes away without freeing anything: nobody refreshes its entries
+    nodes[1].stop().await;
+    drop(a);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let r = b.request(reclaim.clone()).await;
+        if r["body"]["code"] == 200 {
+            break;
+        }
+        assert_eq!(r["body"]["code"], 403, "{r}");
+        assert!(tokio::time::Instant::now() < deadline, "the entry never expired");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    clean(REDIS, &prefix).await;
+}
