@@ -243,7 +243,10 @@ async fn a_gone_nodes_addresses_free_up_when_its_entries_expire() {
             break;
         }
         assert_eq!(r["body"]["code"], 403, "{r}");
-        assert!(tokio::time::Instant::now() < deadline, "the entry never expired");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the entry never expired"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     clean(REDIS, &prefix).await;

@@ -85,10 +85,9 @@ async fn members_seen(port: u16) -> usize {
     h["cluster"]["members"].as_array().map_or(0, Vec::len)
 }
 
-#[actix::test]
-async fn a_killed_nodes_runtime_reopens_elsewhere_and_keeps_its_address_and_subscription() {
-    let prefix = unique_prefix("failover");
-    let mut nodes: Vec<NodeProcess> = (0..3).map(|n| NodeProcess::start(&prefix, n)).collect();
+/// Three node processes under `prefix`, each seeing all three.
+async fn start_three(prefix: &str) -> Vec<NodeProcess> {
+    let nodes: Vec<NodeProcess> = (0..3).map(|n| NodeProcess::start(prefix, n)).collect();
     for n in &nodes {
         let port = n.port;
         assert!(
@@ -99,6 +98,13 @@ async fn a_killed_nodes_runtime_reopens_elsewhere_and_keeps_its_address_and_subs
             "every node sees three members"
         );
     }
+    nodes
+}
+
+#[actix::test]
+async fn a_killed_nodes_runtime_reopens_elsewhere_and_keeps_its_address_and_subscription() {
+    let prefix = unique_prefix("failover");
+    let mut nodes = start_three(&prefix).await;
     let mut x = WsClient::connect(&nodes[0].ws()).await;
     let token = x.open(&rt("x")).await;
     let hx = x.allocate(&rt("x"), D, 1).await.remove(0);
@@ -180,16 +186,7 @@ fn addr(s: &str) -> hyperty::prelude::Address {
 async fn durable_events_arrive_exactly_once_when_the_receivers_node_is_killed() {
     use hyperty::prelude::*;
     let prefix = unique_prefix("durable");
-    let mut nodes: Vec<NodeProcess> = (0..3).map(|n| NodeProcess::start(&prefix, n)).collect();
-    for n in &nodes {
-        let port = n.port;
-        assert!(
-            eventually(Duration::from_secs(10), || async move {
-                members_seen(port).await == 3
-            })
-            .await
-        );
-    }
+    let mut nodes = start_three(&prefix).await;
     let dir = std::env::temp_dir().join(format!("{prefix}-caches"));
     std::fs::create_dir_all(&dir).unwrap();
     // the receiver, durable, on the node that will die

@@ -4,10 +4,9 @@
 
 mod common;
 
-use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use common::cluster::{tune_cluster, unique_prefix};
+use common::cluster::{free_port, tune_cluster, unique_prefix, PrivateRedis};
 use common::{eventually, start_node, WsClient, TIMEOUT};
 use serde_json::json;
 
@@ -15,36 +14,6 @@ const D: &str = "trouble.test";
 
 fn rt(name: &str) -> String {
     format!("runtime://{D}/{name}")
-}
-
-/// A private `redis-server` on `port`, killed on drop.
-struct PrivateRedis(Child);
-
-impl PrivateRedis {
-    fn start(port: u16) -> PrivateRedis {
-        let child = Command::new("redis-server")
-            .args(["--bind", "127.0.0.1", "--port", &port.to_string()])
-            .args(["--save", "", "--appendonly", "no"])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("redis-server runs");
-        PrivateRedis(child)
-    }
-}
-
-impl Drop for PrivateRedis {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free port")
 }
 
 async fn redis_is(node: &hyperty::node::NodeHandle, up: bool) -> bool {

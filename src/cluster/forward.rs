@@ -207,7 +207,7 @@ pub(crate) async fn forwarder(cluster: Arc<ClusterNode>, router: Arc<Router>) {
                     }
                 }
             }
-            let Some(sender) = f.sender.as_deref().filter(|_| f.answer) else {
+            let mut publish_to = |nodes: Vec<&str>| {
                 for n in nodes {
                     publish
                         .cmd("PUBLISH")
@@ -215,6 +215,9 @@ pub(crate) async fn forwarder(cluster: Arc<ClusterNode>, router: Arc<Router>) {
                         .arg(&*f.frame);
                     sent.push((i, n.to_owned()));
                 }
+            };
+            let Some(sender) = f.sender.as_deref().filter(|_| f.answer) else {
+                publish_to(nodes);
                 continue;
             };
             if nodes.is_empty() {
@@ -247,13 +250,7 @@ pub(crate) async fn forwarder(cluster: Arc<ClusterNode>, router: Arc<Router>) {
             if owned {
                 track(&cluster, sender, &f.frame, nodes[0]);
             }
-            for n in nodes {
-                publish
-                    .cmd("PUBLISH")
-                    .arg(cluster.channel_of(n))
-                    .arg(&*f.frame);
-                sent.push((i, n.to_owned()));
-            }
+            publish_to(nodes);
         }
         if sent.is_empty() {
             continue;

@@ -128,6 +128,14 @@ pub struct SessionRefused {
     pub description: String,
 }
 
+/// The answer to a `re-open` with a token no session holds (the reference wording).
+fn unknown_token() -> SessionRefused {
+    refuse(
+        ResponseCode::Unauthorized,
+        "Reconnection fail. Incorrect runtime token!",
+    )
+}
+
 fn refuse(code: ResponseCode, description: impl Into<String>) -> SessionRefused {
     SessionRefused {
         code,
@@ -964,12 +972,6 @@ impl SessionManager {
         ctx: &mut Context<Self>,
     ) -> Result<Opened, SessionRefused> {
         let _span = tracing::info_span!("node.reopen", runtime = %r.runtime).entered();
-        let unknown = || {
-            refuse(
-                ResponseCode::Unauthorized,
-                "Reconnection fail. Incorrect runtime token!",
-            )
-        };
         if self
             .router
             .slots
@@ -982,7 +984,7 @@ impl SessionManager {
             ));
         }
         let Some(key) = self.tokens.get(r.token.as_str()).cloned() else {
-            return Err(unknown());
+            return Err(unknown_token());
         };
         let runtime_ok = self
             .router
@@ -990,7 +992,7 @@ impl SessionManager {
             .get(&key)
             .is_some_and(|s| s.runtime.as_deref() == Some(r.runtime.as_str()));
         if !runtime_ok {
-            return Err(unknown());
+            return Err(unknown_token());
         }
         let session_identity = self.router.identity_of(&key);
         let presented = r.identity.as_ref().map(|a| &a.identity);
@@ -1014,7 +1016,7 @@ impl SessionManager {
             ));
         };
         let Some(mut slot) = self.router.slots.get_mut(&key) else {
-            return Err(unknown());
+            return Err(unknown_token());
         };
         if let Some(old) = slot.kicker.take() {
             // the client reconnected before its old socket was noticed dead
@@ -1086,12 +1088,6 @@ impl SessionManager {
         cluster: Arc<crate::cluster::ClusterNode>,
         r: ReOpen,
     ) -> ResponseActFuture<Self, Result<Opened, SessionRefused>> {
-        let unknown = || {
-            refuse(
-                ResponseCode::Unauthorized,
-                "Reconnection fail. Incorrect runtime token!",
-            )
-        };
         if self
             .router
             .slots
@@ -1118,7 +1114,7 @@ impl SessionManager {
                 .await
                 .map_err(unavailable)?;
             let Some(rec) = v.as_deref().and_then(Recorded::parse) else {
-                return Err(unknown());
+                return Err(unknown_token());
             };
             let mut pipe = redis::pipe();
             pipe.cmd("SMEMBERS")
@@ -1185,14 +1181,8 @@ impl SessionManager {
         rec: &Recorded,
         ctx: &mut Context<Self>,
     ) -> Result<Opened, SessionRefused> {
-        let unknown = || {
-            refuse(
-                ResponseCode::Unauthorized,
-                "Reconnection fail. Incorrect runtime token!",
-            )
-        };
         if rec.runtime != r.runtime || rec.node == cluster.id() {
-            return Err(unknown());
+            return Err(unknown_token());
         }
         let presented = r.identity.as_ref().map(|a| &a.identity);
         if rec.identity.as_ref() != presented {

@@ -5,6 +5,37 @@ use std::time::Duration;
 
 use super::{eventually, start_node};
 
+/// A private `redis-server` on `port` (for tests that stop Redis), killed on drop.
+pub struct PrivateRedis(std::process::Child);
+
+impl PrivateRedis {
+    pub fn start(port: u16) -> PrivateRedis {
+        let child = std::process::Command::new("redis-server")
+            .args(["--bind", "127.0.0.1", "--port", &port.to_string()])
+            .args(["--save", "", "--appendonly", "no"])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("redis-server runs");
+        PrivateRedis(child)
+    }
+}
+
+impl Drop for PrivateRedis {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// A port nobody listens on now.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port")
+}
+
 /// The shared Redis every machine of the project runs.
 pub const REDIS: &str = "redis://127.0.0.1:6379";
 
