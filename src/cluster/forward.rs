@@ -430,3 +430,41 @@ pub(crate) async fn receiver(cluster: Arc<ClusterNode>, router: Arc<Router>, han
         );
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[actix_rt::test]
+    async fn lookups_walk_up_runtime_and_hyperty_urls() {
+        let cfg = crate::cluster::ClusterSection {
+            redis: Some("redis://127.0.0.1:6379".into()),
+            prefix: "p".into(),
+            ..Default::default()
+        };
+        let c = ClusterNode::open(&cfg).unwrap().unwrap();
+        let (owners, subs) = lookups(&c, "runtime://d.org/abc/sm");
+        assert_eq!(
+            owners,
+            [
+                "p:owner:runtime://d.org/abc/sm",
+                "p:rt:runtime://d.org/abc/sm",
+                "p:rt:runtime://d.org/abc"
+            ]
+        );
+        assert_eq!(subs, "p:subs:runtime://d.org/abc/sm");
+        let (owners, _) = lookups(&c, "hyperty://d.org/h1/news/x");
+        assert_eq!(
+            owners,
+            [
+                "p:owner:hyperty://d.org/h1/news/x",
+                "p:owner:hyperty://d.org/h1/news",
+                "p:owner:hyperty://d.org/h1"
+            ]
+        );
+        let (owners, _) = lookups(&c, "comm://d.org/o/changes");
+        assert_eq!(owners, ["p:owner:comm://d.org/o/changes"]);
+        assert_eq!(node_of("n1 key runtime://d.org/a -"), "n1");
+        assert_eq!(node_of("n1"), "n1");
+    }
+}
