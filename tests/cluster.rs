@@ -251,3 +251,35 @@ async fn a_gone_nodes_addresses_free_up_when_its_entries_expire() {
     }
     clean(REDIS, &prefix).await;
 }
+
+#[actix::test]
+async fn a_new_open_on_another_node_replaces_the_session() {
+    let prefix = unique_prefix("replace");
+    let nodes = start_cluster(2, D, &prefix, |_| {}).await;
+    let (mut a, _) = client(&nodes[0], "a").await;
+    let ha = a.allocate(&rt("a"), D, 1).await.remove(0);
+    let (mut b, _) = client(&nodes[0], "b").await;
+    let hb = b.allocate(&rt("b"), D, 1).await.remove(0);
+    // the runtime comes back with a fresh open, through another node
+    let (mut a2, _) = client(&nodes[1], "a").await;
+    let old = nodes[0].state().router().clone();
+    assert!(
+        common::eventually(TIMEOUT, || {
+            let old = old.clone();
+            async move { old.session_count() == 1 }
+        })
+        .await,
+        "the old node closed the replaced session"
+    );
+    // frames for the runtime URL reach the new session, from the old node too
+    b.send(json!({"id": 4, "type": "read", "from": hb, "to": format!("{}/x", rt("a"))}))
+        .await;
+    assert_eq!(a2.expect().await["id"], 4);
+    // the replaced session's address was freed
+    let r = b
+        .request(json!({"type": "read", "from": hb, "to": ha}))
+        .await;
+    assert_eq!(r["body"]["code"], 404, "{r}");
+    drop(a);
+    clean(REDIS, &prefix).await;
+}

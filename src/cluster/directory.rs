@@ -20,10 +20,10 @@ use std::sync::Arc;
 use actix::prelude::*;
 
 use super::forward;
-use super::node::{ClusterNode, Member};
+use super::node::{ClusterNode, Control, Member};
 use super::ClusterError;
 use crate::node::router::Router;
-use crate::node::sessions::HandedOver;
+use crate::node::sessions::{HandedOver, ReplacedElsewhere};
 
 /// Most membership records read per `SCAN` step.
 const SCAN_COUNT: usize = 200;
@@ -34,6 +34,7 @@ pub struct ClusterDirectory {
     cluster: Arc<ClusterNode>,
     router: Arc<Router>,
     sessions: Recipient<HandedOver>,
+    replaced: Recipient<ReplacedElsewhere>,
     beating: bool,
 }
 
@@ -49,11 +50,13 @@ impl ClusterDirectory {
         cluster: Arc<ClusterNode>,
         router: Arc<Router>,
         sessions: Recipient<HandedOver>,
+        replaced: Recipient<ReplacedElsewhere>,
     ) -> Self {
         ClusterDirectory {
             cluster,
             router,
             sessions,
+            replaced,
             beating: false,
         }
     }
@@ -126,11 +129,18 @@ impl Actor for ClusterDirectory {
             tx,
         ));
         let sessions = self.sessions.clone();
+        let replaced = self.replaced.clone();
         actix::spawn(async move {
-            while let Some(key) = rx.recv().await {
-                sessions.do_send(HandedOver {
-                    key: Arc::from(key.as_str()),
-                });
+            while let Some(c) = rx.recv().await {
+                match c {
+                    Control::HandOver { key, .. } => sessions.do_send(HandedOver {
+                        key: Arc::from(key.as_str()),
+                    }),
+                    Control::Replace { runtime, .. } => {
+                        replaced.do_send(ReplacedElsewhere { runtime })
+                    }
+                    Control::Invalidate { .. } => {}
+                }
             }
         });
         ctx.notify(Tick);

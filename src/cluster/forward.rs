@@ -376,8 +376,8 @@ pub(crate) fn received(cluster: &ClusterNode, router: &Router, frame: ByteString
     router.route_from_peer(&h.to, &frame, h.kind == MessageType::Event);
 }
 
-/// What the receiver hands the directory: a session to drop.
-pub(crate) type HandOvers = tokio::sync::mpsc::UnboundedSender<String>;
+/// What the receiver hands the directory: hand-overs and replacements for this node.
+pub(crate) type HandOvers = tokio::sync::mpsc::UnboundedSender<Control>;
 
 /// The receiver loop: subscribes to this node's channel and the control
 /// channel, re-subscribing after Redis comes back; never ends by itself.
@@ -417,10 +417,17 @@ pub(crate) async fn receiver(cluster: Arc<ClusterNode>, router: Arc<Router>, han
             }
             match serde_json::from_slice::<Control>(msg.get_payload_bytes()) {
                 Ok(Control::Invalidate { addresses }) => cluster.invalidate_local(addresses),
-                Ok(Control::HandOver { node, key }) if node == cluster.id() => {
-                    let _ = handovers.send(key);
+                Ok(c @ (Control::HandOver { .. } | Control::Replace { .. })) => {
+                    let mine = match &c {
+                        Control::HandOver { node, .. } | Control::Replace { node, .. } => {
+                            node == cluster.id()
+                        }
+                        Control::Invalidate { .. } => false,
+                    };
+                    if mine {
+                        let _ = handovers.send(c);
+                    }
                 }
-                Ok(Control::HandOver { .. }) => {}
                 Err(e) => tracing::warn!(error = %e, "ignoring a malformed control message"),
             }
         }

@@ -78,6 +78,14 @@ pub enum Control {
         /// The session key.
         key: String,
     },
+    /// A new `open` of `runtime` on another node replaces its session on `node`,
+    /// which closes it.
+    Replace {
+        /// The node that held it.
+        node: String,
+        /// The runtime URL.
+        runtime: String,
+    },
 }
 
 /// A frame the local tables could not (fully) route, for the forwarder.
@@ -332,6 +340,12 @@ impl ClusterNode {
         force: bool,
     ) -> Result<Vec<bool>, ClusterError> {
         let ttl = self.ttl_ms();
+        if force {
+            // ours whatever Redis says now: a failed write is retried by the heartbeat
+            for k in keys {
+                self.remember(k.clone(), Entry::Value(value.to_owned()));
+            }
+        }
         let mut pipe = redis::pipe();
         for k in keys {
             if force {

@@ -230,6 +230,7 @@ impl NodeState {
                 cluster,
                 router.clone(),
                 sessions.clone().recipient(),
+                sessions.clone().recipient(),
             )
             .start();
         }

@@ -261,6 +261,15 @@ pub struct HandedOver {
     pub key: SessionKey,
 }
 
+/// A new `open` of `runtime` on another node replaced its session here: it is
+/// closed (socket, addresses, subscriptions, cluster entries).
+#[derive(Debug, actix::Message)]
+#[rtype(result = "()")]
+pub struct ReplacedElsewhere {
+    /// The runtime URL.
+    pub runtime: String,
+}
+
 #[derive(Debug, actix::Message)]
 #[rtype(result = "()")]
 struct GraceExpired {
@@ -527,6 +536,7 @@ impl SessionManager {
             .as_ref()
             .map(|c| format!("{} {key} {runtime} {}", c.id(), identity.unwrap_or("-")));
         let token = token.to_owned();
+        let identity = identity.map(str::to_owned);
         let mut urls = vec![runtime.to_owned()];
         urls.extend(stubs.iter().map(|s| s.to_string()));
         async move {
@@ -538,7 +548,8 @@ impl SessionManager {
                     .claim(&[cluster.key(&["token", &token])], &record, true)
                     .await?;
                 let keys: Vec<String> = urls.iter().map(|u| cluster.key(&["rt", u])).collect();
-                cluster.claim(&keys, cluster.id(), true).await?;
+                let holder = format!("{} {}", cluster.id(), identity.as_deref().unwrap_or("-"));
+                cluster.claim(&keys, &holder, true).await?;
                 cluster.invalidate(urls).await
             };
             if let Err(e) = r.await {
@@ -751,8 +762,60 @@ impl SessionManager {
 }
 
 impl Handler<Open> for SessionManager {
-    type Result = Result<Opened, SessionRefused>;
+    type Result = ResponseActFuture<Self, Result<Opened, SessionRefused>>;
     fn handle(&mut self, o: Open, ctx: &mut Context<Self>) -> Self::Result {
+        let Some(cluster) = self.router.cluster().cloned() else {
+            return Box::pin(fut::ready(self.open_here(o, ctx)));
+        };
+        // does another node hold a session of this runtime URL?
+        let c = cluster.clone();
+        let key = cluster.key(&["rt", &o.runtime]);
+        let lookup = async move {
+            c.store()
+                .run::<Option<String>>(redis::cmd("GET").arg(key))
+                .await
+        };
+        Box::pin(lookup.into_actor(self).map(move |held, act, ctx| {
+            let remote = match held {
+                Ok(Some(v)) => {
+                    let mut parts = v.split(' ');
+                    let node = parts.next().unwrap_or_default().to_owned();
+                    let identity = parts.next().filter(|i| *i != "-").map(str::to_owned);
+                    (node != cluster.id()).then_some((node, identity))
+                }
+                Ok(None) => None,
+                Err(e) => {
+                    // local sessions go on without the cluster; the heartbeat records it later
+                    tracing::warn!(error = %e, "opening without checking the cluster");
+                    None
+                }
+            };
+            if let Some((_, old)) = &remote {
+                let new = o.identity.as_ref().map(|a| &*a.identity);
+                if !may_replace(old.as_deref(), new, &o.runtime) {
+                    return Err(refuse(
+                        ResponseCode::Forbidden,
+                        "this runtime URL has a session of another identity (on another node)",
+                    ));
+                }
+            }
+            let runtime = o.runtime.clone();
+            let opened = act.open_here(o, ctx)?;
+            if let Some((node, _)) = remote {
+                info!(runtime = %runtime, node = %node, "a new open replaces the runtime's session on another node");
+                actix::spawn(async move {
+                    if let Err(e) = cluster.control(&crate::cluster::Control::Replace { node, runtime }).await {
+                        tracing::warn!(error = %e, "telling the other node of a replaced session failed");
+                    }
+                });
+            }
+            Ok(opened)
+        }))
+    }
+}
+
+impl SessionManager {
+    fn open_here(&mut self, o: Open, ctx: &mut Context<Self>) -> Result<Opened, SessionRefused> {
         let _span = tracing::info_span!("node.open", runtime = %o.runtime).entered();
         // an open for the runtime URL this connection already holds: the same session
         if let Some(key) = self.router.session_of(&o.runtime).filter(|k| *k == o.key) {
@@ -1249,6 +1312,26 @@ impl Handler<HandedOver> for SessionManager {
         info!(session = %h.key, "the session was re-opened on another node, dropping it here");
         self.router.kick(&h.key, "re-opened on another node");
         let dropped = self.unbind(&h.key, true);
+        ctx.spawn(dropped.into_actor(self));
+    }
+}
+
+impl Handler<ReplacedElsewhere> for SessionManager {
+    type Result = ();
+    fn handle(&mut self, r: ReplacedElsewhere, ctx: &mut Context<Self>) {
+        let Some(key) = self.router.session_of(&r.runtime) else {
+            return;
+        };
+        info!(runtime = %r.runtime, "a new open on another node replaces the session here");
+        self.router.kick(
+            &key,
+            "replaced by a new open of this runtime on another node",
+        );
+        let dropped = self.drop_session(
+            &key,
+            "close",
+            Some("replaced by a new open on another node"),
+        );
         ctx.spawn(dropped.into_actor(self));
     }
 }
