@@ -25,6 +25,9 @@ use super::ClusterError;
 use crate::node::router::Router;
 use crate::node::sessions::{HandedOver, ReplacedElsewhere};
 
+/// Most hand-overs waiting for the session manager.
+const HANDOVER_QUEUE: usize = 4096;
+
 /// Most membership records read per `SCAN` step.
 const SCAN_COUNT: usize = 200;
 
@@ -122,7 +125,7 @@ impl Actor for ClusterDirectory {
             self.cluster.clone(),
             self.router.clone(),
         ));
-        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+        let (tx, mut rx) = tokio::sync::mpsc::channel(HANDOVER_QUEUE);
         actix::spawn(forward::receiver(
             self.cluster.clone(),
             self.router.clone(),

@@ -377,7 +377,7 @@ pub(crate) fn received(cluster: &ClusterNode, router: &Router, frame: ByteString
 }
 
 /// What the receiver hands the directory: hand-overs and replacements for this node.
-pub(crate) type HandOvers = tokio::sync::mpsc::UnboundedSender<Control>;
+pub(crate) type HandOvers = tokio::sync::mpsc::Sender<Control>;
 
 /// The receiver loop: subscribes to this node's channel and the control
 /// channel, re-subscribing after Redis comes back; never ends by itself.
@@ -424,8 +424,8 @@ pub(crate) async fn receiver(cluster: Arc<ClusterNode>, router: Arc<Router>, han
                         }
                         Control::Invalidate { .. } => false,
                     };
-                    if mine {
-                        let _ = handovers.send(c);
+                    if mine && handovers.try_send(c).is_err() {
+                        tracing::warn!("too many hand-overs at once, one is left to the grace period");
                     }
                 }
                 Err(e) => tracing::warn!(error = %e, "ignoring a malformed control message"),
