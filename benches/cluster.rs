@@ -6,9 +6,10 @@
 //!
 //! * **relay 1→1**: one pair, both sessions on one node, against the two on
 //!   different nodes (session → node A → Redis pub/sub → node B → session);
-//! * **aggregate**: `--pairs` pairs on 1 node; then spread over 2 and 3 nodes, each
-//!   pair's sender on node i and receiver on node i+1 (every message crosses
-//!   Redis: the worst case a load balancer can deal);
+//! * **aggregate**: `--pairs` pairs on 1 node; then spread over 2 and 3 nodes, with
+//!   both sessions of a pair on one node (no Redis hop), and with each pair's
+//!   sender on node i and receiver on node i+1 (every message crosses Redis: the
+//!   worst case a load balancer can deal);
 //! * **fan-out**: one publisher, `--subscribers` subscribers on one node, against
 //!   the same spread over three nodes (one publish per node and update).
 //!
@@ -156,14 +157,15 @@ fn params(a: &Args, pairs: usize) -> load::Params {
     }
 }
 
-/// Pairs spread over `urls`: pair group i sends from node i to node i+1.
-async fn aggregate(urls: &[String], a: &Args) -> Result<(f64, f64), String> {
+/// Pairs spread over `urls`: pair group i sends from node i to node i+1 (`cross`)
+/// or to node i itself.
+async fn aggregate(urls: &[String], cross: bool, a: &Args) -> Result<(f64, f64), String> {
     let n = urls.len();
     let per = (a.pairs / n).max(1);
     let runs = (0..n).map(|i| {
         let p = params(a, per);
         let from = urls[i].clone();
-        let to = urls[(i + 1) % n].clone();
+        let to = urls[if cross { (i + 1) % n } else { i }].clone();
         async move {
             let r = load::run_relay_between((&from, DOMAIN), (&to, DOMAIN), &p)
                 .await
@@ -214,16 +216,16 @@ async fn run(urls: &[String], a: &Args) -> Result<(), String> {
         cross.latency.p50_us / same.latency.p50_us.max(1e-9)
     );
     println!("aggregate, {} pairs spread over the nodes:", a.pairs);
-    let mut base = 0.0;
-    for n in 1..=3 {
-        let (rate, p50) = aggregate(&urls[..n], a).await?;
-        if n == 1 {
-            base = rate;
+    let (base, p50) = aggregate(&urls[..1], false, a).await?;
+    println!("  1 node                 {base:>9.0} msg/s  (p50 {p50:>7.0} us)");
+    for n in 2..=3 {
+        for (cross, how) in [(false, "pairs within a node"), (true, "pairs across nodes ")] {
+            let (rate, p50) = aggregate(&urls[..n], cross, a).await?;
+            println!(
+                "  {n} nodes, {how} {rate:>9.0} msg/s  (p50 {p50:>7.0} us)  {:.2}x of one node",
+                rate / base.max(1e-9)
+            );
         }
-        println!(
-            "  {n} node(s)   {rate:>9.0} msg/s  (p50 {p50:>7.0} us)  {:.2}x of one node",
-            rate / base.max(1e-9)
-        );
     }
     println!(
         "fan-out to {} subscribers, {} updates:",
