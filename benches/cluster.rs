@@ -219,7 +219,10 @@ async fn run(urls: &[String], a: &Args) -> Result<(), String> {
     let (base, p50) = aggregate(&urls[..1], false, a).await?;
     println!("  1 node                 {base:>9.0} msg/s  (p50 {p50:>7.0} us)");
     for n in 2..=3 {
-        for (cross, how) in [(false, "pairs within a node"), (true, "pairs across nodes ")] {
+        for (cross, how) in [
+            (false, "pairs within a node"),
+            (true, "pairs across nodes "),
+        ] {
             let (rate, p50) = aggregate(&urls[..n], cross, a).await?;
             println!(
                 "  {n} nodes, {how} {rate:>9.0} msg/s  (p50 {p50:>7.0} us)  {:.2}x of one node",

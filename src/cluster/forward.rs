@@ -145,6 +145,7 @@ pub(crate) async fn forwarder(cluster: Arc<ClusterNode>, router: Arc<Router>) {
     let mut cache: HashMap<String, (Resolved, Instant)> = HashMap::new();
     let mut batch = Vec::with_capacity(BATCH);
     while rx.recv_many(&mut batch, BATCH).await > 0 {
+        tracing::trace!(frames = batch.len(), "cluster.forward batch");
         let now = Instant::now();
         let mut forwards = Vec::with_capacity(batch.len());
         for input in batch.drain(..) {
@@ -425,7 +426,9 @@ pub(crate) async fn receiver(cluster: Arc<ClusterNode>, router: Arc<Router>, han
                         Control::Invalidate { .. } => false,
                     };
                     if mine && handovers.try_send(c).is_err() {
-                        tracing::warn!("too many hand-overs at once, one is left to the grace period");
+                        tracing::warn!(
+                            "too many hand-overs at once, one is left to the grace period"
+                        );
                     }
                 }
                 Err(e) => tracing::warn!(error = %e, "ignoring a malformed control message"),
