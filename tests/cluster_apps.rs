@@ -163,3 +163,53 @@ async fn a_syncher_object_is_invited_observed_and_deleted_across_nodes() {
     b.shutdown().await;
     clean(REDIS, &prefix).await;
 }
+
+/// The audience a reporter's node names reaches the other nodes: a raw session
+/// there that subscribes to the object's channels without being accepted hears
+/// nothing, while the accepted observer on the same node hears every change.
+#[actix::test]
+async fn only_accepted_observers_on_other_nodes_hear_an_object() {
+    let prefix = unique_prefix("audience");
+    let nodes = start_cluster(2, D, &prefix, |_| {}).await;
+    let (a, b) = (
+        runtime(&nodes[0].ws_url()).await,
+        runtime(&nodes[1].ws_url()).await,
+    );
+    let (alice, _) = inbox_hyperty(&a, D, None).await;
+    let (bob, _) = inbox_hyperty(&b, D, None).await;
+    let reporter = alice
+        .syncher()
+        .create(ObjectSpec::new("room", "comm").with_data(json!({"n": 0})))
+        .await
+        .unwrap();
+    let url = reporter.url().clone();
+    let mut obs = bob.syncher().subscribe(&url).await.unwrap();
+    let eve_rt = format!("runtime://{D}/eve");
+    let sm = format!("domain://msg-node.{D}/sm");
+    let mut eve = WsClient::connect(&nodes[1].ws_url()).await;
+    eve.open(&eve_rt).await;
+    let r = eve
+        .request(json!({"type": "subscribe", "from": eve_rt, "to": sm,
+            "body": {"resources": [format!("{url}/changes"), format!("{url}/children/")]}}))
+        .await;
+    assert_eq!(r["body"]["code"], 200, "{r}");
+    for n in 1..=3 {
+        reporter.set("n", n).await.unwrap();
+    }
+    while obs.version() < 3 {
+        next_change(&mut obs).await;
+    }
+    assert_eq!(obs.data()["n"], 3);
+    // bob's node routed each change to every admitted local subscriber at once:
+    // one more answer to eve shows what she was sent
+    let r = eve
+        .request(json!({"type": "unsubscribe", "from": eve_rt, "to": sm,
+            "body": {"resources": [format!("{url}/nothing")]}}))
+        .await;
+    assert_eq!(r["body"]["code"], 200, "{r}");
+    let heard = eve.recv(Duration::ZERO).await;
+    assert!(heard.is_none(), "eve heard {heard:?}");
+    a.shutdown().await;
+    b.shutdown().await;
+    clean(REDIS, &prefix).await;
+}

@@ -24,6 +24,7 @@ use super::node::{ClusterNode, Control, Member};
 use super::ClusterError;
 use crate::node::router::Router;
 use crate::node::sessions::{HandedOver, ReplacedElsewhere};
+use crate::node::subscriptions::RemoteAudience;
 
 /// Most hand-overs waiting for the session manager.
 const HANDOVER_QUEUE: usize = 4096;
@@ -38,6 +39,7 @@ pub struct ClusterDirectory {
     router: Arc<Router>,
     sessions: Recipient<HandedOver>,
     replaced: Recipient<ReplacedElsewhere>,
+    audiences: Recipient<RemoteAudience>,
     beating: bool,
 }
 
@@ -48,18 +50,22 @@ struct Beat(Result<(Vec<Member>, usize), ClusterError>);
 
 impl ClusterDirectory {
     /// A directory for `cluster`, routing what other nodes send through `router`,
-    /// handing dropped sessions to `sessions`.
+    /// handing dropped and replaced sessions to `sessions` / `replaced` (the
+    /// session manager) and other nodes' audiences to `audiences` (the
+    /// subscription manager).
     pub fn new(
         cluster: Arc<ClusterNode>,
         router: Arc<Router>,
         sessions: Recipient<HandedOver>,
         replaced: Recipient<ReplacedElsewhere>,
+        audiences: Recipient<RemoteAudience>,
     ) -> Self {
         ClusterDirectory {
             cluster,
             router,
             sessions,
             replaced,
+            audiences,
             beating: false,
         }
     }
@@ -133,6 +139,7 @@ impl Actor for ClusterDirectory {
         ));
         let sessions = self.sessions.clone();
         let replaced = self.replaced.clone();
+        let audiences = self.audiences.clone();
         actix::spawn(async move {
             while let Some(c) = rx.recv().await {
                 match c {
@@ -142,6 +149,15 @@ impl Actor for ClusterDirectory {
                     Control::Replace { runtime, .. } => {
                         replaced.do_send(ReplacedElsewhere { runtime })
                     }
+                    Control::Audience {
+                        node,
+                        object,
+                        admitted,
+                    } => audiences.do_send(RemoteAudience {
+                        node,
+                        object,
+                        admitted,
+                    }),
                     Control::Invalidate { .. } => {}
                 }
             }

@@ -186,8 +186,17 @@ pub(crate) async fn forwarder(cluster: Arc<ClusterNode>, router: Arc<Router>) {
         }
         let mut publish = redis::pipe();
         let mut sent: Vec<(usize, String)> = Vec::new();
+        let members = cluster.members();
         for (i, f) in forwards.iter().enumerate() {
             let mut nodes: Vec<&str> = Vec::new();
+            if f.broadcast {
+                nodes.extend(
+                    members
+                        .iter()
+                        .filter(|m| m.node != cluster.id() && cluster.is_alive(&m.node))
+                        .map(|m| m.node.as_str()),
+                );
+            }
             let mut owned = false;
             let mut dead = None;
             for t in &f.targets {
@@ -411,6 +420,20 @@ pub(crate) async fn receiver(cluster: Arc<ClusterNode>, router: Arc<Router>, han
         while let Some(msg) = stream.next().await {
             if msg.get_channel_name() == mine {
                 match std::str::from_utf8(msg.get_payload_bytes()) {
+                    Ok(t) if t.starts_with(super::node::CONTROL_MARK) => {
+                        match serde_json::from_str::<Control>(&t[1..]) {
+                            Ok(c) => {
+                                if handovers.try_send(c).is_err() {
+                                    tracing::warn!(
+                                        "too many control messages at once, one dropped"
+                                    );
+                                }
+                            }
+                            Err(e) => {
+                                tracing::warn!(error = %e, "ignoring a malformed control message")
+                            }
+                        }
+                    }
                     Ok(t) => received(&cluster, &router, ByteString::from(t)),
                     Err(_) => tracing::warn!("dropping a non-UTF-8 frame from another node"),
                 }
@@ -423,7 +446,7 @@ pub(crate) async fn receiver(cluster: Arc<ClusterNode>, router: Arc<Router>, han
                         Control::HandOver { node, .. } | Control::Replace { node, .. } => {
                             node == cluster.id()
                         }
-                        Control::Invalidate { .. } => false,
+                        Control::Invalidate { .. } | Control::Audience { .. } => false,
                     };
                     if mine && handovers.try_send(c).is_err() {
                         tracing::warn!(
@@ -431,6 +454,8 @@ pub(crate) async fn receiver(cluster: Arc<ClusterNode>, router: Arc<Router>, han
                         );
                     }
                 }
+                // audiences travel on the node channels, in order with frames
+                Ok(Control::Audience { .. }) => {}
                 Err(e) => tracing::warn!(error = %e, "ignoring a malformed control message"),
             }
         }

@@ -27,6 +27,9 @@ use tokio::sync::mpsc;
 
 use super::{ClusterError, ClusterSection, ClusterStore};
 
+/// What starts a control message on a node's frame channel (no frame does).
+pub(crate) const CONTROL_MARK: char = '\u{0}';
+
 /// Most frames waiting for the forwarder; past it a cross-node frame is refused (503).
 pub const FORWARD_QUEUE: usize = 65_536;
 
@@ -78,6 +81,16 @@ pub enum Control {
         /// The session key.
         key: String,
     },
+    /// `node`'s session holding `object` named its audience (sent on the node
+    /// channels, in order with the object's frames).
+    Audience {
+        /// The node holding the object.
+        node: String,
+        /// The object.
+        object: String,
+        /// The addresses it admits.
+        admitted: Vec<String>,
+    },
     /// A new `open` of `runtime` on another node replaces its session on `node`,
     /// which closes it.
     Replace {
@@ -99,6 +112,8 @@ pub(crate) struct Forward {
     pub(crate) sender: Option<Arc<str>>,
     /// Nothing local took it: answer the sender if no node does either.
     pub(crate) answer: bool,
+    /// A control message (not a frame) for every other node, in order with frames.
+    pub(crate) broadcast: bool,
 }
 
 /// What the forwarder is told.
@@ -284,6 +299,21 @@ impl ClusterNode {
     /// Hands a frame to the forwarder; false if its queue is full or gone.
     pub(crate) fn forward(&self, f: Forward) -> bool {
         self.tx.try_send(Input::Forward(f)).is_ok()
+    }
+
+    /// Sends `c` to every other node on its frame channel, after the frames
+    /// queued before it; false if it could not be queued.
+    pub(crate) fn broadcast(&self, c: Control) -> bool {
+        let Ok(text) = serde_json::to_string(&c) else {
+            return false;
+        };
+        self.forward(Forward {
+            targets: Vec::new(),
+            frame: ByteString::from(format!("{CONTROL_MARK}{text}")),
+            sender: None,
+            answer: false,
+            broadcast: true,
+        })
     }
 
     pub(crate) fn invalidate_local(&self, addresses: Vec<String>) {

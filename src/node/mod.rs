@@ -231,6 +231,7 @@ impl NodeState {
                 router.clone(),
                 sessions.clone().recipient(),
                 sessions.clone().recipient(),
+                subscriptions.clone().recipient(),
             )
             .start();
         }

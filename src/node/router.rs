@@ -573,6 +573,7 @@ impl Router {
             frame: frame.clone(),
             sender: sender.cloned(),
             answer,
+            broadcast: false,
         });
         if !queued {
             if let Some(s) = sender.filter(|_| answer) {

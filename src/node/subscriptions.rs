@@ -184,6 +184,18 @@ impl std::fmt::Debug for Writes {
 #[rtype(result = "usize")]
 pub struct HandOverSubscriptions(pub SessionKey);
 
+/// Another node of the cluster named the audience of an object its session holds.
+#[derive(Debug, Clone, actix::Message)]
+#[rtype(result = "()")]
+pub struct RemoteAudience {
+    /// The node holding the object.
+    pub node: String,
+    /// The object.
+    pub object: String,
+    /// The addresses it admits.
+    pub admitted: Vec<String>,
+}
+
 /// Session `session`, re-opened here, takes over the subscriptions it held on
 /// another node.
 #[derive(Debug, Clone, actix::Message)]
@@ -398,15 +410,35 @@ impl SubscriptionManager {
                 ),
             );
         }
-        let key: Arc<str> = Arc::from(obj.as_str());
+        if from_peer.is_none() {
+            let before = self
+                .audiences
+                .get(obj.as_str())
+                .map(|a| a.admitted.clone())
+                .unwrap_or_default();
+            self.tell_peers(&obj, &before, &admitted);
+            if let Some(c) = self.router.cluster() {
+                // the other nodes park their own subscribers the audience does not name
+                c.broadcast(crate::cluster::Control::Audience {
+                    node: c.id().to_owned(),
+                    object: obj.clone(),
+                    admitted: admitted.clone(),
+                });
+            }
+        }
+        self.apply_audience(&obj, r.session.clone(), admitted);
+        r.msg.reply(ResponseCode::Ok)
+    }
+
+    /// Sets `obj`'s audience (held by `holder`): parks the subscriptions to its
+    /// channels it does not admit, routes the waiting ones it now admits.
+    fn apply_audience(&mut self, obj: &str, holder: SessionKey, admitted: Vec<String>) {
+        let key: Arc<str> = Arc::from(obj);
         let mut audience = self.audiences.remove(&key).unwrap_or(Audience {
-            holder: r.session.clone(),
+            holder,
             admitted: Vec::new(),
             waiting: HashMap::new(),
         });
-        if from_peer.is_none() {
-            self.tell_peers(&obj, &audience.admitted, &admitted);
-        }
         audience.admitted = admitted;
         // park who is no longer admitted, route who now is
         for channel in AUDIENCE_CHANNELS.map(|c| format!("{obj}{c}")) {
@@ -447,7 +479,6 @@ impl SubscriptionManager {
         for (s, c) in released {
             self.route(&s, c);
         }
-        r.msg.reply(ResponseCode::Ok)
     }
 
     /// Passes an audience on to the nodes of the other domains it admits (or
@@ -753,6 +784,16 @@ impl Handler<HandOverSubscriptions> for SubscriptionManager {
         let n = self.drop_session(&d.0, false);
         actix::spawn(self.flush());
         n
+    }
+}
+
+impl Handler<RemoteAudience> for SubscriptionManager {
+    type Result = ();
+    fn handle(&mut self, a: RemoteAudience, _: &mut Context<Self>) {
+        // a holder key no local session has: only the audience admits here
+        let holder: SessionKey = Arc::from(format!("cluster:{}", a.node));
+        self.apply_audience(&a.object, holder, a.admitted);
+        actix::spawn(self.flush());
     }
 }
 
