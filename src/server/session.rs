@@ -506,6 +506,18 @@ fn route_owned<A>(
     } else {
         router.route(&h.to, frame)
     };
+    if h.kind == MessageType::Response {
+        if let Some(c) = router.cluster() {
+            c.answered(h.to.first(), &h.id.to_json());
+        }
+    }
+    // recipients no local session owns may live on another node of the cluster
+    let forwarded = router.forward(
+        &h.to,
+        frame,
+        Some(&core.key),
+        matches!(routed, Routed::NoRoute(_)),
+    );
     let metrics = &router.metrics;
     if let Routed::Delivered {
         queued, buffered, ..
@@ -544,6 +556,8 @@ fn route_owned<A>(
         } => slow_down(act, q, ctx),
         Routed::Delivered { .. } => {}
         Routed::Service(s) => service_request(act, s, text, ctx),
+        // the forwarder answers if no node takes it
+        Routed::NoRoute(_) if forwarded => {}
         Routed::NoRoute(t) => {
             let why = format!("no route to {t}");
             refuse(act, ctx, h, ResponseCode::NotFound, &why)
