@@ -25,7 +25,7 @@ fn stub_catalogue(domain: &str, endpoint: &str, code: &str) -> PathBuf {
         json!({"objectName": "default", "objectType": "protocolstub", "version": "1.0.0",
                "sourcePackageURL": "default.js",
                "configuration": {"url": endpoint, "domain": domain},
-               "constraints": {"browser": true}, "policies": [], "dataObjects": []})
+               "constraints": {"node": true, "websocket": true}, "policies": [], "dataObjects": []})
         .to_string(),
     )
     .unwrap();
@@ -136,8 +136,11 @@ async fn a_runtime_reaches_another_domain_through_the_stub_it_downloads() {
         .unwrap();
     assert_eq!(r.code(), Some(ResponseCode::GatewayTimeout));
     let why = r.body.description.unwrap();
+    // the stub reported `failed`, naming the endpoint it could not reach
     assert!(
-        why.contains("d.org") && why.contains("while connecting"),
+        why.contains("d.org")
+            && why.contains("failed while connecting")
+            && why.contains(&format!("ws://{nowhere}/ws")),
         "{why}"
     );
     assert!(!rt_a
@@ -387,4 +390,437 @@ async fn a_hyperty_calls_a_user_of_a_site_speaking_its_own_json_dialect() {
     rt.shutdown().await;
     catalogue.stop().await;
     let _ = std::fs::remove_dir_all(dir);
+}
+
+/// Domain B for the raw stub's tests: a node serving `RAW_STUB` as its stub
+/// (the descriptor changed by `tune`), and a runtime attached through the
+/// built-in bridge where bob (a worker) answers and carol (an inbox) takes what
+/// comes.
+struct DomainB {
+    node: hyperty::node::NodeHandle,
+    addr: std::net::SocketAddr,
+    dir: PathBuf,
+    rt: RuntimeHandle,
+    bob: Address,
+    carol: HypertyContext,
+    carol_rx: tokio::sync::mpsc::UnboundedReceiver<Message>,
+}
+
+impl DomainB {
+    async fn start(tune: impl FnOnce(&mut serde_json::Value)) -> DomainB {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let dir = stub_catalogue("b.org", &format!("ws://{addr}/ws"), RAW_STUB);
+        let file = dir.join("protocolstub/default.json");
+        let mut doc: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(&file).unwrap()).unwrap();
+        tune(&mut doc);
+        std::fs::write(&file, doc.to_string()).unwrap();
+        let node = isolated_node("b.org", listener, Some(dir.clone()));
+        let rt = Runtime::start(RuntimeConfig::new("b.org")).unwrap();
+        attach(&rt, &node).await;
+        let bob = rt.spawn_hyperty(worker("b.org")).await.unwrap();
+        let (carol, carol_rx) = inbox_hyperty(&rt, "b.org", None).await;
+        DomainB {
+            node,
+            addr,
+            dir,
+            rt,
+            bob: bob.address().clone(),
+            carol,
+            carol_rx,
+        }
+    }
+
+    /// A runtime of a.org (with `policy`) whose user agent finds B's catalogue.
+    async fn downloading_runtime(
+        &self,
+        policy: Option<hyperty::actors::policy::PolicyConfig>,
+    ) -> RuntimeHandle {
+        let mut rc = RuntimeConfig::new("a.org");
+        rc.policy = policy;
+        let rt = Runtime::start(rc).unwrap();
+        let mut ua = UaConfig::default();
+        ua.resolve.insert("b.org".into(), self.addr.to_string());
+        RuntimeUa::start(&rt, ua).await.unwrap();
+        rt
+    }
+
+    fn carol_address(&self) -> Address {
+        self.carol.url().address().clone()
+    }
+
+    /// Stops B and the `others` runtimes.
+    async fn stop(self, others: Vec<RuntimeHandle>) {
+        for rt in others {
+            rt.shutdown().await;
+        }
+        self.rt.shutdown().await;
+        self.node.stop().await;
+        let _ = std::fs::remove_dir_all(self.dir);
+    }
+}
+
+/// `m` as JSON without what legitimately differs between two runs (its `id`),
+/// with `me` (the sender's own address) written `<me>`.
+fn comparable(m: &Message, me: &Address) -> serde_json::Value {
+    let text = m.to_json().replace(me.as_str(), "<me>");
+    let mut v: serde_json::Value = serde_json::from_str(&text).unwrap();
+    v.as_object_mut().unwrap().remove("id");
+    v
+}
+
+/// A subscribe from `me` to b.org's `/sm` for `resource`.
+fn subscribe(me: &Address, resource: &Address) -> Message {
+    let sm: Address = "domain://msg-node.b.org/sm".parse().unwrap();
+    let mut sub = Message::new(MessageType::Subscribe, me.clone(), sm);
+    sub.body.resources = Some(vec![resource.as_str().to_owned()]);
+    sub
+}
+
+/// An update from `me` to `to` nobody answers.
+fn update(me: &Address, to: &Address, value: serde_json::Value) -> Message {
+    Message::new(MessageType::Update, me.clone(), to.clone()).with_value(value)
+}
+
+/// What `rt` gets back, scenario by scenario, from B's node and B's runtime
+/// (bob: a worker; carol: an inbox; `resource`: a channel `rt` listens on).
+async fn run_scenarios(
+    rt: &RuntimeHandle,
+    bob: &Address,
+    carol: &Address,
+    resource: &Address,
+) -> (Vec<(&'static str, serde_json::Value)>, ProbeRx) {
+    let me = rt.url().component("app");
+    let mut out = Vec::new();
+    // request/response to a remote hyperty
+    let r = rt
+        .bus()
+        .post(request(&me, bob, json!({"n": 1})))
+        .await
+        .unwrap();
+    out.push(("request/response", comparable(&r, &me)));
+    // a message to an address nobody holds
+    let nobody: Address = "hyperty://b.org/nobody".parse().unwrap();
+    let r = rt
+        .bus()
+        .post(request(&me, &nobody, json!({})))
+        .await
+        .unwrap();
+    out.push(("unknown address", comparable(&r, &me)));
+    // /sm subscribe (the publication is sent once both runtimes subscribed)
+    let (probe, inbox) = Probe::start();
+    rt.bus()
+        .add_listener(resource.clone(), probe, None)
+        .await
+        .unwrap();
+    let r = rt.bus().post(subscribe(&me, resource)).await.unwrap();
+    out.push(("subscribe", comparable(&r, &me)));
+    // an update nobody answers
+    rt.bus()
+        .send(update(&me, carol, json!({"fire": "and forget"})));
+    // a large frame each way
+    let large = "x".repeat(300_000);
+    let r = rt
+        .bus()
+        .post(request(&me, bob, json!({"large": large})))
+        .await
+        .unwrap();
+    out.push(("large frame", comparable(&r, &me)));
+    // a burst: every request taken and answered, none refused as overloaded
+    let burst = (0..500).map(|i| rt.bus().post(request(&me, bob, json!({"burst": i}))));
+    let codes: Vec<_> = futures_util::future::join_all(burst)
+        .await
+        .into_iter()
+        .map(|r| r.map(|m| m.code()).map_err(|e| e.to_string()))
+        .collect();
+    out.push(("burst", json!(format!("{codes:?}"))));
+    (out, inbox)
+}
+
+#[actix::test]
+async fn the_downloaded_raw_stub_gives_the_same_results_as_the_built_in_bridge() {
+    let mut b = DomainB::start(|_| {}).await;
+    let carol = b.carol_address();
+    // the same scenarios through the built-in bridge (a runtime of b.org) and
+    // through the stub a runtime of a.org downloads from b.org's catalogue
+    let bridged = Runtime::start(RuntimeConfig::new("b.org")).unwrap();
+    attach(&bridged, &b.node).await;
+    let stubbed = b.downloading_runtime(None).await;
+    let resource: Address = "comm://b.org/parity/changes".parse().unwrap();
+
+    let mut seen = Vec::new();
+    let mut inboxes = Vec::new();
+    for rt in [&bridged, &stubbed] {
+        let (results, inbox) = run_scenarios(rt, &b.bob, &carol, &resource).await;
+        inboxes.push(inbox);
+        // what carol got from the update: the sender as the node knows it
+        let update = next_message(&mut b.carol_rx, TIMEOUT)
+            .await
+            .expect("update delivered");
+        seen.push((results, update));
+    }
+    let (bridge_results, bridge_update) = &seen[0];
+    let (stub_results, stub_update) = &seen[1];
+    for ((name, via_bridge), (_, via_stub)) in bridge_results.iter().zip(stub_results) {
+        assert_eq!(
+            via_bridge, via_stub,
+            "{name}: the stub differs from the bridge"
+        );
+    }
+    assert_eq!(bridge_results[0].1["body"]["code"], 200);
+    assert_eq!(bridge_results[1].1["body"]["code"], 404);
+    assert_eq!(bridge_results[2].1["body"]["code"], 200);
+    assert_eq!(
+        bridge_results[3].1["body"]["value"]["body"]["value"]["large"]
+            .as_str()
+            .map(str::len),
+        Some(300_000)
+    );
+    assert_eq!(
+        bridge_results[4].1,
+        json!(format!(
+            "{:?}",
+            vec![Ok::<_, String>(Some(ResponseCode::Ok)); 500]
+        ))
+    );
+    // the update: the same but for its sender, which through the stub is an
+    // address of the stub's guest session at b.org's node
+    let bridge_me = bridged.url().component("app");
+    assert_eq!(bridge_update.from, bridge_me);
+    assert!(
+        stub_update
+            .from
+            .as_str()
+            .starts_with("hyperty-runtime://b.org/guest-"),
+        "{}",
+        stub_update.from
+    );
+    let mut a = comparable(bridge_update, &bridge_update.from);
+    let mut c = comparable(stub_update, &stub_update.from);
+    for v in [&mut a, &mut c] {
+        v["body"].as_object_mut().unwrap().remove("via");
+    }
+    assert_eq!(a, c, "update: the stub differs from the bridge");
+
+    // one publication fans out to both subscribers alike
+    b.carol.notify(
+        MessageType::Update,
+        resource.clone(),
+        json!({"published": 1}),
+    );
+    let mut got = Vec::new();
+    for inbox in &mut inboxes {
+        let m = inbox
+            .recv_matching(TIMEOUT, |m| m.kind == MessageType::Update)
+            .await
+            .expect("publication delivered");
+        got.push(comparable(&m, &carol));
+    }
+    assert_eq!(
+        got[0], got[1],
+        "publication: the stub differs from the bridge"
+    );
+    assert_eq!(got[0]["body"]["value"], json!({"published": 1}));
+
+    b.stop(vec![bridged, stubbed]).await;
+}
+
+/// The runtime URL of the guest session whose address `alias` is.
+fn guest_of(alias: &Address) -> String {
+    let s = alias.as_str();
+    let start = "hyperty-runtime://b.org/".len();
+    let end = s[start..].find('/').map_or(s.len(), |i| start + i);
+    s[..end].to_owned()
+}
+
+/// True once a value `carol` publishes on `resource` reaches `inbox` (published
+/// until it does: the publisher's own bridge may be reconnecting too).
+async fn heard(carol: &HypertyContext, resource: &Address, inbox: &mut ProbeRx, n: u64) -> bool {
+    let deadline = tokio::time::Instant::now() + TIMEOUT;
+    while tokio::time::Instant::now() < deadline {
+        carol.notify(MessageType::Update, resource.clone(), json!({"n": n}));
+        let got = inbox
+            .recv_matching(Duration::from_millis(200), |m| {
+                m.body.value == Some(json!({"n": n}))
+            })
+            .await;
+        if got.is_some() {
+            return true;
+        }
+    }
+    false
+}
+
+#[actix::test]
+async fn the_raw_stub_survives_a_dropped_socket_and_a_node_restart() {
+    let mut b = DomainB::start(|_| {}).await;
+    let carol = b.carol_address();
+    let rt = b.downloading_runtime(None).await;
+    let me = rt.url().component("app");
+    let resource: Address = "comm://b.org/survivor/changes".parse().unwrap();
+    let (probe, mut inbox) = Probe::start();
+    rt.bus()
+        .add_listener(resource.clone(), probe, None)
+        .await
+        .unwrap();
+    let r = rt.bus().post(subscribe(&me, &resource)).await.unwrap();
+    assert_eq!(r.code(), Some(ResponseCode::Ok));
+    // the address the node knows the sender by
+    rt.bus().send(update(&me, &carol, json!(0)));
+    let alias = next_message(&mut b.carol_rx, TIMEOUT).await.unwrap().from;
+    let guest = guest_of(&alias);
+
+    let works = |n: u64| {
+        let rt = rt.clone();
+        let me = me.clone();
+        let bob = b.bob.clone();
+        async move {
+            matches!(rt.bus().post(request(&me, &bob, json!({"n": n}))).await,
+                     Ok(r) if r.code() == Some(ResponseCode::Ok))
+        }
+    };
+
+    // 1. the node drops the stub's socket: it re-opens the same session
+    let key = b
+        .node
+        .state()
+        .router()
+        .session_of(&guest)
+        .expect("guest session");
+    assert!(b.node.state().router().kick(&key, "test"));
+    let router = b.node.state().router().clone();
+    assert!(eventually(TIMEOUT, || async { router.snapshot().reopened == 1 }).await);
+    assert!(
+        eventually(TIMEOUT, || works(1)).await,
+        "messages flow again"
+    );
+    assert!(
+        heard(&b.carol, &resource, &mut inbox, 1).await,
+        "subscription kept"
+    );
+    rt.bus().send(update(&me, &carol, json!(1)));
+    let again = next_message(&mut b.carol_rx, TIMEOUT).await.unwrap();
+    assert_eq!(again.from, alias, "address kept");
+
+    // 2. the node restarts on the same port: a fresh session, same addresses,
+    // the subscription made again
+    b.node.stop().await;
+    b.node = isolated_node(
+        "b.org",
+        TcpListener::bind(b.addr).unwrap(),
+        Some(b.dir.clone()),
+    );
+    assert!(
+        eventually(TIMEOUT, || works(2)).await,
+        "messages flow again"
+    );
+    assert!(b.node.state().router().session_of(&guest).is_some());
+    assert!(
+        heard(&b.carol, &resource, &mut inbox, 2).await,
+        "subscribed again"
+    );
+    rt.bus().send(update(&me, &carol, json!(2)));
+    let again = next_message(&mut b.carol_rx, TIMEOUT).await.unwrap();
+    assert_eq!(again.from, alias, "address kept");
+    assert_eq!(
+        rt.stubs()
+            .await
+            .iter()
+            .filter(|s| s.domain.as_deref() == Some("b.org"))
+            .count(),
+        1
+    );
+    b.stop(vec![rt]).await;
+}
+
+#[actix::test]
+async fn a_downloaded_stubs_policies_apply_to_its_domains_traffic_only() {
+    let b = DomainB::start(|doc| {
+        doc["policies"] = json!([{"id": "read-only", "rules": [
+            {"id": "no-deletes", "effect": "deny", "target": {"types": ["delete"]}}]}]);
+    })
+    .await;
+    let rt = b
+        .downloading_runtime(Some(hyperty::actors::policy::PolicyConfig::default()))
+        .await;
+    let local = rt.spawn_hyperty(worker("a.org")).await.unwrap();
+    let me = rt.url().component("app");
+
+    // the first message loads the stub (and its policies); it passes
+    let r = rt
+        .bus()
+        .post(request(&me, &b.bob, json!("hi")))
+        .await
+        .unwrap();
+    assert_eq!(r.code(), Some(ResponseCode::Ok));
+    let delete = |to: &Address| Message::new(MessageType::Delete, me.clone(), to.clone());
+    match rt.bus().post(delete(&b.bob)).await {
+        Err(BusError::Rejected(r)) => {
+            assert_eq!(r.code, ResponseCode::Forbidden);
+            assert_eq!(r.description, "Blocked by policy");
+        }
+        other => panic!("not blocked: {other:?}"),
+    }
+    // deletes within a.org are not the stub's business
+    let r = rt.bus().post(delete(local.address())).await.unwrap();
+    assert_eq!(r.code(), Some(ResponseCode::Ok));
+    b.stop(vec![rt]).await;
+}
+
+#[actix::test]
+async fn a_stub_whose_endpoint_never_opens_a_session_fails_naming_it_and_leaves_nothing() {
+    // an endpoint that takes the WebSocket and never answers on it
+    let silent = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let endpoint = format!("ws://{}/ws", silent.local_addr().unwrap());
+    actix_rt::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((tcp, _)) = silent.accept().await {
+            if let Ok(ws) = tokio_tungstenite::accept_async(tcp).await {
+                held.push(ws);
+            }
+        }
+    });
+    let b = DomainB::start(|doc| {
+        doc["configuration"]["url"] = json!(endpoint);
+        doc["configuration"]["handshakeTimeoutMs"] = json!(300);
+    })
+    .await;
+    let rt = b.downloading_runtime(None).await;
+    // the first stub of a runtime without a node is its protostub/1
+    let status: Address = format!("{}/protostub/1/status", rt.url().as_str())
+        .parse()
+        .unwrap();
+    let (probe, mut statuses) = Probe::start();
+    rt.bus().add_listener(status, probe, None).await.unwrap();
+    let me = rt.url().component("app");
+
+    let r = rt
+        .bus()
+        .post(request(&me, &b.bob, json!("hi")))
+        .await
+        .unwrap();
+    assert_eq!(r.code(), Some(ResponseCode::GatewayTimeout));
+    let why = r.body.description.unwrap();
+    assert!(
+        why.contains("b.org")
+            && why.contains(&endpoint)
+            && why.contains("no answer to the session request"),
+        "{why}"
+    );
+    let failed = statuses
+        .recv_matching(TIMEOUT, |m| m.body.value == Some(json!("failed")))
+        .await
+        .expect("failed reported");
+    let desc = failed.body.desc.unwrap();
+    assert!(
+        desc.as_str().is_some_and(|d| d.contains(&endpoint)),
+        "{desc}"
+    );
+    assert!(!rt
+        .stubs()
+        .await
+        .iter()
+        .any(|s| s.domain.as_deref() == Some("b.org")));
+    b.stop(vec![rt]).await;
 }

@@ -262,6 +262,90 @@ async fn http_acknowledges_each_frame_of_a_batch_when_asked() {
 }
 
 #[actix::test]
+async fn the_body_flag_acknowledges_a_frame_on_every_transport() {
+    let node = start_node(D, |_| {});
+    let node_addr = format!("domain://msg-node.{D}");
+    for k in KINDS {
+        let (ra, rb) = (
+            rt(&format!("flag-{}-a", name(k))),
+            rt(&format!("flag-{}-b", name(k))),
+        );
+        let mut a = Peer::open(k, &node, &ra).await;
+        let mut b = Peer::open(Kind::Ws, &node, &rb).await;
+        // queued to its recipient: the recipient gets the frame as sent, the sender 200
+        let m = json!({"id": 11, "type": "update", "from": ra, "to": rb,
+            "body": {"ack": true, "value": {"n": 1}}});
+        a.send(m.clone()).await;
+        assert_eq!(b.expect().await, m, "{k:?}");
+        let ack = a.expect().await;
+        assert_eq!(
+            ack,
+            json!({"id": 11, "type": "response", "from": node_addr, "to": ra,
+                "body": {"ack": true, "code": 200}}),
+            "{k:?}"
+        );
+        // no recipient: an update is otherwise dropped silently; flagged, it is told 404
+        a.send(
+            json!({"id": 12, "type": "update", "from": ra, "to": rt("nobody"),
+            "body": {"ack": true}}),
+        )
+        .await;
+        let ack = a.expect().await;
+        assert_eq!(ack["id"], 12, "{k:?} {ack}");
+        assert_eq!(ack["body"]["ack"], true, "{k:?} {ack}");
+        assert_eq!(ack["body"]["code"], 404, "{k:?} {ack}");
+        assert!(
+            ack["body"]["description"]
+                .as_str()
+                .unwrap_or("")
+                .contains("no route"),
+            "{k:?} {ack}"
+        );
+        // refused: the error response as without the flag, then the 403 acknowledgement
+        a.send(json!({"id": 13, "type": "update", "from": rb, "to": ra,
+            "body": {"ack": true}}))
+            .await;
+        let refusal = a.expect().await;
+        assert_eq!(refusal["body"]["code"], 403, "{k:?} {refusal}");
+        assert!(refusal["body"].get("ack").is_none(), "{k:?} {refusal}");
+        let ack = a.expect().await;
+        assert_eq!(
+            (ack["id"].clone(), ack["body"]["code"].clone()),
+            (json!(13), json!(403)),
+            "{k:?} {ack}"
+        );
+        // a node service's answer comes before the acknowledgement; `ack` other than
+        // true asks for nothing
+        let r = a
+            .request(json!({"id": 14, "type": "subscribe", "from": ra,
+                "to": format!("domain://msg-node.{D}/sm"),
+                "body": {"ack": true, "subscribe": [format!("{ra}/changes")]}}))
+            .await;
+        assert_eq!(r["body"]["code"], 200, "{k:?} {r}");
+        assert!(r["body"].get("ack").is_none(), "{k:?} {r}");
+        assert_eq!(
+            a.expect().await["body"],
+            json!({"ack": true, "code": 200}),
+            "{k:?}"
+        );
+        a.send(json!({"id": 15, "type": "update", "from": ra, "to": rb,
+            "body": {"ack": "yes"}}))
+            .await;
+        assert_eq!(b.expect().await["id"], 15, "{k:?}");
+        a.send(json!({"id": 16, "type": "update", "from": ra, "to": rb, "body": {"ack": true}}))
+            .await;
+        assert_eq!(b.expect().await["id"], 16, "{k:?}");
+        assert_eq!(
+            a.expect().await["id"],
+            16,
+            "{k:?}: frame 15 was acknowledged"
+        );
+        close(&mut a, &ra).await;
+        close(&mut b, &rb).await;
+    }
+}
+
+#[actix::test]
 async fn the_bearer_token_opens_an_http_session_when_authentication_is_required() {
     let node = start_node(D, |c| c.auth.mode = hyperty::config::AuthMode::Required);
     let token = user_token(&node, "alice").await;

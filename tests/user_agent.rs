@@ -64,6 +64,15 @@ fn ua_config(node: &hyperty::node::NodeHandle) -> UaConfig {
     c
 }
 
+/// Loads b.org's hyperty `name` through `ua`.
+async fn load(ua: &actix::Addr<RuntimeUa>, name: &str) -> Result<HypertyUrl, UaError> {
+    ua.send(LoadHyperty {
+        url: format!("hyperty-catalogue://b.org/.well-known/hyperty/{name}"),
+    })
+    .await
+    .unwrap()
+}
+
 async fn ask(rt: &RuntimeHandle, to: &HypertyUrl, value: Value) -> Message {
     try_ask(rt, to, value).await.unwrap()
 }
@@ -80,13 +89,7 @@ async fn a_downloaded_hyperty_runs_and_a_changed_byte_is_refused() {
     let rt = Runtime::start(RuntimeConfig::new("a.org")).unwrap();
     let ua = RuntimeUa::start(&rt, ua_config(&node)).await.unwrap();
 
-    let echo = ua
-        .send(LoadHyperty {
-            url: "hyperty-catalogue://b.org/.well-known/hyperty/Echo".into(),
-        })
-        .await
-        .unwrap()
-        .unwrap();
+    let echo = load(&ua, "Echo").await.unwrap();
     let r = ask(&rt, &echo, json!("ping")).await;
     assert_eq!(r.code(), Some(ResponseCode::Ok));
     assert_eq!(r.body.value, Some(json!({"version": 1, "got": "ping"})));
@@ -132,13 +135,7 @@ async fn a_downloaded_hyperty_runs_and_a_changed_byte_is_refused() {
     assert!(matches!(err, UaError::Signature { .. }), "{err}");
 
     // unknown names, unreachable catalogues, the wrong object type
-    let err = ua
-        .send(LoadHyperty {
-            url: "hyperty-catalogue://b.org/.well-known/hyperty/Nope".into(),
-        })
-        .await
-        .unwrap()
-        .unwrap_err();
+    let err = load(&ua, "Nope").await.unwrap_err();
     assert!(matches!(err, UaError::NotFound(_)), "{err}");
     let closed = std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
@@ -256,12 +253,9 @@ async fn a_loop_a_memory_bomb_or_an_exception_fails_only_that_hyperty() {
     let node = start_node("b.org", |c| c.catalogue.dir = Some(dir.clone()));
     let rt = Runtime::start(RuntimeConfig::new("a.org")).unwrap();
     let ua = RuntimeUa::start(&rt, ua_config(&node)).await.unwrap();
-    let load = |name: &str| LoadHyperty {
-        url: format!("hyperty-catalogue://b.org/.well-known/hyperty/{name}"),
-    };
-    let echo = ua.send(load("Echo")).await.unwrap().unwrap();
+    let echo = load(&ua, "Echo").await.unwrap();
     for poison in ["spin", "bomb", "throw"] {
-        let fragile = ua.send(load("Fragile")).await.unwrap().unwrap();
+        let fragile = load(&ua, "Fragile").await.unwrap();
         let (probe, mut status) = Probe::start();
         rt.bus()
             .add_listener(fragile.status(), probe, None)
@@ -309,13 +303,7 @@ async fn a_newer_version_replaces_the_old_keeping_address_and_pending_requests()
     let node = hyperty::node::start(listener, cfg).unwrap();
     let rt = Runtime::start(RuntimeConfig::new("a.org")).unwrap();
     let ua = RuntimeUa::start(&rt, ua_config(&node)).await.unwrap();
-    let echo = ua
-        .send(LoadHyperty {
-            url: "hyperty-catalogue://b.org/.well-known/hyperty/Echo".into(),
-        })
-        .await
-        .unwrap()
-        .unwrap();
+    let echo = load(&ua, "Echo").await.unwrap();
     assert_eq!(
         ua.send(CheckForUpdate {
             hyperty: echo.clone()
@@ -366,4 +354,276 @@ async fn a_newer_version_replaces_the_old_keeping_address_and_pending_requests()
     node.stop().await;
     let _ = std::fs::remove_dir_all(v1);
     let _ = std::fs::remove_dir_all(v2);
+}
+
+/// A catalogue directory with one hyperty `name` of `version` whose descriptor
+/// carries `constraints` and `policies`.
+fn catalogue_with(
+    name: &str,
+    version: &str,
+    code: &str,
+    constraints: Value,
+    policies: Value,
+) -> PathBuf {
+    let d = catalogue(&[(name, version, code)]);
+    let file = d.join(format!("hyperty/{name}.json"));
+    let mut doc: Value = serde_json::from_str(&std::fs::read_to_string(&file).unwrap()).unwrap();
+    doc["constraints"] = constraints;
+    doc["policies"] = policies;
+    std::fs::write(&file, doc.to_string()).unwrap();
+    d
+}
+
+#[actix::test]
+async fn a_descriptor_whose_constraints_the_runtime_cannot_meet_is_refused_before_anything_starts()
+{
+    let dir = catalogue_with(
+        "Browsery",
+        "1.0.0",
+        ECHO_V2,
+        json!({"browser": true}),
+        json!([]),
+    );
+    let stub_dir = dir.join("protocolstub");
+    std::fs::create_dir_all(&stub_dir).unwrap();
+    std::fs::write(
+        stub_dir.join("default.json"),
+        json!({"objectName": "default", "objectType": "protocolstub", "version": "1.0.0",
+               "sourcePackageURL": "default.js", "configuration": {"url": "ws://127.0.0.1:9/ws"},
+               "constraints": {"node": true, "camera": true}})
+        .to_string(),
+    )
+    .unwrap();
+    std::fs::write(
+        stub_dir.join("default.js"),
+        "stub.onconnect(function () {});",
+    )
+    .unwrap();
+    std::fs::write(
+        dir.join("hyperty/Nodey.json"),
+        json!({"objectName": "Nodey", "objectType": "hyperty", "version": "1.0.0",
+               "sourcePackageURL": "Browsery.js", "constraints": {"node": true, "browser": false}})
+        .to_string(),
+    )
+    .unwrap();
+    let node = start_node("b.org", |c| c.catalogue.dir = Some(dir.clone()));
+    let rt = Runtime::start(RuntimeConfig::new("a.org")).unwrap();
+    let ua = RuntimeUa::start(&rt, ua_config(&node)).await.unwrap();
+
+    let err = load(&ua, "Browsery").await.unwrap_err();
+    assert!(matches!(err, UaError::Unmet { .. }), "{err:?}");
+    assert_eq!(err.response_code(), ResponseCode::Forbidden);
+    assert!(err.to_string().contains("\"browser\""), "{err}");
+    assert!(rt.hyperties().await.is_empty(), "nothing registered");
+
+    let err = ua
+        .send(hyperty::ua::LoadStub {
+            domain: "b.org".into(),
+        })
+        .await
+        .unwrap()
+        .unwrap_err();
+    assert!(err.to_string().contains("\"camera\""), "{err}");
+    assert!(
+        rt.stubs().await.iter().all(|s| s.domain.is_none()),
+        "no stub registered"
+    );
+
+    // a descriptor the runtime meets loads
+    let nodey = load(&ua, "Nodey").await.unwrap();
+    assert_eq!(
+        ask(&rt, &nodey, json!(1)).await.body.value,
+        Some(json!({"version": 2, "got": 1}))
+    );
+    rt.shutdown().await;
+    node.stop().await;
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[actix::test]
+async fn a_descriptors_policies_apply_to_its_hyperty_only_and_follow_its_updates() {
+    use hyperty::actors::policy::{ListPolicies, PolicyConfig};
+    let guard = json!([{"id": "no-deletes", "rules": [
+        {"id": "deny-delete", "effect": "deny", "target": {"types": ["delete"]}}]}]);
+    let v1 = catalogue_with("Guarded", "1.0.0", ECHO_V2, json!({}), guard);
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap();
+    let mut cfg = node_config("b.org");
+    cfg.catalogue.dir = Some(v1.clone());
+    let node = hyperty::node::start(listener, cfg).unwrap();
+
+    // a runtime without a policy engine cannot enforce them: refused
+    let bare = Runtime::start(RuntimeConfig::new("a.org")).unwrap();
+    let bare_ua = RuntimeUa::start(&bare, ua_config(&node)).await.unwrap();
+    let err = load(&bare_ua, "Guarded").await.unwrap_err();
+    assert!(err.to_string().contains("no policy engine"), "{err}");
+    assert!(bare.hyperties().await.is_empty());
+    bare.shutdown().await;
+
+    let mut rc = RuntimeConfig::new("a.org");
+    rc.policy = Some(PolicyConfig::default());
+    let rt = Runtime::start(rc).unwrap();
+    let ua = RuntimeUa::start(&rt, ua_config(&node)).await.unwrap();
+    let guarded = load(&ua, "Guarded").await.unwrap();
+    let other = rt.spawn_hyperty(worker("a.org")).await.unwrap();
+    let me = rt.url().component("app");
+    let delete = |to: &Address| Message::new(MessageType::Delete, me.clone(), to.clone());
+
+    match rt.bus().post(delete(guarded.address())).await {
+        Err(BusError::Rejected(r)) => {
+            assert_eq!(r.code, ResponseCode::Forbidden);
+            assert_eq!(r.description, "Blocked by policy");
+        }
+        other => panic!("not blocked: {other:?}"),
+    }
+    // other messages to it, and deletes to other hyperties, pass
+    assert_eq!(
+        ask(&rt, &guarded, json!("hi")).await.code(),
+        Some(ResponseCode::Ok)
+    );
+    let r = rt.bus().post(delete(other.address())).await.unwrap();
+    assert_eq!(r.code(), Some(ResponseCode::Ok), "{r:?}");
+    let pdp = rt.pdp().unwrap().addr().clone();
+    let ids: Vec<String> = pdp
+        .send(ListPolicies)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|s| s.id)
+        .collect();
+    assert_eq!(ids, vec![format!("{}#no-deletes", guarded.as_str())]);
+
+    // version 2 ships no policies: its update removes them
+    node.stop().await;
+    let v2 = catalogue_with("Guarded", "2.0.0", ECHO_V2, json!({}), json!([]));
+    let mut cfg = node_config("b.org");
+    cfg.catalogue.dir = Some(v2.clone());
+    let node = hyperty::node::start(std::net::TcpListener::bind(port).unwrap(), cfg).unwrap();
+    assert_eq!(
+        ua.send(CheckForUpdate {
+            hyperty: guarded.clone()
+        })
+        .await
+        .unwrap(),
+        Ok(Update::Replaced("1.0.0".into(), "2.0.0".into()))
+    );
+    assert!(pdp.send(ListPolicies).await.unwrap().is_empty());
+    let r = rt.bus().post(delete(guarded.address())).await.unwrap();
+    assert_eq!(r.code(), Some(ResponseCode::Ok), "{r:?}");
+
+    // a hyperty that fails takes its policies with it
+    let fragile = json!({"objectName": "Fragile", "objectType": "hyperty", "version": "1.0.0",
+        "sourcePackage": {"sourceCode": FRAGILE},
+        "policies": [{"id": "p", "rules": [{"id": "r", "effect": "deny", "target": {"types": ["delete"]}}]}]});
+    std::fs::write(v2.join("hyperty/Fragile.json"), fragile.to_string()).unwrap();
+    node.state().catalogue().reload().unwrap();
+    let fragile = load(&ua, "Fragile").await.unwrap();
+    assert_eq!(pdp.send(ListPolicies).await.unwrap().len(), 1);
+    assert!(try_ask(&rt, &fragile, json!("throw")).await.is_err());
+    assert!(
+        eventually(TIMEOUT, || async {
+            pdp.send(ListPolicies).await.unwrap().is_empty()
+        })
+        .await,
+        "policies removed"
+    );
+
+    rt.shutdown().await;
+    node.stop().await;
+    let _ = std::fs::remove_dir_all(v1);
+    let _ = std::fs::remove_dir_all(v2);
+}
+
+#[actix::test]
+async fn the_node_reloads_its_catalogue_and_check_for_update_replaces_the_running_hyperty() {
+    let dir = catalogue(&[("Echo", "1.0.0", ECHO_V1)]);
+    let node = start_node("b.org", |c| {
+        c.catalogue.dir = Some(dir.clone());
+        c.catalogue.reload_interval_ms = 50;
+    });
+    let served = format!("http://{}/.well-known/hyperty/Echo", node.local_addr());
+    let version = || {
+        let served = served.clone();
+        async move { http_get_json(&served, None).await.1["version"].clone() }
+    };
+    let rt = Runtime::start(RuntimeConfig::new("a.org")).unwrap();
+    let ua = RuntimeUa::start(&rt, ua_config(&node)).await.unwrap();
+    let echo = load(&ua, "Echo").await.unwrap();
+    let me = rt.url().component("app");
+    let held = actix_rt::spawn(
+        rt.bus()
+            .post(request(&me, echo.address(), json!({"hold": true}))),
+    );
+    assert_eq!(
+        ask(&rt, &echo, json!("before")).await.body.value,
+        Some(json!({"version": 1, "got": "before"}))
+    );
+
+    // the domain changes the descriptor in place: served without a restart
+    let write = |version: &str, code: &str| {
+        std::fs::write(dir.join("hyperty/Echo.js"), code).unwrap();
+        std::fs::write(
+            dir.join("hyperty/Echo.json"),
+            json!({"objectName": "Echo", "objectType": "hyperty", "version": version,
+                   "sourcePackageURL": "Echo.js"})
+            .to_string(),
+        )
+        .unwrap();
+    };
+    write("1.1.0", ECHO_V2);
+    assert!(eventually(TIMEOUT, || async { version().await == json!("1.1.0") }).await);
+    assert_eq!(
+        ua.send(CheckForUpdate {
+            hyperty: echo.clone()
+        })
+        .await
+        .unwrap(),
+        Ok(Update::Replaced("1.0.0".into(), "1.1.0".into()))
+    );
+    let r = held.await.unwrap().unwrap();
+    assert_eq!(
+        r.body.value,
+        Some(json!({"version": 2, "got": {"hold": true}}))
+    );
+    assert_eq!(r.from, *echo.address());
+
+    // a bad file: the previous catalogue stays served, and the error is kept
+    std::fs::write(dir.join("hyperty/Broken.json"), "{not json").unwrap();
+    write("1.2.0", ECHO_V1);
+    let state = node.state().clone();
+    assert!(
+        eventually(TIMEOUT, || async {
+            state
+                .catalogue()
+                .last_error()
+                .is_some_and(|e| e.contains("Broken.json"))
+        })
+        .await
+    );
+    assert_eq!(version().await, json!("1.1.0"));
+    assert_eq!(
+        http_get_json(
+            &format!("http://{}/.well-known/hyperty", node.local_addr()),
+            None
+        )
+        .await
+        .1,
+        json!(["Echo"])
+    );
+    assert_eq!(
+        ua.send(CheckForUpdate {
+            hyperty: echo.clone()
+        })
+        .await
+        .unwrap(),
+        Ok(Update::UpToDate("1.1.0".into()))
+    );
+    // fixed: the next look serves the new catalogue
+    std::fs::remove_file(dir.join("hyperty/Broken.json")).unwrap();
+    assert!(eventually(TIMEOUT, || async { version().await == json!("1.2.0") }).await);
+    assert_eq!(node.state().catalogue().last_error(), None);
+
+    rt.shutdown().await;
+    node.stop().await;
+    let _ = std::fs::remove_dir_all(dir);
 }

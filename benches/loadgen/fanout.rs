@@ -47,8 +47,26 @@ struct SubStats {
 /// Subscribes `p.subscribers` sessions to one resource, publishes `p.updates` updates to it
 /// one at a time, and reports the time until every subscriber has each update.
 pub async fn run_fanout(url: &str, p: &Params) -> Result<FanoutReport, LoadError> {
+    run_fanout_spread(url, &[url], p).await
+}
+
+/// Like [`run_fanout`], with the publisher on the node at `url` and subscriber `i` on
+/// the node at `subscriber_urls[i % len]` (nodes of one cluster).
+pub async fn run_fanout_spread(
+    url: &str,
+    subscriber_urls: &[&str],
+    p: &Params,
+) -> Result<FanoutReport, LoadError> {
     p.validate()?;
     check_loopback(url)?;
+    for u in subscriber_urls {
+        check_loopback(u)?;
+    }
+    let urls: Vec<&str> = if subscriber_urls.is_empty() {
+        vec![url]
+    } else {
+        subscriber_urls.to_vec()
+    };
     let deadline = Instant::now() + p.time_limit;
     let tag = run_tag();
     let resource = format!("comm://{}/{tag}-obj/changes", p.domain);
@@ -58,6 +76,7 @@ pub async fn run_fanout(url: &str, p: &Params) -> Result<FanoutReport, LoadError
         .map(|i| {
             let rt = runtime_url(&p.domain, &tag, 's', i);
             let resource = resource.as_str();
+            let url = urls[i % urls.len()];
             async move {
                 let config = WebSocketConfig::default().read_buffer_size(FANOUT_READ_BUFFER);
                 let ws = open_session(url, &rt, p, Some(config), deadline).await?;

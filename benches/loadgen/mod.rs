@@ -21,7 +21,9 @@ pub use baseline::{start_baseline_relay, RelayHandle};
 pub use client::check_loopback;
 pub use fanout::run_fanout;
 pub use relay_load::run_relay_load;
-// for benches/federation.rs (the loadgen binary does not use it)
+// for benches/federation.rs and benches/cluster.rs (the loadgen binary does not use them)
+#[allow(unused_imports)]
+pub use fanout::run_fanout_spread;
 #[allow(unused_imports)]
 pub use relay_load::run_relay_between;
 

@@ -63,7 +63,7 @@ stub.ondisconnect(function () { if (socket) socket.close(); });
 
 bus.listen(function (m) {
   if (m.type === "response") return;
-  if (!live) { bus.reply(m, 504, "not connected to " + cfg.domain); return; }
+  if (!live) { bus.refuse(m, 504, "not connected to " + cfg.domain); return; }
   var v = (m.body && m.body.value) || {};
   var t = next++;
   var callId = v.callId || ("c" + t.toString(36));

@@ -84,7 +84,7 @@ stub.ondisconnect(function () { if (socket) { socket.send('<close xmlns="urn:iet
 
 bus.listen(function (m) {
   if (m.type === "response") return;
-  if (state !== "live") { bus.reply(m, 504, "not logged in at " + cfg.domain); return; }
+  if (state !== "live") { bus.refuse(m, 504, "not logged in at " + cfg.domain); return; }
   var v = (m.body && m.body.value) || {};
   var to = userOf(Array.isArray(m.to) ? m.to[0] : m.to) + "@" + cfg.domain;
   peers[to] = m.from;

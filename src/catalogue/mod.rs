@@ -22,6 +22,16 @@
 //! [`CatalogueError`] logged at `warn` naming the file; the rest is served.
 //! A missing or unreadable directory stops the node ([`CatalogueError::Dir`]).
 //!
+//! **Reload without a restart.** Every `reload_interval_ms` (default 2 s; 0:
+//! never) the node looks at the directory's files (names, sizes, modification
+//! times); when anything changed it reads the whole directory again
+//! ([`Catalogue::reload`], which an embedding application may also call). The
+//! new catalogue replaces the served one only when every file in it is good: a
+//! bad file (or an unreadable directory) keeps the previous catalogue served,
+//! logs the error at `warn` and keeps it in [`Catalogue::last_error`] until a
+//! reload succeeds. A changed descriptor is served, signed, from the next
+//! request on; a runtime's `check_for_update` then finds its new version.
+//!
 //! | route | answer |
 //! |---|---|
 //! | `GET /.well-known/<type>` | 200 `["name", …]` |
@@ -32,6 +42,8 @@ mod http;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, RwLock, Weak};
+use std::time::{Duration, SystemTime};
 
 use hyperty_actors::catalogue::{sha256_hex, valid_object_name, CatalogueDescriptor, ObjectType};
 use serde::{Deserialize, Serialize};
@@ -41,6 +53,8 @@ pub use http::configure;
 
 /// Default bound of one source package, bytes.
 pub const DEFAULT_MAX_PACKAGE_BYTES: usize = 4 << 20;
+/// Default interval between two looks at the catalogue directory, ms.
+pub const DEFAULT_RELOAD_INTERVAL_MS: u64 = 2000;
 /// Largest descriptor file read, bytes.
 pub const MAX_DESCRIPTOR_BYTES: u64 = 256 * 1024;
 /// Hyperty names the node itself serves under `/.well-known/hyperty/`.
@@ -54,6 +68,8 @@ pub struct CatalogueSection {
     pub dir: Option<PathBuf>,
     /// Largest source package loaded, bytes.
     pub max_package_bytes: usize,
+    /// How often the directory is checked for changes, ms (0: never).
+    pub reload_interval_ms: u64,
 }
 
 impl Default for CatalogueSection {
@@ -61,6 +77,7 @@ impl Default for CatalogueSection {
         CatalogueSection {
             dir: None,
             max_package_bytes: DEFAULT_MAX_PACKAGE_BYTES,
+            reload_interval_ms: DEFAULT_RELOAD_INTERVAL_MS,
         }
     }
 }
@@ -110,6 +127,9 @@ pub enum CatalogueError {
         /// What the package hashes to.
         actual: String,
     },
+    /// A reload found bad files: the previous catalogue stays served.
+    #[error("catalogue reload refused, the previous catalogue stays served: {}", .0.join("; "))]
+    Refused(Vec<String>),
 }
 
 /// One served object.
@@ -121,24 +141,55 @@ pub struct Entry {
     pub package: bytes::Bytes,
 }
 
-/// The loaded catalogue: (type, name) → entry. Read-only once loaded.
+type Entries = BTreeMap<(ObjectType, String), Entry>;
+
+/// What was last seen of the directory: each file's path, size and mtime.
+type Fingerprint = Vec<(PathBuf, u64, Option<SystemTime>)>;
+
+/// The loaded catalogue: (type, name) → entry, replaced whole by a good reload.
 #[derive(Debug, Default)]
 pub struct Catalogue {
-    entries: BTreeMap<(ObjectType, String), Entry>,
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug, Default)]
+struct Inner {
+    entries: RwLock<Arc<Entries>>,
+    /// The directory and the package bound, when there is one.
+    source: Option<(PathBuf, usize)>,
+    seen: Mutex<Fingerprint>,
+    last_error: Mutex<Option<String>>,
 }
 
 impl Catalogue {
     /// Loads `section.dir`; an absent `dir` is an empty catalogue. Bad files are
-    /// logged and skipped; an unreadable directory is an error.
+    /// logged and skipped; an unreadable directory is an error. Inside a tokio
+    /// runtime, with a `reload_interval_ms`, the directory is then watched for
+    /// as long as the catalogue lives.
     pub fn load(section: &CatalogueSection) -> Result<Catalogue, CatalogueError> {
         let Some(dir) = &section.dir else {
             return Ok(Catalogue::default());
         };
-        let (catalogue, refused) = Catalogue::load_dir(dir, section.max_package_bytes)?;
+        let seen = fingerprint(dir);
+        let (entries, refused) = load_dir(dir, section.max_package_bytes)?;
         for e in &refused {
             warn!(error = %e, "catalogue entry refused");
         }
-        info!(dir = %dir.display(), served = catalogue.len(), refused = refused.len(), "catalogue loaded");
+        info!(dir = %dir.display(), served = entries.len(), refused = refused.len(), "catalogue loaded");
+        let catalogue = Catalogue {
+            inner: Arc::new(Inner {
+                entries: RwLock::new(Arc::new(entries)),
+                source: Some((dir.clone(), section.max_package_bytes)),
+                seen: Mutex::new(seen),
+                last_error: Mutex::new(None),
+            }),
+        };
+        if section.reload_interval_ms > 0 && tokio::runtime::Handle::try_current().is_ok() {
+            watch(
+                Arc::downgrade(&catalogue.inner),
+                Duration::from_millis(section.reload_interval_ms),
+            );
+        }
         Ok(catalogue)
     }
 
@@ -147,61 +198,178 @@ impl Catalogue {
         dir: &Path,
         max_package: usize,
     ) -> Result<(Catalogue, Vec<CatalogueError>), CatalogueError> {
-        let dir_err = |source| CatalogueError::Dir {
-            path: dir.to_owned(),
-            source,
+        let (entries, refused) = load_dir(dir, max_package)?;
+        let catalogue = Catalogue {
+            inner: Arc::new(Inner {
+                entries: RwLock::new(Arc::new(entries)),
+                ..Inner::default()
+            }),
         };
-        std::fs::read_dir(dir).map_err(dir_err)?;
-        let mut catalogue = Catalogue::default();
-        let mut refused = Vec::new();
-        for kind in ObjectType::ALL {
-            let sub = dir.join(kind.as_str());
-            let listing = match std::fs::read_dir(&sub) {
-                Ok(l) => l,
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
-                Err(e) => return Err(dir_err(e)),
-            };
-            let mut files: Vec<PathBuf> = listing
-                .filter_map(|e| e.ok().map(|e| e.path()))
-                .filter(|p| p.extension().is_some_and(|x| x == "json"))
-                .collect();
-            files.sort();
-            for path in files {
-                match load_entry(kind, &path, max_package) {
-                    Ok(entry) => {
-                        let key = (kind, entry.descriptor.object_name.clone());
-                        catalogue.entries.insert(key, entry);
-                    }
-                    Err(e) => refused.push(e),
-                }
-            }
-        }
         Ok((catalogue, refused))
     }
 
+    /// Reads the directory again. Served from now on only if every file is good;
+    /// otherwise the previous catalogue stays and the error is answered (and kept
+    /// in [`Catalogue::last_error`]). Answers the number of entries served.
+    pub fn reload(&self) -> Result<usize, CatalogueError> {
+        self.inner.reload()
+    }
+
+    /// Why the last reload was refused, until one succeeds.
+    pub fn last_error(&self) -> Option<String> {
+        self.inner.last_error.lock().ok().and_then(|e| e.clone())
+    }
+
+    fn entries(&self) -> Arc<Entries> {
+        self.inner
+            .entries
+            .read()
+            .map(|e| e.clone())
+            .unwrap_or_default()
+    }
+
     /// The entry `name` of `kind`.
-    pub fn get(&self, kind: ObjectType, name: &str) -> Option<&Entry> {
-        self.entries.get(&(kind, name.to_owned()))
+    pub fn get(&self, kind: ObjectType, name: &str) -> Option<Entry> {
+        self.entries().get(&(kind, name.to_owned())).cloned()
     }
 
     /// The names of `kind`, sorted.
-    pub fn names(&self, kind: ObjectType) -> Vec<&str> {
-        self.entries
+    pub fn names(&self, kind: ObjectType) -> Vec<String> {
+        self.entries()
             .keys()
             .filter(|(k, _)| *k == kind)
-            .map(|(_, n)| n.as_str())
+            .map(|(_, n)| n.clone())
             .collect()
     }
 
     /// Number of entries.
     pub fn len(&self) -> usize {
-        self.entries.len()
+        self.entries().len()
     }
 
     /// True when nothing is served.
     pub fn is_empty(&self) -> bool {
-        self.entries.is_empty()
+        self.entries().is_empty()
     }
+}
+
+impl Inner {
+    fn reload(&self) -> Result<usize, CatalogueError> {
+        let Some((dir, max_package)) = &self.source else {
+            return Ok(0);
+        };
+        let _span = tracing::info_span!("catalogue.reload", dir = %dir.display()).entered();
+        if let Ok(mut seen) = self.seen.lock() {
+            *seen = fingerprint(dir);
+        }
+        let loaded = load_dir(dir, *max_package).and_then(|(entries, refused)| {
+            if refused.is_empty() {
+                Ok(entries)
+            } else {
+                Err(CatalogueError::Refused(
+                    refused.iter().map(ToString::to_string).collect(),
+                ))
+            }
+        });
+        let result = match loaded {
+            Ok(entries) => {
+                let served = entries.len();
+                if let Ok(mut e) = self.entries.write() {
+                    *e = Arc::new(entries);
+                }
+                info!(served, "catalogue reloaded");
+                Ok(served)
+            }
+            Err(e) => {
+                warn!(error = %e, "catalogue reload refused; the previous catalogue stays served");
+                Err(e)
+            }
+        };
+        if let Ok(mut last) = self.last_error.lock() {
+            *last = result.as_ref().err().map(ToString::to_string);
+        }
+        result
+    }
+
+    /// Reloads when the directory's files changed since last seen.
+    fn reload_if_changed(&self) {
+        let Some((dir, _)) = &self.source else { return };
+        let now = fingerprint(dir);
+        let changed = self.seen.lock().map(|s| *s != now).unwrap_or(false);
+        if changed {
+            let _ = self.reload();
+        }
+    }
+}
+
+/// Looks at the catalogue every `every` while it lives.
+fn watch(inner: Weak<Inner>, every: Duration) {
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(every);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        tick.tick().await;
+        loop {
+            tick.tick().await;
+            let Some(inner) = inner.upgrade() else { return };
+            // stat calls and, on a change, file reads: off the server's threads
+            let _ = tokio::task::spawn_blocking(move || inner.reload_if_changed()).await;
+        }
+    });
+}
+
+/// The files under `dir` (one level of object-type directories), with their
+/// sizes and modification times, sorted.
+fn fingerprint(dir: &Path) -> Fingerprint {
+    let mut out = Vec::new();
+    let mut add = |p: PathBuf| {
+        if let Ok(m) = std::fs::metadata(&p) {
+            out.push((p, m.len(), m.modified().ok()));
+        }
+    };
+    for kind in ObjectType::ALL {
+        if let Ok(listing) = std::fs::read_dir(dir.join(kind.as_str())) {
+            listing.filter_map(|e| e.ok()).for_each(|e| add(e.path()));
+        }
+    }
+    out.sort();
+    out
+}
+
+/// Loads `dir`: its entries and the refused files.
+fn load_dir(
+    dir: &Path,
+    max_package: usize,
+) -> Result<(Entries, Vec<CatalogueError>), CatalogueError> {
+    let dir_err = |source| CatalogueError::Dir {
+        path: dir.to_owned(),
+        source,
+    };
+    std::fs::read_dir(dir).map_err(dir_err)?;
+    let mut entries = Entries::new();
+    let mut refused = Vec::new();
+    for kind in ObjectType::ALL {
+        let sub = dir.join(kind.as_str());
+        let listing = match std::fs::read_dir(&sub) {
+            Ok(l) => l,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+            Err(e) => return Err(dir_err(e)),
+        };
+        let mut files: Vec<PathBuf> = listing
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| p.extension().is_some_and(|x| x == "json"))
+            .collect();
+        files.sort();
+        for path in files {
+            match load_entry(kind, &path, max_package) {
+                Ok(entry) => {
+                    let key = (kind, entry.descriptor.object_name.clone());
+                    entries.insert(key, entry);
+                }
+                Err(e) => refused.push(e),
+            }
+        }
+    }
+    Ok((entries, refused))
 }
 
 /// The path a package is served at.

@@ -7,6 +7,11 @@
 //! owns carry a TTL it refreshes; a dead node's entries expire. Frames for a
 //! session on another node travel over Redis pub/sub, one channel per node.
 //!
+//! Components: [`ClusterNode`] (this node's handle: entries with TTLs, asserted
+//! by the node's single writers — allocation, sessions, subscriptions),
+//! [`ClusterDirectory`] (membership, heartbeat, refresh) and
+//! [`forward`] (cross-node routing over one channel per node).
+//!
 //! This module holds the configuration and [`ClusterStore`], the one handle every
 //! cluster-aware component talks to Redis through: it names keys under the prefix,
 //! bounds every command by `command_timeout_ms`, and turns every Redis failure into
@@ -50,6 +55,12 @@ pub struct ClusterSection {
     /// Longest wait for one Redis command or connection attempt (ms); past it the
     /// operation fails as unavailable.
     pub command_timeout_ms: u64,
+    /// Longest wait for the response to a request forwarded to another node (ms);
+    /// past it (or when that node stops heartbeating) the sender gets a 504.
+    pub request_timeout_ms: u64,
+    /// How long a node trusts what it looked up about where an address lives (ms);
+    /// changes announced on the control channel end it earlier.
+    pub cache_ms: u64,
 }
 
 impl Default for ClusterSection {
@@ -61,6 +72,8 @@ impl Default for ClusterSection {
             entry_ttl_ms: 15_000,
             heartbeat_ms: 5_000,
             command_timeout_ms: 1_000,
+            request_timeout_ms: 30_000,
+            cache_ms: 2_000,
         }
     }
 }
@@ -80,8 +93,15 @@ impl ClusterSection {
                 self.entry_ttl_ms, self.heartbeat_ms
             ));
         }
-        if self.command_timeout_ms == 0 {
-            return Err("cluster.command_timeout_ms must be > 0".into());
+        if self.command_timeout_ms == 0 || self.request_timeout_ms == 0 {
+            return Err("cluster.command_timeout_ms and request_timeout_ms must be > 0".into());
+        }
+        if let Some(id) = &self.node_id {
+            if id.is_empty() || id.contains(|c: char| c.is_whitespace() || c == ':') {
+                return Err(format!(
+                    "cluster.node_id must be non-empty without spaces or ':', not {id:?}"
+                ));
+            }
         }
         Ok(())
     }
@@ -250,6 +270,13 @@ async fn bounded<T>(
         ))),
     }
 }
+
+pub mod directory;
+pub mod forward;
+pub mod node;
+
+pub use directory::ClusterDirectory;
+pub use node::{ClusterNode, Control, Member};
 
 #[cfg(test)]
 mod tests;

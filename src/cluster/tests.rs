@@ -65,6 +65,9 @@ fn no_redis_configured_means_no_store_and_bad_settings_are_refused() {
     let mut s = section("redis://127.0.0.1:6379", "x");
     s.entry_ttl_ms = s.heartbeat_ms;
     assert!(s.validate().unwrap_err().contains("entry_ttl_ms"));
+    let mut s = section("redis://127.0.0.1:6379", "x");
+    s.node_id = Some("a:b".into());
+    assert!(s.validate().unwrap_err().contains("node_id"));
     let mut s = section("redis://127.0.0.1:6379", "has space");
     s.prefix = "has space".into();
     assert!(s.validate().unwrap_err().contains("prefix"));

@@ -7,7 +7,8 @@
 //! taking longer than [`JsLimits::cpu_per_call`]. The code's only powers are
 //! those the prelude (`prelude.js`) gives it:
 //!
-//! * `bus.listen(f)`, `bus.post(msg)`, `bus.reply(msg, code, value)`: the message
+//! * `bus.listen(f)`, `bus.post(msg)`, `bus.reply(msg, code, value)`,
+//!   `bus.refuse(msg, code, description)`: the message
 //!   API; what it posts is parsed by the one wire parser and handed to its
 //!   [`JsHost`] (a hyperty's host sends it as the hyperty, a stub's host hands it
 //!   to the bus as arrived from the wire);

@@ -19,6 +19,11 @@
       var body = { code: code };
       if (value !== undefined) body.value = value;
       post({ id: m.id, type: "response", from: m.to, to: m.from, body: body });
+    },
+    // refuses a request: the same, with {code, description}
+    refuse: function (m, code, description) {
+      post({ id: m.id, type: "response", from: m.to, to: m.from,
+        body: { code: code, description: String(description) } });
     }
   });
   g.setTimeout = function (f, ms) {

@@ -37,9 +37,43 @@ use hyperty_actors::message::{Message, MessageType, ResponseCode};
 use serde_json::{json, Value};
 use tracing::{debug, info};
 
+use dashmap::mapref::one::Ref;
+use dashmap::DashMap;
+
 use super::holders::{Holders, HoldersError};
 use super::router::{Router, SessionKey};
 use crate::config::AllocationSection;
+
+/// The router's `owners` table: allocated address → session key. Read by anyone
+/// in the crate; written only here, by the [`AddressAllocation`].
+#[derive(Debug, Default)]
+pub struct Owners(DashMap<Arc<str>, SessionKey>);
+
+impl Owners {
+    /// The session holding exactly `addr`.
+    pub(crate) fn get(&self, addr: &str) -> Option<Ref<'_, Arc<str>, SessionKey>> {
+        self.0.get(addr)
+    }
+
+    /// Allocated addresses.
+    pub(crate) fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    fn insert(&self, addr: Arc<str>, key: SessionKey) {
+        self.0.insert(addr, key);
+    }
+
+    fn remove_if(&self, addr: &str, key: &SessionKey) {
+        self.0.remove_if(addr, |_, owner| owner == key);
+    }
+
+    /// Binds `addr` for a router unit test.
+    #[cfg(test)]
+    pub(crate) fn insert_for_test(&self, addr: Arc<str>, key: SessionKey) {
+        self.insert(addr, key);
+    }
+}
 
 /// Schemes of the web and of the node itself, never allocated as object schemes.
 const RESERVED_SCHEMES: &[&str] = &[
@@ -110,6 +144,23 @@ pub struct Release {
     pub address: Arc<str>,
 }
 
+/// Session `0` was re-opened on another node: its addresses leave this node's
+/// table, and the cluster's entries stay for the new node.
+#[derive(Debug, Clone, actix::Message)]
+#[rtype(result = "usize")]
+pub struct HandOverAddresses(pub SessionKey);
+
+/// Session `session`, re-opened here, takes over the addresses it held on
+/// another node.
+#[derive(Debug, Clone, actix::Message)]
+#[rtype(result = "Result<(), Refused>")]
+pub struct AdoptAddresses {
+    /// The session.
+    pub session: SessionKey,
+    /// Its addresses.
+    pub addresses: Vec<Arc<str>>,
+}
+
 /// Frees everything a session holds (close or end of grace period).
 #[derive(Debug, Clone, actix::Message)]
 #[rtype(result = "usize")]
@@ -129,6 +180,8 @@ pub struct AddressAllocation {
     held: HashMap<SessionKey, Held>,
     holders: Holders,
     clock: Arc<dyn Clock>,
+    /// Addresses bound since the last claim in the cluster.
+    unclaimed: Vec<Arc<str>>,
 }
 
 impl AddressAllocation {
@@ -146,7 +199,68 @@ impl AddressAllocation {
             held: HashMap::new(),
             holders,
             clock,
+            unclaimed: Vec::new(),
         }
+    }
+
+    /// Claims the addresses bound since the last call for `session` in the
+    /// cluster (`force`: taking them over from another node); on refusal they are
+    /// freed again and the error says why (403 held on another node, 503 Redis away).
+    fn claim(
+        &mut self,
+        session: &SessionKey,
+        force: bool,
+    ) -> impl ActorFuture<Self, Output = Result<(), Refused>> + 'static {
+        let addrs = std::mem::take(&mut self.unclaimed);
+        let cluster = self.router.cluster().cloned();
+        let session = session.clone();
+        let bound = addrs.clone();
+        let key = session.clone();
+        let work = async move {
+            let Some(cluster) = cluster.filter(|_| !addrs.is_empty()) else {
+                return Ok(());
+            };
+            let unavailable = |e: crate::cluster::ClusterError| {
+                refused(
+                    ResponseCode::ServiceUnavailable,
+                    format!("the cluster cannot record the addresses: {e}"),
+                )
+            };
+            let keys: Vec<String> = addrs.iter().map(|a| cluster.key(&["owner", a])).collect();
+            let won = cluster
+                .claim(&keys, cluster.id(), force)
+                .await
+                .map_err(unavailable)?;
+            if let Some((a, _)) = addrs.iter().zip(&won).find(|(_, w)| !**w) {
+                let mine: Vec<String> = keys
+                    .iter()
+                    .zip(&won)
+                    .filter(|(_, w)| **w)
+                    .map(|(k, _)| k.clone())
+                    .collect();
+                let _ = cluster.release(&mine).await;
+                return Err(refused(
+                    ResponseCode::Forbidden,
+                    format!("{a} belongs to a session on another node"),
+                ));
+            }
+            let list: Vec<String> = addrs.iter().map(|a| a.to_string()).collect();
+            cluster
+                .add_members(&cluster.key(&["sess", &session, "addrs"]), &list)
+                .await
+                .map_err(unavailable)?;
+            // caches elsewhere may say "nobody" (or, taken over, the old node)
+            cluster.invalidate(list).await.map_err(unavailable)?;
+            Ok(())
+        };
+        fut::wrap_future::<_, Self>(work).map(move |r, act, _| {
+            if r.is_err() {
+                for a in &bound {
+                    act.unbind(&key, a);
+                }
+            }
+            r
+        })
     }
 
     fn holding(&self, session: &SessionKey) -> usize {
@@ -193,6 +307,7 @@ impl AddressAllocation {
         let held = self.held.entry(session.clone()).or_default();
         for addr in addrs {
             self.router.owners.insert(addr.clone(), session.clone());
+            self.unclaimed.push(addr.clone());
             if let Some(k) = key {
                 held.by_key
                     .entry(k.to_owned())
@@ -253,7 +368,7 @@ impl AddressAllocation {
             if addr.kind() == AddressKind::DataObject {
                 self.check_scheme(addr.scheme()).map_err(|e| bad(&e))?;
             }
-            if self.router.owners.get(&**a).is_some_and(|k| *k != *session) {
+            if self.router.owners.get(a).is_some_and(|k| *k != *session) {
                 return Err(refused(
                     ResponseCode::Forbidden,
                     format!("{a} belongs to another session"),
@@ -304,16 +419,40 @@ impl AddressAllocation {
         }
     }
 
-    fn free(&mut self, session: &SessionKey, addr: &str) -> bool {
+    /// Takes `addr` from `session` in this node's tables only.
+    fn unbind(&mut self, session: &SessionKey, addr: &str) -> bool {
         let Some(held) = self.held.get_mut(session) else {
             return false;
         };
         if !held.addresses.remove(addr) {
             return false;
         }
-        self.router
-            .owners
-            .remove_if(addr, |_, owner| owner == session);
+        for list in held.by_key.values_mut() {
+            list.retain(|a| &**a != addr);
+        }
+        self.router.owners.remove_if(addr, session);
+        true
+    }
+
+    fn free(&mut self, session: &SessionKey, addr: &str) -> bool {
+        if !self.unbind(session, addr) {
+            return false;
+        }
+        if let Some(cluster) = self.router.cluster().cloned() {
+            let owner = cluster.key(&["owner", addr]);
+            let record = cluster.key(&["sess", session, "addrs"]);
+            let addr = addr.to_owned();
+            actix::spawn(async move {
+                let r = async {
+                    cluster.release(&[owner]).await?;
+                    cluster.remove_member(&record, &addr).await?;
+                    cluster.invalidate(vec![addr]).await
+                };
+                if let Err(e) = r.await {
+                    tracing::debug!(error = %e, "freeing an address in the cluster failed (it expires)");
+                }
+            });
+        }
         true
     }
 
@@ -429,11 +568,11 @@ impl Actor for AddressAllocation {
 }
 
 impl Handler<NodeRequest> for AddressAllocation {
-    type Result = MessageResult<NodeRequest>;
+    type Result = ResponseActFuture<Self, Message>;
     fn handle(&mut self, r: NodeRequest, _: &mut Context<Self>) -> Self::Result {
         let _span =
             tracing::debug_span!("node.allocation", id = r.msg.id, session = %r.session).entered();
-        MessageResult(match r.msg.kind {
+        let reply = match r.msg.kind {
             MessageType::Create => self.create(&r.session, &r.msg),
             MessageType::Delete => self.delete(&r.session, &r.msg),
             _ => r.msg.reply_error(
@@ -443,14 +582,56 @@ impl Handler<NodeRequest> for AddressAllocation {
                     r.msg.kind
                 ),
             ),
-        })
+        };
+        // the cluster holds the new addresses before the 200 goes out
+        Box::pin(
+            self.claim(&r.session, false)
+                .map(move |claimed, _, _| match claimed {
+                    Ok(()) => reply,
+                    Err(e) => r.msg.reply_error(e.code, e.description),
+                }),
+        )
     }
 }
 
 impl Handler<Reclaim> for AddressAllocation {
-    type Result = Result<(), Refused>;
+    type Result = ResponseActFuture<Self, Result<(), Refused>>;
     fn handle(&mut self, r: Reclaim, _: &mut Context<Self>) -> Self::Result {
-        self.reclaim(&r.session, &r.addresses)
+        if let Err(e) = self.reclaim(&r.session, &r.addresses) {
+            return Box::pin(fut::ready(Err(e)));
+        }
+        Box::pin(self.claim(&r.session, false))
+    }
+}
+
+impl Handler<AdoptAddresses> for AddressAllocation {
+    type Result = ResponseActFuture<Self, Result<(), Refused>>;
+    fn handle(&mut self, a: AdoptAddresses, _: &mut Context<Self>) -> Self::Result {
+        if let Err(e) = self.bind_all(&a.session, &a.addresses, None) {
+            self.unclaimed.clear();
+            return Box::pin(fut::ready(Err(e)));
+        }
+        Box::pin(self.claim(&a.session, true))
+    }
+}
+
+impl Handler<HandOverAddresses> for AddressAllocation {
+    type Result = usize;
+    fn handle(&mut self, h: HandOverAddresses, _: &mut Context<Self>) -> usize {
+        let Some(held) = self.held.remove(&h.0) else {
+            return 0;
+        };
+        let cluster = self.router.cluster().cloned();
+        for a in &held.addresses {
+            self.router.owners.remove_if(a, &h.0);
+            if let Some(c) = &cluster {
+                c.forget(&c.key(&["owner", a]));
+            }
+        }
+        if let Some(c) = &cluster {
+            c.forget(&c.key(&["sess", &h.0, "addrs"]));
+        }
+        held.addresses.len()
     }
 }
 
@@ -475,9 +656,27 @@ impl Handler<DropSession> for AddressAllocation {
             return 0;
         };
         for a in &held.addresses {
-            self.router.owners.remove_if(a, |_, owner| *owner == d.0);
+            self.router.owners.remove_if(a, &d.0);
         }
         let addresses: Vec<Arc<str>> = held.addresses.into_iter().collect();
+        if let Some(cluster) = self.router.cluster().cloned() {
+            let owners: Vec<String> = addresses
+                .iter()
+                .map(|a| cluster.key(&["owner", a]))
+                .collect();
+            let record = cluster.key(&["sess", &d.0, "addrs"]);
+            let list: Vec<String> = addresses.iter().map(|a| a.to_string()).collect();
+            actix::spawn(async move {
+                let r = async {
+                    cluster.release(&owners).await?;
+                    cluster.delete(&record).await?;
+                    cluster.invalidate(list).await
+                };
+                if let Err(e) = r.await {
+                    tracing::debug!(error = %e, "freeing a session's addresses in the cluster failed (they expire)");
+                }
+            });
+        }
         // the retention of their records counts from now
         if let Err(e) = self.holders.touch(&addresses, self.clock.now_secs()) {
             tracing::warn!(error = %e, "recording the end of a session's addresses failed");

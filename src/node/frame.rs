@@ -176,7 +176,25 @@ fn partial_of(raw: &RawHeader<'_>) -> Partial {
     Partial { id, from, to }
 }
 
+/// `body.ack` as the acknowledgement flag reads it.
+#[derive(Deserialize)]
+struct AckFlag {
+    #[serde(default)]
+    ack: Option<bool>,
+}
+
 impl<'a> Header<'a> {
+    /// Whether the frame asks the node for a delivery acknowledgement:
+    /// `"body": {"ack": true, …}` in `text`, the frame this header was parsed from
+    /// (see docs/transports.md). Costs a substring search unless the body names `ack`.
+    pub fn ack_requested(&self, text: &str) -> bool {
+        let Some(body) = self.body.and_then(|(start, end)| text.get(start..end)) else {
+            return false;
+        };
+        body.contains("\"ack\"")
+            && serde_json::from_str::<AckFlag>(body).is_ok_and(|f| f.ack == Some(true))
+    }
+
     /// Parses and validates the header of `text`. On error, returns what could be read
     /// so the error response can still be addressed.
     pub fn parse(text: &'a str) -> Result<Header<'a>, (ParseError, Box<Partial>)> {

@@ -2,8 +2,8 @@
 //! format (see [`crate::metrics`] for how they are recorded and rendered).
 //!
 //! The routing path counts into [`NodeMetrics`] (fixed arrays of relaxed atomics,
-//! indexed by message type and response code) next to the older
-//! [`NodeStats`](super::router::NodeStats); table sizes (sessions, subscriptions,
+//! indexed by message type and response code) next to [`NodeStats`] (the totals
+//! `/health` shows); both live here and nowhere else. Table sizes (sessions, subscriptions,
 //! addresses, queue depths, peer links, registry entries) are read at scrape time.
 //!
 //! | series | kind | labels |
@@ -36,11 +36,111 @@ use std::time::Instant;
 use actix_web::{web, HttpRequest, HttpResponse};
 use hyperty_actors::message::{MessageType, ResponseCode};
 use metrics::{counter, describe_counter, describe_gauge, gauge};
+use serde::Serialize;
 
 use super::frame::{FrameId, Header};
 use super::NodeState;
 use crate::domain_registry::HttpReads;
 use crate::metrics::{LatencyHistogram, RequestClock, CONTENT_TYPE};
+
+/// Node counters (monotonic except `sessions`).
+#[derive(Debug, Default)]
+pub struct NodeStats {
+    /// Frames received from clients.
+    pub frames_in: AtomicU64,
+    /// Frames handed to a session (each fan-out copy counts).
+    pub delivered: AtomicU64,
+    /// Frames kept for a dropped session.
+    pub buffered: AtomicU64,
+    /// Frames dropped (grace buffer full, no route for a notification).
+    pub dropped: AtomicU64,
+    /// Requests answered 404.
+    pub not_found: AtomicU64,
+    /// Frames refused with 403.
+    pub forbidden: AtomicU64,
+    /// Frames refused with 400.
+    pub bad_requests: AtomicU64,
+    /// Sessions evicted for not reading (budget or write deadline exceeded).
+    pub slow_consumers: AtomicU64,
+    /// Times a sender was paused because a recipient's queue was congested.
+    pub throttled: AtomicU64,
+    /// Sessions opened.
+    pub opened: AtomicU64,
+    /// Sessions resumed with re-open.
+    pub reopened: AtomicU64,
+    /// Frames refused for exceeding a session's rate (429).
+    pub rate_limited: AtomicU64,
+    /// Sessions closed for sustained abuse.
+    pub abusive: AtomicU64,
+    /// `open`s refused with 401.
+    pub unauthorised: AtomicU64,
+    /// Frames published to other nodes of the cluster (one per node).
+    pub forwarded: AtomicU64,
+    /// Frames received from other nodes of the cluster.
+    pub from_cluster: AtomicU64,
+}
+
+/// A snapshot of [`NodeStats`], as served on `/health`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct StatsSnapshot {
+    /// Frames received from clients.
+    pub frames_in: u64,
+    /// Frames handed to a session.
+    pub delivered: u64,
+    /// Frames kept for a dropped session.
+    pub buffered: u64,
+    /// Frames dropped.
+    pub dropped: u64,
+    /// Requests answered 404.
+    pub not_found: u64,
+    /// Frames refused with 403.
+    pub forbidden: u64,
+    /// Frames refused with 400.
+    pub bad_requests: u64,
+    /// Sessions evicted as slow consumers.
+    pub slow_consumers: u64,
+    /// Times a sender was paused for a congested recipient.
+    pub throttled: u64,
+    /// Sessions opened.
+    pub opened: u64,
+    /// Sessions resumed with re-open.
+    pub reopened: u64,
+    /// Frames refused for exceeding a session's rate (429).
+    pub rate_limited: u64,
+    /// Sessions closed for sustained abuse.
+    pub abusive: u64,
+    /// `open`s refused with 401.
+    pub unauthorised: u64,
+    /// Frames published to other nodes of the cluster.
+    pub forwarded: u64,
+    /// Frames received from other nodes of the cluster.
+    pub from_cluster: u64,
+}
+
+impl NodeStats {
+    /// A snapshot of the counters.
+    pub fn snapshot(&self) -> StatsSnapshot {
+        let s = self;
+        StatsSnapshot {
+            frames_in: s.frames_in.load(Relaxed),
+            delivered: s.delivered.load(Relaxed),
+            buffered: s.buffered.load(Relaxed),
+            dropped: s.dropped.load(Relaxed),
+            not_found: s.not_found.load(Relaxed),
+            forbidden: s.forbidden.load(Relaxed),
+            bad_requests: s.bad_requests.load(Relaxed),
+            slow_consumers: s.slow_consumers.load(Relaxed),
+            throttled: s.throttled.load(Relaxed),
+            opened: s.opened.load(Relaxed),
+            reopened: s.reopened.load(Relaxed),
+            rate_limited: s.rate_limited.load(Relaxed),
+            abusive: s.abusive.load(Relaxed),
+            unauthorised: s.unauthorised.load(Relaxed),
+            forwarded: s.forwarded.load(Relaxed),
+            from_cluster: s.from_cluster.load(Relaxed),
+        }
+    }
+}
 
 /// One frame in this many of each session is timed.
 pub const SAMPLE_EVERY: u32 = 16;

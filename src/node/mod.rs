@@ -11,6 +11,9 @@
 //!  │                        tokens; drops sessions in both above
 //!  ├── DomainRegistry (domain://registry.<D>) and QosBroker (domain://qos.<D>)
 //!  │                      — told of session lifecycle changes by the SessionManager
+//!  ├── ClusterDirectory   — (with `[cluster] redis`) membership and heartbeat;
+//!  │                        runs the cross-node forwarder and receiver loops
+//!  │                        (see crate::cluster)
 //!  ├── dashboard::Sampler — (when the dashboard is on) samples the counters above
 //!  │                        into the dashboard's history once a second
 //!  └── PeerConnector      — (when federation is on) owns the peer links, one
@@ -94,6 +97,9 @@ pub enum NodeError {
     /// The catalogue directory could not be read.
     #[error(transparent)]
     Catalogue(#[from] crate::catalogue::CatalogueError),
+    /// The `[cluster]` settings were refused.
+    #[error(transparent)]
+    Cluster(#[from] crate::cluster::ClusterError),
 }
 
 /// Publishes node-originated notifications (registry status changes) to the
@@ -222,6 +228,17 @@ impl NodeState {
         .with_write_deadline(config.session.write_deadline())
         .start();
         router.set_evictions(sessions.clone().recipient());
+        if let Some(cluster) = crate::cluster::ClusterNode::open(&config.cluster)? {
+            router.set_cluster(cluster.clone());
+            crate::cluster::ClusterDirectory::new(
+                cluster,
+                router.clone(),
+                sessions.clone().recipient(),
+                sessions.clone().recipient(),
+                subscriptions.clone().recipient(),
+            )
+            .start();
+        }
         tracing::info!(domain = %config.node.domain, "messaging node started");
         let mut state = NodeState {
             router,
@@ -364,6 +381,11 @@ async fn health(node: web::Data<NodeState>) -> HttpResponse {
         "live": r.live_count(),
         "stats": r.snapshot(),
         "peers": node.federation.as_ref().map(|f| f.links()).unwrap_or_default(),
+        "cluster": r.cluster().map(|c| serde_json::json!({
+            "node": c.id(),
+            "redis": if c.redis_up() { "reachable" } else { "unreachable" },
+            "members": c.members(),
+        })),
     }))
 }
 
@@ -414,6 +436,11 @@ impl NodeHandle {
             f.stop().await;
         }
         self.server.stop(true).await;
+        if let Some(c) = self.state.router.cluster() {
+            if let Err(e) = c.leave().await {
+                tracing::warn!(error = %e, "could not leave the cluster (its record expires)");
+            }
+        }
         let _ = self.state.allocation.send(allocation::CloseStore).await;
         // closes the identity store, so the data directory can be opened again
         let _ = self.state.idp.send(crate::identity::Shutdown).await;
@@ -439,6 +466,9 @@ pub fn start_with_clock(
         n => n,
     };
     let state = NodeState::start_with_clock(config, clock)?;
+    if let Some(c) = state.router.cluster() {
+        c.advertise(format!("ws://{addr}/ws"));
+    }
     let mount = state.configure();
     let server = HttpServer::new(move || App::new().configure(mount.clone()))
         .workers(workers)

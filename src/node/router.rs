@@ -2,14 +2,21 @@
 //!
 //! A frame from session A for an address owned by session B goes from A's actor
 //! straight into B's mailbox: the [`Router`] is shared data, not an actor, so every
-//! session routes on its own worker thread (design.md §6). Its tables are written by
-//! exactly one actor each:
+//! session routes on its own worker thread (design.md §6). Each of its tables is a
+//! small type defined in the module of the one actor that writes it; the write
+//! methods are private to that module, the read methods `pub(crate)`, so the
+//! router (and everyone else) only reads:
 //!
-//! | table | written by |
-//! |---|---|
-//! | `slots` (session key → connection), `runtimes` (runtime and stub URLs → key) | [`SessionManager`](super::sessions::SessionManager) |
-//! | `owners` (address → key) | [`AddressAllocation`](super::allocation::AddressAllocation) |
-//! | `subscribers` (resource → keys) | [`SubscriptionManager`](super::subscriptions::SubscriptionManager) |
+//! | table | type | written by |
+//! |---|---|---|
+//! | `slots` (session key → connection) | [`Slots`] | [`SessionManager`](super::sessions::SessionManager) |
+//! | `runtimes` (runtime and stub URLs → key) | [`Runtimes`] | [`SessionManager`](super::sessions::SessionManager) |
+//! | `owners` (address → key) | [`Owners`] | [`AddressAllocation`](super::allocation::AddressAllocation) |
+//! | `subscribers` (resource → keys) | [`Subscribers`] | [`SubscriptionManager`](super::subscriptions::SubscriptionManager) |
+//!
+//! The counters ([`NodeStats`] for `/health`, [`NodeMetrics`](super::metrics::NodeMetrics)
+//! for `/metrics`) are defined together in [`metrics`](super::metrics); the router
+//! holds them so the hot path counts without a hop.
 //!
 //! Delivery order for each `to` (rethink-wire.md §3b, issue §5): node service →
 //! the session that owns the address (its allocations, or its runtime or stub URLs
@@ -41,10 +48,13 @@ use actix::Recipient;
 use bytestring::ByteString;
 use dashmap::DashMap;
 use hyperty_actors::message::Message;
-use serde::Serialize;
 
+use super::allocation::Owners;
 use super::frame::ToRef;
+pub use super::metrics::{NodeStats, StatsSnapshot};
 use super::outbound::{Charge, OutboundQueue};
+use super::sessions::{Runtimes, Slots};
+use super::subscriptions::Subscribers;
 
 /// A session's stable key: its runtime token (it survives reconnection).
 pub type SessionKey = Arc<str>;
@@ -162,72 +172,6 @@ impl Slot {
             buffer: Mutex::new(GraceBuffer::default()),
         }
     }
-}
-
-/// Node counters (monotonic except `sessions`).
-#[derive(Debug, Default)]
-pub struct NodeStats {
-    /// Frames received from clients.
-    pub frames_in: AtomicU64,
-    /// Frames handed to a session (each fan-out copy counts).
-    pub delivered: AtomicU64,
-    /// Frames kept for a dropped session.
-    pub buffered: AtomicU64,
-    /// Frames dropped (grace buffer full, no route for a notification).
-    pub dropped: AtomicU64,
-    /// Requests answered 404.
-    pub not_found: AtomicU64,
-    /// Frames refused with 403.
-    pub forbidden: AtomicU64,
-    /// Frames refused with 400.
-    pub bad_requests: AtomicU64,
-    /// Sessions evicted for not reading (budget or write deadline exceeded).
-    pub slow_consumers: AtomicU64,
-    /// Times a sender was paused because a recipient's queue was congested.
-    pub throttled: AtomicU64,
-    /// Sessions opened.
-    pub opened: AtomicU64,
-    /// Sessions resumed with re-open.
-    pub reopened: AtomicU64,
-    /// Frames refused for exceeding a session's rate (429).
-    pub rate_limited: AtomicU64,
-    /// Sessions closed for sustained abuse.
-    pub abusive: AtomicU64,
-    /// `open`s refused with 401.
-    pub unauthorised: AtomicU64,
-}
-
-/// A snapshot of [`NodeStats`], as served on `/health`.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
-pub struct StatsSnapshot {
-    /// Frames received from clients.
-    pub frames_in: u64,
-    /// Frames handed to a session.
-    pub delivered: u64,
-    /// Frames kept for a dropped session.
-    pub buffered: u64,
-    /// Frames dropped.
-    pub dropped: u64,
-    /// Requests answered 404.
-    pub not_found: u64,
-    /// Frames refused with 403.
-    pub forbidden: u64,
-    /// Frames refused with 400.
-    pub bad_requests: u64,
-    /// Sessions evicted as slow consumers.
-    pub slow_consumers: u64,
-    /// Times a sender was paused for a congested recipient.
-    pub throttled: u64,
-    /// Sessions opened.
-    pub opened: u64,
-    /// Sessions resumed with re-open.
-    pub reopened: u64,
-    /// Frames refused for exceeding a session's rate (429).
-    pub rate_limited: u64,
-    /// Sessions closed for sustained abuse.
-    pub abusive: u64,
-    /// `open`s refused with 401.
-    pub unauthorised: u64,
 }
 
 /// Which node component an address names.
@@ -372,10 +316,10 @@ pub struct Router {
     grace_buffer: usize,
     grace_bytes: usize,
     next_id: AtomicU64,
-    pub(crate) slots: DashMap<SessionKey, Slot>,
-    pub(crate) runtimes: DashMap<Arc<str>, SessionKey>,
-    pub(crate) owners: DashMap<Arc<str>, SessionKey>,
-    pub(crate) subscribers: DashMap<Arc<str>, Vec<SessionKey>>,
+    pub(crate) slots: Slots,
+    pub(crate) runtimes: Runtimes,
+    pub(crate) owners: Owners,
+    pub(crate) subscribers: Subscribers,
     /// Open connections per client IP.
     per_ip: DashMap<std::net::IpAddr, usize>,
     /// Sessions per authenticated identity.
@@ -384,6 +328,8 @@ pub struct Router {
     evictions: OnceLock<Recipient<Evict>>,
     /// Links to other domains' nodes, set once at start-up when federation is on.
     peers: OnceLock<Arc<dyn PeerRoutes>>,
+    /// The other nodes of this domain, set once at start-up with `[cluster] redis`.
+    cluster: OnceLock<Arc<crate::cluster::ClusterNode>>,
     /// Counters.
     pub stats: NodeStats,
     /// Counters by type and code, latency histograms (`GET /metrics`).
@@ -421,14 +367,15 @@ impl Router {
             grace_buffer,
             grace_bytes: 64 << 20,
             next_id: AtomicU64::new(0),
-            slots: DashMap::new(),
-            runtimes: DashMap::new(),
-            owners: DashMap::new(),
-            subscribers: DashMap::new(),
+            slots: Slots::default(),
+            runtimes: Runtimes::default(),
+            owners: Owners::default(),
+            subscribers: Subscribers::default(),
             per_ip: DashMap::new(),
             per_user: DashMap::new(),
             evictions: OnceLock::new(),
             peers: OnceLock::new(),
+            cluster: OnceLock::new(),
             stats: NodeStats::default(),
             metrics: super::metrics::NodeMetrics::new(true),
         }
@@ -463,23 +410,7 @@ impl Router {
 
     /// A snapshot of the counters.
     pub fn snapshot(&self) -> StatsSnapshot {
-        let s = &self.stats;
-        StatsSnapshot {
-            frames_in: s.frames_in.load(Relaxed),
-            delivered: s.delivered.load(Relaxed),
-            buffered: s.buffered.load(Relaxed),
-            dropped: s.dropped.load(Relaxed),
-            not_found: s.not_found.load(Relaxed),
-            forbidden: s.forbidden.load(Relaxed),
-            bad_requests: s.bad_requests.load(Relaxed),
-            slow_consumers: s.slow_consumers.load(Relaxed),
-            throttled: s.throttled.load(Relaxed),
-            opened: s.opened.load(Relaxed),
-            reopened: s.reopened.load(Relaxed),
-            rate_limited: s.rate_limited.load(Relaxed),
-            abusive: s.abusive.load(Relaxed),
-            unauthorised: s.unauthorised.load(Relaxed),
-        }
+        self.stats.snapshot()
     }
 
     /// Sessions (live and in their grace period).
@@ -602,6 +533,65 @@ impl Router {
     /// Sets where frames for other domains go (once, at start-up).
     pub fn set_peers(&self, peers: Arc<dyn PeerRoutes>) {
         let _ = self.peers.set(peers);
+    }
+
+    /// Sets this node's cluster handle (once, at start-up).
+    pub fn set_cluster(&self, cluster: Arc<crate::cluster::ClusterNode>) {
+        let _ = self.cluster.set(cluster);
+    }
+
+    /// This node's cluster handle, with `[cluster] redis`.
+    pub fn cluster(&self) -> Option<&Arc<crate::cluster::ClusterNode>> {
+        self.cluster.get()
+    }
+
+    /// Hands the recipients of `to` no local session owns to the cluster's
+    /// forwarder (see [`crate::cluster::forward`]); `answer`: nothing local took
+    /// the frame, so `sender` is answered if no node does. False without a
+    /// cluster, or when there is nothing to forward; a full forwarder queue
+    /// answers the sender 503 itself.
+    pub fn forward(
+        &self,
+        to: &ToRef<'_>,
+        frame: &ByteString,
+        sender: Option<&SessionKey>,
+        answer: bool,
+    ) -> bool {
+        let Some(cluster) = self.cluster.get() else {
+            return false;
+        };
+        let targets: Vec<String> = to
+            .iter()
+            .filter(|t| self.owner_of(t).is_none())
+            .map(str::to_owned)
+            .collect();
+        if targets.is_empty() {
+            return false;
+        }
+        let queued = cluster.forward(crate::cluster::node::Forward {
+            targets,
+            frame: frame.clone(),
+            sender: sender.cloned(),
+            answer,
+            broadcast: false,
+        });
+        if !queued {
+            if let Some(s) = sender.filter(|_| answer) {
+                if let Ok(h) = super::frame::Header::parse(frame) {
+                    if h.kind.expects_response() {
+                        let text = crate::server::refusal::error_frame(
+                            Some(h.id.to_json()),
+                            h.to.first(),
+                            Some(&h.from),
+                            hyperty_actors::message::ResponseCode::ServiceUnavailable,
+                            "the cluster forwarder is overloaded",
+                        );
+                        self.deliver(s, &ByteString::from(text));
+                    }
+                }
+            }
+        }
+        true
     }
 
     /// The other domain `addr` belongs to, when federation is on.
@@ -919,6 +909,13 @@ impl Router {
             }
         }
         self.metrics.frames_out(&msg.kind, n);
+        if self.cluster.get().is_some() {
+            let to = match msg.to.iter().collect::<Vec<_>>().as_slice() {
+                [one] => ToRef::One(one.as_str().into()),
+                many => ToRef::Many(many.iter().map(|t| t.as_str().into()).collect()),
+            };
+            self.forward(&to, &frame, None, false);
+        }
         n
     }
 
@@ -980,7 +977,7 @@ mod tests {
         let r = Router::new("d.org", 8);
         let key: SessionKey = Arc::from("k1");
         r.runtimes
-            .insert(Arc::from("runtime://d.org/abc"), key.clone());
+            .insert_for_test(Arc::from("runtime://d.org/abc"), key.clone());
         assert_eq!(r.owner_of("runtime://d.org/abc"), Some(key.clone()));
         assert_eq!(r.owner_of("runtime://d.org/abc/sm"), Some(key.clone()));
         assert_eq!(r.owner_of("runtime://d.org/abc/x/y/z"), Some(key.clone()));
@@ -988,12 +985,14 @@ mod tests {
         assert_eq!(r.owner_of("runtime://d.org"), None);
         assert!(r.owns("k1", "runtime://d.org/abc/registry"));
         assert!(!r.owns("k1", "runtime://d.org/abcd"));
-        r.owners.insert(Arc::from("hyperty://d.org/1"), key.clone());
+        r.owners
+            .insert_for_test(Arc::from("hyperty://d.org/1"), key.clone());
         assert!(r.owns("k1", "hyperty://d.org/1"));
         assert!(!r.owns("k2", "hyperty://d.org/1"));
         assert_eq!(r.owner_of("hyperty://d.org/1"), Some(key.clone()));
         // an allocated data object's channels speak for it; routing stays exact
-        r.owners.insert(Arc::from("comm://d.org/o"), key.clone());
+        r.owners
+            .insert_for_test(Arc::from("comm://d.org/o"), key.clone());
         assert!(r.owns("k1", "comm://d.org/o/subscription"));
         assert!(r.owns("k1", "comm://d.org/o/children/"));
         assert!(!r.owns("k2", "comm://d.org/o/subscription"));
@@ -1005,7 +1004,7 @@ mod tests {
         assert!(r.owns("k1", "hyperty://d.org/1/news"));
         assert_eq!(r.owner_of("hyperty://d.org/10/news"), None);
         assert_eq!(r.owner_of("hyperty://d.org/2/news"), None);
-        r.subscribers.insert(
+        r.subscribers.insert_for_test(
             Arc::from("hyperty://d.org/1/presence"),
             vec![Arc::from("k3")],
         );
@@ -1013,7 +1012,7 @@ mod tests {
         drop(key);
         // a deeper URL of another session is that session's, not the outer one's
         r.runtimes
-            .insert(Arc::from("runtime://d.org/abc/deep"), Arc::from("k2"));
+            .insert_for_test(Arc::from("runtime://d.org/abc/deep"), Arc::from("k2"));
         assert!(r.owns("k2", "runtime://d.org/abc/deep/x"));
         assert!(!r.owns("k1", "runtime://d.org/abc/deep/x"));
         assert!(r.owns("k1", "runtime://d.org/abc/deeper"));
@@ -1037,7 +1036,7 @@ mod tests {
     fn frames_from_a_peer_never_go_to_a_peer() {
         let r = Router::new("d.org", 8);
         r.subscribers
-            .insert(Arc::from("comm://d.org/o/changes"), vec![peer_key("b.org")]);
+            .insert_for_test(Arc::from("comm://d.org/o/changes"), vec![peer_key("b.org")]);
         let to = ToRef::One("comm://d.org/o/changes".into());
         let f = ByteString::from_static("{}");
         assert!(matches!(
@@ -1058,7 +1057,7 @@ mod tests {
     fn lost_sessions_buffer_up_to_the_limit() {
         let r = Router::new("d.org", 2);
         let key: SessionKey = Arc::from("k1");
-        r.slots.insert(
+        r.slots.insert_for_test(
             key.clone(),
             Slot {
                 conn_id: 0,

@@ -41,12 +41,82 @@ use hyperty_actors::message::{Message, MessageType, ResponseCode};
 use serde_json::json;
 use tracing::info;
 
-use super::allocation::{AddressAllocation, DropSession};
+use super::allocation::{AddressAllocation, AdoptAddresses, DropSession, HandOverAddresses};
 use super::outbound::OutboundQueue;
 use super::rights::{check_runtime_url, may_replace, stub_url, UrlRefused};
 use super::router::{Evict, GraceBuffer, Kick, Outbound, Router, SessionKey, Slot};
-use super::subscriptions::{DropSubscriptions, SubscriptionManager};
+use super::subscriptions::{
+    AdoptSubscriptions, DropSubscriptions, HandOverSubscriptions, SubscriptionManager,
+};
 use crate::identity::TokenVerifier;
+use dashmap::mapref::one::{Ref, RefMut};
+use dashmap::DashMap;
+
+/// The router's `slots` table: session key → connection state. Read by anyone in
+/// the crate; written only here, by the [`SessionManager`].
+#[derive(Debug, Default)]
+pub struct Slots(DashMap<SessionKey, Slot>);
+
+impl Slots {
+    /// The state of session `key`.
+    pub(crate) fn get(&self, key: &str) -> Option<Ref<'_, SessionKey, Slot>> {
+        self.0.get(key)
+    }
+
+    /// Every session.
+    pub(crate) fn iter(&self) -> dashmap::iter::Iter<'_, SessionKey, Slot> {
+        self.0.iter()
+    }
+
+    /// Sessions (live and in their grace period).
+    pub(crate) fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    fn insert(&self, key: SessionKey, slot: Slot) {
+        self.0.insert(key, slot);
+    }
+
+    fn get_mut(&self, key: &str) -> Option<RefMut<'_, SessionKey, Slot>> {
+        self.0.get_mut(key)
+    }
+
+    fn remove(&self, key: &str) -> Option<(SessionKey, Slot)> {
+        self.0.remove(key)
+    }
+
+    /// Puts a slot in place for a router unit test.
+    #[cfg(test)]
+    pub(crate) fn insert_for_test(&self, key: SessionKey, slot: Slot) {
+        self.insert(key, slot);
+    }
+}
+
+/// The router's `runtimes` table: runtime and stub URLs → session key. Read by
+/// anyone in the crate; written only here, by the [`SessionManager`].
+#[derive(Debug, Default)]
+pub struct Runtimes(DashMap<Arc<str>, SessionKey>);
+
+impl Runtimes {
+    /// The session bound to exactly `url`.
+    pub(crate) fn get(&self, url: &str) -> Option<Ref<'_, Arc<str>, SessionKey>> {
+        self.0.get(url)
+    }
+
+    fn insert(&self, url: Arc<str>, key: SessionKey) {
+        self.0.insert(url, key);
+    }
+
+    fn remove_if(&self, url: &str, key: &SessionKey) {
+        self.0.remove_if(url, |_, k| k == key);
+    }
+
+    /// Binds `url` for a router unit test.
+    #[cfg(test)]
+    pub(crate) fn insert_for_test(&self, url: Arc<str>, key: SessionKey) {
+        self.insert(url, key);
+    }
+}
 
 /// Why `open`/`re-open` was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -56,6 +126,14 @@ pub struct SessionRefused {
     pub code: ResponseCode,
     /// Reason.
     pub description: String,
+}
+
+/// The answer to a `re-open` with a token no session holds (the reference wording).
+fn unknown_token() -> SessionRefused {
+    refuse(
+        ResponseCode::Unauthorized,
+        "Reconnection fail. Incorrect runtime token!",
+    )
 }
 
 fn refuse(code: ResponseCode, description: impl Into<String>) -> SessionRefused {
@@ -172,6 +250,24 @@ pub struct Lost {
     pub conn_id: u64,
     /// Why (for the log and the lifecycle event).
     pub reason: String,
+}
+
+/// Session `key` was re-opened on another node of the cluster: it leaves this
+/// node (socket closed, tables cleared) and keeps its cluster entries.
+#[derive(Debug, actix::Message)]
+#[rtype(result = "()")]
+pub struct HandedOver {
+    /// The session.
+    pub key: SessionKey,
+}
+
+/// A new `open` of `runtime` on another node replaced its session here: it is
+/// closed (socket, addresses, subscriptions, cluster entries).
+#[derive(Debug, actix::Message)]
+#[rtype(result = "()")]
+pub struct ReplacedElsewhere {
+    /// The runtime URL.
+    pub runtime: String,
 }
 
 #[derive(Debug, actix::Message)]
@@ -341,32 +437,124 @@ impl SessionManager {
         if let Some(rt) = self.router.runtime_of(key) {
             self.publish(event, &rt, reason);
         }
-        self.unbind(key)
+        self.unbind(key, false)
     }
 
     /// Removes a session from every table without telling anyone; resolves once
     /// its addresses and subscriptions are gone.
-    fn unbind(&mut self, key: &SessionKey) -> impl std::future::Future<Output = ()> + 'static {
+    fn unbind(
+        &mut self,
+        key: &SessionKey,
+        handed_over: bool,
+    ) -> impl std::future::Future<Output = ()> + 'static {
         let slot = self.router.slots.remove(key).map(|(_, s)| s);
         if let Some(id) = slot.as_ref().and_then(|s| s.identity.as_ref()) {
             self.router.release_user(id);
         }
+        let mut entries = Vec::new();
         if let Some(held) = self.sessions.remove(key) {
             if let Some(t) = held.token {
                 self.tokens.remove(&t);
+                entries.push(vec!["token".to_owned(), t.to_string()]);
             }
             for stub in held.stubs {
-                self.router.runtimes.remove_if(&stub, |_, k| k == key);
+                self.router.runtimes.remove_if(&stub, key);
+                entries.push(vec!["rt".to_owned(), stub.to_string()]);
             }
         }
         if let Some(rt) = slot.as_ref().and_then(|s| s.runtime.as_ref()) {
-            self.router.runtimes.remove_if(rt, |_, k| k == key);
+            self.router.runtimes.remove_if(rt, key);
+            entries.push(vec!["rt".to_owned(), rt.to_string()]);
         }
-        let addresses = self.allocation.send(DropSession(key.clone()));
-        let subscriptions = self.subscriptions.send(DropSubscriptions(key.clone()));
+        if let Some(cluster) = self.router.cluster().cloned() {
+            let keys: Vec<String> = entries
+                .iter()
+                .map(|e| cluster.key(&[&e[0], &e[1]]))
+                .collect();
+            if handed_over {
+                keys.iter().for_each(|k| cluster.forget(k));
+            } else {
+                let urls: Vec<String> = entries
+                    .into_iter()
+                    .filter(|e| e[0] == "rt")
+                    .map(|e| e[1].clone())
+                    .collect();
+                actix::spawn(async move {
+                    let r = async {
+                        cluster.release(&keys).await?;
+                        cluster.invalidate(urls).await
+                    };
+                    if let Err(e) = r.await {
+                        tracing::debug!(error = %e, "freeing a session in the cluster failed (it expires)");
+                    }
+                });
+            }
+        }
+        // both are queued now, before anything else reaches those actors
+        use futures_util::FutureExt;
+        let (addresses, subscriptions) = if handed_over {
+            (
+                self.allocation
+                    .send(HandOverAddresses(key.clone()))
+                    .map(drop)
+                    .boxed(),
+                self.subscriptions
+                    .send(HandOverSubscriptions(key.clone()))
+                    .map(drop)
+                    .boxed(),
+            )
+        } else {
+            (
+                self.allocation
+                    .send(DropSession(key.clone()))
+                    .map(drop)
+                    .boxed(),
+                self.subscriptions
+                    .send(DropSubscriptions(key.clone()))
+                    .map(drop)
+                    .boxed(),
+            )
+        };
         async move {
-            let _ = addresses.await;
-            let _ = subscriptions.await;
+            addresses.await;
+            subscriptions.await;
+        }
+    }
+
+    /// Records session `key` (its token, runtime and stub URLs) in the cluster, so
+    /// a `re-open` reaches it from any node and frames for its URLs come here.
+    fn assert_in_cluster(
+        &self,
+        key: &SessionKey,
+        token: &str,
+        runtime: &str,
+        stubs: &[Arc<str>],
+        identity: Option<&str>,
+    ) -> impl std::future::Future<Output = ()> + 'static {
+        let cluster = self.router.cluster().cloned();
+        let record = cluster
+            .as_ref()
+            .map(|c| format!("{} {key} {runtime} {}", c.id(), identity.unwrap_or("-")));
+        let token = token.to_owned();
+        let identity = identity.map(str::to_owned);
+        let mut urls = vec![runtime.to_owned()];
+        urls.extend(stubs.iter().map(|s| s.to_string()));
+        async move {
+            let (Some(cluster), Some(record)) = (cluster, record) else {
+                return;
+            };
+            let r = async {
+                cluster
+                    .claim(&[cluster.key(&["token", &token])], &record, true)
+                    .await?;
+                let keys: Vec<String> = urls.iter().map(|u| cluster.key(&["rt", u])).collect();
+                let holder = format!("{} {}", cluster.id(), identity.as_deref().unwrap_or("-"));
+                cluster.claim(&keys, &holder, true).await?;
+                cluster.invalidate(urls).await
+            };
+            if let Err(e) = r.await {
+                tracing::warn!(error = %e, "recording a session in the cluster failed (retried at the next heartbeat)");
+            }
         }
     }
 }
@@ -531,6 +719,14 @@ impl SessionManager {
         if let Some(a) = &o.identity {
             self.set_credentials(&o.key, a, ctx);
         }
+        let stubs = self
+            .sessions
+            .get(&o.key)
+            .map(|h| h.stubs.clone())
+            .unwrap_or_default();
+        let recorded =
+            self.assert_in_cluster(&o.key, &token, &o.runtime, &stubs, identity.as_deref());
+        ctx.wait(recorded.into_actor(self));
         self.router
             .stats
             .opened
@@ -566,8 +762,60 @@ impl SessionManager {
 }
 
 impl Handler<Open> for SessionManager {
-    type Result = Result<Opened, SessionRefused>;
+    type Result = ResponseActFuture<Self, Result<Opened, SessionRefused>>;
     fn handle(&mut self, o: Open, ctx: &mut Context<Self>) -> Self::Result {
+        let Some(cluster) = self.router.cluster().cloned() else {
+            return Box::pin(fut::ready(self.open_here(o, ctx)));
+        };
+        // does another node hold a session of this runtime URL?
+        let c = cluster.clone();
+        let key = cluster.key(&["rt", &o.runtime]);
+        let lookup = async move {
+            c.store()
+                .run::<Option<String>>(redis::cmd("GET").arg(key))
+                .await
+        };
+        Box::pin(lookup.into_actor(self).map(move |held, act, ctx| {
+            let remote = match held {
+                Ok(Some(v)) => {
+                    let mut parts = v.split(' ');
+                    let node = parts.next().unwrap_or_default().to_owned();
+                    let identity = parts.next().filter(|i| *i != "-").map(str::to_owned);
+                    (node != cluster.id()).then_some((node, identity))
+                }
+                Ok(None) => None,
+                Err(e) => {
+                    // local sessions go on without the cluster; the heartbeat records it later
+                    tracing::warn!(error = %e, "opening without checking the cluster");
+                    None
+                }
+            };
+            if let Some((_, old)) = &remote {
+                let new = o.identity.as_ref().map(|a| &*a.identity);
+                if !may_replace(old.as_deref(), new, &o.runtime) {
+                    return Err(refuse(
+                        ResponseCode::Forbidden,
+                        "this runtime URL has a session of another identity (on another node)",
+                    ));
+                }
+            }
+            let runtime = o.runtime.clone();
+            let opened = act.open_here(o, ctx)?;
+            if let Some((node, _)) = remote {
+                info!(runtime = %runtime, node = %node, "a new open replaces the runtime's session on another node");
+                actix::spawn(async move {
+                    if let Err(e) = cluster.control(&crate::cluster::Control::Replace { node, runtime }).await {
+                        tracing::warn!(error = %e, "telling the other node of a replaced session failed");
+                    }
+                });
+            }
+            Ok(opened)
+        }))
+    }
+}
+
+impl SessionManager {
+    fn open_here(&mut self, o: Open, ctx: &mut Context<Self>) -> Result<Opened, SessionRefused> {
         let _span = tracing::info_span!("node.open", runtime = %o.runtime).entered();
         // an open for the runtime URL this connection already holds: the same session
         if let Some(key) = self.router.session_of(&o.runtime).filter(|k| *k == o.key) {
@@ -632,7 +880,7 @@ impl SessionManager {
                 }
             }
         }
-        let dropped = self.unbind(&old);
+        let dropped = self.unbind(&old, false);
         ctx.wait(dropped.into_actor(self));
         opened
     }
@@ -752,21 +1000,41 @@ impl Handler<BindStub> for SessionManager {
         }
         let stub: Arc<str> = Arc::from(stub);
         held.stubs.push(stub.clone());
-        self.router.runtimes.insert(stub, b.key);
+        self.router.runtimes.insert(stub.clone(), b.key);
+        if let Some(cluster) = self.router.cluster().cloned() {
+            actix::spawn(async move {
+                let key = cluster.key(&["rt", &stub]);
+                let r = async {
+                    cluster.claim(&[key], cluster.id(), true).await?;
+                    cluster.invalidate(vec![stub.to_string()]).await
+                };
+                if let Err(e) = r.await {
+                    tracing::warn!(error = %e, "recording a stub URL in the cluster failed");
+                }
+            });
+        }
         Ok(())
     }
 }
 
 impl Handler<ReOpen> for SessionManager {
-    type Result = Result<Opened, SessionRefused>;
+    type Result = ResponseActFuture<Self, Result<Opened, SessionRefused>>;
     fn handle(&mut self, r: ReOpen, ctx: &mut Context<Self>) -> Self::Result {
+        let known = self.tokens.contains_key(r.token.as_str());
+        match self.router.cluster().cloned() {
+            Some(cluster) if !known => self.reopen_from_cluster(cluster, r),
+            _ => Box::pin(fut::ready(self.reopen_here(r, ctx))),
+        }
+    }
+}
+
+impl SessionManager {
+    fn reopen_here(
+        &mut self,
+        r: ReOpen,
+        ctx: &mut Context<Self>,
+    ) -> Result<Opened, SessionRefused> {
         let _span = tracing::info_span!("node.reopen", runtime = %r.runtime).entered();
-        let unknown = || {
-            refuse(
-                ResponseCode::Unauthorized,
-                "Reconnection fail. Incorrect runtime token!",
-            )
-        };
         if self
             .router
             .slots
@@ -779,7 +1047,7 @@ impl Handler<ReOpen> for SessionManager {
             ));
         }
         let Some(key) = self.tokens.get(r.token.as_str()).cloned() else {
-            return Err(unknown());
+            return Err(unknown_token());
         };
         let runtime_ok = self
             .router
@@ -787,7 +1055,7 @@ impl Handler<ReOpen> for SessionManager {
             .get(&key)
             .is_some_and(|s| s.runtime.as_deref() == Some(r.runtime.as_str()));
         if !runtime_ok {
-            return Err(unknown());
+            return Err(unknown_token());
         }
         let session_identity = self.router.identity_of(&key);
         let presented = r.identity.as_ref().map(|a| &a.identity);
@@ -811,7 +1079,7 @@ impl Handler<ReOpen> for SessionManager {
             ));
         };
         let Some(mut slot) = self.router.slots.get_mut(&key) else {
-            return Err(unknown());
+            return Err(unknown_token());
         };
         if let Some(old) = slot.kicker.take() {
             // the client reconnected before its old socket was noticed dead
@@ -848,6 +1116,223 @@ impl Handler<ReOpen> for SessionManager {
             identity: session_identity,
             key,
         })
+    }
+}
+
+/// A session as the cluster records it (`token:<token>`).
+#[derive(Debug)]
+struct Recorded {
+    node: String,
+    key: SessionKey,
+    runtime: String,
+    identity: Option<Arc<str>>,
+}
+
+impl Recorded {
+    fn parse(v: &str) -> Option<Recorded> {
+        let mut parts = v.split(' ');
+        let (node, key, runtime, identity) =
+            (parts.next()?, parts.next()?, parts.next()?, parts.next()?);
+        Some(Recorded {
+            node: node.to_owned(),
+            key: Arc::from(key),
+            runtime: runtime.to_owned(),
+            identity: (identity != "-").then(|| Arc::from(identity)),
+        })
+    }
+}
+
+impl SessionManager {
+    /// `re-open` of a session another node holds (or held until it died): this
+    /// node takes it over — its runtime URL, addresses and subscriptions — and
+    /// tells the old node to drop it.
+    fn reopen_from_cluster(
+        &mut self,
+        cluster: Arc<crate::cluster::ClusterNode>,
+        r: ReOpen,
+    ) -> ResponseActFuture<Self, Result<Opened, SessionRefused>> {
+        if self
+            .router
+            .slots
+            .get(&r.key)
+            .is_none_or(|s| s.runtime.is_some())
+        {
+            return Box::pin(fut::ready(Err(refuse(
+                ResponseCode::BadRequest,
+                "this connection already has a session: re-open from a new connection",
+            ))));
+        }
+        let c = cluster.clone();
+        let token = r.token.clone();
+        let lookup = async move {
+            let unavailable = |e: crate::cluster::ClusterError| {
+                refuse(
+                    ResponseCode::ServiceUnavailable,
+                    format!("cannot reach the cluster to re-open the session: {e}"),
+                )
+            };
+            let v: Option<String> = c
+                .store()
+                .run(redis::cmd("GET").arg(c.key(&["token", &token])))
+                .await
+                .map_err(unavailable)?;
+            let Some(rec) = v.as_deref().and_then(Recorded::parse) else {
+                return Err(unknown_token());
+            };
+            let mut pipe = redis::pipe();
+            pipe.cmd("SMEMBERS")
+                .arg(c.key(&["sess", &rec.key, "addrs"]));
+            pipe.cmd("SMEMBERS").arg(c.key(&["sess", &rec.key, "subs"]));
+            let (addrs, subs): (Vec<String>, Vec<String>) =
+                c.store().pipe(&pipe).await.map_err(unavailable)?;
+            Ok((rec, addrs, subs))
+        };
+        Box::pin(lookup.into_actor(self).then(move |found, act, ctx| -> ResponseActFuture<Self, Result<Opened, SessionRefused>> {
+            let adopted = found.and_then(|(rec, addrs, subs)| {
+                act.adopt(&cluster, &r, &rec, ctx)
+                    .map(|opened| (opened, rec, addrs, subs))
+            });
+            let (opened, rec, addrs, subs) = match adopted {
+                Ok(x) => x,
+                Err(e) => return Box::pin(fut::ready(Err(e))),
+            };
+            info!(runtime = %r.runtime, from = %rec.node, "re-open takes the session over from another node");
+            let key = opened.key.clone();
+            let addresses = act.allocation.send(AdoptAddresses {
+                session: key.clone(),
+                addresses: addrs.iter().map(|a| Arc::from(a.as_str())).collect(),
+            });
+            let subscriptions = act.subscriptions.send(AdoptSubscriptions {
+                session: key.clone(),
+                resources: subs,
+            });
+            let recorded =
+                act.assert_in_cluster(&key, &r.token, &r.runtime, &[], rec.identity.as_deref());
+            let old = rec.node.clone();
+            let handover = async move {
+                recorded.await;
+                if let Ok(Err(e)) = addresses.await {
+                    tracing::warn!(error = %e, "taking over a session's addresses failed");
+                }
+                let _ = subscriptions.await;
+                if old != cluster.id() {
+                    let c = crate::cluster::Control::HandOver {
+                        node: old,
+                        key: key.to_string(),
+                    };
+                    if let Err(e) = cluster.control(&c).await {
+                        tracing::warn!(error = %e, "telling the old node of a hand-over failed");
+                    }
+                }
+            };
+            Box::pin(handover.into_actor(act).map(move |(), act, _| {
+                act.router
+                    .stats
+                    .reopened
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                act.publish("re-open", &r.runtime, None);
+                Ok(opened)
+            }))
+        }))
+    }
+
+    /// Binds the new connection of `r` to the session `rec` recorded in the cluster.
+    fn adopt(
+        &mut self,
+        cluster: &crate::cluster::ClusterNode,
+        r: &ReOpen,
+        rec: &Recorded,
+        ctx: &mut Context<Self>,
+    ) -> Result<Opened, SessionRefused> {
+        if rec.runtime != r.runtime || rec.node == cluster.id() {
+            return Err(unknown_token());
+        }
+        let presented = r.identity.as_ref().map(|a| &a.identity);
+        if rec.identity.as_ref() != presented {
+            return Err(refuse(
+                ResponseCode::Unauthorized,
+                match rec.identity {
+                    Some(_) => "re-open needs a valid token of the session's own identity",
+                    None => "this session is anonymous: re-open it without a token",
+                },
+            ));
+        }
+        if self.router.slots.get(&rec.key).is_some() {
+            return Err(refuse(
+                ResponseCode::BadRequest,
+                "this session is being re-opened on this node already",
+            ));
+        }
+        if let Some(id) = &rec.identity {
+            if !self.router.acquire_user(id, self.max_per_user) {
+                return Err(refuse(
+                    ResponseCode::TooManyRequests,
+                    format!("{id} already holds {} sessions", self.max_per_user),
+                ));
+            }
+        }
+        let Some((_, fresh)) = self.router.slots.remove(&r.key) else {
+            if let Some(id) = &rec.identity {
+                self.router.release_user(id);
+            }
+            return Err(refuse(ResponseCode::InternalError, "unknown connection"));
+        };
+        let runtime: Arc<str> = Arc::from(r.runtime.as_str());
+        let mut slot = fresh;
+        slot.runtime = Some(runtime.clone());
+        slot.identity = rec.identity.clone();
+        self.router.slots.insert(rec.key.clone(), slot);
+        self.router.runtimes.insert(runtime, rec.key.clone());
+        let token: Arc<str> = Arc::from(r.token.as_str());
+        self.tokens.insert(token.clone(), rec.key.clone());
+        self.sessions.insert(
+            rec.key.clone(),
+            Held {
+                token: Some(token),
+                ..Held::default()
+            },
+        );
+        if let Some(a) = &r.identity {
+            self.set_credentials(&rec.key, a, ctx);
+        }
+        Ok(Opened {
+            key: rec.key.clone(),
+            token: r.token.clone(),
+            identity: rec.identity.clone(),
+        })
+    }
+}
+
+impl Handler<HandedOver> for SessionManager {
+    type Result = ();
+    fn handle(&mut self, h: HandedOver, ctx: &mut Context<Self>) {
+        if self.router.slots.get(&h.key).is_none() {
+            return;
+        }
+        info!(session = %h.key, "the session was re-opened on another node, dropping it here");
+        self.router.kick(&h.key, "re-opened on another node");
+        let dropped = self.unbind(&h.key, true);
+        ctx.spawn(dropped.into_actor(self));
+    }
+}
+
+impl Handler<ReplacedElsewhere> for SessionManager {
+    type Result = ();
+    fn handle(&mut self, r: ReplacedElsewhere, ctx: &mut Context<Self>) {
+        let Some(key) = self.router.session_of(&r.runtime) else {
+            return;
+        };
+        info!(runtime = %r.runtime, "a new open on another node replaces the session here");
+        self.router.kick(
+            &key,
+            "replaced by a new open of this runtime on another node",
+        );
+        let dropped = self.drop_session(
+            &key,
+            "close",
+            Some("replaced by a new open on another node"),
+        );
+        ctx.spawn(dropped.into_actor(self));
     }
 }
 

@@ -46,15 +46,74 @@ use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 use actix::prelude::*;
+use futures_util::FutureExt;
 use hyperty_actors::address::{Address, AddressKind};
 use hyperty_actors::message::{Message, MessageType, OneOrMany, ResponseCode};
 use serde_json::Value;
 use tracing::debug;
 
+use dashmap::mapref::one::Ref;
+use dashmap::DashMap;
+
 use super::allocation::{AddressAllocation, NodeRequest, Reclaim, Release};
 use super::rights::is_manager;
 use super::router::{domain_of_address, Router, SessionKey, PEER_KEY_PREFIX};
 use crate::config::SubscriptionsSection;
+
+/// The router's `subscribers` table: resource → the sessions subscribed to it
+/// (each once). Read by anyone in the crate; written only here, by the
+/// [`SubscriptionManager`].
+#[derive(Debug, Default)]
+pub struct Subscribers(DashMap<Arc<str>, Vec<SessionKey>>);
+
+impl Subscribers {
+    /// The sessions subscribed to exactly `resource`.
+    pub(crate) fn get(&self, resource: &str) -> Option<Ref<'_, Arc<str>, Vec<SessionKey>>> {
+        self.0.get(resource)
+    }
+
+    /// Whether anyone subscribed to `resource`.
+    pub(crate) fn contains_key(&self, resource: &str) -> bool {
+        self.0.contains_key(resource)
+    }
+
+    /// Every subscribed resource.
+    pub(crate) fn iter(&self) -> dashmap::iter::Iter<'_, Arc<str>, Vec<SessionKey>> {
+        self.0.iter()
+    }
+
+    /// Subscribed resources.
+    pub(crate) fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    /// Adds `session` to `resource`'s list (once); true if it is the first one.
+    fn add(&self, resource: Arc<str>, session: &SessionKey) -> bool {
+        let mut subs = self.0.entry(resource).or_default();
+        if subs.contains(session) {
+            return false;
+        }
+        subs.push(session.clone());
+        subs.len() == 1
+    }
+
+    /// Takes `session` off `resource`'s list; true if the list is now empty.
+    fn remove(&self, resource: &str, session: &SessionKey) -> bool {
+        let mut emptied = false;
+        self.0.remove_if_mut(resource, |_, subs| {
+            subs.retain(|k| k != session);
+            emptied = subs.is_empty();
+            emptied
+        });
+        emptied
+    }
+
+    /// Puts a subscriber list in place for a router unit test.
+    #[cfg(test)]
+    pub(crate) fn insert_for_test(&self, resource: Arc<str>, keys: Vec<SessionKey>) {
+        self.0.insert(resource, keys);
+    }
+}
 
 /// Removes every subscription of a session.
 #[derive(Debug, Clone, actix::Message)]
@@ -105,6 +164,47 @@ pub struct SubscriptionManager {
     managers: Vec<String>,
     by_session: HashMap<SessionKey, HashSet<Arc<str>>>,
     audiences: HashMap<Arc<str>, Audience>,
+    /// Cluster writes not yet sent (see [`flush`](Self::flush)).
+    writes: Writes,
+}
+
+/// Cluster writes waiting to be sent.
+#[derive(Default)]
+struct Writes(Vec<futures_util::future::BoxFuture<'static, ()>>);
+
+impl std::fmt::Debug for Writes {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Writes({})", self.0.len())
+    }
+}
+
+/// Session `key` was re-opened on another node: its subscriptions leave this
+/// node's tables, and the cluster's record of them stays for the new node.
+#[derive(Debug, Clone, actix::Message)]
+#[rtype(result = "usize")]
+pub struct HandOverSubscriptions(pub SessionKey);
+
+/// Another node of the cluster named the audience of an object its session holds.
+#[derive(Debug, Clone, actix::Message)]
+#[rtype(result = "()")]
+pub struct RemoteAudience {
+    /// The node holding the object.
+    pub node: String,
+    /// The object.
+    pub object: String,
+    /// The addresses it admits.
+    pub admitted: Vec<String>,
+}
+
+/// Session `session`, re-opened here, takes over the subscriptions it held on
+/// another node.
+#[derive(Debug, Clone, actix::Message)]
+#[rtype(result = "()")]
+pub struct AdoptSubscriptions {
+    /// The session.
+    pub session: SessionKey,
+    /// Its resources.
+    pub resources: Vec<String>,
 }
 
 impl SubscriptionManager {
@@ -123,6 +223,7 @@ impl SubscriptionManager {
             managers,
             by_session: HashMap::new(),
             audiences: HashMap::new(),
+            writes: Writes::default(),
         }
     }
 
@@ -162,13 +263,38 @@ impl SubscriptionManager {
                 }
             }
         }
-        let mut subs = self.router.subscribers.entry(resource).or_default();
-        if !subs.contains(session) {
-            subs.push(session.clone());
-        }
+        let first = self.router.subscribers.add(resource.clone(), session);
+        let Some(cluster) = self.router.cluster().cloned() else {
+            return;
+        };
+        let record = cluster.key(&["sess", session, "subs"]);
+        let set = cluster.key(&["subs", &resource]);
+        self.writes.0.push(Box::pin(async move {
+            let mut r = cluster.add_members(&record, &[resource.to_string()]).await;
+            if first && r.is_ok() {
+                r = cluster.add_members(&set, &[cluster.id().to_owned()]).await;
+                if r.is_ok() {
+                    r = cluster.invalidate(vec![resource.to_string()]).await;
+                }
+            }
+            if let Err(e) = r {
+                tracing::warn!(error = %e, "recording a subscription in the cluster failed (retried at the next heartbeat)");
+            }
+        }));
+    }
+
+    /// The cluster writes queued so far, to await (or spawn).
+    fn flush(&mut self) -> impl std::future::Future<Output = ()> + 'static {
+        futures_util::future::join_all(std::mem::take(&mut self.writes.0)).map(|_| ())
     }
 
     fn unroute(&mut self, session: &SessionKey, resource: &str) {
+        self.unroute_with(session, resource, true);
+    }
+
+    /// Unroutes `resource` from `session`; `record`: also from the cluster's
+    /// record of the session's subscriptions.
+    fn unroute_with(&mut self, session: &SessionKey, resource: &str, record: bool) {
         if let Some(a) = covered_object(resource).and_then(|o| self.audiences.get_mut(o)) {
             if let Some(w) = a.waiting.get_mut(session) {
                 w.remove(resource);
@@ -177,10 +303,28 @@ impl SubscriptionManager {
                 }
             }
         }
-        self.router.subscribers.remove_if_mut(resource, |_, subs| {
-            subs.retain(|k| k != session);
-            subs.is_empty()
-        });
+        let emptied = self.router.subscribers.remove(resource, session);
+        let Some(cluster) = self.router.cluster().cloned() else {
+            return;
+        };
+        let record = record.then(|| cluster.key(&["sess", session, "subs"]));
+        let set = cluster.key(&["subs", resource]);
+        let resource = resource.to_owned();
+        self.writes.0.push(Box::pin(async move {
+            let mut r = match &record {
+                Some(k) => cluster.remove_member(k, &resource).await,
+                None => Ok(()),
+            };
+            if emptied && r.is_ok() {
+                r = cluster.remove_member(&set, cluster.id()).await;
+                if r.is_ok() {
+                    r = cluster.invalidate(vec![resource]).await;
+                }
+            }
+            if let Err(e) = r {
+                tracing::debug!(error = %e, "removing a subscription from the cluster failed (it expires)");
+            }
+        }));
     }
 
     /// `update {resource:<obj>, value:{audience:[…]}}` from the object's holder.
@@ -266,15 +410,35 @@ impl SubscriptionManager {
                 ),
             );
         }
-        let key: Arc<str> = Arc::from(obj.as_str());
+        if from_peer.is_none() {
+            let before = self
+                .audiences
+                .get(obj.as_str())
+                .map(|a| a.admitted.clone())
+                .unwrap_or_default();
+            self.tell_peers(&obj, &before, &admitted);
+            if let Some(c) = self.router.cluster() {
+                // the other nodes park their own subscribers the audience does not name
+                c.broadcast(crate::cluster::Control::Audience {
+                    node: c.id().to_owned(),
+                    object: obj.clone(),
+                    admitted: admitted.clone(),
+                });
+            }
+        }
+        self.apply_audience(&obj, r.session.clone(), admitted);
+        r.msg.reply(ResponseCode::Ok)
+    }
+
+    /// Sets `obj`'s audience (held by `holder`): parks the subscriptions to its
+    /// channels it does not admit, routes the waiting ones it now admits.
+    fn apply_audience(&mut self, obj: &str, holder: SessionKey, admitted: Vec<String>) {
+        let key: Arc<str> = Arc::from(obj);
         let mut audience = self.audiences.remove(&key).unwrap_or(Audience {
-            holder: r.session.clone(),
+            holder,
             admitted: Vec::new(),
             waiting: HashMap::new(),
         });
-        if from_peer.is_none() {
-            self.tell_peers(&obj, &audience.admitted, &admitted);
-        }
         audience.admitted = admitted;
         // park who is no longer admitted, route who now is
         for channel in AUDIENCE_CHANNELS.map(|c| format!("{obj}{c}")) {
@@ -290,12 +454,7 @@ impl SubscriptionManager {
                 .cloned()
                 .collect();
             for s in &parked {
-                self.router
-                    .subscribers
-                    .remove_if_mut(channel.as_str(), |_, subs| {
-                        subs.retain(|k| k != s);
-                        subs.is_empty()
-                    });
+                self.router.subscribers.remove(channel.as_str(), s);
                 audience
                     .waiting
                     .entry(s.clone())
@@ -320,7 +479,6 @@ impl SubscriptionManager {
         for (s, c) in released {
             self.route(&s, c);
         }
-        r.msg.reply(ResponseCode::Ok)
     }
 
     /// Passes an audience on to the nodes of the other domains it admits (or
@@ -493,17 +651,17 @@ impl SubscriptionManager {
                 })?
                 .map_err(|e| (e.code, e.description))
         };
-        Box::pin(work.into_actor(self).map(move |bound, act, _| {
-            if let Err((code, why)) = bound {
-                return r.msg.reply_error(code, why);
-            }
-            match act.add(&r.session, &list) {
-                Ok(()) => {
+        Box::pin(work.into_actor(self).then(move |bound, act, _| {
+            let reply = match bound.map(|()| act.add(&r.session, &list)) {
+                Err((code, why)) => r.msg.reply_error(code, why),
+                Ok(Ok(())) => {
                     debug!(session = %r.session, n = list.len(), "subscribed");
                     r.msg.reply(ResponseCode::Ok)
                 }
-                Err(e) => r.msg.reply_error(ResponseCode::TooManyRequests, e),
-            }
+                Ok(Err(e)) => r.msg.reply_error(ResponseCode::TooManyRequests, e),
+            };
+            // the other nodes know of the subscription before its 200 goes out
+            fut::wrap_future::<_, Self>(act.flush()).map(move |(), _, _| reply)
         }))
     }
 
@@ -535,8 +693,15 @@ impl Handler<NodeRequest> for SubscriptionManager {
         let _span = tracing::debug_span!("node.sm", id = r.msg.id, session = %r.session).entered();
         match r.msg.kind {
             MessageType::Subscribe => self.subscribe(r),
-            MessageType::Unsubscribe => Box::pin(fut::ready(self.unsubscribe(&r))),
-            MessageType::Update => Box::pin(fut::ready(self.set_audience(&r))),
+            MessageType::Unsubscribe => {
+                let reply = self.unsubscribe(&r);
+                Box::pin(fut::wrap_future::<_, Self>(self.flush()).map(move |(), _, _| reply))
+            }
+            MessageType::Update => {
+                let reply = self.set_audience(&r);
+                actix::spawn(self.flush());
+                Box::pin(fut::ready(reply))
+            }
             _ => Box::pin(fut::ready(r.msg.reply_error(
                 ResponseCode::BadRequest,
                 format!(
@@ -574,20 +739,77 @@ impl Handler<Mirror> for SubscriptionManager {
                 self.remove(&m.session, r);
             }
         }
+        actix::spawn(self.flush());
     }
 }
 
 impl Handler<DropSubscriptions> for SubscriptionManager {
     type Result = usize;
     fn handle(&mut self, d: DropSubscriptions, _: &mut Context<Self>) -> usize {
+        let n = self.drop_session(&d.0, true);
+        actix::spawn(self.flush());
+        n
+    }
+}
+
+impl SubscriptionManager {
+    /// Drops every subscription of `session`; `record`: from the cluster's record
+    /// of the session too (not when the session moved to another node).
+    fn drop_session(&mut self, session: &SessionKey, record: bool) -> usize {
         // the audiences it named go with it (its objects' addresses go too)
-        self.audiences.retain(|_, a| a.holder != d.0);
-        let Some(mine) = self.by_session.remove(&d.0) else {
+        self.audiences.retain(|_, a| a.holder != *session);
+        let Some(mine) = self.by_session.remove(session) else {
             return 0;
         };
         for r in &mine {
-            self.unroute(&d.0, r);
+            self.unroute_with(session, r, record);
+        }
+        if let Some(cluster) = self.router.cluster().cloned() {
+            let key = cluster.key(&["sess", session, "subs"]);
+            if record {
+                self.writes.0.push(Box::pin(async move {
+                    let _ = cluster.delete(&key).await;
+                }));
+            } else {
+                cluster.forget(&key);
+            }
         }
         mine.len()
+    }
+}
+
+impl Handler<HandOverSubscriptions> for SubscriptionManager {
+    type Result = usize;
+    fn handle(&mut self, d: HandOverSubscriptions, _: &mut Context<Self>) -> usize {
+        let n = self.drop_session(&d.0, false);
+        actix::spawn(self.flush());
+        n
+    }
+}
+
+impl Handler<RemoteAudience> for SubscriptionManager {
+    type Result = ();
+    fn handle(&mut self, a: RemoteAudience, _: &mut Context<Self>) {
+        // a holder key no local session has: only the audience admits here
+        let holder: SessionKey = Arc::from(format!("cluster:{}", a.node));
+        self.apply_audience(&a.object, holder, a.admitted);
+        actix::spawn(self.flush());
+    }
+}
+
+impl Handler<AdoptSubscriptions> for SubscriptionManager {
+    type Result = ResponseFuture<()>;
+    fn handle(&mut self, a: AdoptSubscriptions, _: &mut Context<Self>) -> Self::Result {
+        let mine = self.by_session.entry(a.session.clone()).or_default();
+        let fresh: Vec<Arc<str>> = a
+            .resources
+            .iter()
+            .map(|r| Arc::from(r.as_str()))
+            .filter(|r: &Arc<str>| mine.insert(r.clone()))
+            .collect();
+        for r in fresh {
+            self.route(&a.session, r);
+        }
+        Box::pin(self.flush())
     }
 }

@@ -28,7 +28,6 @@ use actix_web::{web, HttpRequest, HttpResponse};
 use bytestring::ByteString;
 use dashmap::DashMap;
 use futures_util::StreamExt;
-use hyperty_actors::message::ResponseCode;
 use serde_json::value::RawValue;
 use serde_json::{json, Value};
 use tokio::sync::oneshot;
@@ -183,19 +182,14 @@ impl Handler<Submit> for HttpSession {
         if self.ended {
             return Box::pin(async { Submitted::Ended });
         }
-        self.core.refused = None;
-        session::on_text(self, text, ctx);
         if !ack {
+            session::on_text(self, text, ctx);
             return Box::pin(async { Submitted::Taken(None) });
         }
-        // after everything the frame set off (bindings, service answers)
         let (tx, rx) = oneshot::channel();
-        ctx.wait(actix::fut::ready(()).map(move |(), act: &mut Self, _| {
-            let _ = tx.send(match act.core.refused.take() {
-                None => json!({"code": ResponseCode::Ok}),
-                Some((code, description)) => json!({"code": code, "description": description}),
-            });
-        }));
+        session::on_text_then(self, text, ctx, move |_, _, refused| {
+            let _ = tx.send(session::ack_value(refused));
+        });
         Box::pin(async move { Submitted::Taken(rx.await.ok()) })
     }
 }

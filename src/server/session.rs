@@ -295,8 +295,76 @@ pub(crate) fn refuse<A: SessionHost>(
     }
 }
 
-/// One reTHINK frame from the client.
+/// One reTHINK frame from the client. A frame flagged `"body": {"ack": true}` is
+/// acknowledged on every transport (see [`on_text_then`]) with [`ack_frame`].
 pub(crate) fn on_text<A>(act: &mut A, text: ByteString, ctx: &mut A::Context)
+where
+    A: SessionHost,
+    A::Context: AsyncContext<A>,
+{
+    // the substring search keeps unflagged frames to one header parse
+    let ack = match text.contains("\"ack\"").then(|| Header::parse(&text)) {
+        Some(Ok(h)) if h.ack_requested(&text) => Some((h.id.into_owned(), h.from.into_owned())),
+        _ => None,
+    };
+    let Some((id, from)) = ack else {
+        return route_text(act, text, ctx);
+    };
+    on_text_then(act, text, ctx, move |act, ctx, refused| {
+        let frame = ack_frame(act.core_ref().node.router.domain(), &id, &from, refused);
+        act.write(ctx, frame);
+    });
+}
+
+/// One frame from the client, then `then` with how it was refused (`None`: it was
+/// queued to every recipient), once everything it set off on the node is done: a
+/// stub binding, a node service's answer, whatever those set off in turn. The
+/// actor's waits run last-in first-out, so `then` waits beneath them.
+pub(crate) fn on_text_then<A, F>(act: &mut A, text: ByteString, ctx: &mut A::Context, then: F)
+where
+    A: SessionHost,
+    A::Context: AsyncContext<A>,
+    F: FnOnce(&mut A, &mut A::Context, Option<(ResponseCode, String)>) + 'static,
+{
+    act.core().refused = None;
+    ctx.wait(actix::fut::ready(()).map(move |(), act: &mut A, ctx| {
+        let refused = act.core().refused.take();
+        then(act, ctx, refused);
+    }));
+    route_text(act, text, ctx);
+}
+
+/// The acknowledgement of frame `id` from `from`: a reTHINK response from the node
+/// (`domain://msg-node.<D>`) whose body says `"ack": true` and the frame's fate.
+pub(crate) fn ack_frame(
+    domain: &str,
+    id: &FrameId<'_>,
+    from: &str,
+    refused: Option<(ResponseCode, String)>,
+) -> String {
+    let mut body = ack_value(refused);
+    body["ack"] = Value::Bool(true);
+    json!({
+        "id": id.to_json(),
+        "type": "response",
+        "from": format!("domain://msg-node.{domain}"),
+        "to": from,
+        "body": body,
+    })
+    .to_string()
+}
+
+/// What an acknowledgement says of a frame's fate: `{"code":200}`, or the code and
+/// description it was refused with.
+pub(crate) fn ack_value(refused: Option<(ResponseCode, String)>) -> Value {
+    match refused {
+        None => json!({"code": ResponseCode::Ok}),
+        Some((code, description)) => json!({"code": code, "description": description}),
+    }
+}
+
+/// Routes one frame from the client (see [`on_text`]).
+fn route_text<A>(act: &mut A, text: ByteString, ctx: &mut A::Context)
 where
     A: SessionHost,
     A::Context: AsyncContext<A>,
@@ -438,6 +506,18 @@ fn route_owned<A>(
     } else {
         router.route(&h.to, frame)
     };
+    if h.kind == MessageType::Response {
+        if let Some(c) = router.cluster() {
+            c.answered(h.to.first(), &h.id.to_json());
+        }
+    }
+    // recipients no local session owns may live on another node of the cluster
+    let forwarded = router.forward(
+        &h.to,
+        frame,
+        Some(&core.key),
+        matches!(routed, Routed::NoRoute(_)),
+    );
     let metrics = &router.metrics;
     if let Routed::Delivered {
         queued, buffered, ..
@@ -476,6 +556,8 @@ fn route_owned<A>(
         } => slow_down(act, q, ctx),
         Routed::Delivered { .. } => {}
         Routed::Service(s) => service_request(act, s, text, ctx),
+        // the forwarder answers if no node takes it
+        Routed::NoRoute(_) if forwarded => {}
         Routed::NoRoute(t) => {
             let why = format!("no route to {t}");
             refuse(act, ctx, h, ResponseCode::NotFound, &why)

@@ -24,6 +24,8 @@ use crate::jsbox::{JsError, JsEvent, JsEvents, JsHost, JsSandbox};
 pub const MAX_UNANSWERED: usize = 4096;
 /// Frames queued for a stub's socket.
 pub const SOCKET_QUEUE: usize = 1024;
+/// How long a disconnected stub's code lives on to close its socket.
+const CLOSE_LINGER: Duration = Duration::from_secs(1);
 
 /// Requests delivered to a JS hyperty and not yet answered, by (sender, id).
 pub(crate) type UnansweredTable = Arc<Mutex<HashMap<(String, MessageId), (Instant, Message)>>>;
@@ -45,6 +47,8 @@ struct HypertyPowers {
     plain: Bus,
     url: HypertyUrl,
     unanswered: Unanswered,
+    /// Told when the code fails: the user agent, which removes the hyperty's
+    /// policies and unregisters it.
     registry: Recipient<UnregisterHyperty>,
 }
 
@@ -94,6 +98,9 @@ pub struct JsHyperty {
     bus: Bus,
     sandbox: Option<JsSandbox>,
     unanswered: Unanswered,
+    /// Mailbox capacity: the sandbox's inbox, so a burst the code can queue is
+    /// not refused before it.
+    mailbox: usize,
 }
 
 impl std::fmt::Debug for JsHyperty {
@@ -121,11 +128,12 @@ impl JsHyperty {
         (Box::new(powers), unanswered)
     }
 
-    /// A host for `sandbox` (started with [`JsHyperty::powers`]).
+    /// A host for `sandbox` (started with [`JsHyperty::powers`]) whose inbox
+    /// holds `mailbox` events.
     pub(crate) fn new(
         url: HypertyUrl,
         bus: Bus,
-        sandbox: JsSandbox,
+        (sandbox, mailbox): (JsSandbox, usize),
         unanswered: Unanswered,
     ) -> Self {
         JsHyperty {
@@ -133,6 +141,7 @@ impl JsHyperty {
             bus,
             sandbox: Some(sandbox),
             unanswered,
+            mailbox,
         }
     }
 
@@ -161,6 +170,9 @@ impl JsHyperty {
 
 impl Actor for JsHyperty {
     type Context = Context<Self>;
+    fn started(&mut self, ctx: &mut Context<Self>) {
+        ctx.set_mailbox_capacity(self.mailbox.max(16));
+    }
 }
 
 impl Handler<Deliver> for JsHyperty {
@@ -235,9 +247,13 @@ struct StubPowers {
     protocols: Vec<String>,
     arbiter: actix::ArbiterHandle,
     socket: Mutex<Option<mpsc::Sender<String>>>,
-    status: watch::Sender<StubStatus>,
+    status: watch::Sender<Reported>,
     connect_timeout: Duration,
+    max_frame_bytes: usize,
 }
+
+/// The last status a stub's code reported, with its description.
+pub(crate) type Reported = (StubStatus, Option<String>);
 
 impl JsHost for StubPowers {
     fn post(&self, msg: Message) -> Result<(), String> {
@@ -249,7 +265,7 @@ impl JsHost for StubPowers {
             warn!(stub = %self.ctx.url(), status, "unknown stub status ignored");
             return;
         };
-        let _ = self.status.send(s);
+        let _ = self.status.send((s, desc.map(str::to_owned)));
         self.ctx.report(s, desc);
     }
     fn ws_open(&self, events: JsEvents) -> Result<(), String> {
@@ -263,9 +279,10 @@ impl JsHost for StubPowers {
         let timeout = self.connect_timeout;
         let stub = self.ctx.url().clone();
         let protocols = self.protocols.clone();
+        let max_frame = self.max_frame_bytes;
         let spawned = self.arbiter.spawn_fn(move || {
             actix_rt::spawn(async move {
-                let why = socket(&url, &protocols, timeout, rx, &events).await;
+                let why = socket(&url, &protocols, (timeout, max_frame), rx, &events).await;
                 info!(%stub, endpoint = %url, reason = %why, "stub socket closed");
                 let _ = events.send(JsEvent::WsClosed(why));
             });
@@ -292,7 +309,9 @@ impl JsHost for StubPowers {
     }
     fn failed(&self, reason: &str) {
         self.ws_close();
-        let _ = self.status.send(StubStatus::Failed);
+        let _ = self
+            .status
+            .send((StubStatus::Failed, Some(reason.to_owned())));
         self.ctx.report(StubStatus::Failed, Some(reason));
     }
 }
@@ -301,11 +320,13 @@ impl JsHost for StubPowers {
 async fn socket(
     url: &str,
     protocols: &[String],
-    timeout: Duration,
+    (timeout, max_frame): (Duration, usize),
     mut outbound: mpsc::Receiver<String>,
     events: &JsEvents,
 ) -> String {
-    let mut request = crate::bridge::http_client(timeout).ws(url);
+    let mut request = crate::bridge::http_client(timeout)
+        .ws(url)
+        .max_frame_size(max_frame);
     if !protocols.is_empty() {
         request = request.protocols(protocols);
     }
@@ -355,8 +376,10 @@ async fn socket(
 pub struct JsStub {
     ctx: StubContext,
     sandbox: Option<JsSandbox>,
-    status: watch::Receiver<StubStatus>,
+    status: watch::Receiver<Reported>,
     connect_timeout: Duration,
+    /// Mailbox capacity (as [`JsHyperty`]'s).
+    mailbox: usize,
 }
 
 impl std::fmt::Debug for JsStub {
@@ -370,14 +393,14 @@ impl std::fmt::Debug for JsStub {
 impl JsStub {
     /// The powers for a stub with `ctx` whose descriptor declares `endpoint`
     /// (and the WebSocket subprotocols to ask for there), and the status they
-    /// report.
+    /// report. Frames up to `max_frame_bytes` are taken from the endpoint.
     pub(crate) fn powers(
         ctx: StubContext,
         endpoint: Option<String>,
         protocols: Vec<String>,
-        connect_timeout: Duration,
-    ) -> (Box<dyn JsHost>, watch::Receiver<StubStatus>) {
-        let (tx, rx) = watch::channel(StubStatus::Created);
+        (connect_timeout, max_frame_bytes): (Duration, usize),
+    ) -> (Box<dyn JsHost>, watch::Receiver<Reported>) {
+        let (tx, rx) = watch::channel((StubStatus::Created, None));
         let powers = StubPowers {
             ctx,
             endpoint,
@@ -386,15 +409,16 @@ impl JsStub {
             socket: Mutex::new(None),
             status: tx,
             connect_timeout,
+            max_frame_bytes,
         };
         (Box::new(powers), rx)
     }
 
-    /// A stub running `sandbox`.
+    /// A stub running `sandbox` (whose inbox holds `mailbox` events).
     pub(crate) fn new(
         ctx: StubContext,
-        sandbox: JsSandbox,
-        status: watch::Receiver<StubStatus>,
+        (sandbox, mailbox): (JsSandbox, usize),
+        status: watch::Receiver<Reported>,
         connect_timeout: Duration,
     ) -> JsStub {
         JsStub {
@@ -402,12 +426,16 @@ impl JsStub {
             sandbox: Some(sandbox),
             status,
             connect_timeout,
+            mailbox,
         }
     }
 }
 
 impl Actor for JsStub {
     type Context = Context<Self>;
+    fn started(&mut self, ctx: &mut Context<Self>) {
+        ctx.set_mailbox_capacity(self.mailbox.max(16));
+    }
 }
 
 impl Handler<Connect> for JsStub {
@@ -427,17 +455,18 @@ impl Handler<Connect> for JsStub {
         let url = self.ctx.url().clone();
         Box::pin(async move {
             sent?;
-            let settled = status.wait_for(|s| {
+            let settled = status.wait_for(|(s, _)| {
                 matches!(
                     s,
                     StubStatus::Live | StubStatus::Failed | StubStatus::Disconnected
                 )
             });
             match tokio::time::timeout(timeout, settled).await {
-                Ok(Ok(s)) if *s == StubStatus::Live => Ok(()),
+                Ok(Ok(s)) if s.0 == StubStatus::Live => Ok(()),
                 Ok(Ok(s)) => Err(StubError::Connect(format!(
-                    "stub {url} reported {} while connecting",
-                    s.as_str()
+                    "stub {url} reported {} while connecting: {}",
+                    s.0.as_str(),
+                    s.1.as_deref().unwrap_or("no reason given")
                 ))),
                 Ok(Err(_)) => Err(StubError::Connect(format!("stub {url} stopped"))),
                 Err(_) => Err(StubError::Connect(format!(
@@ -452,10 +481,19 @@ impl Handler<Disconnect> for JsStub {
     type Result = ();
     fn handle(&mut self, _: Disconnect, ctx: &mut Context<Self>) {
         if let Some(sb) = self.sandbox.take() {
-            let _ = sb.events().send(JsEvent::Disconnect);
+            // the code says goodbye on its socket (e.g. a `close`) before it ends
+            if sb.events().send(JsEvent::Disconnect).is_ok() {
+                actix_rt::spawn(async move {
+                    tokio::time::sleep(CLOSE_LINGER).await;
+                    drop(sb);
+                });
+            }
         }
-        self.ctx
-            .report(StubStatus::Disconnected, Some("closed by the runtime"));
+        // a stub that failed keeps `failed` (and its reason) as its last word
+        if self.status.borrow().0 != StubStatus::Failed {
+            self.ctx
+                .report(StubStatus::Disconnected, Some("closed by the runtime"));
+        }
         ctx.stop();
     }
 }

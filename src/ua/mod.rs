@@ -12,15 +12,31 @@
 //! | `LoadStubFor` (from the registry) | [`LoadStub`] when the bus finds no stub for a domain | `Ok` once it is live |
 //!
 //! Errors are [`UaError`]s naming what failed: an unreachable catalogue (504),
-//! a bad signature or hash (403), a descriptor that does not parse (400), code
-//! that fails while loading or a stub that never connects (500). Nothing is
-//! half-started: a failure unregisters what was registered.
+//! a bad signature or hash (403), a descriptor or policies that do not parse
+//! (400), a constraint the runtime cannot meet (403), code that fails while
+//! loading or a stub that never connects (500; the stub's error names its
+//! endpoint). Nothing is half-started: a failure unregisters what was
+//! registered and removes the policies it installed.
+//!
+//! # Constraints and policies
+//!
+//! Before anything of an object starts (no address registered, no sandbox), its
+//! descriptor's `constraints` are matched against [`UaConfig::capabilities`]: an
+//! unmet one is [`UaError::Unmet`] (403) naming it, e.g. `constraint "browser" =
+//! true not met (the runtime has nothing)`. Its `policies` (policy sets of the
+//! runtime's language) are installed into the runtime's PDP under
+//! `<object URL>#<set id>`, narrowed to messages to or from that hyperty (a
+//! stub: to or from its domain), so a deny rule answers 403 "Blocked by policy"
+//! on the object's traffic only. A newer version's sets replace the old ones;
+//! a hyperty that fails takes its sets with it. Policies that do not parse, or
+//! a runtime without a policy engine, refuse the object.
 //!
 //! On the wire the agent answers `execute` messages to `<runtime>/ua` with
 //! `value: {method: "loadHyperty", url}` / `{method: "loadStub", domain}` /
 //! `{method: "checkForUpdate", hyperty}` / `{method: "discoverHyperty", user,
 //! criteria}`.
 
+mod admit;
 mod fetch;
 mod host;
 
@@ -34,6 +50,7 @@ use hyperty_actors::catalogue::{IntegrityError, ObjectType};
 use hyperty_actors::error::ToResponseCode;
 use hyperty_actors::hyperty::HypertySpec;
 use hyperty_actors::message::{Message, MessageType, ResponseCode};
+use hyperty_actors::policy::{AddPolicies, PolicySet, RemovePolicies};
 use hyperty_actors::protostub::{Connect, StubContext};
 use hyperty_actors::registry::{
     LoadStubFor, NextStubUrl, RegisterHyperty, RegisterStub, SetStubLoader, UnregisterHyperty,
@@ -63,11 +80,19 @@ pub struct UaConfig {
     pub max_descriptor_bytes: usize,
     /// Largest source package read, bytes.
     pub max_package_bytes: usize,
+    /// Largest WebSocket frame a stub takes from its endpoint, bytes (the
+    /// built-in bridge's default).
+    pub max_frame_bytes: usize,
     /// Limits of each sandbox.
     pub js: JsLimits,
     /// When true the registry asks this agent for the stub of any other domain
     /// the bus finds no stub for (protocol on the fly).
     pub on_the_fly: bool,
+    /// What this runtime offers, matched against a descriptor's `constraints`
+    /// (see [constraints and policies](self#constraints-and-policies)); by default
+    /// `{"node": true, "websocket": true}`: a non-browser runtime whose stubs
+    /// may open a WebSocket.
+    pub capabilities: serde_json::Map<String, Value>,
 }
 
 impl Default for UaConfig {
@@ -79,8 +104,13 @@ impl Default for UaConfig {
             connect_timeout: Duration::from_secs(5),
             max_descriptor_bytes: 256 * 1024,
             max_package_bytes: 4 << 20,
+            max_frame_bytes: 1 << 20,
             js: JsLimits::default(),
             on_the_fly: true,
+            capabilities: [("node", true), ("websocket", true)]
+                .into_iter()
+                .map(|(k, v)| (k.to_owned(), Value::Bool(v)))
+                .collect(),
         }
     }
 }
@@ -139,6 +169,23 @@ pub enum UaError {
         /// Why.
         error: JsError,
     },
+    /// The runtime cannot meet what the descriptor requires (a constraint, or
+    /// policies with no policy engine to enforce them).
+    #[error("{name} refused: {reason}")]
+    Unmet {
+        /// The object.
+        name: String,
+        /// What is not met.
+        reason: String,
+    },
+    /// The descriptor's policies cannot be installed.
+    #[error("{name}: policies refused: {reason}")]
+    Policy {
+        /// The object.
+        name: String,
+        /// Why.
+        reason: String,
+    },
     /// A stub did not come up.
     #[error("stub for {domain}: {reason}")]
     Stub {
@@ -158,7 +205,10 @@ pub enum UaError {
 impl ToResponseCode for UaError {
     fn response_code(&self) -> ResponseCode {
         match self {
-            UaError::BadUrl(_) | UaError::BadDescriptor { .. } => ResponseCode::BadRequest,
+            UaError::BadUrl(_) | UaError::BadDescriptor { .. } | UaError::Policy { .. } => {
+                ResponseCode::BadRequest
+            }
+            UaError::Unmet { .. } => ResponseCode::Forbidden,
             UaError::Unreachable { .. } => ResponseCode::GatewayTimeout,
             UaError::NotFound(_) | UaError::Unknown(_) => ResponseCode::NotFound,
             UaError::Signature { .. } => ResponseCode::Forbidden,
@@ -224,6 +274,8 @@ struct Loaded {
     version_text: String,
     host: Addr<JsHyperty>,
     unanswered: host::UnansweredTable,
+    /// Ids of the policy sets installed for it.
+    policies: Vec<String>,
 }
 
 /// The Runtime User Agent actor.
@@ -283,11 +335,89 @@ fn gone(what: &str) -> UaError {
     UaError::Runtime(format!("{what} unavailable"))
 }
 
+/// Refuses `fetched` before anything starts when the runtime cannot meet its
+/// constraints, or its policies do not parse or have no engine to enforce them.
+fn check_admission(
+    runtime: &RuntimeHandle,
+    config: &UaConfig,
+    fetched: &Fetched,
+) -> Result<(), UaError> {
+    let d = &fetched.descriptor;
+    let name = || d.object_name.clone();
+    if let Some(reason) = admit::unmet_constraint(&d.constraints, &config.capabilities) {
+        return Err(UaError::Unmet {
+            name: name(),
+            reason,
+        });
+    }
+    if d.policies.is_empty() {
+        return Ok(());
+    }
+    let scope = match d.object_type {
+        ObjectType::Protocolstub => admit::Scope::Stub(""),
+        _ => admit::Scope::Hyperty(""),
+    };
+    admit::scoped_policies(&d.policies, "", scope).map_err(|reason| UaError::Policy {
+        name: name(),
+        reason,
+    })?;
+    if runtime.pdp().is_none() {
+        return Err(UaError::Unmet {
+            name: name(),
+            reason: "it ships policies and this runtime has no policy engine to enforce them"
+                .to_owned(),
+        });
+    }
+    Ok(())
+}
+
+/// Installs `fetched`'s policies, narrowed to `scope`, under `url`; answers
+/// their ids.
+async fn install_policies(
+    runtime: &RuntimeHandle,
+    fetched: &Fetched,
+    url: &str,
+    scope: admit::Scope<'_>,
+) -> Result<Vec<String>, UaError> {
+    let d = &fetched.descriptor;
+    let (Some(pdp), false) = (runtime.pdp(), d.policies.is_empty()) else {
+        return Ok(Vec::new());
+    };
+    let refused = |reason: String| UaError::Policy {
+        name: d.object_name.clone(),
+        reason,
+    };
+    let sets: Vec<PolicySet> = admit::scoped_policies(&d.policies, url, scope).map_err(refused)?;
+    let ids = sets.iter().map(|s| s.id.clone()).collect();
+    pdp.addr()
+        .send(AddPolicies(sets))
+        .await
+        .map_err(|_| gone("policy engine"))?
+        .map_err(|e| refused(e.to_string()))?;
+    Ok(ids)
+}
+
+/// Removes the policy sets `ids` (installed by [`install_policies`]).
+async fn remove_policies(runtime: &RuntimeHandle, ids: Vec<String>) {
+    let Some(pdp) = runtime.pdp().filter(|_| !ids.is_empty()) else {
+        return;
+    };
+    match pdp.addr().send(RemovePolicies(ids)).await {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => warn!(error = %e, "policies not removed"),
+        Err(_) => warn!("policy engine gone"),
+    }
+}
+
+/// Registers, sandboxes and listens for the hyperty `fetched`; its failure is
+/// reported to `ua`.
 async fn start_hyperty(
     runtime: RuntimeHandle,
     config: UaConfig,
     fetched: Fetched,
-) -> Result<(HypertyUrl, Addr<JsHyperty>, host::UnansweredTable), UaError> {
+    ua: Recipient<UnregisterHyperty>,
+) -> Result<(HypertyUrl, Loaded), UaError> {
+    check_admission(&runtime, &config, &fetched)?;
     let d = &fetched.descriptor;
     let reg = runtime
         .registry()
@@ -302,16 +432,39 @@ async fn start_hyperty(
         .map_err(|e| UaError::Runtime(e.to_string()))?;
     let url = reg.url;
     let bus = runtime.bus().clone();
-    let (powers, unanswered) =
-        JsHyperty::powers(&bus, &url, runtime.registry().clone().recipient());
-    let sandbox = match sandbox_of(&fetched, JsKind::Hyperty, url.as_str(), powers, &config) {
-        Ok(s) => s,
+    let policies = match install_policies(
+        &runtime,
+        &fetched,
+        url.as_str(),
+        admit::Scope::Hyperty(url.as_str()),
+    )
+    .await
+    {
+        Ok(ids) => ids,
         Err(e) => {
             let _ = runtime.registry().send(UnregisterHyperty(url)).await;
             return Err(e);
         }
     };
-    let host = JsHyperty::new(url.clone(), bus.clone(), sandbox, unanswered.clone()).start();
+    let (powers, unanswered) = JsHyperty::powers(&bus, &url, ua);
+    let undo = |runtime: RuntimeHandle, url: HypertyUrl, policies: Vec<String>| async move {
+        remove_policies(&runtime, policies).await;
+        let _ = runtime.registry().send(UnregisterHyperty(url)).await;
+    };
+    let sandbox = match sandbox_of(&fetched, JsKind::Hyperty, url.as_str(), powers, &config) {
+        Ok(s) => s,
+        Err(e) => {
+            undo(runtime, url, policies).await;
+            return Err(e);
+        }
+    };
+    let host = JsHyperty::new(
+        url.clone(),
+        bus.clone(),
+        (sandbox, config.js.inbox),
+        unanswered.clone(),
+    )
+    .start();
     if let Err(e) = bus
         .add_listener(
             url.address().clone(),
@@ -320,62 +473,81 @@ async fn start_hyperty(
         )
         .await
     {
-        let _ = runtime.registry().send(UnregisterHyperty(url)).await;
+        undo(runtime, url, policies).await;
         return Err(UaError::Runtime(e.to_string()));
     }
     let status = Message::new(MessageType::Update, url.address().clone(), url.status())
         .with_value(json!("live"));
     bus.send(status);
-    Ok((url, host, unanswered))
+    let loaded = Loaded {
+        descriptor_url: fetched.url.clone(),
+        version: d.version_key(),
+        version_text: d.version.clone(),
+        host,
+        unanswered,
+        policies,
+    };
+    Ok((url, loaded))
 }
 
 impl Handler<LoadHyperty> for RuntimeUa {
     type Result = ResponseActFuture<Self, Result<HypertyUrl, UaError>>;
-    fn handle(&mut self, m: LoadHyperty, _: &mut Context<Self>) -> Self::Result {
+    fn handle(&mut self, m: LoadHyperty, ctx: &mut Context<Self>) -> Self::Result {
         let config = self.config.clone();
         let runtime = self.runtime.clone();
+        let ua = ctx.address().recipient();
         let span = tracing::info_span!("ua.load_hyperty", url = %m.url);
         let work = async move {
             let fetched = fetch::fetch(&config, &m.url, ObjectType::Hyperty).await?;
-            let version = fetched.descriptor.version_key();
-            let version_text = fetched.descriptor.version.clone();
-            let (url, host, unanswered) = start_hyperty(runtime, config, fetched).await?;
-            Ok::<_, UaError>((url, host, unanswered, m.url, version, version_text))
+            start_hyperty(runtime, config, fetched, ua).await
         }
         .instrument(span);
         Box::pin(work.into_actor(self).map(|r, act, _| {
-            let (url, host, unanswered, descriptor_url, version, version_text) =
-                r.inspect_err(|e| warn!(error = %e, "hyperty not loaded"))?;
-            info!(hyperty = %url, version = %version_text, "downloaded hyperty live");
-            act.hyperties.insert(
-                url.clone(),
-                Loaded {
-                    descriptor_url,
-                    version,
-                    version_text,
-                    host,
-                    unanswered,
-                },
-            );
+            let (url, loaded) = r.inspect_err(|e| warn!(error = %e, "hyperty not loaded"))?;
+            info!(hyperty = %url, version = %loaded.version_text, "downloaded hyperty live");
+            act.hyperties.insert(url.clone(), loaded);
             Ok(url)
         }))
     }
 }
 
+/// A downloaded hyperty failed (its host tells the agent instead of the
+/// registry): its policies go, then its registration.
+impl Handler<UnregisterHyperty> for RuntimeUa {
+    type Result = ResponseFuture<Result<(), hyperty_actors::error::RegistryError>>;
+    fn handle(&mut self, m: UnregisterHyperty, _: &mut Context<Self>) -> Self::Result {
+        let policies = self
+            .hyperties
+            .remove(&m.0)
+            .map(|l| l.policies)
+            .unwrap_or_default();
+        let runtime = self.runtime.clone();
+        Box::pin(async move {
+            remove_policies(&runtime, policies).await;
+            runtime
+                .registry()
+                .send(m)
+                .await
+                .map_err(|_| hyperty_actors::error::RegistryError::Unavailable("registry"))?
+        })
+    }
+}
+
 impl Handler<CheckForUpdate> for RuntimeUa {
     type Result = ResponseActFuture<Self, Result<Update, UaError>>;
-    fn handle(&mut self, m: CheckForUpdate, _: &mut Context<Self>) -> Self::Result {
+    fn handle(&mut self, m: CheckForUpdate, ctx: &mut Context<Self>) -> Self::Result {
         let Some(loaded) = self.hyperties.get(&m.hyperty) else {
             return Box::pin(fut::ready(Err(UaError::Unknown(m.hyperty.to_string()))));
         };
         let config = self.config.clone();
+        let runtime = self.runtime.clone();
         let descriptor_url = loaded.descriptor_url.clone();
         let current = loaded.version.clone();
         let current_text = loaded.version_text.clone();
         let host = loaded.host.clone();
         let unanswered = loaded.unanswered.clone();
-        let bus = self.runtime.bus().clone();
-        let registry = self.runtime.registry().clone().recipient();
+        let old_policies = loaded.policies.clone();
+        let ua = ctx.address().recipient();
         let url = m.hyperty.clone();
         let span = tracing::info_span!("ua.check_for_update", hyperty = %m.hyperty);
         let work = async move {
@@ -384,23 +556,39 @@ impl Handler<CheckForUpdate> for RuntimeUa {
             if d.version_key() <= current {
                 return Ok::<_, UaError>((Update::UpToDate(current_text), None));
             }
-            let powers = JsHyperty::replacement_powers(&bus, &url, registry, &unanswered);
+            check_admission(&runtime, &config, &fetched)?;
+            let bus = runtime.bus().clone();
+            let powers = JsHyperty::replacement_powers(&bus, &url, ua, &unanswered);
             let sandbox = sandbox_of(&fetched, JsKind::Hyperty, url.as_str(), powers, &config)?;
+            // the new version's policies replace the old version's
+            let policies = install_policies(
+                &runtime,
+                &fetched,
+                url.as_str(),
+                admit::Scope::Hyperty(url.as_str()),
+            )
+            .await?;
+            let gone_sets: Vec<String> = old_policies
+                .into_iter()
+                .filter(|id| !policies.contains(id))
+                .collect();
+            remove_policies(&runtime, gone_sets).await;
             host.send(host::Replace(sandbox))
                 .await
                 .map_err(|_| gone("hyperty host"))??;
             Ok((
                 Update::Replaced(current_text, d.version.clone()),
-                Some((d.version_key(), d.version.clone())),
+                Some((d.version_key(), d.version.clone(), policies)),
             ))
         }
         .instrument(span);
         let hyperty = m.hyperty;
         Box::pin(work.into_actor(self).map(move |r, act, _| {
             let (update, new) = r?;
-            if let (Some((key, text)), Some(l)) = (new, act.hyperties.get_mut(&hyperty)) {
+            if let (Some((key, text, policies)), Some(l)) = (new, act.hyperties.get_mut(&hyperty)) {
                 l.version = key;
                 l.version_text = text;
+                l.policies = policies;
             }
             Ok(update)
         }))
@@ -420,6 +608,7 @@ async fn load_stub(
             reason: format!("signed by {}, not {domain}", fetched.domain),
         });
     }
+    check_admission(&runtime, &config, &fetched)?;
     let d = &fetched.descriptor;
     let stub_url = runtime
         .registry()
@@ -446,12 +635,31 @@ async fn load_stub(
         sctx.clone(),
         d.endpoint().map(str::to_owned),
         protocols,
-        config.connect_timeout,
+        (config.connect_timeout, config.max_frame_bytes),
     );
-    let sandbox = sandbox_of(&fetched, JsKind::Stub, stub_url.as_str(), powers, &config)?;
+    let policies = install_policies(
+        &runtime,
+        &fetched,
+        stub_url.as_str(),
+        admit::Scope::Stub(&domain),
+    )
+    .await?;
+    let sandbox = match sandbox_of(&fetched, JsKind::Stub, stub_url.as_str(), powers, &config) {
+        Ok(s) => s,
+        Err(e) => {
+            remove_policies(&runtime, policies).await;
+            return Err(e);
+        }
+    };
     let stats = sctx.stats().clone();
-    let stub = JsStub::new(sctx, sandbox, status, config.connect_timeout).start();
-    runtime
+    let stub = JsStub::new(
+        sctx,
+        (sandbox, config.js.inbox),
+        status,
+        config.connect_timeout,
+    )
+    .start();
+    let registered = runtime
         .registry()
         .send(RegisterStub {
             domain: Some(domain.clone()),
@@ -459,9 +667,17 @@ async fn load_stub(
             recipient: stub.clone().recipient(),
             stats,
         })
-        .await
-        .map_err(|_| gone("registry"))?
-        .map_err(|e| UaError::Runtime(e.to_string()))?;
+        .await;
+    let registered = match registered {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(e)) => Err(UaError::Runtime(e.to_string())),
+        Err(_) => Err(gone("registry")),
+    };
+    if let Err(e) = registered {
+        remove_policies(&runtime, policies).await;
+        stub.do_send(hyperty_actors::protostub::Disconnect);
+        return Err(e);
+    }
     let connected = stub.send(Connect).await;
     let reason = match connected {
         Ok(Ok(())) => {
@@ -479,6 +695,7 @@ async fn load_stub(
         })
         .await;
     stub.do_send(hyperty_actors::protostub::Disconnect);
+    remove_policies(&runtime, policies).await;
     Err(UaError::Stub { domain, reason })
 }
 

@@ -10,6 +10,7 @@ use tokio::sync::oneshot;
 
 pub use hyperty_actors::testkit::{Probe, ProbeRx, TIMEOUT};
 
+pub mod cluster;
 pub mod peers;
 pub mod wsclient;
 pub use wsclient::WsClient;

@@ -39,7 +39,6 @@ use actix_web::{web, HttpRequest, HttpResponse};
 use bytestring::ByteString;
 use dashmap::DashMap;
 use futures_util::StreamExt;
-use hyperty_actors::message::ResponseCode;
 use serde_json::json;
 use tokio::sync::oneshot;
 use tracing::debug;
@@ -256,19 +255,15 @@ impl SioSession {
                     }
                     self.last_ack = Some(id);
                 }
-                self.core.refused = None;
-                session::on_text(self, ByteString::from(frame), ctx);
-                if let Some(id) = ack {
-                    // after everything the frame set off (bindings, service answers)
-                    ctx.wait(actix::fut::ready(()).map(move |(), act: &mut Self, ctx| {
-                        let value = match act.core.refused.take() {
-                            None => json!({"code": ResponseCode::Ok}),
-                            Some((code, description)) => {
-                                json!({"code": code, "description": description})
-                            }
-                        };
-                        act.send(ctx, packet::ack(id, &value.to_string()), 0);
-                    }));
+                let frame = ByteString::from(frame);
+                match ack {
+                    None => session::on_text(self, frame, ctx),
+                    Some(id) => {
+                        session::on_text_then(self, frame, ctx, move |act, ctx, refused| {
+                            let value = session::ack_value(refused);
+                            act.send(ctx, packet::ack(id, &value.to_string()), 0);
+                        })
+                    }
                 }
             }
         }
