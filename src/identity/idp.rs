@@ -28,7 +28,7 @@ use super::model::{
     check_label, Claims, DeviceCredentials, IdentityAssertion, IssuedToken, Profile, Secret,
     TokenUse, UserInfo, MAX_LABEL_LEN, MAX_USERNAME_LEN,
 };
-use super::shared::{SharedKeys, KEYS_RETRY};
+use super::shared::{Fetched, SharedIdentities, SharedKeys, KEYS_RETRY};
 use super::store::{Change, IdentityStore, StoredDevice, StoredUser};
 use super::throttle::{Attempt, LoginThrottle};
 use super::verifier::{short, TokenVerifier};
@@ -249,6 +249,10 @@ pub struct IdentityProvider {
     devices: HashMap<String, DeviceRecord>,
     /// Set when the domain's nodes share their signing keys through Redis.
     shared_keys: Option<SharedKeys>,
+    /// Set when the domain's nodes share users, devices and revocations.
+    shared: Option<SharedIdentities>,
+    /// Writes of the operation in progress still to reach the cluster store.
+    unshared: Option<redis::Pipeline>,
     /// Whether `keys` is the domain's shared set (always, without a cluster).
     keys_agreed: bool,
 }
@@ -346,6 +350,8 @@ impl IdentityProvider {
             pending: HashSet::new(),
             devices,
             shared_keys: None,
+            shared: None,
+            unshared: None,
             keys_agreed: true,
         })
     }
@@ -354,8 +360,117 @@ impl IdentityProvider {
     /// store (see [`shared`](super::shared)); `None` keeps this node's own.
     pub fn with_cluster(mut self, store: Option<ClusterStore>) -> IdentityProvider {
         self.keys_agreed = store.is_none();
+        self.shared = store.clone().map(SharedIdentities::new);
         self.shared_keys = store.map(SharedKeys::new);
         self
+    }
+
+    /// Runs `op` on the domain's current state: with a cluster, first reads the
+    /// `users` and `devices` it needs from the cluster store into this node's
+    /// view, and answers only once `op`'s writes are in the store (503 when it
+    /// is unreachable). Without a cluster, just `op`.
+    fn shared_op<T: 'static>(
+        &mut self,
+        users: Vec<String>,
+        devices: Vec<String>,
+        op: impl FnOnce(&mut Self) -> ResponseActFuture<Self, Result<T, IdentityError>> + 'static,
+    ) -> ResponseActFuture<Self, Result<T, IdentityError>> {
+        let Some(shared) = self.shared.clone() else {
+            return op(self);
+        };
+        let domain = self.domain.clone();
+        let fetch = shared.clone().fetch(users, devices, move |d| {
+            format!("hyperty-runtime://{domain}/{d}")
+        });
+        Box::pin(fetch.into_actor(self).then(move |fetched, act, _| {
+            let fetched = match fetched {
+                Ok(f) => f,
+                Err(e) => {
+                    return Box::pin(actix::fut::ready(Err(e.into()))) as ResponseActFuture<_, _>
+                }
+            };
+            act.absorb(fetched);
+            act.unshared = None;
+            Box::pin(op(act).then(move |res, act, _| {
+                let writes = act.unshared.take();
+                async move {
+                    if let (Ok(_), Some(pipe)) = (&res, writes) {
+                        shared.write(pipe).await?;
+                    }
+                    res
+                }
+                .into_actor(act)
+            }))
+        }))
+    }
+
+    /// Takes what the cluster store holds into this node's view.
+    fn absorb(&mut self, fetched: Fetched) {
+        for (name, user) in fetched.users {
+            match user {
+                Some(u) => {
+                    let devices = self
+                        .users
+                        .remove(&name)
+                        .map(|r| r.devices)
+                        .unwrap_or_default();
+                    self.users.insert(
+                        name,
+                        UserRecord {
+                            hash: Arc::from(u.hash),
+                            profile: u.profile,
+                            devices,
+                        },
+                    );
+                }
+                None => {
+                    self.users.remove(&name);
+                }
+            }
+        }
+        for (id, device, revoked) in fetched.devices {
+            if let Some(at) = revoked {
+                self.verifier.revoke(&self.runtime_url(&id), at);
+            }
+            let record = device.and_then(|d| {
+                Some(DeviceRecord {
+                    secret_hash: unhex(&d.secret_sha256)?,
+                    owner: d.owner,
+                    label: d.label,
+                })
+            });
+            if let Some(old) = self.devices.remove(&id) {
+                if let Some(u) = self.users.get_mut(&old.owner) {
+                    u.devices.remove(&id);
+                }
+            }
+            if let Some(r) = record {
+                if let Some(u) = self.users.get_mut(&r.owner) {
+                    u.devices.insert(id.clone());
+                }
+                self.devices.insert(id, r);
+            }
+        }
+    }
+
+    /// Queues the cluster side of `change`, written before the answer.
+    fn share(&mut self, change: &Change<'_>) -> Result<(), IdentityError> {
+        if let Some(shared) = &self.shared {
+            let pipe = shared.pipeline(change)?;
+            self.unshared = Some(pipe);
+        }
+        Ok(())
+    }
+
+    /// The username of an ID token's subject, unchecked beyond the signature.
+    fn token_user(&self, id_token: &Secret) -> Vec<String> {
+        let prefix = format!("user://{}/", self.domain);
+        self.verifier
+            .verify_id_token(id_token.expose())
+            .ok()
+            .and_then(|c| c.sub.strip_prefix(&prefix).map(str::to_owned))
+            .into_iter()
+            .collect()
     }
 
     /// Offers this ring to the domain and takes the domain's set.
@@ -561,12 +676,14 @@ impl IdentityProvider {
         let now = self.now();
         let mut revoke = vec![(subject.as_str(), now)];
         revoke.extend(runtimes.iter().map(|r| (r.as_str(), now)));
-        self.store.apply(&Change {
+        let change = Change {
             delete_users: vec![target.as_str()],
             delete_devices: devices.iter().map(String::as_str).collect(),
             revoke,
             ..Change::default()
-        })?;
+        };
+        self.store.apply(&change)?;
+        self.share(&change)?;
         self.users.remove(&target);
         for d in &devices {
             self.devices.remove(d);
@@ -597,11 +714,13 @@ impl IdentityProvider {
         self.room_for_revocations(1)?;
         let subject = self.runtime_url(&m.device);
         let now = self.now();
-        self.store.apply(&Change {
+        let change = Change {
             delete_devices: vec![m.device.as_str()],
             revoke: vec![(subject.as_str(), now)],
             ..Change::default()
-        })?;
+        };
+        self.store.apply(&change)?;
+        self.share(&change)?;
         self.devices.remove(&m.device);
         if let Some(u) = self.users.get_mut(&owner) {
             u.devices.remove(&m.device);
@@ -650,12 +769,25 @@ impl IdentityProvider {
         };
         self.pending.insert(username.clone());
         let profile = m.profile;
-        Box::pin(hashed.into_actor(self).map(move |res, act, _| {
-            act.pending.remove(&username);
+        let shared = self.shared.clone();
+        let name = username.clone();
+        let claimed = async move {
             let stored = StoredUser {
-                hash: res?,
+                hash: hashed.await?,
                 profile,
             };
+            if let Some(shared) = shared {
+                let json = serde_json::to_vec(&stored)
+                    .map_err(|e| IdentityError::Store(format!("cannot encode a user: {e}")))?;
+                if !shared.claim_user(name.clone(), json).await? {
+                    return Err(IdentityError::UserExists(name));
+                }
+            }
+            Ok(stored)
+        };
+        Box::pin(claimed.into_actor(self).map(move |res, act, _| {
+            act.pending.remove(&username);
+            let stored = res?;
             act.store.apply(&Change {
                 put_user: Some((&username, &stored)),
                 ..Change::default()
@@ -762,10 +894,13 @@ impl IdentityProvider {
             owner: owner.clone(),
             label: m.label,
         };
-        self.store.apply(&Change {
-            put_device: Some((&device, &record.stored())),
+        let stored = record.stored();
+        let change = Change {
+            put_device: Some((&device, &stored)),
             ..Change::default()
-        })?;
+        };
+        self.store.apply(&change)?;
+        self.share(&change)?;
         info!(device = %device, owner = %owner, label = ?record.label, "device registered");
         self.devices.insert(device.clone(), record);
         if let Some(u) = self.users.get_mut(&owner) {
@@ -938,16 +1073,28 @@ impl Handler<Login> for IdentityProvider {
 
     fn handle(&mut self, m: Login, _: &mut Context<Self>) -> Self::Result {
         let _span = info_span!("idp.login", domain = %self.domain).entered();
-        self.login(m)
+        let users = normalise_username(&m.username).into_iter().collect();
+        let devices = m
+            .device
+            .as_ref()
+            .and_then(|t| self.verifier.verify_device_token(t.expose()).ok())
+            .and_then(|c| c.device)
+            .into_iter()
+            .collect();
+        self.shared_op(users, devices, |act| act.login(m))
     }
 }
 
 impl Handler<RegisterDevice> for IdentityProvider {
-    type Result = Result<DeviceCredentials, IdentityError>;
+    type Result = ResponseActFuture<Self, Result<DeviceCredentials, IdentityError>>;
 
     fn handle(&mut self, m: RegisterDevice, _: &mut Context<Self>) -> Self::Result {
         let _span = info_span!("idp.register_device", domain = %self.domain).entered();
-        self.register_device(m)
+        let users = self.token_user(&m.id_token);
+        let devices = Vec::new();
+        self.shared_op(users, devices, move |act| {
+            Box::pin(actix::fut::ready(act.register_device(m)))
+        })
     }
 }
 
@@ -961,29 +1108,42 @@ impl Handler<Shutdown> for IdentityProvider {
 }
 
 impl Handler<DeleteUser> for IdentityProvider {
-    type Result = Result<Deletion, IdentityError>;
+    type Result = ResponseActFuture<Self, Result<Deletion, IdentityError>>;
 
     fn handle(&mut self, m: DeleteUser, _: &mut Context<Self>) -> Self::Result {
         let _span = info_span!("idp.delete_user", domain = %self.domain).entered();
-        self.delete_user(&m)
+        let mut users = self.token_user(&m.id_token);
+        users.extend(normalise_username(&m.username));
+        let devices = Vec::new();
+        self.shared_op(users, devices, move |act| {
+            Box::pin(actix::fut::ready(act.delete_user(&m)))
+        })
     }
 }
 
 impl Handler<DeleteDevice> for IdentityProvider {
-    type Result = Result<Deletion, IdentityError>;
+    type Result = ResponseActFuture<Self, Result<Deletion, IdentityError>>;
 
     fn handle(&mut self, m: DeleteDevice, _: &mut Context<Self>) -> Self::Result {
         let _span = info_span!("idp.delete_device", domain = %self.domain).entered();
-        self.delete_device(&m)
+        let users = self.token_user(&m.id_token);
+        let devices = vec![m.device.clone()];
+        self.shared_op(users, devices, move |act| {
+            Box::pin(actix::fut::ready(act.delete_device(&m)))
+        })
     }
 }
 
 impl Handler<DeviceToken> for IdentityProvider {
-    type Result = Result<IssuedToken, IdentityError>;
+    type Result = ResponseActFuture<Self, Result<IssuedToken, IdentityError>>;
 
     fn handle(&mut self, m: DeviceToken, _: &mut Context<Self>) -> Self::Result {
         let _span = info_span!("idp.device_token", domain = %self.domain).entered();
-        self.device_token(&m)
+        let users = Vec::new();
+        let devices = vec![m.device.clone()];
+        self.shared_op(users, devices, move |act| {
+            Box::pin(actix::fut::ready(act.device_token(&m)))
+        })
     }
 }
 
