@@ -1,12 +1,11 @@
 //! The bridge given several nodes of one domain moves to the next when its node
 //! is gone, and its hyperties stay reachable at the address they had.
 
-mod cluster_support;
 mod common;
 
 use std::time::Duration;
 
-use cluster_support::{clean, section, unique, REDIS};
+use common::cluster::{clean, section, unique_prefix, REDIS};
 use common::*;
 use hyperty::bridge::BridgeConfig;
 use hyperty::prelude::*;
@@ -31,7 +30,7 @@ async fn live(rt: &RuntimeHandle) -> bool {
 /// it, the re-open itself keeps them. Either way the address must survive.
 #[actix::test]
 async fn hyperty_address_survives_its_node_going_away() {
-    let prefix = unique("bridge-failover");
+    let prefix = unique_prefix("bridge-failover");
     let first = cluster_node(&prefix);
     let second = cluster_node(&prefix);
     let config = BridgeConfig::with_urls([first.ws_url(), second.ws_url()]).expect("urls");

@@ -3,11 +3,11 @@
 //! and the JWKS are the same; no signing before the set is loaded (503); users,
 //! devices and revocations seen by every node; 503 while Redis is away.
 
-mod cluster_support;
+mod common;
 
 use std::time::Duration;
 
-use cluster_support::{clean, section, unique, until_up, PrivateRedis, REDIS};
+use common::cluster::{clean, section, unique_prefix, until_up, PrivateRedis, REDIS};
 use hyperty::cluster::ClusterStore;
 use hyperty::identity::{
     DeleteDevice, DeviceToken, IdentityError, IdentityProvider, IdpConfig, Jwks, KdfParams, Login,
@@ -55,7 +55,7 @@ async fn login(idp: &Addr<IdentityProvider>, user: &str) -> Result<String, Ident
 
 #[actix::test]
 async fn a_token_of_one_node_verifies_on_the_other() {
-    let prefix = unique("identity-keys");
+    let prefix = unique_prefix("identity-keys");
     let (a, verify_a, _) = provider(REDIS, &prefix);
     let (b, verify_b, _) = provider(REDIS, &prefix);
     let token = login(&a, "alice").await.expect("token from a");
@@ -82,7 +82,7 @@ async fn a_token_of_one_node_verifies_on_the_other() {
 #[actix::test]
 async fn no_signing_until_the_domain_keys_are_loaded() {
     let redis = PrivateRedis::start();
-    let prefix = unique("identity-outage");
+    let prefix = unique_prefix("identity-outage");
     let probe = ClusterStore::open(&section(&redis.url(), &prefix))
         .expect("settings")
         .expect("a store");
@@ -149,7 +149,7 @@ async fn login_only(
 
 #[actix::test]
 async fn a_user_signed_up_on_one_node_logs_in_on_the_other() {
-    let prefix = unique("identity-users");
+    let prefix = unique_prefix("identity-users");
     let (a, _, _) = provider(REDIS, &prefix);
     let (b, verify_b, _) = provider(REDIS, &prefix);
     login(&a, "alice").await.expect("alice signs up on a");
@@ -171,7 +171,7 @@ async fn a_user_signed_up_on_one_node_logs_in_on_the_other() {
 
 #[actix::test]
 async fn a_device_deleted_on_one_node_is_refused_on_the_other() {
-    let prefix = unique("identity-devices");
+    let prefix = unique_prefix("identity-devices");
     let (a, _, _) = provider(REDIS, &prefix);
     let (b, _, _) = provider(REDIS, &prefix);
     let id_token = Secret::new(login(&a, "erin").await.expect("erin on a"));
@@ -223,7 +223,7 @@ async fn a_device_deleted_on_one_node_is_refused_on_the_other() {
 #[actix::test]
 async fn signup_login_and_devices_answer_503_while_redis_is_away() {
     let redis = PrivateRedis::start();
-    let prefix = unique("identity-store-outage");
+    let prefix = unique_prefix("identity-store-outage");
     let probe = ClusterStore::open(&section(&redis.url(), &prefix))
         .expect("settings")
         .expect("a store");

@@ -6,7 +6,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::cluster::{free_port, tune_cluster, unique_prefix, PrivateRedis};
+use common::cluster::{tune_cluster, unique_prefix, PrivateRedis};
 use common::{eventually, start_node, WsClient, TIMEOUT};
 use serde_json::json;
 
@@ -27,9 +27,8 @@ async fn redis_is(node: &hyperty::node::NodeHandle, up: bool) -> bool {
 
 #[actix::test]
 async fn without_redis_local_routing_goes_on_and_cluster_operations_answer_503() {
-    let port = free_port();
-    let url = format!("redis://127.0.0.1:{port}");
-    let redis = PrivateRedis::start(port);
+    let mut redis = PrivateRedis::start();
+    let url = redis.url();
     let prefix = unique_prefix("trouble");
     let nodes: Vec<_> = (0..2)
         .map(|_| start_node(D, |c| tune_cluster(c, &url, &prefix)))
@@ -47,7 +46,7 @@ async fn without_redis_local_routing_goes_on_and_cluster_operations_answer_503()
     c.open(&rt("c")).await;
     let hc = c.allocate(&rt("c"), D, 1).await.remove(0);
 
-    drop(redis);
+    redis.stop();
     assert!(redis_is(&nodes[0], false).await, "the node notices");
     // local routing goes on
     a.send(json!({"id": 1, "type": "read", "from": ha, "to": hb}))
@@ -73,7 +72,7 @@ async fn without_redis_local_routing_goes_on_and_cluster_operations_answer_503()
     assert_eq!(r["body"]["code"], 503, "{r}");
 
     // Redis comes back empty: the nodes reconnect and write their entries again
-    let _redis = PrivateRedis::start(port);
+    redis.restart();
     for n in &nodes {
         assert!(redis_is(n, true).await, "the nodes reconnect by themselves");
     }

@@ -2,12 +2,12 @@
 //! one are read on the other, status and expiry travel, concurrent writes keep the
 //! limits, and a lost Redis answers 503 without losing an acknowledged write.
 
-mod cluster_support;
+mod common;
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use cluster_support::{clean, section, unique, until_up, PrivateRedis, REDIS};
+use common::cluster::{clean, section, unique_prefix, until_up, PrivateRedis, REDIS};
 use hyperty::cluster::ClusterStore;
 use hyperty::domain_registry::{
     Caller, DomainRegistry, DomainRegistryConfig, DomainRegistryError, GetByUrl,
@@ -90,7 +90,7 @@ fn code(m: &Message) -> u16 {
 
 #[actix::test]
 async fn a_write_on_one_node_is_read_on_the_other() {
-    let prefix = unique("registry-share");
+    let prefix = unique_prefix("registry-share");
     let clock = Arc::new(ManualClock::new(1_000_000));
     let (a, _) = registry(
         REDIS,
@@ -168,7 +168,7 @@ async fn a_write_on_one_node_is_read_on_the_other() {
 
 #[actix::test]
 async fn an_entry_expires_on_every_node_once_one_sweeps_it() {
-    let prefix = unique("registry-expiry");
+    let prefix = unique_prefix("registry-expiry");
     let clock = Arc::new(ManualClock::new(1_000_000));
     let (a, _) = registry(
         REDIS,
@@ -203,7 +203,7 @@ async fn an_entry_expires_on_every_node_once_one_sweeps_it() {
 
 #[actix::test]
 async fn concurrent_creates_on_two_nodes_respect_the_shared_limit() {
-    let prefix = unique("registry-limit");
+    let prefix = unique_prefix("registry-limit");
     let clock = Arc::new(ManualClock::new(1_000_000));
     let config = DomainRegistryConfig {
         max_entries_per_user: 5,
@@ -251,7 +251,7 @@ async fn concurrent_creates_on_two_nodes_respect_the_shared_limit() {
 async fn redis_down_answers_503_and_keeps_acknowledged_writes() {
     let redis = PrivateRedis::start();
     let url = redis.url();
-    let prefix = unique("registry-outage");
+    let prefix = unique_prefix("registry-outage");
     let clock = Arc::new(ManualClock::new(1_000_000));
     let (a, store) = registry(
         &url,

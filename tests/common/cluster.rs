@@ -1,32 +1,83 @@
 //! Cluster test helpers: nodes of one domain on the shared Redis under a unique
-//! prefix, waiting for membership, and cleaning the prefix up.
+//! prefix, waiting for membership, cleaning the prefix up, and a private
+//! `redis-server` a test can stop, freeze and restart.
 
-use std::time::Duration;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use hyperty::cluster::{ClusterSection, ClusterStore};
 
 use super::{eventually, start_node};
 
-/// A private `redis-server` on `port` (for tests that stop Redis), killed on drop.
-pub struct PrivateRedis(std::process::Child);
+/// A private `redis-server` on a free port, killed on drop.
+pub struct PrivateRedis {
+    child: Option<Child>,
+    /// Its port.
+    pub port: u16,
+}
 
 impl PrivateRedis {
-    pub fn start(port: u16) -> PrivateRedis {
-        let child = std::process::Command::new("redis-server")
-            .args(["--bind", "127.0.0.1", "--port", &port.to_string()])
+    pub fn start() -> PrivateRedis {
+        let port = free_port();
+        let mut r = PrivateRedis { child: None, port };
+        r.restart();
+        r
+    }
+
+    /// `redis://127.0.0.1:<port>`.
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+
+    /// Starts it again on the same port (after [`PrivateRedis::stop`]).
+    pub fn restart(&mut self) {
+        let child = Command::new("redis-server")
+            .args(["--bind", "127.0.0.1", "--port", &self.port.to_string()])
             .args(["--save", "", "--appendonly", "no"])
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
             .spawn()
             .expect("redis-server runs");
-        PrivateRedis(child)
+        self.child = Some(child);
+    }
+
+    /// Stops the process (SIGSTOP) without losing its data: clients time out.
+    pub fn freeze(&self) {
+        self.signal("-STOP");
+    }
+
+    /// Lets a frozen server run again (SIGCONT).
+    pub fn thaw(&self) {
+        self.signal("-CONT");
+    }
+
+    fn signal(&self, sig: &str) {
+        if let Some(c) = &self.child {
+            let ok = Command::new("kill")
+                .args([sig, &c.id().to_string()])
+                .status()
+                .is_ok_and(|s| s.success());
+            assert!(ok, "kill {sig} redis-server");
+        }
+    }
+
+    pub fn stop(&mut self) {
+        self.thaw();
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
     }
 }
 
 impl Drop for PrivateRedis {
     fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
+        self.stop();
     }
 }
+
+/// The shared Redis every machine of the project runs.
+pub const REDIS: &str = "redis://127.0.0.1:6379";
 
 /// A port nobody listens on now.
 pub fn free_port() -> u16 {
@@ -36,8 +87,15 @@ pub fn free_port() -> u16 {
         .expect("a free port")
 }
 
-/// The shared Redis every machine of the project runs.
-pub const REDIS: &str = "redis://127.0.0.1:6379";
+/// `[cluster]` on `url` under `prefix`, quick to give up on a lost Redis.
+pub fn section(url: &str, prefix: &str) -> ClusterSection {
+    ClusterSection {
+        redis: Some(url.into()),
+        prefix: prefix.into(),
+        command_timeout_ms: 300,
+        ..ClusterSection::default()
+    }
+}
 
 /// A prefix no other test uses.
 pub fn unique_prefix(name: &str) -> String {
@@ -132,4 +190,16 @@ pub async fn keys(redis: &str, prefix: &str) -> Vec<String> {
         .query_async(&mut conn)
         .await
         .expect("KEYS")
+}
+
+/// Waits until `store` answers PING (Redis back, reconnected).
+pub async fn until_up(store: &ClusterStore) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        match store.ping().await {
+            Ok(()) => return,
+            Err(e) if Instant::now() > deadline => panic!("redis never came back: {e}"),
+            Err(_) => tokio::time::sleep(Duration::from_millis(20)).await,
+        }
+    }
 }
