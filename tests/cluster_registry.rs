@@ -45,6 +45,24 @@ fn registry(
     (r, store)
 }
 
+/// Two nodes' registries of one domain on `url` under `prefix`, on one manual
+/// clock; the first one's store too.
+fn two_registries(
+    url: &str,
+    prefix: &str,
+    config: DomainRegistryConfig,
+) -> (
+    Addr<DomainRegistry>,
+    Addr<DomainRegistry>,
+    ClusterStore,
+    Arc<ManualClock>,
+) {
+    let clock = Arc::new(ManualClock::new(1_000_000));
+    let (a, store) = registry(url, prefix, config.clone(), clock.clone());
+    let (b, _) = registry(url, prefix, config, clock.clone());
+    (a, b, store, clock)
+}
+
 fn caller(user: &str, owns: &'static str) -> Caller {
     Caller {
         identity: Some(Arc::from(format!("user://idp.org/{user}").as_str())),
@@ -91,19 +109,7 @@ fn code(m: &Message) -> u16 {
 #[actix::test]
 async fn a_write_on_one_node_is_read_on_the_other() {
     let prefix = unique_prefix("registry-share");
-    let clock = Arc::new(ManualClock::new(1_000_000));
-    let (a, _) = registry(
-        REDIS,
-        &prefix,
-        DomainRegistryConfig::default(),
-        clock.clone(),
-    );
-    let (b, _) = registry(
-        REDIS,
-        &prefix,
-        DomainRegistryConfig::default(),
-        clock.clone(),
-    );
+    let (a, b, _, _) = two_registries(REDIS, &prefix, DomainRegistryConfig::default());
     let alice = caller("alice", "hyperty://example.com/a");
     let h = "hyperty://example.com/a1";
 
@@ -169,19 +175,7 @@ async fn a_write_on_one_node_is_read_on_the_other() {
 #[actix::test]
 async fn an_entry_expires_on_every_node_once_one_sweeps_it() {
     let prefix = unique_prefix("registry-expiry");
-    let clock = Arc::new(ManualClock::new(1_000_000));
-    let (a, _) = registry(
-        REDIS,
-        &prefix,
-        DomainRegistryConfig::default(),
-        clock.clone(),
-    );
-    let (b, _) = registry(
-        REDIS,
-        &prefix,
-        DomainRegistryConfig::default(),
-        clock.clone(),
-    );
+    let (a, b, _, clock) = two_registries(REDIS, &prefix, DomainRegistryConfig::default());
     let alice = caller("alice", "hyperty://example.com/a");
     let h = "hyperty://example.com/a2";
     let created = ask(
@@ -204,13 +198,11 @@ async fn an_entry_expires_on_every_node_once_one_sweeps_it() {
 #[actix::test]
 async fn concurrent_creates_on_two_nodes_respect_the_shared_limit() {
     let prefix = unique_prefix("registry-limit");
-    let clock = Arc::new(ManualClock::new(1_000_000));
     let config = DomainRegistryConfig {
         max_entries_per_user: 5,
         ..DomainRegistryConfig::default()
     };
-    let (a, _) = registry(REDIS, &prefix, config.clone(), clock.clone());
-    let (b, _) = registry(REDIS, &prefix, config, clock.clone());
+    let (a, b, _, _) = two_registries(REDIS, &prefix, config);
     let alice = caller("alice", "hyperty://example.com/a");
     let mut pending = Vec::new();
     for n in 0..12u64 {
@@ -252,19 +244,7 @@ async fn redis_down_answers_503_and_keeps_acknowledged_writes() {
     let redis = PrivateRedis::start();
     let url = redis.url();
     let prefix = unique_prefix("registry-outage");
-    let clock = Arc::new(ManualClock::new(1_000_000));
-    let (a, store) = registry(
-        &url,
-        &prefix,
-        DomainRegistryConfig::default(),
-        clock.clone(),
-    );
-    let (b, _) = registry(
-        &url,
-        &prefix,
-        DomainRegistryConfig::default(),
-        clock.clone(),
-    );
+    let (a, b, store, _) = two_registries(&url, &prefix, DomainRegistryConfig::default());
     until_up(&store).await;
     let alice = caller("alice", "hyperty://example.com/a");
     let kept = "hyperty://example.com/a-kept";
