@@ -277,6 +277,3 @@ pub mod node;
 
 pub use directory::ClusterDirectory;
 pub use node::{ClusterNode, Control, Member};
-
-#[cfg(test)]
-mod tests;

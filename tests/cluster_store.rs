@@ -1,61 +1,12 @@
-use std::process::{Child, Command, Stdio};
+//! The cluster store on the real Redis: keys under the prefix, bounded commands,
+//! 503 while Redis is away and reconnection by itself once it is back.
+
+mod common;
+
 use std::time::{Duration, Instant};
 
-use super::*;
-
-fn section(url: &str, prefix: &str) -> ClusterSection {
-    ClusterSection {
-        redis: Some(url.into()),
-        prefix: prefix.into(),
-        command_timeout_ms: 300,
-        ..ClusterSection::default()
-    }
-}
-
-fn unique(name: &str) -> String {
-    format!("test-{name}-{}", uuid::Uuid::new_v4().simple())
-}
-
-/// A private `redis-server` on `port`, killed on drop.
-struct PrivateRedis(Child);
-
-impl PrivateRedis {
-    fn start(port: u16) -> PrivateRedis {
-        let child = Command::new("redis-server")
-            .args(["--bind", "127.0.0.1", "--port", &port.to_string()])
-            .args(["--save", "", "--appendonly", "no"])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("redis-server runs");
-        PrivateRedis(child)
-    }
-}
-
-impl Drop for PrivateRedis {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free port")
-}
-
-async fn until_ok(store: &ClusterStore) {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        match store.ping().await {
-            Ok(()) => return,
-            Err(e) if Instant::now() > deadline => panic!("redis never came back: {e}"),
-            Err(_) => tokio::time::sleep(Duration::from_millis(20)).await,
-        }
-    }
-}
+use common::cluster::{section, unique_prefix, until_up, PrivateRedis};
+use hyperty::cluster::{ClusterError, ClusterSection, ClusterStore};
 
 #[test]
 fn no_redis_configured_means_no_store_and_bad_settings_are_refused() {
@@ -81,7 +32,7 @@ fn no_redis_configured_means_no_store_and_bad_settings_are_refused() {
 
 #[actix_rt::test]
 async fn commands_run_under_the_prefix_on_the_shared_redis() {
-    let prefix = unique("store");
+    let prefix = unique_prefix("store");
     let store = ClusterStore::open(&section("redis://127.0.0.1:6379", &prefix))
         .unwrap()
         .unwrap();
@@ -119,22 +70,23 @@ async fn commands_run_under_the_prefix_on_the_shared_redis() {
 
 #[actix_rt::test]
 async fn an_unreachable_redis_is_unavailable_and_the_store_reconnects_by_itself() {
-    let port = free_port();
-    let store = ClusterStore::open(&section(&format!("redis://127.0.0.1:{port}"), "outage"))
+    let mut redis = PrivateRedis::start();
+    redis.stop();
+    let store = ClusterStore::open(&section(&redis.url(), "outage"))
         .unwrap()
         .unwrap();
     let err = store.ping().await.unwrap_err();
     assert!(matches!(err, ClusterError::Unavailable(_)), "{err}");
     assert_eq!(err.code(), 503);
 
-    let redis = PrivateRedis::start(port);
-    until_ok(&store).await;
-    drop(redis);
+    redis.restart();
+    until_up(&store).await;
+    redis.stop();
     let deadline = Instant::now() + Duration::from_secs(10);
     while store.ping().await.is_ok() {
         assert!(Instant::now() < deadline, "the stopped redis still answers");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    let _redis = PrivateRedis::start(port);
-    until_ok(&store).await;
+    redis.restart();
+    until_up(&store).await;
 }
