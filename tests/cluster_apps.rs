@@ -5,7 +5,6 @@ mod common;
 
 use common::cluster::{clean, start_cluster, unique_prefix, REDIS};
 use common::*;
-use hyperty::bridge::BridgeConfig;
 use hyperty::prelude::*;
 use serde_json::{json, Value};
 use std::time::Duration;
@@ -13,70 +12,16 @@ use std::time::Duration;
 const D: &str = "apps.test";
 
 async fn runtime(url: &str) -> RuntimeHandle {
-    let rt = Runtime::start(RuntimeConfig::new(D)).unwrap();
-    rt.attach_node(BridgeConfig::new(url)).await.unwrap();
-    rt
+    attached_runtime(D, url).await
 }
 
 #[actix::test]
 async fn a_cc_bcc_event_reaches_runtimes_on_three_nodes() {
     let prefix = unique_prefix("events");
     let nodes = start_cluster(3, D, &prefix, |_| {}).await;
-    let (ra, rb, rc) = (
-        runtime(&nodes[0].ws_url()).await,
-        runtime(&nodes[1].ws_url()).await,
-        runtime(&nodes[2].ws_url()).await,
-    );
-    let alice = party(&ra, D).await;
-    let mut bob = party(&rb, D).await;
-    let mut carol = party(&rc, D).await;
-    let mut dave = party(&rc, D).await;
-    let event = alice
-        .ep
-        .builder("chat", alice.addr.clone())
-        .to(bob.addr.clone())
-        .cc(carol.addr.clone())
-        .bcc(dave.addr.clone())
-        .payload("lunch?")
-        .build()
-        .unwrap();
-    let id = event.id();
-    let (callbacks, mut reports) = EventCallbacks::channel(CallbackSet::all());
-    alice
-        .ep
-        .dispatch(event, Some(callbacks), Some(Duration::from_secs(30)))
-        .await
-        .unwrap();
-    let b = bob.inbox.recv(TIMEOUT).await.expect("bob got it");
-    assert_eq!(b.event.id(), id, "same id end to end");
-    assert!(
-        b.event.addressing().bcc().is_empty(),
-        "bob never sees the bcc"
-    );
-    let c = carol.inbox.recv(TIMEOUT).await.expect("carol got it");
-    assert!(
-        c.event.addressing().bcc().is_empty(),
-        "carol is not dave's owner"
-    );
-    let d = dave.inbox.recv(TIMEOUT).await.expect("dave got it");
-    assert_eq!(d.event.addressing().bcc(), std::slice::from_ref(&dave.addr));
-    let mut delivered = false;
-    while let Some(r) = reports.recv(TIMEOUT).await {
-        if let ReportKind::Delivery {
-            recipient,
-            duplicate,
-        } = &r.kind
-        {
-            assert_eq!(recipient, &bob.addr);
-            assert!(!duplicate);
-            delivered = true;
-            break;
-        }
-    }
-    assert!(delivered, "onDelivery for bob, back across the nodes");
-    // exactly once each
-    assert!(bob.inbox.recv(Duration::from_millis(200)).await.is_none());
-    for rt in [ra, rb, rc] {
+    let urls: Vec<String> = nodes.iter().map(|n| n.ws_url()).collect();
+    let runtimes = cc_bcc_event_with_delivery(D, [&urls[0], &urls[1], &urls[2]]).await;
+    for rt in runtimes {
         rt.shutdown().await;
     }
     clean(REDIS, &prefix).await;

@@ -287,6 +287,81 @@ pub async fn party(rt: &RuntimeHandle, domain: &str) -> Party {
     Party { addr, ep, inbox }
 }
 
+/// A runtime of `domain` attached to the node at `url`.
+pub async fn attached_runtime(domain: &str, url: &str) -> RuntimeHandle {
+    let rt = Runtime::start(RuntimeConfig::new(domain)).unwrap();
+    rt.attach_node(hyperty::bridge::BridgeConfig::new(url))
+        .await
+        .unwrap();
+    rt
+}
+
+/// Webinos addressing end to end through the nodes at `urls` (one runtime on
+/// each): alice (first) sends to bob (second), cc carol and bcc dave (both third);
+/// each gets it once, only dave sees the bcc, and bob's delivery notification
+/// comes back to alice. Returns the three runtimes.
+pub async fn cc_bcc_event_with_delivery(domain: &str, urls: [&str; 3]) -> [RuntimeHandle; 3] {
+    let ra = attached_runtime(domain, urls[0]).await;
+    let rb = attached_runtime(domain, urls[1]).await;
+    let rc = attached_runtime(domain, urls[2]).await;
+    let alice = party(&ra, domain).await;
+    let mut bob = party(&rb, domain).await;
+    let mut carol = party(&rc, domain).await;
+    let mut dave = party(&rc, domain).await;
+
+    let event = alice
+        .ep
+        .builder("chat", alice.addr.clone())
+        .to(bob.addr.clone())
+        .cc(carol.addr.clone())
+        .bcc(dave.addr.clone())
+        .payload("lunch?")
+        .build()
+        .unwrap();
+    let id = event.id();
+    let (callbacks, mut reports) = EventCallbacks::channel(CallbackSet::all());
+    alice
+        .ep
+        .dispatch(event, Some(callbacks), Some(Duration::from_secs(30)))
+        .await
+        .unwrap();
+
+    let b = bob.inbox.recv(TIMEOUT).await.expect("bob got it");
+    assert_eq!(b.event.id(), id, "same id end to end");
+    assert!(
+        b.event.addressing().bcc().is_empty(),
+        "bob never sees the bcc"
+    );
+    let c = carol.inbox.recv(TIMEOUT).await.expect("carol got it");
+    assert!(
+        c.event.addressing().bcc().is_empty(),
+        "carol is not dave's owner"
+    );
+    let d = dave.inbox.recv(TIMEOUT).await.expect("dave got it");
+    assert_eq!(d.event.addressing().bcc(), std::slice::from_ref(&dave.addr));
+    assert_eq!(d.event.payload(), Some("lunch?"));
+
+    // the primary recipient's delivery notification comes back
+    let mut delivered = false;
+    while let Some(r) = reports.recv(TIMEOUT).await {
+        if let ReportKind::Delivery {
+            recipient,
+            duplicate,
+        } = &r.kind
+        {
+            assert_eq!(recipient, &bob.addr);
+            assert!(!duplicate);
+            delivered = true;
+            break;
+        }
+    }
+    assert!(delivered, "onDelivery for bob");
+    // exactly one copy each
+    assert!(bob.inbox.recv(Duration::from_millis(200)).await.is_none());
+    assert!(dave.inbox.recv(Duration::from_millis(10)).await.is_none());
+    [ra, rb, rc]
+}
+
 /// Polls `cond` until it holds or the deadline passes.
 pub async fn eventually<F, Fut>(within: Duration, mut cond: F) -> bool
 where
