@@ -12,6 +12,12 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 use hyperty::config::{NodeConfig, DEFAULT_TOML};
 
+/// Frames are allocated on the worker that read them and freed on the one that wrote
+/// them out; mimalloc's per-thread free lists take that without the lock contention
+/// of glibc's arenas.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Debug, Parser)]
 #[command(
     name = "hyperty",

@@ -10,6 +10,9 @@
 mod baseline;
 mod client;
 mod fanout;
+mod flood;
+mod nats;
+mod process;
 mod relay_load;
 
 use std::time::Duration;
@@ -26,6 +29,13 @@ pub use relay_load::run_relay_load;
 pub use fanout::run_fanout_spread;
 #[allow(unused_imports)]
 pub use relay_load::run_relay_between;
+// for benches/transports.rs
+#[allow(unused_imports)]
+pub use flood::{run_flood, FloodReport, Target};
+#[allow(unused_imports)]
+pub use nats::NatsAuth;
+#[allow(unused_imports)]
+pub use process::{post_json, NatsProcess, NodeProcess};
 
 /// Upper bounds on the parameters, so memory and time stay bounded.
 const MAX_PAIRS: usize = 1_000;
