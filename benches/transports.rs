@@ -33,7 +33,7 @@ use serde::Serialize;
 #[allow(dead_code, unused_imports)]
 mod load;
 
-use load::{run_flood, FloodReport, LoadError, NatsProcess, NodeProcess, Params, Target};
+use load::{cpu_time, run_flood, FloodReport, LoadError, NatsProcess, NodeProcess, Params, Target};
 
 #[derive(Debug, Parser)]
 struct Args {
@@ -85,6 +85,10 @@ struct Row {
     ratio: f64,
     node_p50_us: f64,
     nats_p50_us: f64,
+    /// Server CPU time (user + system) per delivery, µs: what a run costs the
+    /// server whatever else the machine is doing.
+    node_cpu_us: f64,
+    nats_cpu_us: f64,
 }
 
 fn policies(rules: usize) -> String {
@@ -102,7 +106,7 @@ fn policies(rules: usize) -> String {
     s
 }
 
-const NODE_CONFIG: &str = "[node]\nworkers = 1\n[auth]\nmode = \"required\"\n\
+const NODE_CONFIG: &str = "[auth]\nmode = \"required\"\n\
     [limits]\nmessages_per_second = 100000000\nburst = 100000000\nmax_sessions_per_ip = 100000\n\
     [identity]\ndata_dir = \"{dir}/idp\"\n\
     [policy]\nfile = \"{dir}/policies.toml\"\n";
@@ -155,6 +159,7 @@ async fn run(args: &Args) -> Result<Vec<Row>, LoadError> {
             ..Params::default()
         };
         let (mut on_node, mut on_nats) = (Vec::new(), Vec::new());
+        let (mut node_cpu, mut nats_cpu) = (Vec::new(), Vec::new());
         for round in 0..args.rounds {
             let order = if round % 2 == 0 {
                 [&node_target, &nats_target]
@@ -170,15 +175,33 @@ async fn run(args: &Args) -> Result<Vec<Row>, LoadError> {
                 if args.only.as_deref().is_some_and(|o| o != side) {
                     continue;
                 }
+                let pid = match target {
+                    Target::Node { .. } => node.pid(),
+                    Target::Nats { .. } => nats.pid(),
+                };
+                let cpu_before = cpu_time(pid);
                 let r = run_flood(target, &p).await?;
                 r.verify()?;
+                let cpu_us = match (cpu_before, cpu_time(pid)) {
+                    (Some(a), Some(b)) if r.deliveries > 0 => {
+                        b.saturating_sub(a).as_secs_f64() * 1e6 / r.deliveries as f64
+                    }
+                    _ => 0.0,
+                };
                 eprintln!(
-                    "{name} round {round} {side}: {:.0} deliveries/s, p50 {:.0} µs",
+                    "{name} round {round} {side}: {:.0} deliveries/s, p50 {:.0} µs, \
+                     server CPU {cpu_us:.2} µs/delivery",
                     r.deliveries_per_sec, r.latency.p50_us
                 );
                 match target {
-                    Target::Node { .. } => on_node.push(r),
-                    Target::Nats { .. } => on_nats.push(r),
+                    Target::Node { .. } => {
+                        on_node.push(r);
+                        node_cpu.push(cpu_us);
+                    }
+                    Target::Nats { .. } => {
+                        on_nats.push(r);
+                        nats_cpu.push(cpu_us);
+                    }
                 }
             }
         }
@@ -188,6 +211,8 @@ async fn run(args: &Args) -> Result<Vec<Row>, LoadError> {
             scenario: name,
             node_p50_us: median(on_node.iter().map(|r| r.latency.p50_us).collect()),
             nats_p50_us: median(on_nats.iter().map(|r| r.latency.p50_us).collect()),
+            node_cpu_us: median(node_cpu),
+            nats_cpu_us: median(nats_cpu),
             node: on_node,
             nats: on_nats,
             ratio: if nats_median > 0.0 {
@@ -222,19 +247,21 @@ fn main() -> ExitCode {
         }
     };
     println!(
-        "| scenario | node (auth + PEP, {} rules) | nats-server (WebSocket) | node / nats | p50 node | p50 nats |",
+        "| scenario | node (auth + PEP, {} rules) | nats-server (WebSocket) | node / nats | p50 node | p50 nats | server CPU / delivery, node | nats |",
         args.rules
     );
-    println!("|---|---|---|---|---|---|");
+    println!("|---|---|---|---|---|---|---|---|");
     for r in &rows {
         println!(
-            "| {} | {:.2} M/s | {:.2} M/s | **{:.2}×** | {:.0} µs | {:.0} µs |",
+            "| {} | {:.2} M/s | {:.2} M/s | **{:.2}×** | {:.0} µs | {:.0} µs | {:.2} µs | {:.2} µs |",
             r.scenario,
             r.node_median / 1e6,
             r.nats_median / 1e6,
             r.ratio,
             r.node_p50_us,
-            r.nats_p50_us
+            r.nats_p50_us,
+            r.node_cpu_us,
+            r.nats_cpu_us
         );
     }
     if let Some(path) = &args.json {

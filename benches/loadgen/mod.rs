@@ -35,7 +35,7 @@ pub use flood::{run_flood, FloodReport, Target};
 #[allow(unused_imports)]
 pub use nats::NatsAuth;
 #[allow(unused_imports)]
-pub use process::{post_json, NatsProcess, NodeProcess};
+pub use process::{cpu_time, post_json, NatsProcess, NodeProcess};
 
 /// Upper bounds on the parameters, so memory and time stay bounded.
 const MAX_PAIRS: usize = 1_000;

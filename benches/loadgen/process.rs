@@ -116,6 +116,25 @@ impl NodeProcess {
     }
 }
 
+/// CPU time (user + system) process `pid` has used so far, from `/proc/<pid>/stat`.
+pub fn cpu_time(pid: u32) -> Option<Duration> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // the fields after the command name, which is in parentheses and may hold spaces
+    let rest = &stat[stat.rfind(')')? + 2..];
+    let mut fields = rest.split(' ');
+    let utime: u64 = fields.nth(11)?.parse().ok()?;
+    let stime: u64 = fields.next()?.parse().ok()?;
+    // USER_HZ is 100 on every Linux the project runs on
+    Some(Duration::from_millis((utime + stime) * 10))
+}
+
+impl NodeProcess {
+    /// The node's process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+}
+
 impl Drop for NodeProcess {
     fn drop(&mut self) {
         let _ = self.child.kill();
@@ -227,6 +246,13 @@ impl NatsProcess {
             auth,
             _dir: dir,
         })
+    }
+}
+
+impl NatsProcess {
+    /// nats-server's process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
     }
 }
 

@@ -38,16 +38,15 @@ use serde_json::{json, Value};
 use tracing::{debug, info};
 
 use dashmap::mapref::one::Ref;
-use dashmap::DashMap;
 
 use super::holders::{Holders, HoldersError};
-use super::router::{Router, SessionKey};
+use super::router::{Router, SessionKey, Table};
 use crate::config::AllocationSection;
 
 /// The router's `owners` table: allocated address → session key. Read by anyone
 /// in the crate; written only here, by the [`AddressAllocation`].
 #[derive(Debug, Default)]
-pub struct Owners(DashMap<Arc<str>, SessionKey>);
+pub struct Owners(Table<Arc<str>, SessionKey>);
 
 impl Owners {
     /// The session holding exactly `addr`.

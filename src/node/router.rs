@@ -299,6 +299,13 @@ pub enum Routed {
 /// it lies under.
 pub const MAX_SUBTREE_DEPTH: usize = 8;
 
+/// A routing table: a [`DashMap`] hashed with foldhash (seeded per process), which
+/// hashes the short address keys every frame looks up several times at a fraction
+/// of SipHash's cost.
+pub(crate) type Table<K, V> = DashMap<K, V, TableHasher>;
+/// The hasher of a [`Table`].
+pub(crate) type TableHasher = foldhash::fast::RandomState;
+
 /// The shared routing state of one node.
 #[derive(Debug)]
 pub struct Router {

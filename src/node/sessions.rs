@@ -44,18 +44,17 @@ use tracing::info;
 use super::allocation::{AddressAllocation, AdoptAddresses, DropSession, HandOverAddresses};
 use super::outbound::OutboundQueue;
 use super::rights::{check_runtime_url, may_replace, stub_url, UrlRefused};
-use super::router::{Evict, GraceBuffer, Kick, Outbound, Router, SessionKey, Slot};
+use super::router::{Evict, GraceBuffer, Kick, Outbound, Router, SessionKey, Slot, Table};
 use super::subscriptions::{
     AdoptSubscriptions, DropSubscriptions, HandOverSubscriptions, SubscriptionManager,
 };
 use crate::identity::TokenVerifier;
 use dashmap::mapref::one::{Ref, RefMut};
-use dashmap::DashMap;
 
 /// The router's `slots` table: session key → connection state. Read by anyone in
 /// the crate; written only here, by the [`SessionManager`].
 #[derive(Debug, Default)]
-pub struct Slots(DashMap<SessionKey, Slot>);
+pub struct Slots(Table<SessionKey, Slot>);
 
 impl Slots {
     /// The state of session `key`.
@@ -64,7 +63,9 @@ impl Slots {
     }
 
     /// Every session.
-    pub(crate) fn iter(&self) -> dashmap::iter::Iter<'_, SessionKey, Slot> {
+    pub(crate) fn iter(
+        &self,
+    ) -> dashmap::iter::Iter<'_, SessionKey, Slot, super::router::TableHasher> {
         self.0.iter()
     }
 
@@ -95,7 +96,7 @@ impl Slots {
 /// The router's `runtimes` table: runtime and stub URLs → session key. Read by
 /// anyone in the crate; written only here, by the [`SessionManager`].
 #[derive(Debug, Default)]
-pub struct Runtimes(DashMap<Arc<str>, SessionKey>);
+pub struct Runtimes(Table<Arc<str>, SessionKey>);
 
 impl Runtimes {
     /// The session bound to exactly `url`.

@@ -53,18 +53,17 @@ use serde_json::Value;
 use tracing::debug;
 
 use dashmap::mapref::one::Ref;
-use dashmap::DashMap;
 
 use super::allocation::{AddressAllocation, NodeRequest, Reclaim, Release};
 use super::rights::is_manager;
-use super::router::{domain_of_address, Router, SessionKey, PEER_KEY_PREFIX};
+use super::router::{domain_of_address, Router, SessionKey, Table, PEER_KEY_PREFIX};
 use crate::config::SubscriptionsSection;
 
 /// The router's `subscribers` table: resource → the sessions subscribed to it
 /// (each once). Read by anyone in the crate; written only here, by the
 /// [`SubscriptionManager`].
 #[derive(Debug, Default)]
-pub struct Subscribers(DashMap<Arc<str>, Vec<SessionKey>>);
+pub struct Subscribers(Table<Arc<str>, Vec<SessionKey>>);
 
 impl Subscribers {
     /// The sessions subscribed to exactly `resource`.
@@ -78,7 +77,9 @@ impl Subscribers {
     }
 
     /// Every subscribed resource.
-    pub(crate) fn iter(&self) -> dashmap::iter::Iter<'_, Arc<str>, Vec<SessionKey>> {
+    pub(crate) fn iter(
+        &self,
+    ) -> dashmap::iter::Iter<'_, Arc<str>, Vec<SessionKey>, super::router::TableHasher> {
         self.0.iter()
     }
 

@@ -13,6 +13,11 @@
 //! the recipient has drained. [`Gated`] puts the same gate on a stream that is
 //! decoded elsewhere (the frames of a federation link this node dialled).
 //!
+//! [`read_frames`] hands a connection's frames to its actor as `ctx.add_stream`
+//! does, but up to [`FRAMES_PER_POLL`] of them per poll instead of actix's 16: a
+//! flooding client's frames are routed in larger runs, so each recipient is woken
+//! and writes its socket once per run rather than once per 16 frames.
+//!
 //! [`Admission`] is the rate and abuse account of one connection: every frame
 //! takes a token from its rate limiter, and a connection refused too often within
 //! a window is abusive and closed. Runtime sessions and federation links share
@@ -39,6 +44,73 @@ use governor::{Quota, RateLimiter};
 
 use crate::config::LimitsSection;
 use crate::node::outbound::OutboundQueue;
+
+/// Frames a connection's actor handles in one poll before it lets its other work
+/// (and the other actors of its worker) run.
+pub const FRAMES_PER_POLL: usize = 128;
+
+/// Hands the items of `stream` to the actor's [`StreamHandler`], like
+/// `ctx.add_stream`, up to [`FRAMES_PER_POLL`] per poll; stops handing them while
+/// the actor's context waits on a future (the rest follow once it is done).
+///
+/// [`StreamHandler`]: actix::StreamHandler
+pub fn read_frames<A, S>(stream: S, ctx: &mut A::Context) -> actix::SpawnHandle
+where
+    S: Stream + Unpin + 'static,
+    A: actix::Actor + actix::StreamHandler<S::Item>,
+    A::Context: actix::AsyncContext<A>,
+{
+    use actix::AsyncContext;
+    ctx.spawn(ReadFrames {
+        stream,
+        started: false,
+    })
+}
+
+struct ReadFrames<S> {
+    stream: S,
+    started: bool,
+}
+
+impl<A, S> actix::ActorFuture<A> for ReadFrames<S>
+where
+    S: Stream + Unpin,
+    A: actix::Actor + actix::StreamHandler<S::Item>,
+    A::Context: actix::AsyncContext<A>,
+{
+    type Output = ();
+
+    fn poll(
+        mut self: Pin<&mut Self>,
+        act: &mut A,
+        ctx: &mut A::Context,
+        task: &mut Context<'_>,
+    ) -> Poll<()> {
+        use actix::AsyncContext;
+        if !self.started {
+            self.started = true;
+            <A as actix::StreamHandler<S::Item>>::started(act, ctx);
+        }
+        for _ in 0..FRAMES_PER_POLL {
+            match Pin::new(&mut self.stream).poll_next(task) {
+                Poll::Ready(Some(item)) => {
+                    <A as actix::StreamHandler<S::Item>>::handle(act, item, ctx);
+                    if ctx.waiting() {
+                        // the context polls this again once its wait is over
+                        return Poll::Pending;
+                    }
+                }
+                Poll::Ready(None) => {
+                    <A as actix::StreamHandler<S::Item>>::finished(act, ctx);
+                    return Poll::Ready(());
+                }
+                Poll::Pending => return Poll::Pending,
+            }
+        }
+        task.waker().wake_by_ref();
+        Poll::Pending
+    }
+}
 
 /// Pauses and resumes the reading of one connection.
 #[derive(Debug, Default)]

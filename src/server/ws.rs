@@ -35,7 +35,7 @@ use tracing::{debug, warn};
 use crate::node::outbound::{ConnSocket, OutboundQueue, QueueLimits};
 use crate::node::router::{Kick, Outbound};
 use crate::node::NodeState;
-use crate::server::inbound::BoundedFrames;
+use crate::server::inbound::{read_frames, BoundedFrames};
 use crate::server::session::{self, End, SessionCore, SessionHost};
 use crate::server::socketio::{SocketGone, SocketPacket};
 
@@ -148,7 +148,7 @@ impl Actor for WsSession {
     fn started(&mut self, ctx: &mut Self::Context) {
         ctx.set_mailbox_capacity(self.core.node.config.session.outbound_queue);
         if let Some(frames) = self.inbound.take() {
-            ctx.add_stream(frames);
+            read_frames::<Self, _>(frames, ctx);
         }
         session::started(self, ctx);
         let timeout = self.core.node.config.session.client_timeout();
