@@ -7,13 +7,18 @@ mod common;
 
 use std::time::Duration;
 
-use common::cluster::{clean, section, unique_prefix, until_up, PrivateRedis, REDIS};
+use common::cluster::{
+    clean, section, start_cluster, unique_prefix, until_up, PrivateRedis, REDIS,
+};
+use common::{eventually, http_json, stop_all, WsClient};
 use hyperty::cluster::ClusterStore;
 use hyperty::identity::{
     DeleteDevice, DeviceToken, IdentityError, IdentityProvider, IdpConfig, Jwks, KdfParams, Login,
     Profile, RegisterDevice, RegisterUser, Secret, TokenVerifier,
 };
+use hyperty::node::NodeHandle;
 use hyperty::prelude::*;
+use serde_json::{json, Value};
 
 const DOMAIN: &str = "example.com";
 
@@ -267,4 +272,231 @@ async fn signup_login_and_devices_answer_503_while_redis_is_away() {
         }
     }
     login_only(&a, "grace", None).await.expect("grace on a");
+}
+
+const PASSWORD: &str = "correct horse battery";
+
+/// `method path` on `node`'s HTTP side: the status and the JSON body.
+async fn http(
+    node: &NodeHandle,
+    method: &str,
+    path: &str,
+    token: Option<&str>,
+    body: Option<Value>,
+) -> (u16, Value) {
+    http_json(method, &format!("{}{path}", node.http_url()), token, body).await
+}
+
+/// The code of an `open` of `runtime` on `node` with `token`.
+async fn open_code(node: &NodeHandle, runtime: &str, token: &str) -> Value {
+    let mut ws = WsClient::connect(&node.ws_url()).await;
+    let r = ws
+        .request(json!({"type": "open", "from": runtime, "to": "mn:/session",
+                        "body": {"idToken": token}}))
+        .await;
+    r["body"]["code"].clone()
+}
+
+#[actix::test]
+async fn a_user_deleted_on_one_node_has_every_token_refused_on_the_other() {
+    let prefix = unique_prefix("identity-user-deleted");
+    let nodes = start_cluster(2, DOMAIN, &prefix, |_| {}).await;
+    let (a, b) = (&nodes[0], &nodes[1]);
+    let user = json!({"username": "alice", "password": PASSWORD});
+    assert_eq!(
+        http(a, "POST", "/idp/users", None, Some(user.clone()))
+            .await
+            .0,
+        201
+    );
+    let (code, login) = http(a, "POST", "/idp/login", None, Some(user.clone())).await;
+    assert_eq!(code, 200, "{login}");
+    let id_token = login["idToken"].as_str().expect("an ID token").to_owned();
+    let (code, device) = http(a, "POST", "/idp/devices", Some(&id_token), None).await;
+    assert_eq!(code, 201, "{device}");
+    let secret = json!({"device": device["device"], "secret": device["secret"]});
+    let (code, t) = http(a, "POST", "/idp/devices/token", None, Some(secret.clone())).await;
+    assert_eq!(code, 200, "{t}");
+    let device_token = t["deviceToken"]
+        .as_str()
+        .expect("a device token")
+        .to_owned();
+    let runtime = t["runtimeURL"].as_str().expect("a runtime URL").to_owned();
+    let hyperty = json!({"hyperty": format!("hyperty://{DOMAIN}/h1")});
+
+    // before: b takes both tokens, and knows the user and the device
+    assert_eq!(
+        open_code(b, &format!("runtime://{DOMAIN}/r0"), &id_token).await,
+        200
+    );
+    assert_eq!(open_code(b, &runtime, &device_token).await, 200);
+    let (code, _) = http(
+        b,
+        "POST",
+        "/idp/assertions",
+        Some(&id_token),
+        Some(hyperty.clone()),
+    )
+    .await;
+    assert_eq!(code, 200, "b issues assertions for a user of a");
+    let mut live = WsClient::connect(&b.ws_url()).await;
+    let r = live
+        .request(
+            json!({"type": "open", "from": format!("runtime://{DOMAIN}/live"),
+                        "to": "mn:/session", "body": {"idToken": id_token}}),
+        )
+        .await;
+    assert_eq!(r["body"]["code"], 200, "{r}");
+
+    let path = "/idp/users/alice";
+    let (code, deleted) = http(a, "DELETE", path, Some(&id_token), None).await;
+    assert_eq!(code, 200, "{deleted}");
+
+    // b's verifier refuses both tokens within the revocation poll
+    assert!(
+        eventually(Duration::from_secs(10), || {
+            let token = id_token.clone();
+            async move { open_code(b, &format!("runtime://{DOMAIN}/r1"), &token).await == 401 }
+        })
+        .await,
+        "b refuses the deleted user's ID token at open"
+    );
+    assert_eq!(open_code(b, &runtime, &device_token).await, 401);
+    // and the user's live session on b is closed
+    let close = live.recv_matching(|v| v["type"] == "close").await;
+    assert_eq!(close["body"]["code"], 401, "{close}");
+    // b's provider refuses the user, the tokens and the device
+    assert_eq!(http(b, "POST", "/idp/login", None, Some(user)).await.0, 401);
+    assert_eq!(
+        http(b, "POST", "/idp/devices", Some(&id_token), None)
+            .await
+            .0,
+        401
+    );
+    assert_eq!(
+        http(b, "POST", "/idp/assertions", Some(&id_token), Some(hyperty))
+            .await
+            .0,
+        401
+    );
+    assert_eq!(
+        http(b, "POST", "/idp/devices/token", None, Some(secret))
+            .await
+            .0,
+        401
+    );
+    stop_all(&nodes).await;
+    clean(REDIS, &prefix).await;
+}
+
+/// `execute {method, params}` to `domain-idp://<D>` from an open session: the
+/// response's code and value.
+async fn wire(ws: &mut WsClient, runtime: &str, method: &str, params: Value) -> (Value, Value) {
+    let r = ws
+        .request(
+            json!({"type": "execute", "from": runtime, "to": format!("domain-idp://{DOMAIN}"),
+                        "body": {"method": method, "params": params}}),
+        )
+        .await;
+    (r["body"]["code"].clone(), r["body"]["value"].clone())
+}
+
+#[actix::test]
+async fn identity_requests_over_the_wire_share_the_domain_with_http() {
+    let prefix = unique_prefix("identity-wire");
+    let nodes = start_cluster(2, DOMAIN, &prefix, |_| {}).await;
+    let (a, b) = (&nodes[0], &nodes[1]);
+    let (rt_a, rt_b) = (
+        format!("runtime://{DOMAIN}/wa"),
+        format!("runtime://{DOMAIN}/wb"),
+    );
+    let mut on_a = WsClient::connect(&a.ws_url()).await;
+    on_a.open(&rt_a).await;
+    let mut on_b = WsClient::connect(&b.ws_url()).await;
+    on_b.open(&rt_b).await;
+    let alice = json!({"username": "alice", "password": PASSWORD});
+    let bob = json!({"username": "bob", "password": PASSWORD});
+
+    // signed up on a over the wire: the name is taken on b, and alice logs in there over HTTP
+    assert_eq!(
+        wire(&mut on_a, &rt_a, "registerUser", alice.clone())
+            .await
+            .0,
+        200
+    );
+    assert_eq!(
+        http(b, "POST", "/idp/users", None, Some(alice.clone()))
+            .await
+            .0,
+        409
+    );
+    let (code, login) = http(b, "POST", "/idp/login", None, Some(alice.clone())).await;
+    assert_eq!(code, 200, "{login}");
+    // signed up on b over HTTP: bob logs in on a over the wire
+    assert_eq!(
+        http(b, "POST", "/idp/users", None, Some(bob.clone()))
+            .await
+            .0,
+        201
+    );
+    assert_eq!(
+        wire(&mut on_a, &rt_a, "registerUser", bob.clone()).await.0,
+        409
+    );
+    let (code, bob_login) = wire(&mut on_a, &rt_a, "login", bob).await;
+    assert_eq!(code, 200, "{bob_login}");
+    // a device registered on a over the wire gets its token on b over HTTP
+    let (code, alice_login) = wire(&mut on_a, &rt_a, "login", alice.clone()).await;
+    assert_eq!(code, 200, "{alice_login}");
+    let id_token = alice_login["idToken"]
+        .as_str()
+        .expect("an ID token")
+        .to_owned();
+    let (code, device) = wire(
+        &mut on_a,
+        &rt_a,
+        "registerDevice",
+        json!({"idToken": id_token}),
+    )
+    .await;
+    assert_eq!(code, 200, "{device}");
+    let secret = json!({"device": device["device"], "secret": device["secret"]});
+    let (code, t) = http(b, "POST", "/idp/devices/token", None, Some(secret.clone())).await;
+    assert_eq!(code, 200, "{t}");
+    // and the other way: a device registered on b over HTTP gets its token on a over the wire
+    let (code, other) = http(b, "POST", "/idp/devices", Some(&id_token), None).await;
+    assert_eq!(code, 201, "{other}");
+    let other_secret = json!({"device": other["device"], "secret": other["secret"]});
+    assert_eq!(
+        wire(&mut on_a, &rt_a, "deviceToken", other_secret.clone())
+            .await
+            .0,
+        200
+    );
+    // an assertion over the wire on b for a user who logged in on a
+    let hyperty = format!("hyperty://{DOMAIN}/h1");
+    let params = json!({"idToken": id_token, "hyperty": hyperty});
+    assert_eq!(
+        wire(&mut on_b, &rt_b, "generateAssertion", params).await.0,
+        200
+    );
+    // alice deleted on b over the wire: a refuses her and both devices
+    let params = json!({"username": "alice", "idToken": id_token});
+    let (code, deleted) = wire(&mut on_b, &rt_b, "deleteUser", params).await;
+    assert_eq!(code, 200, "{deleted}");
+    assert_eq!(
+        deleted["devices"].as_array().map(Vec::len),
+        Some(2),
+        "{deleted}"
+    );
+    assert_eq!(wire(&mut on_a, &rt_a, "login", alice).await.0, 401);
+    assert_eq!(wire(&mut on_a, &rt_a, "deviceToken", secret).await.0, 401);
+    assert_eq!(
+        http(a, "POST", "/idp/devices/token", None, Some(other_secret))
+            .await
+            .0,
+        401
+    );
+    stop_all(&nodes).await;
+    clean(REDIS, &prefix).await;
 }

@@ -28,11 +28,15 @@ use super::model::{
     check_label, Claims, DeviceCredentials, IdentityAssertion, IssuedToken, Profile, Secret,
     TokenUse, UserInfo, MAX_LABEL_LEN, MAX_USERNAME_LEN,
 };
-use super::shared::{Fetched, SharedIdentities, SharedKeys, KEYS_RETRY};
+use super::shared::{Fetched, SharedIdentities, SharedKeys, KEYS_RETRY, REVOCATIONS_POLL};
 use super::store::{Change, IdentityStore, StoredDevice, StoredUser};
 use super::throttle::{Attempt, LoginThrottle};
 use super::verifier::{short, TokenVerifier};
 use crate::cluster::ClusterStore;
+
+/// What an operation of the provider answers, once the domain's state is read
+/// and its writes are in (see [`IdentityProvider::shared_op`]).
+pub(crate) type Op<T> = ResponseActFuture<IdentityProvider, Result<T, IdentityError>>;
 
 /// How often retired keys whose tokens have all expired are dropped.
 pub const KEY_PRUNE_INTERVAL: Duration = Duration::from_secs(60);
@@ -255,6 +259,10 @@ pub struct IdentityProvider {
     unshared: Option<redis::Pipeline>,
     /// Whether `keys` is the domain's shared set (always, without a cluster).
     keys_agreed: bool,
+    /// The domain's revocation counter when this node last read the
+    /// revocations, and whether a read is under way.
+    revocations_seen: Option<u64>,
+    polling_revocations: bool,
 }
 
 impl std::fmt::Debug for IdentityProvider {
@@ -353,6 +361,8 @@ impl IdentityProvider {
             shared: None,
             unshared: None,
             keys_agreed: true,
+            revocations_seen: None,
+            polling_revocations: false,
         })
     }
 
@@ -360,7 +370,9 @@ impl IdentityProvider {
     /// store (see [`shared`](super::shared)); `None` keeps this node's own.
     pub fn with_cluster(mut self, store: Option<ClusterStore>) -> IdentityProvider {
         self.keys_agreed = store.is_none();
-        self.shared = store.clone().map(SharedIdentities::new);
+        self.shared = store
+            .clone()
+            .map(|s| SharedIdentities::new(s, &self.domain));
         self.shared_keys = store.map(SharedKeys::new);
         self
     }
@@ -378,10 +390,7 @@ impl IdentityProvider {
         let Some(shared) = self.shared.clone() else {
             return op(self);
         };
-        let domain = self.domain.clone();
-        let fetch = shared.clone().fetch(users, devices, move |d| {
-            format!("hyperty-runtime://{domain}/{d}")
-        });
+        let fetch = shared.clone().fetch(users, devices);
         Box::pin(fetch.into_actor(self).then(move |fetched, act, _| {
             let fetched = match fetched {
                 Ok(f) => f,
@@ -404,22 +413,77 @@ impl IdentityProvider {
         }))
     }
 
+    /// [`Login`] on the domain's current state (the HTTP, typed and wire faces
+    /// all come through here and the other operations below).
+    pub(crate) fn login(&mut self, m: Login) -> Op<IssuedToken> {
+        let users = normalise_username(&m.username).into_iter().collect();
+        let devices = m
+            .device
+            .as_ref()
+            .and_then(|t| self.verifier.verify_device_token(t.expose()).ok())
+            .and_then(|c| c.device)
+            .into_iter()
+            .collect();
+        self.shared_op(users, devices, |act| act.check_login(m))
+    }
+
+    /// [`RegisterDevice`] on the domain's current state.
+    pub(crate) fn register_device(&mut self, m: RegisterDevice) -> Op<DeviceCredentials> {
+        let users = self.token_user(&m.id_token);
+        self.shared_op(users, Vec::new(), move |act| {
+            Box::pin(actix::fut::ready(act.add_device(m)))
+        })
+    }
+
+    /// [`DeleteUser`] on the domain's current state.
+    pub(crate) fn delete_user(&mut self, m: DeleteUser) -> Op<Deletion> {
+        let mut users = self.token_user(&m.id_token);
+        users.extend(normalise_username(&m.username));
+        self.shared_op(users, Vec::new(), move |act| {
+            Box::pin(actix::fut::ready(act.remove_user(&m)))
+        })
+    }
+
+    /// [`DeleteDevice`] on the domain's current state.
+    pub(crate) fn delete_device(&mut self, m: DeleteDevice) -> Op<Deletion> {
+        let users = self.token_user(&m.id_token);
+        let devices = vec![m.device.clone()];
+        self.shared_op(users, devices, move |act| {
+            Box::pin(actix::fut::ready(act.remove_device(&m)))
+        })
+    }
+
+    /// [`DeviceToken`] on the domain's current state.
+    pub(crate) fn device_token(&mut self, m: DeviceToken) -> Op<IssuedToken> {
+        let devices = vec![m.device.clone()];
+        self.shared_op(Vec::new(), devices, move |act| {
+            Box::pin(actix::fut::ready(act.issue_device_token(&m)))
+        })
+    }
+
+    /// [`IssueAssertion`] on the domain's current state.
+    pub(crate) fn issue_assertion(&mut self, m: IssueAssertion) -> Op<IdentityAssertion> {
+        let users = self.token_user(&m.id_token);
+        self.shared_op(users, Vec::new(), move |act| {
+            Box::pin(actix::fut::ready(act.sign_assertion(&m)))
+        })
+    }
+
     /// Takes what the cluster store holds into this node's view.
     fn absorb(&mut self, fetched: Fetched) {
         for (name, user) in fetched.users {
-            match user {
+            if let Some(at) = user.revoked {
+                let subject = format!("user://{}/{name}", self.domain);
+                self.verifier.revoke(&subject, at);
+            }
+            match user.record {
                 Some(u) => {
-                    let devices = self
-                        .users
-                        .remove(&name)
-                        .map(|r| r.devices)
-                        .unwrap_or_default();
                     self.users.insert(
                         name,
                         UserRecord {
                             hash: Arc::from(u.hash),
                             profile: u.profile,
-                            devices,
+                            devices: user.devices.into_iter().collect(),
                         },
                     );
                 }
@@ -471,6 +535,60 @@ impl IdentityProvider {
             .and_then(|c| c.sub.strip_prefix(&prefix).map(str::to_owned))
             .into_iter()
             .collect()
+    }
+
+    /// Takes the domain's revocations into this node's verifier when the
+    /// domain's revocation counter moved (one `GET` otherwise), so a user or
+    /// device deleted on another node is refused here within
+    /// [`REVOCATIONS_POLL`] — and its live sessions here are closed.
+    fn poll_revocations(&mut self, ctx: &mut Context<Self>) {
+        let Some(shared) = self.shared.clone() else {
+            return;
+        };
+        if self.polling_revocations {
+            return;
+        }
+        self.polling_revocations = true;
+        let seen = self.revocations_seen;
+        ctx.spawn(
+            shared
+                .revocations(seen)
+                .into_actor(self)
+                .map(|read, act, _| {
+                    act.polling_revocations = false;
+                    match read {
+                        Ok(Some((epoch, revoked))) => {
+                            act.revocations_seen = Some(epoch);
+                            act.take_revocations(revoked);
+                        }
+                        Ok(None) => {}
+                        Err(e) => debug!(error = %e, "cannot read the domain's revocations now"),
+                    }
+                }),
+        );
+    }
+
+    /// Revokes in this node's verifier what other nodes revoked, except what
+    /// has expired anyway, within `max_revocations`.
+    fn take_revocations(&mut self, revoked: HashMap<String, u64>) {
+        let expired = self.now().saturating_sub(self.revocation_keep());
+        let mut full = false;
+        for (subject, at) in revoked {
+            if at <= expired || self.verifier.is_revoked(&subject, at) {
+                continue;
+            }
+            if self.verifier.revocations() >= self.config.max_revocations {
+                full = true;
+                continue;
+            }
+            self.verifier.revoke(&subject, at);
+        }
+        if full {
+            warn!(
+                limit = self.config.max_revocations,
+                "the revocation table is full: some deletions on other nodes are not enforced by this node's verifier"
+            );
+        }
     }
 
     /// Offers this ring to the domain and takes the domain's set.
@@ -630,16 +748,20 @@ impl IdentityProvider {
         Ok(())
     }
 
-    /// Drops revocations older than any token that could still be valid.
-    fn forget_revocations(&mut self) {
-        let keep = self
-            .config
+    /// How long a revocation must be remembered: past it, every token it
+    /// refuses has expired.
+    fn revocation_keep(&self) -> u64 {
+        self.config
             .longest_lifetime_secs()
             .saturating_add(self.config.clock_skew_secs)
-            .saturating_add(1);
+            .saturating_add(1)
+    }
+
+    /// Drops revocations older than any token that could still be valid.
+    fn forget_revocations(&mut self) {
         let gone = self
             .verifier
-            .forget_revocations(self.now().saturating_sub(keep));
+            .forget_revocations(self.now().saturating_sub(self.revocation_keep()));
         if gone.is_empty() {
             return;
         }
@@ -656,7 +778,7 @@ impl IdentityProvider {
         format!("hyperty-runtime://{}/{device}", self.domain)
     }
 
-    pub(crate) fn delete_user(&mut self, m: &DeleteUser) -> Result<Deletion, IdentityError> {
+    fn remove_user(&mut self, m: &DeleteUser) -> Result<Deletion, IdentityError> {
         let actor = self.user_of(&m.id_token)?;
         let target = normalise_username(&m.username)
             .ok_or(IdentityError::invalid("username", "a username"))?;
@@ -699,7 +821,7 @@ impl IdentityProvider {
         })
     }
 
-    pub(crate) fn delete_device(&mut self, m: &DeleteDevice) -> Result<Deletion, IdentityError> {
+    fn remove_device(&mut self, m: &DeleteDevice) -> Result<Deletion, IdentityError> {
         let actor = self.user_of(&m.id_token)?;
         let record = self
             .devices
@@ -716,6 +838,7 @@ impl IdentityProvider {
         let now = self.now();
         let change = Change {
             delete_devices: vec![m.device.as_str()],
+            owner: Some(owner.as_str()),
             revoke: vec![(subject.as_str(), now)],
             ..Change::default()
         };
@@ -809,7 +932,7 @@ impl IdentityProvider {
         }))
     }
 
-    pub(crate) fn login(
+    fn check_login(
         &mut self,
         m: Login,
     ) -> ResponseActFuture<Self, Result<IssuedToken, IdentityError>> {
@@ -864,10 +987,7 @@ impl IdentityProvider {
         }))
     }
 
-    pub(crate) fn register_device(
-        &mut self,
-        m: RegisterDevice,
-    ) -> Result<DeviceCredentials, IdentityError> {
+    fn add_device(&mut self, m: RegisterDevice) -> Result<DeviceCredentials, IdentityError> {
         let owner = self.user_of(&m.id_token)?;
         if let Some(label) = &m.label {
             check_label("label", label, MAX_LABEL_LEN)?;
@@ -913,7 +1033,7 @@ impl IdentityProvider {
         })
     }
 
-    pub(crate) fn device_token(&self, m: &DeviceToken) -> Result<IssuedToken, IdentityError> {
+    fn issue_device_token(&self, m: &DeviceToken) -> Result<IssuedToken, IdentityError> {
         let record = self
             .devices
             .get(&m.device)
@@ -937,10 +1057,7 @@ impl IdentityProvider {
         })
     }
 
-    pub(crate) fn issue_assertion(
-        &self,
-        m: &IssueAssertion,
-    ) -> Result<IdentityAssertion, IdentityError> {
+    fn sign_assertion(&self, m: &IssueAssertion) -> Result<IdentityAssertion, IdentityError> {
         check_label("audience", &m.audience, MAX_LABEL_LEN)?;
         let id = self.verifier.verify_id_token(m.id_token.expose())?;
         let username = id
@@ -1052,10 +1169,25 @@ impl Actor for IdentityProvider {
         info!(domain = %self.domain, issuer = %self.issuer, "identity provider started");
         self.agree_keys(ctx);
         ctx.run_interval(KEYS_RETRY, |act, ctx| act.agree_keys(ctx));
-        ctx.run_interval(KEY_PRUNE_INTERVAL, |act, _| {
+        ctx.run_interval(KEY_PRUNE_INTERVAL, |act, ctx| {
             act.prune_keys();
             act.forget_revocations();
+            if let Some(shared) = act.shared.clone() {
+                let before = act.now().saturating_sub(act.revocation_keep());
+                ctx.spawn(
+                    async move {
+                        if let Err(e) = shared.forget_revocations(before).await {
+                            debug!(error = %e, "cannot forget the domain's expired revocations now");
+                        }
+                    }
+                    .into_actor(act),
+                );
+            }
         });
+        if self.shared.is_some() {
+            self.poll_revocations(ctx);
+            ctx.run_interval(REVOCATIONS_POLL, |act, ctx| act.poll_revocations(ctx));
+        }
     }
 }
 
@@ -1073,15 +1205,7 @@ impl Handler<Login> for IdentityProvider {
 
     fn handle(&mut self, m: Login, _: &mut Context<Self>) -> Self::Result {
         let _span = info_span!("idp.login", domain = %self.domain).entered();
-        let users = normalise_username(&m.username).into_iter().collect();
-        let devices = m
-            .device
-            .as_ref()
-            .and_then(|t| self.verifier.verify_device_token(t.expose()).ok())
-            .and_then(|c| c.device)
-            .into_iter()
-            .collect();
-        self.shared_op(users, devices, |act| act.login(m))
+        self.login(m)
     }
 }
 
@@ -1090,11 +1214,7 @@ impl Handler<RegisterDevice> for IdentityProvider {
 
     fn handle(&mut self, m: RegisterDevice, _: &mut Context<Self>) -> Self::Result {
         let _span = info_span!("idp.register_device", domain = %self.domain).entered();
-        let users = self.token_user(&m.id_token);
-        let devices = Vec::new();
-        self.shared_op(users, devices, move |act| {
-            Box::pin(actix::fut::ready(act.register_device(m)))
-        })
+        self.register_device(m)
     }
 }
 
@@ -1112,12 +1232,7 @@ impl Handler<DeleteUser> for IdentityProvider {
 
     fn handle(&mut self, m: DeleteUser, _: &mut Context<Self>) -> Self::Result {
         let _span = info_span!("idp.delete_user", domain = %self.domain).entered();
-        let mut users = self.token_user(&m.id_token);
-        users.extend(normalise_username(&m.username));
-        let devices = Vec::new();
-        self.shared_op(users, devices, move |act| {
-            Box::pin(actix::fut::ready(act.delete_user(&m)))
-        })
+        self.delete_user(m)
     }
 }
 
@@ -1126,11 +1241,7 @@ impl Handler<DeleteDevice> for IdentityProvider {
 
     fn handle(&mut self, m: DeleteDevice, _: &mut Context<Self>) -> Self::Result {
         let _span = info_span!("idp.delete_device", domain = %self.domain).entered();
-        let users = self.token_user(&m.id_token);
-        let devices = vec![m.device.clone()];
-        self.shared_op(users, devices, move |act| {
-            Box::pin(actix::fut::ready(act.delete_device(&m)))
-        })
+        self.delete_device(m)
     }
 }
 
@@ -1139,20 +1250,16 @@ impl Handler<DeviceToken> for IdentityProvider {
 
     fn handle(&mut self, m: DeviceToken, _: &mut Context<Self>) -> Self::Result {
         let _span = info_span!("idp.device_token", domain = %self.domain).entered();
-        let users = Vec::new();
-        let devices = vec![m.device.clone()];
-        self.shared_op(users, devices, move |act| {
-            Box::pin(actix::fut::ready(act.device_token(&m)))
-        })
+        self.device_token(m)
     }
 }
 
 impl Handler<IssueAssertion> for IdentityProvider {
-    type Result = Result<IdentityAssertion, IdentityError>;
+    type Result = ResponseActFuture<Self, Result<IdentityAssertion, IdentityError>>;
 
     fn handle(&mut self, m: IssueAssertion, _: &mut Context<Self>) -> Self::Result {
         let _span = info_span!("idp.issue_assertion", domain = %self.domain).entered();
-        self.issue_assertion(&m)
+        self.issue_assertion(m)
     }
 }
 

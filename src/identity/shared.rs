@@ -10,17 +10,22 @@
 //! while Redis is away.
 //!
 //! Users, devices and revocations: Redis is the domain's source of truth
-//! ([`SharedIdentities`], hashes `<prefix>:identity:{users,devices,revoked}`).
-//! Before login, device registration, device tokens and deletions the provider
-//! reads the records it needs into its own view (one pipelined round trip), and
-//! it answers only once its writes are in Redis; a name is claimed with `HSETNX`,
-//! so it stays unique across nodes. A deleted device is refused by every node's
-//! provider at its next look-up, which also takes the device's revocation into
-//! that node's verifier (a check in the slow path rather than a pub/sub channel:
-//! no extra connection, nothing to miss while unsubscribed). Redis unreachable:
-//! these operations answer 503 after the command timeout; a write answered 503
-//! may still have landed, never the reverse.
+//! ([`SharedIdentities`], under `<prefix>:identity:`). Before login, device
+//! registration, device tokens, assertions and deletions the provider reads the
+//! records it needs into its own view (one pipelined round trip: the user with
+//! the list of their devices and their revocation, the device with its
+//! revocation), and it answers only once its writes are in Redis; a name is
+//! claimed with `HSETNX`, so it stays unique across nodes. A user or device
+//! deleted on one node is therefore refused by every other node's provider at
+//! its next look-up, and every node's [`TokenVerifier`](super::TokenVerifier) —
+//! the hot path of session `open`, which never waits for Redis — takes the
+//! revocation within [`REVOCATIONS_POLL`]: each provider reads the domain's
+//! revocation counter once per poll and the revocation table only when the
+//! counter moved. Redis unreachable: these operations answer 503 after the
+//! command timeout; a write answered 503 may still have landed, never the
+//! reverse; the verifier keeps the revocations it has.
 
+use std::collections::HashMap;
 use std::time::Duration;
 
 use super::error::IdentityError;
@@ -30,6 +35,11 @@ use crate::cluster::{ClusterError, ClusterStore};
 
 /// How often a provider that could not load the shared keys tries again.
 pub(crate) const KEYS_RETRY: Duration = Duration::from_secs(1);
+
+/// How often a provider reads the domain's revocation counter (one `GET`), and
+/// the whole revocation table when it moved: the longest a token of a user or
+/// device deleted on another node still verifies on this one.
+pub(crate) const REVOCATIONS_POLL: Duration = Duration::from_secs(1);
 
 /// The domain's shared key set in the cluster store. Cheap to clone.
 #[derive(Debug, Clone)]
@@ -61,33 +71,63 @@ impl SharedKeys {
     }
 }
 
+/// A user as [`SharedIdentities::fetch`] found it.
+#[derive(Debug)]
+pub(crate) struct FetchedUser {
+    /// The record; `None`: gone or never there.
+    pub(crate) record: Option<StoredUser>,
+    /// The ids of the devices the user registered, on any node.
+    pub(crate) devices: Vec<String>,
+    /// When the user's subject was last revoked (deleted), if it was.
+    pub(crate) revoked: Option<u64>,
+}
+
 /// What [`SharedIdentities::fetch`] found: each asked user and device as the
 /// domain holds it now (`None`: gone or never there), with the device's
 /// revocation time.
 #[derive(Debug, Default)]
 pub(crate) struct Fetched {
-    pub(crate) users: Vec<(String, Option<StoredUser>)>,
+    pub(crate) users: Vec<(String, FetchedUser)>,
     pub(crate) devices: Vec<(String, Option<StoredDevice>, Option<u64>)>,
 }
 
-/// The domain's users, devices and revocations in the cluster store, three
-/// hashes under `<prefix>:identity:`. Cheap to clone.
+/// The domain's users, devices and revocations in the cluster store, under
+/// `<prefix>:identity:`: the hashes `users`, `devices` and `revoked` (subject →
+/// unix time), the set `user-devices:<name>` of each user's devices, and
+/// `revoked-epoch`, a counter bumped with every revocation so that nodes poll
+/// one `GET` instead of the whole hash. Cheap to clone.
 #[derive(Debug, Clone)]
 pub(crate) struct SharedIdentities {
     store: ClusterStore,
+    domain: String,
     users: String,
     devices: String,
     revoked: String,
+    epoch: String,
 }
 
 impl SharedIdentities {
-    pub(crate) fn new(store: ClusterStore) -> SharedIdentities {
+    pub(crate) fn new(store: ClusterStore, domain: &str) -> SharedIdentities {
         SharedIdentities {
             users: store.key(&["identity", "users"]),
             devices: store.key(&["identity", "devices"]),
             revoked: store.key(&["identity", "revoked"]),
+            epoch: store.key(&["identity", "revoked-epoch"]),
+            domain: domain.to_owned(),
             store,
         }
+    }
+
+    fn user_devices(&self, name: &str) -> String {
+        self.store.key(&["identity", "user-devices", name])
+    }
+
+    fn user_subject(&self, name: &str) -> String {
+        format!("user://{}/{name}", self.domain)
+    }
+
+    fn runtime(&self, device: &str) -> String {
+        format!("hyperty-runtime://{}/{device}", self.domain)
     }
 
     /// Claims `name` for `user` (`HSETNX`): false when another node has it.
@@ -106,46 +146,92 @@ impl SharedIdentities {
         self,
         users: Vec<String>,
         devices: Vec<String>,
-        runtime: impl Fn(&str) -> String,
     ) -> Result<Fetched, ClusterError> {
-        let mut pipe = redis::pipe();
-        for u in &users {
-            pipe.cmd("HGET").arg(&self.users).arg(u);
-        }
-        for d in &devices {
-            pipe.cmd("HGET").arg(&self.devices).arg(d);
-            pipe.cmd("HGET").arg(&self.revoked).arg(runtime(d));
-        }
         if users.is_empty() && devices.is_empty() {
             return Ok(Fetched::default());
         }
+        let mut pipe = redis::pipe();
+        for u in &users {
+            pipe.cmd("HGET").arg(&self.users).arg(u);
+            pipe.cmd("SMEMBERS").arg(self.user_devices(u));
+            pipe.cmd("HGET")
+                .arg(&self.revoked)
+                .arg(self.user_subject(u));
+        }
+        for d in &devices {
+            pipe.cmd("HGET").arg(&self.devices).arg(d);
+            pipe.cmd("HGET").arg(&self.revoked).arg(self.runtime(d));
+        }
         let values: Vec<redis::Value> = self.store.pipe(&pipe).await?;
         let mut values = values.into_iter();
-        let mut next = || -> Result<Option<Vec<u8>>, ClusterError> {
-            let v = values
+        let mut next = || -> Result<redis::Value, ClusterError> {
+            values
                 .next()
-                .ok_or_else(|| ClusterError::Protocol("short pipeline answer".into()))?;
+                .ok_or_else(|| ClusterError::Protocol("short pipeline answer".into()))
+        };
+        let decode = |v: redis::Value| -> Result<Option<Vec<u8>>, ClusterError> {
             redis::from_redis_value(v).map_err(|e| ClusterError::Protocol(e.to_string()))
+        };
+        let time = |raw: Option<Vec<u8>>| {
+            raw.and_then(|raw| String::from_utf8(raw).ok())
+                .and_then(|t| t.parse().ok())
         };
         let mut fetched = Fetched::default();
         for u in users {
             // an undecodable record keeps its name taken, its password never verifies
-            let user = next()?.map(|raw| {
+            let record = decode(next()?)?.map(|raw| {
                 serde_json::from_slice(&raw).unwrap_or(StoredUser {
                     hash: String::new(),
                     profile: Profile::default(),
                 })
             });
-            fetched.users.push((u, user));
+            let devices: Vec<String> = redis::from_redis_value(next()?)
+                .map_err(|e| ClusterError::Protocol(e.to_string()))?;
+            let revoked = time(decode(next()?)?);
+            fetched.users.push((
+                u,
+                FetchedUser {
+                    record,
+                    devices,
+                    revoked,
+                },
+            ));
         }
         for d in devices {
-            let device = next()?.and_then(|raw| serde_json::from_slice(&raw).ok());
-            let revoked = next()?
-                .and_then(|raw| String::from_utf8(raw).ok())
-                .and_then(|t| t.parse().ok());
+            let device = decode(next()?)?.and_then(|raw| serde_json::from_slice(&raw).ok());
+            let revoked = time(decode(next()?)?);
             fetched.devices.push((d, device, revoked));
         }
         Ok(fetched)
+    }
+
+    /// The domain's revocations (subject → unix time), unless the revocation
+    /// counter still is `seen`: `None` then, else the counter with them.
+    pub(crate) async fn revocations(
+        self,
+        seen: Option<u64>,
+    ) -> Result<Option<(u64, HashMap<String, u64>)>, ClusterError> {
+        let epoch: Option<u64> = self.store.run(redis::cmd("GET").arg(&self.epoch)).await?;
+        let epoch = epoch.unwrap_or(0);
+        if seen == Some(epoch) {
+            return Ok(None);
+        }
+        let all: HashMap<String, u64> = self
+            .store
+            .run(redis::cmd("HGETALL").arg(&self.revoked))
+            .await?;
+        Ok(Some((epoch, all)))
+    }
+
+    /// Drops the revocations at or before `before` (their tokens have all
+    /// expired), leaving any made again since; answers how many went.
+    pub(crate) async fn forget_revocations(self, before: u64) -> Result<u64, ClusterError> {
+        let mut cmd = redis::cmd("EVAL");
+        cmd.arg(FORGET_REVOCATIONS)
+            .arg(1)
+            .arg(&self.revoked)
+            .arg(before);
+        self.store.run(&cmd).await
     }
 
     /// The Redis side of `change` (one `MULTI`); users are put only by
@@ -161,12 +247,23 @@ impl SharedIdentities {
                 .arg(id)
                 .arg(json)
                 .ignore();
+            pipe.cmd("SADD")
+                .arg(self.user_devices(&device.owner))
+                .arg(id)
+                .ignore();
         }
         for name in &change.delete_users {
             pipe.cmd("HDEL").arg(&self.users).arg(*name).ignore();
+            pipe.cmd("DEL").arg(self.user_devices(name)).ignore();
         }
         for id in &change.delete_devices {
             pipe.cmd("HDEL").arg(&self.devices).arg(*id).ignore();
+            if let Some(owner) = change.owner {
+                pipe.cmd("SREM")
+                    .arg(self.user_devices(owner))
+                    .arg(*id)
+                    .ignore();
+            }
         }
         for (sub, at) in &change.revoke {
             pipe.cmd("HSET")
@@ -174,6 +271,9 @@ impl SharedIdentities {
                 .arg(*sub)
                 .arg(*at)
                 .ignore();
+        }
+        if !change.revoke.is_empty() {
+            pipe.cmd("INCR").arg(&self.epoch).ignore();
         }
         Ok(pipe)
     }
@@ -183,3 +283,17 @@ impl SharedIdentities {
         self.store.pipe::<()>(&pipe).await
     }
 }
+
+/// `KEYS[1]` the revocations hash, `ARGV[1]` a unix time: deletes the entries
+/// at or before it.
+const FORGET_REVOCATIONS: &str = r"
+local all = redis.call('HGETALL', KEYS[1])
+local n = 0
+for i = 1, #all, 2 do
+  if tonumber(all[i + 1]) <= tonumber(ARGV[1]) then
+    redis.call('HDEL', KEYS[1], all[i])
+    n = n + 1
+  end
+end
+return n
+";
