@@ -500,3 +500,57 @@ async fn identity_requests_over_the_wire_share_the_domain_with_http() {
     stop_all(&nodes).await;
     clean(REDIS, &prefix).await;
 }
+
+/// What a node of `nodes` answers to the sign-ups and device registrations
+/// past `max_users = 1` and `max_devices = 1`, and which user got in.
+async fn past_the_limits(nodes: &[NodeHandle]) -> ((u16, Value), (u16, Value)) {
+    let (a, b) = (&nodes[0], &nodes[nodes.len() - 1]);
+    let alice = json!({"username": "alice", "password": PASSWORD});
+    let bob = json!({"username": "bob", "password": PASSWORD});
+    // two sign-ups at once, on two nodes when there are two: one gets in
+    let (ra, rb) = futures_util::future::join(
+        http(a, "POST", "/idp/users", None, Some(alice.clone())),
+        http(b, "POST", "/idp/users", None, Some(bob.clone())),
+    )
+    .await;
+    let (winner, refused) = match (ra.0, rb.0) {
+        (201, _) => (alice, rb),
+        (_, 201) => (bob, ra),
+        _ => panic!("one of the sign-ups gets in: {ra:?} {rb:?}"),
+    };
+    assert_ne!(refused.0, 201, "only one gets in: {refused:?}");
+    let carol = json!({"username": "carol", "password": PASSWORD});
+    for node in nodes {
+        let again = http(node, "POST", "/idp/users", None, Some(carol.clone())).await;
+        assert_eq!(again, refused, "every node refuses alike");
+    }
+    let (code, login) = http(b, "POST", "/idp/login", None, Some(winner)).await;
+    assert_eq!(code, 200, "{login}");
+    let token = login["idToken"].as_str().expect("an ID token").to_owned();
+    assert_eq!(
+        http(a, "POST", "/idp/devices", Some(&token), None).await.0,
+        201
+    );
+    let device_refused = http(b, "POST", "/idp/devices", Some(&token), None).await;
+    (refused, device_refused)
+}
+
+#[actix::test]
+async fn user_and_device_limits_hold_for_the_whole_domain() {
+    let limits = |c: &mut hyperty::config::NodeConfig| {
+        c.identity.max_users = 1;
+        c.identity.max_devices = 1;
+    };
+    let single = common::start_node(DOMAIN, limits);
+    let on_one = past_the_limits(std::slice::from_ref(&single)).await;
+    single.stop().await;
+    assert_eq!(on_one.0 .0, 429, "{:?}", on_one.0);
+    assert_eq!(on_one.1 .0, 429, "{:?}", on_one.1);
+
+    let prefix = unique_prefix("identity-limits");
+    let nodes = start_cluster(2, DOMAIN, &prefix, limits).await;
+    let on_two = past_the_limits(&nodes).await;
+    assert_eq!(on_two, on_one, "two nodes refuse as one does");
+    stop_all(&nodes).await;
+    clean(REDIS, &prefix).await;
+}

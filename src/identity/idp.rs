@@ -28,7 +28,9 @@ use super::model::{
     check_label, Claims, DeviceCredentials, IdentityAssertion, IssuedToken, Profile, Secret,
     TokenUse, UserInfo, MAX_LABEL_LEN, MAX_USERNAME_LEN,
 };
-use super::shared::{Fetched, SharedIdentities, SharedKeys, KEYS_RETRY, REVOCATIONS_POLL};
+use super::shared::{
+    Claim, DeviceClaim, Fetched, SharedIdentities, SharedKeys, KEYS_RETRY, REVOCATIONS_POLL,
+};
 use super::store::{Change, IdentityStore, StoredDevice, StoredUser};
 use super::throttle::{Attempt, LoginThrottle};
 use super::verifier::{short, TokenVerifier};
@@ -430,9 +432,7 @@ impl IdentityProvider {
     /// [`RegisterDevice`] on the domain's current state.
     pub(crate) fn register_device(&mut self, m: RegisterDevice) -> Op<DeviceCredentials> {
         let users = self.token_user(&m.id_token);
-        self.shared_op(users, Vec::new(), move |act| {
-            Box::pin(actix::fut::ready(act.add_device(m)))
-        })
+        self.shared_op(users, Vec::new(), move |act| act.add_device(m))
     }
 
     /// [`DeleteUser`] on the domain's current state.
@@ -518,12 +518,10 @@ impl IdentityProvider {
     }
 
     /// Queues the cluster side of `change`, written before the answer.
-    fn share(&mut self, change: &Change<'_>) -> Result<(), IdentityError> {
+    fn share(&mut self, change: &Change<'_>) {
         if let Some(shared) = &self.shared {
-            let pipe = shared.pipeline(change)?;
-            self.unshared = Some(pipe);
+            self.unshared = Some(shared.pipeline(change));
         }
-        Ok(())
     }
 
     /// The username of an ID token's subject, unchecked beyond the signature.
@@ -805,7 +803,7 @@ impl IdentityProvider {
             ..Change::default()
         };
         self.store.apply(&change)?;
-        self.share(&change)?;
+        self.share(&change);
         self.users.remove(&target);
         for d in &devices {
             self.devices.remove(d);
@@ -843,7 +841,7 @@ impl IdentityProvider {
             ..Change::default()
         };
         self.store.apply(&change)?;
-        self.share(&change)?;
+        self.share(&change);
         self.devices.remove(&m.device);
         if let Some(u) = self.users.get_mut(&owner) {
             u.devices.remove(&m.device);
@@ -873,14 +871,14 @@ impl IdentityProvider {
                 ));
             }
             m.profile.validate()?;
-            if self.users.contains_key(&username) || self.pending.contains(&username) {
+            // in a cluster this node's view is not the domain's: Redis decides
+            // (atomically, with the limit) once the hash is made
+            let here = self.shared.is_none();
+            if self.pending.contains(&username) || (here && self.users.contains_key(&username)) {
                 return Err(IdentityError::UserExists(username));
             }
-            if self.users.len() + self.pending.len() >= self.config.max_users {
-                return Err(IdentityError::Full {
-                    table: "the user table",
-                    limit: self.config.max_users,
-                });
+            if here && self.users.len() + self.pending.len() >= self.config.max_users {
+                return Err(self.users_full());
             }
             let user = self.user_url(&username)?;
             let hashed = self.hasher.hash(m.password.clone())?;
@@ -894,6 +892,7 @@ impl IdentityProvider {
         let profile = m.profile;
         let shared = self.shared.clone();
         let name = username.clone();
+        let (max_users, full) = (self.config.max_users, self.users_full());
         let claimed = async move {
             let stored = StoredUser {
                 hash: hashed.await?,
@@ -902,8 +901,10 @@ impl IdentityProvider {
             if let Some(shared) = shared {
                 let json = serde_json::to_vec(&stored)
                     .map_err(|e| IdentityError::Store(format!("cannot encode a user: {e}")))?;
-                if !shared.claim_user(name.clone(), json).await? {
-                    return Err(IdentityError::UserExists(name));
+                match shared.claim_user(name.clone(), json, max_users).await? {
+                    Claim::Done => {}
+                    Claim::Taken => return Err(IdentityError::UserExists(name)),
+                    Claim::Full => return Err(full),
                 }
             }
             Ok(stored)
@@ -987,23 +988,44 @@ impl IdentityProvider {
         }))
     }
 
-    fn add_device(&mut self, m: RegisterDevice) -> Result<DeviceCredentials, IdentityError> {
+    fn users_full(&self) -> IdentityError {
+        IdentityError::Full {
+            table: "the user table",
+            limit: self.config.max_users,
+        }
+    }
+
+    fn devices_full(&self) -> IdentityError {
+        IdentityError::Full {
+            table: "the device table",
+            limit: self.config.max_devices,
+        }
+    }
+
+    fn owner_full(&self) -> IdentityError {
+        IdentityError::Full {
+            table: "the user's device list",
+            limit: self.config.max_devices_per_user,
+        }
+    }
+
+    /// Checks a device registration and makes the device: its owner, id,
+    /// secret and record.
+    fn new_device(
+        &self,
+        m: RegisterDevice,
+    ) -> Result<(String, String, String, DeviceRecord), IdentityError> {
         let owner = self.user_of(&m.id_token)?;
         if let Some(label) = &m.label {
             check_label("label", label, MAX_LABEL_LEN)?;
         }
+        // in a cluster the owner's devices were just read; the table is Redis's
         let owned = self.users.get(&owner).map_or(0, |u| u.devices.len());
         if owned >= self.config.max_devices_per_user {
-            return Err(IdentityError::Full {
-                table: "the user's device list",
-                limit: self.config.max_devices_per_user,
-            });
+            return Err(self.owner_full());
         }
-        if self.devices.len() >= self.config.max_devices {
-            return Err(IdentityError::Full {
-                table: "the device table",
-                limit: self.config.max_devices,
-            });
+        if self.shared.is_none() && self.devices.len() >= self.config.max_devices {
+            return Err(self.devices_full());
         }
         let device = uuid::Uuid::new_v4().to_string();
         let mut raw = [0u8; 32];
@@ -1014,23 +1036,59 @@ impl IdentityProvider {
             owner: owner.clone(),
             label: m.label,
         };
-        let stored = record.stored();
-        let change = Change {
-            put_device: Some((&device, &stored)),
-            ..Change::default()
+        Ok((owner, device, secret, record))
+    }
+
+    /// Registers a device: in a cluster, first in Redis, checked there against
+    /// the domain's limits in the same atomic step.
+    fn add_device(&mut self, m: RegisterDevice) -> Op<DeviceCredentials> {
+        let (owner, device, secret, record) = match self.new_device(m) {
+            Ok(v) => v,
+            Err(e) => return Box::pin(actix::fut::ready(Err(e))),
         };
-        self.store.apply(&change)?;
-        self.share(&change)?;
-        info!(device = %device, owner = %owner, label = ?record.label, "device registered");
-        self.devices.insert(device.clone(), record);
-        if let Some(u) = self.users.get_mut(&owner) {
-            u.devices.insert(device.clone());
-        }
-        Ok(DeviceCredentials {
-            runtime: self.runtime_url(&device),
-            device,
-            secret: Secret::new(secret),
-        })
+        let stored = record.stored();
+        let claimed = match self.shared.clone() {
+            None => None,
+            Some(shared) => {
+                let json = match serde_json::to_vec(&stored) {
+                    Ok(j) => j,
+                    Err(e) => {
+                        let e = IdentityError::Store(format!("cannot encode a device: {e}"));
+                        return Box::pin(actix::fut::ready(Err(e)));
+                    }
+                };
+                let limits = (self.config.max_devices, self.config.max_devices_per_user);
+                Some(shared.add_device(owner.clone(), device.clone(), json, limits))
+            }
+        };
+        let claimed = async move {
+            match claimed {
+                Some(c) => c.await,
+                None => Ok(DeviceClaim::Done),
+            }
+        };
+        Box::pin(claimed.into_actor(self).map(move |claim, act, _| {
+            match claim? {
+                DeviceClaim::Done => {}
+                DeviceClaim::NoOwner => return Err(IdentityError::BadCredentials),
+                DeviceClaim::Full => return Err(act.devices_full()),
+                DeviceClaim::OwnerFull => return Err(act.owner_full()),
+            }
+            act.store.apply(&Change {
+                put_device: Some((&device, &stored)),
+                ..Change::default()
+            })?;
+            info!(device = %device, owner = %owner, label = ?record.label, "device registered");
+            act.devices.insert(device.clone(), record);
+            if let Some(u) = act.users.get_mut(&owner) {
+                u.devices.insert(device.clone());
+            }
+            Ok(DeviceCredentials {
+                runtime: act.runtime_url(&device),
+                device,
+                secret: Secret::new(secret),
+            })
+        }))
     }
 
     fn issue_device_token(&self, m: &DeviceToken) -> Result<IssuedToken, IdentityError> {

@@ -14,8 +14,10 @@
 //! registration, device tokens, assertions and deletions the provider reads the
 //! records it needs into its own view (one pipelined round trip: the user with
 //! the list of their devices and their revocation, the device with its
-//! revocation), and it answers only once its writes are in Redis; a name is
-//! claimed with `HSETNX`, so it stays unique across nodes. A user or device
+//! revocation), and it answers only once its writes are in Redis. A name is
+//! claimed and a device stored by one Lua script each, which checks the
+//! domain's limits (`max_users`, `max_devices`, `max_devices_per_user`) in the
+//! same atomic step: names stay unique and the limits hold across nodes. A user or device
 //! deleted on one node is therefore refused by every other node's provider at
 //! its next look-up, and every node's [`TokenVerifier`](super::TokenVerifier) —
 //! the hot path of session `open`, which never waits for Redis — takes the
@@ -28,7 +30,6 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
-use super::error::IdentityError;
 use super::model::Profile;
 use super::store::{Change, StoredDevice, StoredUser};
 use crate::cluster::{ClusterError, ClusterStore};
@@ -130,15 +131,56 @@ impl SharedIdentities {
         format!("hyperty-runtime://{}/{device}", self.domain)
     }
 
-    /// Claims `name` for `user` (`HSETNX`): false when another node has it.
+    /// Claims `name` for `user` unless it is taken or the domain has
+    /// `max_users` users already — one atomic step, so nodes signing up users
+    /// at once never exceed the limit.
     pub(crate) async fn claim_user(
         self,
         name: String,
         user: Vec<u8>,
-    ) -> Result<bool, ClusterError> {
-        let mut cmd = redis::cmd("HSETNX");
-        cmd.arg(&self.users).arg(name).arg(user);
-        self.store.run(&cmd).await
+        max_users: usize,
+    ) -> Result<Claim, ClusterError> {
+        let mut cmd = redis::cmd("EVAL");
+        cmd.arg(CLAIM_USER)
+            .arg(1)
+            .arg(&self.users)
+            .arg(name)
+            .arg(user)
+            .arg(max_users);
+        match self.store.run::<i64>(&cmd).await? {
+            1 => Ok(Claim::Done),
+            0 => Ok(Claim::Taken),
+            _ => Ok(Claim::Full),
+        }
+    }
+
+    /// Stores `device` of `owner` unless the owner is gone or the domain's
+    /// device table or the owner's device list (`limits`: their sizes) is
+    /// full — one atomic step.
+    pub(crate) async fn add_device(
+        self,
+        owner: String,
+        device: String,
+        record: Vec<u8>,
+        limits: (usize, usize),
+    ) -> Result<DeviceClaim, ClusterError> {
+        let mut cmd = redis::cmd("EVAL");
+        cmd.arg(ADD_DEVICE)
+            .arg(3)
+            .arg(&self.users)
+            .arg(&self.devices)
+            .arg(self.user_devices(&owner))
+            .arg(owner)
+            .arg(device)
+            .arg(record)
+            .arg(limits.0)
+            .arg(limits.1);
+        match self.store.run::<i64>(&cmd).await? {
+            1 => Ok(DeviceClaim::Done),
+            0 => Ok(DeviceClaim::NoOwner),
+            -1 => Ok(DeviceClaim::Full),
+            _ => Ok(DeviceClaim::OwnerFull),
+        }
     }
 
     /// Reads the current state of `users` and `devices` (one round trip).
@@ -234,24 +276,11 @@ impl SharedIdentities {
         self.store.run(&cmd).await
     }
 
-    /// The Redis side of `change` (one `MULTI`); users are put only by
-    /// [`claim_user`](Self::claim_user).
-    pub(crate) fn pipeline(&self, change: &Change<'_>) -> Result<redis::Pipeline, IdentityError> {
+    /// The Redis side of `change` (one `MULTI`); users and devices are put only
+    /// by [`claim_user`](Self::claim_user) and [`add_device`](Self::add_device).
+    pub(crate) fn pipeline(&self, change: &Change<'_>) -> redis::Pipeline {
         let mut pipe = redis::pipe();
         pipe.atomic();
-        if let Some((id, device)) = change.put_device {
-            let json = serde_json::to_vec(device)
-                .map_err(|e| IdentityError::Store(format!("cannot encode a device: {e}")))?;
-            pipe.cmd("HSET")
-                .arg(&self.devices)
-                .arg(id)
-                .arg(json)
-                .ignore();
-            pipe.cmd("SADD")
-                .arg(self.user_devices(&device.owner))
-                .arg(id)
-                .ignore();
-        }
         for name in &change.delete_users {
             pipe.cmd("HDEL").arg(&self.users).arg(*name).ignore();
             pipe.cmd("DEL").arg(self.user_devices(name)).ignore();
@@ -275,7 +304,7 @@ impl SharedIdentities {
         if !change.revoke.is_empty() {
             pipe.cmd("INCR").arg(&self.epoch).ignore();
         }
-        Ok(pipe)
+        pipe
     }
 
     /// Runs what [`pipeline`](Self::pipeline) built.
@@ -283,6 +312,47 @@ impl SharedIdentities {
         self.store.pipe::<()>(&pipe).await
     }
 }
+
+/// What [`SharedIdentities::claim_user`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Claim {
+    Done,
+    Taken,
+    Full,
+}
+
+/// What [`SharedIdentities::add_device`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum DeviceClaim {
+    Done,
+    /// The owner was deleted meanwhile.
+    NoOwner,
+    /// The domain's device table is full.
+    Full,
+    /// The owner's device list is full.
+    OwnerFull,
+}
+
+/// `KEYS[1]` the users hash; `ARGV` name, record, limit: 1 stored, 0 taken,
+/// -1 full.
+const CLAIM_USER: &str = r"
+if redis.call('HEXISTS', KEYS[1], ARGV[1]) == 1 then return 0 end
+if redis.call('HLEN', KEYS[1]) >= tonumber(ARGV[3]) then return -1 end
+redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
+return 1
+";
+
+/// `KEYS` the users and devices hashes and the owner's device set; `ARGV`
+/// owner, device id, record, device limit, per-user limit: 1 stored, 0 no
+/// owner, -1 device table full, -2 owner's list full.
+const ADD_DEVICE: &str = r"
+if redis.call('HEXISTS', KEYS[1], ARGV[1]) == 0 then return 0 end
+if redis.call('SCARD', KEYS[3]) >= tonumber(ARGV[5]) then return -2 end
+if redis.call('HLEN', KEYS[2]) >= tonumber(ARGV[4]) then return -1 end
+redis.call('HSET', KEYS[2], ARGV[2], ARGV[3])
+redis.call('SADD', KEYS[3], ARGV[2])
+return 1
+";
 
 /// `KEYS[1]` the revocations hash, `ARGV[1]` a unix time: deletes the entries
 /// at or before it.
