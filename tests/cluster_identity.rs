@@ -14,7 +14,7 @@ use common::{eventually, http_json, stop_all, WsClient};
 use hyperty::cluster::ClusterStore;
 use hyperty::identity::{
     DeleteDevice, DeviceToken, IdentityError, IdentityProvider, IdpConfig, Jwks, KdfParams, Login,
-    Profile, RegisterDevice, RegisterUser, Secret, TokenVerifier,
+    Profile, RegisterDevice, RegisterUser, RotateKeys, Secret, TokenVerifier,
 };
 use hyperty::node::NodeHandle;
 use hyperty::prelude::*;
@@ -552,5 +552,96 @@ async fn user_and_device_limits_hold_for_the_whole_domain() {
     let on_two = past_the_limits(&nodes).await;
     assert_eq!(on_two, on_one, "two nodes refuse as one does");
     stop_all(&nodes).await;
+    clean(REDIS, &prefix).await;
+}
+
+/// The `kid` in a token's header.
+fn kid_of(token: &str) -> String {
+    use base64::Engine as _;
+    let header = token.split('.').next().expect("a header");
+    let json = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(header)
+        .expect("base64url");
+    let header: Value = serde_json::from_slice(&json).expect("a JSON header");
+    header["kid"].as_str().expect("a kid").to_owned()
+}
+
+#[actix::test]
+async fn a_key_rotated_on_one_node_signs_and_verifies_on_every_node() {
+    let prefix = unique_prefix("identity-rotation");
+    let (a, verify_a, _) = provider(REDIS, &prefix);
+    let (b, verify_b, _) = provider(REDIS, &prefix);
+    let old = login(&a, "alice").await.expect("alice on a");
+    let old_kid = kid_of(&old);
+    let kid = a
+        .send(RotateKeys)
+        .await
+        .expect("answers")
+        .expect("the domain's key rotated on a");
+    assert_ne!(kid, old_kid);
+    let new = login_only(&a, "alice", None).await.expect("alice on a");
+    assert_eq!(kid_of(&new), kid, "a signs with the new key at once");
+    // b takes the rotated set within its key poll: a's new tokens verify there,
+    // and b signs with the new key too
+    let started = std::time::Instant::now();
+    while verify_b.verify_id_token(&new).is_err() {
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "b never took the rotated keys"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let from_b = login_only(&b, "alice", None).await.expect("alice on b");
+    assert_eq!(kid_of(&from_b), kid, "b signs with the new key");
+    verify_a
+        .verify_id_token(&from_b)
+        .expect("a verifies b's token");
+    // the old key's tokens keep verifying on both for the overlap
+    verify_a
+        .verify_id_token(&old)
+        .expect("a verifies the old token");
+    verify_b
+        .verify_id_token(&old)
+        .expect("b verifies the old token");
+    let (ja, jb) = (
+        a.send(Jwks).await.expect("answers"),
+        b.send(Jwks).await.expect("answers"),
+    );
+    assert_eq!(ja.keys.len(), 2);
+    assert_eq!(
+        serde_json::to_value(&ja).expect("json"),
+        serde_json::to_value(&jb).expect("json")
+    );
+    // two rotations at once on both nodes: each either rotates or is told to
+    // try again (503); the domain still has one key set
+    let (ra, rb) = futures_util::future::join(a.send(RotateKeys), b.send(RotateKeys)).await;
+    let results = [ra.expect("answers"), rb.expect("answers")];
+    assert!(results.iter().any(Result::is_ok), "{results:?}");
+    for r in &results {
+        if let Err(e) = r {
+            assert!(matches!(e, IdentityError::Shared(_)), "{e}");
+        }
+    }
+    let rotated: Vec<&String> = results.iter().filter_map(|r| r.as_ref().ok()).collect();
+    let started = std::time::Instant::now();
+    loop {
+        let ta = login_only(&a, "alice", None).await.expect("alice on a");
+        let tb = login_only(&b, "alice", None).await.expect("alice on b");
+        if kid_of(&ta) == kid_of(&tb) {
+            assert!(rotated.contains(&&kid_of(&ta)), "{rotated:?}");
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "the nodes never agreed on the signing key"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    verify_a
+        .verify_id_token(&old)
+        .expect("still the old token on a");
+    verify_b
+        .verify_id_token(&new)
+        .expect("still the first rotation's token on b");
     clean(REDIS, &prefix).await;
 }

@@ -265,6 +265,10 @@ pub struct IdentityProvider {
     /// revocations, and whether a read is under way.
     revocations_seen: Option<u64>,
     polling_revocations: bool,
+    /// The version of the domain's key set this node holds, and whether a
+    /// read of it is under way.
+    keys_version: Option<u64>,
+    polling_keys: bool,
 }
 
 impl std::fmt::Debug for IdentityProvider {
@@ -365,6 +369,8 @@ impl IdentityProvider {
             keys_agreed: true,
             revocations_seen: None,
             polling_revocations: false,
+            keys_version: None,
+            polling_keys: false,
         })
     }
 
@@ -604,17 +610,60 @@ impl IdentityProvider {
         ctx.wait(shared.agree(ours).into_actor(self).map(|agreed, act, _| {
             let adopted = agreed
                 .map_err(IdentityError::from)
-                .and_then(|bytes| act.keys.adopt(&bytes))
-                .and_then(|()| act.keys.public_keys());
+                .and_then(|(version, bytes)| act.adopt_keys(version, &bytes));
             match adopted {
-                Ok(public) => {
-                    act.verifier.publish(public);
+                Ok(()) => {
                     act.keys_agreed = true;
                     info!(domain = %act.domain, "the domain's shared signing keys loaded");
                 }
                 Err(e) => warn!(error = %e, "cannot load the domain's shared signing keys yet"),
             }
         }));
+    }
+
+    /// Takes the domain's key set, at `version`, for signing and verifying.
+    fn adopt_keys(&mut self, version: u64, bytes: &[u8]) -> Result<(), IdentityError> {
+        self.keys.adopt(bytes)?;
+        self.keys.prune(self.now());
+        self.verifier.publish(self.keys.public_keys()?);
+        self.keys_version = Some(version);
+        Ok(())
+    }
+
+    /// Takes a key set another node rotated, once the domain's key version
+    /// moved (one `GET` otherwise): its tokens then verify here, and this node
+    /// signs with its new key, within [`REVOCATIONS_POLL`] of the rotation.
+    fn poll_keys(&mut self, ctx: &mut Context<Self>) {
+        let Some(shared) = self.shared_keys.clone() else {
+            return;
+        };
+        if !self.keys_agreed || self.polling_keys {
+            return;
+        }
+        self.polling_keys = true;
+        let seen = self.keys_version;
+        ctx.spawn(
+            shared
+                .changed(seen)
+                .into_actor(self)
+                .map(move |read, act, _| {
+                    act.polling_keys = false;
+                    let adopted = match read {
+                        Ok(Some((version, bytes))) if act.keys_version == seen => {
+                            act.adopt_keys(version, &bytes).map(|()| true)
+                        }
+                        Ok(_) => Ok(false),
+                        Err(e) => Err(e.into()),
+                    };
+                    match adopted {
+                        Ok(true) => {
+                            info!(domain = %act.domain, "the domain's rotated signing keys loaded")
+                        }
+                        Ok(false) => {}
+                        Err(e) => debug!(error = %e, "cannot read the domain's signing keys now"),
+                    }
+                }),
+        );
     }
 
     /// The synchronous token verifier sharing this provider's keys.
@@ -1147,20 +1196,49 @@ impl IdentityProvider {
         })
     }
 
-    fn rotate(&mut self) -> Result<String, IdentityError> {
-        if self.shared_keys.is_some() {
-            return Err(IdentityError::Unsupported(
-                "rotating the signing keys of a domain served by several nodes".into(),
-            ));
-        }
+    fn rotate(&mut self) -> Op<String> {
         let keep = self
             .config
             .longest_lifetime_secs()
             .saturating_add(self.config.clock_skew_secs);
-        let kid = self.keys.rotate(self.now(), keep, self.config.max_keys)?;
-        self.verifier.publish(self.keys.public_keys()?);
-        info!(kid = %kid, "identity provider signing key rotated");
-        Ok(kid)
+        let (now, max_keys) = (self.now(), self.config.max_keys);
+        let Some(shared) = self.shared_keys.clone() else {
+            let rotated = (|| {
+                let kid = self.keys.rotate(now, keep, max_keys)?;
+                self.verifier.publish(self.keys.public_keys()?);
+                info!(kid = %kid, "identity provider signing key rotated");
+                Ok(kid)
+            })();
+            return Box::pin(actix::fut::ready(rotated));
+        };
+        if !self.keys_agreed {
+            let e = IdentityError::Shared("the domain's signing keys are not loaded yet".into());
+            return Box::pin(actix::fut::ready(Err(e)));
+        }
+        // rotate the domain's current set aside, and sign with the new key only
+        // once it is the domain's: no node ever sees a token of an unknown key
+        // for longer than its key poll
+        let rotated = async move {
+            let (version, bytes) = shared.clone().changed(None).await?.ok_or_else(|| {
+                IdentityError::Shared("the domain's signing keys vanished".into())
+            })?;
+            let mut ring = KeyRing::from_shared(&bytes)?;
+            let kid = ring.rotate(now, keep, max_keys)?;
+            let ring = ring.encode()?;
+            match shared.replace(version, ring.clone()).await? {
+                Some(version) => Ok((kid, version, ring)),
+                None => Err(IdentityError::Shared(
+                    "another node changed the domain's signing keys at the same time: try again"
+                        .into(),
+                )),
+            }
+        };
+        Box::pin(rotated.into_actor(self).map(|rotated, act, _| {
+            let (kid, version, ring) = rotated?;
+            act.adopt_keys(version, &ring)?;
+            info!(kid = %kid, domain = %act.domain, "the domain's signing key rotated");
+            Ok(kid)
+        }))
     }
 
     /// Signs arbitrary claims with the current key (tests forge tokens with it).
@@ -1244,7 +1322,10 @@ impl Actor for IdentityProvider {
         });
         if self.shared.is_some() {
             self.poll_revocations(ctx);
-            ctx.run_interval(REVOCATIONS_POLL, |act, ctx| act.poll_revocations(ctx));
+            ctx.run_interval(REVOCATIONS_POLL, |act, ctx| {
+                act.poll_revocations(ctx);
+                act.poll_keys(ctx);
+            });
         }
     }
 }
@@ -1356,7 +1437,7 @@ impl Handler<SignDescriptor> for IdentityProvider {
 }
 
 impl Handler<RotateKeys> for IdentityProvider {
-    type Result = Result<String, IdentityError>;
+    type Result = ResponseActFuture<Self, Result<String, IdentityError>>;
 
     fn handle(&mut self, _: RotateKeys, _: &mut Context<Self>) -> Self::Result {
         let _span = info_span!("idp.rotate_keys", domain = %self.domain).entered();

@@ -9,6 +9,14 @@
 //! [`KEYS_RETRY`]; once loaded, the keys stay in memory, so tokens keep verifying
 //! while Redis is away.
 //!
+//! A rotation on any node rotates the domain's set: the node reads it, rotates
+//! it aside and stores it back only if its version (`<prefix>:identity:keys-version`)
+//! did not move meanwhile (one script; otherwise 503, try again), and signs with
+//! the new key only then. Every other node reads that version once per
+//! [`REVOCATIONS_POLL`] and takes the rotated set when it moved: the new key's
+//! tokens verify there and it signs with the new key within that time, while
+//! the retired key keeps verifying for the overlap a single node keeps.
+//!
 //! Users, devices and revocations: Redis is the domain's source of truth
 //! ([`SharedIdentities`], under `<prefix>:identity:`). Before login, device
 //! registration, device tokens, assertions and deletions the provider reads the
@@ -42,35 +50,86 @@ pub(crate) const KEYS_RETRY: Duration = Duration::from_secs(1);
 /// device deleted on another node still verifies on this one.
 pub(crate) const REVOCATIONS_POLL: Duration = Duration::from_secs(1);
 
-/// The domain's shared key set in the cluster store. Cheap to clone.
+/// The domain's shared key set in the cluster store (`keys`), with the
+/// counter `keys-version` bumped by every rotation. Cheap to clone.
 #[derive(Debug, Clone)]
 pub(crate) struct SharedKeys {
     store: ClusterStore,
     key: String,
+    version: String,
 }
 
 impl SharedKeys {
     pub(crate) fn new(store: ClusterStore) -> SharedKeys {
-        let key = store.key(&["identity", "keys"]);
-        SharedKeys { store, key }
+        SharedKeys {
+            key: store.key(&["identity", "keys"]),
+            version: store.key(&["identity", "keys-version"]),
+            store,
+        }
     }
 
     /// Stores `ours` unless the domain has a key set already; answers the
-    /// domain's set (ours if it was first).
-    pub(crate) async fn agree(self, ours: Vec<u8>) -> Result<Vec<u8>, ClusterError> {
+    /// domain's set (ours if it was first) and its version.
+    pub(crate) async fn agree(self, ours: Vec<u8>) -> Result<(u64, Vec<u8>), ClusterError> {
         let mut pipe = redis::pipe();
         pipe.atomic()
             .cmd("SET")
             .arg(&self.key)
             .arg(ours)
             .arg("NX")
-            .ignore()
-            .cmd("GET")
-            .arg(&self.key);
-        let (set,): (Option<Vec<u8>>,) = self.store.pipe(&pipe).await?;
-        set.ok_or_else(|| ClusterError::Protocol("the shared key set vanished".into()))
+            .ignore();
+        self.read(pipe).await
+    }
+
+    /// The domain's set and its version, unless the version still is `seen`.
+    pub(crate) async fn changed(
+        self,
+        seen: Option<u64>,
+    ) -> Result<Option<(u64, Vec<u8>)>, ClusterError> {
+        let version: Option<u64> = self.store.run(redis::cmd("GET").arg(&self.version)).await?;
+        if seen == Some(version.unwrap_or(0)) {
+            return Ok(None);
+        }
+        let mut pipe = redis::pipe();
+        pipe.atomic();
+        self.read(pipe).await.map(Some)
+    }
+
+    /// `pipe`, then the set and its version.
+    async fn read(&self, mut pipe: redis::Pipeline) -> Result<(u64, Vec<u8>), ClusterError> {
+        pipe.cmd("GET").arg(&self.key).cmd("GET").arg(&self.version);
+        let (set, version): (Option<Vec<u8>>, Option<u64>) = self.store.pipe(&pipe).await?;
+        let set =
+            set.ok_or_else(|| ClusterError::Protocol("the shared key set vanished".into()))?;
+        Ok((version.unwrap_or(0), set))
+    }
+
+    /// Replaces the set with `ring` if its version is still `expected`:
+    /// answers the new version, `None` when another node changed it first.
+    pub(crate) async fn replace(
+        self,
+        expected: u64,
+        ring: Vec<u8>,
+    ) -> Result<Option<u64>, ClusterError> {
+        let mut cmd = redis::cmd("EVAL");
+        cmd.arg(REPLACE_KEYS)
+            .arg(2)
+            .arg(&self.key)
+            .arg(&self.version)
+            .arg(expected)
+            .arg(ring);
+        let version: i64 = self.store.run(&cmd).await?;
+        Ok(u64::try_from(version).ok())
     }
 }
+
+/// `KEYS` the key set and its version; `ARGV` the expected version and the
+/// new set: the new version, or -1 when the version moved.
+const REPLACE_KEYS: &str = r"
+if tonumber(redis.call('GET', KEYS[2]) or '0') ~= tonumber(ARGV[1]) then return -1 end
+redis.call('SET', KEYS[1], ARGV[2])
+return redis.call('INCR', KEYS[2])
+";
 
 /// A user as [`SharedIdentities::fetch`] found it.
 #[derive(Debug)]
