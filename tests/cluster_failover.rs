@@ -354,5 +354,6 @@ async fn a_killed_nodes_hyperties_show_as_disconnected_on_the_others() {
         .await;
     assert_eq!(r["body"]["code"], 200, "{r}");
     assert_eq!(status(&mut y, &rt("y"), &hx).await, "live");
+    nodes.iter_mut().for_each(NodeProcess::kill);
     clean(REDIS, &prefix).await;
 }

@@ -29,7 +29,7 @@ use super::model::{
     TokenUse, UserInfo, MAX_LABEL_LEN, MAX_USERNAME_LEN,
 };
 use super::shared::{
-    Claim, DeviceClaim, Fetched, SharedIdentities, SharedKeys, KEYS_RETRY, REVOCATIONS_POLL,
+    Claim, DeviceClaim, Fetched, SharedIdentities, SharedKeys, KEYS_RETRY, SHARED_POLL,
 };
 use super::store::{Change, IdentityStore, StoredDevice, StoredUser};
 use super::throttle::{Attempt, LoginThrottle};
@@ -544,7 +544,7 @@ impl IdentityProvider {
     /// Takes the domain's revocations into this node's verifier when the
     /// domain's revocation counter moved (one `GET` otherwise), so a user or
     /// device deleted on another node is refused here within
-    /// [`REVOCATIONS_POLL`] — and its live sessions here are closed.
+    /// [`SHARED_POLL`] — and its live sessions here are closed.
     fn poll_revocations(&mut self, ctx: &mut Context<Self>) {
         let Some(shared) = self.shared.clone() else {
             return;
@@ -632,7 +632,7 @@ impl IdentityProvider {
 
     /// Takes a key set another node rotated, once the domain's key version
     /// moved (one `GET` otherwise): its tokens then verify here, and this node
-    /// signs with its new key, within [`REVOCATIONS_POLL`] of the rotation.
+    /// signs with its new key, within [`SHARED_POLL`] of the rotation.
     fn poll_keys(&mut self, ctx: &mut Context<Self>) {
         let Some(shared) = self.shared_keys.clone() else {
             return;
@@ -1322,7 +1322,7 @@ impl Actor for IdentityProvider {
         });
         if self.shared.is_some() {
             self.poll_revocations(ctx);
-            ctx.run_interval(REVOCATIONS_POLL, |act, ctx| {
+            ctx.run_interval(SHARED_POLL, |act, ctx| {
                 act.poll_revocations(ctx);
                 act.poll_keys(ctx);
             });

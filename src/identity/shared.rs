@@ -13,7 +13,7 @@
 //! it aside and stores it back only if its version (`<prefix>:identity:keys-version`)
 //! did not move meanwhile (one script; otherwise 503, try again), and signs with
 //! the new key only then. Every other node reads that version once per
-//! [`REVOCATIONS_POLL`] and takes the rotated set when it moved: the new key's
+//! [`SHARED_POLL`] and takes the rotated set when it moved: the new key's
 //! tokens verify there and it signs with the new key within that time, while
 //! the retired key keeps verifying for the overlap a single node keeps.
 //!
@@ -29,7 +29,7 @@
 //! deleted on one node is therefore refused by every other node's provider at
 //! its next look-up, and every node's [`TokenVerifier`](super::TokenVerifier) —
 //! the hot path of session `open`, which never waits for Redis — takes the
-//! revocation within [`REVOCATIONS_POLL`]: each provider reads the domain's
+//! revocation within [`SHARED_POLL`]: each provider reads the domain's
 //! revocation counter once per poll and the revocation table only when the
 //! counter moved. Redis unreachable: these operations answer 503 after the
 //! command timeout; a write answered 503 may still have landed, never the
@@ -45,10 +45,12 @@ use crate::cluster::{ClusterError, ClusterStore};
 /// How often a provider that could not load the shared keys tries again.
 pub(crate) const KEYS_RETRY: Duration = Duration::from_secs(1);
 
-/// How often a provider reads the domain's revocation counter (one `GET`), and
-/// the whole revocation table when it moved: the longest a token of a user or
-/// device deleted on another node still verifies on this one.
-pub(crate) const REVOCATIONS_POLL: Duration = Duration::from_secs(1);
+/// How often a provider reads the domain's revocation counter and key-set
+/// version (one `GET` each), and the revocation table or the key set when one
+/// moved: the longest a token of a user or device deleted on another node
+/// still verifies on this one, and the longest this one takes to verify and
+/// sign with a key rotated on another.
+pub(crate) const SHARED_POLL: Duration = Duration::from_secs(1);
 
 /// The domain's shared key set in the cluster store (`keys`), with the
 /// counter `keys-version` bumped by every rotation. Cheap to clone.
