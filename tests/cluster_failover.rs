@@ -283,3 +283,77 @@ async fn durable_events_arrive_exactly_once_when_the_receivers_node_is_killed() 
     let _ = std::fs::remove_dir_all(&dir);
     clean(REDIS, &prefix).await;
 }
+
+/// Registers hyperty `url` of the session's runtime `runtime` for alice.
+async fn register(ws: &mut WsClient, runtime: &str, url: &str) {
+    let r = ws
+        .request(
+            json!({"type": "create", "from": format!("{runtime}/registry/"),
+            "to": format!("domain://registry.{D}"),
+            "body": {"value": {"user": format!("user://{D}/alice"),
+                "descriptor": format!("hyperty-catalogue://catalogue.{D}/.well-known/hyperty/Chat"),
+                "url": url, "expires": 3600, "resources": ["chat"], "dataSchemes": ["comm"],
+                "runtime": runtime, "status": "live"}, "policy": "policy"}}),
+        )
+        .await;
+    assert_eq!(r["body"]["code"], 200, "{r}");
+}
+
+/// The registry status of `url`, read by the session of `runtime` (an entry
+/// that is disconnected is answered 408, with the entry).
+async fn status(ws: &mut WsClient, runtime: &str, url: &str) -> serde_json::Value {
+    let r = ws
+        .request(
+            json!({"type": "read", "from": runtime, "to": format!("domain://registry.{D}"),
+                        "body": {"resource": url}}),
+        )
+        .await;
+    assert!(
+        [200, 408].contains(&r["body"]["code"].as_u64().unwrap_or(0)),
+        "{r}"
+    );
+    r["body"]["value"]["status"].clone()
+}
+
+#[actix::test]
+async fn a_killed_nodes_hyperties_show_as_disconnected_on_the_others() {
+    let prefix = unique_prefix("failover-registry");
+    let mut nodes = start_three(&prefix).await;
+    let mut x = WsClient::connect(&nodes[0].ws()).await;
+    x.open(&rt("x")).await;
+    let hx = x.allocate(&rt("x"), D, 1).await.remove(0);
+    register(&mut x, &rt("x"), &hx).await;
+    let mut y = WsClient::connect(&nodes[1].ws()).await;
+    y.open(&rt("y")).await;
+    let hy = y.allocate(&rt("y"), D, 1).await.remove(0);
+    register(&mut y, &rt("y"), &hy).await;
+    let mut z = WsClient::connect(&nodes[2].ws()).await;
+    z.open(&rt("z")).await;
+    assert_eq!(status(&mut z, &rt("z"), &hx).await, "live");
+
+    nodes[0].kill();
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while status(&mut z, &rt("z"), &hx).await != "disconnected" {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the killed node's hyperty never showed as disconnected"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // the hyperty of a runtime on a live node stays live, on every node
+    assert_eq!(status(&mut z, &rt("z"), &hy).await, "live");
+    assert_eq!(status(&mut y, &rt("y"), &hx).await, "disconnected");
+    // x re-registering from another node brings it back
+    let mut x2 = WsClient::connect(&nodes[2].ws()).await;
+    x2.open(&rt("x")).await;
+    let r = x2
+        .request(
+            json!({"type": "update", "from": rt("x"), "to": format!("domain://registry.{D}"),
+            "body": {"resource": hx, "value": {"status": "live"}, "method": "refresh"}}),
+        )
+        .await;
+    assert_eq!(r["body"]["code"], 200, "{r}");
+    assert_eq!(status(&mut y, &rt("y"), &hx).await, "live");
+    nodes.iter_mut().for_each(NodeProcess::kill);
+    clean(REDIS, &prefix).await;
+}

@@ -6,7 +6,8 @@
 //! heartbeat; TTL `entry_ttl_ms`), refreshes every entry the node's single
 //! writers asserted (one pipeline; entries Redis lost, e.g. after a restart, are
 //! written again), reads the other members, logs nodes joining and leaving, and
-//! answers 504 for forwarded requests whose node stopped heartbeating. A failed
+//! answers 504 for forwarded requests whose node stopped heartbeating, and tells
+//! the domain registry which nodes left ([`NodesLeft`]). A failed
 //! beat marks Redis unreachable (shown on `/health`); the next one that works
 //! re-asserts everything.
 //!
@@ -21,7 +22,7 @@ use actix::prelude::*;
 
 use super::forward;
 use super::node::{ClusterNode, Control, Member};
-use super::ClusterError;
+use super::{ClusterError, NodesLeft};
 use crate::node::router::Router;
 use crate::node::sessions::{HandedOver, ReplacedElsewhere};
 use crate::node::subscriptions::RemoteAudience;
@@ -40,6 +41,11 @@ pub struct ClusterDirectory {
     sessions: Recipient<HandedOver>,
     replaced: Recipient<ReplacedElsewhere>,
     audiences: Recipient<RemoteAudience>,
+    left: Recipient<NodesLeft>,
+    /// The nodes alive at the last heartbeat (a dead node's record keeps its
+    /// last heartbeat until it lapses, so comparing records alone would miss
+    /// it going stale).
+    alive: HashSet<String>,
     beating: bool,
 }
 
@@ -51,14 +57,16 @@ struct Beat(Result<(Vec<Member>, usize), ClusterError>);
 impl ClusterDirectory {
     /// A directory for `cluster`, routing what other nodes send through `router`,
     /// handing dropped and replaced sessions to `sessions` / `replaced` (the
-    /// session manager) and other nodes' audiences to `audiences` (the
-    /// subscription manager).
+    /// session manager), other nodes' audiences to `audiences` (the
+    /// subscription manager) and the nodes it sees leave to `left` (the domain
+    /// registry).
     pub fn new(
         cluster: Arc<ClusterNode>,
         router: Arc<Router>,
         sessions: Recipient<HandedOver>,
         replaced: Recipient<ReplacedElsewhere>,
         audiences: Recipient<RemoteAudience>,
+        left: Recipient<NodesLeft>,
     ) -> Self {
         ClusterDirectory {
             cluster,
@@ -66,6 +74,8 @@ impl ClusterDirectory {
             sessions,
             replaced,
             audiences,
+            left,
+            alive: HashSet::new(),
             beating: false,
         }
     }
@@ -213,21 +223,26 @@ impl Handler<Beat> for ClusterDirectory {
                 }
                 let horizon = super::node::now_ms()
                     .saturating_sub(3 * self.cluster.heartbeat.as_millis() as u64);
-                let alive = |m: &[Member]| -> HashSet<String> {
-                    m.iter()
-                        .filter(|m| m.heartbeat >= horizon)
-                        .map(|m| m.node.clone())
-                        .collect()
-                };
-                let before = alive(&self.cluster.members());
-                let now = alive(&members);
+                let now: HashSet<String> = members
+                    .iter()
+                    .filter(|m| m.heartbeat >= horizon)
+                    .map(|m| m.node.clone())
+                    .collect();
+                let before = std::mem::replace(&mut self.alive, now.clone());
                 for n in now.difference(&before) {
                     tracing::info!(node = %n, "cluster node joined");
                 }
-                for n in before.difference(&now) {
+                let gone: Vec<String> = before.difference(&now).cloned().collect();
+                for n in &gone {
                     tracing::info!(node = %n, "cluster node left");
                 }
                 self.cluster.set_members(members);
+                if !gone.is_empty() {
+                    self.left.do_send(NodesLeft {
+                        nodes: gone,
+                        alive: now,
+                    });
+                }
             }
             Err(e) => {
                 if self.cluster.set_redis_up(false) {

@@ -277,3 +277,16 @@ pub mod node;
 
 pub use directory::ClusterDirectory;
 pub use node::{ClusterNode, Control, Member};
+
+/// Nodes of the domain stopped heartbeating (killed, or their membership
+/// record lapsed): told by the [`ClusterDirectory`] to the domain registry,
+/// which marks `disconnected` the entries of the runtimes no live node holds.
+/// Answers how many entries changed.
+#[derive(Debug, Clone, PartialEq, Eq, actix::Message)]
+#[rtype(result = "usize")]
+pub struct NodesLeft {
+    /// The nodes that left.
+    pub nodes: Vec<String>,
+    /// The nodes alive now (this one included).
+    pub alive: std::collections::HashSet<String>,
+}

@@ -156,6 +156,11 @@ impl Core {
     }
 
     /// Marks every entry of `runtime` with `status`. Returns how many changed.
+    /// The runtimes with at least one `live` entry.
+    pub(crate) fn live_runtimes(&self) -> Vec<String> {
+        self.table.live_runtimes()
+    }
+
     pub(crate) fn set_runtime_status(&mut self, runtime: &str, status: Status) -> usize {
         let now = self.clock.system_time();
         let mut changed = 0;

@@ -12,6 +12,7 @@
 //! |---|---|---|
 //! | the node, for each reTHINK message whose `to` is `domain://registry.<D>`, with the session's [`Caller`] | [`RegistryRequest`] | the response [`Message`] to send back to the request's `from` |
 //! | the node, when a runtime's session is lost / restored | [`RuntimeDisconnected`] / [`RuntimeReconnected`] | how many entries changed status |
+//! | the cluster directory, when other nodes of the domain left | [`NodesLeft`](crate::cluster::NodesLeft) | how many entries became `disconnected` |
 //! | HTTP handlers, tests, operators | typed queries ([`GetUserHyperties`], [`GetByUrl`], [`GetDataObject`], …), [`Sweep`], [`GetStats`] | typed results |
 //! | **the registry**, to the node | [`RegistryNotification`] | — the node publishes it to the `/sm` subscribers of `<url>/registration` |
 //!
@@ -23,7 +24,12 @@
 //! Given a [`ClusterStore`] ([`DomainRegistry::with_cluster`]), the N nodes of a
 //! domain share one registry in Redis: each catches its table up before every
 //! request, commits what a write changed before acknowledging it, and answers 503
-//! while Redis cannot be reached. The `shared` module says how and why.
+//! while Redis cannot be reached. The `shared` module says how and why. When a
+//! node dies (killed, or its membership record lapsed), every surviving node's
+//! registry, told by its cluster directory, marks `disconnected` the live entries
+//! of the runtimes whose session no live node holds any more — as one node does
+//! when a runtime's session is lost; the first to commit changes them, the others
+//! find nothing left to change.
 //!
 //! # Wire forms (requests from runtimes)
 //!
@@ -211,7 +217,7 @@ use actix::prelude::{
 };
 use hyperty_actors::address::Address;
 use hyperty_actors::message::Message;
-use tracing::{debug, info_span, warn, Instrument};
+use tracing::{debug, info, info_span, warn, Instrument};
 
 pub use self::access::Caller;
 pub use self::config::DomainRegistryConfig;
@@ -225,7 +231,7 @@ pub use hyperty_actors::clock::{Clock, ManualClock, SystemClock};
 use self::core::{Core, Found};
 use self::request::Query;
 use self::shared::{CommitError, Shared, COMMIT_ATTEMPTS};
-use crate::cluster::ClusterStore;
+use crate::cluster::{ClusterStore, NodesLeft};
 
 /// A reTHINK message addressed to `domain://registry.<D>`, already parsed and
 /// validated by the node, with the session it comes from. Answered with the
@@ -559,6 +565,54 @@ impl Handler<RuntimeDisconnected> for DomainRegistry {
         AtomicResponse::new(self.counted(Rc::new(move |act| {
             act.core
                 .set_runtime_status(&m.runtime, Status::Disconnected)
+        })))
+    }
+}
+
+impl Handler<NodesLeft> for DomainRegistry {
+    type Result = AtomicResponse<Self, usize>;
+
+    fn handle(&mut self, m: NodesLeft, _: &mut Context<Self>) -> Self::Result {
+        let span = info_span!("domain_registry", nodes_left = ?m.nodes);
+        let _entered = span.enter();
+        let Some(shared) = self.shared.clone() else {
+            return AtomicResponse::new(Box::pin(ready(0)));
+        };
+        let failed: Failed<Vec<String>> = Rc::new(|_, e| {
+            warn!(error = %e, "shared domain registry unreachable");
+            Vec::new()
+        });
+        let runtimes = self.synced(Rc::new(|act| act.core.live_runtimes()), failed, 1);
+        let alive = m.alive;
+        let orphans = runtimes.then(move |runtimes, _, _| {
+            wrap_future::<_, Self>(shared.holders(runtimes).in_current_span()).map(
+                move |held, _, _| match held {
+                    Ok(held) => held
+                        .into_iter()
+                        .filter(|(_, node)| node.as_ref().is_none_or(|n| !alive.contains(n)))
+                        .map(|(rt, _)| rt)
+                        .collect::<Vec<_>>(),
+                    Err(e) => {
+                        warn!(error = %e, "cannot read where the runtimes' sessions are");
+                        Vec::new()
+                    }
+                },
+            )
+        });
+        AtomicResponse::new(Box::pin(orphans.then(|orphans, act, _| {
+            if orphans.is_empty() {
+                return Box::pin(ready(0usize)) as LocalBoxActorFuture<Self, usize>;
+            }
+            info!(
+                runtimes = orphans.len(),
+                "runtimes of nodes that left: their entries are disconnected"
+            );
+            act.counted(Rc::new(move |act| {
+                orphans
+                    .iter()
+                    .map(|rt| act.core.set_runtime_status(rt, Status::Disconnected))
+                    .sum()
+            }))
         })))
     }
 }

@@ -176,6 +176,28 @@ impl Shared {
         })
     }
 
+    /// The node holding each of `runtimes`' sessions, as the session managers
+    /// record it (`rt:<runtime>` → `"<node> <identity>"`); `None`: no node does.
+    pub(crate) async fn holders(
+        self,
+        runtimes: Vec<String>,
+    ) -> Result<Vec<(String, Option<String>)>, ClusterError> {
+        let mut pipe = redis::pipe();
+        for chunk in runtimes.chunks(MAX_LISTED) {
+            let keys: Vec<String> = chunk.iter().map(|r| self.store.key(&["rt", r])).collect();
+            pipe.cmd("MGET").arg(keys);
+        }
+        if runtimes.is_empty() {
+            return Ok(Vec::new());
+        }
+        let values: Vec<Vec<Option<String>>> = self.store.pipe(&pipe).await?;
+        let nodes = values
+            .into_iter()
+            .flatten()
+            .map(|v| v.and_then(|v| v.split(' ').next().map(str::to_owned)));
+        Ok(runtimes.into_iter().zip(nodes).collect())
+    }
+
     /// Writes `rows` as version `expected + 1` if Redis is still at `expected`.
     pub(crate) async fn commit(
         self,

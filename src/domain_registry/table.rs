@@ -246,6 +246,18 @@ impl Table {
             .collect()
     }
 
+    /// The runtimes with at least one `live` entry.
+    pub(crate) fn live_runtimes(&self) -> Vec<String> {
+        self.by_runtime
+            .iter()
+            .filter(|(_, urls)| {
+                urls.iter()
+                    .any(|u| self.get(u).is_some_and(|r| r.status() == Status::Live))
+            })
+            .map(|(rt, _)| rt.clone())
+            .collect()
+    }
+
     pub(crate) fn urls_of_runtime(&self, runtime: &str) -> Vec<String> {
         self.by_runtime
             .get(runtime)

@@ -109,11 +109,14 @@ pub struct IdpConfig {
     pub assertion_lifetime_secs: u64,
     /// Clock skew tolerated on `exp`, `nbf` and `iat`, seconds.
     pub clock_skew_secs: u64,
-    /// Most registered users; a registration beyond answers 429.
+    /// Most registered users; a registration beyond answers 429. In a cluster,
+    /// of the whole domain (counted in Redis).
     pub max_users: usize,
-    /// Most registered devices; a registration beyond answers 429.
+    /// Most registered devices; a registration beyond answers 429. In a
+    /// cluster, of the whole domain.
     pub max_devices: usize,
-    /// Most devices one user may register; a registration beyond answers 429.
+    /// Most devices one user may register; a registration beyond answers 429
+    /// (in a cluster, on all nodes together).
     pub max_devices_per_user: usize,
     /// Most revoked subjects remembered (deleted users and devices whose tokens
     /// may not have expired yet); a deletion beyond answers 429.

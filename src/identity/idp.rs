@@ -28,11 +28,17 @@ use super::model::{
     check_label, Claims, DeviceCredentials, IdentityAssertion, IssuedToken, Profile, Secret,
     TokenUse, UserInfo, MAX_LABEL_LEN, MAX_USERNAME_LEN,
 };
-use super::shared::{Fetched, SharedIdentities, SharedKeys, KEYS_RETRY};
+use super::shared::{
+    Claim, DeviceClaim, Fetched, SharedIdentities, SharedKeys, KEYS_RETRY, SHARED_POLL,
+};
 use super::store::{Change, IdentityStore, StoredDevice, StoredUser};
 use super::throttle::{Attempt, LoginThrottle};
 use super::verifier::{short, TokenVerifier};
 use crate::cluster::ClusterStore;
+
+/// What an operation of the provider answers, once the domain's state is read
+/// and its writes are in (see [`IdentityProvider::shared_op`]).
+pub(crate) type Op<T> = ResponseActFuture<IdentityProvider, Result<T, IdentityError>>;
 
 /// How often retired keys whose tokens have all expired are dropped.
 pub const KEY_PRUNE_INTERVAL: Duration = Duration::from_secs(60);
@@ -255,6 +261,14 @@ pub struct IdentityProvider {
     unshared: Option<redis::Pipeline>,
     /// Whether `keys` is the domain's shared set (always, without a cluster).
     keys_agreed: bool,
+    /// The domain's revocation counter when this node last read the
+    /// revocations, and whether a read is under way.
+    revocations_seen: Option<u64>,
+    polling_revocations: bool,
+    /// The version of the domain's key set this node holds, and whether a
+    /// read of it is under way.
+    keys_version: Option<u64>,
+    polling_keys: bool,
 }
 
 impl std::fmt::Debug for IdentityProvider {
@@ -353,6 +367,10 @@ impl IdentityProvider {
             shared: None,
             unshared: None,
             keys_agreed: true,
+            revocations_seen: None,
+            polling_revocations: false,
+            keys_version: None,
+            polling_keys: false,
         })
     }
 
@@ -360,7 +378,9 @@ impl IdentityProvider {
     /// store (see [`shared`](super::shared)); `None` keeps this node's own.
     pub fn with_cluster(mut self, store: Option<ClusterStore>) -> IdentityProvider {
         self.keys_agreed = store.is_none();
-        self.shared = store.clone().map(SharedIdentities::new);
+        self.shared = store
+            .clone()
+            .map(|s| SharedIdentities::new(s, &self.domain));
         self.shared_keys = store.map(SharedKeys::new);
         self
     }
@@ -378,10 +398,7 @@ impl IdentityProvider {
         let Some(shared) = self.shared.clone() else {
             return op(self);
         };
-        let domain = self.domain.clone();
-        let fetch = shared.clone().fetch(users, devices, move |d| {
-            format!("hyperty-runtime://{domain}/{d}")
-        });
+        let fetch = shared.clone().fetch(users, devices);
         Box::pin(fetch.into_actor(self).then(move |fetched, act, _| {
             let fetched = match fetched {
                 Ok(f) => f,
@@ -404,22 +421,75 @@ impl IdentityProvider {
         }))
     }
 
+    /// [`Login`] on the domain's current state (the HTTP, typed and wire faces
+    /// all come through here and the other operations below).
+    pub(crate) fn login(&mut self, m: Login) -> Op<IssuedToken> {
+        let users = normalise_username(&m.username).into_iter().collect();
+        let devices = m
+            .device
+            .as_ref()
+            .and_then(|t| self.verifier.verify_device_token(t.expose()).ok())
+            .and_then(|c| c.device)
+            .into_iter()
+            .collect();
+        self.shared_op(users, devices, |act| act.check_login(m))
+    }
+
+    /// [`RegisterDevice`] on the domain's current state.
+    pub(crate) fn register_device(&mut self, m: RegisterDevice) -> Op<DeviceCredentials> {
+        let users = self.token_user(&m.id_token);
+        self.shared_op(users, Vec::new(), move |act| act.add_device(m))
+    }
+
+    /// [`DeleteUser`] on the domain's current state.
+    pub(crate) fn delete_user(&mut self, m: DeleteUser) -> Op<Deletion> {
+        let mut users = self.token_user(&m.id_token);
+        users.extend(normalise_username(&m.username));
+        self.shared_op(users, Vec::new(), move |act| {
+            Box::pin(actix::fut::ready(act.remove_user(&m)))
+        })
+    }
+
+    /// [`DeleteDevice`] on the domain's current state.
+    pub(crate) fn delete_device(&mut self, m: DeleteDevice) -> Op<Deletion> {
+        let users = self.token_user(&m.id_token);
+        let devices = vec![m.device.clone()];
+        self.shared_op(users, devices, move |act| {
+            Box::pin(actix::fut::ready(act.remove_device(&m)))
+        })
+    }
+
+    /// [`DeviceToken`] on the domain's current state.
+    pub(crate) fn device_token(&mut self, m: DeviceToken) -> Op<IssuedToken> {
+        let devices = vec![m.device.clone()];
+        self.shared_op(Vec::new(), devices, move |act| {
+            Box::pin(actix::fut::ready(act.issue_device_token(&m)))
+        })
+    }
+
+    /// [`IssueAssertion`] on the domain's current state.
+    pub(crate) fn issue_assertion(&mut self, m: IssueAssertion) -> Op<IdentityAssertion> {
+        let users = self.token_user(&m.id_token);
+        self.shared_op(users, Vec::new(), move |act| {
+            Box::pin(actix::fut::ready(act.sign_assertion(&m)))
+        })
+    }
+
     /// Takes what the cluster store holds into this node's view.
     fn absorb(&mut self, fetched: Fetched) {
         for (name, user) in fetched.users {
-            match user {
+            if let Some(at) = user.revoked {
+                let subject = format!("user://{}/{name}", self.domain);
+                self.verifier.revoke(&subject, at);
+            }
+            match user.record {
                 Some(u) => {
-                    let devices = self
-                        .users
-                        .remove(&name)
-                        .map(|r| r.devices)
-                        .unwrap_or_default();
                     self.users.insert(
                         name,
                         UserRecord {
                             hash: Arc::from(u.hash),
                             profile: u.profile,
-                            devices,
+                            devices: user.devices.into_iter().collect(),
                         },
                     );
                 }
@@ -454,12 +524,10 @@ impl IdentityProvider {
     }
 
     /// Queues the cluster side of `change`, written before the answer.
-    fn share(&mut self, change: &Change<'_>) -> Result<(), IdentityError> {
+    fn share(&mut self, change: &Change<'_>) {
         if let Some(shared) = &self.shared {
-            let pipe = shared.pipeline(change)?;
-            self.unshared = Some(pipe);
+            self.unshared = Some(shared.pipeline(change));
         }
-        Ok(())
     }
 
     /// The username of an ID token's subject, unchecked beyond the signature.
@@ -471,6 +539,60 @@ impl IdentityProvider {
             .and_then(|c| c.sub.strip_prefix(&prefix).map(str::to_owned))
             .into_iter()
             .collect()
+    }
+
+    /// Takes the domain's revocations into this node's verifier when the
+    /// domain's revocation counter moved (one `GET` otherwise), so a user or
+    /// device deleted on another node is refused here within
+    /// [`SHARED_POLL`] — and its live sessions here are closed.
+    fn poll_revocations(&mut self, ctx: &mut Context<Self>) {
+        let Some(shared) = self.shared.clone() else {
+            return;
+        };
+        if self.polling_revocations {
+            return;
+        }
+        self.polling_revocations = true;
+        let seen = self.revocations_seen;
+        ctx.spawn(
+            shared
+                .revocations(seen)
+                .into_actor(self)
+                .map(|read, act, _| {
+                    act.polling_revocations = false;
+                    match read {
+                        Ok(Some((epoch, revoked))) => {
+                            act.revocations_seen = Some(epoch);
+                            act.take_revocations(revoked);
+                        }
+                        Ok(None) => {}
+                        Err(e) => debug!(error = %e, "cannot read the domain's revocations now"),
+                    }
+                }),
+        );
+    }
+
+    /// Revokes in this node's verifier what other nodes revoked, except what
+    /// has expired anyway, within `max_revocations`.
+    fn take_revocations(&mut self, revoked: HashMap<String, u64>) {
+        let expired = self.now().saturating_sub(self.revocation_keep());
+        let mut full = false;
+        for (subject, at) in revoked {
+            if at <= expired || self.verifier.is_revoked(&subject, at) {
+                continue;
+            }
+            if self.verifier.revocations() >= self.config.max_revocations {
+                full = true;
+                continue;
+            }
+            self.verifier.revoke(&subject, at);
+        }
+        if full {
+            warn!(
+                limit = self.config.max_revocations,
+                "the revocation table is full: some deletions on other nodes are not enforced by this node's verifier"
+            );
+        }
     }
 
     /// Offers this ring to the domain and takes the domain's set.
@@ -488,17 +610,60 @@ impl IdentityProvider {
         ctx.wait(shared.agree(ours).into_actor(self).map(|agreed, act, _| {
             let adopted = agreed
                 .map_err(IdentityError::from)
-                .and_then(|bytes| act.keys.adopt(&bytes))
-                .and_then(|()| act.keys.public_keys());
+                .and_then(|(version, bytes)| act.adopt_keys(version, &bytes));
             match adopted {
-                Ok(public) => {
-                    act.verifier.publish(public);
+                Ok(()) => {
                     act.keys_agreed = true;
                     info!(domain = %act.domain, "the domain's shared signing keys loaded");
                 }
                 Err(e) => warn!(error = %e, "cannot load the domain's shared signing keys yet"),
             }
         }));
+    }
+
+    /// Takes the domain's key set, at `version`, for signing and verifying.
+    fn adopt_keys(&mut self, version: u64, bytes: &[u8]) -> Result<(), IdentityError> {
+        self.keys.adopt(bytes)?;
+        self.keys.prune(self.now());
+        self.verifier.publish(self.keys.public_keys()?);
+        self.keys_version = Some(version);
+        Ok(())
+    }
+
+    /// Takes a key set another node rotated, once the domain's key version
+    /// moved (one `GET` otherwise): its tokens then verify here, and this node
+    /// signs with its new key, within [`SHARED_POLL`] of the rotation.
+    fn poll_keys(&mut self, ctx: &mut Context<Self>) {
+        let Some(shared) = self.shared_keys.clone() else {
+            return;
+        };
+        if !self.keys_agreed || self.polling_keys {
+            return;
+        }
+        self.polling_keys = true;
+        let seen = self.keys_version;
+        ctx.spawn(
+            shared
+                .changed(seen)
+                .into_actor(self)
+                .map(move |read, act, _| {
+                    act.polling_keys = false;
+                    let adopted = match read {
+                        Ok(Some((version, bytes))) if act.keys_version == seen => {
+                            act.adopt_keys(version, &bytes).map(|()| true)
+                        }
+                        Ok(_) => Ok(false),
+                        Err(e) => Err(e.into()),
+                    };
+                    match adopted {
+                        Ok(true) => {
+                            info!(domain = %act.domain, "the domain's rotated signing keys loaded")
+                        }
+                        Ok(false) => {}
+                        Err(e) => debug!(error = %e, "cannot read the domain's signing keys now"),
+                    }
+                }),
+        );
     }
 
     /// The synchronous token verifier sharing this provider's keys.
@@ -630,16 +795,20 @@ impl IdentityProvider {
         Ok(())
     }
 
-    /// Drops revocations older than any token that could still be valid.
-    fn forget_revocations(&mut self) {
-        let keep = self
-            .config
+    /// How long a revocation must be remembered: past it, every token it
+    /// refuses has expired.
+    fn revocation_keep(&self) -> u64 {
+        self.config
             .longest_lifetime_secs()
             .saturating_add(self.config.clock_skew_secs)
-            .saturating_add(1);
+            .saturating_add(1)
+    }
+
+    /// Drops revocations older than any token that could still be valid.
+    fn forget_revocations(&mut self) {
         let gone = self
             .verifier
-            .forget_revocations(self.now().saturating_sub(keep));
+            .forget_revocations(self.now().saturating_sub(self.revocation_keep()));
         if gone.is_empty() {
             return;
         }
@@ -656,7 +825,7 @@ impl IdentityProvider {
         format!("hyperty-runtime://{}/{device}", self.domain)
     }
 
-    pub(crate) fn delete_user(&mut self, m: &DeleteUser) -> Result<Deletion, IdentityError> {
+    fn remove_user(&mut self, m: &DeleteUser) -> Result<Deletion, IdentityError> {
         let actor = self.user_of(&m.id_token)?;
         let target = normalise_username(&m.username)
             .ok_or(IdentityError::invalid("username", "a username"))?;
@@ -683,7 +852,7 @@ impl IdentityProvider {
             ..Change::default()
         };
         self.store.apply(&change)?;
-        self.share(&change)?;
+        self.share(&change);
         self.users.remove(&target);
         for d in &devices {
             self.devices.remove(d);
@@ -699,7 +868,7 @@ impl IdentityProvider {
         })
     }
 
-    pub(crate) fn delete_device(&mut self, m: &DeleteDevice) -> Result<Deletion, IdentityError> {
+    fn remove_device(&mut self, m: &DeleteDevice) -> Result<Deletion, IdentityError> {
         let actor = self.user_of(&m.id_token)?;
         let record = self
             .devices
@@ -716,11 +885,12 @@ impl IdentityProvider {
         let now = self.now();
         let change = Change {
             delete_devices: vec![m.device.as_str()],
+            owner: Some(owner.as_str()),
             revoke: vec![(subject.as_str(), now)],
             ..Change::default()
         };
         self.store.apply(&change)?;
-        self.share(&change)?;
+        self.share(&change);
         self.devices.remove(&m.device);
         if let Some(u) = self.users.get_mut(&owner) {
             u.devices.remove(&m.device);
@@ -750,14 +920,14 @@ impl IdentityProvider {
                 ));
             }
             m.profile.validate()?;
-            if self.users.contains_key(&username) || self.pending.contains(&username) {
+            // in a cluster this node's view is not the domain's: Redis decides
+            // (atomically, with the limit) once the hash is made
+            let here = self.shared.is_none();
+            if self.pending.contains(&username) || (here && self.users.contains_key(&username)) {
                 return Err(IdentityError::UserExists(username));
             }
-            if self.users.len() + self.pending.len() >= self.config.max_users {
-                return Err(IdentityError::Full {
-                    table: "the user table",
-                    limit: self.config.max_users,
-                });
+            if here && self.users.len() + self.pending.len() >= self.config.max_users {
+                return Err(self.users_full());
             }
             let user = self.user_url(&username)?;
             let hashed = self.hasher.hash(m.password.clone())?;
@@ -771,6 +941,7 @@ impl IdentityProvider {
         let profile = m.profile;
         let shared = self.shared.clone();
         let name = username.clone();
+        let (max_users, full) = (self.config.max_users, self.users_full());
         let claimed = async move {
             let stored = StoredUser {
                 hash: hashed.await?,
@@ -779,8 +950,10 @@ impl IdentityProvider {
             if let Some(shared) = shared {
                 let json = serde_json::to_vec(&stored)
                     .map_err(|e| IdentityError::Store(format!("cannot encode a user: {e}")))?;
-                if !shared.claim_user(name.clone(), json).await? {
-                    return Err(IdentityError::UserExists(name));
+                match shared.claim_user(name.clone(), json, max_users).await? {
+                    Claim::Done => {}
+                    Claim::Taken => return Err(IdentityError::UserExists(name)),
+                    Claim::Full => return Err(full),
                 }
             }
             Ok(stored)
@@ -809,7 +982,7 @@ impl IdentityProvider {
         }))
     }
 
-    pub(crate) fn login(
+    fn check_login(
         &mut self,
         m: Login,
     ) -> ResponseActFuture<Self, Result<IssuedToken, IdentityError>> {
@@ -864,26 +1037,44 @@ impl IdentityProvider {
         }))
     }
 
-    pub(crate) fn register_device(
-        &mut self,
+    fn users_full(&self) -> IdentityError {
+        IdentityError::Full {
+            table: "the user table",
+            limit: self.config.max_users,
+        }
+    }
+
+    fn devices_full(&self) -> IdentityError {
+        IdentityError::Full {
+            table: "the device table",
+            limit: self.config.max_devices,
+        }
+    }
+
+    fn owner_full(&self) -> IdentityError {
+        IdentityError::Full {
+            table: "the user's device list",
+            limit: self.config.max_devices_per_user,
+        }
+    }
+
+    /// Checks a device registration and makes the device: its owner, id,
+    /// secret and record.
+    fn new_device(
+        &self,
         m: RegisterDevice,
-    ) -> Result<DeviceCredentials, IdentityError> {
+    ) -> Result<(String, String, String, DeviceRecord), IdentityError> {
         let owner = self.user_of(&m.id_token)?;
         if let Some(label) = &m.label {
             check_label("label", label, MAX_LABEL_LEN)?;
         }
+        // in a cluster the owner's devices were just read; the table is Redis's
         let owned = self.users.get(&owner).map_or(0, |u| u.devices.len());
         if owned >= self.config.max_devices_per_user {
-            return Err(IdentityError::Full {
-                table: "the user's device list",
-                limit: self.config.max_devices_per_user,
-            });
+            return Err(self.owner_full());
         }
-        if self.devices.len() >= self.config.max_devices {
-            return Err(IdentityError::Full {
-                table: "the device table",
-                limit: self.config.max_devices,
-            });
+        if self.shared.is_none() && self.devices.len() >= self.config.max_devices {
+            return Err(self.devices_full());
         }
         let device = uuid::Uuid::new_v4().to_string();
         let mut raw = [0u8; 32];
@@ -894,26 +1085,62 @@ impl IdentityProvider {
             owner: owner.clone(),
             label: m.label,
         };
-        let stored = record.stored();
-        let change = Change {
-            put_device: Some((&device, &stored)),
-            ..Change::default()
-        };
-        self.store.apply(&change)?;
-        self.share(&change)?;
-        info!(device = %device, owner = %owner, label = ?record.label, "device registered");
-        self.devices.insert(device.clone(), record);
-        if let Some(u) = self.users.get_mut(&owner) {
-            u.devices.insert(device.clone());
-        }
-        Ok(DeviceCredentials {
-            runtime: self.runtime_url(&device),
-            device,
-            secret: Secret::new(secret),
-        })
+        Ok((owner, device, secret, record))
     }
 
-    pub(crate) fn device_token(&self, m: &DeviceToken) -> Result<IssuedToken, IdentityError> {
+    /// Registers a device: in a cluster, first in Redis, checked there against
+    /// the domain's limits in the same atomic step.
+    fn add_device(&mut self, m: RegisterDevice) -> Op<DeviceCredentials> {
+        let (owner, device, secret, record) = match self.new_device(m) {
+            Ok(v) => v,
+            Err(e) => return Box::pin(actix::fut::ready(Err(e))),
+        };
+        let stored = record.stored();
+        let claimed = match self.shared.clone() {
+            None => None,
+            Some(shared) => {
+                let json = match serde_json::to_vec(&stored) {
+                    Ok(j) => j,
+                    Err(e) => {
+                        let e = IdentityError::Store(format!("cannot encode a device: {e}"));
+                        return Box::pin(actix::fut::ready(Err(e)));
+                    }
+                };
+                let limits = (self.config.max_devices, self.config.max_devices_per_user);
+                Some(shared.add_device(owner.clone(), device.clone(), json, limits))
+            }
+        };
+        let claimed = async move {
+            match claimed {
+                Some(c) => c.await,
+                None => Ok(DeviceClaim::Done),
+            }
+        };
+        Box::pin(claimed.into_actor(self).map(move |claim, act, _| {
+            match claim? {
+                DeviceClaim::Done => {}
+                DeviceClaim::NoOwner => return Err(IdentityError::BadCredentials),
+                DeviceClaim::Full => return Err(act.devices_full()),
+                DeviceClaim::OwnerFull => return Err(act.owner_full()),
+            }
+            act.store.apply(&Change {
+                put_device: Some((&device, &stored)),
+                ..Change::default()
+            })?;
+            info!(device = %device, owner = %owner, label = ?record.label, "device registered");
+            act.devices.insert(device.clone(), record);
+            if let Some(u) = act.users.get_mut(&owner) {
+                u.devices.insert(device.clone());
+            }
+            Ok(DeviceCredentials {
+                runtime: act.runtime_url(&device),
+                device,
+                secret: Secret::new(secret),
+            })
+        }))
+    }
+
+    fn issue_device_token(&self, m: &DeviceToken) -> Result<IssuedToken, IdentityError> {
         let record = self
             .devices
             .get(&m.device)
@@ -937,10 +1164,7 @@ impl IdentityProvider {
         })
     }
 
-    pub(crate) fn issue_assertion(
-        &self,
-        m: &IssueAssertion,
-    ) -> Result<IdentityAssertion, IdentityError> {
+    fn sign_assertion(&self, m: &IssueAssertion) -> Result<IdentityAssertion, IdentityError> {
         check_label("audience", &m.audience, MAX_LABEL_LEN)?;
         let id = self.verifier.verify_id_token(m.id_token.expose())?;
         let username = id
@@ -972,20 +1196,49 @@ impl IdentityProvider {
         })
     }
 
-    fn rotate(&mut self) -> Result<String, IdentityError> {
-        if self.shared_keys.is_some() {
-            return Err(IdentityError::Unsupported(
-                "rotating the signing keys of a domain served by several nodes".into(),
-            ));
-        }
+    fn rotate(&mut self) -> Op<String> {
         let keep = self
             .config
             .longest_lifetime_secs()
             .saturating_add(self.config.clock_skew_secs);
-        let kid = self.keys.rotate(self.now(), keep, self.config.max_keys)?;
-        self.verifier.publish(self.keys.public_keys()?);
-        info!(kid = %kid, "identity provider signing key rotated");
-        Ok(kid)
+        let (now, max_keys) = (self.now(), self.config.max_keys);
+        let Some(shared) = self.shared_keys.clone() else {
+            let rotated = (|| {
+                let kid = self.keys.rotate(now, keep, max_keys)?;
+                self.verifier.publish(self.keys.public_keys()?);
+                info!(kid = %kid, "identity provider signing key rotated");
+                Ok(kid)
+            })();
+            return Box::pin(actix::fut::ready(rotated));
+        };
+        if !self.keys_agreed {
+            let e = IdentityError::Shared("the domain's signing keys are not loaded yet".into());
+            return Box::pin(actix::fut::ready(Err(e)));
+        }
+        // rotate the domain's current set aside, and sign with the new key only
+        // once it is the domain's: no node ever sees a token of an unknown key
+        // for longer than its key poll
+        let rotated = async move {
+            let (version, bytes) = shared.clone().changed(None).await?.ok_or_else(|| {
+                IdentityError::Shared("the domain's signing keys vanished".into())
+            })?;
+            let mut ring = KeyRing::from_shared(&bytes)?;
+            let kid = ring.rotate(now, keep, max_keys)?;
+            let ring = ring.encode()?;
+            match shared.replace(version, ring.clone()).await? {
+                Some(version) => Ok((kid, version, ring)),
+                None => Err(IdentityError::Shared(
+                    "another node changed the domain's signing keys at the same time: try again"
+                        .into(),
+                )),
+            }
+        };
+        Box::pin(rotated.into_actor(self).map(|rotated, act, _| {
+            let (kid, version, ring) = rotated?;
+            act.adopt_keys(version, &ring)?;
+            info!(kid = %kid, domain = %act.domain, "the domain's signing key rotated");
+            Ok(kid)
+        }))
     }
 
     /// Signs arbitrary claims with the current key (tests forge tokens with it).
@@ -1052,10 +1305,28 @@ impl Actor for IdentityProvider {
         info!(domain = %self.domain, issuer = %self.issuer, "identity provider started");
         self.agree_keys(ctx);
         ctx.run_interval(KEYS_RETRY, |act, ctx| act.agree_keys(ctx));
-        ctx.run_interval(KEY_PRUNE_INTERVAL, |act, _| {
+        ctx.run_interval(KEY_PRUNE_INTERVAL, |act, ctx| {
             act.prune_keys();
             act.forget_revocations();
+            if let Some(shared) = act.shared.clone() {
+                let before = act.now().saturating_sub(act.revocation_keep());
+                ctx.spawn(
+                    async move {
+                        if let Err(e) = shared.forget_revocations(before).await {
+                            debug!(error = %e, "cannot forget the domain's expired revocations now");
+                        }
+                    }
+                    .into_actor(act),
+                );
+            }
         });
+        if self.shared.is_some() {
+            self.poll_revocations(ctx);
+            ctx.run_interval(SHARED_POLL, |act, ctx| {
+                act.poll_revocations(ctx);
+                act.poll_keys(ctx);
+            });
+        }
     }
 }
 
@@ -1073,15 +1344,7 @@ impl Handler<Login> for IdentityProvider {
 
     fn handle(&mut self, m: Login, _: &mut Context<Self>) -> Self::Result {
         let _span = info_span!("idp.login", domain = %self.domain).entered();
-        let users = normalise_username(&m.username).into_iter().collect();
-        let devices = m
-            .device
-            .as_ref()
-            .and_then(|t| self.verifier.verify_device_token(t.expose()).ok())
-            .and_then(|c| c.device)
-            .into_iter()
-            .collect();
-        self.shared_op(users, devices, |act| act.login(m))
+        self.login(m)
     }
 }
 
@@ -1090,11 +1353,7 @@ impl Handler<RegisterDevice> for IdentityProvider {
 
     fn handle(&mut self, m: RegisterDevice, _: &mut Context<Self>) -> Self::Result {
         let _span = info_span!("idp.register_device", domain = %self.domain).entered();
-        let users = self.token_user(&m.id_token);
-        let devices = Vec::new();
-        self.shared_op(users, devices, move |act| {
-            Box::pin(actix::fut::ready(act.register_device(m)))
-        })
+        self.register_device(m)
     }
 }
 
@@ -1112,12 +1371,7 @@ impl Handler<DeleteUser> for IdentityProvider {
 
     fn handle(&mut self, m: DeleteUser, _: &mut Context<Self>) -> Self::Result {
         let _span = info_span!("idp.delete_user", domain = %self.domain).entered();
-        let mut users = self.token_user(&m.id_token);
-        users.extend(normalise_username(&m.username));
-        let devices = Vec::new();
-        self.shared_op(users, devices, move |act| {
-            Box::pin(actix::fut::ready(act.delete_user(&m)))
-        })
+        self.delete_user(m)
     }
 }
 
@@ -1126,11 +1380,7 @@ impl Handler<DeleteDevice> for IdentityProvider {
 
     fn handle(&mut self, m: DeleteDevice, _: &mut Context<Self>) -> Self::Result {
         let _span = info_span!("idp.delete_device", domain = %self.domain).entered();
-        let users = self.token_user(&m.id_token);
-        let devices = vec![m.device.clone()];
-        self.shared_op(users, devices, move |act| {
-            Box::pin(actix::fut::ready(act.delete_device(&m)))
-        })
+        self.delete_device(m)
     }
 }
 
@@ -1139,20 +1389,16 @@ impl Handler<DeviceToken> for IdentityProvider {
 
     fn handle(&mut self, m: DeviceToken, _: &mut Context<Self>) -> Self::Result {
         let _span = info_span!("idp.device_token", domain = %self.domain).entered();
-        let users = Vec::new();
-        let devices = vec![m.device.clone()];
-        self.shared_op(users, devices, move |act| {
-            Box::pin(actix::fut::ready(act.device_token(&m)))
-        })
+        self.device_token(m)
     }
 }
 
 impl Handler<IssueAssertion> for IdentityProvider {
-    type Result = Result<IdentityAssertion, IdentityError>;
+    type Result = ResponseActFuture<Self, Result<IdentityAssertion, IdentityError>>;
 
     fn handle(&mut self, m: IssueAssertion, _: &mut Context<Self>) -> Self::Result {
         let _span = info_span!("idp.issue_assertion", domain = %self.domain).entered();
-        self.issue_assertion(&m)
+        self.issue_assertion(m)
     }
 }
 
@@ -1191,7 +1437,7 @@ impl Handler<SignDescriptor> for IdentityProvider {
 }
 
 impl Handler<RotateKeys> for IdentityProvider {
-    type Result = Result<String, IdentityError>;
+    type Result = ResponseActFuture<Self, Result<String, IdentityError>>;
 
     fn handle(&mut self, _: RotateKeys, _: &mut Context<Self>) -> Self::Result {
         let _span = info_span!("idp.rotate_keys", domain = %self.domain).entered();

@@ -349,6 +349,17 @@ impl KeyRing {
             .map_err(|e| store_err("cannot encode the key file", e))
     }
 
+    /// A ring of `bytes` (in [`KeyRing::encode`] form) in memory only: the
+    /// domain's shared set, to rotate before it is shared again.
+    pub(crate) fn from_shared(bytes: &[u8]) -> Result<KeyRing, IdentityError> {
+        let mut ring = KeyRing {
+            entries: Vec::new(),
+            path: None,
+        };
+        ring.adopt(bytes)?;
+        Ok(ring)
+    }
+
     /// Takes the keys of `bytes` (a ring in [`KeyRing::encode`] form, e.g. the
     /// domain's shared one) in place of its own, and saves them if it has a file.
     pub(crate) fn adopt(&mut self, bytes: &[u8]) -> Result<(), IdentityError> {

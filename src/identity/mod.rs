@@ -22,7 +22,7 @@
 //! | same | [`DeviceToken`] | [`IssuedToken`] (device token for the runtime itself) |
 //! | same | [`IssueAssertion`] | [`IdentityAssertion`] binding the ID token's user to a hyperty |
 //! | the node's catalogue | [`SignDescriptor`] | a JWS of the descriptor, checked with [`verify_descriptor`] |
-//! | operators | [`RotateKeys`] | the new `kid`; old keys stay published until their tokens expire |
+//! | operators | [`RotateKeys`] | the new `kid`; old keys stay published until their tokens expire (in a cluster: the domain's keys, taken by every node within a second) |
 //! | the node, when it stops | [`Shutdown`] | the provider stops and closes its store |
 //! | HTTP `/.well-known/jwks.json` | [`Jwks`] | [`JwkSet`] |
 //! | the node, for each reTHINK message to `domain-idp://<D>` | [`IdpRequest`] | the response message |

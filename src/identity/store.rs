@@ -63,6 +63,8 @@ pub(crate) struct Change<'a> {
     pub(crate) put_device: Option<(&'a str, &'a StoredDevice)>,
     pub(crate) delete_users: Vec<&'a str>,
     pub(crate) delete_devices: Vec<&'a str>,
+    /// Whose `delete_devices` are (the cluster store lists each user's devices).
+    pub(crate) owner: Option<&'a str>,
     pub(crate) revoke: Vec<(&'a str, u64)>,
     pub(crate) unrevoke: Vec<&'a str>,
 }

@@ -108,17 +108,24 @@ impl TokenVerifier {
             .clone()
     }
 
-    /// Refuses every token of `subject` issued at or before `at` (unix seconds).
-    pub(crate) fn revoke(&self, subject: &str, at: u64) {
+    /// Refuses every token of `subject` issued at or before `at` (unix seconds);
+    /// false (and the epoch unchanged) when it was refused up to `at` already.
+    pub(crate) fn revoke(&self, subject: &str, at: u64) -> bool {
         let mut r = self
             .inner
             .revoked
             .write()
             .unwrap_or_else(|e| e.into_inner());
-        let entry = r.entry(subject.to_owned()).or_insert(at);
-        *entry = (*entry).max(at);
+        match r.get_mut(subject) {
+            Some(known) if *known >= at => return false,
+            Some(known) => *known = at,
+            None => {
+                r.insert(subject.to_owned(), at);
+            }
+        }
         drop(r);
         self.inner.epoch.fetch_add(1, Ordering::Release);
+        true
     }
 
     /// Forgets revocations at or before `before` (their tokens have all expired);

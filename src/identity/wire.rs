@@ -14,8 +14,8 @@ use tracing::debug;
 use super::config::DEFAULT_ASSERTION_AUDIENCE;
 use super::error::IdentityError;
 use super::idp::{
-    DeleteDevice, DeleteUser, DeviceToken, IdentityProvider, IssueAssertion, Login, RegisterDevice,
-    RegisterUser,
+    DeleteDevice, DeleteUser, DeviceToken, IdentityProvider, IssueAssertion, Login, Op,
+    RegisterDevice, RegisterUser,
 };
 use super::model::{Profile, Secret};
 
@@ -117,6 +117,19 @@ fn ready(req: &Message, result: Result<Value, IdentityError>) -> Reply {
     Box::pin(actix::fut::ready(done(req, result)))
 }
 
+/// Answers `req` with what `op` — the provider's operation, the same as for
+/// its HTTP and typed faces — results in, as `value` shows it.
+fn answer<T: 'static>(
+    req: Message,
+    op: Result<Op<T>, IdentityError>,
+    value: impl FnOnce(T) -> Value + 'static,
+) -> Reply {
+    match op {
+        Ok(op) => Box::pin(op.map(move |res, _, _| done(&req, res.map(value)))),
+        Err(e) => ready(&req, Err(e)),
+    }
+}
+
 /// The `method` and `params` of an `execute`.
 pub(crate) fn method_of(req: &Message) -> Result<(&str, &Value), IdentityError> {
     if req.kind != MessageType::Execute {
@@ -161,49 +174,35 @@ pub(crate) fn handle(idp: &mut IdentityProvider, req: Message, source: Option<Ip
     };
     match method {
         "login" => {
-            let m = match params::<LoginParams>(p, "{username, password[, deviceToken]}") {
-                Ok(m) => m,
-                Err(e) => return ready(&req, Err(e)),
-            };
-            let fut = idp.login(Login {
-                username: m.username,
-                password: m.password,
-                device: m.device_token,
-                source,
+            let op = params::<LoginParams>(p, "{username, password[, deviceToken]}").map(|m| {
+                idp.login(Login {
+                    username: m.username,
+                    password: m.password,
+                    device: m.device_token,
+                    source,
+                })
             });
-            Box::pin(fut.map(move |res, _, _| {
-                done(
-                    &req,
-                    res.map(|t| {
-                        json!({
-                            "idToken": t.token.expose(),
-                            "tokenType": "Bearer",
-                            "expires": t.claims.exp,
-                            "userURL": t.claims.sub,
-                        })
-                    }),
-                )
-            }))
+            answer(req, op, |t| {
+                json!({
+                    "idToken": t.token.expose(),
+                    "tokenType": "Bearer",
+                    "expires": t.claims.exp,
+                    "userURL": t.claims.sub,
+                })
+            })
         }
         "registerUser" => {
-            let m = match params::<RegisterParams>(p, "{username, password[, profile]}") {
-                Ok(m) => m,
-                Err(e) => return ready(&req, Err(e)),
-            };
-            let fut = idp.register_user(RegisterUser {
-                username: m.username,
-                password: m.password,
-                profile: m.profile,
+            let op = params::<RegisterParams>(p, "{username, password[, profile]}").map(|m| {
+                idp.register_user(RegisterUser {
+                    username: m.username,
+                    password: m.password,
+                    profile: m.profile,
+                })
             });
-            Box::pin(fut.map(move |res, _, _| {
-                done(
-                    &req,
-                    res.map(|u| serde_json::to_value(u).unwrap_or_default()),
-                )
-            }))
+            answer(req, op, |u| serde_json::to_value(u).unwrap_or_default())
         }
         "generateAssertion" => {
-            let result = (|| {
+            let op = (|| {
                 let m = params::<GenerateParams>(p, "{idToken, hyperty[, audience]}")?;
                 let id_token = m
                     .id_token
@@ -225,21 +224,22 @@ pub(crate) fn handle(idp: &mut IdentityProvider, req: Message, source: Option<Ip
                     .audience
                     .or(m.origin)
                     .unwrap_or_else(|| DEFAULT_ASSERTION_AUDIENCE.to_owned());
-                let a = idp.issue_assertion(&IssueAssertion {
+                Ok(idp.issue_assertion(IssueAssertion {
                     id_token,
                     hyperty,
                     audience,
-                })?;
-                Ok(json!({
+                }))
+            })();
+            answer(req, op, |a| {
+                json!({
                     "assertion": a.assertion,
                     "idp": a.idp,
                     "userProfile": a.user_profile,
                     "hyperty": a.hyperty,
                     "expires": a.expires,
                     "identity": a.to_identity(),
-                }))
-            })();
-            ready(&req, result)
+                })
+            })
         }
         "validateAssertion" => {
             let result = (|| {
@@ -260,64 +260,60 @@ pub(crate) fn handle(idp: &mut IdentityProvider, req: Message, source: Option<Ip
             ready(&req, result)
         }
         "registerDevice" => {
-            let result = params::<RegisterDeviceParams>(p, "{idToken[, label]}")
-                .and_then(|m| {
-                    let id_token = id_token(&req, m.id_token)?;
-                    idp.register_device(RegisterDevice {
-                        label: m.label,
-                        id_token,
-                    })
+            let op = params::<RegisterDeviceParams>(p, "{idToken[, label]}").and_then(|m| {
+                let id_token = id_token(&req, m.id_token)?;
+                Ok(idp.register_device(RegisterDevice {
+                    label: m.label,
+                    id_token,
+                }))
+            });
+            answer(req, op, |d| {
+                json!({
+                    "device": d.device,
+                    "secret": d.secret.expose(),
+                    "runtimeURL": d.runtime,
                 })
-                .map(|d| {
-                    json!({
-                        "device": d.device,
-                        "secret": d.secret.expose(),
-                        "runtimeURL": d.runtime,
-                    })
-                });
-            ready(&req, result)
+            })
         }
         "deleteUser" => {
-            let result = params::<DeleteUserParams>(p, "{username, idToken}")
-                .and_then(|m| {
-                    let id_token = id_token(&req, m.id_token)?;
-                    idp.delete_user(&DeleteUser {
-                        username: m.username,
-                        id_token,
-                    })
-                })
-                .map(|d| json!({"userURL": d.subject, "devices": d.devices}));
-            ready(&req, result)
+            let op = params::<DeleteUserParams>(p, "{username, idToken}").and_then(|m| {
+                let id_token = id_token(&req, m.id_token)?;
+                Ok(idp.delete_user(DeleteUser {
+                    username: m.username,
+                    id_token,
+                }))
+            });
+            answer(
+                req,
+                op,
+                |d| json!({"userURL": d.subject, "devices": d.devices}),
+            )
         }
         "deleteDevice" => {
-            let result = params::<DeleteDeviceParams>(p, "{device, idToken}")
-                .and_then(|m| {
-                    let id_token = id_token(&req, m.id_token)?;
-                    idp.delete_device(&DeleteDevice {
-                        device: m.device,
-                        id_token,
-                    })
-                })
-                .map(|d| json!({"runtimeURL": d.subject}));
-            ready(&req, result)
+            let op = params::<DeleteDeviceParams>(p, "{device, idToken}").and_then(|m| {
+                let id_token = id_token(&req, m.id_token)?;
+                Ok(idp.delete_device(DeleteDevice {
+                    device: m.device,
+                    id_token,
+                }))
+            });
+            answer(req, op, |d| json!({"runtimeURL": d.subject}))
         }
         "deviceToken" => {
-            let result = params::<DeviceTokenParams>(p, "{device, secret}")
-                .and_then(|m| {
-                    idp.device_token(&DeviceToken {
-                        device: m.device,
-                        secret: m.secret,
-                    })
+            let op = params::<DeviceTokenParams>(p, "{device, secret}").map(|m| {
+                idp.device_token(DeviceToken {
+                    device: m.device,
+                    secret: m.secret,
                 })
-                .map(|t| {
-                    json!({
-                        "deviceToken": t.token.expose(),
-                        "tokenType": "Bearer",
-                        "expires": t.claims.exp,
-                        "runtimeURL": t.claims.sub,
-                    })
-                });
-            ready(&req, result)
+            });
+            answer(req, op, |t| {
+                json!({
+                    "deviceToken": t.token.expose(),
+                    "tokenType": "Bearer",
+                    "expires": t.claims.exp,
+                    "runtimeURL": t.claims.sub,
+                })
+            })
         }
         "getLoginEndpoint" => {
             let base = idp

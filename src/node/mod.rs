@@ -236,6 +236,7 @@ impl NodeState {
                 sessions.clone().recipient(),
                 sessions.clone().recipient(),
                 subscriptions.clone().recipient(),
+                registry.clone().recipient(),
             )
             .start();
         }

@@ -421,6 +421,32 @@ pub async fn http_get_json(url: &str, token: Option<&str>) -> (u16, Value) {
     )
 }
 
+/// `method` with an optional bearer token and JSON body: the status and the JSON
+/// body (`null` when there is none).
+pub async fn http_json(
+    method: &str,
+    url: &str,
+    token: Option<&str>,
+    body: Option<Value>,
+) -> (u16, Value) {
+    let client = awc::Client::default();
+    let method = awc::http::Method::from_bytes(method.as_bytes()).expect("a method");
+    let mut req = client.request(method, url).timeout(TIMEOUT);
+    if let Some(t) = token {
+        req = req.insert_header(("Authorization", format!("Bearer {t}")));
+    }
+    let sent = match body {
+        Some(b) => req.send_json(&b).await,
+        None => req.send().await,
+    };
+    let mut resp = sent.unwrap_or_else(|e| panic!("{url}: {e}"));
+    let body = resp.body().await.expect("body");
+    (
+        resp.status().as_u16(),
+        serde_json::from_slice(&body).unwrap_or(Value::Null),
+    )
+}
+
 /// `encodeURIComponent`, for URLs in request paths.
 pub fn enc(s: &str) -> String {
     s.bytes()
