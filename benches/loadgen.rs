@@ -73,6 +73,7 @@ use futures_util::future::{FutureExt, LocalBoxFuture};
 use tokio::time::Instant;
 
 #[path = "loadgen/mod.rs"]
+#[allow(dead_code, unused_imports)]
 mod load;
 
 use load::{

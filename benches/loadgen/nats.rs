@@ -187,7 +187,7 @@ pub(super) async fn connect(
 
 #[cfg(test)]
 mod tests {
-    use super::*;
+    use super::{Event, MsgReader};
 
     #[test]
     fn reassembles_messages_split_over_frames() {
