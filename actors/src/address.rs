@@ -246,6 +246,47 @@ fn check_chars(s: &str) -> Result<(), AddressError> {
     }
 }
 
+/// Addresses this thread found valid lately, in a small direct-mapped table:
+/// routing checks the same few senders and recipients frame after frame. An
+/// address's validity depends on nothing but its text (data schemes are only ever
+/// added), so a valid one stays valid.
+const RECENT_SLOTS: usize = 16;
+/// Longer addresses are checked every time.
+const RECENT_MAX_LEN: usize = 160;
+
+type Recent = [Option<(Box<str>, AddressKind)>; RECENT_SLOTS];
+
+thread_local! {
+    static RECENT: std::cell::RefCell<Recent> =
+        const { std::cell::RefCell::new([const { None }; RECENT_SLOTS]) };
+}
+
+fn recent_slot(s: &str) -> usize {
+    // the tail tells apart the addresses of one domain; the length the rest
+    let tail = s.as_bytes()[s.len().saturating_sub(4)..]
+        .iter()
+        .fold(s.len(), |h, &b| {
+            h.wrapping_mul(31).wrapping_add(usize::from(b))
+        });
+    tail % RECENT_SLOTS
+}
+
+fn recently_valid(s: &str) -> Option<AddressKind> {
+    if s.is_empty() || s.len() > RECENT_MAX_LEN {
+        return None;
+    }
+    RECENT.with(|r| match &r.borrow()[recent_slot(s)] {
+        Some((text, kind)) if **text == *s => Some(*kind),
+        _ => None,
+    })
+}
+
+fn remember_valid(s: &str, kind: AddressKind) {
+    if s.len() <= RECENT_MAX_LEN {
+        RECENT.with(|r| r.borrow_mut()[recent_slot(s)] = Some((s.into(), kind)));
+    }
+}
+
 /// Validates `s`: its kind and the byte range of its domain.
 fn analyse(s: &str) -> Result<(AddressKind, (u16, u16)), AddressError> {
     if s.is_empty() {
@@ -330,7 +371,12 @@ impl Address {
     /// Validates `s` without allocating and returns its kind (for hot paths that
     /// route by `&str`).
     pub fn check(s: &str) -> Result<AddressKind, AddressError> {
-        analyse(s).map(|(kind, _)| kind)
+        if let Some(kind) = recently_valid(s) {
+            return Ok(kind);
+        }
+        let kind = analyse(s)?.0;
+        remember_valid(s, kind);
+        Ok(kind)
     }
 
     /// The address text.
@@ -672,6 +718,17 @@ impl DataObjectUrl {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_remembered_valid_address_vouches_for_no_other() {
+        let valid = "runtime://d.org/x";
+        let invalid = "r ntime://d.org/x"; // same length and tail: the same slot
+        assert_eq!(recent_slot(valid), recent_slot(invalid));
+        for _ in 0..2 {
+            assert_eq!(Address::check(valid), Ok(AddressKind::Runtime));
+            assert_eq!(Address::check(invalid), Err(AddressError::InvalidChar(' ')));
+        }
+    }
 
     #[test]
     fn kinds_and_domains() {
