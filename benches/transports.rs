@@ -10,7 +10,8 @@
 //!   token from its IdP), ownership checks (always on) and the PEP on: a policy file of
 //!   `--rules` deny rules that do not match the traffic, so every frame is decided
 //!   against all of them. 1→1 goes to the subscriber's runtime URL; 1→N to a resource
-//!   the N sessions subscribed to through `/sm`.
+//!   the N sessions subscribed to through `/sm`. `--workers` sets its `[node] workers`
+//!   (default: one per core).
 //! * nats-server (`apt-get install nats-server`) runs with `websocket { no_tls: true }`
 //!   and user/password authorization; every subscriber `SUB`s one subject.
 //!
@@ -19,6 +20,7 @@
 //!
 //! ```sh
 //! cargo bench --bench transports -- --rounds 5
+//! cargo bench --bench transports -- --rounds 5 --workers 1
 //! cargo bench --bench transports -- --rounds 5 --json transports.json
 //! ```
 
@@ -55,6 +57,9 @@ struct Args {
     /// Length of each message's serialised `body.value`.
     #[arg(long, default_value_t = 100)]
     size: usize,
+    /// The node's `[node] workers` (0: one per core, the node's default).
+    #[arg(long, default_value_t = 0)]
+    workers: usize,
     /// Deny rules in the node's policy file.
     #[arg(long, default_value_t = 100)]
     rules: usize,
@@ -106,7 +111,7 @@ fn policies(rules: usize) -> String {
     s
 }
 
-const NODE_CONFIG: &str = "[auth]\nmode = \"required\"\n\
+const NODE_CONFIG: &str = "[node]\nworkers = {workers}\n[auth]\nmode = \"required\"\n\
     [limits]\nmessages_per_second = 100000000\nburst = 100000000\nmax_sessions_per_ip = 100000\n\
     [identity]\ndata_dir = \"{dir}/idp\"\n\
     [policy]\nfile = \"{dir}/policies.toml\"\n";
@@ -124,11 +129,8 @@ async fn run(args: &Args) -> Result<Vec<Row>, LoadError> {
         .node
         .clone()
         .unwrap_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_hyperty")));
-    let node = NodeProcess::start(
-        &bin,
-        NODE_CONFIG,
-        &[("policies.toml", &policies(args.rules))],
-    )?;
+    let config = NODE_CONFIG.replace("{workers}", &args.workers.to_string());
+    let node = NodeProcess::start(&bin, &config, &[("policies.toml", &policies(args.rules))])?;
     let token = node.user_token("bench", "bench password 1").await?;
     let nats = NatsProcess::start(&args.nats_server).await?;
     eprintln!("node {} · nats-server {}", node.ws_url, nats.ws_url);
