@@ -262,13 +262,11 @@ thread_local! {
 }
 
 fn recent_slot(s: &str) -> usize {
-    // the tail tells apart the addresses of one domain; the length the rest
-    let tail = s.as_bytes()[s.len().saturating_sub(4)..]
-        .iter()
-        .fold(s.len(), |h, &b| {
-            h.wrapping_mul(31).wrapping_add(usize::from(b))
-        });
-    tail % RECENT_SLOTS
+    // FNV-1a over the whole text: addresses of one run often differ in one byte
+    let h = s.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+    });
+    (h >> 32) as usize % RECENT_SLOTS
 }
 
 fn recently_valid(s: &str) -> Option<AddressKind> {
@@ -722,11 +720,14 @@ mod tests {
     #[test]
     fn a_remembered_valid_address_vouches_for_no_other() {
         let valid = "runtime://d.org/x";
-        let invalid = "r ntime://d.org/x"; // same length and tail: the same slot
-        assert_eq!(recent_slot(valid), recent_slot(invalid));
+        // an invalid text in the same slot
+        let invalid = (0..=32u8)
+            .map(|b| format!("r{}ntime://d.org/x", char::from(b)))
+            .find(|s| recent_slot(s) == recent_slot(valid))
+            .expect("some text shares the slot");
         for _ in 0..2 {
             assert_eq!(Address::check(valid), Ok(AddressKind::Runtime));
-            assert_eq!(Address::check(invalid), Err(AddressError::InvalidChar(' ')));
+            assert!(Address::check(&invalid).is_err());
         }
     }
 
