@@ -292,6 +292,24 @@ impl Header<'_> {
 /// for it.
 pub const ASSERTED_IDENTITY: &str = "assertedIdentity";
 
+/// Finds [`ASSERTED_IDENTITY`] in a frame (every routed frame is searched once).
+fn identity_finder() -> &'static memchr::memmem::Finder<'static> {
+    static FINDER: std::sync::OnceLock<memchr::memmem::Finder<'static>> =
+        std::sync::OnceLock::new();
+    FINDER.get_or_init(|| memchr::memmem::Finder::new(ASSERTED_IDENTITY))
+}
+
+/// True if `text` holds `"ack"` anywhere: only such frames can ask for an
+/// acknowledgement, so only they are parsed for it.
+pub fn may_ask_for_ack(text: &str) -> bool {
+    static FINDER: std::sync::OnceLock<memchr::memmem::Finder<'static>> =
+        std::sync::OnceLock::new();
+    FINDER
+        .get_or_init(|| memchr::memmem::Finder::new("\"ack\""))
+        .find(text.as_bytes())
+        .is_some()
+}
+
 /// The `body.assertedIdentity` string of `text` (whose `body` spans `body`), if it
 /// has exactly one.
 pub fn asserted_identity(text: &str, body: Option<(usize, usize)>) -> Option<String> {
@@ -360,7 +378,8 @@ pub fn stamped(
     };
     let inner = &text[start + 1..end - 1];
     // a key could hide behind escapes: only a body without both is certainly clean
-    let suspect = inner.contains(ASSERTED_IDENTITY) || inner.contains('\\');
+    let suspect = memchr::memchr(b'\\', inner.as_bytes()).is_some()
+        || identity_finder().find(inner.as_bytes()).is_some();
     let kept: Option<Vec<(String, &RawValue)>> = suspect
         .then(|| serde_json::from_str::<Entries<'_>>(&text[start..end]).ok())
         .flatten()

@@ -41,7 +41,7 @@ use tracing::{debug, warn};
 
 use crate::config::AuthMode;
 use crate::identity::TokenUse;
-use crate::node::frame::{stamped, FrameId, Header, Partial};
+use crate::node::frame::{may_ask_for_ack, stamped, FrameId, Header, Partial};
 use crate::node::metrics::SAMPLE_EVERY;
 use crate::node::outbound::OutboundQueue;
 use crate::node::rights::stub_url;
@@ -303,7 +303,7 @@ where
     A::Context: AsyncContext<A>,
 {
     // the substring search keeps unflagged frames to one header parse
-    let ack = match text.contains("\"ack\"").then(|| Header::parse(&text)) {
+    let ack = match may_ask_for_ack(&text).then(|| Header::parse(&text)) {
         Some(Ok(h)) if h.ack_requested(&text) => Some((h.id.into_owned(), h.from.into_owned())),
         _ => None,
     };
