@@ -90,30 +90,31 @@ impl FloodReport {
 }
 
 #[derive(Default)]
-struct Progress {
+pub(super) struct Progress {
     /// Deliveries over all subscribers.
-    delivered: AtomicU64,
-    notify: Notify,
+    pub(super) delivered: AtomicU64,
+    pub(super) notify: Notify,
 }
 
+/// What one receiving connection saw.
 #[derive(Default)]
-struct SubStats {
-    delivered: u64,
-    duplicates: u64,
-    unexpected: u64,
-    last_ns: u64,
-    samples: Vec<u32>,
-    stopped: Option<String>,
+pub(super) struct SubStats {
+    pub(super) delivered: u64,
+    pub(super) duplicates: u64,
+    pub(super) unexpected: u64,
+    pub(super) last_ns: u64,
+    pub(super) samples: Vec<u32>,
+    pub(super) stopped: Option<String>,
 }
 
 /// One subscriber's connection, ready to read.
-enum Sub {
+pub(super) enum Sub {
     Node(ClientWs),
     Nats(ClientWs, MsgReader),
 }
 
 /// The publisher's connection.
-enum Publisher {
+pub(super) enum Publisher {
     Node(SplitSink<ClientWs, Message>),
     Nats(SplitSink<ClientWs, Message>, String),
 }
@@ -126,7 +127,7 @@ impl Publisher {
         }
     }
 
-    fn sink(&mut self) -> &mut SplitSink<ClientWs, Message> {
+    pub(super) fn sink(&mut self) -> &mut SplitSink<ClientWs, Message> {
         match self {
             Publisher::Node(s) | Publisher::Nats(s, _) => s,
         }
@@ -261,7 +262,7 @@ pub async fn run_flood(target: &Target, p: &Params) -> Result<FloodReport, LoadE
 
 /// Writes `p.messages` messages while fewer than `p.window` per subscriber are in
 /// flight; answers how many it wrote and why it stopped early, if it did.
-async fn send(
+pub(super) async fn send(
     publisher: &mut Publisher,
     builder: &FrameBuilder,
     p: &Params,
@@ -329,7 +330,7 @@ async fn send(
 }
 
 /// Reads one subscriber until it has all `m` messages or `stop` is raised.
-async fn receive(
+pub(super) async fn receive(
     sub: Sub,
     to: Arc<str>,
     m: u64,
@@ -401,7 +402,8 @@ async fn receive(
     stats
 }
 
-/// Checks one delivered message and counts it.
+/// Checks one delivered message (this run's, for `to`, id 1..=m, not seen before in
+/// `seen_ids`) and counts it.
 fn count(payload: &[u8], now: u64, to: &str, m: u64, seen_ids: &mut [u64], stats: &mut SubStats) {
     let probe = match serde_json::from_slice::<Probe<'_>>(payload) {
         Ok(probe) if probe.to == to && (1..=m).contains(&probe.id) => probe,

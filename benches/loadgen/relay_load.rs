@@ -1,45 +1,21 @@
 //! Relay mode: pairs of sessions, one sending to the other with a window.
 
-use std::pin::pin;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
-use tokio::sync::{watch, Notify};
-use tokio::time::{sleep, timeout, timeout_at, Instant};
-use tokio_tungstenite::tungstenite::Message;
+use tokio::sync::watch;
+use tokio::time::{timeout, Instant};
 
 use super::client::{
-    check_loopback, drain, latency_stats, now_ns, ns_u32, open_session, run_tag, runtime_url,
-    ClientSink, ClientWs, FrameBuilder, Probe, CLOSE_TIMEOUT,
+    check_loopback, drain, latency_stats, now_ns, open_session, run_tag, runtime_url, ClientSink,
+    FrameBuilder, CLOSE_TIMEOUT,
 };
+use super::flood::{receive, send, Progress, Publisher, Sub};
 use super::{LatencyStats, LoadError, Params, Report};
-
-/// Most messages a sender writes before it flushes.
-const MAX_SEND_BATCH: u64 = 256;
-
-/// Flow-control state of one pair, shared by its sender and receiver tasks.
-#[derive(Default)]
-struct Progress {
-    /// Distinct messages the receiver has seen.
-    seen: AtomicU64,
-    /// Woken on every delivery.
-    notify: Notify,
-}
 
 struct SendOutcome {
     sent: u64,
-    stopped: Option<String>,
-}
-
-#[derive(Default)]
-struct RecvStats {
-    delivered: u64,
-    duplicates: u64,
-    unexpected: u64,
-    last_ns: u64,
-    samples: Vec<u32>,
     stopped: Option<String>,
 }
 
@@ -86,9 +62,9 @@ pub async fn run_relay_between(
         let progress = Arc::new(Progress::default());
         let (sink, stream) = a_ws.split();
         drains.push(tokio::spawn(drain(stream, stop_rx.clone())));
-        receivers.push(tokio::spawn(receive_pair(
-            b_ws,
-            to.clone(),
+        receivers.push(tokio::spawn(receive(
+            Sub::Node(b_ws),
+            to.as_str().into(),
             p.messages,
             progress.clone(),
             stop_rx.clone(),
@@ -168,128 +144,14 @@ pub async fn run_relay_between(
 
 /// Writes `p.messages` frames, keeping at most `p.window` undelivered ones in flight.
 async fn send_pair(
-    mut sink: ClientSink,
+    sink: ClientSink,
     builder: FrameBuilder,
     p: Params,
     progress: Arc<Progress>,
     deadline: Instant,
 ) -> SendOutcome {
-    let m = p.messages;
-    let mut sent = 0u64;
-    let work = async {
-        // The stall check fires every `stall` and fails if nothing was delivered since the
-        // previous check; it costs no clock read per wait.
-        let mut stall_check = pin!(sleep(p.stall));
-        let mut seen_at_check = 0;
-        // Each pass either sends at least one message or waits for one delivery or one
-        // stall check, so the loop is bounded by the deliveries and the stall checks.
-        loop {
-            let seen = progress.seen.load(Ordering::Acquire);
-            if seen >= m {
-                return Ok(());
-            }
-            let in_flight = sent.saturating_sub(seen);
-            let room = p
-                .window
-                .saturating_sub(in_flight)
-                .min(m - sent)
-                .min(MAX_SEND_BATCH);
-            if room == 0 {
-                tokio::select! {
-                    biased;
-                    _ = progress.notify.notified() => {}
-                    _ = &mut stall_check => {
-                        if seen == seen_at_check {
-                            return Err(format!(
-                                "no delivery for {:?} ({seen} of {sent} sent delivered)",
-                                p.stall
-                            ));
-                        }
-                        seen_at_check = seen;
-                        stall_check.as_mut().reset(Instant::now() + p.stall);
-                    }
-                }
-                continue;
-            }
-            for _ in 0..room {
-                sent += 1;
-                let frame = builder.frame(sent, now_ns());
-                sink.feed(Message::text(frame))
-                    .await
-                    .map_err(|e| format!("send failed: {e}"))?;
-            }
-            sink.flush()
-                .await
-                .map_err(|e| format!("send failed: {e}"))?;
-        }
-    };
-    let stopped = match timeout_at(deadline, work).await {
-        Ok(Ok(())) => None,
-        Ok(Err(reason)) => Some(reason),
-        Err(_) => Some("deadline reached".to_string()),
-    };
-    let _ = timeout(CLOSE_TIMEOUT, sink.close()).await;
+    let mut publisher = Publisher::Node(sink);
+    let (sent, stopped) = send(&mut publisher, &builder, &p, 1, &progress, deadline).await;
+    let _ = timeout(CLOSE_TIMEOUT, publisher.sink().close()).await;
     SendOutcome { sent, stopped }
-}
-
-/// Reads the receiving session until all `m` messages arrived or `stop` is raised.
-async fn receive_pair(
-    mut ws: ClientWs,
-    to: String,
-    m: u64,
-    progress: Arc<Progress>,
-    mut stop: watch::Receiver<bool>,
-) -> RecvStats {
-    let mut seen_ids = vec![0u64; usize::try_from(m.div_ceil(64)).unwrap_or(0)];
-    let mut stats = RecvStats {
-        samples: Vec::with_capacity(usize::try_from(m).unwrap_or(0)),
-        ..RecvStats::default()
-    };
-    while stats.delivered < m {
-        let frame = tokio::select! {
-            biased;
-            frame = ws.next() => frame,
-            _ = stop.changed() => break,
-        };
-        let text = match frame {
-            Some(Ok(Message::Text(text))) => text,
-            Some(Ok(Message::Binary(_))) => {
-                stats.unexpected += 1;
-                continue;
-            }
-            Some(Ok(Message::Close(_))) | None => {
-                stats.stopped = Some("receiver connection closed by peer".into());
-                break;
-            }
-            Some(Ok(_)) => continue,
-            Some(Err(e)) => {
-                stats.stopped = Some(format!("receive failed: {e}"));
-                break;
-            }
-        };
-        let now = now_ns();
-        let probe = match serde_json::from_str::<Probe<'_>>(text.as_str()) {
-            Ok(probe) if probe.to == to && (1..=m).contains(&probe.id) => probe,
-            _ => {
-                stats.unexpected += 1;
-                continue;
-            }
-        };
-        let idx = (probe.id - 1) as usize;
-        let (word, bit) = (idx / 64, 1u64 << (idx % 64));
-        if seen_ids[word] & bit != 0 {
-            stats.duplicates += 1;
-            continue;
-        }
-        seen_ids[word] |= bit;
-        stats.delivered += 1;
-        stats.last_ns = now;
-        stats
-            .samples
-            .push(ns_u32(now.saturating_sub(probe.body.value.ts)));
-        progress.seen.store(stats.delivered, Ordering::Release);
-        progress.notify.notify_one();
-    }
-    let _ = timeout(CLOSE_TIMEOUT, ws.close(None)).await;
-    stats
 }
