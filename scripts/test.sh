@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The test command: installs what the tests need and is missing (Node.js 20 or
 # newer for the JavaScript tests, Chromium for the browser test, Debian's prosody
-# for tests/xmpp.rs, and the npm packages of web/client, web/test and
+# for tests/xmpp.rs, nats-server for tests/bench_clients.rs, and the npm packages of web/client, web/test and
 # tests/socketio — the reference socket.io-client 1.x), then runs every test of
 # the workspace.
 set -euo pipefail
@@ -37,6 +37,11 @@ fi
 if ! command -v prosody >/dev/null 2>&1; then
     echo "installing prosody (needed by tests/xmpp.rs)" >&2
     apt_install prosody
+fi
+
+if ! command -v nats-server >/dev/null 2>&1; then
+    echo "installing nats-server (the peer of benches/transports.rs, checked by tests/bench_clients.rs)" >&2
+    apt_install nats-server
 fi
 
 # npm ci where the lock file changed since the last install
