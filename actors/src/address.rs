@@ -262,10 +262,9 @@ thread_local! {
 }
 
 fn recent_slot(s: &str) -> usize {
-    // FNV-1a over the whole text: addresses of one run often differ in one byte
-    let h = s.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
-        (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
-    });
+    use std::hash::BuildHasher;
+    // a hash of the whole text: addresses of one run often differ in one byte
+    let h = foldhash::fast::FixedState::with_seed(0x5eed).hash_one(s);
     (h >> 32) as usize % RECENT_SLOTS
 }
 

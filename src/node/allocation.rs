@@ -40,13 +40,13 @@ use tracing::{debug, info};
 use dashmap::mapref::one::Ref;
 
 use super::holders::{Holders, HoldersError};
-use super::router::{Router, SessionKey, Table};
+use super::router::{Router, SessionKey, Table, TableVersion};
 use crate::config::AllocationSection;
 
 /// The router's `owners` table: allocated address → session key. Read by anyone
 /// in the crate; written only here, by the [`AddressAllocation`].
 #[derive(Debug, Default)]
-pub struct Owners(Table<Arc<str>, SessionKey>);
+pub struct Owners(Table<Arc<str>, SessionKey>, TableVersion);
 
 impl Owners {
     /// The session holding exactly `addr`.
@@ -59,12 +59,20 @@ impl Owners {
         self.0.len()
     }
 
+    /// See [`TableVersion`].
+    pub(crate) fn version(&self) -> u64 {
+        self.1.get()
+    }
+
     fn insert(&self, addr: Arc<str>, key: SessionKey) {
         self.0.insert(addr, key);
+        self.1.bump();
     }
 
     fn remove_if(&self, addr: &str, key: &SessionKey) {
-        self.0.remove_if(addr, |_, owner| owner == key);
+        if self.0.remove_if(addr, |_, owner| owner == key).is_some() {
+            self.1.bump();
+        }
     }
 
     /// Binds `addr` for a router unit test.

@@ -306,6 +306,49 @@ pub(crate) type Table<K, V> = DashMap<K, V, TableHasher>;
 /// The hasher of a [`Table`].
 pub(crate) type TableHasher = foldhash::fast::RandomState;
 
+/// How many times a routing table was written: its writer bumps it after every
+/// change, so a reader that took the version *before* a lookup may reuse the
+/// lookup's result while the version stays the same (see [`RouteMemo`]).
+#[derive(Debug, Default)]
+pub(crate) struct TableVersion(AtomicU64);
+
+impl TableVersion {
+    /// Marks a change (after it is made).
+    pub(crate) fn bump(&self) {
+        self.0.fetch_add(1, std::sync::atomic::Ordering::Release);
+    }
+
+    pub(crate) fn get(&self) -> u64 {
+        self.0.load(std::sync::atomic::Ordering::Acquire)
+    }
+}
+
+/// What one session remembers of its last ownership check and its last
+/// recipient lookup: a flood from one sender to one recipient then costs no table
+/// lookup but the recipient's slot. Valid while `owners`, `runtimes` and
+/// `subscribers` keep the versions it was filled at ([`TableVersion`]); any write
+/// to them empties it.
+#[derive(Debug, Default)]
+pub struct RouteMemo {
+    versions: [u64; 3],
+    /// The session key and the `from` address it was found to own.
+    owned: Option<(SessionKey, Box<str>)>,
+    /// A recipient address and the session that owns it.
+    owner: Option<(Box<str>, SessionKey)>,
+}
+
+impl RouteMemo {
+    /// Empties the memo if a table changed since it was filled.
+    fn refresh(&mut self, versions: [u64; 3]) {
+        if self.versions != versions {
+            *self = RouteMemo {
+                versions,
+                ..RouteMemo::default()
+            };
+        }
+    }
+}
+
 /// The shared routing state of one node.
 #[derive(Debug)]
 pub struct Router {
@@ -524,6 +567,47 @@ impl Router {
                 .is_some_and(|k| &**k == key)
     }
 
+    /// [`owns`](Self::owns), remembered in `memo` while the tables are unchanged.
+    pub fn owns_memo(&self, memo: &mut RouteMemo, key: &SessionKey, from: &str) -> bool {
+        memo.refresh(self.table_versions());
+        if memo
+            .owned
+            .as_ref()
+            .is_some_and(|(k, f)| Arc::ptr_eq(k, key) && **f == *from)
+        {
+            return true;
+        }
+        let owned = self.owns(key, from);
+        if owned {
+            memo.owned = Some((key.clone(), from.into()));
+        }
+        owned
+    }
+
+    /// The versions of the tables [`owner_of`](Self::owner_of) reads, taken before
+    /// a lookup whose result is to be remembered.
+    fn table_versions(&self) -> [u64; 3] {
+        [
+            self.owners.version(),
+            self.runtimes.version(),
+            self.subscribers.version(),
+        ]
+    }
+
+    /// [`owner_of`](Self::owner_of), remembered in `memo` while the tables are
+    /// unchanged (only found owners are remembered).
+    fn owner_of_memo(&self, memo: &mut RouteMemo, to: &str) -> Option<SessionKey> {
+        memo.refresh(self.table_versions());
+        if let Some((t, k)) = &memo.owner {
+            if **t == *to {
+                return Some(k.clone());
+            }
+        }
+        let owner = self.owner_of(to)?;
+        memo.owner = Some((to.into(), owner.clone()));
+        Some(owner)
+    }
+
     /// Who holds the addresses of session `key`: its authenticated identity, or for
     /// an anonymous session its runtime URL.
     pub fn holder_of(&self, key: &str) -> Option<Arc<str>> {
@@ -664,7 +748,13 @@ impl Router {
     /// Routes a client frame to the sessions behind the recipients `to` (one copy per
     /// session, however many of its addresses are listed).
     pub fn route(&self, to: &ToRef<'_>, frame: &ByteString) -> Routed {
-        self.route_via(to, frame, Hop::Any)
+        self.route_via(to, frame, Hop::Any, None)
+    }
+
+    /// [`route`](Self::route) for a session that keeps a [`RouteMemo`] of its
+    /// lookups.
+    pub fn route_memo(&self, to: &ToRef<'_>, frame: &ByteString, memo: &mut RouteMemo) -> Routed {
+        self.route_via(to, frame, Hop::Any, Some(memo))
     }
 
     /// Routes a frame that came over a peer link: like [`route`](Self::route), but
@@ -673,18 +763,28 @@ impl Router {
         if event {
             self.route_event_via(to, frame, Hop::Local)
         } else {
-            self.route_via(to, frame, Hop::Local)
+            self.route_via(to, frame, Hop::Local, None)
         }
     }
 
-    fn route_via(&self, to: &ToRef<'_>, frame: &ByteString, hop: Hop) -> Routed {
+    fn route_via(
+        &self,
+        to: &ToRef<'_>,
+        frame: &ByteString,
+        hop: Hop,
+        memo: Option<&mut RouteMemo>,
+    ) -> Routed {
         let mut tally = Tally::default();
         match to {
             ToRef::One(t) => {
                 if let Some(s) = self.service(t) {
                     return Routed::Service(s);
                 }
-                if let Some(k) = self.owner_of(t).filter(|k| hop.may(k)) {
+                let owner = match memo {
+                    Some(m) => self.owner_of_memo(m, t),
+                    None => self.owner_of(t),
+                };
+                if let Some(k) = owner.filter(|k| hop.may(k)) {
                     tally.add(self, &k, self.deliver(&k, frame));
                 } else if let Some(subs) = self.subscribers.get(t.as_ref()) {
                     // a resource's subscriber list holds each session once
@@ -745,7 +845,7 @@ impl Router {
         let owner = |t: &str| self.owner_of(t).filter(|k| hop.may(k));
         let (copies, unowned) = match super::events::split(frame, owner) {
             Ok(split) => split,
-            Err(_) => return self.route_via(to, frame, hop),
+            Err(_) => return self.route_via(to, frame, hop, None),
         };
         let mut tally = Tally::default();
         for c in copies {

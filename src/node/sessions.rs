@@ -44,7 +44,9 @@ use tracing::info;
 use super::allocation::{AddressAllocation, AdoptAddresses, DropSession, HandOverAddresses};
 use super::outbound::OutboundQueue;
 use super::rights::{check_runtime_url, may_replace, stub_url, UrlRefused};
-use super::router::{Evict, GraceBuffer, Kick, Outbound, Router, SessionKey, Slot, Table};
+use super::router::{
+    Evict, GraceBuffer, Kick, Outbound, Router, SessionKey, Slot, Table, TableVersion,
+};
 use super::subscriptions::{
     AdoptSubscriptions, DropSubscriptions, HandOverSubscriptions, SubscriptionManager,
 };
@@ -96,7 +98,7 @@ impl Slots {
 /// The router's `runtimes` table: runtime and stub URLs → session key. Read by
 /// anyone in the crate; written only here, by the [`SessionManager`].
 #[derive(Debug, Default)]
-pub struct Runtimes(Table<Arc<str>, SessionKey>);
+pub struct Runtimes(Table<Arc<str>, SessionKey>, TableVersion);
 
 impl Runtimes {
     /// The session bound to exactly `url`.
@@ -104,12 +106,20 @@ impl Runtimes {
         self.0.get(url)
     }
 
+    /// See [`TableVersion`].
+    pub(crate) fn version(&self) -> u64 {
+        self.1.get()
+    }
+
     fn insert(&self, url: Arc<str>, key: SessionKey) {
         self.0.insert(url, key);
+        self.1.bump();
     }
 
     fn remove_if(&self, url: &str, key: &SessionKey) {
-        self.0.remove_if(url, |_, k| k == key);
+        if self.0.remove_if(url, |_, k| k == key).is_some() {
+            self.1.bump();
+        }
     }
 
     /// Binds `url` for a router unit test.

@@ -56,14 +56,14 @@ use dashmap::mapref::one::Ref;
 
 use super::allocation::{AddressAllocation, NodeRequest, Reclaim, Release};
 use super::rights::is_manager;
-use super::router::{domain_of_address, Router, SessionKey, Table, PEER_KEY_PREFIX};
+use super::router::{domain_of_address, Router, SessionKey, Table, TableVersion, PEER_KEY_PREFIX};
 use crate::config::SubscriptionsSection;
 
 /// The router's `subscribers` table: resource → the sessions subscribed to it
 /// (each once). Read by anyone in the crate; written only here, by the
 /// [`SubscriptionManager`].
 #[derive(Debug, Default)]
-pub struct Subscribers(Table<Arc<str>, Vec<SessionKey>>);
+pub struct Subscribers(Table<Arc<str>, Vec<SessionKey>>, TableVersion);
 
 impl Subscribers {
     /// The sessions subscribed to exactly `resource`.
@@ -90,12 +90,21 @@ impl Subscribers {
 
     /// Adds `session` to `resource`'s list (once); true if it is the first one.
     fn add(&self, resource: Arc<str>, session: &SessionKey) -> bool {
-        let mut subs = self.0.entry(resource).or_default();
-        if subs.contains(session) {
-            return false;
-        }
-        subs.push(session.clone());
-        subs.len() == 1
+        let first = {
+            let mut subs = self.0.entry(resource).or_default();
+            if subs.contains(session) {
+                return false;
+            }
+            subs.push(session.clone());
+            subs.len() == 1
+        };
+        self.1.bump();
+        first
+    }
+
+    /// See [`TableVersion`].
+    pub(crate) fn version(&self) -> u64 {
+        self.1.get()
     }
 
     /// Takes `session` off `resource`'s list; true if the list is now empty.
@@ -106,6 +115,7 @@ impl Subscribers {
             emptied = subs.is_empty();
             emptied
         });
+        self.1.bump();
         emptied
     }
 
@@ -113,6 +123,7 @@ impl Subscribers {
     #[cfg(test)]
     pub(crate) fn insert_for_test(&self, resource: Arc<str>, keys: Vec<SessionKey>) {
         self.0.insert(resource, keys);
+        self.1.bump();
     }
 }
 

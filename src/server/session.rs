@@ -45,13 +45,13 @@ use crate::node::frame::{may_ask_for_ack, stamped, FrameId, Header, Partial};
 use crate::node::metrics::SAMPLE_EVERY;
 use crate::node::outbound::OutboundQueue;
 use crate::node::rights::stub_url;
-use crate::node::router::{Kick, Outbound, Routed, Service, SessionKey};
+use crate::node::router::{Kick, Outbound, RouteMemo, Routed, Service, SessionKey};
 use crate::node::sessions::{
     Authenticated, BindStub, Close, Connected, Lost, Open, Opened, ReOpen, Renew, SessionRefused,
 };
 use crate::node::NodeState;
 use crate::server::inbound::{Admission, Gate, Refusal};
-use crate::server::policy::permits;
+use crate::server::policy::{permits_memo, PepMemo};
 use crate::server::refusal::{error_frame, refusal_answer};
 use crate::server::services::{answer_service, answer_text, full_message, ServiceCaller};
 
@@ -113,6 +113,10 @@ pub(crate) struct SessionCore {
     /// How the last frame handed to [`on_text`] was refused, if it was (for
     /// transports that acknowledge frames; the transport resets it).
     pub(crate) refused: Option<(ResponseCode, String)>,
+    /// The session's last ownership check and recipient lookup.
+    routes: RouteMemo,
+    /// The session's last policy decision.
+    pep: PepMemo,
 }
 
 impl std::fmt::Debug for SessionCore {
@@ -149,6 +153,8 @@ impl SessionCore {
             tick: 0,
             parsed: None,
             refused: None,
+            routes: RouteMemo::default(),
+            pep: PepMemo::default(),
             peer,
             node,
         }
@@ -418,7 +424,9 @@ where
             "open the session first (open to mn:/session)",
         );
     }
-    if !router.owns(&core.key, &h.from) {
+    let core = act.core();
+    let router = &core.node.router;
+    if !router.owns_memo(&mut core.routes, &core.key, &h.from) {
         if router.owner_of(&h.from).is_none() && stub_url(&h.from, router.domain()).is_some() {
             let from = h.from.to_string();
             return bind_stub_then_route(act, from, service, text, ctx);
@@ -479,10 +487,13 @@ fn route_owned<A>(
     if let Some(s) = service {
         return service_request(act, s, text, ctx);
     }
+    let core = act.core();
     let user = core.identity.as_ref().map(|(i, _)| &**i);
-    let Some(stamp) = permits(&core.node, h, user, user.map(domain_of)) else {
+    let permitted = permits_memo(&core.node, h, user, user.map(domain_of), &mut core.pep);
+    let Some(stamp) = permitted else {
         return refuse(act, ctx, h, ResponseCode::Forbidden, "Blocked by policy");
     };
+    let core = act.core_ref();
     // the client's own assertedIdentity never goes through; the node's does,
     // unless a policy's strip-identity obligation says otherwise
     let identity = core
@@ -495,8 +506,8 @@ fn route_owned<A>(
     }
     let stamped_frame = stamped(text, h.body, identity).map(ByteString::from);
     let frame = stamped_frame.as_ref().unwrap_or(text);
-    let parsed = act.core().parsed.take();
-    let core = act.core_ref();
+    let core = act.core();
+    let parsed = core.parsed.take();
     let router = &core.node.router;
     if parsed.is_some() {
         router.metrics.routing(h);
@@ -504,8 +515,10 @@ fn route_owned<A>(
     let routed = if h.kind == MessageType::Event {
         router.route_event(&h.to, frame)
     } else {
-        router.route(&h.to, frame)
+        router.route_memo(&h.to, frame, &mut core.routes)
     };
+    let core = act.core_ref();
+    let router = &core.node.router;
     if h.kind == MessageType::Response {
         if let Some(c) = router.cluster() {
             c.answered(h.to.first(), &h.id.to_json());
