@@ -1080,6 +1080,43 @@ mod tests {
     }
 
     #[test]
+    fn a_route_memo_is_forgotten_when_a_table_changes() {
+        let r = Router::new("d.org", 8);
+        let (k1, k2): (SessionKey, SessionKey) = (Arc::from("k1"), Arc::from("k2"));
+        r.runtimes
+            .insert_for_test(Arc::from("runtime://d.org/abc"), k1.clone());
+        let mut memo = RouteMemo::default();
+        assert!(r.owns_memo(&mut memo, &k1, "runtime://d.org/abc/h"));
+        assert!(!r.owns_memo(&mut memo, &k2, "runtime://d.org/abc/h"));
+        assert_eq!(
+            r.owner_of_memo(&mut memo, "runtime://d.org/abc/h"),
+            Some(k1.clone())
+        );
+        // the runtime URL moves to another session: neither answer may be reused
+        r.runtimes
+            .insert_for_test(Arc::from("runtime://d.org/abc"), k2.clone());
+        assert_eq!(
+            r.owner_of_memo(&mut memo, "runtime://d.org/abc/h"),
+            Some(k2.clone())
+        );
+        assert!(!r.owns_memo(&mut memo, &k1, "runtime://d.org/abc/h"));
+        assert!(r.owns_memo(&mut memo, &k2, "runtime://d.org/abc/h"));
+        // an unowned recipient is looked up every time, and found once it is owned
+        assert_eq!(r.owner_of_memo(&mut memo, "hyperty://d.org/1"), None);
+        r.owners
+            .insert_for_test(Arc::from("hyperty://d.org/1"), k1.clone());
+        assert_eq!(
+            r.owner_of_memo(&mut memo, "hyperty://d.org/1"),
+            Some(k1.clone())
+        );
+        // a subscription to the address changes the subscribers' version too
+        let v = r.table_versions();
+        r.subscribers
+            .insert_for_test(Arc::from("comm://d.org/x"), vec![k2.clone()]);
+        assert_ne!(v, r.table_versions());
+    }
+
+    #[test]
     fn runtime_urls_own_their_subtree() {
         let r = Router::new("d.org", 8);
         let key: SessionKey = Arc::from("k1");
