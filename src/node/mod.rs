@@ -42,6 +42,7 @@
 pub mod allocation;
 pub mod events;
 pub mod frame;
+pub mod handoff;
 pub mod holders;
 pub mod metrics;
 pub mod outbound;
@@ -171,6 +172,7 @@ impl NodeState {
                 .with_grace_bytes(config.session.max_pending_bytes)
                 .with_metrics(config.metrics.enabled),
         );
+        router.hold_in_passes();
         let pdp = Pdp::new(config.policy.clone())?
             .with_clock(clock.clone())
             .start();

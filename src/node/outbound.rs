@@ -55,6 +55,8 @@ pub struct OutboundQueue {
     waiting: AtomicBool,
     space: Notify,
     socket: Option<ConnSocket>,
+    /// The thread the queue was made on: its connection's.
+    thread: u64,
 }
 
 impl OutboundQueue {
@@ -70,7 +72,14 @@ impl OutboundQueue {
             waiting: AtomicBool::new(false),
             space: Notify::new(),
             socket,
+            thread: super::handoff::thread_no(),
         })
+    }
+
+    /// True on the thread the queue was made on (its connection's, where a
+    /// frame handed over at once wakes nobody on another thread).
+    pub fn on_this_thread(&self) -> bool {
+        self.thread == super::handoff::thread_no()
     }
 
     /// Charges a frame of `len` bytes about to be queued.

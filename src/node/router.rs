@@ -380,6 +380,9 @@ pub struct Router {
     peers: OnceLock<Arc<dyn PeerRoutes>>,
     /// The other nodes of this domain, set once at start-up with `[cluster] redis`.
     cluster: OnceLock<Arc<crate::cluster::ClusterNode>>,
+    /// This router, for the frames a read pass holds ([`handoff`](super::handoff));
+    /// set once at start-up, without it frames are always handed over at once.
+    this: OnceLock<std::sync::Weak<Router>>,
     /// Counters.
     pub stats: NodeStats,
     /// Counters by type and code, latency histograms (`GET /metrics`).
@@ -426,9 +429,16 @@ impl Router {
             evictions: OnceLock::new(),
             peers: OnceLock::new(),
             cluster: OnceLock::new(),
+            this: OnceLock::new(),
             stats: NodeStats::default(),
             metrics: super::metrics::NodeMetrics::new(true),
         }
+    }
+
+    /// Lets read passes hold this router's deliveries (see
+    /// [`handoff`](super::handoff)); called once, on the router's `Arc`.
+    pub fn hold_in_passes(self: &Arc<Router>) {
+        let _ = self.this.set(Arc::downgrade(self));
     }
 
     /// Counts by type and code and samples latencies (`enabled`), or does not.
@@ -889,6 +899,14 @@ impl Router {
                 }
                 // the connection just ended: keep the frame for a re-open
                 Charge::Closed => {}
+                charge if self.hold(key, &slot, conn, queue, frame) => {
+                    self.stats.delivered.fetch_add(1, Relaxed);
+                    return if charge == Charge::Congested {
+                        Delivered::Congested
+                    } else {
+                        Delivered::Queued
+                    };
+                }
                 charge => match conn.try_send(Outbound(frame.clone())) {
                     Ok(()) => {
                         self.stats.delivered.fetch_add(1, Relaxed);
@@ -909,6 +927,44 @@ impl Router {
             }
         }
         self.buffer(&slot, frame)
+    }
+
+    /// Holds `frame` for the end of this thread's read pass, if one is open.
+    fn hold(
+        &self,
+        key: &str,
+        slot: &Slot,
+        conn: &Recipient<Outbound>,
+        queue: &Arc<OutboundQueue>,
+        frame: &ByteString,
+    ) -> bool {
+        let Some(this) = self.this.get().filter(|_| !queue.on_this_thread()) else {
+            return false;
+        };
+        super::handoff::hold(this, key, slot.conn_id, conn, queue, frame)
+    }
+
+    /// A frame held for `key` found its connection closed: it waits in the
+    /// session's grace buffer, as it would have had it been handed over at once.
+    pub(crate) fn held_for_closed(&self, key: &str, frame: &ByteString) {
+        self.stats.delivered.fetch_sub(1, Relaxed);
+        match self.slots.get(key) {
+            Some(slot) => {
+                self.buffer(&slot, frame);
+            }
+            None => {
+                self.stats.dropped.fetch_add(1, Relaxed);
+            }
+        }
+    }
+
+    /// `n` frames held for `key` found its mailbox full: the session is evicted.
+    pub(crate) fn held_for_full(&self, key: &str, n: usize) {
+        self.stats.delivered.fetch_sub(n as u64, Relaxed);
+        self.stats.dropped.fetch_add(n as u64, Relaxed);
+        if let Some(slot) = self.slots.get(key) {
+            self.evict(key, &slot, "slow consumer: outbound queue full");
+        }
     }
 
     /// Hands `frame` to the link to `domain`'s node (which queues it while the link

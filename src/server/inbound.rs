@@ -87,6 +87,8 @@ where
         task: &mut Context<'_>,
     ) -> Poll<()> {
         use actix::AsyncContext;
+        // what the frames of this poll deliver is handed over when it returns
+        let _pass = crate::node::handoff::Pass::open();
         if !self.started {
             self.started = true;
             <A as actix::StreamHandler<S::Item>>::started(act, ctx);
