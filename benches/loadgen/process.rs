@@ -1,6 +1,7 @@
 //! The servers a comparison loads, each as its own process on 127.0.0.1: a hyperty node
-//! (the bench's own `hyperty` binary) and nats-server with its WebSocket listener.
-//! Both are killed when their handle drops, and their files are removed.
+//! (the bench's own `hyperty` binary), nats-server with its WebSocket listener, and the
+//! plain socket.io 4 relay of `web/bench` on Node.js. Each is killed when its handle
+//! drops, and its files are removed.
 
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
@@ -257,6 +258,89 @@ impl NatsProcess {
 }
 
 impl Drop for NatsProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The plain socket.io 4 relay (`web/bench/relay.mjs`) running on Node.js.
+pub struct RelayProcess {
+    child: Child,
+    /// `ws://127.0.0.1:<port>`, from the relay's `listening on` line.
+    pub url: String,
+}
+
+impl RelayProcess {
+    /// Starts `node <script>` on a free port; answers once it listens.
+    pub async fn start(node: &str, script: &Path) -> Result<Self, LoadError> {
+        let what = format!("start {node} {}", script.display());
+        let modules = script.with_file_name("node_modules");
+        if !modules.join("socket.io").is_dir() {
+            return Err(lost(
+                &what,
+                format!(
+                    "{} has no socket.io (run npm ci in {}, as scripts/test.sh does)",
+                    modules.display(),
+                    script
+                        .parent()
+                        .map(Path::display)
+                        .map(|d| d.to_string())
+                        .unwrap_or_default()
+                ),
+            ));
+        }
+        let mut child = Command::new(node)
+            .arg(script)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .map_err(|e| lost(&what, format!("{e} (Node.js 20 or newer is needed)")))?;
+        let Some(out) = child.stdout.take() else {
+            let _ = child.kill();
+            return Err(lost(&what, "no stdout"));
+        };
+        // Read on a blocking thread: the relay prints one line once it listens.
+        let line = tokio::task::spawn_blocking(move || {
+            let mut line = String::new();
+            BufReader::new(out).read_line(&mut line).map(|_| line)
+        });
+        let line = match tokio::time::timeout(Duration::from_secs(20), line).await {
+            Ok(Ok(Ok(line))) => line,
+            Ok(Ok(Err(e))) => {
+                let _ = child.kill();
+                return Err(e.into());
+            }
+            Ok(Err(e)) => {
+                let _ = child.kill();
+                return Err(lost(&what, e));
+            }
+            Err(_) => {
+                let _ = child.kill();
+                return Err(LoadError::Timeout {
+                    what,
+                    after: Duration::from_secs(20),
+                });
+            }
+        };
+        let url = line.trim().strip_prefix("listening on ").map(str::to_owned);
+        match url {
+            Some(url) if url.starts_with("ws://127.0.0.1:") => Ok(RelayProcess { child, url }),
+            _ => {
+                let _ = child.kill();
+                let _ = child.wait();
+                Err(lost(&what, format!("unexpected first line {line:?}")))
+            }
+        }
+    }
+
+    /// The relay's process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+}
+
+impl Drop for RelayProcess {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
