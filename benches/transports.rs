@@ -398,48 +398,64 @@ fn ratio(a: f64, b: f64) -> f64 {
     }
 }
 
-fn print_transports(args: &Args, rows: &[TransportRow]) {
+/// A markdown table: `header` (`| a | b |`), its separator, one line a row.
+fn print_table(header: &str, lines: impl Iterator<Item = String>) {
+    println!("{header}");
     println!(
+        "|{}",
+        "---|".repeat(header.matches('|').count().saturating_sub(1))
+    );
+    for line in lines {
+        println!("{line}");
+    }
+}
+
+fn print_transports(args: &Args, rows: &[TransportRow]) {
+    let header = format!(
         "| scenario (node: auth + PEP, {} rules) | raw WebSocket | Socket.IO | HTTP | Socket.IO / WS | HTTP / WS | p50 WS | p50 Socket.IO | p50 HTTP | server CPU / delivery, WS | Socket.IO | HTTP |",
         args.rules
     );
-    println!("|---|---|---|---|---|---|---|---|---|---|---|---|");
-    for r in rows {
-        println!(
-            "| {} | {:.3} M/s | {:.3} M/s | {:.3} M/s | **{:.2}×** | **{:.2}×** | {:.0} µs | {:.0} µs | {:.0} µs | {:.2} µs | {:.2} µs | {:.2} µs |",
-            r.scenario,
-            r.ws.median / 1e6,
-            r.socketio.median / 1e6,
-            r.http.median / 1e6,
-            ratio(r.socketio.median, r.ws.median),
-            ratio(r.http.median, r.ws.median),
-            r.ws.p50_us,
-            r.socketio.p50_us,
-            r.http.p50_us,
-            r.ws.median_cpu_us,
-            r.socketio.median_cpu_us,
-            r.http.median_cpu_us,
-        );
-    }
+    print_table(
+        &header,
+        rows.iter().map(|r| {
+            format!(
+                "| {} | {:.3} M/s | {:.3} M/s | {:.3} M/s | **{:.2}×** | **{:.2}×** | {:.0} µs | {:.0} µs | {:.0} µs | {:.2} µs | {:.2} µs | {:.2} µs |",
+                r.scenario,
+                r.ws.median / 1e6,
+                r.socketio.median / 1e6,
+                r.http.median / 1e6,
+                ratio(r.socketio.median, r.ws.median),
+                ratio(r.http.median, r.ws.median),
+                r.ws.p50_us,
+                r.socketio.p50_us,
+                r.http.p50_us,
+                r.ws.median_cpu_us,
+                r.socketio.median_cpu_us,
+                r.http.median_cpu_us,
+            )
+        }),
+    );
     println!();
-    println!(
+    let header = format!(
         "| scenario | node Socket.IO (auth + PEP, {} rules) | socket.io 4 relay (no auth, no ownership checks, no policy) | node / relay | p50 node | p50 relay | server CPU / delivery, node | relay |",
         args.rules
     );
-    println!("|---|---|---|---|---|---|---|---|");
-    for r in rows {
-        println!(
-            "| {} | {:.3} M/s | {:.3} M/s | **{:.2}×** | {:.0} µs | {:.0} µs | {:.2} µs | {:.2} µs |",
-            r.scenario,
-            r.socketio.median / 1e6,
-            r.relay.median / 1e6,
-            ratio(r.socketio.median, r.relay.median),
-            r.socketio.p50_us,
-            r.relay.p50_us,
-            r.socketio.median_cpu_us,
-            r.relay.median_cpu_us,
-        );
-    }
+    print_table(
+        &header,
+        rows.iter().map(|r| {
+            format!(
+                "| {} | {:.3} M/s | {:.3} M/s | **{:.2}×** | {:.0} µs | {:.0} µs | {:.2} µs | {:.2} µs |",
+                r.scenario,
+                r.socketio.median / 1e6,
+                r.relay.median / 1e6,
+                ratio(r.socketio.median, r.relay.median),
+                r.socketio.p50_us,
+                r.relay.p50_us,
+                r.socketio.median_cpu_us,
+                r.relay.median_cpu_us,
+            )
+        }),
+    );
 }
 
 fn write_json(path: &std::path::Path, value: &impl Serialize) -> ExitCode {
@@ -472,18 +488,7 @@ fn main() -> ExitCode {
             eprintln!("with --transports, --only is one of ws, socketio, http, relay");
             return ExitCode::FAILURE;
         }
-        let rows = match rt.block_on(run_transports(&args)) {
-            Ok(rows) => rows,
-            Err(e) => {
-                eprintln!("error: {e}");
-                return ExitCode::FAILURE;
-            }
-        };
-        print_transports(&args, &rows);
-        return match &args.json {
-            Some(path) => write_json(path, &rows),
-            None => ExitCode::SUCCESS,
-        };
+        return report(&args, rt.block_on(run_transports(&args)), print_transports);
     }
     if args
         .only
@@ -493,33 +498,48 @@ fn main() -> ExitCode {
         eprintln!("--only {{ws, socketio, http, relay}} needs --transports");
         return ExitCode::FAILURE;
     }
-    let rows = match rt.block_on(run(&args)) {
+    report(&args, rt.block_on(run(&args)), print_nats)
+}
+
+/// Prints the table of a finished run and writes its JSON; or the error.
+fn report<R: Serialize>(
+    args: &Args,
+    rows: Result<Vec<R>, LoadError>,
+    print: fn(&Args, &[R]),
+) -> ExitCode {
+    let rows = match rows {
         Ok(rows) => rows,
         Err(e) => {
             eprintln!("error: {e}");
             return ExitCode::FAILURE;
         }
     };
-    println!(
-        "| scenario | node (auth + PEP, {} rules) | nats-server (WebSocket) | node / nats | p50 node | p50 nats | server CPU / delivery, node | nats |",
-        args.rules
-    );
-    println!("|---|---|---|---|---|---|---|---|");
-    for r in &rows {
-        println!(
-            "| {} | {:.2} M/s | {:.2} M/s | **{:.2}×** | {:.0} µs | {:.0} µs | {:.2} µs | {:.2} µs |",
-            r.scenario,
-            r.node_median / 1e6,
-            r.nats_median / 1e6,
-            r.ratio,
-            r.node_p50_us,
-            r.nats_p50_us,
-            r.node_cpu_us,
-            r.nats_cpu_us
-        );
-    }
+    print(args, &rows);
     match &args.json {
         Some(path) => write_json(path, &rows),
         None => ExitCode::SUCCESS,
     }
+}
+
+fn print_nats(args: &Args, rows: &[Row]) {
+    let header = format!(
+        "| scenario | node (auth + PEP, {} rules) | nats-server (WebSocket) | node / nats | p50 node | p50 nats | server CPU / delivery, node | nats |",
+        args.rules
+    );
+    print_table(
+        &header,
+        rows.iter().map(|r| {
+            format!(
+                "| {} | {:.2} M/s | {:.2} M/s | **{:.2}×** | {:.0} µs | {:.0} µs | {:.2} µs | {:.2} µs |",
+                r.scenario,
+                r.node_median / 1e6,
+                r.nats_median / 1e6,
+                r.ratio,
+                r.node_p50_us,
+                r.nats_p50_us,
+                r.node_cpu_us,
+                r.nats_cpu_us
+            )
+        }),
+    );
 }

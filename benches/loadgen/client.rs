@@ -281,10 +281,36 @@ pub(super) async fn subscribe_on(
     p: &Params,
     deadline: Instant,
 ) -> Result<(), LoadError> {
-    let until = deadline.min(Instant::now() + HANDSHAKE_TIMEOUT);
-    let msg = subscribe_message(runtime_url, resource, p);
-    let what = format!("subscribe of {runtime_url} to {resource} on {url}");
+    let (until, what, msg) = subscribe_step(url, runtime_url, resource, p, deadline);
     request(ws, wire, msg, 2, &what, until).await
+}
+
+/// A subscription step: its time limit, its description and the message (id 2).
+pub(super) fn subscribe_step(
+    url: &str,
+    runtime_url: &str,
+    resource: &str,
+    p: &Params,
+    deadline: Instant,
+) -> (Instant, String, serde_json::Value) {
+    let until = deadline.min(Instant::now() + HANDSHAKE_TIMEOUT);
+    let what = format!("subscribe of {runtime_url} to {resource} on {url}");
+    (until, what, subscribe_message(runtime_url, resource, p))
+}
+
+/// Runs the handshake step `what` until `until`, then gives up with a timeout.
+pub(super) async fn bounded<T>(
+    until: Instant,
+    what: &str,
+    step: impl std::future::Future<Output = Result<T, LoadError>>,
+) -> Result<T, LoadError> {
+    let left = until.saturating_duration_since(Instant::now());
+    timeout_at(until, step)
+        .await
+        .map_err(|_| LoadError::Timeout {
+            what: what.to_string(),
+            after: left,
+        })?
 }
 
 /// What a frame says about the request `id`: `None` if it is not its response,
@@ -348,13 +374,7 @@ async fn request(
             }
         }
     };
-    let left = until.saturating_duration_since(Instant::now());
-    timeout_at(until, exchange)
-        .await
-        .map_err(|_| LoadError::Timeout {
-            what: what.to_string(),
-            after: left,
-        })?
+    bounded(until, what, exchange).await
 }
 
 /// Reads a connection nobody expects frames on, counting what arrives, until `stop`.

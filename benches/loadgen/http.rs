@@ -16,10 +16,10 @@ use serde_json::value::RawValue;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::watch;
-use tokio::time::{timeout_at, Instant};
+use tokio::time::Instant;
 
 use super::client::{
-    check_reply, now_ns, open_message, subscribe_message, Probe, HANDSHAKE_TIMEOUT,
+    bounded, check_reply, now_ns, open_message, subscribe_step, Probe, HANDSHAKE_TIMEOUT,
 };
 use super::flood::Tally;
 use super::{LoadError, Params};
@@ -222,12 +222,7 @@ impl HttpSession {
                 }),
             }
         };
-        let session = timeout_at(until, exchange)
-            .await
-            .map_err(|_| LoadError::Timeout {
-                what: what.clone(),
-                after: HANDSHAKE_TIMEOUT,
-            })??;
+        let session = bounded(until, &what, exchange).await?;
         Ok(HttpSession {
             conn,
             header: format!("Hyperty-Session: {session}\r\n"),
@@ -244,9 +239,8 @@ impl HttpSession {
         p: &Params,
         deadline: Instant,
     ) -> Result<(), LoadError> {
-        let until = deadline.min(Instant::now() + HANDSHAKE_TIMEOUT);
-        let what = format!("HTTP subscribe of {runtime_url} to {resource} on {base}");
-        let msg = subscribe_message(runtime_url, resource, p).to_string();
+        let (until, what, msg) = subscribe_step(base, runtime_url, resource, p, deadline);
+        let msg = msg.to_string();
         let exchange = async {
             self.send(msg.as_bytes(), 1)
                 .await
@@ -261,12 +255,7 @@ impl HttpSession {
                 }
             }
         };
-        timeout_at(until, exchange)
-            .await
-            .map_err(|_| LoadError::Timeout {
-                what: what.clone(),
-                after: HANDSHAKE_TIMEOUT,
-            })?
+        bounded(until, &what, exchange).await
     }
 
     /// `POST /http/send` of `body` (one message or a JSON array of `count`).

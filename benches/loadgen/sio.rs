@@ -20,11 +20,11 @@ use std::time::Duration;
 use futures_util::{SinkExt, StreamExt};
 use serde::Deserialize;
 use serde_json::value::RawValue;
-use tokio::time::{timeout_at, Instant};
+use tokio::time::Instant;
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_tungstenite::tungstenite::Message;
 
-use super::client::{connect_ws, ClientWs, Probe, HANDSHAKE_TIMEOUT};
+use super::client::{bounded, connect_ws, ClientWs, Probe};
 use super::LoadError;
 
 /// Which Engine.IO protocol a server speaks.
@@ -212,12 +212,7 @@ pub(super) async fn connect(
             ping_interval: Duration::from_millis(hs.ping_interval.max(1)),
         })
     };
-    let engine = timeout_at(until, handshake)
-        .await
-        .map_err(|_| LoadError::Timeout {
-            what: what.clone(),
-            after: HANDSHAKE_TIMEOUT,
-        })??;
+    let engine = bounded(until, &what, handshake).await?;
     Ok((ws, engine))
 }
 
