@@ -137,7 +137,7 @@ fn policies(rules: usize) -> String {
 }
 
 const NODE_CONFIG: &str = "[node]\nworkers = {workers}\n[auth]\nmode = \"required\"\n\
-    [limits]\nmessages_per_second = 100000000\nburst = 100000000\nmax_sessions_per_ip = 100000\n\
+    [limits]\nmessages_per_second = 100000000\nburst = 100000000\nmax_sessions_per_ip = 100000\nmax_sessions_per_user = 100000\n\
     [identity]\ndata_dir = \"{dir}/idp\"\n\
     [policy]\nfile = \"{dir}/policies.toml\"\n";
 
