@@ -75,12 +75,12 @@ struct Polled {
     wait: Duration,
 }
 
-/// One Engine.IO packet from WebSocket `socket`.
+/// Engine.IO packets from WebSocket `socket`, in the order they came.
 #[derive(Debug, actix::Message)]
 #[rtype(result = "()")]
-pub(crate) struct SocketPacket {
+pub(crate) struct SocketPackets {
     pub(crate) socket: u64,
-    pub(crate) text: ByteString,
+    pub(crate) texts: Vec<ByteString>,
 }
 
 /// WebSocket `socket` of a session has closed.
@@ -388,18 +388,30 @@ impl Handler<Attach> for SioSession {
     }
 }
 
-impl Handler<SocketPacket> for SioSession {
+impl Handler<SocketPackets> for SioSession {
     type Result = ();
-    fn handle(&mut self, p: SocketPacket, ctx: &mut Self::Context) {
-        let probing = self.probe.as_ref().is_some_and(|(id, _)| *id == p.socket);
+    fn handle(&mut self, p: SocketPackets, ctx: &mut Self::Context) {
+        for text in &p.texts {
+            if self.ended {
+                break;
+            }
+            self.socket_packet(ctx, p.socket, text);
+        }
+    }
+}
+
+impl SioSession {
+    /// One packet from WebSocket `socket`: the session's transport, or a probe.
+    fn socket_packet(&mut self, ctx: &mut Context<Self>, socket: u64, text: &str) {
+        let probing = self.probe.as_ref().is_some_and(|(id, _)| *id == socket);
         if !probing {
-            if matches!(self.transport, Transport::Socket(id, _) if id == p.socket) {
-                self.on_packet(ctx, &p.text);
+            if matches!(self.transport, Transport::Socket(id, _) if id == socket) {
+                self.on_packet(ctx, text);
             }
             return;
         }
         self.core.heard = true;
-        match &*p.text {
+        match text {
             "2probe" => {
                 if let Some((_, out)) = &self.probe {
                     out.do_send(EioOut::Text("3probe".to_owned(), 0));
