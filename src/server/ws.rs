@@ -406,10 +406,16 @@ impl EioSocket {
             socket: self.id,
             texts: std::mem::take(&mut self.pending),
         });
-        ctx.wait(sent.into_actor(self).map(|r, _, ctx| {
-            if r.is_err() {
-                ctx.stop();
+        ctx.wait(sent.into_actor(self).map(|r, act, ctx| match r {
+            // what the session did not take yet goes again, before anything newer
+            Ok(rest) => {
+                if !rest.is_empty() {
+                    act.pending_bytes = rest.iter().map(|t| t.len()).sum();
+                    act.pending = rest;
+                    act.hand_on(ctx);
+                }
             }
+            Err(_) => ctx.stop(),
         }));
     }
 

@@ -75,9 +75,12 @@ struct Polled {
     wait: Duration,
 }
 
-/// Engine.IO packets from WebSocket `socket`, in the order they came.
+/// Engine.IO packets from WebSocket `socket`, in the order they came. The session
+/// takes them one after the other as separate packets would be taken, and answers
+/// the packets it has not taken yet: those after one that set off work the session
+/// waits for, to be handed again (behind that work).
 #[derive(Debug, actix::Message)]
-#[rtype(result = "()")]
+#[rtype(result = "Vec<ByteString>")]
 pub(crate) struct SocketPackets {
     pub(crate) socket: u64,
     pub(crate) texts: Vec<ByteString>,
@@ -389,14 +392,20 @@ impl Handler<Attach> for SioSession {
 }
 
 impl Handler<SocketPackets> for SioSession {
-    type Result = ();
-    fn handle(&mut self, p: SocketPackets, ctx: &mut Self::Context) {
-        for text in &p.texts {
+    type Result = MessageResult<SocketPackets>;
+    fn handle(&mut self, p: SocketPackets, ctx: &mut Self::Context) -> Self::Result {
+        let mut texts = p.texts.into_iter();
+        while let Some(text) = texts.next() {
+            self.socket_packet(ctx, p.socket, &text);
             if self.ended {
+                // what follows the end is not taken
                 break;
             }
-            self.socket_packet(ctx, p.socket, text);
+            if ctx.waiting() {
+                return MessageResult(texts.collect());
+            }
         }
+        MessageResult(Vec::new())
     }
 }
 
