@@ -334,6 +334,9 @@ pub(crate) struct EioSocket {
     /// Packets read and not yet handed to the session, and their bytes.
     pending: Vec<ByteString>,
     pending_bytes: usize,
+    /// The session's gate (also on `inbound`): the rest of a run waits while it is
+    /// paused.
+    gate: Arc<crate::server::inbound::Gate>,
     gone: Recipient<SocketGone>,
     queue: Arc<OutboundQueue>,
     inbound: Option<BoundedFrames<web::Payload>>,
@@ -374,8 +377,9 @@ impl EioSocket {
             inbound: Some(BoundedFrames::new(
                 stream,
                 node.config.session.max_frame_size,
-                gate,
+                gate.clone(),
             )),
+            gate,
             closing: false,
         };
         let none =
@@ -409,9 +413,16 @@ impl EioSocket {
         ctx.wait(sent.into_actor(self).map(|r, act, ctx| match r {
             // what the session did not take yet goes again, before anything newer
             Ok(rest) => {
-                if !rest.is_empty() {
-                    act.pending_bytes = rest.iter().map(|t| t.len()).sum();
-                    act.pending = rest;
+                if rest.is_empty() {
+                    return;
+                }
+                act.pending_bytes = rest.iter().map(|t| t.len()).sum();
+                act.pending = rest;
+                if act.gate.is_paused() {
+                    let gate = act.gate.clone();
+                    let opened = async move { gate.opened().await };
+                    ctx.wait(opened.into_actor(act).map(|(), act, ctx| act.hand_on(ctx)));
+                } else {
                     act.hand_on(ctx);
                 }
             }

@@ -78,7 +78,8 @@ struct Polled {
 /// Engine.IO packets from WebSocket `socket`, in the order they came. The session
 /// takes them one after the other as separate packets would be taken, and answers
 /// the packets it has not taken yet: those after one that set off work the session
-/// waits for, to be handed again (behind that work).
+/// waits for, or after its reading was paused (a recipient is congested), to be
+/// handed again behind that work or once reading resumes.
 #[derive(Debug, actix::Message)]
 #[rtype(result = "Vec<ByteString>")]
 pub(crate) struct SocketPackets {
@@ -401,7 +402,7 @@ impl Handler<SocketPackets> for SioSession {
                 // what follows the end is not taken
                 break;
             }
-            if ctx.waiting() {
+            if ctx.waiting() || self.core.gate.is_paused() {
                 return MessageResult(texts.collect());
             }
         }
