@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
 # The test command: installs what the tests need and is missing (Node.js 20 or
 # newer for the JavaScript tests, Chromium for the browser test, Debian's prosody
-# for tests/xmpp.rs, nats-server for tests/bench_clients.rs, and the npm packages of web/client, web/test and
-# tests/socketio — the reference socket.io-client 1.x), then runs every test of
-# the workspace.
+# for tests/xmpp.rs, nats-server for tests/bench_clients.rs, and the npm packages of web/client, web/test,
+# tests/socketio — the reference socket.io-client 1.x — and web/bench — the socket.io 4
+# relay of benches/transports.rs --transports), then runs every test of the workspace.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -45,7 +45,7 @@ if ! command -v nats-server >/dev/null 2>&1; then
 fi
 
 # npm ci where the lock file changed since the last install
-for pkg in web/client web/test tests/socketio; do
+for pkg in web/client web/test tests/socketio web/bench; do
     grep -Eq '"(devD|d)ependencies"' "$pkg/package.json" || continue
     if [ ! -d "$pkg/node_modules" ] || [ "$pkg/package-lock.json" -nt "$pkg/node_modules" ] ||
         [ "$pkg/package.json" -nt "$pkg/node_modules" ]; then

@@ -61,56 +61,98 @@ async fn until_closed(ws: &mut Socket) -> String {
     }
 }
 
-#[actix::test]
-async fn a_burst_to_a_healthy_receiver_arrives_whole_and_in_order() {
-    const N: u64 = 20_000;
-    let node = start_node(D, |c| {
+/// A node with a small slow-down mark, so a burst congests its receiver.
+fn burst_node() -> hyperty::node::NodeHandle {
+    start_node(D, |c| {
         c.limits.messages_per_second = 10_000_000;
         c.limits.burst = 10_000_000;
         c.session.max_frame_size = 64 * 1024;
         c.session.slow_down_bytes = 32 * 1024;
         c.session.max_pending_bytes = 256 * 1024;
-    });
-    let mut rx = raw(&node).await;
-    open_raw(&mut rx, &rt("rx")).await;
-    let mut tx = raw(&node).await;
-    open_raw(&mut tx, &rt("tx")).await;
-    let to = rt("rx");
-    let from = rt("tx");
-    let sender = async move {
-        for i in 1..=N {
-            let m = json!({"id": i, "type": "update", "from": from, "to": to, "body": {"value": {"n": i, "pad": "x".repeat(100)}}});
-            tx.feed(Ws::Text(m.to_string().into())).await.unwrap();
+    })
+}
+
+/// The `i`th update of a burst from `from` to `to`, with a `pad`-byte padding.
+fn burst_update(i: u64, from: &str, to: &str, pad: usize) -> Value {
+    json!({"id": i, "type": "update", "from": from, "to": to, "body": {"value": {"n": i, "pad": "x".repeat(pad)}}})
+}
+
+/// Reads updates 1..=n in order, pausing every 2000 like a receiver that reads in
+/// bursts.
+async fn read_in_bursts(mut rx: Socket, n: u64) -> Socket {
+    let mut next = 1u64;
+    while next <= n {
+        let t = match tokio::time::timeout(TIMEOUT, rx.next()).await {
+            Ok(Some(Ok(Ws::Text(t)))) => t,
+            Ok(Some(Ok(_))) => continue,
+            other => panic!("receiver lost its connection at {next}: {other:?}"),
+        };
+        let v: Value = serde_json::from_str(&t).unwrap();
+        assert_eq!(v["id"], next, "in order, none missing");
+        next += 1;
+        if next % 2_000 == 0 {
+            // a receiver that reads in bursts: the sender must wait for it
+            tokio::time::sleep(Duration::from_millis(20)).await;
         }
-        tx.flush().await.unwrap();
-        tx
-    };
-    let receiver = async move {
-        let mut next = 1u64;
-        while next <= N {
-            let t = match tokio::time::timeout(TIMEOUT, rx.next()).await {
-                Ok(Some(Ok(Ws::Text(t)))) => t,
-                Ok(Some(Ok(_))) => continue,
-                other => panic!("receiver lost its connection at {next}: {other:?}"),
-            };
-            let v: Value = serde_json::from_str(&t).unwrap();
-            assert_eq!(v["id"], next, "in order, none missing");
-            next += 1;
-            if next % 2_000 == 0 {
-                // a receiver that reads in bursts: the sender must wait for it
-                tokio::time::sleep(Duration::from_millis(20)).await;
-            }
-        }
-        rx
-    };
-    let (_tx, _rx) = tokio::join!(sender, receiver);
-    let h = health(&node).await;
+    }
+    rx
+}
+
+/// The sender was slowed, and nothing was dropped nor anyone evicted.
+async fn assert_slowed_not_dropped(node: &hyperty::node::NodeHandle) {
+    let h = health(node).await;
     assert_eq!(h["stats"]["slow_consumers"], 0, "{h}");
     assert_eq!(h["stats"]["dropped"], 0, "{h}");
     assert!(
         h["stats"]["throttled"].as_u64().unwrap() > 0,
         "the sender was slowed: {h}"
     );
+}
+
+#[actix::test]
+async fn a_burst_to_a_healthy_receiver_arrives_whole_and_in_order() {
+    const N: u64 = 20_000;
+    let node = burst_node();
+    let mut rx = raw(&node).await;
+    open_raw(&mut rx, &rt("rx")).await;
+    let mut tx = raw(&node).await;
+    open_raw(&mut tx, &rt("tx")).await;
+    let (to, from) = (rt("rx"), rt("tx"));
+    let sender = async move {
+        for i in 1..=N {
+            let m = burst_update(i, &from, &to, 100);
+            tx.feed(Ws::Text(m.to_string().into())).await.unwrap();
+        }
+        tx.flush().await.unwrap();
+        tx
+    };
+    let (_tx, _rx) = tokio::join!(sender, read_in_bursts(rx, N));
+    assert_slowed_not_dropped(&node).await;
+}
+
+#[actix::test]
+async fn a_socketio_burst_to_a_healthy_receiver_arrives_whole_and_in_order() {
+    // a Socket.IO socket hands its session runs of packets; a congested recipient
+    // still holds the rest of a run, and nothing is lost or reordered
+    const N: u64 = 20_000;
+    let node = burst_node();
+    let mut rx = raw(&node).await;
+    open_raw(&mut rx, &rt("sio-rx")).await;
+    let mut tx = peers::SioPeer::connect(&node.http_url()).await;
+    tx.send(&json!({"id": N + 1, "type": "open", "from": rt("sio-tx"), "to": "mn:/session"}))
+        .await;
+    let opened = tx.recv(TIMEOUT).await.expect("open answer");
+    assert_eq!(opened["body"]["code"], 200, "{opened}");
+    let (to, from) = (rt("sio-rx"), rt("sio-tx"));
+    let sender = async move {
+        for i in 1..=N {
+            // larger frames: this sender writes one frame per flush
+            tx.send(&burst_update(i, &from, &to, 1000)).await;
+        }
+        tx
+    };
+    let (_tx, _rx) = tokio::join!(sender, read_in_bursts(rx, N));
+    assert_slowed_not_dropped(&node).await;
 }
 
 #[actix::test]

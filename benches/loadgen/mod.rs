@@ -11,9 +11,11 @@ mod baseline;
 mod client;
 mod fanout;
 mod flood;
+mod http;
 mod nats;
 mod process;
 mod relay_load;
+mod sio;
 
 use std::time::Duration;
 
@@ -31,11 +33,11 @@ pub use fanout::run_fanout_spread;
 pub use relay_load::run_relay_between;
 // for benches/transports.rs
 #[allow(unused_imports)]
-pub use flood::{run_flood, FloodReport, Target};
+pub use flood::{run_flood, FloodReport, Target, MAX_SEND_BATCH};
 #[allow(unused_imports)]
 pub use nats::NatsAuth;
 #[allow(unused_imports)]
-pub use process::{cpu_time, post_json, NatsProcess, NodeProcess};
+pub use process::{cpu_time, post_json, NatsProcess, NodeProcess, RelayProcess};
 
 /// Upper bounds on the parameters, so memory and time stay bounded.
 const MAX_PAIRS: usize = 1_000;
@@ -48,7 +50,7 @@ const MAX_UPDATES: u64 = 100_000;
 /// Everything that stops a load run before it can report.
 #[derive(Debug, thiserror::Error)]
 pub enum LoadError {
-    /// The URL does not parse or is not `ws://`.
+    /// The URL does not parse or is not `ws://` (or `http://`).
     #[error("invalid URL {url:?}: {reason}")]
     BadUrl { url: String, reason: String },
     /// The URL names a host outside the loopback range.

@@ -1,6 +1,7 @@
 //! The servers a comparison loads, each as its own process on 127.0.0.1: a hyperty node
-//! (the bench's own `hyperty` binary) and nats-server with its WebSocket listener.
-//! Both are killed when their handle drops, and their files are removed.
+//! (the bench's own `hyperty` binary), nats-server with its WebSocket listener, and the
+//! plain socket.io 4 relay of `web/bench` on Node.js. Each is killed when its handle
+//! drops, and its files are removed.
 
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
@@ -31,6 +32,22 @@ impl Drop for TempDir {
     }
 }
 
+/// A server process, killed (and waited for) when dropped.
+struct Server(Child);
+
+impl Server {
+    fn pid(&self) -> u32 {
+        self.0.id()
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 fn lost(what: &str, reason: impl std::fmt::Display) -> LoadError {
     LoadError::Lost {
         what: what.to_string(),
@@ -40,7 +57,7 @@ fn lost(what: &str, reason: impl std::fmt::Display) -> LoadError {
 
 /// A node process started with a configuration file.
 pub struct NodeProcess {
-    child: Child,
+    child: Server,
     /// `ws://127.0.0.1:<port>/ws`, from the node's `listening on` line.
     pub ws_url: String,
     /// The HTTP address of the node.
@@ -60,15 +77,17 @@ impl NodeProcess {
         }
         let cfg = dir.0.join("node.toml");
         std::fs::write(&cfg, config.replace("{dir}", &dir_text))?;
-        let mut child = Command::new(bin)
-            .args(["--listen", "127.0.0.1:0", "--config"])
-            .arg(&cfg)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .map_err(|e| lost(&format!("start {}", bin.display()), e))?;
+        let mut child = Server(
+            Command::new(bin)
+                .args(["--listen", "127.0.0.1:0", "--config"])
+                .arg(&cfg)
+                .stdout(Stdio::piped())
+                .stderr(Stdio::null())
+                .spawn()
+                .map_err(|e| lost(&format!("start {}", bin.display()), e))?,
+        );
         let mut line = String::new();
-        if let Some(out) = child.stdout.take() {
+        if let Some(out) = child.0.stdout.take() {
             BufReader::new(out).read_line(&mut line)?;
         }
         let what = "node start";
@@ -131,14 +150,7 @@ pub fn cpu_time(pid: u32) -> Option<Duration> {
 impl NodeProcess {
     /// The node's process id.
     pub fn pid(&self) -> u32 {
-        self.child.id()
-    }
-}
-
-impl Drop for NodeProcess {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        self.child.pid()
     }
 }
 
@@ -175,7 +187,7 @@ pub async fn post_json(to: SocketAddr, path: &str, body: &str) -> Result<(u16, S
 
 /// A nats-server process with a WebSocket listener and user/password authorization.
 pub struct NatsProcess {
-    child: Child,
+    child: Server,
     /// `ws://127.0.0.1:<port>`.
     pub ws_url: String,
     pub auth: NatsAuth,
@@ -203,21 +215,23 @@ impl NatsProcess {
                 auth.user, auth.password
             ),
         )?;
-        let mut child = Command::new(bin)
-            .arg("-c")
-            .arg(&cfg)
-            .arg("--ports_file_dir")
-            .arg(&dir.0)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .map_err(|e| {
-                lost(
-                    &format!("start {bin}"),
-                    format!("{e} (install it: apt-get install nats-server)"),
-                )
-            })?;
-        let ports = dir.0.join(format!("nats-server_{}.ports", child.id()));
+        let mut child = Server(
+            Command::new(bin)
+                .arg("-c")
+                .arg(&cfg)
+                .arg("--ports_file_dir")
+                .arg(&dir.0)
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .map_err(|e| {
+                    lost(
+                        &format!("start {bin}"),
+                        format!("{e} (install it: apt-get install nats-server)"),
+                    )
+                })?,
+        );
+        let ports = dir.0.join(format!("nats-server_{}.ports", child.pid()));
         let until = Instant::now() + Duration::from_secs(10);
         // Polled until nats-server has written its ports file, bounded by `until`.
         let ws_url = loop {
@@ -228,11 +242,10 @@ impl NatsProcess {
             if let Some(url) = found {
                 break url;
             }
-            if let Ok(Some(status)) = child.try_wait() {
+            if let Ok(Some(status)) = child.0.try_wait() {
                 return Err(lost("nats-server start", format!("exited with {status}")));
             }
             if Instant::now() > until {
-                let _ = child.kill();
                 return Err(LoadError::Timeout {
                     what: "nats-server ports file".into(),
                     after: Duration::from_secs(10),
@@ -252,13 +265,73 @@ impl NatsProcess {
 impl NatsProcess {
     /// nats-server's process id.
     pub fn pid(&self) -> u32 {
-        self.child.id()
+        self.child.pid()
     }
 }
 
-impl Drop for NatsProcess {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+/// The plain socket.io 4 relay (`web/bench/relay.mjs`) running on Node.js.
+pub struct RelayProcess {
+    child: Server,
+    /// `ws://127.0.0.1:<port>`, from the relay's `listening on` line.
+    pub url: String,
+}
+
+impl RelayProcess {
+    /// Starts `node <script>` on a free port; answers once it listens.
+    pub async fn start(node: &str, script: &Path) -> Result<Self, LoadError> {
+        let what = format!("start {node} {}", script.display());
+        let modules = script.with_file_name("node_modules");
+        if !modules.join("socket.io").is_dir() {
+            return Err(lost(
+                &what,
+                format!(
+                    "{} has no socket.io (run npm ci in {}, as scripts/test.sh does)",
+                    modules.display(),
+                    script
+                        .parent()
+                        .map(Path::display)
+                        .map(|d| d.to_string())
+                        .unwrap_or_default()
+                ),
+            ));
+        }
+        let mut child = Server(
+            Command::new(node)
+                .arg(script)
+                .stdout(Stdio::piped())
+                .stderr(Stdio::null())
+                .spawn()
+                .map_err(|e| lost(&what, format!("{e} (Node.js 20 or newer is needed)")))?,
+        );
+        let Some(out) = child.0.stdout.take() else {
+            return Err(lost(&what, "no stdout"));
+        };
+        // Read on a blocking thread: the relay prints one line once it listens.
+        let line = tokio::task::spawn_blocking(move || {
+            let mut line = String::new();
+            BufReader::new(out).read_line(&mut line).map(|_| line)
+        });
+        let line = match tokio::time::timeout(Duration::from_secs(20), line).await {
+            Ok(Ok(read)) => read?,
+            Ok(Err(e)) => return Err(lost(&what, e)),
+            Err(_) => {
+                return Err(LoadError::Timeout {
+                    what,
+                    after: Duration::from_secs(20),
+                })
+            }
+        };
+        match line.trim().strip_prefix("listening on ") {
+            Some(url) if url.starts_with("ws://127.0.0.1:") => Ok(RelayProcess {
+                url: url.to_owned(),
+                child,
+            }),
+            _ => Err(lost(&what, format!("unexpected first line {line:?}"))),
+        }
+    }
+
+    /// The relay's process id.
+    pub fn pid(&self) -> u32 {
+        self.child.pid()
     }
 }

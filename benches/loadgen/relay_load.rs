@@ -152,6 +152,6 @@ async fn send_pair(
 ) -> SendOutcome {
     let mut publisher = Publisher::Node(sink);
     let (sent, stopped) = send(&mut publisher, &builder, &p, 1, &progress, deadline).await;
-    let _ = timeout(CLOSE_TIMEOUT, publisher.sink().close()).await;
+    publisher.close().await;
     SendOutcome { sent, stopped }
 }

@@ -16,8 +16,9 @@
 //! Each HTTP session is one [`HttpSession`] actor running the
 //! [session core](super::session): frames are checked, authorised and routed exactly
 //! as on the WebSocket; what the core and the router hand it waits in an
-//! [`Outbox`] for the next poll. A sender whose recipient is congested has its next
-//! `send` held until that recipient drains.
+//! [`Outbox`] for the next poll. The frames of one `send` go to the session as one
+//! run; a sender whose recipient is congested has the rest of its run (and its next
+//! `send`) held until that recipient drains.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -54,19 +55,26 @@ struct Entry {
     gate: Arc<Gate>,
 }
 
-/// One reTHINK frame from the client, and whether it is to be acknowledged.
+/// A run of frames from one `send`, and whether each is to be acknowledged: the
+/// session takes them in order, one after the other as separate frames would be
+/// taken, and stops (after the first) when it has ended, when a frame has set off
+/// work the session waits for (the rest then waits its turn in the mailbox, behind
+/// that work), or when a recipient's congestion pauses its sender (see [`Gate`]).
 #[derive(Debug, actix::Message)]
-#[rtype(result = "Submitted")]
-struct Submit(ByteString, bool);
+#[rtype(result = "SubmittedRun")]
+struct SubmitRun(Vec<ByteString>, bool);
 
-/// What became of a submitted frame.
+/// What became of a run of frames.
 #[derive(Debug)]
-enum Submitted {
-    /// The session has ended: not taken.
-    Ended,
-    /// Taken; with its acknowledgement (`{"code":200}` or the refusal's code and
-    /// description) when one was asked for.
-    Taken(Option<Value>),
+struct SubmittedRun {
+    /// Frames taken.
+    taken: usize,
+    /// The frames not taken, in order (the sender was paused, or the session ended).
+    rest: Vec<ByteString>,
+    /// The acknowledgements of the frames taken, when they were asked for.
+    acks: Vec<Value>,
+    /// The session has ended.
+    ended: bool,
 }
 
 /// Takes the frames waiting, once the frames submitted before are handled; and
@@ -175,22 +183,49 @@ impl Handler<Kick> for HttpSession {
     }
 }
 
-impl Handler<Submit> for HttpSession {
-    type Result = ResponseFuture<Submitted>;
-    fn handle(&mut self, Submit(text, ack): Submit, ctx: &mut Self::Context) -> Self::Result {
+impl Handler<SubmitRun> for HttpSession {
+    type Result = ResponseFuture<SubmittedRun>;
+    fn handle(
+        &mut self,
+        SubmitRun(frames, ack): SubmitRun,
+        ctx: &mut Self::Context,
+    ) -> Self::Result {
         self.last_request = Instant::now();
-        if self.ended {
-            return Box::pin(async { Submitted::Ended });
+        let mut frames = frames.into_iter();
+        let mut pending = Vec::new();
+        let mut taken = 0;
+        let mut ended = false;
+        let mut rest = Vec::new();
+        while let Some(text) = frames.next() {
+            if self.ended || (taken > 0 && (ctx.waiting() || self.core.gate.is_paused())) {
+                ended = self.ended;
+                rest.push(text);
+                rest.extend(frames);
+                break;
+            }
+            taken += 1;
+            if ack {
+                let (tx, rx) = oneshot::channel();
+                session::on_text_then(self, text, ctx, move |_, _, refused| {
+                    let _ = tx.send(session::ack_value(refused));
+                });
+                pending.push(rx);
+            } else {
+                session::on_text(self, text, ctx);
+            }
         }
-        if !ack {
-            session::on_text(self, text, ctx);
-            return Box::pin(async { Submitted::Taken(None) });
-        }
-        let (tx, rx) = oneshot::channel();
-        session::on_text_then(self, text, ctx, move |_, _, refused| {
-            let _ = tx.send(session::ack_value(refused));
-        });
-        Box::pin(async move { Submitted::Taken(rx.await.ok()) })
+        Box::pin(async move {
+            let mut acks = Vec::with_capacity(pending.len());
+            for rx in pending {
+                acks.extend(rx.await.ok());
+            }
+            SubmittedRun {
+                taken,
+                rest,
+                acks,
+                ended,
+            }
+        })
     }
 }
 
@@ -356,7 +391,9 @@ async fn open(
         ended: false,
     }
     .start();
-    let _ = addr.send(Submit(ByteString::from(text), false)).await;
+    let _ = addr
+        .send(SubmitRun(vec![ByteString::from(text)], false))
+        .await;
     let Ok((frames, open)) = addr.send(Drain).await else {
         return Err(error(StatusCode::INTERNAL_SERVER_ERROR, "session ended"));
     };
@@ -455,14 +492,20 @@ async fn send(
         .is_some_and(|a| a == "1" || a == "true");
     let mut accepted = 0;
     let mut acks = Vec::new();
-    for frame in frames {
+    // the frames go to the session in runs: the whole batch, or what is left of it
+    // once a congested recipient has drained
+    let mut run: Vec<ByteString> = frames.into_iter().map(ByteString::from).collect();
+    while !run.is_empty() {
         entry.gate.opened().await;
-        match entry.addr.send(Submit(ByteString::from(frame), ack)).await {
-            Ok(Submitted::Taken(a)) => {
-                accepted += 1;
-                acks.extend(a);
+        match entry.addr.send(SubmitRun(run, ack)).await {
+            Ok(r) => {
+                accepted += r.taken;
+                acks.extend(r.acks);
+                if r.ended {
+                    return Err(error(StatusCode::GONE, "the session has ended"));
+                }
+                run = r.rest;
             }
-            Ok(Submitted::Ended) => return Err(error(StatusCode::GONE, "the session has ended")),
             Err(_) => return Err(error(StatusCode::NOT_FOUND, "unknown or expired session")),
         }
     }

@@ -17,6 +17,8 @@
 //! does, but up to [`FRAMES_PER_POLL`] of them per poll instead of actix's 16: a
 //! flooding client's frames are routed in larger runs, so each recipient is woken
 //! and writes its socket once per run rather than once per 16 frames.
+//! [`read_frames_in_runs`] also tells the actor where each run ends, for an actor
+//! that hands frames on to another (a Socket.IO socket to its session).
 //!
 //! [`Admission`] is the rate and abuse account of one connection: every frame
 //! takes a token from its rate limiter, and a connection refused too often within
@@ -60,19 +62,37 @@ where
     A: actix::Actor + actix::StreamHandler<S::Item>,
     A::Context: actix::AsyncContext<A>,
 {
+    read_frames_in_runs::<A, S>(stream, ctx, |_, _| {})
+}
+
+/// [`read_frames`], calling `run_end` after each poll's run of frames (when the
+/// stream has no more for now, or after [`FRAMES_PER_POLL`]), unless the actor's
+/// context is waiting: an actor that collects frames hands each run on at once.
+pub fn read_frames_in_runs<A, S>(
+    stream: S,
+    ctx: &mut A::Context,
+    run_end: fn(&mut A, &mut A::Context),
+) -> actix::SpawnHandle
+where
+    S: Stream + Unpin + 'static,
+    A: actix::Actor + actix::StreamHandler<S::Item>,
+    A::Context: actix::AsyncContext<A>,
+{
     use actix::AsyncContext;
     ctx.spawn(ReadFrames {
         stream,
         started: false,
+        run_end,
     })
 }
 
-struct ReadFrames<S> {
+struct ReadFrames<A: actix::Actor, S> {
     stream: S,
     started: bool,
+    run_end: fn(&mut A, &mut A::Context),
 }
 
-impl<A, S> actix::ActorFuture<A> for ReadFrames<S>
+impl<A, S> actix::ActorFuture<A> for ReadFrames<A, S>
 where
     S: Stream + Unpin,
     A: actix::Actor + actix::StreamHandler<S::Item>,
@@ -106,9 +126,13 @@ where
                     <A as actix::StreamHandler<S::Item>>::finished(act, ctx);
                     return Poll::Ready(());
                 }
-                Poll::Pending => return Poll::Pending,
+                Poll::Pending => {
+                    (self.run_end)(act, ctx);
+                    return Poll::Pending;
+                }
             }
         }
+        (self.run_end)(act, ctx);
         task.waker().wake_by_ref();
         Poll::Pending
     }

@@ -35,9 +35,9 @@ use tracing::{debug, warn};
 use crate::node::outbound::{ConnSocket, OutboundQueue, QueueLimits};
 use crate::node::router::{Kick, Outbound};
 use crate::node::NodeState;
-use crate::server::inbound::{read_frames, BoundedFrames};
+use crate::server::inbound::{read_frames, read_frames_in_runs, BoundedFrames};
 use crate::server::session::{self, End, SessionCore, SessionHost};
-use crate::server::socketio::{SocketGone, SocketPacket};
+use crate::server::socketio::{SocketGone, SocketPackets};
 
 /// The actor of one WebSocket connection.
 pub struct WsSession {
@@ -318,12 +318,25 @@ pub(crate) enum EioOut {
     Close,
 }
 
+/// Bytes of packets an [`EioSocket`] collects before it hands them to its session
+/// (whatever is left of a run of frames is handed on at the run's end).
+const PACKETS_BYTES: usize = 64 * 1024;
+
 /// The WebSocket of a Socket.IO session (see
-/// [`socketio`](crate::server::socketio)): each text frame is one Engine.IO packet,
-/// handed to the session; the session's packets are written as text frames.
+/// [`socketio`](crate::server::socketio)): each text frame is one Engine.IO packet;
+/// the packets of one run of frames (see
+/// [`read_frames_in_runs`](crate::server::inbound::read_frames_in_runs)) are handed to
+/// the session together, and the socket reads on once the session has taken them;
+/// the session's packets are written as text frames.
 pub(crate) struct EioSocket {
     id: u64,
-    packets: Recipient<SocketPacket>,
+    packets: Recipient<SocketPackets>,
+    /// Packets read and not yet handed to the session, and their bytes.
+    pending: Vec<ByteString>,
+    pending_bytes: usize,
+    /// The session's gate (also on `inbound`): the rest of a run waits while it is
+    /// paused.
+    gate: Arc<crate::server::inbound::Gate>,
     gone: Recipient<SocketGone>,
     queue: Arc<OutboundQueue>,
     inbound: Option<BoundedFrames<web::Payload>>,
@@ -350,20 +363,23 @@ impl EioSocket {
         gate: Arc<crate::server::inbound::Gate>,
         queue: Arc<OutboundQueue>,
         id: u64,
-        packets: Recipient<SocketPacket>,
+        packets: Recipient<SocketPackets>,
         gone: Recipient<SocketGone>,
     ) -> Result<(HttpResponse, Recipient<EioOut>), actix_web::Error> {
         let mut response = ws::handshake(req)?;
         let socket = EioSocket {
             id,
             packets,
+            pending: Vec::new(),
+            pending_bytes: 0,
             gone,
             queue,
             inbound: Some(BoundedFrames::new(
                 stream,
                 node.config.session.max_frame_size,
-                gate,
+                gate.clone(),
             )),
+            gate,
             closing: false,
         };
         let none =
@@ -373,16 +389,73 @@ impl EioSocket {
     }
 }
 
+impl EioSocket {
+    /// Collects one packet; hands the collection on once it is large.
+    fn collect(&mut self, ctx: &mut ws::WebsocketContext<Self>, text: ByteString) {
+        self.pending_bytes += text.len();
+        self.pending.push(text);
+        if self.pending_bytes >= PACKETS_BYTES {
+            self.hand_on(ctx);
+        }
+    }
+
+    /// Hands the collected packets to the session and reads on once it has taken
+    /// them: the socket is read as fast as the session works.
+    fn hand_on(&mut self, ctx: &mut ws::WebsocketContext<Self>) {
+        if self.pending.is_empty() || self.closing {
+            return;
+        }
+        self.pending_bytes = 0;
+        let sent = self.packets.send(SocketPackets {
+            socket: self.id,
+            texts: std::mem::take(&mut self.pending),
+        });
+        ctx.wait(sent.into_actor(self).map(|r, act, ctx| match r {
+            // what the session did not take yet goes again, before anything newer
+            Ok(rest) => {
+                if rest.is_empty() {
+                    return;
+                }
+                act.pending_bytes = rest.iter().map(|t| t.len()).sum();
+                act.pending = rest;
+                if act.gate.is_paused() {
+                    let gate = act.gate.clone();
+                    let opened = async move { gate.opened().await };
+                    ctx.wait(opened.into_actor(act).map(|(), act, ctx| act.hand_on(ctx)));
+                } else {
+                    act.hand_on(ctx);
+                }
+            }
+            Err(_) => ctx.stop(),
+        }));
+    }
+
+    /// Hands the collected packets to the session without waiting (the socket is
+    /// ending).
+    fn hand_on_last(&mut self) {
+        if !self.pending.is_empty() {
+            self.pending_bytes = 0;
+            self.packets.do_send(SocketPackets {
+                socket: self.id,
+                texts: std::mem::take(&mut self.pending),
+            });
+        }
+    }
+}
+
 impl Actor for EioSocket {
     type Context = ws::WebsocketContext<Self>;
 
     fn started(&mut self, ctx: &mut Self::Context) {
         if let Some(frames) = self.inbound.take() {
-            ctx.add_stream(frames);
+            read_frames_in_runs::<Self, _>(frames, ctx, Self::hand_on);
         }
     }
 
     fn stopped(&mut self, _: &mut Self::Context) {
+        if !self.closing {
+            self.hand_on_last();
+        }
         self.gone.do_send(SocketGone { socket: self.id });
     }
 }
@@ -412,25 +485,10 @@ impl StreamHandler<Result<ws::Message, ws::ProtocolError>> for EioSocket {
             return;
         }
         match item {
-            Ok(ws::Message::Text(text)) => {
-                // one packet at a time: the socket is read as fast as the session works
-                let sent = self.packets.send(SocketPacket {
-                    socket: self.id,
-                    text,
-                });
-                ctx.wait(sent.into_actor(self).map(|r, _, ctx| {
-                    if r.is_err() {
-                        ctx.stop();
-                    }
-                }));
-            }
+            Ok(ws::Message::Text(text)) => self.collect(ctx, text),
             Ok(ws::Message::Binary(_)) | Ok(ws::Message::Continuation(_)) => {
                 // Engine.IO 3 binary packets carry attachments reTHINK has no use for
-                let sent = self.packets.send(SocketPacket {
-                    socket: self.id,
-                    text: ByteString::from_static("4binary"),
-                });
-                ctx.wait(sent.into_actor(self).map(|_, _, _| {}));
+                self.collect(ctx, ByteString::from_static("4binary"));
             }
             Ok(ws::Message::Ping(p)) => ctx.pong(&p),
             Ok(ws::Message::Pong(_)) | Ok(ws::Message::Nop) => {}
@@ -440,6 +498,7 @@ impl StreamHandler<Result<ws::Message, ws::ProtocolError>> for EioSocket {
             }
             Err(e) => {
                 warn!(error = %e, "socket.io websocket protocol error");
+                self.hand_on_last();
                 self.closing = true;
                 ctx.close(Some(ws::CloseReason {
                     code: ws::CloseCode::Protocol,

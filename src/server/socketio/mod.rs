@@ -75,12 +75,16 @@ struct Polled {
     wait: Duration,
 }
 
-/// One Engine.IO packet from WebSocket `socket`.
+/// Engine.IO packets from WebSocket `socket`, in the order they came. The session
+/// takes them one after the other as separate packets would be taken, and answers
+/// the packets it has not taken yet: those after one that set off work the session
+/// waits for, or after its reading was paused (a recipient is congested), to be
+/// handed again behind that work or once reading resumes.
 #[derive(Debug, actix::Message)]
-#[rtype(result = "()")]
-pub(crate) struct SocketPacket {
+#[rtype(result = "Vec<ByteString>")]
+pub(crate) struct SocketPackets {
     pub(crate) socket: u64,
-    pub(crate) text: ByteString,
+    pub(crate) texts: Vec<ByteString>,
 }
 
 /// WebSocket `socket` of a session has closed.
@@ -388,18 +392,36 @@ impl Handler<Attach> for SioSession {
     }
 }
 
-impl Handler<SocketPacket> for SioSession {
-    type Result = ();
-    fn handle(&mut self, p: SocketPacket, ctx: &mut Self::Context) {
-        let probing = self.probe.as_ref().is_some_and(|(id, _)| *id == p.socket);
+impl Handler<SocketPackets> for SioSession {
+    type Result = MessageResult<SocketPackets>;
+    fn handle(&mut self, p: SocketPackets, ctx: &mut Self::Context) -> Self::Result {
+        let mut texts = p.texts.into_iter();
+        while let Some(text) = texts.next() {
+            self.socket_packet(ctx, p.socket, &text);
+            if self.ended {
+                // what follows the end is not taken
+                break;
+            }
+            if ctx.waiting() || self.core.gate.is_paused() {
+                return MessageResult(texts.collect());
+            }
+        }
+        MessageResult(Vec::new())
+    }
+}
+
+impl SioSession {
+    /// One packet from WebSocket `socket`: the session's transport, or a probe.
+    fn socket_packet(&mut self, ctx: &mut Context<Self>, socket: u64, text: &str) {
+        let probing = self.probe.as_ref().is_some_and(|(id, _)| *id == socket);
         if !probing {
-            if matches!(self.transport, Transport::Socket(id, _) if id == p.socket) {
-                self.on_packet(ctx, &p.text);
+            if matches!(self.transport, Transport::Socket(id, _) if id == socket) {
+                self.on_packet(ctx, text);
             }
             return;
         }
         self.core.heard = true;
-        match &*p.text {
+        match text {
             "2probe" => {
                 if let Some((_, out)) = &self.probe {
                     out.do_send(EioOut::Text("3probe".to_owned(), 0));
