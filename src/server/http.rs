@@ -191,6 +191,8 @@ impl Handler<SubmitRun> for HttpSession {
         ctx: &mut Self::Context,
     ) -> Self::Result {
         self.last_request = Instant::now();
+        // what the run delivers is handed over when it is taken
+        let _pass = crate::node::handoff::Pass::open();
         let mut frames = frames.into_iter();
         let mut pending = Vec::new();
         let mut taken = 0;

@@ -43,6 +43,7 @@ use serde_json::json;
 use tokio::sync::oneshot;
 use tracing::debug;
 
+use crate::node::handoff::Pass;
 use crate::node::outbound::{ConnSocket, OutboundQueue, QueueLimits};
 use crate::node::router::{Kick, Outbound};
 use crate::node::NodeState;
@@ -337,6 +338,8 @@ impl Handler<Posted> for SioSession {
         if self.ended || !matches!(self.transport, Transport::Polling) {
             return false;
         }
+        // what the packets deliver is handed over when the run is done
+        let _pass = Pass::open();
         for p in packets {
             self.on_packet(ctx, &p);
         }
@@ -395,6 +398,7 @@ impl Handler<Attach> for SioSession {
 impl Handler<SocketPackets> for SioSession {
     type Result = MessageResult<SocketPackets>;
     fn handle(&mut self, p: SocketPackets, ctx: &mut Self::Context) -> Self::Result {
+        let _pass = Pass::open();
         let mut texts = p.texts.into_iter();
         while let Some(text) = texts.next() {
             self.socket_packet(ctx, p.socket, &text);
