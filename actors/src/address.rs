@@ -721,7 +721,7 @@ mod tests {
         let valid = "runtime://d.org/x";
         // an invalid text in the same slot
         let invalid = (0..=32u8)
-            .map(|b| format!("r{}ntime://d.org/x", char::from(b)))
+            .flat_map(|b| (0..64).map(move |i| format!("r{}ntime://d.org/x{i}", char::from(b))))
             .find(|s| recent_slot(s) == recent_slot(valid))
             .expect("some text shares the slot");
         for _ in 0..2 {
