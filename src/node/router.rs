@@ -14,6 +14,11 @@
 //! | `owners` (address → key) | [`Owners`] | [`AddressAllocation`](super::allocation::AddressAllocation) |
 //! | `subscribers` (resource → keys) | [`Subscribers`] | [`SubscriptionManager`](super::subscriptions::SubscriptionManager) |
 //!
+//! Every write bumps its table's version, so a session may keep the
+//! answers of its last lookups ([`RouteMemo`]) until a table changes. Frames a
+//! connection's read pass routes to sessions on other threads are handed over at
+//! the end of the pass (see [`handoff`](super::handoff)).
+//!
 //! The counters ([`NodeStats`] for `/health`, [`NodeMetrics`](super::metrics::NodeMetrics)
 //! for `/metrics`) are defined together in [`metrics`](super::metrics); the router
 //! holds them so the hot path counts without a hop.
@@ -326,7 +331,7 @@ impl TableVersion {
 /// What one session remembers of its last ownership check and its last
 /// recipient lookup: a flood from one sender to one recipient then costs no table
 /// lookup but the recipient's slot. Valid while `owners`, `runtimes` and
-/// `subscribers` keep the versions it was filled at ([`TableVersion`]); any write
+/// `subscribers` keep the versions it was filled at (`TableVersion`); any write
 /// to them empties it.
 #[derive(Debug, Default)]
 pub struct RouteMemo {
