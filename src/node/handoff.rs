@@ -4,7 +4,7 @@
 //! frames per poll (a *read pass*, [`Pass`]). Every frame it routes to a live
 //! session is charged to that session's byte account at once, as always, but the
 //! frame itself waits in this thread's hand-off list; when the pass ends, each
-//! recipient gets its frames in one burst, in order. A recipient on another
+//! recipient gets its frames in one mailbox message ([`OutboundBurst`]), in order. A recipient on another
 //! worker thread is then woken once per pass instead of once per frame, and
 //! writes its socket with one send per burst: nats-server hands its deliveries
 //! over the same way (a client's pending flushes, signalled once per read).
@@ -26,13 +26,13 @@ use actix::Recipient;
 use bytestring::ByteString;
 
 use super::outbound::OutboundQueue;
-use super::router::{Outbound, Router, SessionKey};
+use super::router::{OutboundBurst, Router, SessionKey};
 
 /// Frames held for one connection.
 struct Held {
     router: Arc<Router>,
     key: SessionKey,
-    conn: Recipient<Outbound>,
+    bursts: Recipient<OutboundBurst>,
     queue: Arc<OutboundQueue>,
     frames: Vec<ByteString>,
 }
@@ -97,7 +97,7 @@ pub(crate) fn hold(
     router: &std::sync::Weak<Router>,
     key: &str,
     conn_id: u64,
-    conn: &Recipient<Outbound>,
+    bursts: &Recipient<OutboundBurst>,
     queue: &Arc<OutboundQueue>,
     frame: &ByteString,
 ) -> bool {
@@ -114,7 +114,7 @@ pub(crate) fn hold(
                 p.held.push(Held {
                     router,
                     key: key.into(),
-                    conn: conn.clone(),
+                    bursts: bursts.clone(),
                     queue: queue.clone(),
                     frames: Vec::new(),
                 });
@@ -127,26 +127,21 @@ pub(crate) fn hold(
     })
 }
 
-/// Puts one connection's held frames into its mailbox.
+/// Puts one connection's held frames into its mailbox, as one message.
 fn hand_over(h: Held) {
-    let mut frames = h.frames.into_iter();
-    while let Some(frame) = frames.next() {
-        let len = frame.len();
-        match h.conn.try_send(Outbound(frame)) {
-            Ok(()) => {}
-            Err(SendError::Closed(Outbound(frame))) => {
-                h.queue.refund(len);
-                h.router.held_for_closed(&h.key, &frame);
+    match h.bursts.try_send(OutboundBurst(h.frames)) {
+        Ok(()) => {}
+        Err(SendError::Closed(OutboundBurst(frames))) => {
+            for frame in &frames {
+                h.queue.refund(frame.len());
+                h.router.held_for_closed(&h.key, frame);
             }
-            Err(SendError::Full(_)) => {
-                h.queue.refund(len);
-                let rest: Vec<ByteString> = frames.collect();
-                for f in &rest {
-                    h.queue.refund(f.len());
-                }
-                h.router.held_for_full(&h.key, 1 + rest.len());
-                return;
+        }
+        Err(SendError::Full(OutboundBurst(frames))) => {
+            for frame in &frames {
+                h.queue.refund(frame.len());
             }
+            h.router.held_for_full(&h.key, frames.len());
         }
     }
 }

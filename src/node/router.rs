@@ -115,6 +115,12 @@ pub trait PeerRoutes: Send + Sync + std::fmt::Debug {
 #[rtype(result = "()")]
 pub struct Outbound(pub ByteString);
 
+/// Frames for a session's client, in order: what one read pass on another thread
+/// routed to it (see [`handoff`](super::handoff)).
+#[derive(Debug, Clone, actix::Message)]
+#[rtype(result = "()")]
+pub struct OutboundBurst(pub Vec<ByteString>);
+
 /// Tells a session to close its socket.
 #[derive(Debug, Clone, actix::Message)]
 #[rtype(result = "()")]
@@ -129,6 +135,8 @@ pub struct Slot {
     /// Which connection currently serves the session.
     pub(crate) conn_id: u64,
     pub(crate) conn: Option<Recipient<Outbound>>,
+    /// The same connection, for frames handed over in bursts.
+    pub(crate) bursts: Option<Recipient<OutboundBurst>>,
     /// The byte account of `conn`'s queue.
     pub(crate) queue: Option<Arc<OutboundQueue>>,
     pub(crate) kicker: Option<Recipient<Kick>>,
@@ -163,12 +171,14 @@ impl Slot {
     pub(crate) fn live(
         conn_id: u64,
         conn: Recipient<Outbound>,
+        bursts: Recipient<OutboundBurst>,
         queue: Arc<OutboundQueue>,
         kicker: Recipient<Kick>,
     ) -> Slot {
         Slot {
             conn_id,
             conn: Some(conn),
+            bursts: Some(bursts),
             queue: Some(queue),
             kicker: Some(kicker),
             runtime: None,
@@ -904,7 +914,7 @@ impl Router {
                 }
                 // the connection just ended: keep the frame for a re-open
                 Charge::Closed => {}
-                charge if self.hold(key, &slot, conn, queue, frame) => {
+                charge if self.hold(key, &slot, queue, frame) => {
                     self.stats.delivered.fetch_add(1, Relaxed);
                     return if charge == Charge::Congested {
                         Delivered::Congested
@@ -935,18 +945,12 @@ impl Router {
     }
 
     /// Holds `frame` for the end of this thread's read pass, if one is open.
-    fn hold(
-        &self,
-        key: &str,
-        slot: &Slot,
-        conn: &Recipient<Outbound>,
-        queue: &Arc<OutboundQueue>,
-        frame: &ByteString,
-    ) -> bool {
-        let Some(this) = self.this.get().filter(|_| !queue.on_this_thread()) else {
+    fn hold(&self, key: &str, slot: &Slot, queue: &Arc<OutboundQueue>, frame: &ByteString) -> bool {
+        let (Some(this), Some(bursts)) = (self.this.get(), &slot.bursts) else {
             return false;
         };
-        super::handoff::hold(this, key, slot.conn_id, conn, queue, frame)
+        !queue.on_this_thread()
+            && super::handoff::hold(this, key, slot.conn_id, bursts, queue, frame)
     }
 
     /// A frame held for `key` found its connection closed: it waits in the
@@ -1267,6 +1271,7 @@ mod tests {
             Slot {
                 conn_id: 0,
                 conn: None,
+                bursts: None,
                 queue: None,
                 kicker: None,
                 runtime: None,

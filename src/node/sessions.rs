@@ -45,7 +45,8 @@ use super::allocation::{AddressAllocation, AdoptAddresses, DropSession, HandOver
 use super::outbound::OutboundQueue;
 use super::rights::{check_runtime_url, may_replace, stub_url, UrlRefused};
 use super::router::{
-    Evict, GraceBuffer, Kick, Outbound, Router, SessionKey, Slot, Table, TableVersion,
+    Evict, GraceBuffer, Kick, Outbound, OutboundBurst, Router, SessionKey, Slot, Table,
+    TableVersion,
 };
 use super::subscriptions::{
     AdoptSubscriptions, DropSubscriptions, HandOverSubscriptions, SubscriptionManager,
@@ -164,6 +165,8 @@ pub struct Connected {
     pub conn_id: u64,
     /// Where its frames go.
     pub conn: Recipient<Outbound>,
+    /// Where bursts of its frames go.
+    pub bursts: Recipient<OutboundBurst>,
     /// The byte account of its outbound queue.
     pub queue: Arc<OutboundQueue>,
     /// How to close it.
@@ -599,9 +602,10 @@ impl Handler<Evict> for SessionManager {
 impl Handler<Connected> for SessionManager {
     type Result = ();
     fn handle(&mut self, c: Connected, _: &mut Context<Self>) {
-        self.router
-            .slots
-            .insert(c.key, Slot::live(c.conn_id, c.conn, c.queue, c.kicker));
+        self.router.slots.insert(
+            c.key,
+            Slot::live(c.conn_id, c.conn, c.bursts, c.queue, c.kicker),
+        );
     }
 }
 
@@ -1082,7 +1086,8 @@ impl SessionManager {
         let Some((_, fresh)) = self.router.slots.remove(&r.key) else {
             return Err(refuse(ResponseCode::InternalError, "unknown connection"));
         };
-        let (Some(conn), Some(queue), Some(kicker)) = (fresh.conn, fresh.queue, fresh.kicker)
+        let (Some(conn), Some(bursts), Some(queue), Some(kicker)) =
+            (fresh.conn, fresh.bursts, fresh.queue, fresh.kicker)
         else {
             return Err(refuse(
                 ResponseCode::InternalError,
@@ -1109,6 +1114,7 @@ impl SessionManager {
             conn.do_send(Outbound(f));
         }
         slot.conn = Some(conn);
+        slot.bursts = Some(bursts);
         slot.queue = Some(queue);
         slot.conn_id = fresh.conn_id;
         slot.kicker = Some(kicker);
@@ -1366,6 +1372,7 @@ impl Handler<Lost> for SessionManager {
                 return;
             }
             slot.conn = None;
+            slot.bursts = None;
             slot.queue = None;
             slot.kicker = None;
             let since = Instant::now();

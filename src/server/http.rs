@@ -35,7 +35,7 @@ use tokio::sync::oneshot;
 use tracing::debug;
 
 use crate::node::outbound::{OutboundQueue, QueueLimits};
-use crate::node::router::{Kick, Outbound};
+use crate::node::router::{Kick, Outbound, OutboundBurst};
 use crate::node::NodeState;
 use crate::server::inbound::Gate;
 use crate::server::polling::Outbox;
@@ -173,6 +173,16 @@ impl Handler<Outbound> for HttpSession {
     fn handle(&mut self, Outbound(frame): Outbound, ctx: &mut Self::Context) {
         self.core.queue.written(frame.len());
         self.write(ctx, String::from(frame));
+    }
+}
+
+impl Handler<OutboundBurst> for HttpSession {
+    type Result = ();
+    fn handle(&mut self, OutboundBurst(frames): OutboundBurst, ctx: &mut Self::Context) {
+        for frame in frames {
+            self.core.queue.written(frame.len());
+            self.write(ctx, String::from(frame));
+        }
     }
 }
 

@@ -45,7 +45,7 @@ use crate::node::frame::{may_ask_for_ack, stamped, FrameId, Header, Partial};
 use crate::node::metrics::SAMPLE_EVERY;
 use crate::node::outbound::OutboundQueue;
 use crate::node::rights::stub_url;
-use crate::node::router::{Kick, Outbound, RouteMemo, Routed, Service, SessionKey};
+use crate::node::router::{Kick, Outbound, OutboundBurst, RouteMemo, Routed, Service, SessionKey};
 use crate::node::sessions::{
     Authenticated, BindStub, Close, Connected, Lost, Open, Opened, ReOpen, Renew, SessionRefused,
 };
@@ -215,14 +215,18 @@ pub(crate) fn admit_connection(
 /// it reach `conn`), and it is ended if it opens no session in time.
 pub(crate) fn started<A>(act: &mut A, ctx: &mut A::Context)
 where
-    A: SessionHost + Handler<Outbound> + Handler<Kick>,
-    A::Context: AsyncContext<A> + ToEnvelope<A, Outbound> + ToEnvelope<A, Kick>,
+    A: SessionHost + Handler<Outbound> + Handler<OutboundBurst> + Handler<Kick>,
+    A::Context: AsyncContext<A>
+        + ToEnvelope<A, Outbound>
+        + ToEnvelope<A, OutboundBurst>
+        + ToEnvelope<A, Kick>,
 {
     let core = act.core_ref();
     core.node.sessions.do_send(Connected {
         key: core.key.clone(),
         conn_id: core.conn_id,
         conn: ctx.address().recipient(),
+        bursts: ctx.address().recipient(),
         queue: core.queue.clone(),
         kicker: ctx.address().recipient(),
     });

@@ -33,7 +33,7 @@ use serde_json::json;
 use tracing::{debug, warn};
 
 use crate::node::outbound::{ConnSocket, OutboundQueue, QueueLimits};
-use crate::node::router::{Kick, Outbound};
+use crate::node::router::{Kick, Outbound, OutboundBurst};
 use crate::node::NodeState;
 use crate::server::inbound::{read_frames, read_frames_in_runs, BoundedFrames};
 use crate::server::session::{self, End, SessionCore, SessionHost};
@@ -175,12 +175,32 @@ impl Actor for WsSession {
 impl Handler<Outbound> for WsSession {
     type Result = ();
     fn handle(&mut self, Outbound(frame): Outbound, ctx: &mut Self::Context) {
-        self.core.queue.written(frame.len());
-        if self.closing {
-            return;
+        self.write_frames(std::iter::once(frame), ctx);
+    }
+}
+
+impl Handler<OutboundBurst> for WsSession {
+    type Result = ();
+    fn handle(&mut self, OutboundBurst(frames): OutboundBurst, ctx: &mut Self::Context) {
+        self.write_frames(frames.into_iter(), ctx);
+    }
+}
+
+impl WsSession {
+    /// Writes frames routed to the session; after [`WRITE_BATCH`] of them it
+    /// takes no more until the socket writer has run.
+    fn write_frames(
+        &mut self,
+        frames: impl Iterator<Item = ByteString>,
+        ctx: &mut ws::WebsocketContext<Self>,
+    ) {
+        for frame in frames {
+            self.core.queue.written(frame.len());
+            if !self.closing {
+                ctx.text(frame);
+                self.batch += 1;
+            }
         }
-        ctx.text(frame);
-        self.batch += 1;
         if self.batch >= WRITE_BATCH {
             // stop taking frames until the socket writer has run
             ctx.wait(

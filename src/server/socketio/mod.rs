@@ -45,7 +45,7 @@ use tracing::debug;
 
 use crate::node::handoff::Pass;
 use crate::node::outbound::{ConnSocket, OutboundQueue, QueueLimits};
-use crate::node::router::{Kick, Outbound};
+use crate::node::router::{Kick, Outbound, OutboundBurst};
 use crate::node::NodeState;
 use crate::server::inbound::Gate;
 use crate::server::polling::Outbox;
@@ -322,6 +322,16 @@ impl Handler<Outbound> for SioSession {
     fn handle(&mut self, Outbound(frame): Outbound, ctx: &mut Self::Context) {
         let len = frame.len();
         self.send(ctx, packet::message(&frame), len);
+    }
+}
+
+impl Handler<OutboundBurst> for SioSession {
+    type Result = ();
+    fn handle(&mut self, OutboundBurst(frames): OutboundBurst, ctx: &mut Self::Context) {
+        for frame in frames {
+            let len = frame.len();
+            self.send(ctx, packet::message(&frame), len);
+        }
     }
 }
 
