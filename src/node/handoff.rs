@@ -145,3 +145,135 @@ fn hand_over(h: Held) {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Mutex;
+
+    use actix::prelude::*;
+
+    use super::*;
+    use crate::node::outbound::QueueLimits;
+    use crate::node::router::{Delivered, Kick, Outbound, Slot};
+
+    /// A connection that records what reaches it, one entry per mailbox message.
+    struct Sink(Arc<Mutex<Vec<Vec<String>>>>);
+
+    impl Actor for Sink {
+        type Context = Context<Self>;
+    }
+
+    impl Handler<Outbound> for Sink {
+        type Result = ();
+        fn handle(&mut self, Outbound(f): Outbound, _: &mut Context<Self>) {
+            self.0.lock().unwrap().push(vec![f.to_string()]);
+        }
+    }
+
+    impl Handler<OutboundBurst> for Sink {
+        type Result = ();
+        fn handle(&mut self, OutboundBurst(fs): OutboundBurst, _: &mut Context<Self>) {
+            self.0
+                .lock()
+                .unwrap()
+                .push(fs.iter().map(|f| f.to_string()).collect());
+        }
+    }
+
+    impl Handler<Kick> for Sink {
+        type Result = ();
+        fn handle(&mut self, _: Kick, _: &mut Context<Self>) {}
+    }
+
+    /// A router whose session `k1` is served by `sink`, its queue made on another
+    /// thread (as a connection on another worker's is).
+    fn router_with(sink: &Addr<Sink>) -> (Arc<Router>, Arc<OutboundQueue>) {
+        let router = Arc::new(Router::new("d.org", 8));
+        router.hold_in_passes();
+        let limits = QueueLimits {
+            slow_down: 1 << 20,
+            budget: 2 << 20,
+        };
+        let queue = std::thread::spawn(move || OutboundQueue::new(limits, None))
+            .join()
+            .unwrap();
+        let slot = Slot::live(
+            1,
+            sink.clone().recipient(),
+            sink.clone().recipient(),
+            queue.clone(),
+            sink.clone().recipient(),
+        );
+        router.slots.insert_for_test(Arc::from("k1"), slot);
+        (router, queue)
+    }
+
+    fn frames(n: usize) -> Vec<ByteString> {
+        (0..n)
+            .map(|i| ByteString::from(format!("{{\"n\":{i}}}")))
+            .collect()
+    }
+
+    #[actix::test]
+    async fn a_pass_hands_its_frames_over_in_one_message_in_order() {
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let sink = Sink(seen.clone()).start();
+        let (router, queue) = router_with(&sink);
+        {
+            let _pass = Pass::open();
+            for f in frames(3) {
+                assert_eq!(router.deliver("k1", &f), Delivered::Queued);
+            }
+            assert_eq!(queue.pending(), 3 * 7, "charged at once");
+            // a pass inside the pass hands nothing over when it ends
+            drop(Pass::open());
+        }
+        // outside a pass, a frame goes at once
+        router.deliver("k1", &ByteString::from_static("{\"n\":9}"));
+        actix::clock::sleep(std::time::Duration::from_millis(50)).await;
+        let seen = seen.lock().unwrap().clone();
+        assert_eq!(
+            seen,
+            vec![
+                vec!["{\"n\":0}", "{\"n\":1}", "{\"n\":2}"],
+                vec!["{\"n\":9}"]
+            ]
+        );
+    }
+
+    #[actix::test]
+    async fn frames_held_for_a_closed_connection_wait_in_its_grace_buffer() {
+        let sink = Sink(Arc::default()).start();
+        let (router, queue) = router_with(&sink);
+        let pass = Pass::open();
+        for f in frames(2) {
+            router.deliver("k1", &f);
+        }
+        // the connection ends before the pass does
+        sink.do_send(Stop);
+        actix::clock::sleep(std::time::Duration::from_millis(50)).await;
+        drop(pass);
+        assert_eq!(queue.pending(), 0, "refunded");
+        let slot = router.slots.get("k1").unwrap();
+        let kept: Vec<String> = slot
+            .buffer
+            .lock()
+            .unwrap()
+            .take()
+            .iter()
+            .map(|f| f.to_string())
+            .collect();
+        assert_eq!(kept, ["{\"n\":0}", "{\"n\":1}"]);
+    }
+
+    #[derive(actix::Message)]
+    #[rtype(result = "()")]
+    struct Stop;
+
+    impl Handler<Stop> for Sink {
+        type Result = ();
+        fn handle(&mut self, _: Stop, ctx: &mut Context<Self>) {
+            ctx.stop();
+        }
+    }
+}
