@@ -4,10 +4,11 @@
 //! frames per poll (a *read pass*, [`Pass`]). Every frame it routes to a live
 //! session is charged to that session's byte account at once, as always, but the
 //! frame itself waits in this thread's hand-off list; when the pass ends, each
-//! recipient gets its frames in one mailbox message ([`OutboundBurst`]), in order. A recipient on another
-//! worker thread is then woken once per pass instead of once per frame, and
-//! writes its socket with one send per burst: nats-server hands its deliveries
-//! over the same way (a client's pending flushes, signalled once per read).
+//! recipient gets its frames in one mailbox message ([`OutboundBurst`]), in order.
+//! A recipient on another worker thread is then woken once per pass instead of
+//! once per frame, and writes its socket with one send per burst: nats-server
+//! hands its deliveries over the same way (a client's pending flushes, signalled
+//! once per read).
 //!
 //! A recipient on the sender's own thread gets its frames at once: waking it
 //! costs nothing there, and it runs only after the pass anyway.
