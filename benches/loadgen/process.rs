@@ -77,12 +77,17 @@ impl NodeProcess {
         }
         let cfg = dir.0.join("node.toml");
         std::fs::write(&cfg, config.replace("{dir}", &dir_text))?;
+        // the node's log, and whatever it keeps in its working directory by
+        // default, stay in `dir`: no two bench nodes share a store
+        let log_path = dir.0.join("node.log");
+        let log = std::fs::File::create(&log_path)?;
         let mut child = Server(
             Command::new(bin)
                 .args(["--listen", "127.0.0.1:0", "--config"])
                 .arg(&cfg)
+                .current_dir(&dir.0)
                 .stdout(Stdio::piped())
-                .stderr(Stdio::null())
+                .stderr(log)
                 .spawn()
                 .map_err(|e| lost(&format!("start {}", bin.display()), e))?,
         );
@@ -91,11 +96,22 @@ impl NodeProcess {
             BufReader::new(out).read_line(&mut line)?;
         }
         let what = "node start";
-        let ws_url = line
-            .trim()
-            .strip_prefix("listening on ")
-            .ok_or_else(|| lost(what, format!("unexpected first line {line:?}")))?
-            .to_owned();
+        let ws_url = match line.trim().strip_prefix("listening on ") {
+            Some(url) => url.to_owned(),
+            None => {
+                let _ = child.0.wait();
+                let log = std::fs::read_to_string(&log_path).unwrap_or_default();
+                let tail: Vec<&str> = log.lines().rev().take(5).collect();
+                let tail: Vec<&str> = tail.into_iter().rev().collect();
+                return Err(lost(
+                    what,
+                    format!(
+                        "unexpected first line {line:?}; its log ends: {}",
+                        tail.join(" | ")
+                    ),
+                ));
+            }
+        };
         let addr = ws_url
             .strip_prefix("ws://")
             .and_then(|a| a.strip_suffix("/ws"))
