@@ -129,6 +129,15 @@ pub enum FrameId<'a> {
 }
 
 impl FrameId<'_> {
+    /// Whether the id is one a frame may carry: an integer in 1..=2^53-1, or a
+    /// non-empty string of at most [`MAX_TEXT_ID_LEN`] bytes.
+    fn in_range(&self) -> bool {
+        match self {
+            FrameId::Num(n) => (1..=MAX_MESSAGE_ID).contains(n),
+            FrameId::Text(s) => !s.is_empty() && s.len() <= MAX_TEXT_ID_LEN,
+        }
+    }
+
     /// The same id, owning its text.
     pub fn into_owned(self) -> FrameId<'static> {
         match self {
@@ -311,10 +320,7 @@ impl<'a> Header<'a> {
     /// anything the careful read must look at.
     fn parse_typed(text: &'a str) -> Option<Header<'a>> {
         let t: TypedHeader<'a> = serde_json::from_str(text).ok()?;
-        let id_ok = match &t.id.0 {
-            FrameId::Num(n) => (1..=MAX_MESSAGE_ID).contains(n),
-            FrameId::Text(s) => !s.is_empty() && s.len() <= MAX_TEXT_ID_LEN,
-        };
+        let id_ok = t.id.0.in_range();
         let to_ok = match &t.to.0 {
             ToRef::One(a) => Address::check(a).is_ok(),
             ToRef::Many(v) => !v.is_empty() && v.iter().all(|a| Address::check(a).is_ok()),
@@ -335,14 +341,12 @@ impl<'a> Header<'a> {
     fn validate(text: &'a str, raw: &RawHeader<'a>) -> Result<Header<'a>, ParseError> {
         let id = match present(raw.id) {
             None => return Err(ParseError::Missing("id")),
-            Some(r) if r.get().starts_with('"') => match str_of("id", r)? {
-                t if t.is_empty() || t.len() > MAX_TEXT_ID_LEN => {
-                    return Err(wrong("id", "a positive integer or a short string"))
-                }
-                t => FrameId::Text(t),
+            Some(r) if r.get().starts_with('"') => match FrameId::Text(str_of("id", r)?) {
+                id if id.in_range() => id,
+                _ => return Err(wrong("id", "a positive integer or a short string")),
             },
-            Some(r) => match serde_json::from_str::<u64>(r.get()) {
-                Ok(i) if i > 0 && i <= MAX_MESSAGE_ID => FrameId::Num(i),
+            Some(r) => match serde_json::from_str::<u64>(r.get()).map(FrameId::Num) {
+                Ok(id) if id.in_range() => id,
                 Ok(_) => return Err(ParseError::InvalidId),
                 Err(_) if serde_json::from_str::<f64>(r.get()).is_ok() => {
                     return Err(ParseError::InvalidId)
